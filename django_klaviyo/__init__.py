@@ -1,0 +1,29 @@
+"""django-klaviyo: a reliable, fast Klaviyo integration for Django stores.
+
+The public API is imported lazily so that ``import django_klaviyo`` never loads
+models before Django's app registry is ready.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "add_to_list",
+    "forget_profile",
+    "remove_from_list",
+    "subscribe",
+    "track",
+    "unsubscribe",
+    "upsert_profile",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from django_klaviyo import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'django_klaviyo' has no attribute {name!r}")

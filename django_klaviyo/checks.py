@@ -1,0 +1,1 @@
+"""Placeholder: system checks arrive with the foundation."""

@@ -1,0 +1,120 @@
+"""Lazy access to django-klaviyo settings.
+
+Every key may be given inside one dict, ``KLAVIYO = {"PRIVATE_API_KEY": ...}``, or as a
+top-level setting ``KLAVIYO_PRIVATE_API_KEY``. The dict wins. Values are read on every
+access, so ``override_settings`` works in tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings as django_settings
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
+
+_MISSING = object()
+
+DEFAULTS: dict[str, Any] = {
+    "PRIVATE_API_KEY": None,
+    "PUBLIC_API_KEY": None,
+    # Webhook signing secrets; several at once while one is being rotated.
+    "WEBHOOK_SECRETS": [],
+    # Shared token guarding the (unsigned) flow-webhook endpoint.
+    "FLOW_WEBHOOK_TOKEN": None,
+    "WEBHOOK_TOLERANCE_SECONDS": 300,
+    "WEBHOOK_MAX_BODY_BYTES": 5 * 1024 * 1024,
+    "API_URL": "https://a.klaviyo.com",
+    "REVISION": "2026-07-15",
+    # (connect, read) seconds.
+    "TIMEOUT": (5.0, 30.0),
+    # HTTP attempts per request inside the client (1 = no in-request retry).
+    "HTTP_MAX_ATTEMPTS": 3,
+    # Outbox delivery attempts before a row is dead-lettered.
+    "MAX_ATTEMPTS": 8,
+    "RETRY_BASE_SECONDS": 2.0,
+    "RETRY_MAX_SECONDS": 3600.0,
+    # Master switch: when False, saves enqueue nothing.
+    "ENABLED": True,
+    # Cache alias used to share rate-limit windows across processes.
+    "RATE_LIMIT_CACHE": "default",
+    # Order integration.
+    "ORDER_MODEL": None,
+    "ORDER_EVENTS_MAPPER": "django_klaviyo.ecommerce.default_order_events",
+    "USER_PROFILE_MAPPER": "django_klaviyo.ecommerce.default_user_profile",
+    "TRACK_USERS": True,
+    # Seconds a flusher owns the rows it claimed before another may reclaim them.
+    "LEASE_SECONDS": 300,
+    "BATCH_SIZE": 1000,
+}
+
+REQUIRED: set[str] = {"PRIVATE_API_KEY"}
+
+
+class KlaviyoSettings:
+    """Read-through accessor: ``klaviyo_settings.REVISION``."""
+
+    def get(self, key: str, default: Any = _MISSING) -> Any:
+        key = key.upper()
+        block = getattr(django_settings, "KLAVIYO", None) or {}
+        if not isinstance(block, dict):
+            raise ImproperlyConfigured("settings.KLAVIYO must be a dict.")
+        if key in block:
+            return block[key]
+        prefixed = f"KLAVIYO_{key}"
+        if hasattr(django_settings, prefixed):
+            return getattr(django_settings, prefixed)
+        if default is not _MISSING:
+            return default
+        if key in DEFAULTS and key not in REQUIRED:
+            return DEFAULTS[key]
+        if key in REQUIRED:
+            value = DEFAULTS.get(key)
+            if value:
+                return value
+            raise ImproperlyConfigured(
+                f"django-klaviyo needs the setting {key}: set KLAVIYO = {{'{key}': ...}} "
+                f"or {prefixed} in your Django settings."
+            )
+        raise AttributeError(f"Unknown django-klaviyo setting {key!r}")
+
+    def __getattr__(self, key: str) -> Any:
+        if not key.isupper():
+            raise AttributeError(key)
+        return self.get(key)
+
+    def is_set(self, key: str) -> bool:
+        return bool(self.get(key, None))
+
+    def callable(self, key: str) -> Callable[..., Any]:
+        """A setting holding a callable or the dotted path of one."""
+        value = self.get(key)
+        if callable(value):
+            return value
+        if not isinstance(value, str):
+            raise ImproperlyConfigured(
+                f"KLAVIYO['{key}'] must be a callable or a dotted path, not {value!r}."
+            )
+        try:
+            return import_string(value)
+        except ImportError as exc:
+            raise ImproperlyConfigured(
+                f"KLAVIYO['{key}'] = {value!r} does not import: {exc}"
+            ) from exc
+
+    def webhook_secrets(self) -> list[str]:
+        value = self.get("WEBHOOK_SECRETS")
+        if isinstance(value, str):
+            value = [value]
+        return [s for s in (value or []) if s]
+
+    def timeout(self) -> tuple[float, float]:
+        value = self.get("TIMEOUT")
+        if isinstance(value, (int, float)):
+            return (float(value), float(value))
+        connect, read = value
+        return (float(connect), float(read))
+
+
+klaviyo_settings = KlaviyoSettings()

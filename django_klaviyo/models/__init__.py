@@ -1,0 +1,16 @@
+from django_klaviyo.models.outbox import OutboxEvent
+from django_klaviyo.models.profiles import Consent, KlaviyoList, KlaviyoProfileLink, ListMembership
+from django_klaviyo.models.remote import KlaviyoCampaign, KlaviyoFlow
+from django_klaviyo.models.webhooks import WebhookDelivery, WebhookItem
+
+__all__ = [
+    "Consent",
+    "KlaviyoCampaign",
+    "KlaviyoFlow",
+    "KlaviyoList",
+    "KlaviyoProfileLink",
+    "ListMembership",
+    "OutboxEvent",
+    "WebhookDelivery",
+    "WebhookItem",
+]

@@ -1,0 +1,78 @@
+"""The event outbox: every change meant for Klaviyo, written in the caller's transaction."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+class OutboxEvent(models.Model):
+    class Kind(models.TextChoices):
+        EVENT = "event", "Event"
+        PROFILE_UPSERT = "profile_upsert", "Profile upsert"
+        LIST_ADD = "list_add", "Add to list"
+        LIST_REMOVE = "list_remove", "Remove from list"
+        SUBSCRIBE = "subscribe", "Subscribe"
+        UNSUBSCRIBE = "unsubscribe", "Unsubscribe"
+        PROFILE_DELETION = "profile_deletion", "Profile deletion"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SENDING = "sending", "Sending"
+        RETRYING = "retrying", "Retrying"
+        SENT = "sent", "Sent"
+        DEAD = "dead", "Dead"
+
+    DUE_STATUSES = (Status.PENDING, Status.RETRYING)
+    TERMINAL_STATUSES = (Status.SENT, Status.DEAD)
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    # Kind-specific body; see docs/outbox.md for each kind's shape.
+    payload = models.JSONField()
+    # Metric name for events ("Placed Order"); blank for other kinds.
+    metric = models.CharField(max_length=128, blank=True, db_index=True)
+    # Klaviyo's event idempotency key; sent unchanged on every attempt.
+    unique_id = models.CharField(max_length=255, blank=True, db_index=True)
+    # Saving the same state twice maps to the same key, and the constraint keeps one row.
+    dedupe_key = models.CharField(max_length=255, null=True, blank=True, unique=True)
+    # "email:a@example.com", "external_id:42", ... groups rows per profile in bulk requests.
+    profile_key = models.CharField(max_length=320, blank=True, db_index=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    locked_at = models.DateTimeField(null=True, blank=True)
+    locked_by = models.CharField(max_length=255, blank=True)
+    last_error_status = models.PositiveIntegerField(null=True, blank=True)
+    last_error_code = models.CharField(max_length=64, blank=True, db_index=True)
+    last_error_detail = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "outbox event"
+        ordering = ["created_at"]
+        indexes = [
+            # "Due rows": a partial index that holds only unsent rows, so claiming
+            # stays cheap however many sent rows accumulate.
+            models.Index(
+                fields=["next_attempt_at"],
+                condition=Q(status__in=["pending", "retrying"]),
+                name="klaviyo_outbox_due",
+            ),
+            # Expired leases of crashed flushers.
+            models.Index(
+                fields=["locked_at"],
+                condition=Q(status="sending"),
+                name="klaviyo_outbox_leased",
+            ),
+            models.Index(fields=["status", "kind"], name="klaviyo_outbox_status_kind"),
+        ]
+
+    def __str__(self) -> str:
+        label = self.metric or self.get_kind_display()
+        return f"{label} [{self.status}] {self.profile_key}"

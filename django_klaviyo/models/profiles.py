@@ -1,0 +1,115 @@
+"""Local mirror of Klaviyo profiles, lists and list memberships."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class Consent(models.TextChoices):
+    UNKNOWN = "unknown", "Unknown"
+    SUBSCRIBED = "subscribed", "Subscribed"
+    UNSUBSCRIBED = "unsubscribed", "Unsubscribed"
+    # Klaviyo will not send marketing: suppressed by hand, bounced, spam complaint.
+    SUPPRESSED = "suppressed", "Suppressed"
+
+
+class KlaviyoProfileLink(models.Model):
+    """Which local user (or guest email) is which Klaviyo profile."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="klaviyo_profile",
+    )
+    # Klaviyo's profile id; NULL until Klaviyo has told us (NULLs do not collide).
+    klaviyo_id = models.CharField(max_length=64, unique=True, null=True, blank=True)
+    email = models.EmailField(max_length=254, blank=True, db_index=True)
+    phone_number = models.CharField(max_length=20, blank=True, db_index=True)
+    external_id = models.CharField(max_length=255, blank=True, db_index=True)
+    email_consent = models.CharField(
+        max_length=16, choices=Consent.choices, default=Consent.UNKNOWN
+    )
+    email_consent_at = models.DateTimeField(null=True, blank=True)
+    sms_consent = models.CharField(max_length=16, choices=Consent.choices, default=Consent.UNKNOWN)
+    sms_consent_at = models.DateTimeField(null=True, blank=True)
+    last_synced_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "profile link"
+        constraints = [
+            # A guest checkout (no user) is keyed by its email.
+            models.UniqueConstraint(
+                fields=["email"],
+                condition=Q(user__isnull=True) & ~Q(email=""),
+                name="klaviyo_unique_guest_email",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.email or self.phone_number or self.external_id or f"profile link {self.pk}"
+
+    def identifiers(self) -> dict[str, str]:
+        """The Klaviyo identifiers this link knows, for payloads."""
+        return {
+            key: value
+            for key, value in (
+                ("email", self.email),
+                ("phone_number", self.phone_number),
+                ("external_id", self.external_id),
+            )
+            if value
+        }
+
+
+class KlaviyoList(models.Model):
+    """A Klaviyo list, keyed by its remote id."""
+
+    klaviyo_id = models.CharField(max_length=64, unique=True)
+    name = models.CharField(max_length=255)
+    opt_in_process = models.CharField(max_length=32, blank=True)
+    remote_created = models.DateTimeField(null=True, blank=True)
+    remote_updated = models.DateTimeField(null=True, blank=True)
+    synced_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "Klaviyo list"
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.klaviyo_id})"
+
+
+class ListMembership(models.Model):
+    """Whether a profile should be on a list, and whether Klaviyo has been told."""
+
+    klaviyo_list = models.ForeignKey(
+        KlaviyoList, on_delete=models.CASCADE, related_name="memberships"
+    )
+    profile = models.ForeignKey(
+        KlaviyoProfileLink, on_delete=models.CASCADE, related_name="memberships"
+    )
+    desired_member = models.BooleanField(default=True)
+    # NULL: never synced; otherwise what Klaviyo last accepted.
+    synced_member = models.BooleanField(null=True, blank=True)
+    synced_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["klaviyo_list", "profile"], name="klaviyo_unique_list_membership"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.profile} in {self.klaviyo_list}"
+
+    @property
+    def in_sync(self) -> bool:
+        return self.synced_member == self.desired_member

@@ -1,0 +1,57 @@
+"""A log of received webhooks: every delivery, and each of its items once."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+
+
+class WebhookDelivery(models.Model):
+    class Source(models.TextChoices):
+        SYSTEM = "system", "System webhook (signed)"
+        FLOW = "flow", "Flow webhook action (shared token)"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    source = models.CharField(max_length=16, choices=Source.choices, default=Source.SYSTEM)
+    received_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    webhook_id = models.CharField(max_length=64, blank=True, db_index=True)
+    # Request headers with signatures, tokens and cookies redacted.
+    headers = models.JSONField(default=dict, blank=True)
+    body = models.TextField(blank=True)
+    # A plain string: proxies send values that an inet column rejects.
+    remote_addr = models.CharField(max_length=64, blank=True)
+    valid = models.BooleanField(default=False)
+    processed = models.BooleanField(default=False)
+    item_count = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    traceback = models.TextField(blank=True)
+
+    class Meta:
+        verbose_name = "webhook delivery"
+        verbose_name_plural = "webhook deliveries"
+        ordering = ["-received_at"]
+
+    def __str__(self) -> str:
+        return f"{self.get_source_display()} {self.received_at:%Y-%m-%d %H:%M:%S}"
+
+
+class WebhookItem(models.Model):
+    """One event of a delivery's ``data[]``, unique on Klaviyo's ``external_id``."""
+
+    delivery = models.ForeignKey(WebhookDelivery, on_delete=models.CASCADE, related_name="items")
+    external_id = models.CharField(max_length=255, unique=True)
+    topic = models.CharField(max_length=255, db_index=True)
+    payload = models.JSONField(default=dict, blank=True)
+    processed = models.BooleanField(default=False)
+    processed_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    traceback = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        verbose_name = "webhook item"
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.topic} {self.external_id}"

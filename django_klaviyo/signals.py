@@ -1,0 +1,5 @@
+"""Placeholder: the save receivers arrive with the outbox pipeline."""
+
+
+def connect_receivers() -> None:
+    return None

@@ -1,0 +1,3 @@
+"""Placeholder: webhook URLs arrive with the webhook receiver."""
+
+urlpatterns: list = []

@@ -1,0 +1,108 @@
+"""Settings for the example shop.
+
+Everything deployment-specific comes from the environment (django-environ), with
+defaults that run the demo on SQLite against the local Klaviyo sandbox:
+
+    DATABASE_URL              default sqlite:///<this folder>/db.sqlite3
+    KLAVIYO_PRIVATE_API_KEY   default a sandbox-only key
+    KLAVIYO_PUBLIC_API_KEY    default a sandbox-only site id
+    KLAVIYO_WEBHOOK_SECRET    default a demo secret (comma-separate several to rotate)
+    KLAVIYO_API_URL           default http://127.0.0.1:8765 (the sandbox) when no real
+                              key is given, else https://a.klaviyo.com
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+SECRET_KEY = env("DJANGO_SECRET_KEY", default="example-shop-insecure-key-for-local-demo-only")
+DEBUG = env.bool("DJANGO_DEBUG", default=True)
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "django_klaviyo",
+    "shop",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "shop_site.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+WSGI_APPLICATION = "shop_site.wsgi.application"
+
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+# Outbox rows are written in the same transaction as the order they describe.
+DATABASES["default"]["ATOMIC_REQUESTS"] = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+
+SANDBOX_URL = "http://127.0.0.1:8765"
+_private_key = env("KLAVIYO_PRIVATE_API_KEY", default="")
+_webhook_secrets = env.list("KLAVIYO_WEBHOOK_SECRET", default=["demo-webhook-secret-change-me"])
+
+KLAVIYO = {
+    # Without a real key the shop talks to the local sandbox with a sandbox-only key.
+    "PRIVATE_API_KEY": _private_key or "pk_sandbox_0000000000000000000000000000000000",
+    "PUBLIC_API_KEY": env("KLAVIYO_PUBLIC_API_KEY", default="SANDBX"),
+    "WEBHOOK_SECRETS": _webhook_secrets,
+    "FLOW_WEBHOOK_TOKEN": env("KLAVIYO_FLOW_WEBHOOK_TOKEN", default="demo-flow-token-change-me"),
+    "API_URL": env(
+        "KLAVIYO_API_URL", default="https://a.klaviyo.com" if _private_key else SANDBOX_URL
+    ),
+    "ORDER_MODEL": "shop.Order",
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {
+        "django_klaviyo": {
+            "handlers": ["console"],
+            "level": env("KLAVIYO_LOG_LEVEL", default="INFO"),
+        }
+    },
+}
