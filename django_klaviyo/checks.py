@@ -1,1 +1,336 @@
-"""Placeholder: system checks arrive with the foundation."""
+"""Django system checks for django-klaviyo settings.
+
+Each problem gets its own id (``django_klaviyo.E0xx`` errors, ``W0xx`` warnings) and a
+hint. A check never raises: a broken setting is reported, not turned into a traceback.
+Secrets are never echoed; at most their length or prefix shape is described.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.apps import apps
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
+from django.urls import NoReverseMatch, reverse
+from django.utils.module_loading import import_string
+
+from django_klaviyo.conf import DEFAULTS, klaviyo_settings
+
+REVISION_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(\.[a-z0-9]+)?$")
+# Klaviyo private keys look like "pk_" followed by letters and digits.
+PRIVATE_KEY_RE = re.compile(r"^pk_[A-Za-z0-9_]{16,}$")
+CALLABLE_SETTINGS = ("ORDER_EVENTS_MAPPER", "USER_PROFILE_MAPPER")
+WEBHOOK_URL_NAMES = ("klaviyo-webhook", "django_klaviyo:klaviyo-webhook")
+FLOW_WEBHOOK_URL_NAMES = ("klaviyo-flow-webhook", "django_klaviyo:klaviyo-flow-webhook")
+
+_checks: list[Callable[[], list[CheckMessage]]] = []
+
+
+def _setting_check(func: Callable[[], list[CheckMessage]]) -> Callable[[], list[CheckMessage]]:
+    _checks.append(func)
+    return func
+
+
+def _get(key: str) -> Any:
+    return klaviyo_settings.get(key, DEFAULTS.get(key))
+
+
+@register(Tags.compatibility)
+def check_klaviyo_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    block = getattr(settings, "KLAVIYO", None)
+    if block is not None and not isinstance(block, dict):
+        return [
+            Error(
+                "settings.KLAVIYO must be a dict.",
+                hint="Write KLAVIYO = {'PRIVATE_API_KEY': env('KLAVIYO_PRIVATE_API_KEY'), ...}.",
+                id="django_klaviyo.E010",
+            )
+        ]
+    messages: list[CheckMessage] = []
+    for check in _checks:
+        try:
+            messages.extend(check())
+        except Exception as exc:  # a check must report, never crash `manage.py check`
+            messages.append(
+                Error(
+                    f"django-klaviyo could not check its settings ({check.__name__}): "
+                    f"{type(exc).__name__}.",
+                    hint="Review the KLAVIYO settings block.",
+                    id="django_klaviyo.E099",
+                )
+            )
+    return messages
+
+
+@_setting_check
+def check_private_key() -> list[CheckMessage]:
+    if not _get("ENABLED"):
+        return []
+    key = _get("PRIVATE_API_KEY")
+    if not key:
+        return [
+            Error(
+                "KLAVIYO['PRIVATE_API_KEY'] (or KLAVIYO_PRIVATE_API_KEY) is not set.",
+                hint="Create a private API key in Klaviyo (Settings > API keys) and read it "
+                "from the environment, e.g. env('KLAVIYO_PRIVATE_API_KEY').",
+                id="django_klaviyo.E001",
+            )
+        ]
+    if not isinstance(key, str) or not PRIVATE_KEY_RE.match(key):
+        looks_public = isinstance(key, str) and len(key) == 6 and key.isalnum()
+        hint = (
+            "This looks like the 6-character public key (site id); put it in PUBLIC_API_KEY."
+            if looks_public
+            else "A Klaviyo private key starts with 'pk_' and has no spaces or quotes."
+        )
+        return [
+            Error(
+                "KLAVIYO['PRIVATE_API_KEY'] is not a well-formed Klaviyo private key.",
+                hint=hint,
+                id="django_klaviyo.E002",
+            )
+        ]
+    return []
+
+
+@_setting_check
+def check_revision() -> list[CheckMessage]:
+    revision = _get("REVISION")
+    match = REVISION_RE.match(revision) if isinstance(revision, str) else None
+    date = None
+    if match:
+        try:
+            date = dt.date(int(match[1]), int(match[2]), int(match[3]))
+        except ValueError:
+            date = None
+    if date is None:
+        return [
+            Error(
+                f"KLAVIYO['REVISION'] = {revision!r} is not of the form YYYY-MM-DD[.suffix].",
+                hint=f"Use a Klaviyo API revision such as {DEFAULTS['REVISION']!r}.",
+                id="django_klaviyo.E003",
+            )
+        ]
+    age = dt.date.today() - date
+    if age > dt.timedelta(days=730):
+        return [
+            Error(
+                f"Klaviyo API revision {revision} is more than two years old; Klaviyo retires "
+                "revisions after two years.",
+                hint="Move to a current revision (this release is tested on "
+                f"{DEFAULTS['REVISION']}).",
+                id="django_klaviyo.E004",
+            )
+        ]
+    if age > dt.timedelta(days=365):
+        return [
+            Warning(
+                f"Klaviyo API revision {revision} is more than a year old and deprecated.",
+                hint="Plan the move to a newer revision before Klaviyo retires this one.",
+                id="django_klaviyo.W001",
+            )
+        ]
+    if date > dt.date.today() + dt.timedelta(days=1):
+        return [
+            Error(
+                f"Klaviyo API revision {revision} lies in the future.",
+                hint=f"Use a published revision such as {DEFAULTS['REVISION']!r}.",
+                id="django_klaviyo.E003",
+            )
+        ]
+    return []
+
+
+@_setting_check
+def check_api_url() -> list[CheckMessage]:
+    url = _get("API_URL")
+    parts = urlsplit(url) if isinstance(url, str) else None
+    if not parts or parts.scheme not in ("http", "https") or not parts.netloc:
+        return [
+            Error(
+                f"KLAVIYO['API_URL'] = {url!r} is not an http(s) URL.",
+                hint="Leave it unset for https://a.klaviyo.com, or point it at the local "
+                "sandbox, e.g. http://127.0.0.1:8765.",
+                id="django_klaviyo.E005",
+            )
+        ]
+    return []
+
+
+def _mounted(names: tuple[str, ...]) -> bool:
+    for name in names:
+        try:
+            reverse(name)
+        except NoReverseMatch:
+            continue
+        except Exception:  # a broken URLconf is Django's own check to report
+            return False
+        return True
+    return False
+
+
+@_setting_check
+def check_webhook_secrets() -> list[CheckMessage]:
+    messages: list[CheckMessage] = []
+    secrets = _get("WEBHOOK_SECRETS")
+    if isinstance(secrets, str):
+        secrets = [secrets]
+    if not isinstance(secrets, (list, tuple)) or not all(isinstance(s, str) for s in secrets):
+        return [
+            Error(
+                "KLAVIYO['WEBHOOK_SECRETS'] must be a list of strings.",
+                hint="List the current secret first, and the previous one while rotating.",
+                id="django_klaviyo.E006",
+            )
+        ]
+    if _mounted(WEBHOOK_URL_NAMES) and not [s for s in secrets if s]:
+        messages.append(
+            Error(
+                "The Klaviyo webhook URL is mounted but KLAVIYO['WEBHOOK_SECRETS'] is empty, "
+                "so every delivery would be rejected.",
+                hint="Set the secret_key you gave Klaviyo when creating the webhook, or do "
+                "not include django_klaviyo.urls.",
+                id="django_klaviyo.E007",
+            )
+        )
+    short = [s for s in secrets if s and len(s) < 16]
+    if short:
+        messages.append(
+            Warning(
+                "A KLAVIYO['WEBHOOK_SECRETS'] entry is shorter than 16 characters.",
+                hint="Use a long random secret, e.g. python -c 'import secrets; "
+                "print(secrets.token_urlsafe(32))'.",
+                id="django_klaviyo.W002",
+            )
+        )
+    if _mounted(FLOW_WEBHOOK_URL_NAMES) and not _get("FLOW_WEBHOOK_TOKEN"):
+        messages.append(
+            Warning(
+                "The flow-webhook URL is mounted but KLAVIYO['FLOW_WEBHOOK_TOKEN'] is not set, "
+                "so flow webhooks will be refused.",
+                hint="Set a long random token and send it from the flow's webhook action headers.",
+                id="django_klaviyo.W003",
+            )
+        )
+    return messages
+
+
+@_setting_check
+def check_callables() -> list[CheckMessage]:
+    messages: list[CheckMessage] = []
+    for key in CALLABLE_SETTINGS:
+        value = _get(key)
+        if callable(value):
+            continue
+        if not isinstance(value, str):
+            messages.append(
+                Error(
+                    f"KLAVIYO['{key}'] must be a callable or a dotted path, not "
+                    f"{type(value).__name__}.",
+                    hint="For example 'myshop.klaviyo.order_events'.",
+                    id="django_klaviyo.E008",
+                )
+            )
+            continue
+        try:
+            target = import_string(value)
+        except ImportError as exc:
+            messages.append(
+                Error(
+                    f"KLAVIYO['{key}'] = {value!r} does not import: {exc}",
+                    hint="Check the module path and the function name.",
+                    id="django_klaviyo.E008",
+                )
+            )
+            continue
+        if not callable(target):
+            messages.append(
+                Error(
+                    f"KLAVIYO['{key}'] = {value!r} is not callable.",
+                    hint="Point it at a function.",
+                    id="django_klaviyo.E008",
+                )
+            )
+    return messages
+
+
+@_setting_check
+def check_order_model() -> list[CheckMessage]:
+    value = _get("ORDER_MODEL")
+    if not value:
+        return []
+    try:
+        apps.get_model(value)
+    except (LookupError, ValueError, TypeError):
+        return [
+            Error(
+                f"KLAVIYO['ORDER_MODEL'] = {value!r} is not an installed model.",
+                hint="Use 'app_label.ModelName', e.g. 'shop.Order', with the app in "
+                "INSTALLED_APPS.",
+                id="django_klaviyo.E009",
+            )
+        ]
+    return []
+
+
+@_setting_check
+def check_numbers() -> list[CheckMessage]:
+    messages: list[CheckMessage] = []
+    positive = ("MAX_ATTEMPTS", "HTTP_MAX_ATTEMPTS", "BATCH_SIZE", "LEASE_SECONDS")
+    for key in positive:
+        value = _get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            messages.append(
+                Error(
+                    f"KLAVIYO['{key}'] must be a positive whole number, not {value!r}.",
+                    hint=f"The default is {DEFAULTS[key]!r}.",
+                    id="django_klaviyo.E011",
+                )
+            )
+    for key in ("RETRY_BASE_SECONDS", "RETRY_MAX_SECONDS", "WEBHOOK_TOLERANCE_SECONDS"):
+        value = _get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            messages.append(
+                Error(
+                    f"KLAVIYO['{key}'] must be a positive number of seconds, not {value!r}.",
+                    hint=f"The default is {DEFAULTS[key]!r}.",
+                    id="django_klaviyo.E011",
+                )
+            )
+    timeout = _get("TIMEOUT")
+    ok = False
+    if isinstance(timeout, (int, float)) and not isinstance(timeout, bool):
+        ok = timeout > 0
+    elif isinstance(timeout, (list, tuple)) and len(timeout) == 2:
+        ok = all(isinstance(t, (int, float)) and not isinstance(t, bool) and t > 0 for t in timeout)
+    if not ok:
+        messages.append(
+            Error(
+                f"KLAVIYO['TIMEOUT'] must be seconds or a (connect, read) pair, not {timeout!r}.",
+                hint="A request without a timeout can hang a worker forever; the default is "
+                f"{DEFAULTS['TIMEOUT']!r}.",
+                id="django_klaviyo.E012",
+            )
+        )
+    return messages
+
+
+@_setting_check
+def check_rate_limit_cache() -> list[CheckMessage]:
+    alias = _get("RATE_LIMIT_CACHE")
+    caches = getattr(settings, "CACHES", None) or {"default": {}}
+    if alias not in caches:
+        return [
+            Error(
+                f"KLAVIYO['RATE_LIMIT_CACHE'] = {alias!r} is not a configured cache alias.",
+                hint="Name an entry of settings.CACHES; use a shared cache (Redis, database) "
+                "when several processes flush.",
+                id="django_klaviyo.E013",
+            )
+        ]
+    return []

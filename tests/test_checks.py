@@ -1,0 +1,189 @@
+"""System checks turn every bad django-klaviyo setting into a named message, never a traceback."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.core.checks import Error, Warning
+from django.core.exceptions import ImproperlyConfigured
+from django.test import override_settings
+
+from django_klaviyo.checks import check_klaviyo_settings
+from django_klaviyo.conf import klaviyo_settings
+
+GOOD = {
+    "PRIVATE_API_KEY": "pk_0123456789abcdef0123456789abcdef01",
+    "WEBHOOK_SECRETS": ["whsec-test-secret-0123456789"],
+    "FLOW_WEBHOOK_TOKEN": "flow-token-0123456789abcdef",
+    "ORDER_MODEL": "shop.Order",
+}
+
+
+def ids(**overrides: object) -> list[str]:
+    with override_settings(KLAVIYO={**GOOD, **overrides}):
+        return [m.id for m in check_klaviyo_settings()]
+
+
+def test_good_settings_pass_cleanly():
+    assert ids() == []
+
+
+def test_missing_private_key():
+    with override_settings(KLAVIYO={k: v for k, v in GOOD.items() if k != "PRIVATE_API_KEY"}):
+        messages = check_klaviyo_settings()
+    assert [m.id for m in messages] == ["django_klaviyo.E001"]
+    assert "KLAVIYO_PRIVATE_API_KEY" in messages[0].msg
+    assert messages[0].hint
+
+
+def test_missing_key_is_fine_when_disabled():
+    with override_settings(KLAVIYO={"ENABLED": False, "ORDER_MODEL": "shop.Order"}):
+        assert [m.id for m in check_klaviyo_settings()] == []
+
+
+@pytest.mark.parametrize(
+    "key", ["AbC123", "pk_short", "pk_with space 0123456789abcdef", "sk_x" * 9]
+)
+def test_ill_formed_private_key(key):
+    with override_settings(KLAVIYO={**GOOD, "PRIVATE_API_KEY": key}):
+        messages = check_klaviyo_settings()
+    assert [m.id for m in messages] == ["django_klaviyo.E002"]
+    # The key itself is a secret: never echoed in the message or hint.
+    assert key not in messages[0].msg and key not in messages[0].hint
+
+
+def test_public_key_in_private_slot_gets_a_specific_hint():
+    with override_settings(KLAVIYO={**GOOD, "PRIVATE_API_KEY": "AbC123"}):
+        (message,) = check_klaviyo_settings()
+    assert "PUBLIC_API_KEY" in message.hint
+
+
+@pytest.mark.parametrize("revision", ["2026/07/15", "latest", "2026-13-01", "", 20260715])
+def test_malformed_revision(revision):
+    assert ids(REVISION=revision) == ["django_klaviyo.E003"]
+
+
+def test_revision_with_suffix_is_accepted():
+    today = dt.date.today()
+    assert ids(REVISION=f"{today:%Y-%m-%d}.pre") == []
+
+
+def test_retired_revision_is_an_error_and_deprecated_one_a_warning():
+    today = dt.date.today()
+    retired = (today - dt.timedelta(days=800)).isoformat()
+    deprecated = (today - dt.timedelta(days=400)).isoformat()
+    assert ids(REVISION=retired) == ["django_klaviyo.E004"]
+    with override_settings(KLAVIYO={**GOOD, "REVISION": deprecated}):
+        (message,) = check_klaviyo_settings()
+    assert isinstance(message, Warning) and message.id == "django_klaviyo.W001"
+
+
+@pytest.mark.parametrize("url", ["ftp://a.klaviyo.com", "a.klaviyo.com", "", None, "https://"])
+def test_api_url_must_be_http(url):
+    assert ids(API_URL=url) == ["django_klaviyo.E005"]
+
+
+def test_webhook_url_mounted_without_secret():
+    # tests.urls includes django_klaviyo.urls
+    assert ids(WEBHOOK_SECRETS=[]) == ["django_klaviyo.E007"]
+
+
+def test_webhook_secrets_must_be_strings():
+    assert ids(WEBHOOK_SECRETS=[123]) == ["django_klaviyo.E006"]
+
+
+def test_short_webhook_secret_warns_without_echoing_it():
+    with override_settings(KLAVIYO={**GOOD, "WEBHOOK_SECRETS": ["tiny"]}):
+        (message,) = check_klaviyo_settings()
+    assert message.id == "django_klaviyo.W002" and "tiny" not in message.msg
+
+
+@pytest.mark.parametrize("path", ["no.such.module.func", "django_klaviyo.conf.nothing_here"])
+def test_dotted_path_that_does_not_import(path):
+    assert ids(ORDER_EVENTS_MAPPER=path) == ["django_klaviyo.E008"]
+
+
+def test_dotted_path_to_something_not_callable():
+    assert ids(USER_PROFILE_MAPPER="django_klaviyo.conf.DEFAULTS") == ["django_klaviyo.E008"]
+
+
+def test_order_model_that_is_not_installed():
+    assert ids(ORDER_MODEL="shop.Nope") == ["django_klaviyo.E009"]
+    assert ids(ORDER_MODEL="not-a-model-path") == ["django_klaviyo.E009"]
+
+
+def test_klaviyo_setting_must_be_a_dict():
+    with override_settings(KLAVIYO=["PRIVATE_API_KEY"]):
+        assert [m.id for m in check_klaviyo_settings()] == ["django_klaviyo.E010"]
+
+
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("MAX_ATTEMPTS", 0),
+        ("BATCH_SIZE", "100"),
+        ("RETRY_BASE_SECONDS", -1),
+        ("LEASE_SECONDS", True),
+    ],
+)
+def test_numbers_must_be_positive(key, value):
+    assert ids(**{key: value}) == ["django_klaviyo.E011"]
+
+
+@pytest.mark.parametrize("timeout", [None, 0, (5,), ("5", 30), (5, -1)])
+def test_timeout_shape(timeout):
+    assert ids(TIMEOUT=timeout) == ["django_klaviyo.E012"]
+
+
+def test_rate_limit_cache_alias_must_exist():
+    assert ids(RATE_LIMIT_CACHE="redis") == ["django_klaviyo.E013"]
+
+
+def test_every_message_has_a_hint():
+    with override_settings(
+        KLAVIYO={"PRIVATE_API_KEY": "x", "REVISION": "x", "API_URL": "x", "ORDER_MODEL": "x.Y"}
+    ):
+        messages = check_klaviyo_settings()
+    assert {m.id for m in messages} >= {
+        "django_klaviyo.E002",
+        "django_klaviyo.E003",
+        "django_klaviyo.E005",
+        "django_klaviyo.E009",
+    }
+    assert all(isinstance(m, Error | Warning) and m.hint for m in messages)
+
+
+def test_manage_py_check_reports_instead_of_crashing(capsys):
+    from django.core.management import call_command
+    from django.core.management.base import SystemCheckError
+
+    with (
+        override_settings(KLAVIYO={**GOOD, "API_URL": "nope"}),
+        pytest.raises(SystemCheckError) as exc,
+    ):
+        call_command("check")
+    assert "django_klaviyo.E005" in str(exc.value)
+
+
+def test_settings_accept_both_spellings_and_name_both_when_missing():
+    with override_settings(KLAVIYO={}, KLAVIYO_REVISION="2026-07-15.pre"):
+        assert klaviyo_settings.REVISION == "2026-07-15.pre"
+    with override_settings(KLAVIYO={"REVISION": "a"}, KLAVIYO_REVISION="b"):
+        assert klaviyo_settings.REVISION == "a"
+    with override_settings(KLAVIYO={}), pytest.raises(ImproperlyConfigured) as exc:
+        klaviyo_settings.PRIVATE_API_KEY
+    assert "KLAVIYO = {'PRIVATE_API_KEY'" in str(exc.value)
+    assert "KLAVIYO_PRIVATE_API_KEY" in str(exc.value)
+
+
+def test_dotted_path_settings_resolve_to_callables():
+    with override_settings(KLAVIYO={**GOOD, "ORDER_EVENTS_MAPPER": "json.dumps"}):
+        import json
+
+        assert klaviyo_settings.callable("ORDER_EVENTS_MAPPER") is json.dumps
+    with (
+        override_settings(KLAVIYO={**GOOD, "ORDER_EVENTS_MAPPER": "nope.nothing"}),
+        pytest.raises(ImproperlyConfigured, match="does not import"),
+    ):
+        klaviyo_settings.callable("ORDER_EVENTS_MAPPER")
