@@ -1,3 +1,11 @@
-"""Placeholder: webhook URLs arrive with the webhook receiver."""
+"""Webhook URLs. Mount under any prefix: ``path("klaviyo/", include("django_klaviyo.urls"))``."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from django_klaviyo.webhooks.views import flow_webhook, klaviyo_webhook
+
+urlpatterns = [
+    path("webhooks/", klaviyo_webhook, name="klaviyo-webhook"),
+    path("webhooks/flow/", flow_webhook, name="klaviyo-flow-webhook"),
+    path("webhooks/flow/<str:name>/", flow_webhook, name="klaviyo-flow-webhook"),
+]

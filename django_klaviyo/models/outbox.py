@@ -71,6 +71,12 @@ class OutboxEvent(models.Model):
                 name="klaviyo_outbox_leased",
             ),
             models.Index(fields=["status", "kind"], name="klaviyo_outbox_status_kind"),
+            # "Sent in the last hour" on the dashboard, and purge by age.
+            models.Index(
+                fields=["sent_at"],
+                condition=Q(sent_at__isnull=False),
+                name="klaviyo_outbox_sent_at",
+            ),
         ]
 
     def __str__(self) -> str:

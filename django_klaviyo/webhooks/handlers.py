@@ -1,0 +1,159 @@
+"""Built-in receivers that keep the local consent mirror (KlaviyoProfileLink) true.
+
+Each consent topic moves ``email_consent`` or ``sms_consent`` and stamps ``*_consent_at``
+with the event's own date-time. An event older than (or as old as) the stored stamp changes
+nothing, so re-sent, replayed and out-of-order events leave the newest state in place.
+
+The link is found by Klaviyo profile id (``payload.data.relationships.profile.data.id``);
+if no link has that id, by the email or phone number in ``event_properties``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from django.db.models import Q
+from django.dispatch import receiver
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from django_klaviyo.models import Consent, KlaviyoProfileLink
+from django_klaviyo.webhooks.signals import klaviyo_webhook_event
+
+logger = logging.getLogger(__name__)
+
+TOPIC_PREFIX = "event:klaviyo."
+EMAIL_PROPERTY_KEYS = ("email_address", "email", "$email", "Email", "Email Address")
+PHONE_PROPERTY_KEYS = ("phone_number", "$phone_number", "Phone Number", "phone", "to_number")
+
+
+@dataclass(frozen=True)
+class ConsentChange:
+    channel: str  # "email" or "sms"
+    consent: str
+    # Apply only when the stored state is one of these (None: whatever it is).
+    only_from: tuple[str, ...] | None = None
+
+
+CONSENT_TOPICS: dict[str, ConsentChange] = {
+    "subscribed_to_email_marketing": ConsentChange("email", Consent.SUBSCRIBED),
+    "unsubscribed_from_email_marketing": ConsentChange("email", Consent.UNSUBSCRIBED),
+    "manually_suppressed_from_email_marketing": ConsentChange("email", Consent.SUPPRESSED),
+    # Unsuppressing lifts only the suppression; the consent underneath is not in the event.
+    "manually_unsuppressed_from_email_marketing": ConsentChange(
+        "email", Consent.UNKNOWN, only_from=(Consent.SUPPRESSED,)
+    ),
+    "bounced_email": ConsentChange("email", Consent.SUPPRESSED),
+    "marked_email_as_spam": ConsentChange("email", Consent.SUPPRESSED),
+    "subscribed_to_sms_marketing": ConsentChange("sms", Consent.SUBSCRIBED),
+    "unsubscribed_from_sms_marketing": ConsentChange("sms", Consent.UNSUBSCRIBED),
+}
+
+
+class UnusableConsentEvent(ValueError):
+    """The event lacks what the consent mirror needs (a date-time)."""
+
+
+def _attributes(payload: dict[str, Any]) -> dict[str, Any]:
+    data = payload.get("data")
+    attributes = data.get("attributes") if isinstance(data, dict) else None
+    return attributes if isinstance(attributes, dict) else {}
+
+
+def event_datetime(payload: dict[str, Any]) -> dt.datetime:
+    """The event's date-time: ``attributes.datetime`` (ISO), else ``attributes.timestamp``."""
+    attributes = _attributes(payload)
+    value = attributes.get("datetime")
+    if isinstance(value, str):
+        try:
+            parsed = parse_datetime(value)
+        except ValueError:
+            parsed = None
+        if parsed is not None:
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+    stamp = attributes.get("timestamp")
+    if isinstance(stamp, (int, float)) and not isinstance(stamp, bool):
+        try:
+            return dt.datetime.fromtimestamp(stamp, tz=dt.timezone.utc)
+        except (OverflowError, OSError, ValueError):
+            pass
+    raise UnusableConsentEvent(
+        "The event has neither a valid data.attributes.datetime nor data.attributes.timestamp."
+    )
+
+
+def profile_id(payload: dict[str, Any]) -> str | None:
+    try:
+        value = payload["data"]["relationships"]["profile"]["data"]["id"]
+    except (KeyError, TypeError):
+        return None
+    return value if isinstance(value, str) and value else None
+
+
+def _first_string(properties: dict[str, Any], keys: tuple[str, ...]) -> str | None:
+    for key in keys:
+        value = properties.get(key)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return None
+
+
+def matching_links(payload: dict[str, Any]) -> Q | None:
+    """A filter for the links this event is about, or None if it names nobody."""
+    klaviyo_id = profile_id(payload)
+    if klaviyo_id and KlaviyoProfileLink.objects.filter(klaviyo_id=klaviyo_id).exists():
+        return Q(klaviyo_id=klaviyo_id)
+    properties = _attributes(payload).get("event_properties")
+    if not isinstance(properties, dict):
+        return None
+    email = _first_string(properties, EMAIL_PROPERTY_KEYS)
+    phone = _first_string(properties, PHONE_PROPERTY_KEYS)
+    condition = Q()
+    if email:
+        condition |= Q(email__iexact=email)
+    if phone:
+        condition |= Q(phone_number=phone)
+    return condition or None
+
+
+def _is_soft_bounce(payload: dict[str, Any]) -> bool:
+    properties = _attributes(payload).get("event_properties")
+    if not isinstance(properties, dict):
+        return False
+    kind = properties.get("bounce_type", properties.get("Bounce Type"))
+    return isinstance(kind, str) and kind.strip().lower() in ("soft", "soft bounce")
+
+
+def apply_consent_event(topic: str, payload: dict[str, Any]) -> int:
+    """Update the links an event concerns; returns how many rows changed."""
+    if not topic.startswith(TOPIC_PREFIX):
+        return 0
+    change = CONSENT_TOPICS.get(topic[len(TOPIC_PREFIX) :])
+    if change is None:
+        return 0
+    if topic.endswith("bounced_email") and _is_soft_bounce(payload):
+        # Klaviyo suppresses on hard bounces only.
+        return 0
+    happened_at = event_datetime(payload)
+    links = matching_links(payload)
+    if links is None:
+        logger.debug("Klaviyo consent event %s names no known profile.", topic)
+        return 0
+    consent_field, stamp_field = f"{change.channel}_consent", f"{change.channel}_consent_at"
+    # One conditional UPDATE: order-safe under concurrent deliveries, no read-modify-write.
+    newer = Q(**{f"{stamp_field}__isnull": True}) | Q(**{f"{stamp_field}__lt": happened_at})
+    rows = KlaviyoProfileLink.objects.filter(links).filter(newer)
+    if change.only_from is not None:
+        rows = rows.filter(**{f"{consent_field}__in": change.only_from})
+    return rows.update(
+        **{consent_field: change.consent, stamp_field: happened_at, "updated_at": timezone.now()}
+    )
+
+
+@receiver(klaviyo_webhook_event, dispatch_uid="django_klaviyo.builtin_consent")
+def update_consent_mirror(sender: Any, topic: str, payload: Any, **kwargs: Any) -> None:
+    if isinstance(payload, dict):
+        apply_consent_event(topic, payload)

@@ -1,0 +1,21 @@
+"""The one signal store code listens to for received webhooks.
+
+``klaviyo_webhook_event`` is sent once per newly received item (system webhook event or
+flow webhook call), inside a transaction together with marking the item processed:
+
+    sender    WebhookItem (the model class)
+    topic     "event:klaviyo.unsubscribed_from_email_marketing", ..., or "flow:<name>"
+    payload   the item's payload (for system webhooks, a Get Event API ``{"data": ...}``)
+    item      the stored WebhookItem
+    delivery  the WebhookDelivery it arrived in
+
+If any receiver raises, every receiver's database writes for that item are rolled back,
+the error is recorded on the item, and the admin's "reprocess" action runs all receivers
+again: receivers must be idempotent.
+"""
+
+from __future__ import annotations
+
+from django.dispatch import Signal
+
+klaviyo_webhook_event = Signal()

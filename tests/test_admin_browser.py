@@ -1,0 +1,101 @@
+"""End to end in headless Chromium: log in, open the outbox dashboard, retry a dead row.
+
+Needs the Debian packages ``chromium`` and ``chromium-driver`` and the ``selenium`` package;
+without them the test fails (it does not skip), saying what to install.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+
+from django_klaviyo.models import OutboxEvent
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--window-size=1400,1000",
+)
+
+
+@pytest.fixture
+def browser(tmp_path: Path):
+    missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not shutil.which(path)]
+    if missing:
+        pytest.fail(
+            f"Headless Chromium is needed for this test but {', '.join(missing)} is missing: "
+            "apt-get install -y chromium chromium-driver"
+        )
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        pytest.fail("The selenium package is needed for this test: pip install selenium")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_retry_now_on_a_dead_row_from_the_dashboard(browser, live_server, settings, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    settings.KLAVIYO = {**settings.KLAVIYO, "TRACK_USERS": False}
+    get_user_model().objects.create_superuser("boss", "boss@example.com", "secret-pw-123")
+    dead = OutboxEvent.objects.create(
+        kind=OutboxEvent.Kind.EVENT,
+        metric="Placed Order",
+        payload={"metric": "Placed Order", "profile": {"email": "ann@example.com"}},
+        profile_key="email:ann@example.com",
+        status=OutboxEvent.Status.DEAD,
+        attempts=8,
+        last_error_code="invalid",
+        next_attempt_at=timezone.now() + timezone.timedelta(days=1),
+    )
+
+    browser.get(f"{live_server.url}/admin/login/?next=/admin/django_klaviyo/outboxevent/")
+    browser.find_element(By.NAME, "username").send_keys("boss")
+    browser.find_element(By.NAME, "password").send_keys("secret-pw-123")
+    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+
+    dashboard = browser.find_element(By.ID, "klaviyo-dashboard")
+    assert browser.find_element(By.ID, "klaviyo-dead").text == "1"
+    assert "invalid" in dashboard.text
+
+    browser.find_element(
+        By.CSS_SELECTOR, f"input[name=_selected_action][value='{dead.pk}']"
+    ).click()
+    Select(browser.find_element(By.NAME, "action")).select_by_value("retry_now")
+    browser.find_element(By.CSS_SELECTOR, "button[name=index]").click()
+
+    messages = browser.find_element(By.CSS_SELECTOR, "ul.messagelist").text
+    assert "1 outbox event was queued for an immediate retry." in messages
+    assert browser.find_element(By.ID, "klaviyo-dead").text == "0"
+    dead.refresh_from_db()
+    assert dead.status == OutboxEvent.Status.PENDING and dead.attempts == 0
+
+    screenshot = tmp_path / "outbox-dashboard.png"
+    assert browser.save_screenshot(str(screenshot))
+    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
