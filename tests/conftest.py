@@ -3,6 +3,9 @@ from __future__ import annotations
 import pytest
 from django.db import connection
 
+# The klaviyo_sandbox fixture (django_klaviyo/sandbox/pytest_plugin.py).
+pytest_plugins = ["django_klaviyo.sandbox.pytest_plugin"]
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked ``postgres`` need row locks that SQLite lacks: they run in the

@@ -1,0 +1,470 @@
+"""The sandbox's in-memory Klaviyo account: profiles, events, lists, consent, webhooks.
+
+Every public method takes the state's lock, so request threads and test code can read
+and write it concurrently; readers get copies, never live objects.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+IDENTIFIER_FIELDS = ("email", "phone_number", "external_id", "anonymous_id")
+PROFILE_ATTRIBUTES = (
+    "email",
+    "phone_number",
+    "external_id",
+    "anonymous_id",
+    "first_name",
+    "last_name",
+    "organization",
+    "locale",
+    "title",
+    "image",
+    "location",
+    "properties",
+)
+_ULID_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+# Topics from Klaviyo's "Common webhook topics" list (see shared notes §10.1).
+WEBHOOK_TOPICS = tuple(
+    f"event:klaviyo.{name}"
+    for name in (
+        "received_email",
+        "opened_email",
+        "clicked_email",
+        "bounced_email",
+        "dropped_email",
+        "marked_email_as_spam",
+        "subscribed_to_email_marketing",
+        "unsubscribed_from_email_marketing",
+        "manually_suppressed_from_email_marketing",
+        "manually_unsuppressed_from_email_marketing",
+        "updated_email_preferences",
+        "sent_sms",
+        "received_sms",
+        "clicked_sms",
+        "failed_to_deliver_sms",
+        "subscribed_to_sms_marketing",
+        "unsubscribed_from_sms_marketing",
+        "received_push",
+        "opened_push",
+        "bounced_push",
+    )
+)
+
+
+class DuplicateProfile(Exception):
+    """An identifier of the request already belongs to another profile (Klaviyo's 409)."""
+
+    def __init__(self, duplicate_profile_id: str, field: str) -> None:
+        super().__init__(f"A profile already exists with one of these identifiers ({field}).")
+        self.duplicate_profile_id = duplicate_profile_id
+        self.field = field
+
+
+class NotFound(Exception):
+    """A resource named by the request does not exist (Klaviyo's 404)."""
+
+
+@dataclass
+class EventRecord:
+    metric: str
+    profile_id: str
+    profile: dict[str, Any]  # identifiers as sent
+    unique_id: str | None
+    properties: dict[str, Any]
+    value: float | None
+    value_currency: str | None
+    time: str
+    received_at: str
+    operation: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return copy.deepcopy(self.__dict__)
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class SandboxState:
+    """One Klaviyo account, in memory."""
+
+    def __init__(self, seed: int | None = None) -> None:
+        self._lock = threading.RLock()
+        self._seed = seed
+        self.reset()
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Forget everything (ids restart from the seed)."""
+        with self._lock:
+            self._random = random.Random(self._seed)
+            self._profiles: dict[str, dict[str, Any]] = {}
+            self._index: dict[str, dict[str, str]] = {f: {} for f in IDENTIFIER_FIELDS}
+            self._events: list[EventRecord] = []
+            self._event_keys: set[tuple[str, str, str]] = set()
+            self._duplicate_events = 0
+            self._lists: dict[str, dict[str, Any]] = {}
+            self._members: dict[str, dict[str, str]] = {}  # list id -> {profile id: joined}
+            self._subscriptions: list[dict[str, Any]] = []
+            self._unsubscriptions: list[dict[str, Any]] = []
+            self._deletions: list[dict[str, Any]] = []
+            self._import_jobs: dict[str, dict[str, Any]] = {}
+            self._webhooks: dict[str, dict[str, Any]] = {}
+            self._webhook_secrets: dict[str, str] = {}
+            self._campaigns: list[dict[str, Any]] = []
+            self._flows: list[dict[str, Any]] = []
+            self._requests: Counter[tuple[str, int]] = Counter()
+
+    def new_id(self, length: int = 26) -> str:
+        with self._lock:
+            return "".join(self._random.choice(_ULID_ALPHABET) for _ in range(length))
+
+    # --- request counters ------------------------------------------------------------
+
+    def count_request(self, operation: str, status: int) -> None:
+        with self._lock:
+            self._requests[(operation, status)] += 1
+
+    def request_counts(self) -> dict[str, dict[int, int]]:
+        """``{"create_event": {202: 10, 429: 2}, ...}``."""
+        with self._lock:
+            counts: dict[str, dict[int, int]] = {}
+            for (operation, status), n in sorted(self._requests.items()):
+                counts.setdefault(operation, {})[status] = n
+            return counts
+
+    # --- profiles --------------------------------------------------------------------
+
+    def profiles(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            return copy.deepcopy(self._profiles)
+
+    def profile(self, profile_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            found = self._profiles.get(profile_id)
+            return copy.deepcopy(found) if found else None
+
+    def find_profile_id(self, field: str, value: str) -> str | None:
+        with self._lock:
+            if field == "id":
+                return value if value in self._profiles else None
+            return self._index.get(field, {}).get(value)
+
+    def _match(self, identifiers: dict[str, Any]) -> dict[str, str]:
+        """Identifier field -> id of the profile that already holds that value."""
+        matches = {}
+        for field in IDENTIFIER_FIELDS:
+            value = identifiers.get(field)
+            if value:
+                owner = self._index[field].get(value)
+                if owner:
+                    matches[field] = owner
+        return matches
+
+    def _apply(self, profile: dict[str, Any], attributes: dict[str, Any]) -> None:
+        for name in PROFILE_ATTRIBUTES:
+            if name not in attributes:
+                continue  # Klaviyo: an omitted field stays unchanged, null clears it
+            value = attributes[name]
+            if name in IDENTIFIER_FIELDS:
+                old = profile.get(name)
+                if old:
+                    self._index[name].pop(old, None)
+                if value:
+                    self._index[name][value] = profile["id"]
+            if name == "properties" and isinstance(value, dict):
+                merged = dict(profile.get("properties") or {})
+                merged.update(value)
+                value = merged
+            profile[name] = copy.deepcopy(value)
+        profile["updated"] = now_iso()
+
+    def _create(self, attributes: dict[str, Any], profile_id: str | None = None) -> dict[str, Any]:
+        profile_id = profile_id or self.new_id()
+        stamp = now_iso()
+        profile: dict[str, Any] = {"id": profile_id, "created": stamp, "updated": stamp}
+        profile.update({name: None for name in PROFILE_ATTRIBUTES})
+        profile["properties"] = {}
+        profile["subscriptions"] = {}
+        self._profiles[profile_id] = profile
+        self._apply(profile, attributes)
+        return profile
+
+    def upsert_profile(
+        self, attributes: dict[str, Any], profile_id: str | None = None, *, strict: bool = True
+    ) -> tuple[dict[str, Any], bool]:
+        """Create or update by id or identifiers; returns (profile copy, created).
+
+        ``strict`` (profile-import, PATCH): identifiers pointing at two different profiles
+        raise DuplicateProfile. Events are lenient like Klaviyo's: the first match by
+        priority wins and identifiers held by other profiles are left where they are.
+        """
+        with self._lock:
+            matches = self._match(attributes)
+            if profile_id:
+                if profile_id not in self._profiles:
+                    raise NotFound(f"Profile {profile_id!r} does not exist.")
+                target: str | None = profile_id
+            else:
+                target = next(iter(matches.values()), None)
+            conflicts = {f: owner for f, owner in matches.items() if owner != target}
+            if conflicts and strict:
+                field, owner = next(iter(conflicts.items()))
+                raise DuplicateProfile(owner, field)
+            clean = {k: v for k, v in attributes.items() if k not in conflicts}
+            if target is None:
+                return copy.deepcopy(self._create(clean)), True
+            profile = self._profiles[target]
+            self._apply(profile, clean)
+            return copy.deepcopy(profile), False
+
+    def set_consent(
+        self, profile_id: str, channel: str, kind: str, consent: str, **details: Any
+    ) -> None:
+        with self._lock:
+            subs = self._profiles[profile_id].setdefault("subscriptions", {})
+            subs.setdefault(channel, {})[kind] = {
+                "consent": consent,
+                "consent_timestamp": details.pop("consented_at", None) or now_iso(),
+                **details,
+            }
+
+    def delete_profile(self, profile_id: str) -> bool:
+        with self._lock:
+            profile = self._profiles.pop(profile_id, None)
+            if profile is None:
+                return False
+            for field in IDENTIFIER_FIELDS:
+                if profile.get(field):
+                    self._index[field].pop(profile[field], None)
+            for members in self._members.values():
+                members.pop(profile_id, None)
+            return True
+
+    # --- events ----------------------------------------------------------------------
+
+    def record_event(self, event: EventRecord) -> bool:
+        """Keep the event unless (profile, metric, unique_id) was seen; True when kept."""
+        with self._lock:
+            if event.unique_id is not None:
+                key = (event.profile_id, event.metric, event.unique_id)
+                if key in self._event_keys:
+                    self._duplicate_events += 1
+                    return False
+                self._event_keys.add(key)
+            self._events.append(event)
+            return True
+
+    def events(self, metric: str | None = None) -> list[dict[str, Any]]:
+        with self._lock:
+            return [e.as_dict() for e in self._events if metric is None or e.metric == metric]
+
+    @property
+    def duplicate_events(self) -> int:
+        """Events accepted (202) but not recorded because their unique_id repeated."""
+        with self._lock:
+            return self._duplicate_events
+
+    def metric_counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(Counter(e.metric for e in self._events))
+
+    # --- lists -----------------------------------------------------------------------
+
+    def create_list(self, name: str, opt_in_process: str | None = None) -> dict[str, Any]:
+        with self._lock:
+            list_id = self.new_id(6)
+            stamp = now_iso()
+            self._lists[list_id] = {
+                "id": list_id,
+                "name": name,
+                "opt_in_process": opt_in_process or "single_opt_in",
+                "created": stamp,
+                "updated": stamp,
+            }
+            self._members[list_id] = {}
+            return dict(self._lists[list_id])
+
+    def lists(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            return copy.deepcopy(self._lists)
+
+    def get_list(self, list_id: str) -> dict[str, Any]:
+        with self._lock:
+            if list_id not in self._lists:
+                raise NotFound(f"List {list_id!r} does not exist.")
+            return dict(self._lists[list_id])
+
+    def members(self, list_id: str) -> list[str]:
+        """Profile ids on the list, in the order they joined."""
+        with self._lock:
+            if list_id not in self._members:
+                raise NotFound(f"List {list_id!r} does not exist.")
+            return list(self._members[list_id])
+
+    def add_members(self, list_id: str, profile_ids: list[str]) -> None:
+        with self._lock:
+            self.get_list(list_id)
+            missing = [p for p in profile_ids if p not in self._profiles]
+            if missing:
+                raise NotFound(f"Profile {missing[0]!r} does not exist.")
+            for profile_id in profile_ids:
+                self._members[list_id].setdefault(profile_id, now_iso())
+
+    def remove_members(self, list_id: str, profile_ids: list[str]) -> None:
+        with self._lock:
+            self.get_list(list_id)
+            for profile_id in profile_ids:
+                self._members[list_id].pop(profile_id, None)
+
+    # --- consent, deletion, jobs -----------------------------------------------------
+
+    def record_subscription(self, record: dict[str, Any]) -> None:
+        with self._lock:
+            self._subscriptions.append(copy.deepcopy(record))
+
+    def record_unsubscription(self, record: dict[str, Any]) -> None:
+        with self._lock:
+            self._unsubscriptions.append(copy.deepcopy(record))
+
+    def subscriptions(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return copy.deepcopy(self._subscriptions)
+
+    def unsubscriptions(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return copy.deepcopy(self._unsubscriptions)
+
+    def record_deletion(self, record: dict[str, Any]) -> None:
+        with self._lock:
+            self._deletions.append(copy.deepcopy(record))
+
+    def deletion_requests(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return copy.deepcopy(self._deletions)
+
+    def save_import_job(self, job: dict[str, Any]) -> None:
+        with self._lock:
+            self._import_jobs[job["id"]] = copy.deepcopy(job)
+
+    def import_job(self, job_id: str) -> dict[str, Any]:
+        with self._lock:
+            if job_id not in self._import_jobs:
+                raise NotFound(f"Bulk import job {job_id!r} does not exist.")
+            return copy.deepcopy(self._import_jobs[job_id])
+
+    # --- webhooks, campaigns, flows --------------------------------------------------
+
+    def create_webhook(self, attributes: dict[str, Any], topics: list[str]) -> dict[str, Any]:
+        with self._lock:
+            webhook_id = self.new_id()
+            stamp = now_iso()
+            # The signing secret is kept apart so no listing, summary or page can show it.
+            self._webhook_secrets[webhook_id] = attributes["secret_key"]
+            self._webhooks[webhook_id] = {
+                "id": webhook_id,
+                "name": attributes["name"],
+                "description": attributes.get("description"),
+                "endpoint_url": attributes["endpoint_url"],
+                "enabled": True,
+                "topics": list(topics),
+                "created_at": stamp,
+                "updated_at": stamp,
+            }
+            return copy.deepcopy(self._webhooks[webhook_id])
+
+    def webhooks(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            return copy.deepcopy(self._webhooks)
+
+    def webhook(self, webhook_id: str) -> dict[str, Any]:
+        with self._lock:
+            if webhook_id not in self._webhooks:
+                raise NotFound(f"Webhook {webhook_id!r} does not exist.")
+            return copy.deepcopy(self._webhooks[webhook_id])
+
+    def webhook_secret(self, webhook_id: str) -> str:
+        """The secret a test needs to sign a simulated delivery for this webhook."""
+        with self._lock:
+            self.webhook(webhook_id)
+            return self._webhook_secrets[webhook_id]
+
+    def delete_webhook(self, webhook_id: str) -> None:
+        with self._lock:
+            self.webhook(webhook_id)
+            del self._webhooks[webhook_id]
+            del self._webhook_secrets[webhook_id]
+
+    def add_campaign(
+        self, name: str, *, channel: str = "email", status: str = "Draft"
+    ) -> dict[str, Any]:
+        with self._lock:
+            stamp = now_iso()
+            campaign = {
+                "id": self.new_id(),
+                "name": name,
+                "channel": channel,
+                "status": status,
+                "archived": False,
+                "created_at": stamp,
+                "updated_at": stamp,
+            }
+            self._campaigns.append(campaign)
+            return dict(campaign)
+
+    def campaigns(self, channel: str | None = None) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(c) for c in self._campaigns if channel is None or c["channel"] == channel]
+
+    def add_flow(self, name: str, *, status: str = "live", trigger_type: str = "Metric"):
+        with self._lock:
+            stamp = now_iso()
+            flow = {
+                "id": self.new_id(6),
+                "name": name,
+                "status": status,
+                "archived": False,
+                "trigger_type": trigger_type,
+                "created": stamp,
+                "updated": stamp,
+            }
+            self._flows.append(flow)
+            return dict(flow)
+
+    def flows(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(f) for f in self._flows]
+
+    # --- overview --------------------------------------------------------------------
+
+    def summary(self, *, latest: int = 20) -> dict[str, Any]:
+        """A JSON-safe overview (no secrets) for GET /__sandbox__/state and the page."""
+        with self._lock:
+            return {
+                "events": len(self._events),
+                "duplicate_events": self._duplicate_events,
+                "metrics": dict(sorted(Counter(e.metric for e in self._events).items())),
+                "profiles": len(self._profiles),
+                "lists": {
+                    list_id: {"name": data["name"], "members": len(self._members[list_id])}
+                    for list_id, data in self._lists.items()
+                },
+                "subscriptions": len(self._subscriptions),
+                "unsubscriptions": len(self._unsubscriptions),
+                "deletion_requests": len(self._deletions),
+                "webhooks": len(self._webhooks),
+                "requests": {
+                    op: {str(status): n for status, n in statuses.items()}
+                    for op, statuses in self.request_counts().items()
+                },
+                "latest_events": [e.as_dict() for e in self._events[-latest:]][::-1],
+            }
