@@ -1,0 +1,581 @@
+"""``KlaviyoClient``: one method per Klaviyo operation (revision 2026-07-15).
+
+Every method validates its input (identifiers, limits, shapes) before anything is sent,
+builds the body with ``django_klaviyo.payloads`` and sends it through the transport,
+which rate-limits and retries. Each docstring states whether the request is idempotent,
+i.e. whether it is sent again after an answer was lost (read timeout, dropped
+connection, 500/502/504): see ``transport`` for the policy.
+"""
+
+from __future__ import annotations
+
+import time as time_module
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any
+from urllib.parse import quote
+
+import requests
+
+from django_klaviyo import payloads
+from django_klaviyo.client.filters import Filter, and_, equals
+from django_klaviyo.client.pagination import collection_params, iterate
+from django_klaviyo.client.ratelimit import RateLimiter, account_scope
+from django_klaviyo.client.transport import DEFAULT_MAX_WAIT, RandomSource, Transport
+from django_klaviyo.conf import klaviyo_settings
+from django_klaviyo.exceptions import KlaviyoError, KlaviyoValidationError
+from django_klaviyo.identifiers import normalize_email, normalize_phone_number
+
+CAMPAIGN_CHANNELS = ("email", "sms", "mobile_push")
+BULK_IMPORT_DONE = ("complete", "cancelled")
+
+
+class BulkImportTimeout(KlaviyoError, TimeoutError):
+    """A profile bulk import job did not finish within the wait."""
+
+    def __init__(self, message: str, *, job: Mapping[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.job = dict(job or {})
+
+
+def _segment(value: Any, field: str) -> str:
+    """A path segment: non-empty, and quoted so an id cannot reach another path."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not value.strip():
+        raise KlaviyoValidationError(f"{field} must be a non-empty string.", field=field)
+    return quote(value, safe="")
+
+
+def _empty_batch(items: Any) -> bool:
+    """An empty list or tuple: nothing to send (other bad input is validated later)."""
+    return isinstance(items, (list, tuple)) and not items
+
+
+def _filter_text(value: Filter | str | None) -> Filter | str | None:
+    if value is not None and not isinstance(value, (Filter, str)):
+        raise KlaviyoValidationError(
+            "filter must be built with django_klaviyo.client.filters (or be a string).",
+            field="filter",
+        )
+    return value
+
+
+class KlaviyoClient:
+    """Klaviyo's server API for django-klaviyo. Every ``None`` argument falls back to the
+    settings (``klaviyo_settings``); ``clock``/``sleep``/``random`` are injectable so that
+    tests run without real waiting. The client never imports models."""
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        api_url: str | None = None,
+        revision: str | None = None,
+        timeout: float | tuple[float, float] | None = None,
+        max_attempts: int | None = None,
+        session: requests.Session | None = None,
+        rate_limiter: RateLimiter | None = None,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], None] | None = None,
+        random: RandomSource | None = None,
+        backoff_base: float | None = None,
+        backoff_cap: float | None = None,
+        max_wait: float | None = None,
+    ) -> None:
+        api_key = api_key if api_key is not None else klaviyo_settings.PRIVATE_API_KEY
+        if timeout is None:
+            timeout = klaviyo_settings.timeout()
+        elif isinstance(timeout, (int, float)):
+            timeout = (float(timeout), float(timeout))
+        self.clock = clock or time_module.time
+        self.sleep = sleep or time_module.sleep
+        if rate_limiter is None:
+            rate_limiter = RateLimiter(
+                scope=account_scope(api_key or ""), clock=self.clock, sleep=self.sleep
+            )
+        self._transport = Transport(
+            api_key=api_key,
+            api_url=api_url or klaviyo_settings.API_URL,
+            revision=revision or klaviyo_settings.REVISION,
+            timeout=timeout,
+            max_attempts=max_attempts or int(klaviyo_settings.HTTP_MAX_ATTEMPTS),
+            backoff_base=float(
+                backoff_base if backoff_base is not None else klaviyo_settings.RETRY_BASE_SECONDS
+            ),
+            backoff_cap=float(
+                backoff_cap if backoff_cap is not None else klaviyo_settings.RETRY_MAX_SECONDS
+            ),
+            max_wait=DEFAULT_MAX_WAIT if max_wait is None else float(max_wait),
+            session=session,
+            rate_limiter=rate_limiter,
+            clock=self.clock,
+            sleep=self.sleep,
+            random=random,
+        )
+
+    def __repr__(self) -> str:
+        t = self._transport
+        return f"KlaviyoClient(api_url={t.api_url!r}, revision={t.revision!r})"
+
+    @property
+    def rate_limiter(self) -> RateLimiter:
+        return self._transport.rate_limiter
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    def _send(
+        self,
+        operation: str,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: Mapping[str, str] | None = None,
+        idempotent: bool,
+        max_bytes: int | None = None,
+        what: str = "The request",
+    ) -> Any:
+        encoded = None
+        if body is not None:
+            encoded = payloads.encode(body)
+            if max_bytes is not None:
+                payloads.ensure_size(encoded, max_bytes, what)
+        return self._transport.request(
+            operation, method, path, params=params, body=encoded, idempotent=idempotent
+        )
+
+    def _data(self, document: Any) -> dict[str, Any]:
+        data = document.get("data") if isinstance(document, Mapping) else None
+        return data if isinstance(data, dict) else {}
+
+    def _collection(
+        self, operation: str, path: str, params: Mapping[str, str] | None
+    ) -> Iterator[dict[str, Any]]:
+        def fetch(path_or_url: str, query: Mapping[str, str] | None) -> Any:
+            return self._transport.request(
+                operation, "GET", path_or_url, params=query, idempotent=True
+            )
+
+        return iterate(fetch, path, params)
+
+    # -- events -----------------------------------------------------------------------
+
+    def create_event(
+        self,
+        *,
+        metric: str,
+        profile: Mapping[str, Any],
+        properties: Mapping[str, Any] | None = None,
+        time: datetime | str | None = None,
+        value: float | Decimal | None = None,
+        value_currency: str | None = None,
+        unique_id: str | None = None,
+    ) -> None:
+        """``POST /api/events``. Idempotent only with ``unique_id`` (Klaviyo records the
+        first event per profile, metric and unique_id); without one, a lost answer is not
+        resent, as the repeat would count the event twice."""
+        body = payloads.event_body(
+            metric=metric,
+            profile=profile,
+            properties=properties,
+            time=time,
+            value=value,
+            value_currency=value_currency,
+            unique_id=unique_id,
+        )
+        has_unique_id = "unique_id" in body["data"]["attributes"]
+        self._send(
+            "create_event",
+            "POST",
+            "/api/events",
+            body=body,
+            idempotent=has_unique_id,
+            max_bytes=payloads.MAX_BULK_REQUEST_BYTES,
+            what="The event",
+        )
+
+    def bulk_create_events(self, entries: Sequence[Mapping[str, Any]]) -> None:
+        """``POST /api/event-bulk-create-jobs``: ``[{"profile": {...}, "events": [...]}]``.
+
+        At most 1000 events and 5 MB; no (profile, metric, unique_id) twice. Idempotent
+        only when every event has a ``unique_id``. An empty ``entries`` sends nothing.
+        """
+        if _empty_batch(entries):
+            return
+        body = payloads.bulk_events_body(entries)
+        idempotent = all(
+            "unique_id" in event["attributes"]
+            for entry in body["data"]["attributes"]["events-bulk-create"]["data"]
+            for event in entry["attributes"]["events"]["data"]
+        )
+        self._send(
+            "bulk_create_events",
+            "POST",
+            "/api/event-bulk-create-jobs",
+            body=body,
+            idempotent=idempotent,
+            max_bytes=payloads.MAX_BULK_REQUEST_BYTES,
+            what="The bulk event request",
+        )
+
+    # -- profiles ---------------------------------------------------------------------
+
+    def upsert_profile(
+        self, attributes: Mapping[str, Any], *, profile_id: str | None = None
+    ) -> dict[str, Any]:
+        """``POST /api/profile-import``: create or update; returns JSON:API ``data``
+        (with ``id``). Idempotent (an upsert). A 409 raises KlaviyoDuplicateProfileError."""
+        body = payloads.profile_upsert_body(attributes, profile_id=profile_id)
+        document = self._send(
+            "create_or_update_profile", "POST", "/api/profile-import", body=body, idempotent=True
+        )
+        return self._data(document)
+
+    def get_profile(
+        self,
+        profile_id: str,
+        *,
+        additional_fields: Iterable[str] = (),
+        fields: Iterable[str] | None = None,
+        include: Iterable[str] | None = None,
+    ) -> dict[str, Any]:
+        """``GET /api/profiles/{id}``; ``additional_fields`` e.g. ``("subscriptions",)``."""
+        path = f"/api/profiles/{_segment(profile_id, 'profile_id')}"
+        extra = list(additional_fields)
+        params = collection_params(
+            fields={"profile": fields} if fields else None,
+            include=include,
+            additional_fields={"profile": extra} if extra else None,
+        )
+        return self._data(
+            self._transport.request("get_profile", "GET", path, params=params, idempotent=True)
+        )
+
+    def find_profile(
+        self,
+        *,
+        email: str | None = None,
+        phone_number: str | None = None,
+        external_id: str | None = None,
+    ) -> dict[str, Any] | None:
+        """The profile matching one of the identifiers, or None.
+
+        Identifiers are tried one at a time, strongest first (external_id, email,
+        phone_number), since Klaviyo's filter cannot OR across fields; the first match
+        wins. Costs one ``GET /api/profiles`` per identifier tried.
+        """
+        lookups: list[tuple[str, str]] = []
+        if external_id not in (None, ""):
+            lookups.append(("external_id", str(external_id)))
+        if email not in (None, ""):
+            lookups.append(("email", normalize_email(email)))  # type: ignore[arg-type]
+        if phone_number not in (None, ""):
+            lookups.append(("phone_number", normalize_phone_number(phone_number)))  # type: ignore[arg-type]
+        if not lookups:
+            raise KlaviyoValidationError(
+                "find_profile needs an email, phone_number or external_id.", field="profile"
+            )
+        for field, value in lookups:
+            params = collection_params(filter=equals(field, value), page_size=1, max_page_size=100)
+            document = self._transport.request(
+                "get_profiles", "GET", "/api/profiles", params=params, idempotent=True
+            )
+            data = document.get("data") if isinstance(document, Mapping) else None
+            if isinstance(data, list) and data and isinstance(data[0], dict):
+                return data[0]
+        return None
+
+    def update_profile(self, profile_id: str, attributes: Mapping[str, Any]) -> dict[str, Any]:
+        """``PATCH /api/profiles/{id}``: a partial update (``None`` clears a field).
+        Idempotent: the same PATCH twice leaves the same profile."""
+        body = payloads.profile_update_body(profile_id, attributes)
+        path = f"/api/profiles/{_segment(profile_id, 'profile_id')}"
+        return self._data(self._send("update_profile", "PATCH", path, body=body, idempotent=True))
+
+    def bulk_import_profiles(
+        self, profiles: Sequence[Mapping[str, Any]], *, list_ids: Iterable[str] = ()
+    ) -> dict[str, Any]:
+        """``POST /api/profile-bulk-import-jobs`` (at most 10,000 profiles and 5 MB);
+        returns the job resource. Idempotent: a repeated job upserts the same profiles."""
+        body = payloads.bulk_import_body(profiles, list_ids=list_ids)
+        return self._data(
+            self._send(
+                "bulk_import_profiles",
+                "POST",
+                "/api/profile-bulk-import-jobs",
+                body=body,
+                idempotent=True,
+                max_bytes=payloads.MAX_BULK_REQUEST_BYTES,
+                what="The bulk profile import",
+            )
+        )
+
+    def get_bulk_import_job(self, job_id: str) -> dict[str, Any]:
+        """``GET /api/profile-bulk-import-jobs/{job_id}``."""
+        path = f"/api/profile-bulk-import-jobs/{_segment(job_id, 'job_id')}"
+        return self._data(
+            self._transport.request("get_bulk_import_profiles_job", "GET", path, idempotent=True)
+        )
+
+    def wait_for_bulk_import_job(
+        self, job_id: str, *, timeout: float = 600.0, poll_interval: float = 5.0
+    ) -> dict[str, Any]:
+        """Poll the job until it is complete or cancelled; raise BulkImportTimeout after
+        ``timeout`` seconds (of the client's clock)."""
+        deadline = self.clock() + timeout
+        while True:
+            job = self.get_bulk_import_job(job_id)
+            status = (job.get("attributes") or {}).get("status")
+            if status in BULK_IMPORT_DONE:
+                return job
+            remaining = deadline - self.clock()
+            if remaining <= 0:
+                raise BulkImportTimeout(
+                    f"Klaviyo bulk import job {job_id} is still {status!r} after {timeout}s.",
+                    job=job,
+                )
+            self.sleep(min(poll_interval, remaining))
+
+    def get_bulk_import_errors(self, job_id: str) -> list[dict[str, Any]]:
+        """Every import error of a job (``GET .../import-errors``, all pages)."""
+        path = f"/api/profile-bulk-import-jobs/{_segment(job_id, 'job_id')}/import-errors"
+        params = collection_params(page_size=100, max_page_size=100)
+        return list(self._collection("get_errors_for_bulk_import_profiles_job", path, params))
+
+    # -- consent ----------------------------------------------------------------------
+
+    def subscribe_profiles(
+        self,
+        profiles: Sequence[Mapping[str, Any]],
+        *,
+        list_id: str | None = None,
+        custom_source: str | None = None,
+        historical_import: bool = False,
+    ) -> None:
+        """``POST /api/profile-subscription-bulk-create-jobs`` (at most 1000 profiles):
+        ``[{"email"?, "phone_number"?, "channels": ["email", "sms"], "consented_at"?}]``.
+        Idempotent: subscribing a subscribed profile changes nothing. Empty sends nothing."""
+        if _empty_batch(profiles):
+            return
+        now = datetime.fromtimestamp(self.clock(), tz=timezone.utc)
+        body = payloads.subscribe_body(
+            profiles,
+            list_id=list_id,
+            custom_source=custom_source,
+            historical_import=historical_import,
+            now=now,
+        )
+        self._send(
+            "bulk_subscribe_profiles",
+            "POST",
+            "/api/profile-subscription-bulk-create-jobs",
+            body=body,
+            idempotent=True,
+        )
+
+    def unsubscribe_profiles(
+        self, profiles: Sequence[Mapping[str, Any]], *, list_id: str | None = None
+    ) -> None:
+        """``POST /api/profile-subscription-bulk-delete-jobs`` (at most 100 profiles).
+        Without ``list_id`` the unsubscribe is global. Idempotent. Empty sends nothing."""
+        if _empty_batch(profiles):
+            return
+        body = payloads.unsubscribe_body(profiles, list_id=list_id)
+        self._send(
+            "bulk_unsubscribe_profiles",
+            "POST",
+            "/api/profile-subscription-bulk-delete-jobs",
+            body=body,
+            idempotent=True,
+        )
+
+    # -- lists ------------------------------------------------------------------------
+
+    def _list_relationship(
+        self, operation: str, method: str, list_id: str, profile_ids: Iterable[str]
+    ) -> None:
+        body = payloads.list_relationship_body(profile_ids)
+        if not body["data"]:
+            return
+        path = f"/api/lists/{_segment(list_id, 'list_id')}/relationships/profiles"
+        self._send(operation, method, path, body=body, idempotent=True)
+
+    def add_profiles_to_list(self, list_id: str, profile_ids: Iterable[str]) -> None:
+        """``POST /api/lists/{id}/relationships/profiles`` (at most 1000 ids). Idempotent:
+        membership is a set. Does not give consent (use subscribe_profiles)."""
+        self._list_relationship("add_profiles_to_list", "POST", list_id, profile_ids)
+
+    def remove_profiles_from_list(self, list_id: str, profile_ids: Iterable[str]) -> None:
+        """``DELETE /api/lists/{id}/relationships/profiles`` (at most 1000 ids). Idempotent."""
+        self._list_relationship("remove_profiles_from_list", "DELETE", list_id, profile_ids)
+
+    def create_list(self, name: str, *, opt_in_process: str | None = None) -> dict[str, Any]:
+        """``POST /api/lists``. NOT idempotent (list names are not unique, so a repeat
+        after a lost answer could make a second list; Klaviyo also caps lists at 150/day)."""
+        body = payloads.create_list_body(name, opt_in_process=opt_in_process)
+        return self._data(
+            self._send("create_list", "POST", "/api/lists", body=body, idempotent=False)
+        )
+
+    def get_lists(
+        self,
+        *,
+        filter: Filter | str | None = None,
+        sort: str | None = None,
+        fields: Iterable[str] | None = None,
+        include: Iterable[str] | None = None,
+        page_size: int | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """``GET /api/lists``, all pages (page_size at most 10)."""
+        params = collection_params(
+            filter=_filter_text(filter),
+            sort=sort,
+            fields={"list": fields} if fields else None,
+            include=include,
+            page_size=page_size,
+            max_page_size=10,
+        )
+        return self._collection("get_lists", "/api/lists", params)
+
+    def get_list_profiles(
+        self,
+        list_id: str,
+        *,
+        filter: Filter | str | None = None,
+        sort: str | None = None,
+        fields: Iterable[str] | None = None,
+        page_size: int | None = 100,
+    ) -> Iterator[dict[str, Any]]:
+        """``GET /api/lists/{id}/profiles``, all pages (page_size at most 100)."""
+        path = f"/api/lists/{_segment(list_id, 'list_id')}/profiles"
+        params = collection_params(
+            filter=_filter_text(filter),
+            sort=sort,
+            fields={"profile": fields} if fields else None,
+            page_size=page_size,
+            max_page_size=100,
+        )
+        return self._collection("get_profiles_for_list", path, params)
+
+    # -- campaigns and flows ----------------------------------------------------------
+
+    def get_campaigns(
+        self,
+        *,
+        channel: str = "email",
+        filter: Filter | None = None,
+        sort: str | None = None,
+        fields: Iterable[str] | None = None,
+        include: Iterable[str] | None = None,
+        page_size: int | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """``GET /api/campaigns`` of one channel (Klaviyo requires the channel filter);
+        an extra ``filter`` is ANDed to it."""
+        if channel not in CAMPAIGN_CHANNELS:
+            raise KlaviyoValidationError(
+                f"channel must be one of {', '.join(CAMPAIGN_CHANNELS)}, not {channel!r}.",
+                field="channel",
+            )
+        if filter is not None and not isinstance(filter, Filter):
+            raise KlaviyoValidationError(
+                "get_campaigns combines filters built with django_klaviyo.client.filters.",
+                field="filter",
+            )
+        channel_filter = equals("messages.channel", channel)
+        combined = and_(channel_filter, filter) if filter is not None else channel_filter
+        params = collection_params(
+            filter=combined,
+            sort=sort,
+            fields={"campaign": fields} if fields else None,
+            include=include,
+            page_size=page_size,
+            max_page_size=100,
+        )
+        return self._collection("get_campaigns", "/api/campaigns", params)
+
+    def get_flows(
+        self,
+        *,
+        filter: Filter | str | None = None,
+        sort: str | None = None,
+        fields: Iterable[str] | None = None,
+        include: Iterable[str] | None = None,
+        page_size: int | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """``GET /api/flows``, all pages (page_size at most 50)."""
+        params = collection_params(
+            filter=_filter_text(filter),
+            sort=sort,
+            fields={"flow": fields} if fields else None,
+            include=include,
+            page_size=page_size,
+            max_page_size=50,
+        )
+        return self._collection("get_flows", "/api/flows", params)
+
+    # -- webhooks ---------------------------------------------------------------------
+
+    def create_webhook(
+        self,
+        *,
+        name: str,
+        endpoint_url: str,
+        secret_key: str,
+        topics: Iterable[str],
+        description: str | None = None,
+    ) -> dict[str, Any]:
+        """``POST /api/webhooks``. NOT idempotent: a repeat after a lost answer would
+        register a second webhook and double every delivery."""
+        body = payloads.create_webhook_body(
+            name=name,
+            endpoint_url=endpoint_url,
+            secret_key=secret_key,
+            topics=topics,
+            description=description,
+        )
+        return self._data(
+            self._send("create_webhook", "POST", "/api/webhooks", body=body, idempotent=False)
+        )
+
+    def get_webhooks(self, *, include: Iterable[str] | None = None) -> Iterator[dict[str, Any]]:
+        """``GET /api/webhooks`` (cursor pages only)."""
+        return self._collection("get_webhooks", "/api/webhooks", collection_params(include=include))
+
+    def get_webhook(self, webhook_id: str) -> dict[str, Any]:
+        path = f"/api/webhooks/{_segment(webhook_id, 'webhook_id')}"
+        return self._data(self._transport.request("get_webhook", "GET", path, idempotent=True))
+
+    def delete_webhook(self, webhook_id: str) -> None:
+        """``DELETE /api/webhooks/{id}``. Idempotent in effect (a repeat may answer 404)."""
+        path = f"/api/webhooks/{_segment(webhook_id, 'webhook_id')}"
+        self._transport.request("delete_webhook", "DELETE", path, idempotent=True)
+
+    def get_webhook_topics(self) -> Iterator[dict[str, Any]]:
+        return self._collection("get_webhook_topics", "/api/webhook-topics", None)
+
+    # -- data privacy -----------------------------------------------------------------
+
+    def request_profile_deletion(
+        self,
+        *,
+        email: str | None = None,
+        phone_number: str | None = None,
+        profile_id: str | None = None,
+    ) -> None:
+        """``POST /api/data-privacy-deletion-jobs`` with exactly one identifier.
+
+        Treated as idempotent: the end state (the profile erased) is the same after a
+        second job, and failing to resend an erasure request is the worse outcome.
+        """
+        body = payloads.profile_deletion_body(
+            email=email, phone_number=phone_number, profile_id=profile_id
+        )
+        self._send(
+            "request_profile_deletion",
+            "POST",
+            "/api/data-privacy-deletion-jobs",
+            body=body,
+            idempotent=True,
+        )
