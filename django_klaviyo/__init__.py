@@ -12,12 +12,17 @@ __version__ = "0.1.0"
 
 __all__ = [
     "add_to_list",
+    "added_to_cart",
     "forget_profile",
+    "order_placed",
     "remove_from_list",
+    "started_checkout",
     "subscribe",
+    "subscription_status",
     "track",
     "unsubscribe",
     "upsert_profile",
+    "viewed_product",
 ]
 
 

@@ -43,6 +43,12 @@ DEFAULTS: dict[str, Any] = {
     "ORDER_MODEL": None,
     "ORDER_EVENTS_MAPPER": "django_klaviyo.ecommerce.default_order_events",
     "USER_PROFILE_MAPPER": "django_klaviyo.ecommerce.default_user_profile",
+    # The order attribute holding its status, and the status values events fire on.
+    "ORDER_STATUS_FIELD": "status",
+    "ORDER_STATUS_PLACED": "placed",
+    "ORDER_STATUS_FULFILLED": "fulfilled",
+    "ORDER_STATUS_CANCELLED": "cancelled",
+    "ORDER_STATUS_REFUNDED": "refunded",
     "TRACK_USERS": True,
     # Seconds a flusher owns the rows it claimed before another may reclaim them.
     "LEASE_SECONDS": 300,

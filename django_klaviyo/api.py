@@ -1,0 +1,306 @@
+"""Public API: every call validates its input NOW and writes one outbox row in the
+caller's transaction (the flusher sends it to Klaviyo later).
+
+Bad input raises :class:`~django_klaviyo.exceptions.KlaviyoValidationError` whose
+``field`` names the culprit. Each writer returns the :class:`OutboxEvent` it built
+(None when ``KLAVIYO["ENABLED"]`` is False). A ``profile`` is a dict of Klaviyo profile
+attributes with at least one identifier (``email``, ``phone_number`` in E.164,
+``external_id``; events also accept ``anonymous_id`` and Klaviyo's ``id``), or a user
+instance, mapped with ``USER_PROFILE_MAPPER``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS
+from django.db.models import F
+
+from django_klaviyo import ecommerce, outbox
+from django_klaviyo.conf import klaviyo_settings
+from django_klaviyo.exceptions import KlaviyoValidationError
+from django_klaviyo.identifiers import normalize_email, normalize_phone_number
+from django_klaviyo.models import KlaviyoProfileLink, OutboxEvent
+
+Kind = OutboxEvent.Kind
+
+
+def _profile(profile: Any) -> Any:
+    """A mapping as is; a user instance through USER_PROFILE_MAPPER."""
+    if profile is None or isinstance(profile, Mapping):
+        return profile
+    meta = getattr(profile, "_meta", None)
+    if meta is not None and meta.label == settings.AUTH_USER_MODEL:
+        mapped = klaviyo_settings.callable("USER_PROFILE_MAPPER")(profile)
+        if not mapped:
+            raise KlaviyoValidationError(
+                "USER_PROFILE_MAPPER found no identifier for this user.", field="profile"
+            )
+        return mapped
+    raise KlaviyoValidationError(
+        f"profile must be a dict or a user, not {type(profile).__name__}.", field="profile"
+    )
+
+
+def _write(row: outbox.OutboxRow, using: str | None) -> OutboxEvent | None:
+    written = outbox.enqueue_many([row], using=using)
+    return written[0] if written else None
+
+
+def track(
+    metric: str,
+    profile: Mapping[str, Any] | Any = None,
+    *,
+    properties: Mapping[str, Any] | None = None,
+    value: Any = None,
+    value_currency: str | None = None,
+    time: Any = None,
+    unique_id: str | None = None,
+    dedupe_key: str | None = None,
+    using: str | None = None,
+) -> OutboxEvent | None:
+    """Record an event. ``unique_id`` defaults to a fresh uuid4 hex, stored on the row so
+    retries stay idempotent; ``dedupe_key`` makes a repeated call enqueue nothing."""
+    row = outbox.build_event(
+        metric=metric,
+        profile=_profile(profile),
+        properties=properties,
+        value=value,
+        value_currency=value_currency,
+        time=time,
+        unique_id=unique_id,
+        dedupe_key=dedupe_key,
+    )
+    return _write(row, using)
+
+
+def upsert_profile(
+    profile: Mapping[str, Any] | Any = None,
+    *,
+    dedupe_key: str | None = None,
+    using: str | None = None,
+    **attributes: Any,
+) -> OutboxEvent | None:
+    """Create or update a profile: ``upsert_profile({"email": ..., "first_name": ...})``
+    or ``upsert_profile(email=..., first_name=...)``."""
+    merged = {**(_profile(profile) or {}), **attributes}
+    return _write(outbox.build_profile_upsert(merged, dedupe_key=dedupe_key), using)
+
+
+def add_to_list(
+    list_id: str | Any,
+    profile: Mapping[str, Any] | Any,
+    *,
+    dedupe_key: str | None = None,
+    using: str | None = None,
+) -> OutboxEvent | None:
+    """Add a profile to a list (no consent change; use ``subscribe`` for marketing)."""
+    row = outbox.build_list_change(Kind.LIST_ADD, list_id, _profile(profile), dedupe_key=dedupe_key)
+    return _write(row, using)
+
+
+def remove_from_list(
+    list_id: str | Any,
+    profile: Mapping[str, Any] | Any,
+    *,
+    dedupe_key: str | None = None,
+    using: str | None = None,
+) -> OutboxEvent | None:
+    row = outbox.build_list_change(
+        Kind.LIST_REMOVE, list_id, _profile(profile), dedupe_key=dedupe_key
+    )
+    return _write(row, using)
+
+
+def subscribe(
+    profile: Mapping[str, Any],
+    *,
+    channels: Iterable[str] | str = ("email",),
+    list_id: str | Any = None,
+    custom_source: str | None = None,
+    consented_at: Any = None,
+    dedupe_key: str | None = None,
+    using: str | None = None,
+) -> OutboxEvent | None:
+    """Give marketing consent on ``channels`` ("email", "sms"). ``consented_at`` (in the
+    past) records a historical import: no double opt-in, no "added to list" flows."""
+    row = outbox.build_subscribe(
+        profile,
+        channels=list(channels) if not isinstance(channels, str) else channels,
+        list_id=list_id,
+        custom_source=custom_source,
+        consented_at=consented_at,
+        dedupe_key=dedupe_key,
+    )
+    return _write(row, using)
+
+
+def unsubscribe(
+    profile: Mapping[str, Any],
+    *,
+    channels: Iterable[str] | str = ("email",),
+    list_id: str | Any = None,
+    dedupe_key: str | None = None,
+    using: str | None = None,
+) -> OutboxEvent | None:
+    """Withdraw consent. Klaviyo unsubscribes globally a profile not on ``list_id``."""
+    row = outbox.build_unsubscribe(
+        profile,
+        channels=list(channels) if not isinstance(channels, str) else channels,
+        list_id=list_id,
+        dedupe_key=dedupe_key,
+    )
+    return _write(row, using)
+
+
+def forget_profile(
+    *,
+    email: str | None = None,
+    phone_number: str | None = None,
+    profile_id: str | None = None,
+    using: str | None = None,
+) -> OutboxEvent | None:
+    """Ask Klaviyo to delete a profile (GDPR); exactly one identifier."""
+    row = outbox.build_profile_deletion(
+        email=email, phone_number=phone_number, profile_id=profile_id
+    )
+    return _write(row, using)
+
+
+# --- e-commerce -----------------------------------------------------------------------
+
+
+def order_placed(order: Any, *, using: str | None = None) -> list[OutboxEvent]:
+    """Enqueue Placed Order and Ordered Product for ``order`` (call it after its lines
+    are saved). Shares dedupe keys with the status-transition path: together they still
+    send each event once."""
+    rows = outbox.build_events(ecommerce.placed_order_events(order))
+    return outbox.enqueue_many(rows, using=using or order._state.db or DEFAULT_DB_ALIAS)
+
+
+def viewed_product(
+    profile: Mapping[str, Any] | Any,
+    product: Mapping[str, Any],
+    *,
+    time: Any = None,
+    unique_id: str | None = None,
+    using: str | None = None,
+) -> OutboxEvent | None:
+    """**Viewed Product**; ``product`` keys: see ``django_klaviyo.ecommerce``."""
+    properties = ecommerce.product_properties(product)
+    return track(
+        "Viewed Product",
+        profile,
+        properties=properties,
+        value=properties.get("Price"),
+        time=time,
+        unique_id=unique_id,
+        using=using,
+    )
+
+
+def added_to_cart(
+    profile: Mapping[str, Any] | Any,
+    item: Mapping[str, Any],
+    *,
+    cart_items: Iterable[Mapping[str, Any]] | None = None,
+    currency: str | None = None,
+    checkout_url: str | None = None,
+    time: Any = None,
+    unique_id: str | None = None,
+    using: str | None = None,
+) -> OutboxEvent | None:
+    """**Added to Cart**: the added item as ``AddedItem*`` properties, the whole cart
+    (``cart_items``, default just the item) as Items/ItemNames; value = cart total."""
+    added = ecommerce.cart_items([item])[0]
+    items = ecommerce.cart_items(cart_items) if cart_items is not None else [added]
+    properties: dict[str, Any] = {f"AddedItem{key}": value for key, value in added.items()}
+    properties.update(ecommerce.items_summary(items))
+    if checkout_url:
+        properties["CheckoutURL"] = checkout_url
+    return track(
+        "Added to Cart",
+        profile,
+        properties=properties,
+        value=ecommerce.items_value(items),
+        value_currency=currency,
+        time=time,
+        unique_id=unique_id,
+        using=using,
+    )
+
+
+def started_checkout(
+    profile: Mapping[str, Any] | Any,
+    items: Iterable[Mapping[str, Any]],
+    *,
+    checkout_id: str,
+    currency: str | None = None,
+    checkout_url: str | None = None,
+    value: Any = None,
+    time: Any = None,
+    using: str | None = None,
+) -> OutboxEvent | None:
+    """**Started Checkout**, once per ``checkout_id`` (it is the unique_id and the dedupe
+    key, so reloading the checkout page enqueues nothing more)."""
+    if (
+        not isinstance(checkout_id, (str, int))
+        or isinstance(checkout_id, bool)
+        or (checkout_id == "")
+    ):
+        raise KlaviyoValidationError("checkout_id must be a non-empty string.", field="checkout_id")
+    cart = ecommerce.cart_items(items)
+    if not cart:
+        raise KlaviyoValidationError("a checkout needs at least one item.", field="items")
+    properties = ecommerce.items_summary(cart)
+    properties["CheckoutId"] = str(checkout_id)
+    if checkout_url:
+        properties["CheckoutURL"] = checkout_url
+    unique_id = f"checkout-{checkout_id}"
+    return track(
+        "Started Checkout",
+        profile,
+        properties=properties,
+        value=ecommerce.items_value(cart) if value is None else value,
+        value_currency=currency,
+        time=time,
+        unique_id=unique_id,
+        dedupe_key=f"event:started-checkout:{checkout_id}",
+        using=using,
+    )
+
+
+def subscription_status(
+    *, user: Any = None, email: str | None = None, phone_number: str | None = None
+) -> dict[str, Any] | None:
+    """Consent as last known locally (webhooks keep it current), from the user's profile
+    link, else a link with this email / phone; None when no link exists.
+
+    Returns ``{"email": Consent value, "email_at": datetime|None, "sms": ...,
+    "sms_at": ..., "klaviyo_id": str|None}``.
+    """
+    if sum(x is not None for x in (user, email, phone_number)) != 1:
+        raise KlaviyoValidationError(
+            "subscription_status needs exactly one of user, email or phone_number.",
+            field="profile",
+        )
+    # A user's own link before a guest link with the same email or phone.
+    links = KlaviyoProfileLink.objects.order_by(F("user_id").desc(nulls_last=True))
+    if user is not None:
+        link = links.filter(user=user).first()
+    elif email is not None:
+        link = links.filter(email__iexact=normalize_email(email)).first()
+    else:
+        phone = normalize_phone_number(phone_number)  # type: ignore[arg-type]
+        link = links.filter(phone_number=phone).first()
+    if link is None:
+        return None
+    return {
+        "email": link.email_consent,
+        "email_at": link.email_consent_at,
+        "sms": link.sms_consent,
+        "sms_at": link.sms_consent_at,
+        "klaviyo_id": link.klaviyo_id,
+    }

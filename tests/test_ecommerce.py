@@ -1,0 +1,225 @@
+"""Default mappers: the exact events and payloads of an order's life, and user profiles."""
+
+from __future__ import annotations
+
+import logging
+from decimal import Decimal
+
+import pytest
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.test import override_settings
+from shop import services
+from shop.models import Order, OrderLine
+
+import django_klaviyo
+from django_klaviyo import ecommerce
+from django_klaviyo.models import OutboxEvent
+
+LINES = [
+    {
+        "product_id": "TEE",
+        "sku": "TEE-BLK",
+        "name": "Black T-shirt",
+        "quantity": 2,
+        "unit_price": Decimal("19.99"),
+        "image_url": "https://shop.example.com/tee.png",
+        "product_url": "https://shop.example.com/p/tee",
+        "categories": ["Apparel", "Tops"],
+    },
+    {
+        "sku": "MUG",
+        "name": "Mug",
+        "quantity": 1,
+        "unit_price": Decimal("9.505"),
+        "categories": ["Kitchen", "Apparel"],
+    },
+]
+SHIPPING = {"first_name": "Ada", "address1": "1 Main St", "country_code": "GB", "zip": ""}
+
+
+def klaviyo(**overrides: object) -> override_settings:
+    return override_settings(KLAVIYO={**settings.KLAVIYO, **overrides})
+
+
+@pytest.fixture
+def customer(db):
+    user = get_user_model().objects.create_user("ada", email="ada@example.com")
+    OutboxEvent.objects.all().delete()
+    return user
+
+
+def events() -> list[OutboxEvent]:
+    """Events in the order they were enqueued; one INSERT's rows may share a timestamp,
+    so Placed Order goes before its Ordered Products, and those by line."""
+
+    def rank(event: OutboxEvent) -> tuple:
+        line = int(event.unique_id.rsplit("-", 1)[1]) if "-line-" in event.unique_id else 0
+        return (event.created_at, event.metric == "Ordered Product", line)
+
+    return sorted(OutboxEvent.objects.filter(kind="event"), key=rank)
+
+
+def test_placing_an_order_enqueues_placed_order_and_ordered_products(customer):
+    order = services.place_order(
+        customer=customer, lines=LINES, currency="GBP", shipping_address=SHIPPING, number="A-1"
+    )
+    tee, mug = order.lines.order_by("pk")
+    placed, *products = events()
+    time = order.placed_at.isoformat()
+
+    assert placed.metric == "Placed Order"
+    assert placed.unique_id == f"order-{order.pk}-placed"
+    assert placed.dedupe_key == f"event:shop.order:{order.pk}:placed"
+    assert placed.profile_key == f"external_id:{customer.pk}"
+    tee_item = {
+        "ProductID": "TEE",
+        "SKU": "TEE-BLK",
+        "ProductName": "Black T-shirt",
+        "Quantity": 2,
+        "Price": 19.99,
+        "RowTotal": 39.98,
+        "ImageURL": "https://shop.example.com/tee.png",
+        "ProductURL": "https://shop.example.com/p/tee",
+        "Categories": ["Apparel", "Tops"],
+    }
+    mug_item = {
+        "ProductID": "MUG",
+        "SKU": "MUG",
+        "ProductName": "Mug",
+        "Quantity": 1,
+        "Price": 9.51,
+        "RowTotal": 9.51,
+        "ImageURL": "",
+        "ProductURL": "",
+        "Categories": ["Kitchen", "Apparel"],
+    }
+    assert placed.payload == {
+        "metric": "Placed Order",
+        "profile": {"external_id": str(customer.pk), "email": "ada@example.com"},
+        "properties": {
+            "OrderId": "A-1",
+            "ItemNames": ["Black T-shirt", "Mug"],
+            "Categories": ["Apparel", "Tops", "Kitchen"],
+            "ItemCount": 3,
+            "Items": [tee_item, mug_item],
+            "ShippingAddress": {"FirstName": "Ada", "Address1": "1 Main St", "CountryCode": "GB"},
+        },
+        "time": time,
+        "value": 49.49,
+        "value_currency": "GBP",
+    }
+    assert [(p.metric, p.unique_id, p.payload["value"]) for p in products] == [
+        ("Ordered Product", f"order-{order.pk}-line-{tee.pk}", 39.98),
+        ("Ordered Product", f"order-{order.pk}-line-{mug.pk}", 9.51),
+    ]
+    assert products[0].payload["properties"] == {"OrderId": "A-1", **tee_item}
+    assert products[1].payload["time"] == time
+
+
+def test_guest_order_profile_is_the_email(db):
+    services.place_order(email="guest@example.com", lines=LINES[:1])
+    placed = OutboxEvent.objects.get(metric="Placed Order")
+    assert placed.payload["profile"] == {"email": "guest@example.com"}
+    assert placed.profile_key == "email:guest@example.com"
+
+
+def test_fulfil_then_refund(customer):
+    order = services.place_order(customer=customer, lines=LINES, number="A-2")
+    services.fulfil_order(
+        order, tracking_number="1Z999", tracking_url="https://t.example.com/1Z999", carrier="UPS"
+    )
+    services.refund_order(order)
+
+    fulfilled = OutboxEvent.objects.get(metric="Fulfilled Order")
+    assert fulfilled.unique_id == f"order-{order.pk}-fulfilled"
+    assert fulfilled.payload["value"] == 49.49
+    properties = fulfilled.payload["properties"]
+    assert properties["TrackingNumber"] == "1Z999"
+    assert properties["TrackingURL"] == "https://t.example.com/1Z999"
+    assert properties["Carrier"] == "UPS"
+    assert properties["OrderId"] == "A-2" and properties["ItemCount"] == 3
+
+    refunded = OutboxEvent.objects.get(metric="Refunded Order")
+    assert refunded.unique_id == f"order-{order.pk}-refunded"
+    assert refunded.payload["value"] == -49.49
+    assert refunded.payload["value_currency"] == "USD"
+
+
+def test_cancel_has_a_negative_value(customer):
+    order = services.place_order(customer=customer, lines=LINES[1:])
+    services.cancel_order(order)
+    cancelled = OutboxEvent.objects.get(metric="Cancelled Order")
+    assert cancelled.unique_id == f"order-{order.pk}-cancelled"
+    assert cancelled.payload["value"] == -9.51
+    assert [e.metric for e in events()] == ["Placed Order", "Ordered Product", "Cancelled Order"]
+
+
+def test_status_names_come_from_settings(customer):
+    order = services.place_order(customer=customer, lines=LINES[:1])
+    OutboxEvent.objects.all().delete()
+    with klaviyo(ORDER_STATUS_FULFILLED="shipped"):
+        order.status = "fulfilled"
+        order.save()
+        assert not OutboxEvent.objects.exists()
+        order.status = "shipped"
+        order.save()
+    assert [e.metric for e in events()] == ["Fulfilled Order"]
+
+
+def test_order_created_directly_as_placed_waits_for_order_placed(customer, caplog):
+    with caplog.at_level(logging.WARNING, logger="django_klaviyo.ecommerce"):
+        order = Order.objects.create(number="A-3", customer=customer, status="placed")
+    assert not OutboxEvent.objects.exists()
+    assert "order_placed" in caplog.text
+    OrderLine.objects.create(order=order, sku="S", name="Sock", quantity=3, unit_price=2)
+
+    django_klaviyo.order_placed(order)
+    placed = OutboxEvent.objects.get(metric="Placed Order")
+    assert placed.payload["properties"]["ItemNames"] == ["Sock"]
+    assert placed.payload["value"] == 0.0  # the order's own total, never recomputed
+    assert OutboxEvent.objects.filter(metric="Ordered Product").count() == 1
+
+
+def test_pending_orders_and_unknown_statuses_send_nothing(customer):
+    order = Order.objects.create(number="A-4", customer=customer)
+    order.status = "on-hold"
+    order.save()
+    assert ecommerce.default_order_events(order, "pending", created=False) == []
+    assert not OutboxEvent.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("amount", "expected"),
+    [(Decimal("1.005"), 1.01), (Decimal("2.5"), 2.5), (0.1 + 0.2, 0.3), ("3", 3.0), (None, None)],
+)
+def test_money_rounds_half_up_to_cents(amount, expected):
+    assert ecommerce.money(amount) == expected
+
+
+def test_categories_accept_lists_and_comma_strings():
+    assert ecommerce.categories_list("A, B,,C ") == ["A", "B", "C"]
+    assert ecommerce.categories_list(["A", 2]) == ["A", "2"]
+    assert ecommerce.categories_list(None) == []
+
+
+def test_default_user_profile(db):
+    user = get_user_model()(pk=7, email="ada@example.com", first_name="Ada", last_name="")
+    user.phone_number = "+44 20 7946 0958"
+    assert ecommerce.default_user_profile(user) == {
+        "email": "ada@example.com",
+        "external_id": "7",
+        "first_name": "Ada",
+        "phone_number": "+442079460958",
+    }
+    assert ecommerce.default_user_profile(get_user_model()()) is None
+
+
+def test_default_user_profile_leaves_out_a_bad_phone_with_a_warning(caplog):
+    user = get_user_model()(pk=8, email="bob@example.com")
+    user.phone_number = "call me maybe"
+    with caplog.at_level(logging.WARNING, logger="django_klaviyo.ecommerce"):
+        profile = ecommerce.default_user_profile(user)
+    assert profile == {"email": "bob@example.com", "external_id": "8"}
+    assert "user 8" in caplog.text
+    assert "call me maybe" not in caplog.text

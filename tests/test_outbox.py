@@ -1,0 +1,169 @@
+"""The outbox writer: one INSERT in the caller's transaction, dedupe, validation, hint."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from decimal import Decimal
+
+import pytest
+from django.conf import settings
+from django.db import transaction
+from django.test import override_settings
+
+from django_klaviyo import outbox
+from django_klaviyo.exceptions import KlaviyoValidationError
+from django_klaviyo.models import OutboxEvent
+from django_klaviyo.signals import outbox_ready
+
+PROFILE = {"email": "ada@example.com"}
+
+
+def klaviyo(**overrides: object) -> override_settings:
+    return override_settings(KLAVIYO={**settings.KLAVIYO, **overrides})
+
+
+def event_payload(**extra: object) -> dict:
+    return {"metric": "Viewed Page", "profile": PROFILE, "properties": {}, **extra}
+
+
+@pytest.fixture
+def ready_calls():
+    calls: list[dict] = []
+
+    def receiver(sender, **kwargs):
+        calls.append(kwargs)
+
+    outbox_ready.connect(receiver, dispatch_uid="test_outbox_ready")
+    yield calls
+    outbox_ready.disconnect(dispatch_uid="test_outbox_ready")
+
+
+@pytest.mark.django_db
+def test_enqueue_writes_a_row_with_profile_key_and_metric():
+    row = outbox.enqueue("event", event_payload(), unique_id="u-1", metric="Viewed Page")
+
+    stored = OutboxEvent.objects.get()
+    assert stored.pk == row.pk
+    assert stored.kind == "event"
+    assert stored.metric == "Viewed Page"
+    assert stored.unique_id == "u-1"
+    assert stored.profile_key == "email:ada@example.com"
+    assert stored.status == OutboxEvent.Status.PENDING
+    assert stored.dedupe_key is None
+
+
+@pytest.mark.django_db
+def test_enqueue_many_writes_every_row_in_one_insert(django_assert_num_queries):
+    rows = [
+        outbox.OutboxRow(kind="event", payload=event_payload(), unique_id=f"u-{i}", dedupe_key=k)
+        for i, k in enumerate(["a", "b", None])
+    ]
+    with django_assert_num_queries(1):
+        written = outbox.enqueue_many(rows)
+    assert len(written) == 3
+    assert OutboxEvent.objects.count() == 3
+
+
+@pytest.mark.django_db
+def test_repeated_dedupe_key_keeps_the_first_row_within_and_across_calls():
+    first = outbox.OutboxRow(kind="event", payload=event_payload(), unique_id="1", dedupe_key="k")
+    again = outbox.OutboxRow(kind="event", payload=event_payload(), unique_id="2", dedupe_key="k")
+    outbox.enqueue_many([first, again])
+    outbox.enqueue_many([again])
+    outbox.enqueue("event", event_payload(), unique_id="3", dedupe_key="k")
+
+    assert list(OutboxEvent.objects.values_list("unique_id", flat=True)) == ["1"]
+
+
+@pytest.mark.django_db
+def test_payload_is_stored_as_plain_json():
+    when = dt.datetime(2026, 7, 20, 14, 0, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    token = uuid.UUID("12345678-1234-5678-1234-567812345678")
+    outbox.enqueue(
+        "event",
+        event_payload(
+            properties={"Price": Decimal("9.99"), "At": when, "Ref": token, "Tags": ("a", "b")}
+        ),
+    )
+    assert OutboxEvent.objects.get().payload["properties"] == {
+        "Price": 9.99,
+        "At": "2026-07-20T12:00:00+00:00",
+        "Ref": "12345678-1234-5678-1234-567812345678",
+        "Tags": ["a", "b"],
+    }
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        (event_payload(properties={"Tags": {"a"}}), "payload.properties.Tags"),
+        (event_payload(properties={"Obj": object()}), "payload.properties.Obj"),
+        (event_payload(properties={"Bad": float("nan")}), "payload.properties.Bad"),
+        (event_payload(properties={1: "x"}), "payload.properties"),
+        ({"metric": "X", "profile": {}}, "profile"),
+        ({"metric": "X"}, "profile"),
+        ("not a dict", "payload"),
+    ],
+)
+def test_bad_payloads_are_rejected_naming_the_field(payload, field):
+    with pytest.raises(KlaviyoValidationError) as info:
+        outbox.enqueue("event", payload)
+    assert info.value.field == field
+    assert not OutboxEvent.objects.exists()
+
+
+@pytest.mark.django_db
+def test_unknown_kind_and_oversized_keys_are_rejected():
+    with pytest.raises(KlaviyoValidationError) as info:
+        outbox.enqueue("telepathy", event_payload())
+    assert info.value.field == "kind"
+    with pytest.raises(KlaviyoValidationError) as info:
+        outbox.enqueue("event", event_payload(), dedupe_key="k" * 256)
+    assert info.value.field == "dedupe_key"
+    assert not OutboxEvent.objects.exists()
+
+
+@pytest.mark.django_db
+def test_disabled_writes_nothing():
+    with klaviyo(ENABLED=False):
+        assert outbox.enqueue("event", event_payload()) is None
+        assert outbox.enqueue_many([outbox.OutboxRow("event", event_payload())]) == []
+    assert not OutboxEvent.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rolled_back_transaction_leaves_no_row_and_sends_no_hint(ready_calls):
+    with pytest.raises(RuntimeError), transaction.atomic():
+        outbox.enqueue("event", event_payload())
+        raise RuntimeError("checkout failed")
+    assert not OutboxEvent.objects.exists()
+    assert ready_calls == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_committed_transaction_keeps_the_row_and_hints_after_commit(ready_calls):
+    with transaction.atomic():
+        outbox.enqueue_many(
+            [
+                outbox.OutboxRow("event", event_payload()),
+                outbox.OutboxRow("profile_upsert", {"profile": PROFILE}),
+            ]
+        )
+        # The hint waits for the commit: a worker woken now could not see the rows.
+        assert ready_calls == []
+    assert OutboxEvent.objects.count() == 2
+    assert ready_calls == [
+        {"signal": outbox_ready, "count": 2, "kinds": {"event", "profile_upsert"}}
+    ]
+
+
+def test_to_json_limits_nesting_depth():
+    deep: dict = {}
+    node = deep
+    for _ in range(12):
+        node["x"] = {}
+        node = node["x"]
+    with pytest.raises(KlaviyoValidationError, match="nested"):
+        outbox.to_json(deep, "properties")

@@ -1,0 +1,357 @@
+"""Save receivers: transactional outbox rows, transitions, dedupe, user upserts, failures."""
+
+from __future__ import annotations
+
+import logging
+from decimal import Decimal
+
+import pytest
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import DatabaseError, transaction
+from django.db.models.signals import post_save
+from django.test import override_settings
+from django.utils import timezone
+from shop import services
+from shop.models import Order, OrderLine
+
+import django_klaviyo
+from django_klaviyo import signals
+from django_klaviyo.exceptions import KlaviyoValidationError
+from django_klaviyo.models import KlaviyoProfileLink, OutboxEvent
+
+User = get_user_model()
+LINES = [
+    {"sku": "TEE", "name": "T-shirt", "quantity": 2, "unit_price": Decimal("10.00")},
+    {"sku": "MUG", "name": "Mug", "quantity": 1, "unit_price": Decimal("5.00")},
+    {"sku": "CAP", "name": "Cap", "quantity": 1, "unit_price": Decimal("7.50")},
+]
+
+
+def klaviyo(**overrides: object) -> override_settings:
+    return override_settings(KLAVIYO={**settings.KLAVIYO, **overrides})
+
+
+def metrics() -> list[str]:
+    return sorted(OutboxEvent.objects.filter(kind="event").values_list("metric", flat=True))
+
+
+def upserts() -> list[dict]:
+    rows = OutboxEvent.objects.filter(kind="profile_upsert").order_by("created_at")
+    return [row.payload["profile"] for row in rows]
+
+
+def raising_mapper(*args):
+    raise RuntimeError("mapper bug")
+
+
+def invalid_mapper(*args):
+    raise KlaviyoValidationError("no email for this order", field="email")
+
+
+@pytest.fixture
+def customer(db):
+    user = User.objects.create_user("ada", email="ada@example.com", first_name="Ada")
+    OutboxEvent.objects.all().delete()
+    return user
+
+
+# --- transactions ---------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rolled_back_checkout_leaves_no_outbox_row():
+    with pytest.raises(RuntimeError), transaction.atomic():
+        services.place_order(email="guest@example.com", lines=LINES)
+        raise RuntimeError("payment declined")
+    assert not Order.objects.exists()
+    assert not OutboxEvent.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_committed_checkout_and_user_always_have_their_rows():
+    user = User.objects.create_user("bob", email="bob@example.com")
+    order = services.place_order(customer=user, lines=LINES)
+    assert OutboxEvent.objects.filter(kind="profile_upsert").count() == 1
+    assert metrics() == ["Ordered Product"] * 3 + ["Placed Order"]
+    with pytest.raises(RuntimeError), transaction.atomic():
+        services.cancel_order(order)
+        raise RuntimeError("rolled back")
+    assert "Cancelled Order" not in metrics()
+
+
+@pytest.fixture
+def failing_outbox_inserts(transactional_db):
+    """A real database error on every outbox INSERT (a trigger), as a full disk would give."""
+    from django.db import connection
+
+    table = OutboxEvent._meta.db_table
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                "CREATE FUNCTION klaviyo_test_fail() RETURNS trigger AS $$ BEGIN "
+                "RAISE EXCEPTION 'disk full'; END $$ LANGUAGE plpgsql"
+            )
+            cursor.execute(
+                f'CREATE TRIGGER klaviyo_test_fail BEFORE INSERT ON "{table}" '
+                "FOR EACH ROW EXECUTE FUNCTION klaviyo_test_fail()"
+            )
+        else:
+            cursor.execute(
+                f'CREATE TRIGGER klaviyo_test_fail BEFORE INSERT ON "{table}" '
+                "BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+            )
+    yield
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(f'DROP TRIGGER klaviyo_test_fail ON "{table}"')
+            cursor.execute("DROP FUNCTION klaviyo_test_fail()")
+        else:
+            cursor.execute("DROP TRIGGER klaviyo_test_fail")
+
+
+def test_a_failing_outbox_insert_rolls_back_the_business_save(failing_outbox_inserts):
+    # Database errors are not swallowed: an order committed without its events is worse.
+    with pytest.raises(DatabaseError, match="disk full"):
+        services.place_order(email="guest@example.com", lines=LINES)
+    assert not Order.objects.exists()
+    assert not OutboxEvent.objects.exists()
+
+
+# --- order transitions ----------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_saving_the_same_state_again_enqueues_nothing_more(customer):
+    order = services.place_order(customer=customer, lines=LINES)
+    count = OutboxEvent.objects.count()
+    order.save()
+    order.status = Order.Status.PLACED
+    order.save()
+    Order.objects.get(pk=order.pk).save()
+    # A stale copy loaded while pending and saved as placed again: same dedupe keys.
+    stale = Order.objects.get(pk=order.pk)
+    stale.__dict__[signals._STATUS_SNAPSHOT] = Order.Status.PENDING
+    stale.save()
+    assert OutboxEvent.objects.count() == count == 4
+
+
+@pytest.mark.django_db
+def test_order_placed_and_the_transition_together_send_one_placed_order(customer):
+    order = services.place_order(customer=customer, lines=LINES)
+    django_klaviyo.order_placed(order)
+    assert metrics().count("Placed Order") == 1
+    assert metrics().count("Ordered Product") == 3
+
+    # The other way round: explicit call first, then the transition.
+    other = Order.objects.create(number="B-2", customer=customer)
+    OrderLine.objects.create(order=other, sku="S", name="Sock", unit_price=3)
+    django_klaviyo.order_placed(other)
+    other.status = Order.Status.PLACED
+    other.save()
+    assert OutboxEvent.objects.filter(unique_id=f"order-{other.pk}-placed").count() == 1
+    assert OutboxEvent.objects.filter(metric="Placed Order").count() == 2
+
+
+@pytest.mark.django_db
+def test_update_fields_without_status_is_not_a_transition(customer):
+    order = Order.objects.create(number="B-3", customer=customer)
+    order.status = Order.Status.PLACED
+    order.save(update_fields=["tracking_number"])  # status not written to the database
+    assert not OutboxEvent.objects.exists()
+
+
+@pytest.mark.django_db
+def test_disabled_saves_enqueue_nothing(customer):
+    with klaviyo(ENABLED=False):
+        order = services.place_order(customer=customer, lines=LINES)
+        services.fulfil_order(order)
+        User.objects.create_user("carol", email="carol@example.com")
+    assert not OutboxEvent.objects.exists()
+
+
+@pytest.mark.django_db
+def test_mapper_validation_error_skips_klaviyo_but_not_the_save(customer, caplog):
+    with (
+        klaviyo(ORDER_EVENTS_MAPPER=invalid_mapper),
+        caplog.at_level(logging.WARNING, logger="django_klaviyo.signals"),
+    ):
+        order = services.place_order(customer=customer, lines=LINES)
+    assert Order.objects.get(pk=order.pk).status == Order.Status.PLACED
+    assert not OutboxEvent.objects.exists()
+    assert "no email for this order" in caplog.text
+
+
+@pytest.mark.django_db
+def test_invalid_mapped_event_skips_klaviyo_but_not_the_save(customer, caplog):
+    order = Order.objects.create(number="B-4", customer=customer, currency="E1R")
+    OrderLine.objects.create(order=order, sku="S", name="Sock", unit_price=3)
+    with caplog.at_level(logging.WARNING, logger="django_klaviyo.signals"):
+        order.status = Order.Status.PLACED
+        order.save()
+    assert Order.objects.get(pk=order.pk).status == Order.Status.PLACED
+    assert not OutboxEvent.objects.exists()
+    assert "value_currency" in caplog.text
+
+
+@pytest.mark.django_db
+def test_other_mapper_errors_are_logged_in_production_and_raised_in_debug(customer, caplog):
+    with klaviyo(ORDER_EVENTS_MAPPER=raising_mapper), override_settings(DEBUG=False):
+        with caplog.at_level(logging.ERROR, logger="django_klaviyo.signals"):
+            order = services.place_order(customer=customer, lines=LINES)
+        assert "ORDER_EVENTS_MAPPER failed" in caplog.text
+        assert Order.objects.filter(pk=order.pk, status="placed").exists()
+    with (
+        klaviyo(ORDER_EVENTS_MAPPER=raising_mapper),
+        override_settings(DEBUG=True),
+        pytest.raises(RuntimeError, match="mapper bug"),
+    ):
+        services.place_order(customer=customer, lines=LINES)
+    assert not OutboxEvent.objects.exists()
+
+
+@pytest.mark.django_db
+def test_placed_order_save_with_lines_costs_one_extra_query(customer, django_assert_num_queries):
+    """The hot path: tracking adds exactly the one outbox INSERT to a checkout."""
+    customer.refresh_from_db()
+    # SAVEPOINT, INSERT order, INSERT lines (one statement), UPDATE order, RELEASE
+    with klaviyo(ENABLED=False), django_assert_num_queries(5):
+        services.place_order(customer=customer, lines=LINES)
+    with django_assert_num_queries(6) as captured:
+        services.place_order(customer=customer, lines=LINES)
+    inserts = [q["sql"] for q in captured.captured_queries if "klaviyo_outbox" in q["sql"]]
+    assert len(inserts) == 1 and inserts[0].startswith("INSERT")
+    assert OutboxEvent.objects.count() == 4
+
+
+@pytest.mark.django_db
+def test_status_change_of_a_loaded_order_reads_its_lines_once(customer, django_assert_num_queries):
+    order = Order.objects.create(number="B-5", customer=customer, email=customer.email)
+    OrderLine.objects.bulk_create(
+        [OrderLine(order=order, sku=f"S{i}", name="Sock", unit_price=1) for i in range(3)]
+    )
+    order = Order.objects.get(pk=order.pk)
+    order.status = Order.Status.PLACED
+    # UPDATE order, SELECT lines, INSERT outbox: the customer is not loaded.
+    with django_assert_num_queries(3):
+        order.save()
+
+
+# --- users ----------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_new_user_enqueues_an_upsert_and_links_the_profile():
+    user = User.objects.create_user("ada", email="ada@example.com", first_name="Ada")
+    assert upserts() == [
+        {"email": "ada@example.com", "external_id": str(user.pk), "first_name": "Ada"}
+    ]
+    link = KlaviyoProfileLink.objects.get(user=user)
+    assert (link.email, link.external_id, link.phone_number) == (
+        "ada@example.com",
+        str(user.pk),
+        "",
+    )
+
+
+@pytest.mark.django_db
+def test_only_profile_changes_enqueue_upserts(customer):
+    customer.last_login = timezone.now()
+    customer.save()
+    customer.set_password("new password")
+    customer.save()
+    User.objects.get(pk=customer.pk).save()
+    assert upserts() == []
+
+    customer.last_name = "Lovelace"
+    customer.save()
+    customer.save()  # same state again
+    assert [p.get("last_name") for p in upserts()] == ["Lovelace"]
+
+
+@pytest.mark.django_db
+def test_a_stale_copy_saving_the_same_change_enqueues_once(customer):
+    first, second = User.objects.get(pk=customer.pk), User.objects.get(pk=customer.pk)
+    first.first_name = second.first_name = "Augusta"
+    first.save()
+    second.save()
+    assert [p["first_name"] for p in upserts()] == ["Augusta"]
+
+
+@pytest.mark.django_db
+def test_changing_back_and_forth_sends_every_change(customer):
+    for name in ["B", "Ada", "B", "Ada"]:
+        user = User.objects.get(pk=customer.pk)
+        user.first_name = name
+        user.save()
+    assert [p["first_name"] for p in upserts()] == ["B", "Ada", "B", "Ada"]
+    assert OutboxEvent.objects.filter(dedupe_key__isnull=True).count() == 0
+
+
+@pytest.mark.django_db
+def test_a_dead_upsert_is_retried_by_the_next_identical_save(customer):
+    customer.first_name = "B"
+    customer.save()
+    OutboxEvent.objects.update(status=OutboxEvent.Status.DEAD)
+    stale = User.objects.get(pk=customer.pk)
+    stale.__dict__[signals._FIELDS_SNAPSHOT]["first_name"] = "Ada"
+    stale.save()
+    assert [p["first_name"] for p in upserts()] == ["B", "B"]
+
+
+@pytest.mark.django_db
+def test_email_change_updates_the_profile_link(customer):
+    customer.email = "augusta@example.com"
+    customer.save()
+    link = KlaviyoProfileLink.objects.get(user=customer)
+    assert link.email == "augusta@example.com"
+    assert KlaviyoProfileLink.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_a_guest_link_is_adopted_when_the_guest_signs_up():
+    guest = KlaviyoProfileLink.objects.create(email="gina@example.com", klaviyo_id="01GUEST")
+    user = User.objects.create_user("gina", email="gina@example.com")
+    guest.refresh_from_db()
+    assert guest.user == user and guest.external_id == str(user.pk)
+    assert KlaviyoProfileLink.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_invalid_user_email_does_not_break_the_save(caplog):
+    with caplog.at_level(logging.WARNING, logger="django_klaviyo.signals"):
+        user = User.objects.create_user("eve", email="not-an-email")
+    assert User.objects.filter(pk=user.pk).exists()
+    assert upserts() == []
+    assert not KlaviyoProfileLink.objects.exists()
+    assert "email" in caplog.text
+
+
+@pytest.mark.django_db
+def test_track_users_off_enqueues_nothing():
+    with klaviyo(TRACK_USERS=False):
+        User.objects.create_user("ada", email="ada@example.com")
+    assert not OutboxEvent.objects.exists()
+
+
+@pytest.mark.django_db
+def test_user_save_queries_stay_few(customer, django_assert_num_queries):
+    customer.first_name = "Augusta"
+    # UPDATE user, SELECT latest upsert, INSERT outbox (identifiers unchanged: no link write)
+    with django_assert_num_queries(3):
+        customer.save()
+
+
+# --- wiring ---------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_connect_receivers_is_idempotent_and_tolerates_a_bad_order_model():
+    with klaviyo(ORDER_MODEL="nonsense"):
+        signals.connect_receivers()
+    with klaviyo(ORDER_MODEL="shop.DoesNotExist"):
+        signals.connect_receivers()
+    signals.connect_receivers()
+    receivers = [r for r in post_save._live_receivers(Order)]
+    flat = receivers[0] if receivers and isinstance(receivers[0], list) else receivers
+    assert sum(r is signals._order_post_save for r in flat) == 1
