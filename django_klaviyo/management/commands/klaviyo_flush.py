@@ -1,0 +1,130 @@
+"""``manage.py klaviyo_flush``: send due outbox rows to Klaviyo (once, or as a worker)."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from django_klaviyo.checks import check_private_key
+from django_klaviyo.exceptions import KlaviyoConfigurationError, KlaviyoValidationError
+from django_klaviyo.flush import FlushAborted, FlushReport, flush_outbox, validate_kinds
+
+# Seconds between progress lines at the default verbosity.
+PROGRESS_EVERY = 30.0
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError(value)
+    return number
+
+
+def _positive_float(value: str) -> float:
+    number = float(value)
+    if not number > 0:  # also rejects NaN
+        raise ValueError(value)
+    return number
+
+
+class Command(BaseCommand):
+    help = (
+        "Send due outbox rows to Klaviyo. Without --loop it stops when nothing is due. "
+        "SIGTERM/SIGINT finish the batch in hand and exit cleanly. The exit status is "
+        "non-zero only for configuration problems (missing, malformed or rejected API key)."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--batch-size", type=_positive_int, metavar="N")
+        parser.add_argument(
+            "--loop", action="store_true", help="Keep polling for new rows until stopped."
+        )
+        parser.add_argument("--max-seconds", type=_positive_float, metavar="S")
+        parser.add_argument(
+            "--idle-sleep",
+            type=_positive_float,
+            default=5.0,
+            metavar="S",
+            help=("Seconds to wait when nothing is due (with --loop)."),
+        )
+        parser.add_argument(
+            "--dry-run", action="store_true", help="Show what would be sent; claim nothing."
+        )
+        parser.add_argument(
+            "--kinds", metavar="KIND,KIND", help="Only these kinds, e.g. event,profile_upsert."
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        verbosity = options["verbosity"]
+        try:
+            kinds = validate_kinds(options["kinds"].split(",")) if options["kinds"] else None
+        except KlaviyoValidationError as exc:
+            raise CommandError(str(exc)) from exc
+        if not options["dry_run"]:
+            problems = check_private_key()
+            if problems:
+                raise CommandError(f"{problems[0].msg} {problems[0].hint or ''}".strip())
+
+        stop = threading.Event()
+        last_progress = [time.monotonic()]
+
+        def progress(report: FlushReport) -> None:
+            due = verbosity >= 2 or (
+                verbosity == 1 and time.monotonic() - last_progress[0] >= PROGRESS_EVERY
+            )
+            if due:
+                last_progress[0] = time.monotonic()
+                self.stdout.write(
+                    f"... sent {report.sent}, retrying {report.retrying}, dead {report.dead} "
+                    f"after {report.batches} batch(es)"
+                )
+
+        previous = self._install_signal_handlers(stop)
+        try:
+            report = flush_outbox(
+                batch_size=options["batch_size"],
+                kinds=kinds,
+                dry_run=options["dry_run"],
+                stop=stop,
+                max_seconds=options["max_seconds"],
+                loop=options["loop"],
+                idle_sleep=options["idle_sleep"],
+                progress=progress,
+            )
+        except FlushAborted as exc:
+            if exc.reason == "auth":
+                raise CommandError(str(exc)) from exc
+            # Not a configuration problem: report it and let the supervisor carry on.
+            self.stderr.write(str(exc))
+            return
+        except (ImproperlyConfigured, KlaviyoConfigurationError, KlaviyoValidationError) as exc:
+            raise CommandError(str(exc)) from exc
+        finally:
+            self._restore_signal_handlers(previous)
+
+        if verbosity >= 1:
+            for line in report.summary_lines():
+                self.stdout.write(line)
+            if report.ended == "stopped":
+                self.stdout.write("Stopped on request after finishing the batch in hand.")
+
+    def _install_signal_handlers(self, stop: threading.Event) -> dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}  # signal handlers can only be set from the main thread
+
+        def handler(signum: int, frame: Any) -> None:
+            stop.set()
+
+        previous = {}
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, handler)
+        return previous
+
+    def _restore_signal_handlers(self, previous: dict[int, Any]) -> None:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
