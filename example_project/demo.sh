@@ -42,7 +42,7 @@ trap stop_sandbox EXIT
 if [ -z "${KLAVIYO_PRIVATE_API_KEY:-}" ]; then
   export KLAVIYO_API_URL="http://127.0.0.1:$SANDBOX_PORT"
   echo "== start the Klaviyo sandbox on $KLAVIYO_API_URL (no Klaviyo account needed)"
-  manage klaviyo_sandbox --port "$SANDBOX_PORT" --record var/sandbox.jsonl --quiet &
+  "$PY" manage.py klaviyo_sandbox --port "$SANDBOX_PORT" --record var/sandbox.jsonl --quiet &
   sandbox_pid=$!
   for _ in $(seq 1 50); do
     "$PY" -c "import urllib.request,sys; urllib.request.urlopen('$KLAVIYO_API_URL/__sandbox__/state', timeout=1)" 2>/dev/null && break
@@ -80,7 +80,7 @@ PYEOF
 fi
 
 echo "== outbox after the flush"
-manage shell -c "
+manage shell -v 0 -c "
 from django.db.models import Count
 from django_klaviyo.models import OutboxEvent
 rows = OutboxEvent.objects.values_list('status').annotate(n=Count('id')).order_by('status')
