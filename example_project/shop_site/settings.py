@@ -9,6 +9,7 @@ defaults that run the demo on SQLite against the local Klaviyo sandbox:
     KLAVIYO_WEBHOOK_SECRET    default a demo secret (comma-separate several to rotate)
     KLAVIYO_API_URL           default http://127.0.0.1:8765 (the sandbox) when no real
                               key is given, else https://a.klaviyo.com
+    KLAVIYO_LEASE_SECONDS     default 300 (how long a flusher owns its claimed rows)
 """
 
 from __future__ import annotations
@@ -93,6 +94,8 @@ KLAVIYO = {
         "KLAVIYO_API_URL", default="https://a.klaviyo.com" if _private_key else SANDBOX_URL
     ),
     "ORDER_MODEL": "shop.Order",
+    # Seconds before a crashed flusher's claimed rows may be reclaimed.
+    "LEASE_SECONDS": env.int("KLAVIYO_LEASE_SECONDS", default=300),
 }
 
 LOGGING = {
