@@ -31,6 +31,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.functional import Promise
 
+from django_klaviyo import payloads
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.identifiers import (
@@ -51,36 +52,12 @@ METRIC_MAX_LENGTH = 127
 MAX_PROPERTIES = 400
 MAX_DEPTH = 10
 KEY_MAX_LENGTH = 255
-PROFILE_ATTRIBUTES = frozenset(
-    {
-        *PROFILE_IDENTIFIERS,
-        "_kx",
-        "first_name",
-        "last_name",
-        "organization",
-        "locale",
-        "title",
-        "image",
-        "location",
-        "properties",
-    }
-)
-EVENT_PROFILE_ATTRIBUTES = PROFILE_ATTRIBUTES | frozenset(EVENT_IDENTIFIERS)
-LOCATION_KEYS = frozenset(
-    {
-        "address1",
-        "address2",
-        "city",
-        "country",
-        "latitude",
-        "longitude",
-        "region",
-        "zip",
-        "timezone",
-        "ip",
-    }
-)
-CHANNELS = ("email", "sms")
+# The same attribute sets the client validates requests with, so a row accepted here is
+# never rejected at flush time for its shape; events also take a Klaviyo profile "id".
+EVENT_PROFILE_ATTRIBUTES = payloads.EVENT_PROFILE_ATTRIBUTES | frozenset(EVENT_IDENTIFIERS)
+PROFILE_ATTRIBUTES = payloads.PROFILE_ATTRIBUTES
+LOCATION_KEYS = payloads.LOCATION_KEYS
+CHANNELS = payloads.CONSENT_CHANNELS
 # Klaviyo rejects event times before 1990 or more than a year ahead.
 EARLIEST_EVENT_TIME = dt.datetime(1990, 1, 1, tzinfo=dt.timezone.utc)
 
