@@ -14,7 +14,7 @@ from django.test import override_settings
 from django_klaviyo.client import BulkImportTimeout, KlaviyoClient, get_client
 from django_klaviyo.client.filters import equals, greater_than
 from django_klaviyo.exceptions import KlaviyoValidationError
-from tests.test_client_ratelimit import FakeClock, FixedRandom
+from tests.fakes import FakeClock, FixedRandom
 
 API = "https://a.klaviyo.com"
 API_KEY = "pk_api_test_key_abcdef0123456789"

@@ -20,6 +20,7 @@ from django_klaviyo.client.ratelimit import (
     parse_rate,
 )
 from django_klaviyo.exceptions import KlaviyoRateLimitError
+from tests.fakes import FakeClock, FixedRandom
 
 SPEC_SUBSET = (
     Path(__file__).resolve().parents[1]
@@ -28,34 +29,6 @@ SPEC_SUBSET = (
     / "klaviyo-openapi-2026-07-15.subset.json"
 )
 API_KEY = "pk_ratelimit_test_key_0123456789"
-
-
-class FakeClock:
-    """Wall-clock seconds that only move when someone sleeps."""
-
-    def __init__(self, start: float = 1_800_000_000.0) -> None:
-        self.now = start
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        assert seconds >= 0, seconds
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
-class FixedRandom:
-    """``uniform(a, b)`` returns the same fraction of the range every time."""
-
-    def __init__(self, fraction: float = 0.0) -> None:
-        self.fraction = fraction
-        self.calls: list[tuple[float, float]] = []
-
-    def uniform(self, a: float, b: float) -> float:
-        self.calls.append((a, b))
-        return a + (b - a) * self.fraction
 
 
 def max_in_any_interval(times: list[float], seconds: float) -> int:

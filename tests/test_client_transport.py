@@ -25,7 +25,7 @@ from django_klaviyo.exceptions import (
     KlaviyoServerError,
     KlaviyoTransportError,
 )
-from tests.test_client_ratelimit import FakeClock, FixedRandom
+from tests.fakes import FakeClock, FixedRandom
 
 API_KEY = "pk_transport_secret_key_9f8e7d6c5b4a"
 EVENTS = "https://a.klaviyo.com/api/events"
