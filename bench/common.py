@@ -1,0 +1,190 @@
+"""Shared plumbing of the benchmark scripts: Django setup on SQLite or PostgreSQL, an
+out-of-process sandbox, machine facts and the figures' printing.
+
+Every script takes ``--db sqlite|postgres``. SQLite is a file under ``BENCH_DIR``
+(default /tmp/django-klaviyo-bench); PostgreSQL is ``BENCH_PG_URL`` (default
+postgres://postgres:postgres@127.0.0.1:5432/django_klaviyo_bench), created if missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH_DIR = Path(os.environ.get("BENCH_DIR", "/tmp/django-klaviyo-bench"))
+PG_URL = os.environ.get(
+    "BENCH_PG_URL", "postgres://postgres:postgres@127.0.0.1:5432/django_klaviyo_bench"
+)
+
+
+def parse_args(description: str, *, dbs: tuple[str, ...] = ("sqlite", "postgres")) -> Any:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--db", choices=dbs, default=dbs[0])
+    return parser.parse_args()
+
+
+def _ensure_pg_database(url: str) -> None:
+    import psycopg
+
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    admin = urlunsplit(parts._replace(path="/postgres", scheme="postgresql"))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def setup_django(db: str, *, fresh: bool = True) -> None:
+    """Configure Django for ``db`` and migrate; ``fresh`` starts from an empty outbox."""
+    sys.path[:0] = [str(ROOT), str(ROOT / "example_project")]
+    if db == "sqlite":
+        BENCH_DIR.mkdir(parents=True, exist_ok=True)
+        path = BENCH_DIR / "bench.sqlite3"
+        if fresh:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
+        url = f"sqlite:///{path}"
+    else:
+        _ensure_pg_database(PG_URL)
+        url = PG_URL
+    os.environ["BENCH_DATABASE_URL"] = url
+    os.environ["DJANGO_SETTINGS_MODULE"] = "bench.settings"
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    if fresh:
+        truncate()
+
+
+def truncate() -> None:
+    from django.db import connection
+    from shop.models import Order, OrderLine
+
+    from django_klaviyo.models import OutboxEvent
+
+    tables = [m._meta.db_table for m in (OrderLine, Order, OutboxEvent)]
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(f"TRUNCATE {', '.join(tables)} CASCADE")
+        else:
+            for table in tables:
+                cursor.execute(f"DELETE FROM {table}")
+
+
+def machine_facts() -> dict[str, str]:
+    facts = {
+        "nproc": str(os.cpu_count()),
+        "cpu": _cpu_model(),
+        "memory": _memory(),
+        "python": platform.python_version(),
+    }
+    try:
+        import django
+        from django.db import connection
+
+        facts["django"] = django.get_version()
+        facts["database"] = connection.vendor
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SHOW server_version")
+                facts["postgresql"] = cursor.fetchone()[0]
+        else:
+            import sqlite3
+
+            facts["sqlite"] = sqlite3.sqlite_version
+    except Exception as exc:  # facts are informative; never fail a benchmark on them
+        facts["database"] = f"unknown ({exc})"
+    return facts
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _memory() -> str:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                return f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    except OSError:
+        pass
+    return "unknown"
+
+
+def print_header(title: str) -> None:
+    print(f"\n== {title}")
+    print("machine: " + ", ".join(f"{k}={v}" for k, v in machine_facts().items()))
+
+
+def print_result(name: str, **figures: Any) -> None:
+    """One machine-readable line per result (``RESULT {...}``) plus a readable one."""
+    shown = ", ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items()
+    )
+    print(f"{name}: {shown}")
+    print("RESULT " + json.dumps({"name": name, **figures}))
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+@contextmanager
+def sandbox_process(**options: Any) -> Iterator[str]:
+    """A SandboxServer in its own process (so its CPU is not the flusher's); yields its URL."""
+    code = (
+        "import json, sys\n"
+        "from django_klaviyo.sandbox import SandboxServer\n"
+        "server = SandboxServer(**json.loads(sys.argv[1])).start()\n"
+        "print(server.url, flush=True)\n"
+        "server.serve_until_stopped()\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, json.dumps(options)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        if not url.startswith("http"):
+            raise RuntimeError("the sandbox did not start")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def sandbox_state(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(f"{url}/__sandbox__/state", timeout=30) as response:
+        return json.loads(response.read())
+
+
+def timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[float, Any]:
+    start = time.perf_counter()
+    result = fn(*args, **kwargs)
+    return time.perf_counter() - start, result

@@ -1,0 +1,43 @@
+"""Django settings for the benchmarks: the example shop plus django-klaviyo.
+
+The database comes from ``BENCH_DATABASE_URL`` (set by bench/common.py). Logging of
+django_klaviyo is kept to errors so that expected retries do not flood the output.
+"""
+
+from __future__ import annotations
+
+import environ
+
+env = environ.Env()
+
+SECRET_KEY = "django-klaviyo-bench-not-secret"
+DEBUG = False  # DEBUG would record every query and skew the timings
+USE_TZ = True
+TIME_ZONE = "UTC"
+ALLOWED_HOSTS = ["*"]
+DATABASES = {"default": env.db("BENCH_DATABASE_URL")}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "rest_framework",
+    "django_klaviyo",
+    "shop",
+]
+ROOT_URLCONF = "django_klaviyo.urls"
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+KLAVIYO = {
+    "PRIVATE_API_KEY": "pk_bench_0123456789abcdef0123456789abcdef",
+    "API_URL": env("BENCH_API_URL", default="http://127.0.0.1:9"),
+    "ORDER_MODEL": "shop.Order",
+    "WEBHOOK_SECRETS": ["bench-secret"],
+}
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"django_klaviyo": {"handlers": ["console"], "level": "ERROR"}},
+}
