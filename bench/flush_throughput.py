@@ -87,8 +87,8 @@ class CountingClient:
         self._client = client
         self.accepted_sizes: list[int] = []
 
-    def bulk_create_events(self, entries: Any) -> None:
-        self._client.bulk_create_events(entries)
+    def bulk_create_events(self, entries: Any, **options: Any) -> None:
+        self._client.bulk_create_events(entries, **options)
         self.accepted_sizes.append(sum(len(e["events"]) for e in entries))
 
 

@@ -272,6 +272,16 @@ def _event_profile(profile: Any, field: str, *, meta_inside: bool) -> dict[str, 
     return {"data": data}
 
 
+def clean_event_profile(profile: Any) -> dict[str, Any]:
+    """A flat event profile with identifiers normalised and every attribute name checked,
+    as ``trusted_bulk_events_body`` expects it."""
+    with _located("profile"):
+        cleaned = clean_profile(profile, for_event=True)
+        _profile_id, _meta, rest = _split_profile(cleaned)
+        _profile_attributes(rest, EVENT_PROFILE_ATTRIBUTES, "profile")
+    return cleaned
+
+
 def _event_attributes(event: Mapping[str, Any], field: str) -> dict[str, Any]:
     properties = event.get("properties")
     attributes: dict[str, Any] = {
@@ -384,6 +394,89 @@ def bulk_events_body(entries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             {
                 "type": "event-bulk-create",
                 "attributes": {"profile": profile, "events": {"data": built_events}},
+            }
+        )
+    return {
+        "data": {
+            "type": "event-bulk-create-job",
+            "attributes": {"events-bulk-create": {"data": built}},
+        }
+    }
+
+
+def trusted_bulk_events_body(entries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """``bulk_events_body`` for entries their caller has already validated and cleaned.
+
+    Only wraps the dicts in JSON:API: profiles must hold cleaned identifiers and Klaviyo
+    profile attributes (an ``id``/``meta`` key is moved beside the attributes), events the
+    keys of ``EVENT_KEYS`` with ISO-8601 times. The checks that guard a whole request stay,
+    as they are cheap: at most 1000 events, no empty entry, no (profile, metric, unique_id)
+    twice. The 5 MB limit is checked on the encoded body by the client.
+    """
+    built: list[dict[str, Any]] = []
+    seen: set[tuple[str, str, str]] = set()
+    # One metric object per name, shared by its events: fewer objects to allocate (and
+    # for the garbage collector to scan) per event; it encodes the same.
+    metrics: dict[str, dict[str, Any]] = {}
+    total = 0
+    for i, entry in enumerate(entries):
+        profile = entry["profile"]
+        events = entry["events"]
+        if not events:
+            raise KlaviyoValidationError(
+                f"entries[{i}].events is empty; each entry needs at least one event.",
+                field=f"entries[{i}].events",
+            )
+        total += len(events)
+        if total > MAX_EVENTS_PER_BULK_REQUEST:
+            raise KlaviyoValidationError(
+                f"The request holds more than {MAX_EVENTS_PER_BULK_REQUEST} events; Klaviyo "
+                f"accepts at most {MAX_EVENTS_PER_BULK_REQUEST} per bulk request.",
+                field="entries",
+            )
+        identity = profile_key(profile)
+        resource: dict[str, Any] = {"type": "profile", "attributes": profile}
+        if "id" in profile or "meta" in profile:
+            attributes = dict(profile)
+            profile_id = attributes.pop("id", None)
+            meta = attributes.pop("meta", None)
+            resource["attributes"] = attributes
+            if profile_id:
+                resource["id"] = str(profile_id)
+            if meta:
+                resource["meta"] = meta
+        built_events = []
+        for j, event in enumerate(events):
+            metric = event["metric"]
+            metric_object = metrics.get(metric)
+            if metric_object is None:
+                metric_object = {"data": {"type": "metric", "attributes": {"name": metric}}}
+                metrics[metric] = metric_object
+            attributes = {"properties": event.get("properties") or {}, "metric": metric_object}
+            # Spelled out rather than looped: this runs for every event of every flush.
+            if (time := event.get("time")) is not None:
+                attributes["time"] = time
+            if (value := event.get("value")) is not None:
+                attributes["value"] = value
+            if (currency := event.get("value_currency")) is not None:
+                attributes["value_currency"] = currency
+            unique = event.get("unique_id")
+            if unique:
+                attributes["unique_id"] = unique
+                key = (identity, metric, unique)
+                if key in seen:
+                    raise KlaviyoValidationError(
+                        f"entries[{i}].events[{j}].unique_id {unique!r} repeats an event of the "
+                        "same profile and metric in this request; Klaviyo would reject the "
+                        "whole request.",
+                        field=f"entries[{i}].events[{j}].unique_id",
+                    )
+                seen.add(key)
+            built_events.append({"type": "event", "attributes": attributes})
+        built.append(
+            {
+                "type": "event-bulk-create",
+                "attributes": {"profile": {"data": resource}, "events": {"data": built_events}},
             }
         )
     return {

@@ -7,13 +7,19 @@ import threading
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import requests
 import responses
 from django.core.cache import caches
 from django.test import override_settings
 
-from django_klaviyo.client import BulkImportTimeout, KlaviyoClient, get_client
+from django_klaviyo.client import (
+    BulkImportTimeout,
+    KlaviyoClient,
+    UnlimitedRateLimiter,
+    get_client,
+)
 from django_klaviyo.client.filters import equals, greater_than
-from django_klaviyo.exceptions import KlaviyoValidationError
+from django_klaviyo.exceptions import KlaviyoError, KlaviyoValidationError
 from tests.fakes import FakeClock, FixedRandom
 
 API = "https://a.klaviyo.com"
@@ -155,31 +161,62 @@ def test_bulk_create_events_body(mock, client):
     assert first_event["unique_id"] == "p0-e0" and "value" not in first_event
 
 
-def test_bulk_create_events_limits(mock, client):
+@pytest.mark.parametrize("validated", [False, True])
+def test_bulk_create_events_limits(mock, client, validated):
+    """The trusted path (validated=True) skips re-validation, not the request limits."""
     with pytest.raises(KlaviyoValidationError, match="1000"):
-        client.bulk_create_events(entries(501, profiles=2))
+        client.bulk_create_events(entries(501, profiles=2), validated=validated)
     big = entries(1)
     big[0]["events"][0]["properties"] = {"blob": "x" * 5_000_100}
     with pytest.raises(KlaviyoValidationError, match="bytes"):
-        client.bulk_create_events(big)
+        client.bulk_create_events(big, validated=validated)
     repeated = entries(2)
     repeated[0]["events"][1]["unique_id"] = "p0-e0"
     with pytest.raises(KlaviyoValidationError, match="repeats") as info:
-        client.bulk_create_events(repeated)
+        client.bulk_create_events(repeated, validated=validated)
     assert info.value.field == "entries[0].events[1].unique_id"
+    empty = [*entries(1), {"profile": {"external_id": "user-9"}, "events": []}]
+    with pytest.raises(KlaviyoValidationError, match="empty") as info:
+        client.bulk_create_events(empty, validated=validated)
+    assert info.value.field == "entries[1].events"
+    assert len(mock.calls) == 0
     # The same unique_id for another metric, or another profile, is fine.
     mock.add(responses.POST, f"{API}/api/event-bulk-create-jobs", status=202)
     other_metric = entries(2)
     other_metric[0]["events"][1].update(unique_id="p0-e0", metric="Clicked")
-    client.bulk_create_events(other_metric)
-    client.bulk_create_events(entries(500, profiles=2))  # exactly 1000
+    client.bulk_create_events(other_metric, validated=validated)
+    client.bulk_create_events(entries(500, profiles=2), validated=validated)  # exactly 1000
     assert len(mock.calls) == 2
 
 
-def test_bulk_repeat_across_entries_of_one_profile_is_caught(client):
+@pytest.mark.parametrize("validated", [False, True])
+def test_bulk_repeat_across_entries_of_one_profile_is_caught(client, validated):
     twice = entries(1) + entries(1)
     with pytest.raises(KlaviyoValidationError, match="repeats"):
-        client.bulk_create_events(twice)
+        client.bulk_create_events(twice, validated=validated)
+
+
+def test_trusted_bulk_events_are_idempotent_only_with_every_unique_id():
+    """Without a unique_id on every event a lost answer must not be resent (it would
+    count twice): only the idempotent request is retried after a dropped connection."""
+    retrying = KlaviyoClient(
+        "pk_test_0000", rate_limiter=UnlimitedRateLimiter(), sleep=lambda s: None, max_attempts=2
+    )
+    for unique in (True, False):
+        with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+            mock.add(
+                responses.POST,
+                f"{API}/api/event-bulk-create-jobs",
+                body=requests.exceptions.ReadTimeout("answer lost"),
+            )
+            mock.add(responses.POST, f"{API}/api/event-bulk-create-jobs", status=202)
+            if unique:
+                retrying.bulk_create_events(entries(2, unique=True), validated=True)
+                assert len(mock.calls) == 2
+            else:
+                with pytest.raises(KlaviyoError):
+                    retrying.bulk_create_events(entries(2, unique=False), validated=True)
+                assert len(mock.calls) == 1
 
 
 def test_bulk_errors_name_the_item(client):

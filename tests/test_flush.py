@@ -286,6 +286,149 @@ def test_a_400_pointing_at_one_event_dead_letters_only_that_row(client, clock, m
     assert report.kinds["event"].dead == 1 and report.kinds["event"].sent == 3
 
 
+def make_order_row(
+    order: str, *, email: str = "ada@example.com", lines: int = 2, **fields: Any
+) -> OutboxEvent:
+    """A Placed Order row carrying one expanded Ordered Product per line."""
+    row = make_event(email=email, unique_id=f"{order}-placed", save=False, **fields)
+    row.payload["expand"] = [
+        {
+            "metric": "Ordered Product",
+            "unique_id": f"{order}-line-{n}",
+            "properties": {"OrderId": order, "Line": n},
+            "value": 10.0 + n,
+        }
+        for n in range(lines)
+    ]
+    row.save()
+    return row
+
+
+def test_expanded_events_are_delivered_once_each_in_the_rows_entry(client, clock, mocked):
+    mocked.add(responses.POST, EVENTS_URL, status=202)
+    order = make_order_row("o1", lines=2)
+    single = make_event(unique_id="viewed-1", metric="Viewed Product")
+    other = make_order_row("o2", email="bob@example.com", lines=1)
+
+    report = flush(client, clock)
+
+    (call,) = calls_to(mocked, EVENTS_URL)
+    sent = bulk_events(call)
+    assert sorted(e["unique_id"] for _, e in sent) == sorted(
+        ["o1-placed", "o1-line-0", "o1-line-1", "viewed-1", "o2-placed", "o2-line-0"]
+    )
+    by_uid = {e["unique_id"]: (p, e) for p, e in sent}
+    profile, line = by_uid["o1-line-1"]
+    assert profile["email"] == "ada@example.com"
+    assert line["metric"]["data"]["attributes"]["name"] == "Ordered Product"
+    assert line["properties"] == {"OrderId": "o1", "Line": 1}
+    assert line["value"] == 11.0
+    # Profile, time and currency are the row's.
+    assert line["value_currency"] == "USD"
+    assert line["time"] == by_uid["o1-placed"][1]["time"]
+    # One entry per profile: Ada's order and her other event share it.
+    entries = body(call)["data"]["attributes"]["events-bulk-create"]["data"]
+    assert len(entries) == 2
+    assert report.sent == 3  # rows, not events
+    for row in (order, single, other):
+        assert OutboxEvent.objects.get(pk=row.pk).status == Status.SENT
+
+
+def test_a_400_pointing_at_an_expanded_event_dead_letters_that_row_only(client, clock, mocked):
+    early = clock.now - timedelta(minutes=5)
+    bad = make_order_row("o1", lines=3, next_attempt_at=early)
+    good = make_order_row("o2", email="bob@example.com", lines=1)
+    detail = "Invalid value for line."
+
+    def answer(request: Any) -> tuple[int, dict, str]:
+        entries = json.loads(request.body)["data"]["attributes"]["events-bulk-create"]["data"]
+        for n, entry in enumerate(entries):
+            for m, event in enumerate(entry["attributes"]["events"]["data"]):
+                if event["attributes"]["unique_id"] == "o1-line-2":
+                    pointer = (
+                        f"/data/attributes/events-bulk-create/data/{n}/attributes/events/data/{m}"
+                        "/attributes/value"
+                    )
+                    return 400, {}, json.dumps(error_body(400, "invalid", detail, pointer))
+        return 202, {}, ""
+
+    mocked.add_callback(responses.POST, EVENTS_URL, callback=answer)
+
+    report = flush(client, clock)
+
+    first, second = calls_to(mocked, EVENTS_URL)
+    assert len(bulk_events(first)) == 6
+    # The whole bad row left the request; the good row went out again, complete.
+    assert sorted(e["unique_id"] for _, e in bulk_events(second)) == ["o2-line-0", "o2-placed"]
+    bad.refresh_from_db()
+    assert bad.status == Status.DEAD
+    assert bad.last_error_status == 400
+    assert detail in bad.last_error_detail and "events/data/3" in bad.last_error_detail
+    assert OutboxEvent.objects.get(pk=good.pk).status == Status.SENT
+    assert report.kinds["event"].dead == 1 and report.kinds["event"].sent == 1
+
+
+def test_a_repeat_among_expanded_events_waits_for_the_next_request(client, clock, mocked):
+    mocked.add(responses.POST, EVENTS_URL, status=202)
+    make_order_row("o1", lines=2)
+    again = make_event(unique_id="o1-line-1", metric="Ordered Product")  # same key as a line
+
+    flush(client, clock)
+
+    calls = calls_to(mocked, EVENTS_URL)
+    assert len(calls) == 2
+    for call in calls:
+        keys = [
+            (p["email"], e["metric"]["data"]["attributes"]["name"], e["unique_id"])
+            for p, e in bulk_events(call)
+        ]
+        assert len(keys) == len(set(keys))
+    assert OutboxEvent.objects.get(pk=again.pk).status == Status.SENT
+    assert OutboxEvent.objects.filter(status=Status.SENT).count() == 2
+
+
+def test_a_row_expanding_beyond_one_request_is_split_by_events_not_rows(client, clock, mocked):
+    mocked.add(responses.POST, EVENTS_URL, status=202)
+    for order in range(3):  # 3 rows of 400 events: at most 2 rows per request
+        make_order_row(f"o{order}", email=f"p{order}@example.com", lines=399)
+
+    flush(client, clock)
+
+    calls = calls_to(mocked, EVENTS_URL)
+    assert [len(bulk_events(c)) for c in calls] == [800, 400]
+    assert OutboxEvent.objects.filter(status=Status.SENT).count() == 3
+
+
+@pytest.mark.parametrize(
+    ("expand", "reason"),
+    [
+        ("not a list", "must be a list"),
+        ([["x"]], "must be an object"),
+        ([{"metric": "Ordered Product"}], "unique_id"),
+        ([{"metric": "", "unique_id": "l1"}], "metric"),
+        ([{"metric": "M", "unique_id": "l1", "value": "12"}], "number"),
+        ([{"metric": "M", "unique_id": "l1", "properties": [1]}], "object"),
+        ([{"metric": "M", "unique_id": "l1", "time": "2026-01-01T00:00:00Z"}], "unknown key"),
+        ([{"metric": "M", "unique_id": "l1"}, {"metric": "M", "unique_id": "l1"}], "share"),
+        ([{"metric": "M", "unique_id": str(n)} for n in range(1000)], "at most 1000"),
+    ],
+)
+def test_malformed_expand_lists_dead_letter_the_row_without_a_request(
+    client, clock, mocked, expand, reason
+):
+    row = make_event(unique_id="placed", save=False)
+    row.payload["expand"] = expand
+    row.save()
+
+    flush(client, clock)
+
+    row.refresh_from_db()
+    assert row.status == Status.DEAD
+    assert row.last_error_code == "invalid_payload"
+    assert reason in row.last_error_detail
+    assert len(mocked.calls) == 0
+
+
 def test_a_400_without_a_pointer_is_split_to_find_the_bad_row(client, clock, mocked):
     rows = [make_event(email=f"p{i}@example.com", unique_id=f"u{i}") for i in range(8)]
 
@@ -449,7 +592,17 @@ def test_malformed_event_payloads_are_dead_lettered_not_crashing(client, clock, 
 # Claiming and leases
 
 
-def test_claim_leases_due_rows_in_order_and_skips_future_ones(clock):
+@pytest.fixture(params=["one statement", "conditional update"])
+def claim_path(request: Any, monkeypatch: Any) -> str:
+    """SQLite claims with UPDATE ... RETURNING from 3.35 on, and otherwise (and on other
+    backends without row locks) with a conditional UPDATE: both must behave the same.
+    PostgreSQL always claims in its one statement."""
+    if request.param == "conditional update":
+        monkeypatch.setattr("django_klaviyo.flush._sqlite_returns_rows", lambda: False)
+    return request.param
+
+
+def test_claim_leases_due_rows_in_order_and_skips_future_ones(clock, claim_path):
     later = make_event(next_attempt_at=clock.now - timedelta(seconds=1))
     first = make_event(next_attempt_at=clock.now - timedelta(minutes=1))
     make_event(next_attempt_at=clock.now + timedelta(minutes=1))
@@ -466,7 +619,7 @@ def test_claim_leases_due_rows_in_order_and_skips_future_ones(clock):
     assert claim_batch(owner="other", batch_size=10, now=clock.now) == []
 
 
-def test_claim_respects_batch_size_and_kinds(clock):
+def test_claim_respects_batch_size_and_kinds(clock, claim_path):
     for _ in range(3):
         make_event()
     upsert = make_row(Kind.PROFILE_UPSERT, {"profile": {"email": "a@example.com"}})
@@ -476,14 +629,15 @@ def test_claim_respects_batch_size_and_kinds(clock):
     assert [r.pk for r in claimed] == [upsert.pk]
 
 
-def test_the_conditional_update_keeps_a_racing_claimer_off_taken_rows(clock):
+def test_the_conditional_update_keeps_a_racing_claimer_off_taken_rows(clock, claim_path):
     """Without row locks (SQLite) two claimers may pick the same candidates; the second
-    one's UPDATE ... WHERE status IN (due) must then take nothing."""
+    one's UPDATE ... WHERE status IN (due) must then take nothing. (On PostgreSQL the
+    claim is one statement, "WITH ... UPDATE", and the rival simply claims first.)"""
     rows = [make_event() for _ in range(3)]
     raced = {"done": False}
 
     def rival_claims_first(execute, sql, params, many, context):
-        if not raced["done"] and sql.lstrip().upper().startswith("UPDATE"):
+        if not raced["done"] and sql.lstrip().upper().startswith(("UPDATE", "WITH")):
             raced["done"] = True
             claim_batch(owner="rival", batch_size=10, now=clock.now)
         return execute(sql, params, many, context)
@@ -816,19 +970,22 @@ def test_profile_deletion_sends_one_job_per_row(client, clock, mocked):
     assert OutboxEvent.objects.get(pk=bad.pk).status == Status.DEAD
 
 
-def test_a_client_validation_error_naming_one_event_dead_letters_only_it(client, clock, mocked):
+def test_an_event_time_without_offset_dead_letters_only_that_row_before_sending(
+    client, clock, mocked
+):
+    """The client's trusted path does not re-check times: the flusher must."""
     mocked.add(responses.POST, EVENTS_URL, status=202)
     good = [make_event(email=f"p{i}@example.com", unique_id=f"u{i}") for i in range(3)]
     naive = make_event(email="p1@example.com", unique_id="naive")
-    naive.payload["time"] = "2026-07-20T12:34:56"  # no UTC offset: the client refuses it
+    naive.payload["time"] = "2026-07-20T12:34:56"  # no UTC offset: Klaviyo would guess
     naive.save()
 
     flush(client, clock)
 
     naive.refresh_from_db()
     assert naive.status == Status.DEAD
-    assert naive.last_error_code == "invalid_input"
-    assert "time" in naive.last_error_detail
+    assert naive.last_error_code == "invalid_payload"
+    assert "no UTC offset" in naive.last_error_detail
     (call,) = calls_to(mocked, EVENTS_URL)
     assert sorted(e["unique_id"] for _, e in bulk_events(call)) == ["u0", "u1", "u2"]
     assert all(OutboxEvent.objects.get(pk=r.pk).status == Status.SENT for r in good)

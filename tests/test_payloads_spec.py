@@ -78,6 +78,21 @@ CALLS = {
             {"profile": {"id": "01Q"}, "events": [{"metric": "Viewed"}]},
         ]
     ),
+    # The flusher's trusted path: entries already cleaned, only wrapped in JSON:API.
+    "bulk_create_events_trusted": lambda c: c.bulk_create_events(
+        [
+            {
+                "profile": {**EVERYTHING_PROFILE, "meta": {"patch_properties": {"unset": "x"}}},
+                "events": [
+                    {**EVENT, "value_currency": None},
+                    {**EVENT, "unique_id": "order-2", "value": None, "time": None},
+                    {**EVENT, "metric": "Ordered Product", "unique_id": "order-1-line-1"},
+                ],
+            },
+            {"profile": {"id": "01Q", "anonymous_id": "anon"}, "events": [{"metric": "Viewed"}]},
+        ],
+        validated=True,
+    ),
     "create_or_update_profile": lambda c: c.upsert_profile(
         {**EVERYTHING_PROFILE, "_kx": "kx1", "meta": {"patch_properties": {"unset": ["a"]}}},
         profile_id="01P",
@@ -137,7 +152,7 @@ CALLS = {
 
 
 def _operation_of(name: str) -> str:
-    return name.removesuffix("_minimal")
+    return name.removesuffix("_minimal").removesuffix("_trusted")
 
 
 def test_every_operation_the_client_uses_is_exercised():
@@ -224,3 +239,15 @@ def test_the_validator_rejects_bad_bodies(operation_id, body, pointer):
 def test_good_reference_bodies_are_valid():
     assert validate_request("create_event", GOOD_EVENT) == []
     assert validate_request("bulk_subscribe_profiles", GOOD_SUBSCRIBE) == []
+
+
+def test_the_trusted_bulk_body_equals_the_validated_one_for_clean_entries():
+    """validated=True may skip the checks, never change what is sent."""
+    entries = [
+        {
+            "profile": {**EVERYTHING_PROFILE, "id": "01P", "meta": {"patch_properties": {}}},
+            "events": [EVENT, {**EVENT, "unique_id": "order-2", "value": None, "time": None}],
+        },
+        {"profile": {"anonymous_id": "anon"}, "events": [{"metric": "Viewed", "value": 0}]},
+    ]
+    assert payloads.trusted_bulk_events_body(entries) == payloads.bulk_events_body(entries)

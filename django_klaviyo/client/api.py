@@ -196,20 +196,30 @@ class KlaviyoClient:
             what="The event",
         )
 
-    def bulk_create_events(self, entries: Sequence[Mapping[str, Any]]) -> None:
+    def bulk_create_events(
+        self, entries: Sequence[Mapping[str, Any]], *, validated: bool = False
+    ) -> None:
         """``POST /api/event-bulk-create-jobs``: ``[{"profile": {...}, "events": [...]}]``.
 
         At most 1000 events and 5 MB; no (profile, metric, unique_id) twice. Idempotent
         only when every event has a ``unique_id``. An empty ``entries`` sends nothing.
+
+        ``validated=True`` is for callers that have already validated and cleaned every
+        profile and event (the flusher): the entries are only wrapped in JSON:API, with
+        the limits above still enforced (see ``payloads.trusted_bulk_events_body``).
         """
         if _empty_batch(entries):
             return
-        body = payloads.bulk_events_body(entries)
-        idempotent = all(
-            "unique_id" in event["attributes"]
-            for entry in body["data"]["attributes"]["events-bulk-create"]["data"]
-            for event in entry["attributes"]["events"]["data"]
-        )
+        if validated:
+            body = payloads.trusted_bulk_events_body(entries)
+            idempotent = all(e.get("unique_id") for entry in entries for e in entry["events"])
+        else:
+            body = payloads.bulk_events_body(entries)
+            idempotent = all(
+                "unique_id" in event["attributes"]
+                for entry in body["data"]["attributes"]["events-bulk-create"]["data"]
+                for event in entry["attributes"]["events"]["data"]
+            )
         self._send(
             "bulk_create_events",
             "POST",
