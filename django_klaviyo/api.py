@@ -173,9 +173,9 @@ def forget_profile(
 
 
 def order_placed(order: Any, *, using: str | None = None) -> list[OutboxEvent]:
-    """Enqueue Placed Order and Ordered Product for ``order`` (call it after its lines
-    are saved). Shares dedupe keys with the status-transition path: together they still
-    send each event once."""
+    """Enqueue Placed Order, with one Ordered Product per line in the same row, for
+    ``order`` (call it after its lines are saved). Shares the dedupe key with the
+    status-transition path: together they still send each event once."""
     rows = outbox.build_events(ecommerce.placed_order_events(order))
     return outbox.enqueue_many(rows, using=using or order._state.db or DEFAULT_DB_ALIAS)
 

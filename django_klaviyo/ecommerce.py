@@ -14,14 +14,19 @@ User profile (``default_user_profile(user) -> dict | None``)
 Order events (``default_order_events(order, previous_status, created) -> list[dict]``)
     Events fire on status TRANSITIONS of ``order.<ORDER_STATUS_FIELD>`` (default
     ``status``). Each returned dict is an event spec: ``metric``, ``profile``,
-    ``properties``, ``value``, ``value_currency``, ``time``, ``unique_id``, ``dedupe_key``.
+    ``properties``, ``value``, ``value_currency``, ``time``, ``unique_id``, ``dedupe_key``,
+    and optionally ``expand``: a list of further events (``metric``, ``unique_id``,
+    ``properties``, ``value``) sharing the spec's profile, time and currency. They are
+    stored in the spec's ONE outbox row and sent with it in one bulk request (the row
+    succeeds or fails as a whole), which keeps a placed order to one INSERTed row.
 
     ============================  ==========================================================
     Order enters                  Events
     ============================  ==========================================================
     ``ORDER_STATUS_PLACED``       **Placed Order** (value = order total; unique_id
-                                  ``order-<pk>-placed``) and one **Ordered Product** per
-                                  line (value = line total; ``order-<pk>-line-<line pk>``)
+                                  ``order-<pk>-placed``) carrying in ``expand`` one
+                                  **Ordered Product** per line (value = line total;
+                                  unique_id ``order-<pk>-line-<line pk>``)
     ``ORDER_STATUS_FULFILLED``    **Fulfilled Order** (+ TrackingNumber, TrackingURL,
                                   Carrier; unique_id ``order-<pk>-fulfilled``)
     ``ORDER_STATUS_CANCELLED``    **Cancelled Order**, NEGATIVE value (``order-<pk>-cancelled``)
@@ -31,7 +36,15 @@ Order events (``default_order_events(order, previous_status, created) -> list[di
     Status values default to "placed", "fulfilled", "cancelled" and "refunded".
     Each (order, event) has a fixed dedupe key, so it is enqueued at most once, whichever
     path (save signal or ``django_klaviyo.order_placed(order)``) produces it, however
-    often the order is saved.
+    often the order is saved. The Ordered Products travel in the Placed Order's row, so
+    they share its key ``event:<app>.<model>:<pk>:placed``: lines added after the order
+    was placed and enqueued are not sent (nor are they in its Placed Order).
+
+    The default mapper's output takes a trusted path in the save signal: it is built from
+    the order's own fields, so its profile is cleaned once and its properties are checked
+    by the one JSON encoding the INSERT needs anyway (a value that does not encode falls
+    back to the full validation, with its usual error). Custom mappers, and specs given
+    to ``build_events``, are fully validated.
 
     An order's first ``post_save`` fires before its lines exist. So checkouts create the
     order in a pending status, save the lines, then set the placed status and save again,
@@ -79,6 +92,7 @@ from django.utils import timezone
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.identifiers import normalize_phone_number
+from django_klaviyo.outbox import to_json
 
 logger = logging.getLogger(__name__)
 
@@ -277,7 +291,9 @@ def order_properties(order: Any, lines: Iterable[Any]) -> dict[str, Any]:
     ):
         value = address(getattr(order, attribute, None))
         if value:
-            properties[name] = value
+            # Free-form store data: made plain JSON (and depth-checked) here, as the
+            # trusted path of the save signal does not walk the properties again.
+            properties[name] = to_json(value, f"properties.{name}", _depth=1)
     return properties
 
 
@@ -303,32 +319,32 @@ def _order_event(
 
 
 def placed_order_events(order: Any) -> list[dict[str, Any]]:
-    """Placed Order plus one Ordered Product per line (used by ``order_placed`` too)."""
+    """Placed Order, carrying one Ordered Product per line in ``expand`` (used by
+    ``order_placed`` too): one outbox row per placed order, sent as one bulk entry."""
     lines = order_lines(order)
     properties = order_properties(order, lines)
     time = getattr(order, "placed_at", None) or getattr(order, "updated_at", None)
-    events = [
-        _order_event(
-            order,
-            metric="Placed Order",
-            suffix="placed",
-            properties=properties,
-            value=money(getattr(order, "total", None)),
-            time=time,
-        )
+    event = _order_event(
+        order,
+        metric="Placed Order",
+        suffix="placed",
+        properties=properties,
+        value=money(getattr(order, "total", None)),
+        time=time,
+    )
+    order_ref = properties["OrderId"]
+    products = [
+        {
+            "metric": "Ordered Product",
+            "unique_id": f"order-{order.pk}-line-{line.pk}",
+            "properties": {"OrderId": order_ref, **item},
+            "value": item["RowTotal"],
+        }
+        for line, item in zip(lines, properties["Items"], strict=True)
     ]
-    for line, item in zip(lines, properties["Items"], strict=True):
-        events.append(
-            _order_event(
-                order,
-                metric="Ordered Product",
-                suffix=f"line-{line.pk}",
-                properties={"OrderId": properties["OrderId"], **item},
-                value=item["RowTotal"],
-                time=time,
-            )
-        )
-    return events
+    if products:
+        event["expand"] = products
+    return [event]
 
 
 def _status_event(order: Any, metric: str, suffix: str, *, negative: bool) -> dict[str, Any]:

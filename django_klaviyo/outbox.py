@@ -73,6 +73,8 @@ class OutboxRow:
     dedupe_key: str | None = None
     metric: str = ""
     trusted: bool = field(default=False, repr=False, compare=False)
+    # The payload as JSON text when a builder already encoded it (the INSERT reuses it).
+    encoded: str | None = field(default=None, repr=False, compare=False)
 
 
 # --- value cleaning -------------------------------------------------------------------
@@ -313,6 +315,55 @@ def _consent_profile(profile: Any, channels: list[str]) -> dict[str, str]:
     return cleaned
 
 
+EXPAND_KEYS = frozenset({"metric", "unique_id", "properties", "value"})
+# One bulk request holds at most 1,000 events: the row's own plus its expansions.
+MAX_EXPAND = 999
+
+
+def clean_expand(expand: Any, metric: str, unique_id: str) -> list[dict[str, Any]]:
+    """The extra events of an ``event`` row: ``[{"metric", "unique_id", "properties",
+    "value"}, ...]``. They share the row's profile, time and currency and are sent in the
+    same bulk request, so no two may repeat a (metric, unique_id), the row's included."""
+    if isinstance(expand, (str, bytes, Mapping)) or not isinstance(expand, (list, tuple)):
+        raise KlaviyoValidationError("expand must be a list of event dicts.", field="expand")
+    if len(expand) > MAX_EXPAND:
+        raise KlaviyoValidationError(
+            f"expand has {len(expand)} events; one row sends at most {MAX_EXPAND + 1}.",
+            field="expand",
+        )
+    seen = {(metric, unique_id)}
+    cleaned = []
+    for i, item in enumerate(expand):
+        path = f"expand[{i}]"
+        if not isinstance(item, Mapping):
+            raise KlaviyoValidationError(f"{path} must be a dict.", field=path)
+        unknown = sorted(str(k) for k in item if k not in EXPAND_KEYS)
+        if unknown:
+            raise KlaviyoValidationError(
+                f"{path} has unknown key(s) {', '.join(unknown)}; expanded events share the "
+                "row's profile, time and value_currency.",
+                field=f"{path}.{unknown[0]}",
+            )
+        try:
+            event = {
+                "metric": clean_metric(item.get("metric")),
+                "unique_id": clean_key(item.get("unique_id"), "unique_id"),
+                "properties": clean_properties(item.get("properties")),
+                "value": clean_value(item.get("value")),
+            }
+        except KlaviyoValidationError as exc:
+            raise KlaviyoValidationError(f"{path}: {exc}", field=f"{path}.{exc.field}") from exc
+        key = (event["metric"], event["unique_id"])
+        if key in seen:
+            raise KlaviyoValidationError(
+                f"{path} repeats metric {key[0]!r} with unique_id {key[1]!r}.",
+                field=f"{path}.unique_id",
+            )
+        seen.add(key)
+        cleaned.append(event)
+    return cleaned
+
+
 def payload_digest(payload: Mapping[str, Any]) -> str:
     """A short stable hash of a payload, for dedupe keys."""
     encoded = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
@@ -332,7 +383,10 @@ def build_event(
     time: Any = None,
     unique_id: Any = None,
     dedupe_key: Any = None,
+    expand: Any = None,
 ) -> OutboxRow:
+    """One ``event`` row; ``expand`` lists further events (see :func:`clean_expand`)
+    sent with it, sharing its profile, time and currency."""
     return _event_row(
         clean_metric(metric),
         clean_profile_attributes(profile, for_event=True),
@@ -342,6 +396,7 @@ def build_event(
         time=time,
         unique_id=unique_id,
         dedupe_key=dedupe_key,
+        expand=expand,
     )
 
 
@@ -368,6 +423,94 @@ def build_events(specs: Iterable[Mapping[str, Any]]) -> list[OutboxRow]:
     return rows
 
 
+class _NotTrusted(Exception):
+    """A trusted spec holds something the fast checks do not vouch for."""
+
+
+def build_trusted_events(specs: Iterable[Mapping[str, Any]]) -> list[OutboxRow]:
+    """``build_events`` for the package's OWN order mapper (``ecommerce``), whose specs
+    are built from typed order fields: metric names, values and keys are taken as they
+    are; the profile, currency and time are still checked, and the properties are
+    checked by the one JSON encoding the INSERT needs anyway. A spec that fails a fast
+    check goes through the full validation of ``build_events``, so its error (or its
+    conversion, e.g. of a Decimal) is exactly the one ``build_events`` would give.
+    Never use it for output of code the package does not own."""
+    rows = []
+    for spec in specs:
+        try:
+            rows.append(_trusted_event_row(spec))
+        except _NotTrusted:
+            rows.extend(build_events([spec]))
+    return rows
+
+
+def _trusted_event_row(spec: Mapping[str, Any]) -> OutboxRow:
+    metric = spec["metric"]
+    unique_id = spec["unique_id"]
+    value = spec.get("value")
+    time = spec.get("time")
+    if (
+        not _is_trusted_key(unique_id)
+        or not _is_amount(value)
+        or not isinstance(time, str)
+        or not _is_event_time(time)
+    ):
+        raise _NotTrusted
+    payload: dict[str, Any] = {
+        "metric": metric,
+        "profile": clean_profile_attributes(spec.get("profile"), for_event=True),
+        "properties": spec.get("properties") or {},
+        "time": time,
+        "value": value,
+        "value_currency": clean_currency(spec.get("value_currency")),
+    }
+    expand = spec.get("expand")
+    if expand:
+        for item in expand:
+            if not _is_trusted_key(item["unique_id"]) or not _is_amount(item["value"]):
+                raise _NotTrusted
+        payload["expand"] = expand
+    try:
+        encoded = _encode(payload)
+    except (TypeError, ValueError):  # not plain JSON, or NaN / infinity
+        raise _NotTrusted from None
+    dedupe_key = spec.get("dedupe_key")
+    if dedupe_key is not None and not _is_trusted_key(dedupe_key):
+        raise _NotTrusted
+    return OutboxRow(
+        kind=Kind.EVENT,
+        payload=payload,
+        unique_id=unique_id,
+        dedupe_key=dedupe_key,
+        metric=metric,
+        trusted=True,
+        encoded=encoded,
+    )
+
+
+def _is_trusted_key(value: Any) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= KEY_MAX_LENGTH
+
+
+def _is_amount(value: Any) -> bool:
+    return value is None or (type(value) is float and math.isfinite(value))
+
+
+def _is_event_time(value: str) -> bool:
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    if parsed.tzinfo is None:
+        return False
+    return EARLIEST_EVENT_TIME <= parsed <= timezone.now() + dt.timedelta(days=365)
+
+
+def _encode(payload: Mapping[str, Any]) -> str:
+    # Compact: the row is written on the store's save path and read back as JSON anyway.
+    return json.dumps(payload, allow_nan=False, separators=(",", ":"))
+
+
 def _event_row(
     metric: str,
     profile: dict[str, Any],
@@ -378,6 +521,7 @@ def _event_row(
     time: Any = None,
     unique_id: Any = None,
     dedupe_key: Any = None,
+    expand: Any = None,
 ) -> OutboxRow:
     # Generated once here and stored, so every retry sends the same idempotency key.
     unique_id = uuid.uuid4().hex if unique_id is None else clean_key(unique_id, "unique_id")
@@ -389,6 +533,8 @@ def _event_row(
         "value": clean_value(value),
         "value_currency": clean_currency(value_currency),
     }
+    if expand:
+        payload["expand"] = clean_expand(expand, metric, unique_id)
     return OutboxRow(
         kind=Kind.EVENT,
         payload=payload,
@@ -527,6 +673,7 @@ def _validated(row: OutboxRow) -> dict[str, Any]:
         "unique_id": clean_key(row.unique_id, "unique_id") if row.unique_id else "",
         "dedupe_key": clean_key(row.dedupe_key, "dedupe_key") if row.dedupe_key else None,
         "profile_key": key[:320],
+        _ENCODED: row.encoded,
     }
 
 
@@ -542,6 +689,8 @@ _NEW_ROW = {
     "sent_at": None,
 }
 _TIMESTAMPS = ("next_attempt_at", "created_at", "updated_at")
+# Key (not a column) carrying a row's JSON text from its builder to the INSERT.
+_ENCODED = "__encoded__"
 # Rows per statement: PostgreSQL takes at most 65535 parameters, old SQLite 999.
 _MAX_ROWS_PER_INSERT = 1000
 
@@ -554,6 +703,20 @@ def enqueue_many(rows: Iterable[OutboxRow], *, using: str | None = None) -> list
     """
     if not klaviyo_settings.ENABLED:
         return []
+    return _write(rows, using, build_objects=True)
+
+
+def enqueue_rows(rows: Iterable[OutboxRow], *, using: str | None = None) -> int:
+    """:func:`enqueue_many` for callers that need no model instances back (the save
+    signal's hot path); returns how many rows were written (0 when ``ENABLED`` is False)."""
+    if not klaviyo_settings.ENABLED:
+        return 0
+    return len(_write(rows, using, build_objects=False))
+
+
+def _write(rows: Iterable[OutboxRow], using: str | None, *, build_objects: bool) -> list[Any]:
+    """Validate and insert; returns OutboxEvent instances, or the column dicts when
+    ``build_objects`` is off and the fast INSERT needs no instances."""
     alias = using or DEFAULT_DB_ALIAS
     values: list[dict[str, Any]] = []
     seen: set[str] = set()
@@ -577,13 +740,17 @@ def enqueue_many(rows: Iterable[OutboxRow], *, using: str | None = None) -> list
             # A column added to the model later starts at its default.
             if f.attname not in columns:
                 columns[f.attname] = f.get_default()
-    objs = [OutboxEvent(*(columns[f.attname] for f in fields)) for columns in values]
     connection = connections[alias]
-    if _supports_fast_insert(connection):
+    fast = _supports_fast_insert(connection)
+    objs: list[Any] = values
+    if build_objects or not fast:
+        objs = [OutboxEvent(*(columns[f.attname] for f in fields)) for columns in values]
+    if fast:
         _insert(connection, values, ignore_conflicts=bool(seen))
     else:
         OutboxEvent.objects.using(alias).bulk_create(objs, ignore_conflicts=bool(seen))
-    transaction.on_commit(lambda: _send_ready(objs), using=alias)
+    kinds = frozenset(columns["kind"] for columns in values)
+    transaction.on_commit(lambda: _send_ready(len(values), kinds), using=alias)
     return objs
 
 
@@ -604,8 +771,12 @@ def _insert(connection: Any, values: list[dict[str, Any]], *, ignore_conflicts: 
                 if f.attname not in prepared_now:
                     prepared_now[f.attname] = f.get_db_prep_save(value, connection)
                 value = prepared_now[f.attname]
+            elif f.attname == "payload":
+                # JSON text, cast to jsonb in the SQL on PostgreSQL: encoded once, here or
+                # by the builder that already had to encode it.
+                value = columns[_ENCODED] or _encode(value)
             elif value is not None and not isinstance(value, (str, int)):
-                value = f.get_db_prep_save(value, connection)  # uuid, JSON payload
+                value = f.get_db_prep_save(value, connection)  # uuid
             params.append(value)
     width = len(fields)
     max_params = connection.features.max_query_params or 65535
@@ -636,7 +807,12 @@ def _insert_sql(connection: Any, count: int, ignore_conflicts: bool) -> str:
         qn = connection.ops.quote_name
         fields = OutboxEvent._meta.concrete_fields
         columns = ", ".join(qn(f.column) for f in fields)
-        row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+        json_placeholder = "CAST(%s AS jsonb)" if connection.vendor == "postgresql" else "%s"
+        row = (
+            "("
+            + ", ".join(json_placeholder if f.attname == "payload" else "%s" for f in fields)
+            + ")"
+        )
         # Names come from the model and are quoted; every value is a parameter.
         sql = f"INSERT INTO {qn(OutboxEvent._meta.db_table)} ({columns}) VALUES "  # noqa: S608
         sql += ", ".join([row] * count)
@@ -672,9 +848,7 @@ def enqueue(
     return written[0] if written else None
 
 
-def _send_ready(objs: list[OutboxEvent]) -> None:
+def _send_ready(count: int, kinds: frozenset[str]) -> None:
     from django_klaviyo.signals import outbox_ready
 
-    outbox_ready.send(
-        sender=OutboxEvent, count=len(objs), kinds=frozenset(obj.kind for obj in objs)
-    )
+    outbox_ready.send(sender=OutboxEvent, count=count, kinds=kinds)

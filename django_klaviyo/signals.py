@@ -32,7 +32,7 @@ from django.conf import settings
 from django.db import DatabaseError, transaction
 from django.db.models.signals import post_init, post_save
 
-from django_klaviyo.conf import klaviyo_settings
+from django_klaviyo.conf import DEFAULTS, klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.identifiers import PROFILE_IDENTIFIERS
 
@@ -77,11 +77,12 @@ def _resolve_model(label: Any) -> Any:
         return None
 
 
-def _run_mapper(setting: str, *args: Any) -> Any:
-    """Call the configured mapper under the failure policy in the module docstring;
-    returns None when the update is to be skipped."""
+def _run_mapper(setting: str, *args: Any, mapper: Any = None) -> Any:
+    """Call the configured mapper (or ``mapper``, already resolved from that setting)
+    under the failure policy in the module docstring; returns None when the update is to
+    be skipped."""
     try:
-        return klaviyo_settings.callable(setting)(*args)
+        return (mapper or klaviyo_settings.callable(setting))(*args)
     except KlaviyoValidationError as exc:
         logger.warning(
             "django-klaviyo: %s rejected %r: %s (field %s); Klaviyo is not updated.",
@@ -146,19 +147,35 @@ def _order_post_save(
             return
         if previous == current:
             return
+    mapper = klaviyo_settings.get("ORDER_EVENTS_MAPPER")
+    trusted = mapper == DEFAULTS["ORDER_EVENTS_MAPPER"] or mapper is _default_order_events()
     specs = _run_mapper(
-        "ORDER_EVENTS_MAPPER", instance, None if previous is _UNKNOWN else previous, created
+        "ORDER_EVENTS_MAPPER",
+        instance,
+        None if previous is _UNKNOWN else previous,
+        created,
+        mapper=_default_order_events() if trusted else None,
     )
     if specs:
-        enqueue_order_events(specs, instance, using=using)
+        enqueue_order_events(specs, instance, using=using, trusted=trusted)
 
 
-def enqueue_order_events(specs: list[dict[str, Any]], order: Any, *, using: str | None) -> None:
-    from django_klaviyo.outbox import build_events, enqueue_many
+def _default_order_events() -> Any:
+    from django_klaviyo.ecommerce import default_order_events
 
-    rows = _build_rows(build_events, specs, order)
+    return default_order_events
+
+
+def enqueue_order_events(
+    specs: list[dict[str, Any]], order: Any, *, using: str | None, trusted: bool = False
+) -> None:
+    """Validate ``specs`` (fully, unless they come from the package's own mapper:
+    ``trusted``) and enqueue them in one INSERT."""
+    from django_klaviyo.outbox import build_events, build_trusted_events, enqueue_rows
+
+    rows = _build_rows(build_trusted_events if trusted else build_events, specs, order)
     if rows:
-        enqueue_many(rows, using=using)
+        enqueue_rows(rows, using=using)
 
 
 # --- users ----------------------------------------------------------------------------

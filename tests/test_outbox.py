@@ -167,3 +167,67 @@ def test_to_json_limits_nesting_depth():
         node = node["x"]
     with pytest.raises(KlaviyoValidationError, match="nested"):
         outbox.to_json(deep, "properties")
+
+
+def test_expand_events_are_cleaned_like_the_row_itself():
+    row = outbox.build_event(
+        metric="Placed Order",
+        profile=PROFILE,
+        unique_id="o-1",
+        expand=[
+            {"metric": " Ordered Product ", "unique_id": "o-1-l-1", "properties": None},
+            {
+                "metric": "Ordered Product",
+                "unique_id": "o-1-l-2",
+                "properties": {"Price": Decimal("2.50")},
+                "value": Decimal("2.50"),
+            },
+        ],
+    )
+    assert row.payload["expand"] == [
+        {"metric": "Ordered Product", "unique_id": "o-1-l-1", "properties": {}, "value": None},
+        {
+            "metric": "Ordered Product",
+            "unique_id": "o-1-l-2",
+            "properties": {"Price": 2.5},
+            "value": 2.5,
+        },
+    ]
+    assert "expand" not in outbox.build_event(metric="X", profile=PROFILE, expand=[]).payload
+
+
+PRODUCT = {"metric": "Ordered Product", "unique_id": "l-1"}
+
+
+@pytest.mark.parametrize(
+    ("expand", "field"),
+    [
+        ({"metric": "Ordered Product"}, "expand"),
+        ("Ordered Product", "expand"),
+        (["not a dict"], "expand[0]"),
+        ([{**PRODUCT, "profile": {"email": "b@example.com"}}], "expand[0].profile"),
+        ([{**PRODUCT, "metric": ""}], "expand[0].metric"),
+        ([{**PRODUCT, "unique_id": None}], "expand[0].unique_id"),
+        ([{**PRODUCT, "value": "12"}], "expand[0].value"),
+        ([{**PRODUCT, "properties": {"Bad": float("inf")}}], "expand[0].properties.Bad"),
+        ([PRODUCT, PRODUCT], "expand[1].unique_id"),
+        ([{**PRODUCT, "metric": "Placed Order", "unique_id": "o-1"}], "expand[0].unique_id"),
+        ([{**PRODUCT, "unique_id": f"l-{i}"} for i in range(1000)], "expand"),
+    ],
+)
+def test_bad_expand_events_are_rejected_naming_the_field(expand, field):
+    with pytest.raises(KlaviyoValidationError) as info:
+        outbox.build_event(metric="Placed Order", profile=PROFILE, unique_id="o-1", expand=expand)
+    assert info.value.field == field
+
+
+@pytest.mark.django_db
+def test_an_expanded_row_is_stored_and_read_back_as_one_row():
+    row = outbox.build_event(
+        metric="Placed Order", profile=PROFILE, unique_id="o-2", expand=[{**PRODUCT}]
+    )
+    outbox.enqueue_many([row])
+    stored = OutboxEvent.objects.get()
+    assert stored.payload["expand"] == [
+        {"metric": "Ordered Product", "unique_id": "l-1", "properties": {}, "value": None}
+    ]

@@ -73,7 +73,8 @@ def test_committed_checkout_and_user_always_have_their_rows():
     user = User.objects.create_user("bob", email="bob@example.com")
     order = services.place_order(customer=user, lines=LINES)
     assert OutboxEvent.objects.filter(kind="profile_upsert").count() == 1
-    assert metrics() == ["Ordered Product"] * 3 + ["Placed Order"]
+    assert metrics() == ["Placed Order"]
+    assert len(OutboxEvent.objects.get(metric="Placed Order").payload["expand"]) == 3
     with pytest.raises(RuntimeError), transaction.atomic():
         services.cancel_order(order)
         raise RuntimeError("rolled back")
@@ -133,15 +134,15 @@ def test_saving_the_same_state_again_enqueues_nothing_more(customer):
     stale = Order.objects.get(pk=order.pk)
     stale.__dict__[signals._STATUS_SNAPSHOT] = Order.Status.PENDING
     stale.save()
-    assert OutboxEvent.objects.count() == count == 4
+    assert OutboxEvent.objects.count() == count == 1
 
 
 @pytest.mark.django_db
 def test_order_placed_and_the_transition_together_send_one_placed_order(customer):
     order = services.place_order(customer=customer, lines=LINES)
     django_klaviyo.order_placed(order)
-    assert metrics().count("Placed Order") == 1
-    assert metrics().count("Ordered Product") == 3
+    assert metrics() == ["Placed Order"]
+    assert len(OutboxEvent.objects.get().payload["expand"]) == 3
 
     # The other way round: explicit call first, then the transition.
     other = Order.objects.create(number="B-2", customer=customer)
@@ -151,6 +152,114 @@ def test_order_placed_and_the_transition_together_send_one_placed_order(customer
     other.save()
     assert OutboxEvent.objects.filter(unique_id=f"order-{other.pk}-placed").count() == 1
     assert OutboxEvent.objects.filter(metric="Placed Order").count() == 2
+
+
+# --- the trusted path of the default mapper ---------------------------------------------
+
+
+def placed_with_lines(customer, lines: list[OrderLine], **fields) -> Order:
+    """A loaded pending order whose ``lines`` are the given in-memory lines (as a prefetch
+    would give), moved to placed: the save signal runs the default mapper's trusted path."""
+    order = Order.objects.create(number="T-1", customer=customer, email=customer.email)
+    for line in lines:
+        line.order = order
+    OrderLine.objects.bulk_create(lines)
+    services._remember_lines(order, lines)
+    order.status = Order.Status.PLACED
+    for name, value in fields.items():
+        setattr(order, name, value)
+    order.save()
+    return order
+
+
+@pytest.mark.django_db
+def test_the_trusted_path_stores_what_full_validation_would(customer):
+    from django_klaviyo import ecommerce, outbox
+
+    order = services.place_order(
+        customer=customer,
+        lines=LINES,
+        currency="eur",
+        shipping_address={"city": "Paris", "zip": 75001},
+    )
+    specs = ecommerce.placed_order_events(order)
+    (trusted,) = outbox.build_trusted_events(specs)
+    (validated,) = outbox.build_events(specs)
+    assert trusted == validated  # kind, payload, unique_id, dedupe_key, metric
+    assert OutboxEvent.objects.get().payload == validated.payload
+    assert validated.payload["value_currency"] == "EUR"
+
+
+@pytest.mark.django_db
+def test_a_value_the_trusted_path_cannot_encode_gets_the_full_validation(customer):
+    # A store whose quantities are Decimals: converted exactly as build_events converts.
+    line = OrderLine(sku="S", name="Sock", quantity=1, unit_price=Decimal("3.00"))
+    order = Order.objects.create(number="T-2", customer=customer, email=customer.email)
+    line.order = order
+    line.save()
+    line.quantity = Decimal("2")
+    services._remember_lines(order, [line])
+    order.status = Order.Status.PLACED
+    order.save()
+    payload = OutboxEvent.objects.get().payload
+    assert payload["properties"]["Items"][0]["Quantity"] == 2.0
+    assert payload["expand"][0]["properties"]["Quantity"] == 2.0
+
+
+@pytest.mark.django_db
+def test_the_trusted_path_still_rejects_a_bad_time_or_email(customer, caplog):
+    line = OrderLine(sku="S", name="Sock", unit_price=3)
+    with caplog.at_level(logging.WARNING, logger="django_klaviyo.signals"):
+        order = placed_with_lines(customer, [line], placed_at=timezone.now().replace(year=1985))
+    assert Order.objects.get(pk=order.pk).status == Order.Status.PLACED
+    assert "time must be after 1990" in caplog.text
+    Order.objects.filter(pk=order.pk).update(status=Order.Status.PENDING)
+    order = Order.objects.get(pk=order.pk)
+    order.email = "not an email"
+    order.status = Order.Status.PLACED
+    with caplog.at_level(logging.WARNING, logger="django_klaviyo.signals"):
+        order.save()
+    assert "is not a valid email address" in caplog.text
+    assert not OutboxEvent.objects.exists()
+
+
+def mapper_adding_a_gift(order, previous_status, created):
+    from django_klaviyo import ecommerce
+
+    events = ecommerce.default_order_events(order, previous_status, created)
+    for event in events:
+        event.setdefault("expand", []).append(
+            {"metric": "Received Gift", "unique_id": f"gift-{order.pk}", "value": Decimal("1")}
+        )
+    return events
+
+
+def mapper_with_a_bad_expand(order, previous_status, created):
+    events = mapper_adding_a_gift(order, previous_status, created)
+    for event in events:
+        event["expand"][-1]["time"] = "2020-01-01T00:00:00Z"
+    return events
+
+
+@pytest.mark.django_db
+def test_custom_mappers_get_the_full_validation(customer, caplog):
+    with klaviyo(ORDER_EVENTS_MAPPER=mapper_adding_a_gift):
+        services.place_order(customer=customer, lines=LINES)
+    gift = OutboxEvent.objects.get().payload["expand"][-1]
+    assert gift == {
+        "metric": "Received Gift",
+        "unique_id": gift["unique_id"],
+        "properties": {},
+        "value": 1.0,
+    }
+    OutboxEvent.objects.all().delete()
+    with (
+        klaviyo(ORDER_EVENTS_MAPPER=f"{__name__}.mapper_with_a_bad_expand"),
+        caplog.at_level(logging.WARNING, logger="django_klaviyo.signals"),
+    ):
+        services.place_order(customer=customer, lines=LINES)
+    assert not OutboxEvent.objects.exists()
+    assert "expand[3].time" in caplog.text
 
 
 @pytest.mark.django_db
@@ -221,7 +330,7 @@ def test_placed_order_save_with_lines_costs_one_extra_query(customer, django_ass
         services.place_order(customer=customer, lines=LINES)
     inserts = [q["sql"] for q in captured.captured_queries if "klaviyo_outbox" in q["sql"]]
     assert len(inserts) == 1 and inserts[0].startswith("INSERT")
-    assert OutboxEvent.objects.count() == 4
+    assert OutboxEvent.objects.count() == 1  # Placed Order, its Ordered Products inside
 
 
 @pytest.mark.django_db
