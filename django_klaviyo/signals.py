@@ -29,7 +29,7 @@ from typing import Any
 import django.dispatch
 from django.apps import apps
 from django.conf import settings
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models.signals import post_init, post_save
 
 from django_klaviyo.conf import DEFAULTS, klaviyo_settings
@@ -293,6 +293,6 @@ def _update_profile_link(user: Any, profile: dict[str, Any], *, using: str | Non
     try:
         with transaction.atomic(using=using):
             links.create(user=user, **identifiers)
-    except DatabaseError:
+    except IntegrityError:
         # Another transaction linked this user first; theirs is as good as ours.
         logger.info("django-klaviyo: profile link for user %s already exists.", user.pk)
