@@ -155,6 +155,7 @@ def test_every_message_has_a_hint():
     assert all(isinstance(m, Error | Warning) and m.hint for m in messages)
 
 
+@pytest.mark.django_db  # Django 6.1's check command also runs database checks
 def test_manage_py_check_reports_instead_of_crashing(capsys):
     from django.core.management import call_command
     from django.core.management.base import SystemCheckError

@@ -93,8 +93,12 @@ class OutboxEventAdmin(ReadOnlyDetailAdmin):
             return queryset, False
         return queryset.filter(Q(profile_key__in=profile_keys_for(term)) | Q(unique_id=term)), False
 
-    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
-        actions = super().get_actions(request)
+    def get_actions(self, request: HttpRequest, action_location: Any = None) -> dict[str, Any]:
+        # Django 6.1 added action_location; older versions take the request alone.
+        if action_location is None:
+            actions = super().get_actions(request)
+        else:
+            actions = super().get_actions(request, action_location=action_location)
         # "discard" replaces it: it leaves rows being sent alone.
         actions.pop("delete_selected", None)
         return actions
