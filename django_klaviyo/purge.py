@@ -15,7 +15,7 @@ from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from django_klaviyo.models import OutboxEvent
+from django_klaviyo.models import OutboxEvent, WebhookDelivery
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,17 @@ def _finished_outbox_rows(cutoff: datetime) -> QuerySet:
     return OutboxEvent.objects.filter(sent | dead)
 
 
-PURGE_TARGETS: list[PurgeTarget] = [PurgeTarget("outbox", _finished_outbox_rows)]
+def _finished_webhook_deliveries(cutoff: datetime) -> QuerySet:
+    # A delivery goes (with its items) only when every item was processed: a failed item
+    # stays for the admin's "reprocess". Replays of purged items are refused anyway,
+    # their meta.timestamp being far outside WEBHOOK_TOLERANCE_SECONDS.
+    return WebhookDelivery.objects.filter(received_at__lt=cutoff).exclude(items__processed=False)
+
+
+PURGE_TARGETS: list[PurgeTarget] = [
+    PurgeTarget("outbox", _finished_outbox_rows),
+    PurgeTarget("webhook_deliveries", _finished_webhook_deliveries),
+]
 
 
 def purge(
@@ -69,8 +79,9 @@ def purge(
                 break
             with transaction.atomic():
                 # The filter is applied again at delete time: a row requeued meanwhile stays.
-                removed, _by_model = target.queryset(cutoff).filter(pk__in=pks).delete()
-            deleted += removed
+                removed, by_model = target.queryset(cutoff).filter(pk__in=pks).delete()
+            # Count the target's own rows, not what cascades with them.
+            deleted += by_model.get(rows.model._meta.label, removed)
             if len(pks) < batch_size:
                 break
         counts[target.name] = deleted

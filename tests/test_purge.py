@@ -9,7 +9,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from django_klaviyo.models import OutboxEvent
+from django_klaviyo.models import OutboxEvent, WebhookDelivery, WebhookItem
 from django_klaviyo.purge import purge
 
 Status = OutboxEvent.Status
@@ -45,7 +45,7 @@ def test_purge_deletes_only_old_sent_and_dead_rows():
         row(Status.DEAD, age_days=40, touched_days=1),  # dead-lettered only yesterday
     ]
 
-    assert purge(older_than=timedelta(days=30)) == {"outbox": 2}
+    assert purge(older_than=timedelta(days=30)) == {"outbox": 2, "webhook_deliveries": 0}
 
     remaining = set(OutboxEvent.objects.values_list("pk", flat=True))
     assert remaining == {r.pk for r in kept}
@@ -56,9 +56,9 @@ def test_purge_works_in_batches_and_dry_run_deletes_nothing():
     for _ in range(5):
         row(Status.SENT, age_days=10, sent_days=10)
 
-    assert purge(older_than=timedelta(days=1), dry_run=True) == {"outbox": 5}
+    assert purge(older_than=timedelta(days=1), dry_run=True)["outbox"] == 5
     assert OutboxEvent.objects.count() == 5
-    assert purge(older_than=timedelta(days=1), batch_size=2) == {"outbox": 5}
+    assert purge(older_than=timedelta(days=1), batch_size=2)["outbox"] == 5
     assert OutboxEvent.objects.count() == 0
 
 
@@ -88,3 +88,31 @@ def test_purge_command_prints_counts():
 def test_purge_command_rejects_bad_options(args):
     with pytest.raises(CommandError):
         call_command("klaviyo_purge", *args)
+
+
+def delivery(*, age_days: float, processed: list[bool]) -> WebhookDelivery:
+    stored = WebhookDelivery.objects.create(valid=True, item_count=len(processed))
+    WebhookDelivery.objects.filter(pk=stored.pk).update(
+        received_at=timezone.now() - timedelta(days=age_days)
+    )
+    for done in processed:
+        WebhookItem.objects.create(
+            delivery=stored,
+            external_id=f"{stored.pk.hex[:8]}-{WebhookItem.objects.count()}",
+            topic="event:klaviyo.bounced_email",
+            processed=done,
+        )
+    return stored
+
+
+def test_purge_deletes_old_webhook_deliveries_whose_items_were_all_processed():
+    old_done = delivery(age_days=40, processed=[True, True])
+    old_failed = delivery(age_days=40, processed=[True, False])  # kept for "reprocess"
+    recent = delivery(age_days=2, processed=[True])
+
+    counts = purge(older_than=timedelta(days=30))
+
+    assert counts == {"outbox": 0, "webhook_deliveries": 1}
+    assert set(WebhookDelivery.objects.values_list("pk", flat=True)) == {old_failed.pk, recent.pk}
+    assert not WebhookItem.objects.filter(delivery_id=old_done.pk).exists()
+    assert WebhookItem.objects.count() == 3

@@ -1,4 +1,5 @@
-"""``manage.py klaviyo_purge --older-than DAYS``: delete old sent and dead outbox rows."""
+"""``manage.py klaviyo_purge --older-than DAYS``: delete old sent and dead outbox rows,
+and old webhook deliveries whose items were all processed."""
 
 from __future__ import annotations
 
@@ -26,8 +27,8 @@ def _non_negative_float(value: str) -> float:
 
 class Command(BaseCommand):
     help = (
-        "Delete sent and dead outbox rows older than --older-than days. Pending, retrying "
-        "and sending rows are never touched."
+        "Delete sent and dead outbox rows, and fully processed webhook deliveries, older "
+        "than --older-than days. Pending, retrying and sending rows are never touched."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
