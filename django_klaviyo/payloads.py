@@ -360,13 +360,7 @@ def bulk_events_body(entries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                 f"{field}.events is empty; each entry needs at least one event.",
                 field=f"{field}.events",
             )
-        total += len(events)
-        if total > MAX_EVENTS_PER_BULK_REQUEST:
-            raise KlaviyoValidationError(
-                f"The request holds more than {MAX_EVENTS_PER_BULK_REQUEST} events; Klaviyo "
-                f"accepts at most {MAX_EVENTS_PER_BULK_REQUEST} per bulk request.",
-                field="entries",
-            )
+        total = _count_bulk_events(total, len(events))
         built_events = []
         for j, event in enumerate(events):
             event_field = f"{field}.events[{j}]"
@@ -380,15 +374,8 @@ def bulk_events_body(entries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             attributes = _event_attributes(event, event_field)
             unique = attributes.get("unique_id")
             if unique is not None:
-                key = (identity, attributes["metric"]["data"]["attributes"]["name"], unique)
-                if key in seen:
-                    raise KlaviyoValidationError(
-                        f"{event_field}.unique_id {unique!r} repeats an event of the same "
-                        "profile and metric in this request; Klaviyo would reject the whole "
-                        "request.",
-                        field=f"{event_field}.unique_id",
-                    )
-                seen.add(key)
+                metric_name = attributes["metric"]["data"]["attributes"]["name"]
+                _remember_unique(seen, (identity, metric_name, unique), event_field)
             built_events.append({"type": "event", "attributes": attributes})
         built.append(
             {
@@ -396,10 +383,39 @@ def bulk_events_body(entries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                 "attributes": {"profile": profile, "events": {"data": built_events}},
             }
         )
+    return _bulk_events_job(built)
+
+
+def _count_bulk_events(total: int, more: int) -> int:
+    """Running event count of one bulk request, refused past Klaviyo's limit."""
+    total += more
+    if total > MAX_EVENTS_PER_BULK_REQUEST:
+        raise KlaviyoValidationError(
+            f"The request holds more than {MAX_EVENTS_PER_BULK_REQUEST} events; Klaviyo "
+            f"accepts at most {MAX_EVENTS_PER_BULK_REQUEST} per bulk request.",
+            field="entries",
+        )
+    return total
+
+
+def _remember_unique(
+    seen: set[tuple[str, str, str]], key: tuple[str, str, str], where: str
+) -> None:
+    """Klaviyo rejects a whole bulk request that repeats (profile, metric, unique_id)."""
+    if key in seen:
+        raise KlaviyoValidationError(
+            f"{where}.unique_id {key[2]!r} repeats an event of the same profile and metric "
+            "in this request; Klaviyo would reject the whole request.",
+            field=f"{where}.unique_id",
+        )
+    seen.add(key)
+
+
+def _bulk_events_job(entries: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "data": {
             "type": "event-bulk-create-job",
-            "attributes": {"events-bulk-create": {"data": built}},
+            "attributes": {"events-bulk-create": {"data": entries}},
         }
     }
 
@@ -427,13 +443,7 @@ def trusted_bulk_events_body(entries: Sequence[Mapping[str, Any]]) -> dict[str, 
                 f"entries[{i}].events is empty; each entry needs at least one event.",
                 field=f"entries[{i}].events",
             )
-        total += len(events)
-        if total > MAX_EVENTS_PER_BULK_REQUEST:
-            raise KlaviyoValidationError(
-                f"The request holds more than {MAX_EVENTS_PER_BULK_REQUEST} events; Klaviyo "
-                f"accepts at most {MAX_EVENTS_PER_BULK_REQUEST} per bulk request.",
-                field="entries",
-            )
+        total = _count_bulk_events(total, len(events))
         identity = profile_key(profile)
         resource: dict[str, Any] = {"type": "profile", "attributes": profile}
         if "id" in profile or "meta" in profile:
@@ -463,15 +473,7 @@ def trusted_bulk_events_body(entries: Sequence[Mapping[str, Any]]) -> dict[str, 
             unique = event.get("unique_id")
             if unique:
                 attributes["unique_id"] = unique
-                key = (identity, metric, unique)
-                if key in seen:
-                    raise KlaviyoValidationError(
-                        f"entries[{i}].events[{j}].unique_id {unique!r} repeats an event of the "
-                        "same profile and metric in this request; Klaviyo would reject the "
-                        "whole request.",
-                        field=f"entries[{i}].events[{j}].unique_id",
-                    )
-                seen.add(key)
+                _remember_unique(seen, (identity, metric, unique), f"entries[{i}].events[{j}]")
             built_events.append({"type": "event", "attributes": attributes})
         built.append(
             {
@@ -479,12 +481,7 @@ def trusted_bulk_events_body(entries: Sequence[Mapping[str, Any]]) -> dict[str, 
                 "attributes": {"profile": {"data": resource}, "events": {"data": built_events}},
             }
         )
-    return {
-        "data": {
-            "type": "event-bulk-create-job",
-            "attributes": {"events-bulk-create": {"data": built}},
-        }
-    }
+    return _bulk_events_job(built)
 
 
 # -- profiles ---------------------------------------------------------------------------
