@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import platform
+import select
 import statistics
 import subprocess
 import sys
@@ -170,13 +171,22 @@ def sandbox_process(**options: Any) -> Iterator[str]:
     )
     try:
         assert proc.stdout is not None
-        url = proc.stdout.readline().strip()
+        url = _read_line(proc.stdout, timeout=60).strip()
         if not url.startswith("http"):
             raise RuntimeError("the sandbox did not start")
         yield url
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def _read_line(stream: Any, *, timeout: float) -> str:
+    # The child prints its URL in one flushed write, so once the pipe is readable a
+    # readline() returns at once; a sandbox that never starts fails here, not hangs.
+    readable, _, _ = select.select([stream], [], [], timeout)
+    if not readable:
+        raise RuntimeError(f"the sandbox printed nothing within {timeout:.0f} s")
+    return stream.readline()
 
 
 def sandbox_state(url: str) -> dict[str, Any]:

@@ -641,7 +641,8 @@ def test_get_client_is_cached_per_thread_and_follows_settings(settings):
     other: list[KlaviyoClient] = []
     thread = threading.Thread(target=lambda: other.append(get_client()))
     thread.start()
-    thread.join()
+    thread.join(timeout=30)
+    assert not thread.is_alive()
     assert other[0] is not first
     with override_settings(KLAVIYO={**settings.KLAVIYO, "REVISION": "2026-10-15"}):
         changed = get_client()

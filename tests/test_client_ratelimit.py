@@ -153,7 +153,8 @@ def test_threads_never_lose_a_recorded_start():
     for t in threads:
         t.start()
     for t in threads:
-        t.join()
+        t.join(timeout=30)
+    assert not any(t.is_alive() for t in threads)
     state = caches["default"].get(rl._key("op"))
     assert len(state["logs"]["1.0"]) == 200
     assert rl.wait_time("op") == 0.0

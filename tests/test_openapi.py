@@ -327,6 +327,7 @@ if FULL_SPEC.exists():
             [sys.executable, str(REPO / "tests/spec/extract_openapi_subset.py"), FULL_SPEC, out],
             check=True,
             capture_output=True,
+            timeout=120,
         )
         assert out.read_text(encoding="utf-8") == openapi.SPEC_PATH.read_text(encoding="utf-8")
 

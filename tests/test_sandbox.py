@@ -20,6 +20,7 @@ import requests
 from django_klaviyo.sandbox import FaultConfig, SandboxServer
 from django_klaviyo.sandbox.ratelimit import FixedWindowLimiter
 from django_klaviyo.sandbox.routes import parse_filter
+from tests.processes import read_line
 from tests.test_openapi import (
     BULK_EVENTS,
     BULK_IMPORT,
@@ -188,7 +189,9 @@ def test_missing_or_malformed_auth_is_401(sandbox: SandboxServer) -> None:
     headers = {k: v for k, v in HEADERS.items() if k != "Authorization"}
     for auth in (None, "Bearer abc", "Klaviyo-API-Key "):
         sent = dict(headers, **({"Authorization": auth} if auth else {}))
-        response = requests.post(f"{sandbox.url}/api/events", json=_event(), headers=sent)
+        response = requests.post(
+            f"{sandbox.url}/api/events", json=_event(), headers=sent, timeout=30
+        )
         assert response.status_code == 401
         assert response.json()["errors"][0]["code"] == "authentication_failed"
     assert sandbox.state.events() == []
@@ -197,14 +200,16 @@ def test_missing_or_malformed_auth_is_401(sandbox: SandboxServer) -> None:
 def test_wrong_key_is_401_when_a_key_is_configured() -> None:
     with SandboxServer(api_key=KEY) as server:
         wrong = dict(HEADERS, Authorization="Klaviyo-API-Key pk_other")
-        assert requests.get(f"{server.url}/api/lists", headers=wrong).status_code == 401
-        assert requests.get(f"{server.url}/api/lists", headers=HEADERS).status_code == 200
+        assert requests.get(f"{server.url}/api/lists", headers=wrong, timeout=30).status_code == 401
+        assert (
+            requests.get(f"{server.url}/api/lists", headers=HEADERS, timeout=30).status_code == 200
+        )
         assert KEY not in repr(server)
 
 
 def test_missing_revision_is_400(sandbox: SandboxServer) -> None:
     headers = {k: v for k, v in HEADERS.items() if k != "revision"}
-    response = requests.get(f"{sandbox.url}/api/lists", headers=headers)
+    response = requests.get(f"{sandbox.url}/api/lists", headers=headers, timeout=30)
     assert response.status_code == 400
     assert response.json()["errors"][0]["source"] == {"parameter": "revision"}
 
@@ -521,13 +526,13 @@ def test_slow_answer_times_the_client_out_but_is_processed(http) -> None:
 
 def test_faults_settable_over_http(sandbox: SandboxServer, http) -> None:
     url = f"{sandbox.url}/__sandbox__/faults"
-    response = requests.post(url, json={"rate_503": 1.0, "seed": 5})
+    response = requests.post(url, json={"rate_503": 1.0, "seed": 5}, timeout=30)
     assert response.status_code == 200 and response.json()["rate_503"] == 1.0
     assert http.get(f"{sandbox.url}/api/lists").status_code == 503
-    bad = requests.post(url, json={"rate_503": 2})
+    bad = requests.post(url, json={"rate_503": 2}, timeout=30)
     assert bad.status_code == 400 and "between 0 and 1" in bad.json()["error"]
-    assert requests.post(url, json={"nonsense": 1}).status_code == 400
-    assert requests.post(url, json={}).status_code == 200
+    assert requests.post(url, json={"nonsense": 1}, timeout=30).status_code == 400
+    assert requests.post(url, json={}, timeout=30).status_code == 200
     assert http.get(f"{sandbox.url}/api/lists").status_code == 200
 
 
@@ -546,13 +551,13 @@ def test_html_page_state_and_reset(sandbox: SandboxServer, http) -> None:
         f"{sandbox.url}/api/events",
         json=_event(metric={"data": {"type": "metric", "attributes": {"name": "<b>Viewed</b>"}}}),
     )
-    page = requests.get(f"{sandbox.url}/__sandbox__/")
+    page = requests.get(f"{sandbox.url}/__sandbox__/", timeout=30)
     assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
     assert "&lt;b&gt;Viewed&lt;/b&gt;" in page.text and "<b>Viewed" not in page.text
     assert "a@example.com" in page.text
-    state = requests.get(f"{sandbox.url}/__sandbox__/state").json()
+    state = requests.get(f"{sandbox.url}/__sandbox__/state", timeout=30).json()
     assert state["metrics"] == {"<b>Viewed</b>": 1} and state["profiles"] == 1
-    assert requests.post(f"{sandbox.url}/__sandbox__/reset").json() == {"reset": True}
+    assert requests.post(f"{sandbox.url}/__sandbox__/reset", timeout=30).json() == {"reset": True}
     assert sandbox.state.events() == [] and sandbox.state.profiles() == {}
 
 
@@ -618,6 +623,8 @@ def test_management_command_serves_until_sigterm() -> None:
         DJANGO_SETTINGS_MODULE="tests.settings",
         PYTHONPATH=f"{REPO}{os.pathsep}{REPO / 'example_project'}",
     )
+    # Without PYTHONUNBUFFERED a pipe is block-buffered: the command must flush each line itself.
+    env.pop("PYTHONUNBUFFERED", None)
     process = subprocess.Popen(
         [
             sys.executable,
@@ -637,10 +644,11 @@ def test_management_command_serves_until_sigterm() -> None:
         text=True,
     )
     try:
-        line = process.stdout.readline()
-        assert "Klaviyo sandbox listening on http://127.0.0.1:" in line, process.stderr.read()
+        line = read_line(process.stdout)
+        assert "Klaviyo sandbox listening on http://127.0.0.1:" in line
         url = line.strip().rsplit(" ", 1)[-1]
-        assert requests.get(f"{url}/api/lists", headers=HEADERS).status_code == 200
+        assert "Overview:" in read_line(process.stdout)
+        assert requests.get(f"{url}/api/lists", headers=HEADERS, timeout=30).status_code == 200
         process.send_signal(signal.SIGTERM)
         out, _ = process.communicate(timeout=10)
         assert process.returncode == 0 and "stopped" in out

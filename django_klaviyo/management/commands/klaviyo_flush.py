@@ -8,11 +8,12 @@ import time
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from django_klaviyo.checks import check_private_key
 from django_klaviyo.exceptions import KlaviyoConfigurationError, KlaviyoValidationError
 from django_klaviyo.flush import FlushAborted, FlushReport, flush_outbox, validate_kinds
+from django_klaviyo.management.base import LongRunningCommand
 
 # Seconds between progress lines at the default verbosity.
 PROGRESS_EVERY = 30.0
@@ -32,7 +33,7 @@ def _positive_float(value: str) -> float:
     return number
 
 
-class Command(BaseCommand):
+class Command(LongRunningCommand):
     help = (
         "Send due outbox rows to Klaviyo. Without --loop it stops when nothing is due. "
         "SIGTERM/SIGINT finish the batch in hand and exit cleanly. The exit status is "

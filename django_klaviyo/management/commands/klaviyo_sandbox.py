@@ -8,8 +8,9 @@ from __future__ import annotations
 import signal
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
+from django_klaviyo.management.base import LongRunningCommand
 from django_klaviyo.sandbox.faults import FaultConfig
 from django_klaviyo.sandbox.server import SandboxServer
 
@@ -21,7 +22,7 @@ def _share(value: str) -> float:
     return number
 
 
-class Command(BaseCommand):
+class Command(LongRunningCommand):
     help = "Run a local Klaviyo API sandbox (validating, rate-limited, with optional faults)."
 
     def add_arguments(self, parser: CommandParser) -> None:
