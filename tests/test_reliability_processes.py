@@ -29,7 +29,11 @@ from django.db import connection
 from django_klaviyo.sandbox import SandboxServer
 
 EXAMPLE_PROJECT = Path(__file__).resolve().parent.parent / "example_project"
+# Short, so the kill test's orphaned rows are reclaimed quickly.
 LEASE_SECONDS = 1
+# Longer than any batch on a loaded machine: where a test is about row locks, not about
+# reclaiming, an expired lease would let a second worker re-send a slow worker's rows.
+LONG_LEASE_SECONDS = 600
 SUMMARY = re.compile(r"Sent (\d+), retrying (\d+), dead (\d+)")
 
 # Run inside ``manage.py shell -c``: the subprocess reads and writes the same database.
@@ -77,12 +81,14 @@ def manage(
     )
 
 
-def flusher_env(database_url: str, api_url: str) -> dict[str, str]:
+def flusher_env(
+    database_url: str, api_url: str, lease_seconds: int = LEASE_SECONDS
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KLAVIYO_")}
     env.update(
         DATABASE_URL=database_url,
         KLAVIYO_API_URL=api_url,
-        KLAVIYO_LEASE_SECONDS=str(LEASE_SECONDS),
+        KLAVIYO_LEASE_SECONDS=str(lease_seconds),
         KLAVIYO_LOG_LEVEL="ERROR",
         DJANGO_SETTINGS_MODULE="shop_site.settings",
         PYTHONUNBUFFERED="1",
@@ -90,11 +96,13 @@ def flusher_env(database_url: str, api_url: str) -> dict[str, str]:
     return env
 
 
-def start_flusher(database_url: str, api_url: str, *args: str) -> subprocess.Popen[str]:
+def start_flusher(
+    database_url: str, api_url: str, *args: str, lease_seconds: int = LEASE_SECONDS
+) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "manage.py", "klaviyo_flush", *args],
         cwd=EXAMPLE_PROJECT,
-        env=flusher_env(database_url, api_url),
+        env=flusher_env(database_url, api_url, lease_seconds),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -182,7 +190,12 @@ def test_four_concurrent_flushers_never_claim_a_row_twice(
 ) -> None:
     expected = seed(database_url, 20_000, "four")
 
-    flushers = [start_flusher(database_url, sandbox.url, "--batch-size", "500") for _ in range(4)]
+    flushers = [
+        start_flusher(
+            database_url, sandbox.url, "--batch-size", "500", lease_seconds=LONG_LEASE_SECONDS
+        )
+        for _ in range(4)
+    ]
     outputs = [flusher.communicate(timeout=300) for flusher in flushers]
 
     sent_by_flusher = []
