@@ -2,16 +2,21 @@
 # Runs django-klaviyo's whole test suite on a fresh machine:
 #   makes .venv, installs the package with its test dependencies, installs and starts
 #   PostgreSQL (Debian packages) when none answers, installs Chromium for the admin
-#   browser test, checks ruff, then runs pytest on SQLite and on PostgreSQL.
+#   browser test, checks ruff, then runs pytest on SQLite and on PostgreSQL; then the
+#   non-slow suite again on the oldest and newest supported Python x Django combinations
+#   (Python 3.10 + Django 4.2, Python 3.13 + the newest Django 6.x), on both databases.
 # Usage: bash tests/run.sh [extra pytest args]
 # Environment: PYTHON (default python3), VENV (default .venv),
-#   PG_URL (default postgres://postgres:postgres@127.0.0.1:5432/django_klaviyo).
+#   PG_URL (default postgres://postgres:postgres@127.0.0.1:5432/django_klaviyo),
+#   MATRIX=0 to skip the oldest/newest combinations (a quicker local run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 PG_URL=${PG_URL:-postgres://postgres:postgres@127.0.0.1:5432/django_klaviyo}
+MATRIX=${MATRIX:-1}
+EXTRA_ARGS=("$@")
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -67,3 +72,45 @@ DATABASE_URL=sqlite://:memory: "$VENV/bin/pytest" -q -p no:cacheprovider "$@"
 
 echo "== pytest on PostgreSQL"
 DATABASE_URL="$PG_URL" "$VENV/bin/pytest" -q -p no:cacheprovider -m "not browser" "$@"
+
+# The supported matrix's corners: what README and the classifiers promise beyond the default.
+find_python() {  # prints a working pythonX.Y: on PATH, under pyenv, or from Debian packages
+  local version=$1 candidate
+  for candidate in "python$version" "${PYENV_ROOT:-$HOME/.pyenv}/versions/$version".*/bin/"python$version"; do
+    if "$candidate" -c "import venv, ensurepip" >/dev/null 2>&1; then
+      command -v "$candidate"
+      return 0
+    fi
+  done
+  if apt-cache policy "python$version" 2>/dev/null | grep -q "Candidate: [0-9]"; then
+    apt_install "python$version" "python$version-venv" || true
+    if "python$version" -c "import venv, ensurepip" >/dev/null 2>&1; then
+      command -v "python$version"
+      return 0
+    fi
+  fi
+  return 1
+}
+
+run_combination() {  # python version, Django requirement, label
+  local version=$1 django=$2 label=$3 python venv
+  if ! python=$(find_python "$version"); then
+    echo "== SKIPPED $label: no Python $version on PATH, under pyenv, or in Debian's packages"
+    return 0
+  fi
+  venv=".venv-matrix/$label"
+  echo "== $label: making $venv"
+  [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+  "$venv/bin/python" -m pip install -q --upgrade pip
+  "$venv/bin/python" -m pip install -q -e . --group test "$django"
+  echo "== $label: $("$venv/bin/python" -c 'import sys, django; print(f"Python {sys.version.split()[0]}, Django {django.get_version()}")')"
+  echo "== pytest on SQLite ($label, not slow)"
+  DATABASE_URL=sqlite://:memory: "$venv/bin/pytest" -q -p no:cacheprovider -m "not slow and not browser" ${EXTRA_ARGS[@]+"${EXTRA_ARGS[@]}"}
+  echo "== pytest on PostgreSQL ($label, not slow)"
+  DATABASE_URL="$PG_URL" "$venv/bin/pytest" -q -p no:cacheprovider -m "not slow and not browser" ${EXTRA_ARGS[@]+"${EXTRA_ARGS[@]}"}
+}
+
+if [ "$MATRIX" = 1 ]; then
+  run_combination 3.10 "Django>=4.2,<5.0" py310-django42
+  run_combination 3.13 "Django>=6.0,<7.0" py313-django6
+fi
