@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from dataclasses import replace
 from typing import Any
 
 from django.apps import apps
@@ -31,16 +32,13 @@ from django.conf import settings
 from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models.signals import post_init, post_save
 
-from django_klaviyo.conf import DEFAULTS, klaviyo_settings
-from django_klaviyo.ecommerce import default_order_events
+from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.identifiers import PROFILE_IDENTIFIERS, profile_key
 from django_klaviyo.models import KlaviyoProfileLink, OutboxEvent
 from django_klaviyo.outbox import (
-    OutboxRow,
     build_events,
     build_profile_upsert,
-    build_trusted_events,
     enqueue_many,
     enqueue_rows,
     payload_digest,
@@ -153,25 +151,16 @@ def _order_post_save(
             return
         if previous == current:
             return
-    mapper = klaviyo_settings.get("ORDER_EVENTS_MAPPER")
-    trusted = mapper == DEFAULTS["ORDER_EVENTS_MAPPER"] or mapper is default_order_events
     specs = _run_mapper(
-        "ORDER_EVENTS_MAPPER",
-        instance,
-        None if previous is _UNKNOWN else previous,
-        created,
-        mapper=default_order_events if trusted else None,
+        "ORDER_EVENTS_MAPPER", instance, None if previous is _UNKNOWN else previous, created
     )
     if specs:
-        enqueue_order_events(specs, instance, using=using, trusted=trusted)
+        enqueue_order_events(specs, instance, using=using)
 
 
-def enqueue_order_events(
-    specs: list[dict[str, Any]], order: Any, *, using: str | None, trusted: bool = False
-) -> None:
-    """Validate ``specs`` (fully, unless they come from the package's own mapper:
-    ``trusted``) and enqueue them in one INSERT."""
-    rows = _build_rows(build_trusted_events if trusted else build_events, specs, order)
+def enqueue_order_events(specs: list[dict[str, Any]], order: Any, *, using: str | None) -> None:
+    """Clean ``specs`` with the event rules and enqueue them in one INSERT."""
+    rows = _build_rows(build_events, specs, order)
     if rows:
         enqueue_rows(rows, using=using)
 
@@ -261,7 +250,7 @@ def enqueue_profile_upsert(row: Any, user: Any, *, created: bool, using: str | N
         f"profile_upsert:{user._meta.label_lower}:{user.pk}:{after}:{payload_digest(row.payload)}"
     )
     enqueue_many(
-        [OutboxRow(kind=row.kind, payload=row.payload, dedupe_key=dedupe_key, trusted=row.trusted)],
+        [replace(row, dedupe_key=dedupe_key)],
         using=using,
     )
 

@@ -63,6 +63,7 @@ class ClaimedRow:
         "pk",
         "previous_status",
         "profile_key",
+        "rules_version",
         "size",
         "status",
         "unique_id",
@@ -77,6 +78,7 @@ class ClaimedRow:
         unique_id: str,
         profile_key: str,
         attempts: int,
+        rules_version: int = 0,
         *,
         status: str = Status.SENDING,
         locked_at: datetime | None = None,
@@ -90,6 +92,8 @@ class ClaimedRow:
         self.unique_id = unique_id
         self.profile_key = profile_key
         self.attempts = attempts
+        # The rules the payload was cleaned with (see django_klaviyo.rules).
+        self.rules_version = rules_version
         self.status = status
         self.locked_at = locked_at
         self.locked_by = locked_by
@@ -108,7 +112,16 @@ class ClaimedRow:
 
 
 # The columns a ClaimedRow is built from, in this order.
-CLAIMED_COLUMNS = ("id", "kind", "payload", "metric", "unique_id", "profile_key", "attempts")
+CLAIMED_COLUMNS = (
+    "id",
+    "kind",
+    "payload",
+    "metric",
+    "unique_id",
+    "profile_key",
+    "attempts",
+    "rules_version",
+)
 
 
 def _escaped_size(text: str) -> int:
@@ -125,7 +138,7 @@ def claimed_rows(
 ) -> list[ClaimedRow]:
     rows = []
     loads = json.loads
-    for pk, kind, payload, metric, unique_id, key, attempts in records:
+    for pk, kind, payload, metric, unique_id, key, attempts, version in records:
         size = None
         if isinstance(payload, str):
             size = _escaped_size(payload) + len(unique_id)
@@ -144,6 +157,7 @@ def claimed_rows(
                 unique_id,
                 key,
                 attempts,
+                version,
                 locked_at=now,
                 locked_by=owner,
                 size=size,

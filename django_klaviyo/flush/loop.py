@@ -237,6 +237,8 @@ class Flusher:
         budget = SPLIT_BUDGET
         while queue:
             request = queue.popleft()
+            if request.parts is not None and request.rows[0].pk in outcomes.decided:
+                continue  # an earlier part of this row failed: the row is retried whole
             self.report.requests += 1
             try:
                 result = sender.send(self.client, request)
@@ -273,6 +275,10 @@ class Flusher:
                     continue
                 outcomes.mark_dead(request.rows, error_info(err))
             else:
+                if request.parts is not None:
+                    request.parts.remaining -= 1
+                    if request.parts.remaining:
+                        continue  # sent once every part is accepted
                 outcomes.mark_sent(request.rows)
                 sender.succeeded(request, result, self.clock())
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+
+from django_klaviyo import rules
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.flush.claim import ClaimedRow
 from django_klaviyo.flush.outcomes import ErrorInfo
@@ -44,15 +47,32 @@ def make_senders() -> dict[str, Sender]:
     }
 
 
+def reclean(row: ClaimedRow) -> None:
+    payload = row.payload
+    if row.kind == Kind.EVENT and row.metric and isinstance(payload, dict):
+        payload = {"metric": row.metric, **payload}
+    payload = rules.clean(row.kind, payload, unique_id=row.unique_id)
+    encoded = json.dumps(payload, allow_nan=False, separators=(",", ":"))
+    rules.check_size(row.kind, payload, encoded)
+    row.payload = payload
+    row.size = len(encoded) + len(row.unique_id)
+    row.rules_version = rules.RULES_VERSION
+
+
 _BAD_PAYLOAD = (InvalidRow, KlaviyoValidationError, KeyError, TypeError, ValueError, AttributeError)
 
 
 def prepare_rows(
     sender: Sender, rows: list[ClaimedRow]
 ) -> tuple[list[ClaimedRow], list[tuple[ClaimedRow, ErrorInfo]]]:
+    """Hand each row to its sender. Rows of the current rules version were cleaned when
+    written and are taken as they are; a row of another version (older, or written by
+    hand) is cleaned once here, and dead-lettered with the reason if it fails."""
     ready, invalid = [], []
     for row in rows:
         try:
+            if row.rules_version != rules.RULES_VERSION:
+                reclean(row)
             row.flush_item = sender.prepare(row)
         except _BAD_PAYLOAD as exc:
             invalid.append(

@@ -16,10 +16,8 @@ from django_klaviyo.flush.claim import IN_CHUNK, ClaimedRow, chunks
 from django_klaviyo.flush.outcomes import Located, Outcomes, fail, locate_rows
 from django_klaviyo.flush.senders.base import (
     IDS_PER_LIST_REQUEST,
-    InvalidRow,
     Request,
     Sender,
-    optional_str,
 )
 from django_klaviyo.flush.senders.profiles import profile_attributes, remember_profile_id
 from django_klaviyo.identifiers import profile_key
@@ -49,9 +47,7 @@ class ListSender(Sender):
         self.kind = kind
 
     def prepare(self, row: ClaimedRow) -> ListItem:
-        list_id = optional_str(row.payload, "list_id")
-        if not list_id:
-            raise InvalidRow("payload['list_id'] is required.")
+        list_id = row.payload["list_id"]
         identifiers = profile_attributes(row)
         klaviyo_id = identifiers.pop("id", None)
         key = row.profile_key or profile_key(identifiers)

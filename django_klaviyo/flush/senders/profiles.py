@@ -19,13 +19,10 @@ from django_klaviyo.flush.senders.base import (
     PROFILES_PER_IMPORT_JOB,
     PROFILES_POINTER,
     REQUEST_BYTES_BUDGET,
-    InvalidRow,
     Request,
     Sender,
     encoded_size,
-    require_mapping,
 )
-from django_klaviyo.identifiers import clean_profile
 from django_klaviyo.models import KlaviyoProfileLink, OutboxEvent
 
 Kind = OutboxEvent.Kind
@@ -75,18 +72,17 @@ def remember_profile_id(identifiers: Mapping[str, Any], klaviyo_id: str | None) 
 
 
 def profile_attributes(row: ClaimedRow) -> dict[str, Any]:
-    return clean_profile(require_mapping(row.payload, "profile"))
+    # A copy: senders pop keys from it.
+    return dict(row.payload["profile"])
 
 
 class ProfileUpsertSender(Sender):
     kind = Kind.PROFILE_UPSERT
 
     def prepare(self, row: ClaimedRow) -> tuple[dict[str, Any], int]:
-        attributes = profile_attributes(row)
-        size = encoded_size(attributes) + ITEM_OVERHEAD_BYTES
-        if size > 100 * 1024:
-            raise InvalidRow(f"profile is {size} bytes encoded; Klaviyo accepts at most 100 KB.")
-        return attributes, size
+        attributes = row.payload["profile"]
+        size = row.size if row.size is not None else encoded_size(attributes)
+        return attributes, size + ITEM_OVERHEAD_BYTES
 
     def plan(self, rows: list[ClaimedRow]) -> list[Request]:
         if len(rows) <= LARGE_PROFILE_BATCH:
