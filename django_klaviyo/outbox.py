@@ -225,8 +225,9 @@ _MAX_ROWS_PER_INSERT = 1000
 def enqueue_many(rows: Iterable[OutboxRow], *, using: str | None = None) -> list[OutboxEvent]:
     """Insert ``rows`` in one statement in the caller's transaction.
 
-    Returns the rows as built; a row whose ``dedupe_key`` already existed was not
-    inserted (the earlier row stands). Returns ``[]`` when ``ENABLED`` is False.
+    Returns the saved rows: for a ``dedupe_key`` that already existed, nothing is
+    inserted and the row already in the database is returned. Returns ``[]`` when
+    ``ENABLED`` is False.
     """
     if not klaviyo_settings.ENABLED:
         return []
@@ -272,17 +273,43 @@ def _write(rows: Iterable[OutboxRow], using: str | None, *, build_objects: bool)
     objs: list[Any] = values
     if build_objects or not fast:
         objs = [OutboxEvent(*(columns[f.attname] for f in fields)) for columns in values]
+    # Which deduplicated rows went in: needed only to hand the caller the stored rows.
+    returning = build_objects and bool(seen) and _supports_returning(connection)
+    inserted: set[uuid.UUID] | None = None
     if fast:
-        _insert(connection, values, ignore_conflicts=bool(seen))
+        inserted = _insert(connection, values, ignore_conflicts=bool(seen), returning=returning)
     else:
         OutboxEvent.objects.using(alias).bulk_create(objs, ignore_conflicts=bool(seen))
     kinds = frozenset(columns["kind"] for columns in values)
     transaction.on_commit(lambda: _send_ready(len(values), kinds), using=alias)
+    if build_objects:
+        objs = _saved(objs, alias, inserted)
     return objs
 
 
-def _insert(connection: Any, values: list[dict[str, Any]], *, ignore_conflicts: bool) -> None:
-    """One INSERT ... VALUES (...), (...) [ON CONFLICT (dedupe_key) DO NOTHING].
+def _saved(
+    objs: list[OutboxEvent], alias: str, inserted: set[uuid.UUID] | None
+) -> list[OutboxEvent]:
+    """The rows as stored: an instance whose dedupe key was already taken is replaced by
+    the row holding it (its own was not inserted). ``inserted``: the ids the INSERT
+    reported (None: unknown, so every deduplicated row is looked up)."""
+    for obj in objs:
+        obj._state.adding = False
+        obj._state.db = alias
+    refused = [
+        o.dedupe_key for o in objs if o.dedupe_key and (inserted is None or o.pk not in inserted)
+    ]
+    if not refused:
+        return objs
+    stored = OutboxEvent.objects.using(alias).in_bulk(refused, field_name="dedupe_key")
+    return [stored.get(obj.dedupe_key, obj) if obj.dedupe_key else obj for obj in objs]
+
+
+def _insert(
+    connection: Any, values: list[dict[str, Any]], *, ignore_conflicts: bool, returning: bool
+) -> set[uuid.UUID] | None:
+    """One INSERT ... VALUES (...), (...) [ON CONFLICT (dedupe_key) DO NOTHING]
+    [RETURNING id]; returns the inserted ids when ``returning``.
 
     Written by hand because ``bulk_create``'s per-call SQL compilation costs several
     times the statement itself, and this runs inside every tracked checkout. Values
@@ -307,13 +334,24 @@ def _insert(connection: Any, values: list[dict[str, Any]], *, ignore_conflicts: 
     width = len(fields)
     max_params = connection.features.max_query_params or 65535
     per_statement = max(1, min(_MAX_ROWS_PER_INSERT, max_params // width))
+    inserted: set[uuid.UUID] = set()
     with transaction.atomic(using=connection.alias, savepoint=False):
         for start in range(0, len(values), per_statement):
             count = min(per_statement, len(values) - start)
             sql = _insert_sql(connection, count, ignore_conflicts)
+            if returning:
+                sql += f" RETURNING {connection.ops.quote_name('id')}"
             chunk = params[start * width : (start + count) * width]
             with connection.cursor() as cursor:
                 cursor.execute(sql, chunk)
+                if returning:
+                    # SQLite keeps a UUID as 32 hex digits.
+                    inserted.update(uuid.UUID(str(pk)) for (pk,) in cursor.fetchall())
+    return inserted if returning else None
+
+
+def _supports_returning(connection: Any) -> bool:
+    return connection.vendor == "postgresql" or sqlite3.sqlite_version_info >= (3, 35)
 
 
 def _supports_fast_insert(connection: Any) -> bool:

@@ -39,7 +39,6 @@ from django_klaviyo.models import KlaviyoProfileLink, OutboxEvent
 from django_klaviyo.outbox import (
     build_events,
     build_profile_upsert,
-    enqueue_many,
     enqueue_rows,
     payload_digest,
 )
@@ -249,10 +248,7 @@ def enqueue_profile_upsert(row: Any, user: Any, *, created: bool, using: str | N
     dedupe_key = (
         f"profile_upsert:{user._meta.label_lower}:{user.pk}:{after}:{payload_digest(row.payload)}"
     )
-    enqueue_many(
-        [replace(row, dedupe_key=dedupe_key)],
-        using=using,
-    )
+    enqueue_rows([replace(row, dedupe_key=dedupe_key)], using=using)
 
 
 def _update_profile_link(user: Any, profile: dict[str, Any], *, using: str | None) -> None:
@@ -265,7 +261,8 @@ def _update_profile_link(user: Any, profile: dict[str, Any], *, using: str | Non
     if links.filter(user=user).update(**identifiers):
         return
     # A guest who checked out with this email and now has an account: adopt that link.
-    if identifiers["email"] and links.filter(user__isnull=True, email=identifiers["email"]).update(
+    guest = links.filter(user__isnull=True).best_match({"email": identifiers["email"]})
+    if guest is not None and links.filter(pk=guest.pk, user__isnull=True).update(
         user=user, **identifiers
     ):
         return

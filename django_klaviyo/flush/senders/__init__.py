@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from django.db import DEFAULT_DB_ALIAS
+
 from django_klaviyo import rules
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.flush.claim import ClaimedRow
@@ -34,9 +36,9 @@ __all__ = [
 ]
 
 
-def make_senders() -> dict[str, Sender]:
-    """One set per flusher: senders keep per-run caches."""
-    return {
+def make_senders(using: str | None = None) -> dict[str, Sender]:
+    """One set per flusher: senders keep per-run caches and write to ``using``."""
+    senders: dict[str, Sender] = {
         Kind.EVENT: EventSender(),
         Kind.PROFILE_UPSERT: ProfileUpsertSender(),
         Kind.LIST_ADD: ListSender(Kind.LIST_ADD),
@@ -45,6 +47,9 @@ def make_senders() -> dict[str, Sender]:
         Kind.UNSUBSCRIBE: UnsubscribeSender(),
         Kind.PROFILE_DELETION: DeletionSender(),
     }
+    for sender in senders.values():
+        sender.using = using or DEFAULT_DB_ALIAS
+    return senders
 
 
 def reclean(row: ClaimedRow) -> None:

@@ -84,6 +84,8 @@ class Sender:
     """How one kind of row becomes Klaviyo requests."""
 
     kind: str = ""
+    # The database alias of the rows (set by make_senders); local mirrors are updated there.
+    using: str = "default"
 
     def prepare(self, row: ClaimedRow) -> Any:
         """Validate a row's payload and return what ``plan`` needs; raise to dead-letter it."""

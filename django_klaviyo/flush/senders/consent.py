@@ -88,7 +88,7 @@ class UnsubscribeSender(SubscribeSender):
 
     def succeeded(self, request: Request, result: Any, now: datetime) -> None:
         for profile in request.body:
-            link = link_for(profile)
+            link = link_for(profile, self.using)
             if link is None:
                 continue
             changes: dict[str, Any] = {}
@@ -97,4 +97,6 @@ class UnsubscribeSender(SubscribeSender):
                     changes[f"{channel}_consent"] = Consent.UNSUBSCRIBED
                     changes[f"{channel}_consent_at"] = now
             if changes:
-                KlaviyoProfileLink.objects.filter(pk=link.pk).update(**changes, updated_at=now)
+                KlaviyoProfileLink.objects.using(self.using).filter(pk=link.pk).update(
+                    **changes, updated_at=now
+                )

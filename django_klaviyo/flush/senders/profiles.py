@@ -33,31 +33,24 @@ logger = logging.getLogger("django_klaviyo.flush")
 LARGE_PROFILE_BATCH = 100
 
 
-def link_for(identifiers: Mapping[str, Any]) -> KlaviyoProfileLink | None:
-    """The local link that best matches a profile's identifiers (external_id, email, phone)."""
-    for key, lookup in (
-        ("external_id", "external_id"),
-        ("email", "email__iexact"),
-        ("phone_number", "phone_number"),
-    ):
-        value = identifiers.get(key)
-        if value:
-            link = KlaviyoProfileLink.objects.filter(**{lookup: value}).order_by("pk").first()
-            if link is not None:
-                return link
-    return None
+def link_for(identifiers: Mapping[str, Any], using: str = "default") -> KlaviyoProfileLink | None:
+    """The local link of a profile (``ProfileLinkQuerySet.best_match``)."""
+    return KlaviyoProfileLink.objects.using(using).best_match(identifiers)
 
 
-def remember_profile_id(identifiers: Mapping[str, Any], klaviyo_id: str | None) -> bool:
+def remember_profile_id(
+    identifiers: Mapping[str, Any], klaviyo_id: str | None, using: str = "default"
+) -> bool:
     """Store Klaviyo's profile id on the link matching ``identifiers``; True if stored."""
     if not klaviyo_id:
         return False
-    link = link_for(identifiers)
+    # Only the identifiers the payload sent: an "id" there is Klaviyo's, not yet stored.
+    link = link_for({k: v for k, v in identifiers.items() if k != "id"}, using)
     if link is None or link.klaviyo_id == klaviyo_id:
         return link is not None
     try:
-        with transaction.atomic():
-            KlaviyoProfileLink.objects.filter(pk=link.pk).update(
+        with transaction.atomic(using=using):
+            KlaviyoProfileLink.objects.using(using).filter(pk=link.pk).update(
                 klaviyo_id=klaviyo_id, last_synced_at=timezone.now(), updated_at=timezone.now()
             )
     except IntegrityError:
@@ -128,4 +121,4 @@ class ProfileUpsertSender(Sender):
             )
             return
         profile_id = result.get("id") if isinstance(result, Mapping) else None
-        remember_profile_id(request.body, profile_id)
+        remember_profile_id(request.body, profile_id, self.using)
