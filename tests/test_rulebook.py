@@ -316,3 +316,14 @@ def test_the_client_refuses_what_the_outbox_refuses_before_sending(client, mocke
     with pytest.raises(KlaviyoValidationError, match="bytes"):
         client.upsert_profile(big)
     assert len(mocked.calls) == 0
+
+
+def test_a_mapper_spec_without_a_metric_or_with_an_unknown_key_names_the_field():
+    from django_klaviyo import outbox
+
+    with pytest.raises(KlaviyoValidationError) as info:
+        outbox.build_events([{"profile": PROFILE}])
+    assert info.value.field == "metric"
+    with pytest.raises(KlaviyoValidationError) as info:
+        outbox.build_events([{"metric": "Viewed", "profile": PROFILE, "colour": "red"}])
+    assert info.value.field == "colour"
