@@ -40,11 +40,8 @@ Order events (``default_order_events(order, previous_status, created) -> list[di
     they share its key ``event:<app>.<model>:<pk>:placed``: lines added after the order
     was placed and enqueued are not sent (nor are they in its Placed Order).
 
-    The default mapper's output takes a trusted path in the save signal: it is built from
-    the order's own fields, so its profile is cleaned once and its properties are checked
-    by the one JSON encoding the INSERT needs anyway (a value that does not encode falls
-    back to the full validation, with its usual error). Custom mappers, and specs given
-    to ``build_events``, are fully validated.
+    Every mapper's output, this one's included, is cleaned once by the event rules
+    (``django_klaviyo.rules``) when its rows are written.
 
     An order's first ``post_save`` fires before its lines exist. So checkouts create the
     order in a pending status, save the lines, then set the placed status and save again,
@@ -92,7 +89,7 @@ from django.utils import timezone
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.identifiers import normalize_phone_number
-from django_klaviyo.outbox import to_json
+from django_klaviyo.values import to_json
 
 logger = logging.getLogger(__name__)
 
@@ -291,8 +288,7 @@ def order_properties(order: Any, lines: Iterable[Any]) -> dict[str, Any]:
     ):
         value = address(getattr(order, attribute, None))
         if value:
-            # Free-form store data: made plain JSON (and depth-checked) here, as the
-            # trusted path of the save signal does not walk the properties again.
+            # Free-form store data, made plain JSON here (the event rules check it again).
             properties[name] = to_json(value, f"properties.{name}", _depth=1)
     return properties
 

@@ -21,6 +21,7 @@ from django.db import connection
 from django.test import Client
 from django.utils import timezone as dj_timezone
 
+from django_klaviyo import rules
 from django_klaviyo.client import KlaviyoClient
 from django_klaviyo.client.ratelimit import RateLimiter
 from django_klaviyo.flush import FlushAborted, flush_outbox
@@ -127,7 +128,8 @@ def enqueue_events(count: int, *, prefix: str = "rel", customers: int = 1000) ->
 
 
 def enqueue_invalid_events(count: int) -> list[str]:
-    """Rows an older version might have written: Klaviyo answers 400 (time before 1990)."""
+    """Rows the flusher trusts (marked as cleaned by the current rules) that Klaviyo still
+    refuses: a time before 1990, so Klaviyo answers 400 and the per-item path is used."""
     unique_ids = [f"invalid-{i}" for i in range(count)]
     profile = {"email": "bad-clock@example.com"}
     OutboxEvent.objects.bulk_create(
@@ -144,6 +146,7 @@ def enqueue_invalid_events(count: int) -> list[str]:
             metric="Placed Order",
             unique_id=uid,
             profile_key=profile_key(profile),
+            rules_version=rules.RULES_VERSION,
         )
         for uid in unique_ids
     )
@@ -228,13 +231,13 @@ class RevokingClient:
         self._sandbox = sandbox
         self._left = after
 
-    def bulk_create_events(self, entries: Any, **options: Any) -> None:
+    def send_event_entries(self, entries: Any) -> None:
         if self._left == 0:
             # The sandbox has no public "revoke": give it another key, as Klaviyo would
             # after the key was deleted in the account.
             self._sandbox._api_key = "pk_rotated_ffffffffffffffffffffffffffff"
         self._left -= 1
-        self._client.bulk_create_events(entries, **options)
+        self._client.send_event_entries(entries)
 
 
 @pytest.mark.django_db
@@ -290,8 +293,8 @@ class DatabaseKillingClient:
         self._left = kill_after
         self.killed_pid: int | None = None
 
-    def bulk_create_events(self, entries: Any, **options: Any) -> None:
-        self._client.bulk_create_events(entries, **options)
+    def send_event_entries(self, entries: Any) -> None:
+        self._client.send_event_entries(entries)
         self._left -= 1
         if self._left == 0:
             self.killed_pid = terminate_backend_of(connection)

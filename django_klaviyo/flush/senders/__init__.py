@@ -1,0 +1,88 @@
+"""One sender per outbox kind; ``make_senders`` gives a flusher its own set."""
+
+from __future__ import annotations
+
+import json
+
+from django.db import DEFAULT_DB_ALIAS
+
+from django_klaviyo import rules
+from django_klaviyo.exceptions import KlaviyoValidationError
+from django_klaviyo.flush.claim import ClaimedRow
+from django_klaviyo.flush.outcomes import ErrorInfo
+from django_klaviyo.flush.senders.base import InvalidRow, Request, Sender
+from django_klaviyo.flush.senders.consent import SubscribeSender, UnsubscribeSender
+from django_klaviyo.flush.senders.deletion import DeletionSender
+from django_klaviyo.flush.senders.events import EventSender
+from django_klaviyo.flush.senders.lists import ListItem, ListSender
+from django_klaviyo.flush.senders.profiles import ProfileUpsertSender
+from django_klaviyo.models import OutboxEvent
+
+Kind = OutboxEvent.Kind
+
+__all__ = [
+    "DeletionSender",
+    "EventSender",
+    "InvalidRow",
+    "ListItem",
+    "ListSender",
+    "ProfileUpsertSender",
+    "Request",
+    "Sender",
+    "SubscribeSender",
+    "UnsubscribeSender",
+    "make_senders",
+    "prepare_rows",
+]
+
+
+def make_senders(using: str | None = None) -> dict[str, Sender]:
+    """One set per flusher: senders keep per-run caches and write to ``using``."""
+    senders: dict[str, Sender] = {
+        Kind.EVENT: EventSender(),
+        Kind.PROFILE_UPSERT: ProfileUpsertSender(),
+        Kind.LIST_ADD: ListSender(Kind.LIST_ADD),
+        Kind.LIST_REMOVE: ListSender(Kind.LIST_REMOVE),
+        Kind.SUBSCRIBE: SubscribeSender(),
+        Kind.UNSUBSCRIBE: UnsubscribeSender(),
+        Kind.PROFILE_DELETION: DeletionSender(),
+    }
+    for sender in senders.values():
+        sender.using = using or DEFAULT_DB_ALIAS
+    return senders
+
+
+def reclean(row: ClaimedRow) -> None:
+    payload = row.payload
+    if row.kind == Kind.EVENT and row.metric and isinstance(payload, dict):
+        payload = {"metric": row.metric, **payload}
+    payload = rules.clean(row.kind, payload, unique_id=row.unique_id)
+    encoded = json.dumps(payload, allow_nan=False, separators=(",", ":"))
+    rules.check_size(row.kind, payload, encoded)
+    row.payload = payload
+    row.size = len(encoded) + len(row.unique_id)
+    row.rules_version = rules.RULES_VERSION
+
+
+_BAD_PAYLOAD = (InvalidRow, KlaviyoValidationError, KeyError, TypeError, ValueError, AttributeError)
+
+
+def prepare_rows(
+    sender: Sender, rows: list[ClaimedRow]
+) -> tuple[list[ClaimedRow], list[tuple[ClaimedRow, ErrorInfo]]]:
+    """Hand each row to its sender. Rows of the current rules version were cleaned when
+    written and are taken as they are; a row of another version (older, or written by
+    hand) is cleaned once here, and dead-lettered with the reason if it fails."""
+    ready, invalid = [], []
+    for row in rows:
+        try:
+            if row.rules_version != rules.RULES_VERSION:
+                reclean(row)
+            row.flush_item = sender.prepare(row)
+        except _BAD_PAYLOAD as exc:
+            invalid.append(
+                (row, ErrorInfo(None, "invalid_payload", f"Invalid {row.kind} row: {exc}"))
+            )
+        else:
+            ready.append(row)
+    return ready, invalid

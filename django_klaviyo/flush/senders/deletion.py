@@ -1,0 +1,28 @@
+"""Profile deletions: one request each, naming exactly one identifier."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django_klaviyo.flush.claim import ClaimedRow
+from django_klaviyo.flush.senders.base import Request, Sender
+from django_klaviyo.models import OutboxEvent
+
+Kind = OutboxEvent.Kind
+
+
+class DeletionSender(Sender):
+    kind = Kind.PROFILE_DELETION
+
+    def prepare(self, row: ClaimedRow) -> dict[str, str]:
+        # Cleaned when written (rules.profiles): exactly one identifier.
+        given = row.payload["profile"]
+        if "id" in given:
+            return {"profile_id": str(given["id"])}
+        return dict(given)
+
+    def plan(self, rows: list[ClaimedRow]) -> list[Request]:
+        return [Request(self.kind, None, [r], r.flush_item, [[r]]) for r in rows]
+
+    def send(self, client: Any, request: Request) -> Any:
+        return client.request_profile_deletion(**request.body)

@@ -1,0 +1,236 @@
+"""Events: rows (and an order's expanded Ordered Product events) packed into bulk requests."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from django_klaviyo.exceptions import KlaviyoError
+from django_klaviyo.flush.claim import ClaimedRow
+from django_klaviyo.flush.outcomes import Located, locate_rows
+from django_klaviyo.flush.senders.base import (
+    EVENTS_PER_REQUEST,
+    ITEM_OVERHEAD_BYTES,
+    REQUEST_BYTES_BUDGET,
+    Parts,
+    Request,
+    Sender,
+)
+from django_klaviyo.identifiers import profile_key
+from django_klaviyo.models import OutboxEvent
+
+Kind = OutboxEvent.Kind
+
+# Where an error names one entry (and event) of the bulk request.
+_ENTRY_POINTER = re.compile(r"events-bulk-create/data/(\d+)(?:/attributes/events/data/(\d+))?")
+_ENTRY_FIELD = re.compile(r"^entries\[(\d+)\](?:\.events\[(\d+)\])?")
+
+
+@dataclass(slots=True)
+class _EventItem:
+    profile: dict[str, Any]
+    # The same identity the client uses to spot repeated unique_ids.
+    identity: str
+    # Rows with equal profiles share one entry of the bulk request.
+    entry_key: Any
+    # The row's own event, then those of its payload's "expand" (None: none), all for
+    # this profile. Few objects per row: each one lives for the whole batch, and the
+    # garbage collector's passes over them were a measurable share of the flush.
+    event: dict[str, Any]
+    expanded: list[dict[str, Any]] | None = None
+
+    @property
+    def count(self) -> int:
+        return 1 + len(self.expanded) if self.expanded else 1
+
+    def events(self) -> list[dict[str, Any]]:
+        return [self.event, *self.expanded] if self.expanded else [self.event]
+
+    def repeat_keys(self) -> list[tuple[str, str, str]]:
+        """(profile, metric, unique_id) of each event with a unique_id: Klaviyo fails a
+        whole request that holds one twice."""
+        if not self.expanded:  # the common case, once per row and plan
+            unique_id = self.event["unique_id"]
+            return [(self.identity, self.event["metric"], unique_id)] if unique_id else []
+        return [
+            (self.identity, e["metric"], e["unique_id"]) for e in self.events() if e["unique_id"]
+        ]
+
+
+class EventSender(Sender):
+    """Rows hold cleaned events (``django_klaviyo.rules.events``): this only packs them
+    into bulk requests of at most 1,000 events and 5 MB, one entry per profile. A row
+    with more events than one request holds (an order with 1,000 lines) is split into
+    several requests, and is sent once all of them are accepted; a retry resends them
+    all, which Klaviyo's per-event unique_id makes harmless."""
+
+    kind = Kind.EVENT
+
+    def __init__(self) -> None:
+        # The last profile per profile_key, with its identity: rows whose profiles are
+        # equal share one dict, and its id() groups them into one bulk entry.
+        self._profiles: dict[str, tuple[dict[str, Any], str]] = {}
+
+    def _profile(self, key: str, profile: dict[str, Any]) -> tuple[dict[str, Any], str]:
+        cached = self._profiles.get(key)
+        if cached is not None and cached[0] == profile:
+            return cached
+        if len(self._profiles) >= 10_000:
+            self._profiles.clear()
+        # The same identity the client uses to spot repeated unique_ids.
+        cached = self._profiles[key] = (profile, profile_key(profile))
+        return cached
+
+    def prepare(self, row: ClaimedRow) -> _EventItem:
+        payload = row.payload
+        profile, identity = self._profile(row.profile_key, payload["profile"])
+        time = payload.get("time")
+        currency = payload.get("value_currency")
+        event = {
+            "metric": payload["metric"],
+            "properties": payload.get("properties") or {},
+            "time": time,
+            "value": payload.get("value"),
+            "value_currency": currency,
+            "unique_id": row.unique_id or None,
+        }
+        # Live rows keep their profile dicts alive, so ids cannot repeat within a batch.
+        item = _EventItem(profile, identity, id(profile), event)
+        expand = payload.get("expand")
+        if expand:
+            item.expanded = [
+                {
+                    "metric": e["metric"],
+                    "properties": e.get("properties") or {},
+                    "time": time,
+                    "value": e.get("value"),
+                    "value_currency": currency,
+                    "unique_id": e["unique_id"],
+                }
+                for e in expand
+            ]
+        return item
+
+    def plan(self, rows: list[ClaimedRow]) -> list[Request]:
+        requests: list[Request] = []
+        pending = []
+        for row in rows:
+            if _too_big(row):
+                requests.extend(self._split(row))
+            else:
+                pending.append(row)
+        while pending:
+            # Klaviyo fails a whole bulk request that repeats (profile, metric, unique_id),
+            # so a row holding a repeat waits for the next request.
+            deferred: list[ClaimedRow] = []
+            current: list[ClaimedRow] = []
+            seen: set[tuple[str, str, str]] = set()
+            events = 0
+            for row in pending:
+                item: _EventItem = row.flush_item
+                keys = item.repeat_keys()
+                if keys and not seen.isdisjoint(keys):
+                    deferred.append(row)
+                    continue
+                count = item.count
+                if events + count > EVENTS_PER_REQUEST:
+                    requests.extend(self._sized(current))
+                    current, seen, events = [], set(), 0
+                current.append(row)
+                events += count
+                seen.update(keys)
+            if current:
+                requests.extend(self._sized(current))
+            pending = deferred
+        return requests
+
+    def _split(self, row: ClaimedRow) -> list[Request]:
+        """The requests one oversized row takes: its events in order, at most 1,000 and
+        under the byte budget per request, every part naming the row."""
+        item: _EventItem = row.flush_item
+        profile_size = len(json.dumps(item.profile, separators=(",", ":")))
+        chunks: list[list[dict[str, Any]]] = [[]]
+        size = profile_size
+        for event in item.events():
+            event_size = len(json.dumps(event, separators=(",", ":"))) + ITEM_OVERHEAD_BYTES
+            current = chunks[-1]
+            if current and (
+                len(current) >= EVENTS_PER_REQUEST or size + event_size > REQUEST_BYTES_BUDGET
+            ):
+                chunks.append([])
+                size = profile_size
+            chunks[-1].append(event)
+            size += event_size
+        parts = Parts(len(chunks))
+        return [
+            Request(
+                self.kind,
+                None,
+                [row],
+                [{"profile": dict(item.profile), "events": events}],
+                [[row] * len(events)],
+                parts=parts,
+            )
+            for events in chunks
+        ]
+
+    def _sized(self, rows: list[ClaimedRow]) -> list[Request]:
+        """One request for ``rows``, or halves of them until each fits in 5 MB.
+
+        The rows' stored sizes bound the body's when known (each row's payload holds its
+        events and its profile); only a request they cannot clear is measured, once per
+        request rather than per event.
+        """
+        request = self._request(rows)
+        if len(rows) == 1:
+            return [request]
+        overhead = ITEM_OVERHEAD_BYTES * (len(request.index) + sum(len(i) for i in request.index))
+        sizes = [row.size for row in rows]
+        if None not in sizes and sum(sizes) + overhead <= REQUEST_BYTES_BUDGET:
+            return [request]
+        size = len(json.dumps(request.body, separators=(",", ":"), default=str))
+        if size + overhead <= REQUEST_BYTES_BUDGET:
+            return [request]
+        half = len(rows) // 2
+        return self._sized(rows[:half]) + self._sized(rows[half:])
+
+    def _request(self, rows: list[ClaimedRow]) -> Request:
+        entries: dict[Any, list[ClaimedRow]] = {}
+        for row in rows:
+            entries.setdefault(row.flush_item.entry_key, []).append(row)
+        body = []
+        index = []
+        ordered = []
+        for entry_rows in entries.values():
+            events = []
+            # One row per event, so an error pointing at an event finds its row.
+            event_rows = []
+            for row in entry_rows:
+                item = row.flush_item
+                events.append(item.event)
+                event_rows.append(row)
+                if item.expanded:
+                    events += item.expanded
+                    event_rows += [row] * len(item.expanded)
+            # A copy: entries must not share one mutable dict with the cache.
+            body.append({"profile": dict(entry_rows[0].flush_item.profile), "events": events})
+            index.append(event_rows)
+            ordered.extend(entry_rows)
+        return Request(self.kind, None, ordered, body, index)
+
+    def send(self, client: Any, request: Request) -> Any:
+        # Rows were cleaned when written: the client only assembles the request.
+        return client.send_event_entries(request.body)
+
+    def locate(self, err: KlaviyoError, request: Request) -> Located | None:
+        return locate_rows(err, request.index, pointer=_ENTRY_POINTER, field=_ENTRY_FIELD)
+
+
+def _too_big(row: ClaimedRow) -> bool:
+    """More events than one request holds, or (known to be) more bytes."""
+    item: _EventItem = row.flush_item
+    if item.count > EVENTS_PER_REQUEST:
+        return True
+    return item.expanded is not None and (row.size or 0) > REQUEST_BYTES_BUDGET
