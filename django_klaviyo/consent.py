@@ -1,0 +1,119 @@
+"""The consent mirror's one set of writes, shared by the flusher and the webhook handlers.
+
+Global consent lives on :class:`KlaviyoProfileLink` (``email_consent``, ``sms_consent``);
+consent given or withdrawn for one list lives on that list's :class:`ListMembership`
+row. Every write is a conditional UPDATE that only moves a stamp forward, so replayed,
+re-sent and out-of-order changes leave the newest state in place.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from django_klaviyo.models import KlaviyoList, KlaviyoProfileLink, ListMembership
+
+CHANNELS = ("email", "sms")
+
+
+def _newer(stamp_field: str, at: dt.datetime) -> Q:
+    return Q(**{f"{stamp_field}__isnull": True}) | Q(**{f"{stamp_field}__lt": at})
+
+
+def set_global_consent(
+    links: Q,
+    channel: str,
+    consent: str,
+    at: dt.datetime,
+    *,
+    only_from: tuple[str, ...] | None = None,
+    keep: tuple[str, ...] = (),
+) -> int:
+    """Move one channel's global consent on the links ``links`` selects; rows changed.
+
+    ``only_from``: change only links whose consent is one of these; ``keep``: leave
+    links whose consent is one of these (a suppression outranks an unsubscribe)."""
+    consent_field, stamp_field = f"{channel}_consent", f"{channel}_consent_at"
+    rows = KlaviyoProfileLink.objects.filter(links).filter(_newer(stamp_field, at))
+    if only_from is not None:
+        rows = rows.filter(**{f"{consent_field}__in": only_from})
+    if keep:
+        rows = rows.exclude(**{f"{consent_field}__in": keep})
+    return rows.update(**{consent_field: consent, stamp_field: at, "updated_at": timezone.now()})
+
+
+def mirrored_list(list_id: str) -> KlaviyoList:
+    """The local row for a Klaviyo list, created (named by its id) if never synced;
+    ``klaviyo_sync lists`` fills in the real name later."""
+    found = KlaviyoList.objects.filter(klaviyo_id=list_id).first()
+    if found is not None:
+        return found
+    try:
+        with transaction.atomic():
+            return KlaviyoList.objects.create(klaviyo_id=list_id, name=list_id)
+    except IntegrityError:  # created concurrently
+        return KlaviyoList.objects.get(klaviyo_id=list_id)
+
+
+def _ensure_memberships(
+    klaviyo_list: KlaviyoList, link_ids: Iterable[int], *, synced_member: bool | None
+) -> None:
+    link_ids = set(link_ids)
+    have = set(
+        ListMembership.objects.filter(
+            klaviyo_list=klaviyo_list, profile_id__in=link_ids
+        ).values_list("profile_id", flat=True)
+    )
+    missing = [
+        ListMembership(klaviyo_list=klaviyo_list, profile_id=pk, synced_member=synced_member)
+        for pk in sorted(link_ids - have)
+    ]
+    # Concurrent creators collide on the unique (list, profile) pair; either row will do.
+    ListMembership.objects.bulk_create(missing, ignore_conflicts=True)
+
+
+def set_list_consent(
+    links: Q,
+    list_id: str,
+    channels: Iterable[str],
+    consent: str,
+    at: dt.datetime,
+    *,
+    confirmed_member: bool = False,
+) -> int:
+    """Record consent for one list only on the links ``links`` selects; rows changed.
+
+    Membership rows are created where missing (``confirmed_member``: Klaviyo has just
+    said the profile is on the list). The links' global consent is not touched."""
+    link_ids = list(KlaviyoProfileLink.objects.filter(links).values_list("pk", flat=True))
+    if not link_ids:
+        return 0
+    klaviyo_list = mirrored_list(list_id)
+    _ensure_memberships(klaviyo_list, link_ids, synced_member=True if confirmed_member else None)
+    memberships = ListMembership.objects.filter(klaviyo_list=klaviyo_list, profile_id__in=link_ids)
+    changed = 0
+    for channel in channels:
+        consent_field, stamp_field = f"{channel}_consent", f"{channel}_consent_at"
+        changes: dict[str, object] = {
+            consent_field: consent,
+            stamp_field: at,
+            "updated_at": timezone.now(),
+        }
+        if confirmed_member:
+            changes.update(synced_member=True, synced_at=at)
+        changed += memberships.filter(_newer(stamp_field, at)).update(**changes)
+    return changed
+
+
+def links_matching(identifiers: dict[str, str]) -> Q | None:
+    """Links holding any of a profile's email / phone number (consent jobs name no id)."""
+    condition = Q()
+    if identifiers.get("email"):
+        condition |= Q(email__iexact=identifiers["email"])
+    if identifiers.get("phone_number"):
+        condition |= Q(phone_number=identifiers["phone_number"])
+    return condition or None
