@@ -1,9 +1,8 @@
-"""Consent: subscribe and unsubscribe bulk jobs, grouped by list and source."""
+"""Consent: subscribe bulk jobs, grouped by list and source (unsubscribe: unsubscribe.py)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from django_klaviyo.exceptions import KlaviyoError
@@ -12,7 +11,6 @@ from django_klaviyo.flush.outcomes import Located, locate_rows
 from django_klaviyo.flush.senders.base import (
     PROFILES_FIELD,
     PROFILES_PER_SUBSCRIBE_JOB,
-    PROFILES_PER_UNSUBSCRIBE_JOB,
     PROFILES_POINTER,
     InvalidRow,
     Request,
@@ -20,9 +18,8 @@ from django_klaviyo.flush.senders.base import (
     optional_str,
     require_mapping,
 )
-from django_klaviyo.flush.senders.profiles import link_for
 from django_klaviyo.identifiers import clean_profile
-from django_klaviyo.models import Consent, KlaviyoProfileLink, OutboxEvent
+from django_klaviyo.models import OutboxEvent
 
 Kind = OutboxEvent.Kind
 
@@ -30,7 +27,7 @@ _CHANNELS = ("email", "sms")
 
 
 @dataclass
-class _ConsentItem:
+class ConsentItem:
     key: tuple[Any, ...]
     profile: dict[str, Any]
 
@@ -57,7 +54,7 @@ class SubscribeSender(Sender):
                 raise InvalidRow(f"the {channel} channel needs the profile's {needs}.")
         return contact, list(dict.fromkeys(channels))
 
-    def prepare(self, row: ClaimedRow) -> _ConsentItem:
+    def prepare(self, row: ClaimedRow) -> ConsentItem:
         contact, channels = self._contact(row)
         list_id = optional_str(row.payload, "list_id")
         source = optional_str(row.payload, "custom_source")
@@ -65,7 +62,7 @@ class SubscribeSender(Sender):
         profile = {**contact, "channels": channels}
         if consented_at:
             profile["consented_at"] = consented_at
-        return _ConsentItem((list_id, source, bool(consented_at)), profile)
+        return ConsentItem((list_id, source, bool(consented_at)), profile)
 
     def plan(self, rows: list[ClaimedRow]) -> list[Request]:
         groups: dict[tuple[Any, ...], list[ClaimedRow]] = {}
@@ -91,29 +88,3 @@ class SubscribeSender(Sender):
 
     def locate(self, err: KlaviyoError, request: Request) -> Located | None:
         return locate_rows(err, request.index, pointer=PROFILES_POINTER, field=PROFILES_FIELD)
-
-
-class UnsubscribeSender(SubscribeSender):
-    kind = Kind.UNSUBSCRIBE
-    per_job = PROFILES_PER_UNSUBSCRIBE_JOB
-
-    def prepare(self, row: ClaimedRow) -> _ConsentItem:
-        contact, channels = self._contact(row)
-        list_id = optional_str(row.payload, "list_id")
-        return _ConsentItem((list_id,), {**contact, "channels": channels})
-
-    def send(self, client: Any, request: Request) -> Any:
-        return client.unsubscribe_profiles(request.body, list_id=request.key[0])
-
-    def succeeded(self, request: Request, result: Any, now: datetime) -> None:
-        for profile in request.body:
-            link = link_for(profile)
-            if link is None:
-                continue
-            changes: dict[str, Any] = {}
-            for channel in profile["channels"]:
-                if getattr(link, f"{channel}_consent") != Consent.SUPPRESSED:
-                    changes[f"{channel}_consent"] = Consent.UNSUBSCRIBED
-                    changes[f"{channel}_consent_at"] = now
-            if changes:
-                KlaviyoProfileLink.objects.filter(pk=link.pk).update(**changes, updated_at=now)
