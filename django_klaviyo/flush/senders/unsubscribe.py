@@ -28,7 +28,7 @@ from django_klaviyo.exceptions import KlaviyoAuthError, KlaviyoError
 from django_klaviyo.flush.claim import ClaimedRow, chunks
 from django_klaviyo.flush.outcomes import Outcomes, fail
 from django_klaviyo.flush.senders.base import PROFILES_PER_UNSUBSCRIBE_JOB, Request, optional_str
-from django_klaviyo.flush.senders.consent import SubscribeSender, ConsentItem
+from django_klaviyo.flush.senders.consent import ConsentItem, SubscribeSender
 from django_klaviyo.flush.senders.profiles import link_for
 from django_klaviyo.models import Consent, OutboxEvent
 
