@@ -15,7 +15,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from django_klaviyo.models import KlaviyoList, KlaviyoProfileLink, ListMembership
+from django_klaviyo.models import Consent, KlaviyoList, KlaviyoProfileLink, ListMembership
 
 CHANNELS = ("email", "sms")
 
@@ -109,11 +109,21 @@ def set_list_consent(
     return changed
 
 
-def links_matching(identifiers: dict[str, str]) -> Q | None:
-    """Links holding any of a profile's email / phone number (consent jobs name no id)."""
-    condition = Q()
-    if identifiers.get("email"):
-        condition |= Q(email__iexact=identifiers["email"])
-    if identifiers.get("phone_number"):
-        condition |= Q(phone_number=identifiers["phone_number"])
-    return condition or None
+def lift_list_unsubscribe(links: Q, list_id: str, channels: Iterable[str], at: dt.datetime) -> int:
+    """Subscribing through a list lifts that list's own unsubscribe (Klaviyo's subscribe
+    job removes UNSUBSCRIBE suppressions): the list falls back to the global consent,
+    which webhooks confirm (double opt-in may still be pending). Rows changed."""
+    memberships = ListMembership.objects.filter(
+        klaviyo_list__klaviyo_id=list_id, profile__in=KlaviyoProfileLink.objects.filter(links)
+    )
+    changed = 0
+    for channel in channels:
+        consent_field, stamp_field = f"{channel}_consent", f"{channel}_consent_at"
+        changed += (
+            memberships.filter(_newer(stamp_field, at))
+            .filter(**{consent_field: Consent.UNSUBSCRIBED})
+            .update(
+                **{consent_field: Consent.UNKNOWN, stamp_field: at, "updated_at": timezone.now()}
+            )
+        )
+    return changed

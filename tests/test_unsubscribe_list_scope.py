@@ -72,9 +72,17 @@ def test_on_list_and_off_list_shoppers_unsubscribed_from_one_list(
     newsletter = klaviyo_sandbox.state.create_list("Newsletter")["id"]
     offers = klaviyo_sandbox.state.create_list("Offers")["id"]
     mirror_list(newsletter, "Newsletter")
-    mirror_list(offers, "Offers")
+    offers_row = mirror_list(offers, "Offers")
     on_list = shopper(klaviyo_sandbox, "on@example.com", "+14155550101", newsletter, offers)
     off_list = shopper(klaviyo_sandbox, "off@example.com", "+14155550102", offers)
+    for link in KlaviyoProfileLink.objects.all():
+        ListMembership.objects.create(
+            klaviyo_list=offers_row,
+            profile=link,
+            synced_member=True,
+            email_consent=Consent.SUBSCRIBED,
+            sms_consent=Consent.SUBSCRIBED,
+        )
 
     on_row = api.unsubscribe({"email": "on@example.com"}, channels="email", list_id=newsletter)
     off_row = api.unsubscribe({"email": "off@example.com"}, channels="email", list_id=newsletter)
@@ -96,7 +104,12 @@ def test_on_list_and_off_list_shoppers_unsubscribed_from_one_list(
     status = api.subscription_status(email="off@example.com", list_id=newsletter)
     assert (status["email"], status["sms"]) == (Consent.SUBSCRIBED, Consent.SUBSCRIBED)
     assert status["list"]["email"] == Consent.SUBSCRIBED
-    assert not ListMembership.objects.filter(profile__email="off@example.com").exists()
+    [offers_membership] = ListMembership.objects.filter(profile__email="off@example.com")
+    assert offers_membership.klaviyo_list == offers_row
+    assert (offers_membership.email_consent, offers_membership.sms_consent) == (
+        Consent.SUBSCRIBED,
+        Consent.SUBSCRIBED,
+    )
 
     # The on-list shopper is unsubscribed from that list only.
     assert sandbox_consent(klaviyo_sandbox, on_list) == {"email": "SUBSCRIBED", "sms": "SUBSCRIBED"}
@@ -112,7 +125,7 @@ def test_on_list_and_off_list_shoppers_unsubscribed_from_one_list(
         Consent.SUBSCRIBED,
     )
     other_list = api.subscription_status(email="on@example.com", list_id=offers)["list"]
-    assert other_list["email"] == Consent.SUBSCRIBED
+    assert (other_list["email"], other_list["sms"]) == (Consent.SUBSCRIBED, Consent.SUBSCRIBED)
 
     # Both rows end sent; the skipped one says why, for the admin.
     on_row.refresh_from_db()
@@ -213,3 +226,39 @@ def test_dry_run_counts_the_membership_lookups(klaviyo_sandbox: SandboxServer) -
     assert report.planned["unsubscribe"] == 3
     assert report.planned_requests == 2  # one lookup, one job (at most)
     assert lookups(klaviyo_sandbox) == 0
+
+
+def test_subscribing_through_the_list_again_lifts_its_unsubscribe(
+    klaviyo_sandbox: SandboxServer,
+) -> None:
+    newsletter = klaviyo_sandbox.state.create_list("Newsletter")["id"]
+    profile_id = shopper(klaviyo_sandbox, "back@example.com", "+14155550107", newsletter)
+    api.unsubscribe({"email": "back@example.com"}, list_id=newsletter)
+    flush_outbox()
+    status = api.subscription_status(email="back@example.com", list_id=newsletter)
+    assert status["list"]["email"] == Consent.UNSUBSCRIBED
+
+    api.subscribe({"email": "back@example.com"}, list_id=newsletter)
+    flush_outbox()
+
+    assert klaviyo_sandbox.state.list_consent(profile_id, newsletter) == {}
+    membership = ListMembership.objects.get(profile__email="back@example.com")
+    assert membership.email_consent == Consent.UNKNOWN  # the global consent answers again
+    status = api.subscription_status(email="back@example.com", list_id=newsletter)
+    assert status["list"]["email"] == Consent.SUBSCRIBED
+
+
+def test_a_member_is_found_whatever_the_case_of_the_email(klaviyo_sandbox: SandboxServer):
+    newsletter = klaviyo_sandbox.state.create_list("Newsletter")["id"]
+    shopper(klaviyo_sandbox, "Mixed.Case@Example.com", "+14155550108", newsletter)
+    lower = klaviyo_sandbox.state.create_list("Lower")["id"]
+    shopper(klaviyo_sandbox, "lower@example.com", "+14155550109", lower)
+
+    as_stored = api.unsubscribe({"email": "Mixed.Case@Example.com"}, list_id=newsletter)
+    upper = api.unsubscribe({"email": "LOWER@example.com"}, list_id=lower)
+    flush_outbox()
+
+    as_stored.refresh_from_db()
+    upper.refresh_from_db()
+    assert (as_stored.outcome_note, upper.outcome_note) == ("", "")
+    assert len(klaviyo_sandbox.state.unsubscriptions()) == 2

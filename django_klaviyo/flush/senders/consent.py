@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+from django.db.models import Q
+
+from django_klaviyo.consent import lift_list_unsubscribe
 from django_klaviyo.exceptions import KlaviyoError
 from django_klaviyo.flush.claim import ClaimedRow, chunks
 from django_klaviyo.flush.outcomes import Located, locate_rows
@@ -18,6 +22,7 @@ from django_klaviyo.flush.senders.base import (
     optional_str,
     require_mapping,
 )
+from django_klaviyo.flush.senders.profiles import link_for
 from django_klaviyo.identifiers import clean_profile
 from django_klaviyo.models import OutboxEvent
 
@@ -88,3 +93,14 @@ class SubscribeSender(Sender):
 
     def locate(self, err: KlaviyoError, request: Request) -> Located | None:
         return locate_rows(err, request.index, pointer=PROFILES_POINTER, field=PROFILES_FIELD)
+
+    def succeeded(self, request: Request, result: Any, now: datetime) -> None:
+        list_id = request.key[0]
+        if list_id is None:
+            return
+        # Consent itself waits for webhooks (double opt-in); only the list's own
+        # unsubscribe, which Klaviyo's subscribe job lifts, is cleared now.
+        for profile in request.body:
+            link = link_for(profile)
+            if link is not None:
+                lift_list_unsubscribe(Q(pk=link.pk), list_id, profile["channels"], now)

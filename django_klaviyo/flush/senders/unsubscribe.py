@@ -75,8 +75,15 @@ class ListMembers:
 
 
 def _batches(profiles: Iterable[dict[str, Any]], key: str) -> list[list[str]]:
-    """The distinct emails (lower-cased) or phone numbers of ``profiles``, 100 a batch."""
-    values = {p[key].lower() if key == "email" else p[key] for p in profiles if p.get(key)}
+    """The distinct emails or phone numbers of ``profiles``, 100 a batch. An email is
+    looked up as written and lower-cased: a member must never be missed over case."""
+    values: set[str] = set()
+    for profile in profiles:
+        value = profile.get(key)
+        if value:
+            values.add(value)
+            if key == "email":
+                values.add(value.lower())
     return [list(c) for c in chunks(sorted(values), VALUES_PER_MEMBER_LOOKUP)]
 
 
