@@ -146,7 +146,10 @@ def unsubscribe(
     dedupe_key: str | None = None,
     using: str | None = None,
 ) -> OutboxEvent | None:
-    """Withdraw consent. Klaviyo unsubscribes globally a profile not on ``list_id``."""
+    """Withdraw consent: on every list, or with ``list_id`` on that list only. Klaviyo
+    would unsubscribe a profile that is not on ``list_id`` from every list, so the flusher
+    checks membership first and sends nothing for such a profile (the row ends ``sent``
+    with an ``outcome_note``); a global unsubscribe is sent only without ``list_id``."""
     row = outbox.build_unsubscribe(
         profile,
         channels=list(channels) if not isinstance(channels, str) else channels,
