@@ -8,12 +8,15 @@ everyone else's consent alone, in Klaviyo and in the local mirror.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
+import responses
 from django.core.cache import caches
 
 from django_klaviyo import api
+from django_klaviyo.client import KlaviyoClient
 from django_klaviyo.flush import flush_outbox
 from django_klaviyo.flush.senders.unsubscribe import not_on_list_note
 from django_klaviyo.models import (
@@ -262,3 +265,35 @@ def test_a_member_is_found_whatever_the_case_of_the_email(klaviyo_sandbox: Sandb
     upper.refresh_from_db()
     assert (as_stored.outcome_note, upper.outcome_note) == ("", "")
     assert len(klaviyo_sandbox.state.unsubscriptions()) == 2
+
+
+def test_a_throttled_lookup_sends_nothing_and_retries_later() -> None:
+    """A failed membership lookup never falls through to sending the job: its rows retry
+    (429, after Retry-After) and the other lists' rows wait, uncounted."""
+    api_root = "https://a.klaviyo.com/api"
+    throttled = api.unsubscribe({"email": "a@example.com"}, list_id="LISTA")
+    waiting = api.unsubscribe({"email": "b@example.com"}, list_id="LISTB")
+    slept: list[float] = []
+    client = KlaviyoClient(sleep=slept.append)
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mocked:
+        mocked.add(
+            responses.GET,
+            re.compile(rf"^{re.escape(api_root)}/lists/LISTA/profiles/?(\?.*)?$"),
+            status=429,
+            headers={"Retry-After": "600"},
+            json={"errors": [{"id": "1", "status": 429, "code": "throttled", "detail": "Wait."}]},
+        )
+        unsubscribe_jobs = mocked.add(
+            responses.POST,
+            re.compile(rf"^{re.escape(api_root)}/profile-subscription-.*"),
+            status=202,
+        )
+
+        flush_outbox(client=client, jitter=lambda: 1.0)
+
+    assert unsubscribe_jobs.call_count == 0
+    throttled.refresh_from_db()
+    waiting.refresh_from_db()
+    assert (throttled.status, throttled.last_error_status) == (Status.RETRYING, 429)
+    assert (waiting.status, waiting.attempts) == (Status.PENDING, 0)
+    assert throttled.outcome_note == waiting.outcome_note == ""
