@@ -21,7 +21,8 @@ from django_klaviyo import ecommerce, outbox
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.identifiers import normalize_email, normalize_phone_number
-from django_klaviyo.models import KlaviyoProfileLink, OutboxEvent
+from django_klaviyo.models import Consent, KlaviyoProfileLink, ListMembership, OutboxEvent
+from django_klaviyo.models.profiles import effective_list_consent
 
 Kind = OutboxEvent.Kind
 
@@ -144,7 +145,10 @@ def unsubscribe(
     dedupe_key: str | None = None,
     using: str | None = None,
 ) -> OutboxEvent | None:
-    """Withdraw consent. Klaviyo unsubscribes globally a profile not on ``list_id``."""
+    """Withdraw consent: on every list, or with ``list_id`` on that list only. Klaviyo
+    would unsubscribe a profile that is not on ``list_id`` from every list, so the flusher
+    checks membership first and sends nothing for such a profile (the row ends ``sent``
+    with an ``outcome_note``); a global unsubscribe is sent only without ``list_id``."""
     row = outbox.build_unsubscribe(
         profile,
         channels=list(channels) if not isinstance(channels, str) else channels,
@@ -272,13 +276,21 @@ def started_checkout(
 
 
 def subscription_status(
-    *, user: Any = None, email: str | None = None, phone_number: str | None = None
+    *,
+    user: Any = None,
+    email: str | None = None,
+    phone_number: str | None = None,
+    list_id: str | Any = None,
 ) -> dict[str, Any] | None:
-    """Consent as last known locally (webhooks keep it current), from the user's profile
-    link, else a link with this email / phone; None when no link exists.
+    """Consent as last known locally (webhooks and the flusher keep it current), from the
+    user's profile link, else a link with this email / phone; None when no link exists.
 
     Returns ``{"email": Consent value, "email_at": datetime|None, "sms": ...,
-    "sms_at": ..., "klaviyo_id": str|None}``.
+    "sms_at": ..., "klaviyo_id": str|None}``: the global consent. With ``list_id`` (an id
+    or a ``KlaviyoList``) it also has ``"list"``, the answer to "subscribed to list X by
+    email?": ``{"list_id", "member": bool|None (what Klaviyo last confirmed), "email",
+    "email_at", "sms", "sms_at"}``, where each consent is the effective one for that list:
+    a global unsubscribe or suppression, else the list's own consent, else the global one.
     """
     if sum(x is not None for x in (user, email, phone_number)) != 1:
         raise KlaviyoValidationError(
@@ -293,10 +305,37 @@ def subscription_status(
     link = KlaviyoProfileLink.objects.best_match(identifiers, user=user)
     if link is None:
         return None
-    return {
+    status: dict[str, Any] = {
         "email": link.email_consent,
         "email_at": link.email_consent_at,
         "sms": link.sms_consent,
         "sms_at": link.sms_consent_at,
         "klaviyo_id": link.klaviyo_id,
     }
+    if list_id is not None:
+        status["list"] = _list_status(link, list_id)
+    return status
+
+
+def _list_status(link: KlaviyoProfileLink, list_id: Any) -> dict[str, Any]:
+    klaviyo_id = getattr(list_id, "klaviyo_id", list_id)
+    if not isinstance(klaviyo_id, str) or not klaviyo_id:
+        raise KlaviyoValidationError("list_id must be a non-empty string.", field="list_id")
+    membership = (
+        ListMembership.objects.filter(profile=link, klaviyo_list__klaviyo_id=klaviyo_id)
+        .select_related("profile")
+        .first()
+    )
+    answer: dict[str, Any] = {
+        "list_id": klaviyo_id,
+        "member": membership.synced_member if membership else None,
+    }
+    for channel in ("email", "sms"):
+        own = getattr(membership, f"{channel}_consent", Consent.UNKNOWN)
+        answer[channel] = effective_list_consent(getattr(link, f"{channel}_consent"), own)
+        answer[f"{channel}_at"] = (
+            getattr(membership, f"{channel}_consent_at")
+            if membership and own != Consent.UNKNOWN and answer[channel] == own
+            else getattr(link, f"{channel}_consent_at")
+        )
+    return answer

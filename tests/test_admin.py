@@ -309,3 +309,37 @@ def test_reprocess_reports_failures(staff):
     assert messages_of(response) == ["1 webhook item failed in its handlers; see its error."]
     item.refresh_from_db()
     assert not item.processed and "ValueError: nope" in item.error
+
+
+def test_an_unsubscribe_skipped_as_off_list_shows_its_note(staff):
+    note = "Not on list LIST1, nothing to do: no unsubscribe sent."
+    skipped = row(
+        S.SENT,
+        kind=OutboxEvent.Kind.UNSUBSCRIBE,
+        metric="",
+        payload={"profile": {"email": "ann@example.com"}, "channels": ["email"]},
+        outcome_note=note,
+    )
+    listing = staff.get(reverse(CHANGELIST)).content.decode()
+    assert note in listing
+    detail = staff.get(reverse("admin:django_klaviyo_outboxevent_change", args=[skipped.pk]))
+    assert note in detail.content.decode()
+
+
+def test_membership_pages_show_list_scoped_consent(staff):
+    link = KlaviyoProfileLink.objects.create(
+        email="ann@example.com", email_consent=Consent.SUBSCRIBED
+    )
+    newsletter = KlaviyoList.objects.create(klaviyo_id="LIST1", name="Newsletter")
+    membership = ListMembership.objects.create(
+        klaviyo_list=newsletter, profile=link, email_consent=Consent.UNSUBSCRIBED
+    )
+    changelist = reverse("admin:django_klaviyo_listmembership_changelist")
+    response = staff.get(changelist, {"email_consent__exact": "unsubscribed"})
+    assert list(response.context["cl"].result_list) == [membership]
+    assert "Unsubscribed" in response.content.decode()
+    profile_page = staff.get(
+        reverse("admin:django_klaviyo_klaviyoprofilelink_change", args=[link.pk])
+    ).content.decode()
+    # The link says subscribed (global); its Newsletter membership says unsubscribed.
+    assert "Subscribed" in profile_page and "Unsubscribed" in profile_page

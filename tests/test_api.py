@@ -14,7 +14,13 @@ from django.utils import timezone
 import django_klaviyo
 from django_klaviyo import api
 from django_klaviyo.exceptions import KlaviyoValidationError
-from django_klaviyo.models import Consent, KlaviyoList, KlaviyoProfileLink, OutboxEvent
+from django_klaviyo.models import (
+    Consent,
+    KlaviyoList,
+    KlaviyoProfileLink,
+    ListMembership,
+    OutboxEvent,
+)
 
 ADA = {"email": "ada@example.com"}
 WHEN = dt.datetime(2026, 7, 20, 12, 34, 56, tzinfo=dt.timezone.utc)
@@ -391,3 +397,40 @@ def test_subscription_status_reads_the_local_link():
     assert api.subscription_status(phone_number="+14155550100") is None
     with pytest.raises(KlaviyoValidationError):
         api.subscription_status()
+
+
+@pytest.mark.django_db
+def test_subscription_status_for_one_list():
+    """Per list: a global refusal wins, then the list's own consent, then the global one."""
+    link = KlaviyoProfileLink.objects.create(
+        email="ann@example.com", email_consent=Consent.SUBSCRIBED, sms_consent=Consent.SUBSCRIBED
+    )
+    newsletter = KlaviyoList.objects.create(klaviyo_id="NEWS", name="Newsletter")
+    offers = KlaviyoList.objects.create(klaviyo_id="OFFERS", name="Offers")
+    ListMembership.objects.create(
+        klaviyo_list=newsletter,
+        profile=link,
+        synced_member=True,
+        email_consent=Consent.UNSUBSCRIBED,
+    )
+
+    status = api.subscription_status(email="ann@example.com", list_id="NEWS")
+    assert status["email"] == Consent.SUBSCRIBED  # global consent unchanged
+    assert status["list"] == {
+        "list_id": "NEWS",
+        "member": True,
+        "email": Consent.UNSUBSCRIBED,
+        "email_at": None,
+        "sms": Consent.SUBSCRIBED,
+        "sms_at": None,
+    }
+    by_row = api.subscription_status(email="ann@example.com", list_id=offers)["list"]
+    assert (by_row["member"], by_row["email"]) == (None, Consent.SUBSCRIBED)
+    assert "list" not in api.subscription_status(email="ann@example.com")
+
+    KlaviyoProfileLink.objects.filter(pk=link.pk).update(sms_consent=Consent.SUPPRESSED)
+    status = api.subscription_status(email="ann@example.com", list_id="NEWS")
+    assert status["list"]["sms"] == Consent.SUPPRESSED
+    with pytest.raises(KlaviyoValidationError) as info:
+        api.subscription_status(email="ann@example.com", list_id="")
+    assert info.value.field == "list_id"

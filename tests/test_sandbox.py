@@ -345,13 +345,88 @@ def test_subscribe_and_unsubscribe_are_recorded(sandbox: SandboxServer, http) ->
     unsub["data"]["relationships"]["list"]["data"]["id"] = list_id
     response = http.post(f"{sandbox.url}/api/profile-subscription-bulk-delete-jobs", json=unsub)
     assert response.status_code == 202
-    assert sandbox.state.unsubscriptions()[0]["profile_id"] == profile_id
+    [record] = sandbox.state.unsubscriptions()
+    assert record["profile_id"] == profile_id and record["scope"] == "list"
+    # A member is unsubscribed from that list only: off the list, global consent kept.
     assert sandbox.state.members(list_id) == []
+    withdrawn = sandbox.state.list_consent(profile_id, list_id)
+    assert withdrawn["email"]["marketing"]["consent"] == "UNSUBSCRIBED"
     got = http.get(
         f"{sandbox.url}/api/profiles/{profile_id}",
         params={"additional-fields[profile]": "subscriptions"},
     ).json()["data"]["attributes"]["subscriptions"]
-    assert got["email"]["marketing"]["consent"] == "UNSUBSCRIBED"
+    assert got["email"]["marketing"]["consent"] == "SUBSCRIBED"
+    assert got["sms"]["marketing"]["consent"] == "SUBSCRIBED"
+
+
+def _post_list(http, sandbox: SandboxServer, name: str) -> str:
+    body = {"data": {"type": "list", "attributes": {"name": name}}}
+    return http.post(f"{sandbox.url}/api/lists", json=body).json()["data"]["id"]
+
+
+def _subscribe(http, sandbox: SandboxServer, list_id: str, email: str, phone: str) -> str:
+    body = copy.deepcopy(SUBSCRIBE)
+    body["data"]["relationships"]["list"]["data"]["id"] = list_id
+    attributes = body["data"]["attributes"]["profiles"]["data"][0]["attributes"]
+    attributes.update(email=email, phone_number=phone)
+    response = http.post(f"{sandbox.url}/api/profile-subscription-bulk-create-jobs", json=body)
+    assert response.status_code == 202
+    return sandbox.state.find_profile_id("email", email)
+
+
+def _unsubscribe(http, sandbox: SandboxServer, email: str, phone: str, list_id: str | None):
+    body = copy.deepcopy(UNSUBSCRIBE)
+    attributes = body["data"]["attributes"]["profiles"]["data"][0]["attributes"]
+    attributes.update(email=email, phone_number=phone)
+    if list_id is None:
+        del body["data"]["relationships"]
+    else:
+        body["data"]["relationships"]["list"]["data"]["id"] = list_id
+    response = http.post(f"{sandbox.url}/api/profile-subscription-bulk-delete-jobs", json=body)
+    assert response.status_code == 202
+
+
+def test_list_scoped_unsubscribe_of_an_off_list_profile_is_global(
+    sandbox: SandboxServer, http
+) -> None:
+    """Klaviyo: "Profiles not in the specified list will be globally unsubscribed." The
+    flusher's membership check (tests/test_unsubscribe_list_scope.py) exists because of this."""
+    newsletter = _post_list(http, sandbox, "Newsletter")
+    offers = _post_list(http, sandbox, "Offers")
+    profile_id = _subscribe(http, sandbox, offers, "off@example.com", "+15005550007")
+    assert sandbox.state.consent(profile_id, "email") == "SUBSCRIBED"
+
+    _unsubscribe(http, sandbox, "off@example.com", "+15005550007", newsletter)
+
+    [record] = sandbox.state.unsubscriptions()
+    assert record["scope"] == "global"
+    assert sandbox.state.consent(profile_id, "email") == "UNSUBSCRIBED"
+    assert sandbox.state.consent(profile_id, "sms") == "UNSUBSCRIBED"
+    assert sandbox.state.list_consent(profile_id, newsletter) == {}
+    # It stays on the list it was on, but no marketing reaches it any more.
+    assert sandbox.state.members(offers) == [profile_id]
+
+
+def test_unsubscribe_without_a_list_is_global(sandbox: SandboxServer, http) -> None:
+    offers = _post_list(http, sandbox, "Offers")
+    profile_id = _subscribe(http, sandbox, offers, "all@example.com", "+15005550008")
+
+    _unsubscribe(http, sandbox, "all@example.com", "+15005550008", None)
+
+    assert sandbox.state.unsubscriptions()[0]["scope"] == "global"
+    assert sandbox.state.consent(profile_id, "email") == "UNSUBSCRIBED"
+
+
+def test_subscribing_through_a_list_lifts_its_list_unsubscribe(sandbox: SandboxServer, http):
+    offers = _post_list(http, sandbox, "Offers")
+    profile_id = _subscribe(http, sandbox, offers, "back@example.com", "+15005550009")
+    _unsubscribe(http, sandbox, "back@example.com", "+15005550009", offers)
+    assert sandbox.state.list_consent(profile_id, offers) != {}
+
+    _subscribe(http, sandbox, offers, "back@example.com", "+15005550009")
+
+    assert sandbox.state.list_consent(profile_id, offers) == {}
+    assert sandbox.state.members(offers) == [profile_id]
 
 
 def test_consented_at_without_historical_import_is_rejected(sandbox: SandboxServer, http):

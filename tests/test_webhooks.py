@@ -15,7 +15,14 @@ from django.contrib.auth import get_user_model
 from django.urls import reverse
 from django.utils import timezone
 
-from django_klaviyo.models import Consent, KlaviyoProfileLink, WebhookDelivery, WebhookItem
+from django_klaviyo.models import (
+    Consent,
+    KlaviyoList,
+    KlaviyoProfileLink,
+    ListMembership,
+    WebhookDelivery,
+    WebhookItem,
+)
 from django_klaviyo.webhooks import dispatch, verify
 from django_klaviyo.webhooks.signals import klaviyo_webhook_event
 from django_klaviyo.webhooks.store import redact_headers
@@ -668,3 +675,116 @@ def test_compute_signature_matches_klaviyo_rule():
     assert verify.compute_signature(SECRET, b"{}", HEADER_TS) == sign(b"{}")
     assert verify.signature_matches(b"{}", HEADER_TS, sign(b"{}"), ["other", SECRET])
     assert not verify.signature_matches(b"{}", HEADER_TS, sign(b"{}"), [])
+
+
+# --- list-scoped consent events ------------------------------------------------------------
+
+
+def test_unsubscribe_naming_a_list_changes_that_list_only(client):
+    link = KlaviyoProfileLink.objects.create(
+        email="email@example.com", klaviyo_id="PROF1", email_consent=Consent.SUBSCRIBED
+    )
+    KlaviyoList.objects.create(klaviyo_id="LIST1", name="Newsletter")
+    when = "2026-04-13T22:16:46+00:00"
+    item = consent_item(
+        "l1",
+        "unsubscribed_from_email_marketing",
+        when,
+        profile_id="PROF1",
+        properties={"email_address": "email@example.com", "list_id": "LIST1"},
+    )
+
+    post(client, delivery_body(item))
+
+    link.refresh_from_db()
+    assert link.email_consent == Consent.SUBSCRIBED  # global consent kept
+    membership = ListMembership.objects.get(profile=link, klaviyo_list__klaviyo_id="LIST1")
+    assert membership.email_consent == Consent.UNSUBSCRIBED
+    assert membership.email_consent_at == dt.datetime(
+        2026, 4, 13, 22, 16, 46, tzinfo=dt.timezone.utc
+    )
+    assert membership.effective_consent("email") == Consent.UNSUBSCRIBED
+
+
+def test_unsubscribed_from_list_names_the_list_by_name_and_is_never_global(client):
+    link = KlaviyoProfileLink.objects.create(
+        email="email@example.com", klaviyo_id="PROF1", email_consent=Consent.SUBSCRIBED
+    )
+    KlaviyoList.objects.create(klaviyo_id="LIST1", name="Newsletter")
+    when = "2026-04-13T22:16:46+00:00"
+    named = consent_item(
+        "n1", "unsubscribed_from_list", when, profile_id="PROF1", properties={"List": "Newsletter"}
+    )
+    unnamed = consent_item(
+        "n2", "unsubscribed_from_list", when, profile_id="PROF1", properties={"List": "Gone"}
+    )
+
+    post(client, delivery_body(named, unnamed))
+
+    link.refresh_from_db()
+    assert link.email_consent == Consent.SUBSCRIBED
+    [membership] = ListMembership.objects.filter(profile=link)
+    assert membership.klaviyo_list.klaviyo_id == "LIST1"
+    assert membership.email_consent == Consent.UNSUBSCRIBED
+
+
+def test_subscribe_through_a_list_is_global_and_recorded_on_the_list(client):
+    link = KlaviyoProfileLink.objects.create(email="email@example.com", klaviyo_id="PROF1")
+    when = "2026-04-13T22:16:46+00:00"
+    item = consent_item(
+        "s1",
+        "subscribed_to_email_marketing",
+        when,
+        profile_id="PROF1",
+        properties={"email_address": "email@example.com", "list_id": "NEWLIST"},
+    )
+
+    post(client, delivery_body(item))
+
+    link.refresh_from_db()
+    assert link.email_consent == Consent.SUBSCRIBED
+    # A list never synced is mirrored by its id until klaviyo_sync names it.
+    membership = ListMembership.objects.get(profile=link)
+    assert membership.klaviyo_list.klaviyo_id == "NEWLIST"
+    assert membership.klaviyo_list.name == "NEWLIST"
+    assert membership.email_consent == Consent.SUBSCRIBED
+
+
+def test_suppression_naming_a_list_is_still_global(client):
+    link = KlaviyoProfileLink.objects.create(email="email@example.com", klaviyo_id="PROF1")
+    item = consent_item(
+        "sp",
+        "marked_email_as_spam",
+        "2026-04-13T22:16:46+00:00",
+        profile_id="PROF1",
+        properties={"list_id": "LIST1"},
+    )
+
+    post(client, delivery_body(item))
+
+    link.refresh_from_db()
+    assert link.email_consent == Consent.SUPPRESSED
+    assert not ListMembership.objects.exists()
+
+
+def test_list_consent_events_are_order_safe(client):
+    link = KlaviyoProfileLink.objects.create(email="email@example.com", klaviyo_id="PROF1")
+    newer = consent_item(
+        "n1",
+        "subscribed_to_email_marketing",
+        "2026-04-13T22:00:00+00:00",
+        profile_id="PROF1",
+        properties={"list_id": "LIST1"},
+    )
+    older = consent_item(
+        "o1",
+        "unsubscribed_from_email_marketing",
+        "2026-04-13T21:00:00+00:00",
+        profile_id="PROF1",
+        properties={"list_id": "LIST1"},
+    )
+    post(client, delivery_body(newer))
+    post(client, delivery_body(older))  # arrives late: ignored
+
+    membership = ListMembership.objects.get(profile=link)
+    assert membership.email_consent == Consent.SUBSCRIBED

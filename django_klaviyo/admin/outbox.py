@@ -47,6 +47,7 @@ class OutboxEventAdmin(ReadOnlyDetailAdmin):
         "next_attempt_at",
         "last_error_code",
         "sent_at",
+        "outcome_note",
     )
     list_filter = ("status", "kind", "last_error_code", "created_at")
     # Exact matches only (see get_search_results): they use the indexes on big tables.
@@ -69,6 +70,7 @@ class OutboxEventAdmin(ReadOnlyDetailAdmin):
                     "locked_at",
                     "locked_by",
                     "sent_at",
+                    "outcome_note",
                     "created_at",
                     "updated_at",
                     "dedupe_key",

@@ -19,7 +19,14 @@ class ListMembershipInline(admin.TabularInline):
     model = ListMembership
     fk_name = "profile"
     extra = 0
-    fields = ("klaviyo_list", "desired_member", "synced_member", "synced_at")
+    fields = (
+        "klaviyo_list",
+        "desired_member",
+        "synced_member",
+        "synced_at",
+        "email_consent",
+        "sms_consent",
+    )
     readonly_fields = fields
     show_change_link = True
     can_delete = False
@@ -79,9 +86,20 @@ class KlaviyoListAdmin(ReadOnlyDetailAdmin):
 
 @admin.register(ListMembership)
 class ListMembershipAdmin(ReadOnlyDetailAdmin):
-    list_display = ("profile", "klaviyo_list", "desired_member", "synced_member", "synced_at")
+    """Membership, and consent given or withdrawn for this list alone (the profile link
+    holds the global consent; a global unsubscribe outranks a list's consent)."""
+
+    list_display = (
+        "profile",
+        "klaviyo_list",
+        "desired_member",
+        "synced_member",
+        "email_consent",
+        "sms_consent",
+        "synced_at",
+    )
     list_select_related = ("profile", "klaviyo_list")
-    list_filter = ("desired_member", "synced_member")
+    list_filter = ("desired_member", "synced_member", "email_consent", "sms_consent")
     search_fields = ("=profile__email", "=klaviyo_list__klaviyo_id")
     raw_id_fields = ("profile", "klaviyo_list")
     readonly_fields = (
@@ -90,5 +108,9 @@ class ListMembershipAdmin(ReadOnlyDetailAdmin):
         "desired_member",
         "synced_member",
         "synced_at",
+        "email_consent",
+        "email_consent_at",
+        "sms_consent",
+        "sms_consent_at",
         "updated_at",
     )

@@ -399,7 +399,9 @@ class KlaviyoClient:
         self, profiles: Sequence[Mapping[str, Any]], *, list_id: str | None = None
     ) -> None:
         """``POST /api/profile-subscription-bulk-delete-jobs`` (at most 100 profiles).
-        Without ``list_id`` the unsubscribe is global. Idempotent. Empty sends nothing."""
+        Without ``list_id`` the unsubscribe is global; with one, Klaviyo globally
+        unsubscribes every profile NOT on that list, so confirm membership first (the
+        flusher does, see flush/senders/unsubscribe.py). Idempotent. Empty sends nothing."""
         if _empty_batch(profiles):
             return
         body = payloads.unsubscribe_body(profiles, list_id=list_id)

@@ -19,8 +19,12 @@ Outcome policy, per row:
   unsent rows go back to their previous state without counting the attempt.
 
 Consent: subscribe jobs are asynchronous and may wait on double opt-in, so a sent
-``subscribe`` row does not mark the local link subscribed (webhooks or a sync confirm it).
-An ``unsubscribe`` takes effect without confirmation, so the local link is marked
+``subscribe`` row does not mark the local link subscribed (webhooks or a sync confirm it);
+a list-scoped one only clears that list's own unsubscribe in the mirror.
+An ``unsubscribe`` takes effect without confirmation, so the mirror is updated as soon as
+Klaviyo accepts the job: the link's consent for a global one (a suppression is kept), the
+list's membership consent for a list-scoped one. A list-scoped unsubscribe is sent only for
+profiles Klaviyo confirms are on the list (see ``senders/unsubscribe.py``).
 
 The package, one concern per module: ``claim`` leases due rows; ``senders/`` holds one
 module per outbox kind that turns claimed rows into Klaviyo requests; ``outcomes`` decides

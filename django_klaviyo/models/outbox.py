@@ -53,6 +53,8 @@ class OutboxEvent(models.Model):
     last_error_status = models.PositiveIntegerField(null=True, blank=True)
     last_error_code = models.CharField(max_length=64, blank=True)
     last_error_detail = models.TextField(blank=True)
+    # Why a row ended without a request, e.g. "not on list X, nothing to do" (not an error).
+    outcome_note = models.CharField(max_length=255, blank=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
     sent_at = models.DateTimeField(null=True, blank=True)

@@ -157,7 +157,13 @@ class KlaviyoList(models.Model):
 
 
 class ListMembership(models.Model):
-    """Whether a profile should be on a list, and whether Klaviyo has been told."""
+    """Whether a profile should be on a list, whether Klaviyo has been told, and the
+    consent given or withdrawn for this list alone.
+
+    ``email_consent`` / ``sms_consent`` stay ``unknown`` until something list-scoped
+    happens (a list-scoped unsubscribe sent by the flusher, a consent webhook naming the
+    list); the profile link's consent is the global one. ``effective_consent`` combines both.
+    """
 
     klaviyo_list = models.ForeignKey(
         KlaviyoList, on_delete=models.CASCADE, related_name="memberships"
@@ -169,6 +175,12 @@ class ListMembership(models.Model):
     # NULL: never synced; otherwise what Klaviyo last accepted.
     synced_member = models.BooleanField(null=True, blank=True)
     synced_at = models.DateTimeField(null=True, blank=True)
+    email_consent = models.CharField(
+        max_length=16, choices=Consent.choices, default=Consent.UNKNOWN
+    )
+    email_consent_at = models.DateTimeField(null=True, blank=True)
+    sms_consent = models.CharField(max_length=16, choices=Consent.choices, default=Consent.UNKNOWN)
+    sms_consent_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -184,3 +196,26 @@ class ListMembership(models.Model):
     @property
     def in_sync(self) -> bool:
         return self.synced_member == self.desired_member
+
+    def effective_consent(self, channel: str) -> str:
+        """Consent for this list on ``channel``: see :func:`effective_list_consent`."""
+        return effective_list_consent(
+            getattr(self.profile, f"{channel}_consent"), getattr(self, f"{channel}_consent")
+        )
+
+
+# A global "no" outranks anything a list says; otherwise the list's own answer, if any.
+_GLOBAL_REFUSALS = (Consent.UNSUBSCRIBED, Consent.SUPPRESSED)
+
+
+def effective_list_consent(global_consent: str, list_consent: str) -> str:
+    """Whether marketing on one channel may reach a profile through one list.
+
+    A global unsubscribe or suppression holds for every list; a list-scoped consent
+    (usually an unsubscribe from that list only) decides next; else the global consent.
+    """
+    if global_consent in _GLOBAL_REFUSALS:
+        return global_consent
+    if list_consent != Consent.UNKNOWN:
+        return list_consent
+    return global_consent

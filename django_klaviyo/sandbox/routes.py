@@ -828,6 +828,7 @@ def bulk_subscribe_profiles(state: SandboxState, request: Request) -> Response:
                     custom_source=attrs.get("custom_source"),
                 )
         if list_id:
+            state.clear_list_consent(profile["id"], list_id)
             state.add_members(list_id, [profile["id"]])
         state.record_subscription(
             {
@@ -867,18 +868,15 @@ def bulk_unsubscribe_profiles(state: SandboxState, request: Request) -> Response
         profile_id = None
         for name, value in identifiers.items():
             profile_id = profile_id or state.find_profile_id(name, value)
-        if profile_id:
-            for channel, kinds in channels.items():
-                for kind in kinds:
-                    state.set_consent(profile_id, channel, kind, "UNSUBSCRIBED", list_id=list_id)
-            if list_id:
-                state.remove_members(list_id, [profile_id])
+        # Klaviyo: a profile not on the job's list is unsubscribed globally.
+        scope = state.unsubscribe(profile_id, channels, list_id) if profile_id else None
         state.record_unsubscription(
             {
                 **identifiers,
                 "profile_id": profile_id,
                 "channels": sorted(channels),
                 "list_id": list_id,
+                "scope": scope,
                 "received_at": now_iso(),
             }
         )

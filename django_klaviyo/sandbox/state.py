@@ -238,6 +238,54 @@ class SandboxState:
                 **details,
             }
 
+    def consent(self, profile_id: str, channel: str = "email", kind: str = "marketing") -> str:
+        """The profile's global consent on one channel ("NEVER_SUBSCRIBED" if none yet)."""
+        with self._lock:
+            subs = self._profiles[profile_id].get("subscriptions") or {}
+            return ((subs.get(channel) or {}).get(kind) or {}).get("consent", "NEVER_SUBSCRIBED")
+
+    def unsubscribe(
+        self, profile_id: str, channels: dict[str, Any], list_id: str | None = None
+    ) -> str:
+        """Apply one profile of an unsubscribe job the way Klaviyo documents it.
+
+        Without a list, or for a profile NOT on the given list, the unsubscribe is global
+        ("Profiles not in the specified list will be globally unsubscribed"). A member of
+        the list is unsubscribed from that list only: it leaves the list and the list
+        records the withdrawn consent; its global consent stays. Returns "list" or "global".
+        """
+        with self._lock:
+            if list_id and profile_id in self._members.get(list_id, {}):
+                stamp = now_iso()
+                per_list = self._profiles[profile_id].setdefault("list_consent", {})
+                for channel, kinds in channels.items():
+                    for kind in kinds:
+                        per_list.setdefault(list_id, {}).setdefault(channel, {})[kind] = {
+                            "consent": "UNSUBSCRIBED",
+                            "consent_timestamp": stamp,
+                        }
+                self._members[list_id].pop(profile_id, None)
+                return "list"
+            for channel, kinds in channels.items():
+                for kind in kinds:
+                    self.set_consent(profile_id, channel, kind, "UNSUBSCRIBED", list_id=list_id)
+            return "global"
+
+    def list_consent(self, profile_id: str, list_id: str) -> dict[str, dict[str, Any]]:
+        """What the profile withdrew for one list only: ``{"email": {"marketing": {...}}}``."""
+        with self._lock:
+            per_list = self._profiles[profile_id].get("list_consent") or {}
+            return copy.deepcopy(per_list.get(list_id) or {})
+
+    def clear_list_consent(self, profile_id: str, list_id: str) -> None:
+        """Subscribing through a list lifts that list's own unsubscribe."""
+        with self._lock:
+            (self._profiles[profile_id].get("list_consent") or {}).pop(list_id, None)
+
+    def is_member(self, list_id: str, profile_id: str) -> bool:
+        with self._lock:
+            return profile_id in self._members.get(list_id, {})
+
     def delete_profile(self, profile_id: str) -> bool:
         with self._lock:
             profile = self._profiles.pop(profile_id, None)

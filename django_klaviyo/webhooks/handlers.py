@@ -6,6 +6,13 @@ nothing, so re-sent, replayed and out-of-order events leave the newest state in 
 
 The link is found by Klaviyo profile id (``payload.data.relationships.profile.data.id``);
 if no link has that id, by the email or phone number in ``event_properties``.
+
+List-scoped events: when ``event_properties`` name a list (``list_id``, ``List ID``,
+``$list_id``; or ``List``, the list's id or its mirrored name), an unsubscribe changes that
+list's :class:`ListMembership` consent only, never the global one; a subscribe through a
+list is global consent and also recorded on the list. ``unsubscribed_from_list`` is only
+ever list-scoped: without a recognisable list it changes nothing. Suppressions (bounce,
+spam, manual) are always global.
 """
 
 from __future__ import annotations
@@ -15,12 +22,11 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import Q
 from django.dispatch import receiver
-from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from django_klaviyo.models import Consent, KlaviyoProfileLink
+from django_klaviyo.consent import set_global_consent, set_list_consent
+from django_klaviyo.models import Consent, KlaviyoList, KlaviyoProfileLink
 from django_klaviyo.webhooks.signals import klaviyo_webhook_event
 
 logger = logging.getLogger(__name__)
@@ -28,6 +34,9 @@ logger = logging.getLogger(__name__)
 TOPIC_PREFIX = "event:klaviyo."
 EMAIL_PROPERTY_KEYS = ("email_address", "email", "$email", "Email", "Email Address")
 PHONE_PROPERTY_KEYS = ("phone_number", "$phone_number", "Phone Number", "phone", "to_number")
+LIST_ID_PROPERTY_KEYS = ("list_id", "List ID", "$list_id")
+# Klaviyo's "Unsubscribed from List" metric names the list (by name) in "List".
+LIST_NAME_PROPERTY_KEYS = ("List", "$list")
 
 
 @dataclass(frozen=True)
@@ -36,6 +45,8 @@ class ConsentChange:
     consent: str
     # Apply only when the stored state is one of these (None: whatever it is).
     only_from: tuple[str, ...] | None = None
+    # Applies to one list or to nothing: never to the global consent.
+    list_only: bool = False
 
 
 CONSENT_TOPICS: dict[str, ConsentChange] = {
@@ -50,7 +61,10 @@ CONSENT_TOPICS: dict[str, ConsentChange] = {
     "marked_email_as_spam": ConsentChange("email", Consent.SUPPRESSED),
     "subscribed_to_sms_marketing": ConsentChange("sms", Consent.SUBSCRIBED),
     "unsubscribed_from_sms_marketing": ConsentChange("sms", Consent.UNSUBSCRIBED),
+    "unsubscribed_from_list": ConsentChange("email", Consent.UNSUBSCRIBED, list_only=True),
 }
+# Suppressions hold account-wide whatever list an event mentions.
+GLOBAL_ONLY = (Consent.SUPPRESSED,)
 
 
 class UnusableConsentEvent(ValueError):
@@ -127,8 +141,25 @@ def _is_soft_bounce(payload: dict[str, Any]) -> bool:
     return isinstance(kind, str) and kind.strip().lower() in ("soft", "soft bounce")
 
 
+def named_list(payload: dict[str, Any]) -> str | None:
+    """The Klaviyo id of the list an event is about, if its properties name one."""
+    properties = _attributes(payload).get("event_properties")
+    if not isinstance(properties, dict):
+        return None
+    list_id = _first_string(properties, LIST_ID_PROPERTY_KEYS)
+    if list_id:
+        return list_id
+    named = _first_string(properties, LIST_NAME_PROPERTY_KEYS)
+    if not named:
+        return None
+    if KlaviyoList.objects.filter(klaviyo_id=named).exists():
+        return named
+    ids = list(KlaviyoList.objects.filter(name=named).values_list("klaviyo_id", flat=True)[:2])
+    return ids[0] if len(ids) == 1 else None  # an ambiguous name names no list
+
+
 def apply_consent_event(topic: str, payload: dict[str, Any]) -> int:
-    """Update the links an event concerns; returns how many rows changed."""
+    """Update the links (or list memberships) an event concerns; returns rows changed."""
     if not topic.startswith(TOPIC_PREFIX):
         return 0
     change = CONSENT_TOPICS.get(topic[len(TOPIC_PREFIX) :])
@@ -142,14 +173,18 @@ def apply_consent_event(topic: str, payload: dict[str, Any]) -> int:
     if links is None:
         logger.debug("Klaviyo consent event %s names no known profile.", topic)
         return 0
-    consent_field, stamp_field = f"{change.channel}_consent", f"{change.channel}_consent_at"
+    list_id = None if change.consent in GLOBAL_ONLY else named_list(payload)
+    if change.list_only and list_id is None:
+        logger.info("Klaviyo event %s names no known list; consent left unchanged.", topic)
+        return 0
+    changed = 0
+    if list_id is not None:
+        changed += set_list_consent(links, list_id, [change.channel], change.consent, happened_at)
+        if change.consent != Consent.SUBSCRIBED:
+            return changed  # withdrawn for this list only
     # One conditional UPDATE: order-safe under concurrent deliveries, no read-modify-write.
-    newer = Q(**{f"{stamp_field}__isnull": True}) | Q(**{f"{stamp_field}__lt": happened_at})
-    rows = links.filter(newer)
-    if change.only_from is not None:
-        rows = rows.filter(**{f"{consent_field}__in": change.only_from})
-    return rows.update(
-        **{consent_field: change.consent, stamp_field: happened_at, "updated_at": timezone.now()}
+    return changed + set_global_consent(
+        links, change.channel, change.consent, happened_at, only_from=change.only_from
     )
 
 

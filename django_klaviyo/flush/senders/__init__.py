@@ -11,11 +11,12 @@ from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.flush.claim import ClaimedRow
 from django_klaviyo.flush.outcomes import ErrorInfo
 from django_klaviyo.flush.senders.base import InvalidRow, Request, Sender
-from django_klaviyo.flush.senders.consent import SubscribeSender, UnsubscribeSender
+from django_klaviyo.flush.senders.consent import SubscribeSender
 from django_klaviyo.flush.senders.deletion import DeletionSender
 from django_klaviyo.flush.senders.events import EventSender
 from django_klaviyo.flush.senders.lists import ListItem, ListSender
 from django_klaviyo.flush.senders.profiles import ProfileUpsertSender
+from django_klaviyo.flush.senders.unsubscribe import UnsubscribeSender
 from django_klaviyo.models import OutboxEvent
 
 Kind = OutboxEvent.Kind
