@@ -10,7 +10,8 @@ class DjangoKlaviyoConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # Registers system checks and connects the save receivers.
-        from django_klaviyo import checks, signals  # noqa: F401
+        # Registers system checks and connects the save receivers (both modules import
+        # models, so they load once the app registry is ready).
+        from django_klaviyo import checks, receivers  # noqa: F401
 
-        signals.connect_receivers()
+        receivers.connect_receivers()

@@ -43,6 +43,7 @@ from django_klaviyo.identifiers import (
     profile_key,
 )
 from django_klaviyo.models import OutboxEvent
+from django_klaviyo.signals import outbox_ready
 
 Kind = OutboxEvent.Kind
 
@@ -849,6 +850,4 @@ def enqueue(
 
 
 def _send_ready(count: int, kinds: frozenset[str]) -> None:
-    from django_klaviyo.signals import outbox_ready
-
     outbox_ready.send(sender=OutboxEvent, count=count, kinds=kinds)

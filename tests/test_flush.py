@@ -598,7 +598,7 @@ def claim_path(request: Any, monkeypatch: Any) -> str:
     backends without row locks) with a conditional UPDATE: both must behave the same.
     PostgreSQL always claims in its one statement."""
     if request.param == "conditional update":
-        monkeypatch.setattr("django_klaviyo.flush._sqlite_returns_rows", lambda: False)
+        monkeypatch.setattr("django_klaviyo.flush.claim._sqlite_returns_rows", lambda: False)
     return request.param
 
 

@@ -16,7 +16,7 @@ from shop import services
 from shop.models import Order, OrderLine
 
 import django_klaviyo
-from django_klaviyo import signals
+from django_klaviyo import receivers
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.models import KlaviyoProfileLink, OutboxEvent
 
@@ -132,7 +132,7 @@ def test_saving_the_same_state_again_enqueues_nothing_more(customer):
     Order.objects.get(pk=order.pk).save()
     # A stale copy loaded while pending and saved as placed again: same dedupe keys.
     stale = Order.objects.get(pk=order.pk)
-    stale.__dict__[signals._STATUS_SNAPSHOT] = Order.Status.PENDING
+    stale.__dict__[receivers._STATUS_SNAPSHOT] = Order.Status.PENDING
     stale.save()
     assert OutboxEvent.objects.count() == count == 1
 
@@ -209,7 +209,7 @@ def test_a_value_the_trusted_path_cannot_encode_gets_the_full_validation(custome
 @pytest.mark.django_db
 def test_the_trusted_path_still_rejects_a_bad_time_or_email(customer, caplog):
     line = OrderLine(sku="S", name="Sock", unit_price=3)
-    with caplog.at_level(logging.WARNING, logger="django_klaviyo.signals"):
+    with caplog.at_level(logging.WARNING, logger="django_klaviyo.receivers"):
         order = placed_with_lines(customer, [line], placed_at=timezone.now().replace(year=1985))
     assert Order.objects.get(pk=order.pk).status == Order.Status.PLACED
     assert "time must be after 1990" in caplog.text
@@ -217,7 +217,7 @@ def test_the_trusted_path_still_rejects_a_bad_time_or_email(customer, caplog):
     order = Order.objects.get(pk=order.pk)
     order.email = "not an email"
     order.status = Order.Status.PLACED
-    with caplog.at_level(logging.WARNING, logger="django_klaviyo.signals"):
+    with caplog.at_level(logging.WARNING, logger="django_klaviyo.receivers"):
         order.save()
     assert "is not a valid email address" in caplog.text
     assert not OutboxEvent.objects.exists()
@@ -255,7 +255,7 @@ def test_custom_mappers_get_the_full_validation(customer, caplog):
     OutboxEvent.objects.all().delete()
     with (
         klaviyo(ORDER_EVENTS_MAPPER=f"{__name__}.mapper_with_a_bad_expand"),
-        caplog.at_level(logging.WARNING, logger="django_klaviyo.signals"),
+        caplog.at_level(logging.WARNING, logger="django_klaviyo.receivers"),
     ):
         services.place_order(customer=customer, lines=LINES)
     assert not OutboxEvent.objects.exists()
@@ -283,7 +283,7 @@ def test_disabled_saves_enqueue_nothing(customer):
 def test_mapper_validation_error_skips_klaviyo_but_not_the_save(customer, caplog):
     with (
         klaviyo(ORDER_EVENTS_MAPPER=invalid_mapper),
-        caplog.at_level(logging.WARNING, logger="django_klaviyo.signals"),
+        caplog.at_level(logging.WARNING, logger="django_klaviyo.receivers"),
     ):
         order = services.place_order(customer=customer, lines=LINES)
     assert Order.objects.get(pk=order.pk).status == Order.Status.PLACED
@@ -295,7 +295,7 @@ def test_mapper_validation_error_skips_klaviyo_but_not_the_save(customer, caplog
 def test_invalid_mapped_event_skips_klaviyo_but_not_the_save(customer, caplog):
     order = Order.objects.create(number="B-4", customer=customer, currency="E1R")
     OrderLine.objects.create(order=order, sku="S", name="Sock", unit_price=3)
-    with caplog.at_level(logging.WARNING, logger="django_klaviyo.signals"):
+    with caplog.at_level(logging.WARNING, logger="django_klaviyo.receivers"):
         order.status = Order.Status.PLACED
         order.save()
     assert Order.objects.get(pk=order.pk).status == Order.Status.PLACED
@@ -306,7 +306,7 @@ def test_invalid_mapped_event_skips_klaviyo_but_not_the_save(customer, caplog):
 @pytest.mark.django_db
 def test_other_mapper_errors_are_logged_in_production_and_raised_in_debug(customer, caplog):
     with klaviyo(ORDER_EVENTS_MAPPER=raising_mapper), override_settings(DEBUG=False):
-        with caplog.at_level(logging.ERROR, logger="django_klaviyo.signals"):
+        with caplog.at_level(logging.ERROR, logger="django_klaviyo.receivers"):
             order = services.place_order(customer=customer, lines=LINES)
         assert "ORDER_EVENTS_MAPPER failed" in caplog.text
         assert Order.objects.filter(pk=order.pk, status="placed").exists()
@@ -403,7 +403,7 @@ def test_a_dead_upsert_is_retried_by_the_next_identical_save(customer):
     customer.save()
     OutboxEvent.objects.update(status=OutboxEvent.Status.DEAD)
     stale = User.objects.get(pk=customer.pk)
-    stale.__dict__[signals._FIELDS_SNAPSHOT]["first_name"] = "Ada"
+    stale.__dict__[receivers._FIELDS_SNAPSHOT]["first_name"] = "Ada"
     stale.save()
     assert [p["first_name"] for p in upserts()] == ["B", "B"]
 
@@ -428,7 +428,7 @@ def test_a_guest_link_is_adopted_when_the_guest_signs_up():
 
 @pytest.mark.django_db
 def test_invalid_user_email_does_not_break_the_save(caplog):
-    with caplog.at_level(logging.WARNING, logger="django_klaviyo.signals"):
+    with caplog.at_level(logging.WARNING, logger="django_klaviyo.receivers"):
         user = User.objects.create_user("eve", email="not-an-email")
     assert User.objects.filter(pk=user.pk).exists()
     assert upserts() == []
@@ -457,10 +457,10 @@ def test_user_save_queries_stay_few(customer, django_assert_num_queries):
 @pytest.mark.django_db
 def test_connect_receivers_is_idempotent_and_tolerates_a_bad_order_model():
     with klaviyo(ORDER_MODEL="nonsense"):
-        signals.connect_receivers()
+        receivers.connect_receivers()
     with klaviyo(ORDER_MODEL="shop.DoesNotExist"):
-        signals.connect_receivers()
-    signals.connect_receivers()
-    receivers = [r for r in post_save._live_receivers(Order)]
-    flat = receivers[0] if receivers and isinstance(receivers[0], list) else receivers
-    assert sum(r is signals._order_post_save for r in flat) == 1
+        receivers.connect_receivers()
+    receivers.connect_receivers()
+    live = [r for r in post_save._live_receivers(Order)]
+    flat = live[0] if live and isinstance(live[0], list) else live
+    assert sum(r is receivers._order_post_save for r in flat) == 1

@@ -1,0 +1,315 @@
+"""Claiming: lease due outbox rows to one flusher, and take back leases of dead flushers."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import socket
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from django_klaviyo.conf import klaviyo_settings
+from django_klaviyo.models import OutboxEvent
+
+logger = logging.getLogger("django_klaviyo.flush")
+
+Status = OutboxEvent.Status
+
+# Keeps ``pk IN (...)`` lists far below SQLite's bound-variable limit.
+IN_CHUNK = 500
+
+
+def make_owner() -> str:
+    """A lease owner id unique to this flusher: host, process and a random part."""
+    return f"{socket.gethostname()[:180]}:{os.getpid()}:{secrets.token_hex(6)}"
+
+
+def due_rows(now: datetime, kinds: Sequence[str] | None) -> Any:
+    rows = OutboxEvent.objects.filter(status__in=OutboxEvent.DUE_STATUSES, next_attempt_at__lte=now)
+    if kinds:
+        rows = rows.filter(kind__in=list(kinds))
+    return rows
+
+
+def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class ClaimedRow:
+    """What the flusher reads of a leased outbox row.
+
+    A plain object rather than an ``OutboxEvent``: building a model instance (and
+    converting its timestamps) for every row of every batch was a large share of the
+    flush's CPU. ``size`` bounds the row's share of an encoded request (None: unknown).
+    """
+
+    __slots__ = (
+        "attempts",
+        "flush_item",
+        "kind",
+        "locked_at",
+        "locked_by",
+        "metric",
+        "payload",
+        "pk",
+        "previous_status",
+        "profile_key",
+        "size",
+        "status",
+        "unique_id",
+    )
+
+    def __init__(
+        self,
+        pk: Any,
+        kind: str,
+        payload: Any,
+        metric: str,
+        unique_id: str,
+        profile_key: str,
+        attempts: int,
+        *,
+        status: str = Status.SENDING,
+        locked_at: datetime | None = None,
+        locked_by: str = "",
+        size: int | None = None,
+    ) -> None:
+        self.pk = pk
+        self.kind = kind
+        self.payload = payload
+        self.metric = metric
+        self.unique_id = unique_id
+        self.profile_key = profile_key
+        self.attempts = attempts
+        self.status = status
+        self.locked_at = locked_at
+        self.locked_by = locked_by
+        # Every writer sets ``pending`` together with ``attempts = 0`` and the flusher counts
+        # an attempt before a row can become ``retrying``: a first attempt was pending.
+        self.previous_status = Status.PENDING if attempts <= 1 else Status.RETRYING
+        self.size = size
+        self.flush_item: Any = None
+
+    @property
+    def id(self) -> Any:
+        return self.pk
+
+    def __repr__(self) -> str:
+        return f"<ClaimedRow {self.kind} {self.pk} attempts={self.attempts}>"
+
+
+# The columns a ClaimedRow is built from, in this order.
+CLAIMED_COLUMNS = ("id", "kind", "payload", "metric", "unique_id", "profile_key", "attempts")
+
+
+def _escaped_size(text: str) -> int:
+    """An upper bound of the bytes ``text`` (JSON) takes once re-encoded with
+    ``ensure_ascii``: a non-ASCII character becomes at most 12 bytes (a \\u surrogate
+    pair) and takes at least 2 bytes in UTF-8, hence 5 per extra UTF-8 byte."""
+    if text.isascii():
+        return len(text)
+    return len(text) + 5 * (len(text.encode("utf-8")) - len(text))
+
+
+def claimed_rows(
+    records: Iterable[Sequence[Any]], *, owner: str, now: datetime | None
+) -> list[ClaimedRow]:
+    rows = []
+    loads = json.loads
+    for pk, kind, payload, metric, unique_id, key, attempts in records:
+        size = None
+        if isinstance(payload, str):
+            size = _escaped_size(payload) + len(unique_id)
+            try:
+                payload = loads(payload)
+            except ValueError:
+                payload = None  # prepare() dead-letters it with a clear reason
+        if not isinstance(pk, uuid.UUID):
+            pk = uuid.UUID(str(pk))  # SQLite stores the UUID as hex text
+        rows.append(
+            ClaimedRow(
+                pk,
+                kind,
+                payload,
+                metric,
+                unique_id,
+                key,
+                attempts,
+                locked_at=now,
+                locked_by=owner,
+                size=size,
+            )
+        )
+    return rows
+
+
+def _column(name: str) -> str:
+    return connection.ops.quote_name(OutboxEvent._meta.get_field(name).column)
+
+
+def _claim_postgres(
+    *, owner: str, limit: int, kinds: Sequence[str] | None, now: datetime
+) -> list[ClaimedRow]:
+    """One statement: lock due rows (skipping those another flusher holds), lease them,
+    and return what the flusher needs, oldest first."""
+    table = connection.ops.quote_name(OutboxEvent._meta.db_table)
+    pk, status, due_at = _column("id"), _column("status"), _column("next_attempt_at")
+    # The due statuses are written as literals so the partial index's predicate matches
+    # whatever the parameter binding mode.
+    due = ", ".join(f"'{s}'" for s in OutboxEvent.DUE_STATUSES)
+    kind_filter = ""
+    params: list[Any] = [now]
+    if kinds:
+        kind_filter = f" AND {_column('kind')} IN ({', '.join(['%s'] * len(kinds))})"
+        params += list(kinds)
+    params += [limit, Status.SENDING, now, owner, now]
+    returned = ", ".join(f"{table}.{_column(c)}" for c in CLAIMED_COLUMNS)
+    order = f"{due_at}, {_column('created_at')}"
+    # Names come quoted from the model's meta; every value is a parameter.
+    sql = (
+        f"WITH locked AS (SELECT {pk} FROM {table} WHERE {status} IN ({due}) "  # noqa: S608
+        f"AND {due_at} <= %s{kind_filter} ORDER BY {due_at} LIMIT %s FOR UPDATE SKIP LOCKED), "
+        f"claimed AS (UPDATE {table} SET {status} = %s, {_column('locked_at')} = %s, "
+        f"{_column('locked_by')} = %s, {_column('attempts')} = {_column('attempts')} + 1, "
+        f"{_column('updated_at')} = %s FROM locked WHERE {table}.{pk} = locked.{pk} "
+        f"AND {table}.{status} IN ({due}) "
+        f"RETURNING {returned}, {table}.{due_at}, {table}.{_column('created_at')}) "
+        f"SELECT {', '.join(_column(c) for c in CLAIMED_COLUMNS)} FROM claimed ORDER BY {order}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        records = cursor.fetchall()
+    return claimed_rows(records, owner=owner, now=now)
+
+
+def _claim_sqlite(
+    *, owner: str, limit: int, kinds: Sequence[str] | None, now: datetime
+) -> list[ClaimedRow]:
+    """SQLite 3.35+: one ``UPDATE ... RETURNING``. SQLite runs one writer at a time, so
+    no other claimer can take the candidates between the subquery and the update.
+
+    The unary ``+`` keeps SQLite from scanning the status index for the outer condition
+    (every due row) instead of looking the subquery's ids up by key: half the cost."""
+    table = connection.ops.quote_name(OutboxEvent._meta.db_table)
+    pk, status, due_at = _column("id"), _column("status"), _column("next_attempt_at")
+    created_at = _column("created_at")
+    due = ", ".join(f"'{s}'" for s in OutboxEvent.DUE_STATUSES)
+    when = connection.ops.adapt_datetimefield_value(now)
+    params: list[Any] = [Status.SENDING, when, owner, when, when]
+    kind_filter = ""
+    if kinds:
+        kind_filter = f" AND {_column('kind')} IN ({', '.join(['%s'] * len(kinds))})"
+        params += list(kinds)
+    params.append(limit)
+    # Names come quoted from the model's meta; every value is a parameter.
+    sql = (
+        f"UPDATE {table} SET {status} = %s, {_column('locked_at')} = %s, "  # noqa: S608
+        f"{_column('locked_by')} = %s, {_column('attempts')} = {_column('attempts')} + 1, "
+        f"{_column('updated_at')} = %s WHERE +{status} IN ({due}) AND {pk} IN "
+        f"(SELECT {pk} FROM {table} WHERE {status} IN ({due}) AND {due_at} <= %s{kind_filter} "
+        f"ORDER BY {due_at} LIMIT %s) "
+        f"RETURNING {', '.join(_column(c) for c in CLAIMED_COLUMNS)}, {due_at}, {created_at}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        records = cursor.fetchall()
+    # RETURNING has no order. Stored times are "YYYY-MM-DD HH:MM:SS[.ffffff]" in UTC,
+    # so their text sorts as the times do.
+    records.sort(key=lambda r: (r[-2], r[-1]))
+    width = len(CLAIMED_COLUMNS)
+    return claimed_rows((r[:width] for r in records), owner=owner, now=now)
+
+
+def _claim_elsewhere(
+    *, owner: str, limit: int, kinds: Sequence[str] | None, now: datetime
+) -> list[ClaimedRow]:
+    """Without row locks: the UPDATE's ``status IN (due)`` condition keeps two claimers
+    from taking the same row; the lease then names exactly this batch."""
+    lease = {
+        "status": Status.SENDING,
+        "locked_at": now,
+        "locked_by": owner,
+        "attempts": F("attempts") + 1,
+        "updated_at": now,
+    }
+    with transaction.atomic():
+        pks = list(
+            due_rows(now, kinds).order_by("next_attempt_at").values_list("pk", flat=True)[:limit]
+        )
+        if not pks:
+            return []
+        for chunk in chunks(pks, IN_CHUNK):
+            OutboxEvent.objects.filter(pk__in=chunk, status__in=OutboxEvent.DUE_STATUSES).update(
+                **lease
+            )
+    table = connection.ops.quote_name(OutboxEvent._meta.db_table)
+    sql = (
+        f"SELECT {', '.join(_column(c) for c in CLAIMED_COLUMNS)} FROM {table} "  # noqa: S608
+        f"WHERE {_column('status')} = %s AND {_column('locked_by')} = %s "
+        f"ORDER BY {_column('next_attempt_at')}, {_column('created_at')}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [Status.SENDING, owner])
+        records = cursor.fetchall()
+    return claimed_rows(records, owner=owner, now=now)
+
+
+def claim_batch(
+    *,
+    owner: str,
+    batch_size: int | None = None,
+    kinds: Sequence[str] | None = None,
+    now: datetime | None = None,
+) -> list[ClaimedRow]:
+    """Lease up to ``batch_size`` due rows to ``owner`` and return them (status ``sending``),
+    oldest first. Each carries ``previous_status`` so an aborted run can put it back.
+
+    PostgreSQL claims in one statement and skips rows another flusher has locked; SQLite
+    (3.35+) in one ``UPDATE ... RETURNING``; elsewhere a conditional UPDATE keeps two
+    claimers from taking the same row. An idle poll costs one indexed query.
+    """
+    now = now or timezone.now()
+    limit = batch_size or klaviyo_settings.BATCH_SIZE
+    kinds = list(kinds) if kinds else None
+    if connection.vendor == "postgresql":
+        return _claim_postgres(owner=owner, limit=limit, kinds=kinds, now=now)
+    if connection.vendor == "sqlite" and _sqlite_returns_rows():
+        return _claim_sqlite(owner=owner, limit=limit, kinds=kinds, now=now)
+    return _claim_elsewhere(owner=owner, limit=limit, kinds=kinds, now=now)
+
+
+def _sqlite_returns_rows() -> bool:
+    # UPDATE ... RETURNING came with SQLite 3.35; Django 4.2 supports older ones.
+    return connection.Database.sqlite_version_info >= (3, 35, 0)
+
+
+def reclaim_expired_leases(
+    *, now: datetime | None = None, lease_seconds: float | None = None
+) -> int:
+    """Put rows of crashed flushers (``sending`` past the lease) back to due; returns the count."""
+    now = now or timezone.now()
+    lease = lease_seconds if lease_seconds is not None else klaviyo_settings.LEASE_SECONDS
+    expired = OutboxEvent.objects.filter(
+        status=Status.SENDING, locked_at__lt=now - timedelta(seconds=lease)
+    )
+    if not expired.exists():
+        return 0
+    count = expired.update(
+        status=Status.RETRYING,
+        next_attempt_at=now,
+        locked_at=None,
+        locked_by="",
+        updated_at=now,
+    )
+    if count:
+        logger.warning("Reclaimed %d outbox row(s) whose flusher lease expired.", count)
+    return count

@@ -1,0 +1,178 @@
+"""Outcomes: what a failed Klaviyo call means for the rows of its request.
+
+- accepted by Klaviyo: ``sent``;
+- retryable failure (429, 5xx, transport, ``error.retryable``): ``retrying`` with
+  back-off, ``dead`` after MAX_ATTEMPTS (decided when the outcomes are written);
+- an error naming items (``locate_rows``): only their rows are ``dead``;
+- other client errors: ``dead`` with Klaviyo's status, code and detail.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django_klaviyo.exceptions import (
+    KlaviyoAPIError,
+    KlaviyoAuthError,
+    KlaviyoDuplicateProfileError,
+    KlaviyoError,
+    KlaviyoRateLimitError,
+    KlaviyoServerError,
+    KlaviyoTransportError,
+    KlaviyoValidationError,
+)
+from django_klaviyo.flush.claim import ClaimedRow
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    status: int | None
+    code: str
+    detail: str
+
+
+def error_info(err: BaseException) -> ErrorInfo:
+    """What a row records about a failure: Klaviyo's status, code and detail."""
+    if isinstance(err, KlaviyoAPIError):
+        detail = err.detail or err.title or str(err)
+        if err.pointer:
+            detail = f"{detail} (at {err.pointer})"
+        if isinstance(err, KlaviyoDuplicateProfileError) and err.duplicate_profile_id:
+            detail = f"{detail} duplicate_profile_id={err.duplicate_profile_id}"
+        return ErrorInfo(err.status, (err.code or "")[:64], detail)
+    if isinstance(err, KlaviyoTransportError):
+        return ErrorInfo(None, "timeout" if err.timeout else "transport_error", str(err))
+    if isinstance(err, KlaviyoValidationError):
+        where = f" (field {err.field})" if err.field else ""
+        return ErrorInfo(None, "invalid_input", f"{err}{where}")
+    return ErrorInfo(None, type(err).__name__[:64], str(err))
+
+
+def _item_error_info(item: Mapping[str, Any], fallback: ErrorInfo) -> ErrorInfo:
+    status = item.get("status")
+    try:
+        status = int(status) if status is not None else fallback.status
+    except (TypeError, ValueError):
+        status = fallback.status
+    detail = str(item.get("detail") or item.get("title") or fallback.detail)
+    pointer = _pointer(item)
+    if pointer:
+        detail = f"{detail} (at {pointer})"
+    return ErrorInfo(status, str(item.get("code") or fallback.code)[:64], detail)
+
+
+def _pointer(item: Mapping[str, Any]) -> str:
+    source = item.get("source")
+    if isinstance(source, Mapping):
+        return str(source.get("pointer") or "")
+    return ""
+
+
+def is_retryable(err: BaseException) -> bool:
+    if isinstance(err, KlaviyoAuthError):
+        return False
+    if isinstance(err, (KlaviyoRateLimitError, KlaviyoServerError, KlaviyoTransportError)):
+        return True
+    return bool(getattr(err, "retryable", False))
+
+
+def splittable(err: BaseException) -> bool:
+    """Errors about the request's content that a smaller request may avoid."""
+    if isinstance(err, KlaviyoValidationError):
+        return True
+    return isinstance(err, KlaviyoAPIError) and err.status in (400, 413, 422)
+
+
+@dataclass
+class _Retry:
+    rows: list[ClaimedRow]
+    info: ErrorInfo
+    retry_after: float
+
+
+@dataclass
+class Outcomes:
+    """The fate of each claimed row of one batch, written to the database in bulk."""
+
+    sent: list[ClaimedRow] = field(default_factory=list)
+    dead: list[tuple[ClaimedRow, ErrorInfo]] = field(default_factory=list)
+    retry: list[_Retry] = field(default_factory=list)
+    # (row, next_attempt_at or None to keep it): back to the previous state, uncounted.
+    release: list[tuple[ClaimedRow, datetime | None]] = field(default_factory=list)
+    decided: set[Any] = field(default_factory=set)
+
+    def _take(self, rows: Iterable[ClaimedRow]) -> list[ClaimedRow]:
+        taken = [r for r in rows if r.pk not in self.decided]
+        self.decided.update(r.pk for r in taken)
+        return taken
+
+    def mark_sent(self, rows: Iterable[ClaimedRow]) -> None:
+        self.sent.extend(self._take(rows))
+
+    def mark_dead(self, rows: Iterable[ClaimedRow], info: ErrorInfo) -> None:
+        self.dead.extend((r, info) for r in self._take(rows))
+
+    def mark_retry(self, rows: Iterable[ClaimedRow], err: BaseException) -> None:
+        taken = self._take(rows)
+        if taken:
+            retry_after = float(getattr(err, "retry_after", None) or 0.0)
+            self.retry.append(_Retry(taken, error_info(err), retry_after))
+
+    def mark_release(self, rows: Iterable[ClaimedRow], until: datetime | None = None) -> None:
+        self.release.extend((r, until) for r in self._take(rows))
+
+
+def fail(rows: list[ClaimedRow], err: BaseException, outcomes: Outcomes) -> bool:
+    """Record a failed call for ``rows``; False when later calls should wait (retryable)."""
+    if is_retryable(err):
+        outcomes.mark_retry(rows, err)
+        return False
+    outcomes.mark_dead(rows, error_info(err))
+    return True
+
+
+# Rows an error points at, by pk, with what each records.
+Located = dict[Any, tuple[ClaimedRow, ErrorInfo]]
+
+
+def _rows_at(match: re.Match[str] | None, index: list[list[ClaimedRow]]) -> list[ClaimedRow]:
+    """The rows behind item ``group(1)`` (narrowed to sub-item ``group(2)`` if any)."""
+    if not match or int(match.group(1)) >= len(index):
+        return []
+    rows = index[int(match.group(1))]
+    if match.re.groups >= 2 and match.group(2) is not None:
+        sub = int(match.group(2))
+        return [rows[sub]] if sub < len(rows) else []
+    return rows
+
+
+def locate_rows(
+    err: KlaviyoError,
+    index: list[list[ClaimedRow]],
+    *,
+    pointer: re.Pattern[str],
+    field: re.Pattern[str],
+) -> Located | None:
+    """Map each error of ``err`` to the rows it names; None unless every error names rows."""
+    if isinstance(err, KlaviyoValidationError):
+        rows = _rows_at(field.match(err.field or ""), index)
+        info = error_info(err)
+        return {row.pk: (row, info) for row in rows} or None
+    if not isinstance(err, KlaviyoAPIError):
+        return None
+    items = err.errors or [{"source": {"pointer": err.pointer or ""}}]
+    fallback = error_info(err)
+    located: Located = {}
+    for item in items:
+        if not isinstance(item, Mapping):
+            return None
+        rows = _rows_at(pointer.search(_pointer(item)), index)
+        if not rows:
+            return None
+        for row in rows:
+            located[row.pk] = (row, _item_error_info(item, fallback))
+    return located

@@ -1,0 +1,104 @@
+"""What every sender shares: the request it builds, the row checks, Klaviyo's batch sizes."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from django_klaviyo.exceptions import KlaviyoError
+from django_klaviyo.flush.claim import ClaimedRow
+from django_klaviyo.flush.outcomes import Located, Outcomes
+
+if TYPE_CHECKING:
+    from django_klaviyo.flush.loop import Flusher
+
+EVENTS_PER_REQUEST = 1000
+PROFILES_PER_IMPORT_JOB = 10_000
+IDS_PER_LIST_REQUEST = 1000
+PROFILES_PER_SUBSCRIBE_JOB = 1000
+PROFILES_PER_UNSUBSCRIBE_JOB = 100
+MAX_REQUEST_BYTES = 5 * 1024 * 1024
+# Items are measured one by one; keep room for the JSON:API wrapping the client adds.
+REQUEST_BYTES_BUDGET = MAX_REQUEST_BYTES - 256 * 1024
+# Per-item wrapping ("type", "attributes", metric/profile "data" objects) the client adds.
+ITEM_OVERHEAD_BYTES = 256
+
+# Where an error names one profile of a bulk profiles body (Klaviyo's JSON pointer, or the
+# client's validation ``field`` path).
+PROFILES_POINTER = re.compile(r"/profiles/data/(\d+)")
+PROFILES_FIELD = re.compile(r"^profiles\[(\d+)\]")
+
+
+class InvalidRow(KlaviyoError):
+    """An outbox payload that cannot become a Klaviyo request."""
+
+
+@dataclass
+class Request:
+    kind: str
+    key: Any
+    rows: list[ClaimedRow]
+    # The client call's main argument, and the rows behind each of its items.
+    body: Any = None
+    index: list[list[ClaimedRow]] = field(default_factory=list)
+
+
+def is_mapping(value: Any) -> bool:
+    # Payloads come from JSON: a dict, whose exact type test is far cheaper than the ABC's.
+    return type(value) is dict or isinstance(value, Mapping)
+
+
+def require_mapping(payload: Any, key: str) -> Mapping[str, Any]:
+    value = payload.get(key) if is_mapping(payload) else None
+    if not is_mapping(value):
+        raise InvalidRow(f"payload[{key!r}] must be an object.")
+    return value
+
+
+def optional_str(payload: Mapping[str, Any], key: str) -> str | None:
+    value = payload.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise InvalidRow(f"payload[{key!r}] must be a string or null.")
+    return value
+
+
+def encoded_size(value: Any) -> int:
+    return len(json.dumps(value, default=str).encode())
+
+
+class Sender:
+    """How one kind of row becomes Klaviyo requests."""
+
+    kind: str = ""
+
+    def prepare(self, row: ClaimedRow) -> Any:
+        """Validate a row's payload and return what ``plan`` needs; raise to dead-letter it."""
+        raise NotImplementedError
+
+    def resolve(
+        self, flusher: Flusher, rows: list[ClaimedRow], outcomes: Outcomes
+    ) -> list[ClaimedRow]:
+        """Look up what the requests need beyond the payload; returns the rows ready to plan."""
+        return rows
+
+    def lookups_needed(self, rows: list[ClaimedRow]) -> int:
+        """Dry run: how many extra requests ``resolve`` would make."""
+        return 0
+
+    def plan(self, rows: list[ClaimedRow]) -> list[Request]:
+        raise NotImplementedError
+
+    def send(self, client: Any, request: Request) -> Any:
+        raise NotImplementedError
+
+    def locate(self, err: KlaviyoError, request: Request) -> Located | None:
+        return None
+
+    def succeeded(self, request: Request, result: Any, now: datetime) -> None:
+        return None

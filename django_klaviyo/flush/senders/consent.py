@@ -1,0 +1,119 @@
+"""Consent: subscribe and unsubscribe bulk jobs, grouped by list and source."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django_klaviyo.exceptions import KlaviyoError
+from django_klaviyo.flush.claim import ClaimedRow, chunks
+from django_klaviyo.flush.outcomes import Located, locate_rows
+from django_klaviyo.flush.senders.base import (
+    PROFILES_FIELD,
+    PROFILES_PER_SUBSCRIBE_JOB,
+    PROFILES_PER_UNSUBSCRIBE_JOB,
+    PROFILES_POINTER,
+    InvalidRow,
+    Request,
+    Sender,
+    optional_str,
+    require_mapping,
+)
+from django_klaviyo.flush.senders.profiles import link_for
+from django_klaviyo.identifiers import clean_profile
+from django_klaviyo.models import Consent, KlaviyoProfileLink, OutboxEvent
+
+Kind = OutboxEvent.Kind
+
+_CHANNELS = ("email", "sms")
+
+
+@dataclass
+class _ConsentItem:
+    key: tuple[Any, ...]
+    profile: dict[str, Any]
+
+
+class SubscribeSender(Sender):
+    kind = Kind.SUBSCRIBE
+    per_job = PROFILES_PER_SUBSCRIBE_JOB
+
+    def _contact(self, row: ClaimedRow) -> tuple[dict[str, Any], list[str]]:
+        raw = require_mapping(row.payload, "profile")
+        contact = {k: raw[k] for k in ("email", "phone_number") if raw.get(k)}
+        if not contact:
+            raise InvalidRow("consent changes need the profile's email or phone_number.")
+        contact = clean_profile(contact)
+        channels = row.payload.get("channels")
+        if (
+            not isinstance(channels, list)
+            or not channels
+            or any(c not in _CHANNELS for c in channels)
+        ):
+            raise InvalidRow("payload['channels'] must list 'email' and/or 'sms'.")
+        for channel, needs in (("email", "email"), ("sms", "phone_number")):
+            if channel in channels and needs not in contact:
+                raise InvalidRow(f"the {channel} channel needs the profile's {needs}.")
+        return contact, list(dict.fromkeys(channels))
+
+    def prepare(self, row: ClaimedRow) -> _ConsentItem:
+        contact, channels = self._contact(row)
+        list_id = optional_str(row.payload, "list_id")
+        source = optional_str(row.payload, "custom_source")
+        consented_at = optional_str(row.payload, "consented_at")
+        profile = {**contact, "channels": channels}
+        if consented_at:
+            profile["consented_at"] = consented_at
+        return _ConsentItem((list_id, source, bool(consented_at)), profile)
+
+    def plan(self, rows: list[ClaimedRow]) -> list[Request]:
+        groups: dict[tuple[Any, ...], list[ClaimedRow]] = {}
+        for row in rows:
+            groups.setdefault(row.flush_item.key, []).append(row)
+        return [
+            Request(
+                self.kind,
+                key,
+                list(chunk),
+                [r.flush_item.profile for r in chunk],
+                [[r] for r in chunk],
+            )
+            for key, group in groups.items()
+            for chunk in chunks(group, self.per_job)
+        ]
+
+    def send(self, client: Any, request: Request) -> Any:
+        list_id, source, historical = request.key
+        return client.subscribe_profiles(
+            request.body, list_id=list_id, custom_source=source, historical_import=historical
+        )
+
+    def locate(self, err: KlaviyoError, request: Request) -> Located | None:
+        return locate_rows(err, request.index, pointer=PROFILES_POINTER, field=PROFILES_FIELD)
+
+
+class UnsubscribeSender(SubscribeSender):
+    kind = Kind.UNSUBSCRIBE
+    per_job = PROFILES_PER_UNSUBSCRIBE_JOB
+
+    def prepare(self, row: ClaimedRow) -> _ConsentItem:
+        contact, channels = self._contact(row)
+        list_id = optional_str(row.payload, "list_id")
+        return _ConsentItem((list_id,), {**contact, "channels": channels})
+
+    def send(self, client: Any, request: Request) -> Any:
+        return client.unsubscribe_profiles(request.body, list_id=request.key[0])
+
+    def succeeded(self, request: Request, result: Any, now: datetime) -> None:
+        for profile in request.body:
+            link = link_for(profile)
+            if link is None:
+                continue
+            changes: dict[str, Any] = {}
+            for channel in profile["channels"]:
+                if getattr(link, f"{channel}_consent") != Consent.SUPPRESSED:
+                    changes[f"{channel}_consent"] = Consent.UNSUBSCRIBED
+                    changes[f"{channel}_consent_at"] = now
+            if changes:
+                KlaviyoProfileLink.objects.filter(pk=link.pk).update(**changes, updated_at=now)

@@ -1,0 +1,135 @@
+"""Profile upserts: one call each, or bulk import jobs for large batches; remembers ids."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from django_klaviyo.exceptions import KlaviyoError
+from django_klaviyo.flush.claim import ClaimedRow
+from django_klaviyo.flush.outcomes import Located, locate_rows
+from django_klaviyo.flush.senders.base import (
+    ITEM_OVERHEAD_BYTES,
+    PROFILES_FIELD,
+    PROFILES_PER_IMPORT_JOB,
+    PROFILES_POINTER,
+    REQUEST_BYTES_BUDGET,
+    InvalidRow,
+    Request,
+    Sender,
+    encoded_size,
+    require_mapping,
+)
+from django_klaviyo.identifiers import clean_profile
+from django_klaviyo.models import KlaviyoProfileLink, OutboxEvent
+
+Kind = OutboxEvent.Kind
+
+logger = logging.getLogger("django_klaviyo.flush")
+
+# More profile upserts than this in one claim go out as one bulk import job instead.
+LARGE_PROFILE_BATCH = 100
+
+
+def link_for(identifiers: Mapping[str, Any]) -> KlaviyoProfileLink | None:
+    """The local link that best matches a profile's identifiers (external_id, email, phone)."""
+    for key, lookup in (
+        ("external_id", "external_id"),
+        ("email", "email__iexact"),
+        ("phone_number", "phone_number"),
+    ):
+        value = identifiers.get(key)
+        if value:
+            link = KlaviyoProfileLink.objects.filter(**{lookup: value}).order_by("pk").first()
+            if link is not None:
+                return link
+    return None
+
+
+def remember_profile_id(identifiers: Mapping[str, Any], klaviyo_id: str | None) -> bool:
+    """Store Klaviyo's profile id on the link matching ``identifiers``; True if stored."""
+    if not klaviyo_id:
+        return False
+    link = link_for(identifiers)
+    if link is None or link.klaviyo_id == klaviyo_id:
+        return link is not None
+    try:
+        with transaction.atomic():
+            KlaviyoProfileLink.objects.filter(pk=link.pk).update(
+                klaviyo_id=klaviyo_id, last_synced_at=timezone.now(), updated_at=timezone.now()
+            )
+    except IntegrityError:
+        # Another link already holds this id (merged profiles); leave both as they are.
+        logger.warning(
+            "Klaviyo profile %s is already linked to another local profile; link %s not updated.",
+            klaviyo_id,
+            link.pk,
+        )
+        return False
+    return True
+
+
+def profile_attributes(row: ClaimedRow) -> dict[str, Any]:
+    return clean_profile(require_mapping(row.payload, "profile"))
+
+
+class ProfileUpsertSender(Sender):
+    kind = Kind.PROFILE_UPSERT
+
+    def prepare(self, row: ClaimedRow) -> tuple[dict[str, Any], int]:
+        attributes = profile_attributes(row)
+        size = encoded_size(attributes) + ITEM_OVERHEAD_BYTES
+        if size > 100 * 1024:
+            raise InvalidRow(f"profile is {size} bytes encoded; Klaviyo accepts at most 100 KB.")
+        return attributes, size
+
+    def plan(self, rows: list[ClaimedRow]) -> list[Request]:
+        if len(rows) <= LARGE_PROFILE_BATCH:
+            return [Request(self.kind, "one", [r], r.flush_item[0], [[r]]) for r in rows]
+        requests: list[Request] = []
+        current: list[ClaimedRow] = []
+        size = 0
+        for row in rows:
+            row_size = row.flush_item[1]
+            if current and (
+                len(current) >= PROFILES_PER_IMPORT_JOB or size + row_size > REQUEST_BYTES_BUDGET
+            ):
+                requests.append(self._bulk(current))
+                current, size = [], 0
+            current.append(row)
+            size += row_size
+        if current:
+            requests.append(self._bulk(current))
+        return requests
+
+    def _bulk(self, rows: list[ClaimedRow]) -> Request:
+        return Request(
+            self.kind, "bulk", rows, [r.flush_item[0] for r in rows], [[r] for r in rows]
+        )
+
+    def send(self, client: Any, request: Request) -> Any:
+        if request.key == "bulk":
+            return client.bulk_import_profiles(request.body)
+        return client.upsert_profile(request.body)
+
+    def locate(self, err: KlaviyoError, request: Request) -> Located | None:
+        if request.key != "bulk":
+            return None
+        return locate_rows(err, request.index, pointer=PROFILES_POINTER, field=PROFILES_FIELD)
+
+    def succeeded(self, request: Request, result: Any, now: datetime) -> None:
+        if request.key == "bulk":
+            job_id = result.get("id") if isinstance(result, Mapping) else None
+            logger.info(
+                "Klaviyo accepted profile bulk import job %s for %d profile(s).",
+                job_id,
+                len(request.rows),
+            )
+            return
+        profile_id = result.get("id") if isinstance(result, Mapping) else None
+        remember_profile_id(request.body, profile_id)

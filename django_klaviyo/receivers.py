@@ -1,0 +1,288 @@
+"""Save receivers that turn store changes into outbox rows.
+
+``connect_receivers()`` (called from ``AppConfig.ready``) connects:
+
+* the ORDER_MODEL (``KLAVIYO["ORDER_MODEL"] = "app_label.Model"``; nothing when unset or
+  not installed, which the system checks report): ``post_init`` remembers the loaded
+  status, ``post_save`` asks ORDER_EVENTS_MAPPER for events when the status changed
+  (or the order was created) and enqueues them in one INSERT;
+* AUTH_USER_MODEL (read at save time: TRACK_USERS): ``post_init`` remembers the loaded
+  field values (a cheap dict copy, no mapper call); ``post_save`` maps the user with
+  USER_PROFILE_MAPPER and enqueues a profile upsert only when the mapped profile differs
+  from the mapping of the remembered values, and keeps the user's KlaviyoProfileLink's
+  identifiers current.
+
+Failure policy: the store's save must not depend on Klaviyo. A mapper raising
+``KlaviyoValidationError`` (bad email, bad currency) logs a warning and skips the
+Klaviyo update. Any other mapper error is re-raised when ``settings.DEBUG`` is on (so
+developers see it) and otherwise logged with its traceback and skipped. Database
+errors while writing the outbox row are NOT swallowed: the row is part of the store's
+transaction, and committing the order without it would silently lose the event.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any
+
+from django.apps import apps
+from django.conf import settings
+from django.db import DatabaseError, IntegrityError, transaction
+from django.db.models.signals import post_init, post_save
+
+from django_klaviyo.conf import DEFAULTS, klaviyo_settings
+from django_klaviyo.ecommerce import default_order_events
+from django_klaviyo.exceptions import KlaviyoValidationError
+from django_klaviyo.identifiers import PROFILE_IDENTIFIERS, profile_key
+from django_klaviyo.models import KlaviyoProfileLink, OutboxEvent
+from django_klaviyo.outbox import (
+    OutboxRow,
+    build_events,
+    build_profile_upsert,
+    build_trusted_events,
+    enqueue_many,
+    enqueue_rows,
+    payload_digest,
+)
+
+logger = logging.getLogger(__name__)
+
+_STATUS_SNAPSHOT = "_klaviyo_loaded_status"
+_FIELDS_SNAPSHOT = "_klaviyo_loaded_fields"
+_UNKNOWN = object()
+
+
+def connect_receivers() -> None:
+    """Connect the save receivers; safe to call more than once."""
+    order_model = _resolve_model(klaviyo_settings.get("ORDER_MODEL", None))
+    if order_model is not None:
+        post_init.connect(
+            _order_post_init, sender=order_model, dispatch_uid="django_klaviyo_order_init"
+        )
+        post_save.connect(
+            _order_post_save, sender=order_model, dispatch_uid="django_klaviyo_order_save"
+        )
+    user_model = _resolve_model(settings.AUTH_USER_MODEL)
+    if user_model is not None:
+        post_init.connect(
+            _user_post_init, sender=user_model, dispatch_uid="django_klaviyo_user_init"
+        )
+        post_save.connect(
+            _user_post_save, sender=user_model, dispatch_uid="django_klaviyo_user_save"
+        )
+
+
+def _resolve_model(label: Any) -> Any:
+    if not label or not isinstance(label, str):
+        return None
+    try:
+        return apps.get_model(label)
+    except (LookupError, ValueError):
+        # Reported by the django_klaviyo.E009 system check; startup must not crash.
+        return None
+
+
+def _run_mapper(setting: str, *args: Any, mapper: Any = None) -> Any:
+    """Call the configured mapper (or ``mapper``, already resolved from that setting)
+    under the failure policy in the module docstring; returns None when the update is to
+    be skipped."""
+    try:
+        return (mapper or klaviyo_settings.callable(setting))(*args)
+    except KlaviyoValidationError as exc:
+        logger.warning(
+            "django-klaviyo: %s rejected %r: %s (field %s); Klaviyo is not updated.",
+            setting,
+            type(args[0]).__name__,
+            exc,
+            exc.field,
+        )
+    except DatabaseError:
+        raise
+    except Exception:
+        if settings.DEBUG:
+            raise
+        logger.exception(
+            "django-klaviyo: %s failed for %s; Klaviyo is not updated.",
+            setting,
+            type(args[0]).__name__,
+        )
+    return None
+
+
+def _build_rows(build: Any, specs: list[Any], what: Any) -> list[Any] | None:
+    """Validate mapper output with the same policy as mapper errors."""
+    try:
+        return build(specs)
+    except KlaviyoValidationError as exc:
+        logger.warning(
+            "django-klaviyo: mapped %s is invalid: %s (field %s); Klaviyo is not updated.",
+            type(what).__name__,
+            exc,
+            exc.field,
+        )
+    return None
+
+
+# --- orders ---------------------------------------------------------------------------
+
+
+def _order_post_init(sender: Any, instance: Any, **kwargs: Any) -> None:
+    # Deferred status: unknown; the fixed dedupe keys keep a re-sent event out.
+    field = klaviyo_settings.ORDER_STATUS_FIELD
+    instance.__dict__[_STATUS_SNAPSHOT] = instance.__dict__.get(field, _UNKNOWN)
+
+
+def _order_post_save(
+    sender: Any,
+    instance: Any,
+    created: bool,
+    raw: bool = False,
+    using: str | None = None,
+    update_fields: Any = None,
+    **kwargs: Any,
+) -> None:
+    field = klaviyo_settings.ORDER_STATUS_FIELD
+    previous = instance.__dict__.get(_STATUS_SNAPSHOT, _UNKNOWN)
+    current = instance.__dict__.get(field, _UNKNOWN)
+    instance.__dict__[_STATUS_SNAPSHOT] = current
+    if raw or not klaviyo_settings.ENABLED:
+        return
+    if not created:
+        if update_fields is not None and field not in update_fields:
+            return
+        if previous == current:
+            return
+    mapper = klaviyo_settings.get("ORDER_EVENTS_MAPPER")
+    trusted = mapper == DEFAULTS["ORDER_EVENTS_MAPPER"] or mapper is default_order_events
+    specs = _run_mapper(
+        "ORDER_EVENTS_MAPPER",
+        instance,
+        None if previous is _UNKNOWN else previous,
+        created,
+        mapper=default_order_events if trusted else None,
+    )
+    if specs:
+        enqueue_order_events(specs, instance, using=using, trusted=trusted)
+
+
+def enqueue_order_events(
+    specs: list[dict[str, Any]], order: Any, *, using: str | None, trusted: bool = False
+) -> None:
+    """Validate ``specs`` (fully, unless they come from the package's own mapper:
+    ``trusted``) and enqueue them in one INSERT."""
+    rows = _build_rows(build_trusted_events if trusted else build_events, specs, order)
+    if rows:
+        enqueue_rows(rows, using=using)
+
+
+# --- users ----------------------------------------------------------------------------
+
+
+def _field_values(instance: Any) -> dict[str, Any]:
+    names = _concrete_attnames(type(instance))
+    values = instance.__dict__
+    return {name: values[name] for name in names if name in values}
+
+
+_ATTNAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _concrete_attnames(model: type) -> tuple[str, ...]:
+    names = _ATTNAMES.get(model)
+    if names is None:
+        names = tuple(f.attname for f in model._meta.concrete_fields)  # type: ignore[attr-defined]
+        _ATTNAMES[model] = names
+    return names
+
+
+def _user_post_init(sender: Any, instance: Any, **kwargs: Any) -> None:
+    instance.__dict__[_FIELDS_SNAPSHOT] = _field_values(instance)
+
+
+def _user_post_save(
+    sender: Any,
+    instance: Any,
+    created: bool,
+    raw: bool = False,
+    using: str | None = None,
+    **kwargs: Any,
+) -> None:
+    loaded = instance.__dict__.get(_FIELDS_SNAPSHOT)
+    current = _field_values(instance)
+    instance.__dict__[_FIELDS_SNAPSHOT] = current
+    if raw or not klaviyo_settings.ENABLED or not klaviyo_settings.TRACK_USERS:
+        return
+    if not created and loaded == current:
+        return
+    new = _run_mapper("USER_PROFILE_MAPPER", instance)
+    if not new:
+        return
+    old = None
+    if not created and loaded is not None:
+        # Map the values as loaded, on a copy, to see whether Klaviyo-relevant data changed
+        # (a last_login update maps to the same profile and enqueues nothing).
+        previous = copy.copy(instance)
+        previous.__dict__.update(loaded)
+        old = _run_mapper("USER_PROFILE_MAPPER", previous)
+        if old == new:
+            return
+    rows = _build_rows(lambda specs: [build_profile_upsert(specs[0])], [new], instance)
+    if not rows:
+        return
+    with transaction.atomic(using=using, savepoint=False):
+        if _identifiers(new) != _identifiers(old):
+            _update_profile_link(instance, rows[0].payload["profile"], using=using)
+        enqueue_profile_upsert(rows[0], instance, created=created, using=using)
+
+
+def _identifiers(profile: dict[str, Any] | None) -> dict[str, Any]:
+    return {k: v for k, v in (profile or {}).items() if k in PROFILE_IDENTIFIERS}
+
+
+def enqueue_profile_upsert(row: Any, user: Any, *, created: bool, using: str | None) -> None:
+    """Enqueue unless the latest upsert already queued for this profile carries the same
+    payload. The dedupe key names that latest row, so two transactions racing the same
+    change insert one row, while A→B→A→B still enqueues every change."""
+    key = profile_key(row.payload["profile"])
+    latest = None
+    if not created:
+        latest = (
+            OutboxEvent.objects.using(using)
+            .filter(kind=OutboxEvent.Kind.PROFILE_UPSERT, profile_key=key)
+            .order_by("-created_at")
+            .values_list("id", "payload", "status")
+            .first()
+        )
+        if latest and latest[1] == row.payload and latest[2] != OutboxEvent.Status.DEAD:
+            return
+    after = latest[0].hex if latest else "first"
+    dedupe_key = (
+        f"profile_upsert:{user._meta.label_lower}:{user.pk}:{after}:{payload_digest(row.payload)}"
+    )
+    enqueue_many(
+        [OutboxRow(kind=row.kind, payload=row.payload, dedupe_key=dedupe_key, trusted=row.trusted)],
+        using=using,
+    )
+
+
+def _update_profile_link(user: Any, profile: dict[str, Any], *, using: str | None) -> None:
+    identifiers = {
+        "email": profile.get("email", ""),
+        "phone_number": profile.get("phone_number", ""),
+        "external_id": profile.get("external_id", ""),
+    }
+    links = KlaviyoProfileLink.objects.using(using)
+    if links.filter(user=user).update(**identifiers):
+        return
+    # A guest who checked out with this email and now has an account: adopt that link.
+    if identifiers["email"] and links.filter(user__isnull=True, email=identifiers["email"]).update(
+        user=user, **identifiers
+    ):
+        return
+    try:
+        with transaction.atomic(using=using):
+            links.create(user=user, **identifiers)
+    except IntegrityError:
+        # Another transaction linked this user first; theirs is as good as ours.
+        logger.info("django-klaviyo: profile link for user %s already exists.", user.pk)
