@@ -426,7 +426,7 @@ def ordered_product_properties(oid: str, item: dict[str, Any]) -> dict[str, Any]
     return properties
 
 
-def status_event(order: Any, name: str, suffix: str) -> dict[str, Any]:
+def status_event(order: Any, name: str, suffix: str, time_key: str) -> dict[str, Any]:
     """Fulfilled / Cancelled / Refunded Order: the Placed Order's unique_id, properties and
     (positive) value, so Klaviyo ties it to the order it follows."""
     fields, lfields = order_fields(), line_fields()
@@ -446,7 +446,7 @@ def status_event(order: Any, name: str, suffix: str) -> dict[str, Any]:
         suffix=suffix,
         properties=properties,
         value=money(mapping.resolve(order, fields["total"])),
-        time=event_time(order, f"{suffix}_at", fields),
+        time=event_time(order, time_key, fields),
         unique_id=properties["OrderId"],
         fields=fields,
     )
@@ -472,9 +472,9 @@ def default_order_events(
             return []
         return placed_order_events(order)
     if status in mapping.status_values("fulfilled"):
-        return [status_event(order, "fulfilled_order", "fulfilled")]
+        return [status_event(order, "fulfilled_order", "fulfilled", "fulfilled_at")]
     if status in mapping.status_values("cancelled"):
-        return [status_event(order, "cancelled_order", "cancelled")]
+        return [status_event(order, "cancelled_order", "cancelled", "cancelled_at")]
     if status in mapping.status_values("refunded"):
         from django_klaviyo import refunds
 

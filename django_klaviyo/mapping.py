@@ -149,7 +149,8 @@ def resolve(obj: Any, path: Any) -> Any:
     value = obj
     for part in str(path).split("."):
         try:
-            value = getattr(value, part)
+            # A dict (a refund given as data, an address) is read by key.
+            value = value.get(part) if isinstance(value, Mapping) else getattr(value, part)
         except (AttributeError, ValueError, ObjectDoesNotExist):
             # ValueError: a relation of an unsaved instance (a check on an empty order).
             return None

@@ -385,9 +385,11 @@ def build_event(
     unique_id: Any = None,
     dedupe_key: Any = None,
     expand: Any = None,
+    backfill: Any = False,
 ) -> OutboxRow:
     """One ``event`` row; ``expand`` lists further events (see :func:`clean_expand`)
-    sent with it, sharing its profile, time and currency."""
+    sent with it, sharing its profile, time and currency. ``backfill=True`` records a
+    historical event without triggering Klaviyo flows (the row and its expansions)."""
     return _event_row(
         clean_metric(metric),
         clean_profile_attributes(profile, for_event=True),
@@ -398,6 +400,7 @@ def build_event(
         unique_id=unique_id,
         dedupe_key=dedupe_key,
         expand=expand,
+        backfill=backfill,
     )
 
 
@@ -465,6 +468,11 @@ def _trusted_event_row(spec: Mapping[str, Any]) -> OutboxRow:
         "value": value,
         "value_currency": clean_currency(spec.get("value_currency")),
     }
+    backfill = spec.get("backfill", False)
+    if backfill is not False:
+        if backfill is not True:
+            raise _NotTrusted
+        payload["backfill"] = True
     expand = spec.get("expand")
     if expand:
         for item in expand:
@@ -523,6 +531,7 @@ def _event_row(
     unique_id: Any = None,
     dedupe_key: Any = None,
     expand: Any = None,
+    backfill: Any = False,
 ) -> OutboxRow:
     # Generated once here and stored, so every retry sends the same idempotency key.
     unique_id = uuid.uuid4().hex if unique_id is None else clean_key(unique_id, "unique_id")
@@ -536,6 +545,13 @@ def _event_row(
     }
     if expand:
         payload["expand"] = clean_expand(expand, metric, unique_id)
+    if backfill is not False and backfill is not None:
+        if not isinstance(backfill, bool):
+            raise KlaviyoValidationError(
+                f"backfill must be True or False, not {backfill!r}.", field="backfill"
+            )
+        if backfill:
+            payload["backfill"] = True
     return OutboxRow(
         kind=Kind.EVENT,
         payload=payload,

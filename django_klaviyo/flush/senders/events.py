@@ -155,11 +155,15 @@ class EventSender(Sender):
             "value_currency": currency,
             "unique_id": row.unique_id or None,
         }
+        # A historical event (api backfill=True): recorded without triggering flows.
+        backfill = payload.get("backfill") is True
+        if backfill:
+            event["backfill"] = True
         # Live rows keep their cleaned dicts alive, so ids cannot repeat within a batch.
         item = _EventItem(profile, identity, id(profile), event)
         expand = payload.get("expand")
         if expand is not None:
-            item.expanded = self._expanded(expand, time, currency)
+            item.expanded = self._expanded(expand, time, currency, backfill)
             keys = item.repeat_keys()
             if len(set(keys)) < len(keys):
                 raise InvalidRow(
@@ -173,7 +177,9 @@ class EventSender(Sender):
                 )
         return item
 
-    def _expanded(self, expand: Any, time: str | None, currency: str | None) -> list[dict]:
+    def _expanded(
+        self, expand: Any, time: str | None, currency: str | None, backfill: bool = False
+    ) -> list[dict]:
         """The extra events of an ``expand`` list: the row's profile, time and currency."""
         if not isinstance(expand, list):
             raise InvalidRow("payload['expand'] must be a list.")
@@ -196,6 +202,7 @@ class EventSender(Sender):
                     "value": _event_value(item.get("value"), f"{where}['value']"),
                     "value_currency": currency,
                     "unique_id": unique_id,
+                    **({"backfill": True} if backfill else {}),
                 }
             )
         return events
