@@ -101,3 +101,6 @@ class RefundLine(models.Model):
     line = models.ForeignKey(OrderLine, on_delete=models.CASCADE, related_name="refund_lines")
     quantity = models.PositiveIntegerField(default=1)
     amount = models.DecimalField(max_digits=12, decimal_places=2)
+
+    def __str__(self) -> str:
+        return f"{self.quantity} x line {self.line_id}"
