@@ -32,6 +32,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_klaviyo",
     "shop",
+    # A differently shaped store, mapped by settings only (tests/test_mapping.py).
+    "tests.altshop",
 ]
 
 MIDDLEWARE = [
