@@ -75,3 +75,32 @@ KLAVIYO = {
     "API_URL": "https://a.klaviyo.com",
     "ORDER_MODEL": "shop.Order",
 }
+
+# django-oscar's real models, for the settings-only oscar integration test
+# (tests/test_oscar.py), wherever oscar installs (see the test dependency group).
+try:
+    import oscar
+except ImportError:  # pragma: no cover - a Django version oscar does not support
+    oscar = None
+if oscar is not None:
+    from oscar.defaults import *  # noqa: F403  (OSCAR_* settings)
+
+    INSTALLED_APPS += [app for app in oscar.INSTALLED_APPS if app not in INSTALLED_APPS]
+    SITE_ID = 1
+    # Tables straight from the models: oscar's ~200 migrations would add half a minute to
+    # every test database.
+    MIGRATION_MODULES = dict.fromkeys(
+        [
+            *("address", "analytics", "basket", "catalogue", "checkout", "communication"),
+            *("customer", "flatpages", "offer", "order", "partner", "payment", "reviews"),
+            *("search", "shipping", "sites", "voucher", "wishlists"),
+        ]
+    )
+    HAYSTACK_CONNECTIONS = {"default": {"ENGINE": "haystack.backends.simple_backend.SimpleEngine"}}
+    OSCAR_INITIAL_ORDER_STATUS = "Pending"
+    OSCAR_ORDER_STATUS_PIPELINE = {
+        "Pending": ("Being processed", "Cancelled"),
+        "Being processed": ("Complete", "Cancelled"),
+        "Complete": (),
+        "Cancelled": (),
+    }

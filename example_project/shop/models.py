@@ -28,7 +28,8 @@ class Order(models.Model):
         null=True,
         blank=True,
         on_delete=models.SET_NULL,
-        related_name="orders",
+        # Not "orders": the test suite also installs django-oscar, whose Order takes it.
+        related_name="shop_orders",
     )
     # The customer's email at checkout; the only identifier of a guest.
     email = models.EmailField(blank=True)
