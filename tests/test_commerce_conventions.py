@@ -141,3 +141,26 @@ def test_backfilled_orders_reach_klaviyo_marked_as_backfill(klaviyo_sandbox, cus
         ("Ordered Product", True),
         ("Viewed Page", False),
     ]
+
+
+def test_backfill_is_where_the_openapi_spec_puts_it():
+    """In each event's attributes, for both create_event and the bulk job; the bodies
+    the client builds validate against Klaviyo's spec."""
+    from django_klaviyo import payloads
+    from django_klaviyo.openapi import validate_request
+
+    event = {"metric": "Placed Order", "value": 5.0, "unique_id": "1", "backfill": True}
+    single = payloads.event_body(
+        metric="Placed Order", profile={"email": "a@example.com"}, backfill=True
+    )
+    bulk = payloads.bulk_events_body([{"profile": {"email": "a@example.com"}, "events": [event]}])
+    trusted = payloads.trusted_bulk_events_body(
+        [{"profile": {"email": "a@example.com"}, "events": [event]}]
+    )
+    assert single["data"]["attributes"]["backfill"] is True
+    for body in (bulk, trusted):
+        (entry,) = body["data"]["attributes"]["events-bulk-create"]["data"]
+        assert entry["attributes"]["events"]["data"][0]["attributes"]["backfill"] is True
+    assert validate_request("create_event", single) == []
+    assert validate_request("bulk_create_events", bulk) == []
+    assert validate_request("bulk_create_events", trusted) == []
