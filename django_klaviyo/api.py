@@ -17,9 +17,9 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS
-from django.db.models import F
+from django.utils import timezone
 
-from django_klaviyo import ecommerce, mapping, orders, outbox, refunds
+from django_klaviyo import ecommerce, mapping, orders, outbox, refunds, values
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.identifiers import normalize_email, normalize_phone_number
@@ -286,7 +286,7 @@ def started_checkout(
     properties["CheckoutId"] = str(checkout_id)
     if checkout_url:
         properties["CheckoutURL"] = checkout_url
-    when = outbox.clean_time(time)
+    when = values.iso_time(timezone.now() if time is None else time)
     unix = int(dt.datetime.fromisoformat(when).timestamp())
     return track(
         mapping.metric("started_checkout"),
@@ -316,15 +316,12 @@ def subscription_status(
             "subscription_status needs exactly one of user, email or phone_number.",
             field="profile",
         )
-    # A user's own link before a guest link with the same email or phone.
-    links = KlaviyoProfileLink.objects.order_by(F("user_id").desc(nulls_last=True))
-    if user is not None:
-        link = links.filter(user=user).first()
-    elif email is not None:
-        link = links.filter(email__iexact=normalize_email(email)).first()
-    else:
-        phone = normalize_phone_number(phone_number)  # type: ignore[arg-type]
-        link = links.filter(phone_number=phone).first()
+    identifiers = {}
+    if email is not None:
+        identifiers["email"] = normalize_email(email)
+    elif phone_number is not None:
+        identifiers["phone_number"] = normalize_phone_number(phone_number)
+    link = KlaviyoProfileLink.objects.best_match(identifiers, user=user)
     if link is None:
         return None
     return {

@@ -190,13 +190,16 @@ def check_revision() -> list[CheckMessage]:
         ]
     age = dt.date.today() - date
     if age > dt.timedelta(days=730):
+        # A Warning, never an Error: an Error stops migrate and klaviyo_flush, so an
+        # unchanged deployment would stop sending on a date, with the outbox growing.
+        # Klaviyo answers a retired revision itself, and the flusher records its answer.
         return [
-            Error(
+            Warning(
                 f"Klaviyo API revision {revision} is more than two years old; Klaviyo retires "
                 "revisions after two years.",
                 hint="Move to a current revision (this release is tested on "
                 f"{DEFAULTS['REVISION']}).",
-                id="django_klaviyo.E004",
+                id="django_klaviyo.W004",
             )
         ]
     if age > dt.timedelta(days=365):

@@ -45,6 +45,9 @@ Order events (``default_order_events(order, previous_status, created) -> list[di
     path (save signal, ``ORDER_PLACED_SIGNAL`` or ``django_klaviyo.order_placed(order)``)
     produces it. The Ordered Products travel in the Placed Order's row and share its key.
 
+    Every mapper's output, this one's included, is cleaned once by the event rules
+    (``django_klaviyo.rules``) when its rows are written.
+
     An order's first ``post_save`` fires before its lines exist. So checkouts create the
     order in a pending status, save the lines, then set the placed status and save again,
     in one ``transaction.atomic()``; or they name a signal sent after the lines exist
@@ -79,7 +82,7 @@ from django_klaviyo import mapping
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.identifiers import normalize_phone_number
-from django_klaviyo.outbox import to_json
+from django_klaviyo.values import to_json
 
 logger = logging.getLogger(__name__)
 
@@ -353,8 +356,7 @@ def order_properties(
     ):
         value = address(mapping.resolve(order, fields[key]))
         if value:
-            # Free-form store data: made plain JSON (and depth-checked) here, as the
-            # trusted path of the save signal does not walk the properties again.
+            # Free-form store data, made plain JSON here (the event rules check it again).
             properties[name] = to_json(value, f"properties.{name}", _depth=1)
     return properties
 

@@ -21,7 +21,7 @@ from django_klaviyo import ecommerce, mapping
 from django_klaviyo.conf import DEFAULTS, klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.models import OutboxEvent
-from django_klaviyo.outbox import build_events, build_trusted_events, enqueue_many, enqueue_rows
+from django_klaviyo.outbox import build_events, enqueue_many, enqueue_rows
 
 logger = logging.getLogger(__name__)
 
@@ -29,8 +29,7 @@ EMPTY_ORDER_CODE = "empty_placed_order"
 
 
 def order_mapper() -> tuple[Callable[..., Any], bool]:
-    """The configured ORDER_EVENTS_MAPPER, and whether it is the package's own (whose
-    output takes the trusted path)."""
+    """The configured ORDER_EVENTS_MAPPER, and whether it is the package's own."""
     configured = klaviyo_settings.get("ORDER_EVENTS_MAPPER")
     default = ecommerce.default_order_events
     if configured == DEFAULTS["ORDER_EVENTS_MAPPER"] or configured is default:
@@ -38,13 +37,13 @@ def order_mapper() -> tuple[Callable[..., Any], bool]:
     return klaviyo_settings.callable("ORDER_EVENTS_MAPPER"), False
 
 
-def placed_order_specs(order: Any) -> tuple[list[dict[str, Any]], bool]:
+def placed_order_specs(order: Any) -> list[dict[str, Any]]:
     """The Placed Order specs of ``order`` from ORDER_EVENTS_MAPPER, whatever its status
     transition: the default mapper builds them directly; a custom one is asked for the
     order's current state and its Placed Order kept."""
-    mapper, trusted = order_mapper()
-    if trusted:
-        return ecommerce.placed_order_events(order), True
+    mapper, own = order_mapper()
+    if own:
+        return ecommerce.placed_order_events(order)
     placed = mapping.metric("placed_order")
     specs = [spec for spec in (mapper(order, None, False) or []) if spec.get("metric") == placed]
     if not specs:
@@ -53,7 +52,7 @@ def placed_order_specs(order: Any) -> tuple[list[dict[str, Any]], bool]:
             "mapper must return it for a placed order whose previous status is None.",
             field="order",
         )
-    return specs, False
+    return specs
 
 
 def enqueue_order_events(
@@ -61,16 +60,15 @@ def enqueue_order_events(
     order: Any,
     *,
     using: str | None,
-    trusted: bool = False,
     backfill: bool = False,
     objects: bool = True,
 ) -> list[OutboxEvent]:
-    """Validate ``specs`` (fully, unless ``trusted``: the package's own mapper) and enqueue
-    them; an empty Placed Order becomes a dead row naming what is missing. ``objects``:
-    return the rows written (the save receiver's hot path needs none)."""
+    """Clean ``specs`` with the event rules and enqueue them; an empty Placed Order
+    becomes a dead row naming what is missing. ``objects``: return the rows written (the
+    save receiver's hot path needs none)."""
     if backfill:
         specs = [{**spec, "backfill": True} for spec in specs]
-    build = build_trusted_events if trusted else build_events
+    build = build_events
     empty = [(spec, ecommerce.empty_placed_order(spec)) for spec in specs]
     good = [spec for spec, reason in empty if reason is None]
     written: list[OutboxEvent] = []
@@ -106,12 +104,10 @@ def _enqueue_dead(rows: list[Any], order: Any, reason: str, *, using: str | None
 
 def order_placed(order: Any, *, using: str | None = None, backfill: bool = False) -> list[Any]:
     """Enqueue ``order``'s Placed Order (with its Ordered Products); see api.order_placed."""
-    specs, trusted = placed_order_specs(order)
     return enqueue_order_events(
-        specs,
+        placed_order_specs(order),
         order,
         using=using or order._state.db or DEFAULT_DB_ALIAS,
-        trusted=trusted,
         backfill=backfill,
     )
 

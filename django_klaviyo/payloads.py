@@ -9,7 +9,6 @@ checks each one against it.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -17,8 +16,8 @@ from decimal import Decimal
 from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
-from django.utils.dateparse import parse_datetime
 
+from django_klaviyo import limits, values
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.identifiers import (
     clean_profile,
@@ -26,54 +25,25 @@ from django_klaviyo.identifiers import (
     normalize_phone_number,
     profile_key,
 )
+from django_klaviyo.rules.events import clean_metric, clean_properties
+from django_klaviyo.values import check_text
 
-# Limits Klaviyo documents per operation; checked before sending.
-MAX_EVENTS_PER_BULK_REQUEST = 1000
-MAX_PROFILES_PER_IMPORT_JOB = 10_000
-MAX_IDS_PER_LIST_REQUEST = 1000
-MAX_PROFILES_PER_SUBSCRIBE_JOB = 1000
-MAX_PROFILES_PER_UNSUBSCRIBE_JOB = 100
-# "5 MB": the decimal reading is the stricter one, so it is safe whichever Klaviyo means.
-MAX_BULK_REQUEST_BYTES = 5_000_000
-MAX_METRIC_NAME_LENGTH = 127  # "must be shorter than 128 characters"
-
-PROFILE_ATTRIBUTES = frozenset(
-    {
-        "email",
-        "phone_number",
-        "external_id",
-        "_kx",
-        "first_name",
-        "last_name",
-        "organization",
-        "locale",
-        "title",
-        "image",
-        "location",
-        "properties",
-    }
-)
-EVENT_PROFILE_ATTRIBUTES = PROFILE_ATTRIBUTES | {"anonymous_id"}
-# profile-import and bulk import take no _kx on update; PATCH takes no _kx either.
-UPDATE_PROFILE_ATTRIBUTES = PROFILE_ATTRIBUTES - {"_kx"}
-LOCATION_KEYS = frozenset(
-    {
-        "address1",
-        "address2",
-        "city",
-        "country",
-        "latitude",
-        "longitude",
-        "region",
-        "zip",
-        "timezone",
-        "ip",
-    }
-)
+# Limits and attribute names live in ``limits``; these names stay for the client's callers.
+MAX_EVENTS_PER_BULK_REQUEST = limits.EVENTS_PER_REQUEST
+MAX_PROFILES_PER_IMPORT_JOB = limits.PROFILES_PER_IMPORT_JOB
+MAX_IDS_PER_LIST_REQUEST = limits.IDS_PER_LIST_REQUEST
+MAX_PROFILES_PER_SUBSCRIBE_JOB = limits.PROFILES_PER_SUBSCRIBE_JOB
+MAX_PROFILES_PER_UNSUBSCRIBE_JOB = limits.PROFILES_PER_UNSUBSCRIBE_JOB
+MAX_BULK_REQUEST_BYTES = limits.MAX_REQUEST_BYTES
+MAX_METRIC_NAME_LENGTH = limits.METRIC_MAX_LENGTH
+PROFILE_ATTRIBUTES = limits.PROFILE_ATTRIBUTES
+EVENT_PROFILE_ATTRIBUTES = limits.EVENT_PROFILE_ATTRIBUTES
+UPDATE_PROFILE_ATTRIBUTES = limits.UPDATE_PROFILE_ATTRIBUTES
+LOCATION_KEYS = limits.LOCATION_KEYS
 EVENT_KEYS = frozenset(
     {"metric", "properties", "time", "value", "value_currency", "unique_id", "backfill"}
 )
-CONSENT_CHANNELS = ("email", "sms")
+CONSENT_CHANNELS = limits.CONSENT_CHANNELS
 OPT_IN_PROCESSES = ("double_opt_in", "single_opt_in")
 
 
@@ -127,6 +97,7 @@ def _located(prefix: str) -> Iterator[None]:
 def _text(value: Any, field: str, *, max_length: int | None = None) -> str:
     if not isinstance(value, str) or not value.strip():
         raise KlaviyoValidationError(f"{field} must be a non-empty string.", field=field)
+    check_text(value, field)
     if max_length is not None and len(value) > max_length:
         raise KlaviyoValidationError(
             f"{field} is {len(value)} characters long; Klaviyo accepts at most {max_length}.",
@@ -167,55 +138,12 @@ def _batch(items: Any, field: str, limit: int) -> list[Any]:
 
 
 def _time(value: Any, field: str) -> str | None:
-    """ISO-8601 with an explicit offset: a naive time would be read as UTC by Klaviyo
-    and as local time by whoever wrote it."""
-    if value is None:
-        return None
-    parsed = value if isinstance(value, datetime) else None
-    if isinstance(value, str):
-        try:
-            parsed = parse_datetime(value.strip())
-        except ValueError:
-            parsed = None
-    if parsed is None:
-        raise KlaviyoValidationError(
-            f"{field} must be an ISO-8601 datetime or a datetime, not {value!r}.", field=field
-        )
-    if parsed.tzinfo is None or parsed.utcoffset() is None:
-        raise KlaviyoValidationError(
-            f"{field} {value!r} has no time zone offset; give an aware datetime.", field=field
-        )
-    return parsed.isoformat()
+    """The one time rule (``values.iso_time``): a naive time is in the current time zone."""
+    return None if value is None else values.iso_time(value, field)
 
 
 def _parsed(iso: str) -> datetime:
     return datetime.fromisoformat(iso)
-
-
-def _number(value: Any, field: str) -> float | int | None:
-    if value is None:
-        return None
-    if isinstance(value, Decimal):
-        value = float(value)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise KlaviyoValidationError(
-            f"{field} must be a number or None, not {type(value).__name__}.", field=field
-        )
-    if isinstance(value, float) and not math.isfinite(value):
-        raise KlaviyoValidationError(f"{field} must be a finite number.", field=field)
-    return value
-
-
-def _metric_name(value: Any, field: str) -> str:
-    return _text(value, field, max_length=MAX_METRIC_NAME_LENGTH)
-
-
-def _unique_id(value: Any, field: str) -> str | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    return _text(value, field)
 
 
 def _profile_attributes(
@@ -276,7 +204,7 @@ def _event_profile(profile: Any, field: str, *, meta_inside: bool) -> dict[str, 
 
 def clean_event_profile(profile: Any) -> dict[str, Any]:
     """A flat event profile with identifiers normalised and every attribute name checked,
-    as ``trusted_bulk_events_body`` expects it."""
+    as ``assemble_bulk_events`` expects it."""
     with _located("profile"):
         cleaned = clean_profile(profile, for_event=True)
         _profile_id, _meta, rest = _split_profile(cleaned)
@@ -285,21 +213,30 @@ def clean_event_profile(profile: Any) -> dict[str, Any]:
 
 
 def _event_attributes(event: Mapping[str, Any], field: str) -> dict[str, Any]:
+    """An event's attributes, cleaned by the same rules as outbox rows
+    (``django_klaviyo.rules.events``), with the field paths of this request."""
     properties = event.get("properties")
+    time = event.get("time")
+    unique_id = event.get("unique_id")
+    if isinstance(unique_id, int) and not isinstance(unique_id, bool):
+        unique_id = str(unique_id)
     attributes: dict[str, Any] = {
-        "properties": {} if properties is None else _mapping(properties, f"{field}.properties"),
+        "properties": clean_properties(properties, f"{field}.properties"),
         "metric": {
             "data": {
                 "type": "metric",
-                "attributes": {"name": _metric_name(event.get("metric"), f"{field}.metric")},
+                "attributes": {"name": clean_metric(event.get("metric"), f"{field}.metric")},
             }
         },
     }
+    currency = event.get("value_currency")
     optional = {
-        "time": _time(event.get("time"), f"{field}.time"),
-        "value": _number(event.get("value"), f"{field}.value"),
-        "value_currency": _optional_text(event.get("value_currency"), f"{field}.value_currency"),
-        "unique_id": _unique_id(event.get("unique_id"), f"{field}.unique_id"),
+        "time": None if time is None else values.iso_time(time, f"{field}.time"),
+        "value": values.number(event.get("value"), f"{field}.value"),
+        "value_currency": None if currency is None else _text(currency, f"{field}.value_currency"),
+        "unique_id": None
+        if unique_id in (None, "")
+        else values.key(unique_id, f"{field}.unique_id"),
     }
     attributes.update({k: v for k, v in optional.items() if v is not None})
     backfill = event.get("backfill")
@@ -433,8 +370,9 @@ def _bulk_events_job(entries: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def trusted_bulk_events_body(entries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """``bulk_events_body`` for entries their caller has already validated and cleaned.
+def assemble_bulk_events(entries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The body of ``bulk_events_body`` for entries already cleaned by the rules
+    (``django_klaviyo.rules``): outbox rows, which were cleaned when written.
 
     Only wraps the dicts in JSON:API: profiles must hold cleaned identifiers and Klaviyo
     profile attributes (an ``id``/``meta`` key is moved beside the attributes), events the

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from dataclasses import replace
 from typing import Any
 
 from django.apps import apps
@@ -40,9 +41,8 @@ from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.identifiers import PROFILE_IDENTIFIERS, profile_key
 from django_klaviyo.models import KlaviyoProfileLink, OutboxEvent
 from django_klaviyo.outbox import (
-    OutboxRow,
     build_profile_upsert,
-    enqueue_many,
+    enqueue_rows,
     payload_digest,
 )
 
@@ -159,9 +159,9 @@ def _order_post_save(
             return
     # One mapper and one enqueue path with order_placed() and ORDER_PLACED_SIGNAL.
     try:
-        mapper, trusted = orders.order_mapper()
+        mapper, _own = orders.order_mapper()
     except ImproperlyConfigured:
-        mapper, trusted = None, False  # _run_mapper applies the failure policy
+        mapper = None  # _run_mapper applies the failure policy
     specs = _run_mapper(
         "ORDER_EVENTS_MAPPER",
         instance,
@@ -171,9 +171,7 @@ def _order_post_save(
     )
     if specs:
         try:
-            orders.enqueue_order_events(
-                specs, instance, using=using, trusted=trusted, objects=False
-            )
+            orders.enqueue_order_events(specs, instance, using=using, objects=False)
         except KlaviyoValidationError as exc:
             logger.warning(
                 "django-klaviyo: mapped %s is invalid: %s (field %s); Klaviyo is not updated.",
@@ -267,10 +265,7 @@ def enqueue_profile_upsert(row: Any, user: Any, *, created: bool, using: str | N
     dedupe_key = (
         f"profile_upsert:{user._meta.label_lower}:{user.pk}:{after}:{payload_digest(row.payload)}"
     )
-    enqueue_many(
-        [OutboxRow(kind=row.kind, payload=row.payload, dedupe_key=dedupe_key, trusted=row.trusted)],
-        using=using,
-    )
+    enqueue_rows([replace(row, dedupe_key=dedupe_key)], using=using)
 
 
 def _update_profile_link(user: Any, profile: dict[str, Any], *, using: str | None) -> None:
@@ -283,7 +278,8 @@ def _update_profile_link(user: Any, profile: dict[str, Any], *, using: str | Non
     if links.filter(user=user).update(**identifiers):
         return
     # A guest who checked out with this email and now has an account: adopt that link.
-    if identifiers["email"] and links.filter(user__isnull=True, email=identifiers["email"]).update(
+    guest = links.filter(user__isnull=True).best_match({"email": identifiers["email"]})
+    if guest is not None and links.filter(pk=guest.pk, user__isnull=True).update(
         user=user, **identifiers
     ):
         return

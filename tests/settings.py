@@ -20,6 +20,9 @@ DATABASES = {"default": env.db("DATABASE_URL", default="sqlite://:memory:")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Tests that use threads need a file-backed test database to share it.
     DATABASES["default"].setdefault("TEST", {})
+# A second alias (always SQLite in memory) for the tests of ``using=``: rows written on
+# another database are claimed and flushed from it. Tests touch it only when they ask.
+DATABASES["other"] = {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 INSTALLED_APPS = [

@@ -70,11 +70,16 @@ def test_revision_with_suffix_is_accepted():
     assert ids(REVISION=f"{today:%Y-%m-%d}.pre") == []
 
 
-def test_retired_revision_is_an_error_and_deprecated_one_a_warning():
+def test_retired_and_deprecated_revisions_are_warnings_that_stop_nothing():
+    """An Error would stop migrate and klaviyo_flush on the day the default revision
+    turns two: an unchanged deployment must keep flushing."""
     today = dt.date.today()
     retired = (today - dt.timedelta(days=800)).isoformat()
     deprecated = (today - dt.timedelta(days=400)).isoformat()
-    assert ids(REVISION=retired) == ["django_klaviyo.E004"]
+    with override_settings(KLAVIYO={**GOOD, "REVISION": retired}):
+        (message,) = check_klaviyo_settings()
+    assert isinstance(message, Warning) and message.id == "django_klaviyo.W004"
+    assert not message.is_serious()
     with override_settings(KLAVIYO={**GOOD, "REVISION": deprecated}):
         (message,) = check_klaviyo_settings()
     assert isinstance(message, Warning) and message.id == "django_klaviyo.W001"

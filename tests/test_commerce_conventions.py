@@ -154,7 +154,7 @@ def test_backfill_is_where_the_openapi_spec_puts_it():
         metric="Placed Order", profile={"email": "a@example.com"}, backfill=True
     )
     bulk = payloads.bulk_events_body([{"profile": {"email": "a@example.com"}, "events": [event]}])
-    trusted = payloads.trusted_bulk_events_body(
+    trusted = payloads.assemble_bulk_events(
         [{"profile": {"email": "a@example.com"}, "events": [event]}]
     )
     assert single["data"]["attributes"]["backfill"] is True

@@ -98,10 +98,10 @@ def test_payload_is_stored_as_plain_json():
 @pytest.mark.parametrize(
     ("payload", "field"),
     [
-        (event_payload(properties={"Tags": {"a"}}), "payload.properties.Tags"),
-        (event_payload(properties={"Obj": object()}), "payload.properties.Obj"),
-        (event_payload(properties={"Bad": float("nan")}), "payload.properties.Bad"),
-        (event_payload(properties={1: "x"}), "payload.properties"),
+        (event_payload(properties={"Tags": {"a"}}), "properties.Tags"),
+        (event_payload(properties={"Obj": object()}), "properties.Obj"),
+        (event_payload(properties={"Bad": float("nan")}), "properties.Bad"),
+        (event_payload(properties={1: "x"}), "properties"),
         ({"metric": "X", "profile": {}}, "profile"),
         ({"metric": "X"}, "profile"),
         ("not a dict", "payload"),
@@ -212,7 +212,6 @@ PRODUCT = {"metric": "Ordered Product", "unique_id": "l-1"}
         ([{**PRODUCT, "properties": {"Bad": float("inf")}}], "expand[0].properties.Bad"),
         ([PRODUCT, PRODUCT], "expand[1].unique_id"),
         ([{**PRODUCT, "metric": "Placed Order", "unique_id": "o-1"}], "expand[0].unique_id"),
-        ([{**PRODUCT, "unique_id": f"l-{i}"} for i in range(1000)], "expand"),
     ],
 )
 def test_bad_expand_events_are_rejected_naming_the_field(expand, field):

@@ -78,8 +78,8 @@ CALLS = {
             {"profile": {"id": "01Q"}, "events": [{"metric": "Viewed"}]},
         ]
     ),
-    # The flusher's trusted path: entries already cleaned, only wrapped in JSON:API.
-    "bulk_create_events_trusted": lambda c: c.bulk_create_events(
+    # The flusher's path: entries already cleaned by the rules, only wrapped in JSON:API.
+    "bulk_create_events_assembled": lambda c: c.send_event_entries(
         [
             {
                 "profile": {**EVERYTHING_PROFILE, "meta": {"patch_properties": {"unset": "x"}}},
@@ -91,7 +91,6 @@ CALLS = {
             },
             {"profile": {"id": "01Q", "anonymous_id": "anon"}, "events": [{"metric": "Viewed"}]},
         ],
-        validated=True,
     ),
     "create_or_update_profile": lambda c: c.upsert_profile(
         {**EVERYTHING_PROFILE, "_kx": "kx1", "meta": {"patch_properties": {"unset": ["a"]}}},
@@ -152,7 +151,7 @@ CALLS = {
 
 
 def _operation_of(name: str) -> str:
-    return name.removesuffix("_minimal").removesuffix("_trusted")
+    return name.removesuffix("_minimal").removesuffix("_assembled")
 
 
 def test_every_operation_the_client_uses_is_exercised():
@@ -241,8 +240,8 @@ def test_good_reference_bodies_are_valid():
     assert validate_request("bulk_subscribe_profiles", GOOD_SUBSCRIBE) == []
 
 
-def test_the_trusted_bulk_body_equals_the_validated_one_for_clean_entries():
-    """validated=True may skip the checks, never change what is sent."""
+def test_assembling_clean_entries_sends_what_the_public_method_sends():
+    """The flusher's path skips the rules (its rows passed them), never changes the body."""
     entries = [
         {
             "profile": {**EVERYTHING_PROFILE, "id": "01P", "meta": {"patch_properties": {}}},
@@ -250,4 +249,4 @@ def test_the_trusted_bulk_body_equals_the_validated_one_for_clean_entries():
         },
         {"profile": {"anonymous_id": "anon"}, "events": [{"metric": "Viewed", "value": 0}]},
     ]
-    assert payloads.trusted_bulk_events_body(entries) == payloads.bulk_events_body(entries)
+    assert payloads.assemble_bulk_events(entries) == payloads.bulk_events_body(entries)

@@ -228,13 +228,13 @@ class RevokingClient:
         self._sandbox = sandbox
         self._left = after
 
-    def bulk_create_events(self, entries: Any, **options: Any) -> None:
+    def send_event_entries(self, entries: Any) -> None:
         if self._left == 0:
             # The sandbox has no public "revoke": give it another key, as Klaviyo would
             # after the key was deleted in the account.
             self._sandbox._api_key = "pk_rotated_ffffffffffffffffffffffffffff"
         self._left -= 1
-        self._client.bulk_create_events(entries, **options)
+        self._client.send_event_entries(entries)
 
 
 @pytest.mark.django_db
@@ -290,8 +290,8 @@ class DatabaseKillingClient:
         self._left = kill_after
         self.killed_pid: int | None = None
 
-    def bulk_create_events(self, entries: Any, **options: Any) -> None:
-        self._client.bulk_create_events(entries, **options)
+    def send_event_entries(self, entries: Any) -> None:
+        self._client.send_event_entries(entries)
         self._left -= 1
         if self._left == 0:
             self.killed_pid = terminate_backend_of(connection)

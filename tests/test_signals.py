@@ -154,12 +154,12 @@ def test_order_placed_and_the_transition_together_send_one_placed_order(customer
     assert OutboxEvent.objects.filter(metric="Placed Order").count() == 2
 
 
-# --- the trusted path of the default mapper ---------------------------------------------
+# --- the default mapper's rows pass the event rules --------------------------------------
 
 
 def placed_with_lines(customer, lines: list[OrderLine], **fields) -> Order:
     """A loaded pending order whose ``lines`` are the given in-memory lines (as a prefetch
-    would give), moved to placed: the save signal runs the default mapper's trusted path."""
+    would give), moved to placed: the save signal runs the default mapper."""
     order = Order.objects.create(number="T-1", customer=customer, email=customer.email)
     for line in lines:
         line.order = order
@@ -173,8 +173,8 @@ def placed_with_lines(customer, lines: list[OrderLine], **fields) -> Order:
 
 
 @pytest.mark.django_db
-def test_the_trusted_path_stores_what_full_validation_would(customer):
-    from django_klaviyo import ecommerce, outbox
+def test_the_save_signal_stores_what_build_events_builds(customer):
+    from django_klaviyo import ecommerce, outbox, rules
 
     order = services.place_order(
         customer=customer,
@@ -183,15 +183,15 @@ def test_the_trusted_path_stores_what_full_validation_would(customer):
         shipping_address={"city": "Paris", "zip": 75001},
     )
     specs = ecommerce.placed_order_events(order)
-    (trusted,) = outbox.build_trusted_events(specs)
-    (validated,) = outbox.build_events(specs)
-    assert trusted == validated  # kind, payload, unique_id, dedupe_key, metric
-    assert OutboxEvent.objects.get().payload == validated.payload
-    assert validated.payload["value_currency"] == "EUR"
+    (built,) = outbox.build_events(specs)
+    row = OutboxEvent.objects.get()
+    assert row.payload == built.payload
+    assert row.rules_version == rules.RULES_VERSION
+    assert built.payload["value_currency"] == "EUR"
 
 
 @pytest.mark.django_db
-def test_a_value_the_trusted_path_cannot_encode_gets_the_full_validation(customer):
+def test_decimal_values_of_the_default_mapper_are_stored_as_numbers(customer):
     # A store whose quantities are Decimals: converted exactly as build_events converts.
     line = OrderLine(sku="S", name="Sock", quantity=1, unit_price=Decimal("3.00"))
     order = Order.objects.create(number="T-2", customer=customer, email=customer.email)
@@ -207,7 +207,7 @@ def test_a_value_the_trusted_path_cannot_encode_gets_the_full_validation(custome
 
 
 @pytest.mark.django_db
-def test_the_trusted_path_still_rejects_a_bad_time_or_email(customer, caplog):
+def test_the_default_mapper_rows_reject_a_bad_time_or_email(customer, caplog):
     line = OrderLine(sku="S", name="Sock", unit_price=3)
     with caplog.at_level(logging.WARNING, logger="django_klaviyo.receivers"):
         order = placed_with_lines(customer, [line], placed_at=timezone.now().replace(year=1985))

@@ -196,30 +196,34 @@ class KlaviyoClient:
             what="The event",
         )
 
-    def bulk_create_events(
-        self, entries: Sequence[Mapping[str, Any]], *, validated: bool = False
-    ) -> None:
+    def bulk_create_events(self, entries: Sequence[Mapping[str, Any]]) -> None:
         """``POST /api/event-bulk-create-jobs``: ``[{"profile": {...}, "events": [...]}]``.
 
+        Every event is cleaned by the same rules as outbox rows (``django_klaviyo.rules``).
         At most 1000 events and 5 MB; no (profile, metric, unique_id) twice. Idempotent
         only when every event has a ``unique_id``. An empty ``entries`` sends nothing.
-
-        ``validated=True`` is for callers that have already validated and cleaned every
-        profile and event (the flusher): the entries are only wrapped in JSON:API, with
-        the limits above still enforced (see ``payloads.trusted_bulk_events_body``).
         """
         if _empty_batch(entries):
             return
-        if validated:
-            body = payloads.trusted_bulk_events_body(entries)
-            idempotent = all(e.get("unique_id") for entry in entries for e in entry["events"])
-        else:
-            body = payloads.bulk_events_body(entries)
-            idempotent = all(
-                "unique_id" in event["attributes"]
-                for entry in body["data"]["attributes"]["events-bulk-create"]["data"]
-                for event in entry["attributes"]["events"]["data"]
-            )
+        body = payloads.bulk_events_body(entries)
+        idempotent = all(
+            "unique_id" in event["attributes"]
+            for entry in body["data"]["attributes"]["events-bulk-create"]["data"]
+            for event in entry["attributes"]["events"]["data"]
+        )
+        self._send_bulk_events(body, idempotent)
+
+    def send_event_entries(self, entries: Sequence[Mapping[str, Any]]) -> None:
+        """``bulk_create_events`` for entries the rules already cleaned: outbox rows, which
+        were cleaned when written (the flusher). Only assembles the request; the
+        request-level limits (1000 events, 5 MB, no repeated unique_id) still hold."""
+        if _empty_batch(entries):
+            return
+        body = payloads.assemble_bulk_events(entries)
+        idempotent = all(e.get("unique_id") for entry in entries for e in entry["events"])
+        self._send_bulk_events(body, idempotent)
+
+    def _send_bulk_events(self, body: dict[str, Any], idempotent: bool) -> None:
         self._send(
             "bulk_create_events",
             "POST",

@@ -8,11 +8,11 @@ import os
 import secrets
 import socket
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -32,8 +32,10 @@ def make_owner() -> str:
     return f"{socket.gethostname()[:180]}:{os.getpid()}:{secrets.token_hex(6)}"
 
 
-def due_rows(now: datetime, kinds: Sequence[str] | None) -> Any:
-    rows = OutboxEvent.objects.filter(status__in=OutboxEvent.DUE_STATUSES, next_attempt_at__lte=now)
+def due_rows(now: datetime, kinds: Sequence[str] | None, using: str | None = None) -> Any:
+    rows = OutboxEvent.objects.using(using).filter(
+        status__in=OutboxEvent.DUE_STATUSES, next_attempt_at__lte=now
+    )
     if kinds:
         rows = rows.filter(kind__in=list(kinds))
     return rows
@@ -63,6 +65,7 @@ class ClaimedRow:
         "pk",
         "previous_status",
         "profile_key",
+        "rules_version",
         "size",
         "status",
         "unique_id",
@@ -77,6 +80,7 @@ class ClaimedRow:
         unique_id: str,
         profile_key: str,
         attempts: int,
+        rules_version: int = 0,
         *,
         status: str = Status.SENDING,
         locked_at: datetime | None = None,
@@ -90,6 +94,8 @@ class ClaimedRow:
         self.unique_id = unique_id
         self.profile_key = profile_key
         self.attempts = attempts
+        # The rules the payload was cleaned with (see django_klaviyo.rules).
+        self.rules_version = rules_version
         self.status = status
         self.locked_at = locked_at
         self.locked_by = locked_by
@@ -108,7 +114,16 @@ class ClaimedRow:
 
 
 # The columns a ClaimedRow is built from, in this order.
-CLAIMED_COLUMNS = ("id", "kind", "payload", "metric", "unique_id", "profile_key", "attempts")
+CLAIMED_COLUMNS = (
+    "id",
+    "kind",
+    "payload",
+    "metric",
+    "unique_id",
+    "profile_key",
+    "attempts",
+    "rules_version",
+)
 
 
 def _escaped_size(text: str) -> int:
@@ -125,7 +140,7 @@ def claimed_rows(
 ) -> list[ClaimedRow]:
     rows = []
     loads = json.loads
-    for pk, kind, payload, metric, unique_id, key, attempts in records:
+    for pk, kind, payload, metric, unique_id, key, attempts, version in records:
         size = None
         if isinstance(payload, str):
             size = _escaped_size(payload) + len(unique_id)
@@ -144,6 +159,7 @@ def claimed_rows(
                 unique_id,
                 key,
                 attempts,
+                version,
                 locked_at=now,
                 locked_by=owner,
                 size=size,
@@ -152,38 +168,44 @@ def claimed_rows(
     return rows
 
 
-def _column(name: str) -> str:
-    return connection.ops.quote_name(OutboxEvent._meta.get_field(name).column)
+def _quoted_columns(connection: Any) -> Callable[[str], str]:
+    """``col(field name)``: the field's column, quoted for ``connection``."""
+
+    def col(name: str) -> str:
+        return connection.ops.quote_name(OutboxEvent._meta.get_field(name).column)
+
+    return col
 
 
 def _claim_postgres(
-    *, owner: str, limit: int, kinds: Sequence[str] | None, now: datetime
+    *, owner: str, limit: int, kinds: Sequence[str] | None, now: datetime, connection: Any
 ) -> list[ClaimedRow]:
     """One statement: lock due rows (skipping those another flusher holds), lease them,
     and return what the flusher needs, oldest first."""
+    col = _quoted_columns(connection)
     table = connection.ops.quote_name(OutboxEvent._meta.db_table)
-    pk, status, due_at = _column("id"), _column("status"), _column("next_attempt_at")
+    pk, status, due_at = col("id"), col("status"), col("next_attempt_at")
     # The due statuses are written as literals so the partial index's predicate matches
     # whatever the parameter binding mode.
     due = ", ".join(f"'{s}'" for s in OutboxEvent.DUE_STATUSES)
     kind_filter = ""
     params: list[Any] = [now]
     if kinds:
-        kind_filter = f" AND {_column('kind')} IN ({', '.join(['%s'] * len(kinds))})"
+        kind_filter = f" AND {col('kind')} IN ({', '.join(['%s'] * len(kinds))})"
         params += list(kinds)
     params += [limit, Status.SENDING, now, owner, now]
-    returned = ", ".join(f"{table}.{_column(c)}" for c in CLAIMED_COLUMNS)
-    order = f"{due_at}, {_column('created_at')}"
+    returned = ", ".join(f"{table}.{col(c)}" for c in CLAIMED_COLUMNS)
+    order = f"{due_at}, {col('created_at')}"
     # Names come quoted from the model's meta; every value is a parameter.
     sql = (
         f"WITH locked AS (SELECT {pk} FROM {table} WHERE {status} IN ({due}) "  # noqa: S608
         f"AND {due_at} <= %s{kind_filter} ORDER BY {due_at} LIMIT %s FOR UPDATE SKIP LOCKED), "
-        f"claimed AS (UPDATE {table} SET {status} = %s, {_column('locked_at')} = %s, "
-        f"{_column('locked_by')} = %s, {_column('attempts')} = {_column('attempts')} + 1, "
-        f"{_column('updated_at')} = %s FROM locked WHERE {table}.{pk} = locked.{pk} "
+        f"claimed AS (UPDATE {table} SET {status} = %s, {col('locked_at')} = %s, "
+        f"{col('locked_by')} = %s, {col('attempts')} = {col('attempts')} + 1, "
+        f"{col('updated_at')} = %s FROM locked WHERE {table}.{pk} = locked.{pk} "
         f"AND {table}.{status} IN ({due}) "
-        f"RETURNING {returned}, {table}.{due_at}, {table}.{_column('created_at')}) "
-        f"SELECT {', '.join(_column(c) for c in CLAIMED_COLUMNS)} FROM claimed ORDER BY {order}"
+        f"RETURNING {returned}, {table}.{due_at}, {table}.{col('created_at')}) "
+        f"SELECT {', '.join(col(c) for c in CLAIMED_COLUMNS)} FROM claimed ORDER BY {order}"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
@@ -192,32 +214,33 @@ def _claim_postgres(
 
 
 def _claim_sqlite(
-    *, owner: str, limit: int, kinds: Sequence[str] | None, now: datetime
+    *, owner: str, limit: int, kinds: Sequence[str] | None, now: datetime, connection: Any
 ) -> list[ClaimedRow]:
     """SQLite 3.35+: one ``UPDATE ... RETURNING``. SQLite runs one writer at a time, so
     no other claimer can take the candidates between the subquery and the update.
 
     The unary ``+`` keeps SQLite from scanning the status index for the outer condition
     (every due row) instead of looking the subquery's ids up by key: half the cost."""
+    col = _quoted_columns(connection)
     table = connection.ops.quote_name(OutboxEvent._meta.db_table)
-    pk, status, due_at = _column("id"), _column("status"), _column("next_attempt_at")
-    created_at = _column("created_at")
+    pk, status, due_at = col("id"), col("status"), col("next_attempt_at")
+    created_at = col("created_at")
     due = ", ".join(f"'{s}'" for s in OutboxEvent.DUE_STATUSES)
     when = connection.ops.adapt_datetimefield_value(now)
     params: list[Any] = [Status.SENDING, when, owner, when, when]
     kind_filter = ""
     if kinds:
-        kind_filter = f" AND {_column('kind')} IN ({', '.join(['%s'] * len(kinds))})"
+        kind_filter = f" AND {col('kind')} IN ({', '.join(['%s'] * len(kinds))})"
         params += list(kinds)
     params.append(limit)
     # Names come quoted from the model's meta; every value is a parameter.
     sql = (
-        f"UPDATE {table} SET {status} = %s, {_column('locked_at')} = %s, "  # noqa: S608
-        f"{_column('locked_by')} = %s, {_column('attempts')} = {_column('attempts')} + 1, "
-        f"{_column('updated_at')} = %s WHERE +{status} IN ({due}) AND {pk} IN "
+        f"UPDATE {table} SET {status} = %s, {col('locked_at')} = %s, "  # noqa: S608
+        f"{col('locked_by')} = %s, {col('attempts')} = {col('attempts')} + 1, "
+        f"{col('updated_at')} = %s WHERE +{status} IN ({due}) AND {pk} IN "
         f"(SELECT {pk} FROM {table} WHERE {status} IN ({due}) AND {due_at} <= %s{kind_filter} "
         f"ORDER BY {due_at} LIMIT %s) "
-        f"RETURNING {', '.join(_column(c) for c in CLAIMED_COLUMNS)}, {due_at}, {created_at}"
+        f"RETURNING {', '.join(col(c) for c in CLAIMED_COLUMNS)}, {due_at}, {created_at}"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
@@ -230,7 +253,7 @@ def _claim_sqlite(
 
 
 def _claim_elsewhere(
-    *, owner: str, limit: int, kinds: Sequence[str] | None, now: datetime
+    *, owner: str, limit: int, kinds: Sequence[str] | None, now: datetime, connection: Any
 ) -> list[ClaimedRow]:
     """Without row locks: the UPDATE's ``status IN (due)`` condition keeps two claimers
     from taking the same row; the lease then names exactly this batch."""
@@ -241,21 +264,24 @@ def _claim_elsewhere(
         "attempts": F("attempts") + 1,
         "updated_at": now,
     }
-    with transaction.atomic():
+    col = _quoted_columns(connection)
+    with transaction.atomic(using=connection.alias):
         pks = list(
-            due_rows(now, kinds).order_by("next_attempt_at").values_list("pk", flat=True)[:limit]
+            due_rows(now, kinds, connection.alias)
+            .order_by("next_attempt_at")
+            .values_list("pk", flat=True)[:limit]
         )
         if not pks:
             return []
         for chunk in chunks(pks, IN_CHUNK):
-            OutboxEvent.objects.filter(pk__in=chunk, status__in=OutboxEvent.DUE_STATUSES).update(
-                **lease
-            )
+            OutboxEvent.objects.using(connection.alias).filter(
+                pk__in=chunk, status__in=OutboxEvent.DUE_STATUSES
+            ).update(**lease)
     table = connection.ops.quote_name(OutboxEvent._meta.db_table)
     sql = (
-        f"SELECT {', '.join(_column(c) for c in CLAIMED_COLUMNS)} FROM {table} "  # noqa: S608
-        f"WHERE {_column('status')} = %s AND {_column('locked_by')} = %s "
-        f"ORDER BY {_column('next_attempt_at')}, {_column('created_at')}"
+        f"SELECT {', '.join(col(c) for c in CLAIMED_COLUMNS)} FROM {table} "  # noqa: S608
+        f"WHERE {col('status')} = %s AND {col('locked_by')} = %s "
+        f"ORDER BY {col('next_attempt_at')}, {col('created_at')}"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, [Status.SENDING, owner])
@@ -269,36 +295,40 @@ def claim_batch(
     batch_size: int | None = None,
     kinds: Sequence[str] | None = None,
     now: datetime | None = None,
+    using: str | None = None,
 ) -> list[ClaimedRow]:
     """Lease up to ``batch_size`` due rows to ``owner`` and return them (status ``sending``),
     oldest first. Each carries ``previous_status`` so an aborted run can put it back.
 
     PostgreSQL claims in one statement and skips rows another flusher has locked; SQLite
     (3.35+) in one ``UPDATE ... RETURNING``; elsewhere a conditional UPDATE keeps two
-    claimers from taking the same row. An idle poll costs one indexed query.
+    claimers from taking the same row. An idle poll costs one indexed query. ``using``:
+    the database alias the rows were written to (default: ``default``).
     """
     now = now or timezone.now()
     limit = batch_size or klaviyo_settings.BATCH_SIZE
     kinds = list(kinds) if kinds else None
+    connection = connections[using or DEFAULT_DB_ALIAS]
+    claim = _claim_elsewhere
     if connection.vendor == "postgresql":
-        return _claim_postgres(owner=owner, limit=limit, kinds=kinds, now=now)
-    if connection.vendor == "sqlite" and _sqlite_returns_rows():
-        return _claim_sqlite(owner=owner, limit=limit, kinds=kinds, now=now)
-    return _claim_elsewhere(owner=owner, limit=limit, kinds=kinds, now=now)
+        claim = _claim_postgres
+    elif connection.vendor == "sqlite" and _sqlite_returns_rows(connection):
+        claim = _claim_sqlite
+    return claim(owner=owner, limit=limit, kinds=kinds, now=now, connection=connection)
 
 
-def _sqlite_returns_rows() -> bool:
+def _sqlite_returns_rows(connection: Any) -> bool:
     # UPDATE ... RETURNING came with SQLite 3.35; Django 4.2 supports older ones.
     return connection.Database.sqlite_version_info >= (3, 35, 0)
 
 
 def reclaim_expired_leases(
-    *, now: datetime | None = None, lease_seconds: float | None = None
+    *, now: datetime | None = None, lease_seconds: float | None = None, using: str | None = None
 ) -> int:
     """Put rows of crashed flushers (``sending`` past the lease) back to due; returns the count."""
     now = now or timezone.now()
     lease = lease_seconds if lease_seconds is not None else klaviyo_settings.LEASE_SECONDS
-    expired = OutboxEvent.objects.filter(
+    expired = OutboxEvent.objects.using(using).filter(
         status=Status.SENDING, locked_at__lt=now - timedelta(seconds=lease)
     )
     if not expired.exists():

@@ -12,10 +12,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import (
+    DEFAULT_DB_ALIAS,
     InterfaceError,
     OperationalError,
     close_old_connections,
-    connection,
+    connections,
     transaction,
 )
 from django.db.models import F
@@ -87,6 +88,7 @@ class Flusher:
         sleep: Callable[[float], None] | None = None,
         jitter: Callable[[], float] | None = None,
         owner: str | None = None,
+        using: str | None = None,
     ) -> None:
         size = batch_size if batch_size is not None else klaviyo_settings.BATCH_SIZE
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
@@ -95,13 +97,16 @@ class Flusher:
             )
         self.batch_size = size
         self.kinds = validate_kinds(kinds)
+        # The database alias whose outbox this flusher drains (rows are written to the
+        # alias of the store's transaction; see outbox.enqueue_many).
+        self.using = using or DEFAULT_DB_ALIAS
         self._client = client
         self.clock = clock or timezone.now
         self.sleep = sleep
         # A factor in [0.5, 1]: spreads retries of many rows without exceeding the cap.
         self.jitter = jitter or (lambda: random.uniform(0.5, 1.0))
         self.owner = owner or make_owner()
-        self.senders = make_senders()
+        self.senders = make_senders(self.using)
         self.report = FlushReport()
 
     @property
@@ -150,7 +155,7 @@ class Flusher:
             if max_seconds is not None and time.monotonic() - started >= max_seconds:
                 self.report.ended = "max_seconds"
                 break
-            if loop and not connection.in_atomic_block:
+            if loop and not connections[self.using].in_atomic_block:
                 close_old_connections()  # a long-running worker drops stale connections
             claimed = self.flush_batch()
             if claimed and progress is not None:
@@ -176,9 +181,13 @@ class Flusher:
     def flush_batch(self) -> int:
         """Claim, send and mark one batch; returns the number of rows claimed."""
         try:
-            self.report.reclaimed += reclaim_expired_leases(now=self.clock())
+            self.report.reclaimed += reclaim_expired_leases(now=self.clock(), using=self.using)
             rows = claim_batch(
-                owner=self.owner, batch_size=self.batch_size, kinds=self.kinds, now=self.clock()
+                owner=self.owner,
+                batch_size=self.batch_size,
+                kinds=self.kinds,
+                now=self.clock(),
+                using=self.using,
             )
         except (OperationalError, InterfaceError) as exc:
             raise FlushAborted(
@@ -237,6 +246,8 @@ class Flusher:
         budget = SPLIT_BUDGET
         while queue:
             request = queue.popleft()
+            if request.parts is not None and request.rows[0].pk in outcomes.decided:
+                continue  # an earlier part of this row failed: the row is retried whole
             self.report.requests += 1
             try:
                 result = sender.send(self.client, request)
@@ -273,6 +284,10 @@ class Flusher:
                     continue
                 outcomes.mark_dead(request.rows, error_info(err))
             else:
+                if request.parts is not None:
+                    request.parts.remaining -= 1
+                    if request.parts.remaining:
+                        continue  # sent once every part is accepted
                 outcomes.mark_sent(request.rows)
                 sender.succeeded(request, result, self.clock())
 
@@ -284,7 +299,9 @@ class Flusher:
         ``claimed``: the batch size, when every claimed row has been decided."""
         now = self.clock()
         max_attempts = int(klaviyo_settings.MAX_ATTEMPTS)
-        mine = OutboxEvent.objects.filter(status=Status.SENDING, locked_by=self.owner)
+        mine = OutboxEvent.objects.using(self.using).filter(
+            status=Status.SENDING, locked_by=self.owner
+        )
         lease_cleared = {"locked_at": None, "locked_by": "", "updated_at": now}
 
         def update(rows: Sequence[ClaimedRow], **values: Any) -> int:
@@ -316,7 +333,7 @@ class Flusher:
         # leased once the other groups are written: one UPDATE without a long IN list.
         sent_are_the_rest = claimed is not None and len(outcomes.decided) == claimed
         try:
-            with transaction.atomic():
+            with transaction.atomic(using=self.using):
                 if outcomes.sent and not sent_are_the_rest:
                     update(outcomes.sent, status=Status.SENT, sent_at=now, **lease_cleared)
                 for info, rows in dead.items():
@@ -369,7 +386,7 @@ class Flusher:
     def plan_due(self) -> FlushReport:
         """Count what a flush would send now, claiming nothing."""
         report = FlushReport(dry_run=True)
-        due = due_rows(self.clock(), self.kinds).order_by("next_attempt_at", "pk")
+        due = due_rows(self.clock(), self.kinds, self.using).order_by("next_attempt_at", "pk")
         batch: list[Sequence[Any]] = []
         for record in due.values_list(*CLAIMED_COLUMNS).iterator(chunk_size=self.batch_size):
             batch.append(record)
@@ -414,15 +431,23 @@ def flush_outbox(
     clock: Callable[[], datetime] | None = None,
     sleep: Callable[[float], None] | None = None,
     jitter: Callable[[], float] | None = None,
+    using: str | None = None,
 ) -> FlushReport:
     """Send due outbox rows to Klaviyo until none are due (or forever with ``loop``).
 
     ``stop`` (a callable or ``threading.Event``) is checked between batches, so the batch
     in hand always finishes. Raises ``FlushAborted`` when the API key is rejected or the
-    database goes away; everything else is recorded on the rows.
+    database goes away; everything else is recorded on the rows. ``using``: the database
+    alias to drain (default ``default``).
     """
     flusher = Flusher(
-        client=client, batch_size=batch_size, kinds=kinds, clock=clock, sleep=sleep, jitter=jitter
+        client=client,
+        batch_size=batch_size,
+        kinds=kinds,
+        clock=clock,
+        sleep=sleep,
+        jitter=jitter,
+        using=using,
     )
     return flusher.run(
         dry_run=dry_run,

@@ -41,6 +41,10 @@ class OutboxEvent(models.Model):
     dedupe_key = models.CharField(max_length=255, null=True, blank=True, unique=True)
     # "email:a@example.com", "external_id:42", ... groups rows per profile in bulk requests.
     profile_key = models.CharField(max_length=320, blank=True, db_index=True)
+    # The version of django_klaviyo.rules the payload was cleaned with: the flusher sends
+    # rows of the current version as they are and cleans any other once before sending.
+    # 0: never cleaned (rows written before rule versions, or by hand).
+    rules_version = models.PositiveSmallIntegerField(default=0)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField(default=timezone.now)

@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from typing import Any
+
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
+
+# Identifier key (as in payloads) -> lookup on the link; the strongest first.
+_LOOKUPS = (
+    ("id", "klaviyo_id"),
+    ("klaviyo_id", "klaviyo_id"),
+    ("external_id", "external_id"),
+    # Klaviyo treats emails case-insensitively; stored ones keep the case they came with.
+    ("email", "email__iexact"),
+    ("phone_number", "phone_number"),
+)
 
 
 class Consent(models.TextChoices):
@@ -13,6 +26,62 @@ class Consent(models.TextChoices):
     UNSUBSCRIBED = "unsubscribed", "Unsubscribed"
     # Klaviyo will not send marketing: suppressed by hand, bounced, spam complaint.
     SUPPRESSED = "suppressed", "Suppressed"
+
+
+class ProfileLinkQuerySet(models.QuerySet):
+    """The one way to find the link of a profile (flusher, API, receivers, webhooks)."""
+
+    def matching(self, identifiers: Mapping[str, Any]) -> ProfileLinkQuerySet:
+        """Links matching any of the given identifiers (``id``/``klaviyo_id``,
+        ``external_id``, ``email`` case-insensitively, ``phone_number``); empty values
+        are ignored, and no identifier matches nothing."""
+        condition = Q()
+        for key, lookup in _LOOKUPS:
+            value = identifiers.get(key)
+            if value:
+                condition |= Q(**{lookup: str(value)})
+        return self.filter(condition) if condition else self.none()
+
+    def best_match(
+        self, identifiers: Mapping[str, Any] | None = None, *, user: Any = None
+    ) -> KlaviyoProfileLink | None:
+        """The link that is this profile: the user's own link, else the strongest
+        identifier that matches any link (Klaviyo id, external_id, email, phone); among
+        the links it matches, a user's link before a guest's, then the oldest."""
+        if user is not None:
+            link = self.filter(user=user).first()
+            if link is not None:
+                return link
+        ordered = self.order_by(F("user_id").desc(nulls_last=True), "pk")
+        for key, lookup in _LOOKUPS:
+            value = (identifiers or {}).get(key)
+            if value:
+                link = ordered.filter(**{lookup: str(value)}).first()
+                if link is not None:
+                    return link
+        return None
+
+    def klaviyo_ids(self, key: str, values: Iterable[str]) -> dict[str, str]:
+        """Known Klaviyo ids by identifier value (emails lower-cased), for many values of
+        one identifier in one query; the same matching rule as ``matching``."""
+        values = [str(v) for v in values if v]
+        if not values:
+            return {}
+        if key == "email":
+            condition = Q()
+            for value in values:
+                condition |= Q(email__iexact=value)
+        else:
+            condition = Q(**{f"{dict(_LOOKUPS)[key]}__in": values})
+        found: dict[str, str] = {}
+        # The best match last, so it wins: a user's link over a guest's, then the oldest.
+        for value, klaviyo_id in (
+            self.filter(condition, klaviyo_id__isnull=False)
+            .order_by(F("user_id").asc(nulls_first=True), "-pk")
+            .values_list(dict(_LOOKUPS)[key].removesuffix("__iexact"), "klaviyo_id")
+        ):
+            found[value.lower() if key == "email" else value] = klaviyo_id
+        return found
 
 
 class KlaviyoProfileLink(models.Model):
@@ -39,6 +108,8 @@ class KlaviyoProfileLink(models.Model):
     last_synced_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ProfileLinkQuerySet.as_manager()
 
     class Meta:
         verbose_name = "profile link"

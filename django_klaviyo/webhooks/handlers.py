@@ -101,22 +101,22 @@ def _first_string(properties: dict[str, Any], keys: tuple[str, ...]) -> str | No
     return None
 
 
-def matching_links(payload: dict[str, Any]) -> Q | None:
-    """A filter for the links this event is about, or None if it names nobody."""
+def matching_links(payload: dict[str, Any]) -> Any:
+    """The links this event is about (a queryset), or None if it names nobody."""
+    links = KlaviyoProfileLink.objects.all()
     klaviyo_id = profile_id(payload)
-    if klaviyo_id and KlaviyoProfileLink.objects.filter(klaviyo_id=klaviyo_id).exists():
-        return Q(klaviyo_id=klaviyo_id)
+    if klaviyo_id:
+        by_id = links.matching({"id": klaviyo_id})
+        if by_id.exists():
+            return by_id
     properties = _attributes(payload).get("event_properties")
     if not isinstance(properties, dict):
         return None
     email = _first_string(properties, EMAIL_PROPERTY_KEYS)
     phone = _first_string(properties, PHONE_PROPERTY_KEYS)
-    condition = Q()
-    if email:
-        condition |= Q(email__iexact=email)
-    if phone:
-        condition |= Q(phone_number=phone)
-    return condition or None
+    if not email and not phone:
+        return None
+    return links.matching({"email": email, "phone_number": phone})
 
 
 def _is_soft_bounce(payload: dict[str, Any]) -> bool:
@@ -145,7 +145,7 @@ def apply_consent_event(topic: str, payload: dict[str, Any]) -> int:
     consent_field, stamp_field = f"{change.channel}_consent", f"{change.channel}_consent_at"
     # One conditional UPDATE: order-safe under concurrent deliveries, no read-modify-write.
     newer = Q(**{f"{stamp_field}__isnull": True}) | Q(**{f"{stamp_field}__lt": happened_at})
-    rows = KlaviyoProfileLink.objects.filter(links).filter(newer)
+    rows = links.filter(newer)
     if change.only_from is not None:
         rows = rows.filter(**{f"{consent_field}__in": change.only_from})
     return rows.update(

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
+from django.db import DEFAULT_DB_ALIAS
+
+from django_klaviyo import rules
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.flush.claim import ClaimedRow
 from django_klaviyo.flush.outcomes import ErrorInfo
@@ -31,9 +36,9 @@ __all__ = [
 ]
 
 
-def make_senders() -> dict[str, Sender]:
-    """One set per flusher: senders keep per-run caches."""
-    return {
+def make_senders(using: str | None = None) -> dict[str, Sender]:
+    """One set per flusher: senders keep per-run caches and write to ``using``."""
+    senders: dict[str, Sender] = {
         Kind.EVENT: EventSender(),
         Kind.PROFILE_UPSERT: ProfileUpsertSender(),
         Kind.LIST_ADD: ListSender(Kind.LIST_ADD),
@@ -42,6 +47,21 @@ def make_senders() -> dict[str, Sender]:
         Kind.UNSUBSCRIBE: UnsubscribeSender(),
         Kind.PROFILE_DELETION: DeletionSender(),
     }
+    for sender in senders.values():
+        sender.using = using or DEFAULT_DB_ALIAS
+    return senders
+
+
+def reclean(row: ClaimedRow) -> None:
+    payload = row.payload
+    if row.kind == Kind.EVENT and row.metric and isinstance(payload, dict):
+        payload = {"metric": row.metric, **payload}
+    payload = rules.clean(row.kind, payload, unique_id=row.unique_id)
+    encoded = json.dumps(payload, allow_nan=False, separators=(",", ":"))
+    rules.check_size(row.kind, payload, encoded)
+    row.payload = payload
+    row.size = len(encoded) + len(row.unique_id)
+    row.rules_version = rules.RULES_VERSION
 
 
 _BAD_PAYLOAD = (InvalidRow, KlaviyoValidationError, KeyError, TypeError, ValueError, AttributeError)
@@ -50,9 +70,14 @@ _BAD_PAYLOAD = (InvalidRow, KlaviyoValidationError, KeyError, TypeError, ValueEr
 def prepare_rows(
     sender: Sender, rows: list[ClaimedRow]
 ) -> tuple[list[ClaimedRow], list[tuple[ClaimedRow, ErrorInfo]]]:
+    """Hand each row to its sender. Rows of the current rules version were cleaned when
+    written and are taken as they are; a row of another version (older, or written by
+    hand) is cleaned once here, and dead-lettered with the reason if it fails."""
     ready, invalid = [], []
     for row in rows:
         try:
+            if row.rules_version != rules.RULES_VERSION:
+                reclean(row)
             row.flush_item = sender.prepare(row)
         except _BAD_PAYLOAD as exc:
             invalid.append(

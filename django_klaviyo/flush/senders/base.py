@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from django_klaviyo import limits
 from django_klaviyo.exceptions import KlaviyoError
 from django_klaviyo.flush.claim import ClaimedRow
 from django_klaviyo.flush.outcomes import Located, Outcomes
@@ -16,16 +17,14 @@ from django_klaviyo.flush.outcomes import Located, Outcomes
 if TYPE_CHECKING:
     from django_klaviyo.flush.loop import Flusher
 
-EVENTS_PER_REQUEST = 1000
-PROFILES_PER_IMPORT_JOB = 10_000
-IDS_PER_LIST_REQUEST = 1000
-PROFILES_PER_SUBSCRIBE_JOB = 1000
-PROFILES_PER_UNSUBSCRIBE_JOB = 100
-MAX_REQUEST_BYTES = 5 * 1024 * 1024
-# Items are measured one by one; keep room for the JSON:API wrapping the client adds.
-REQUEST_BYTES_BUDGET = MAX_REQUEST_BYTES - 256 * 1024
-# Per-item wrapping ("type", "attributes", metric/profile "data" objects) the client adds.
-ITEM_OVERHEAD_BYTES = 256
+# Request sizes come from the one list of Klaviyo limits.
+EVENTS_PER_REQUEST = limits.EVENTS_PER_REQUEST
+PROFILES_PER_IMPORT_JOB = limits.PROFILES_PER_IMPORT_JOB
+IDS_PER_LIST_REQUEST = limits.IDS_PER_LIST_REQUEST
+PROFILES_PER_SUBSCRIBE_JOB = limits.PROFILES_PER_SUBSCRIBE_JOB
+PROFILES_PER_UNSUBSCRIBE_JOB = limits.PROFILES_PER_UNSUBSCRIBE_JOB
+REQUEST_BYTES_BUDGET = limits.REQUEST_BYTES_BUDGET
+ITEM_OVERHEAD_BYTES = limits.ITEM_OVERHEAD_BYTES
 
 # Where an error names one profile of a bulk profiles body (Klaviyo's JSON pointer, or the
 # client's validation ``field`` path).
@@ -38,6 +37,13 @@ class InvalidRow(KlaviyoError):
 
 
 @dataclass
+class Parts:
+    """The requests one row was split into: it is sent when none remains."""
+
+    remaining: int
+
+
+@dataclass
 class Request:
     kind: str
     key: Any
@@ -45,6 +51,8 @@ class Request:
     # The client call's main argument, and the rows behind each of its items.
     body: Any = None
     index: list[list[ClaimedRow]] = field(default_factory=list)
+    # Set when this request carries part of one row's events (see EventSender._split).
+    parts: Parts | None = None
 
 
 def is_mapping(value: Any) -> bool:
@@ -76,6 +84,8 @@ class Sender:
     """How one kind of row becomes Klaviyo requests."""
 
     kind: str = ""
+    # The database alias of the rows (set by make_senders); local mirrors are updated there.
+    using: str = "default"
 
     def prepare(self, row: ClaimedRow) -> Any:
         """Validate a row's payload and return what ``plan`` needs; raise to dead-letter it."""

@@ -14,19 +14,14 @@ from django_klaviyo.flush.senders.base import (
     PROFILES_PER_SUBSCRIBE_JOB,
     PROFILES_PER_UNSUBSCRIBE_JOB,
     PROFILES_POINTER,
-    InvalidRow,
     Request,
     Sender,
     optional_str,
-    require_mapping,
 )
 from django_klaviyo.flush.senders.profiles import link_for
-from django_klaviyo.identifiers import clean_profile
 from django_klaviyo.models import Consent, KlaviyoProfileLink, OutboxEvent
 
 Kind = OutboxEvent.Kind
-
-_CHANNELS = ("email", "sms")
 
 
 @dataclass
@@ -40,22 +35,8 @@ class SubscribeSender(Sender):
     per_job = PROFILES_PER_SUBSCRIBE_JOB
 
     def _contact(self, row: ClaimedRow) -> tuple[dict[str, Any], list[str]]:
-        raw = require_mapping(row.payload, "profile")
-        contact = {k: raw[k] for k in ("email", "phone_number") if raw.get(k)}
-        if not contact:
-            raise InvalidRow("consent changes need the profile's email or phone_number.")
-        contact = clean_profile(contact)
-        channels = row.payload.get("channels")
-        if (
-            not isinstance(channels, list)
-            or not channels
-            or any(c not in _CHANNELS for c in channels)
-        ):
-            raise InvalidRow("payload['channels'] must list 'email' and/or 'sms'.")
-        for channel, needs in (("email", "email"), ("sms", "phone_number")):
-            if channel in channels and needs not in contact:
-                raise InvalidRow(f"the {channel} channel needs the profile's {needs}.")
-        return contact, list(dict.fromkeys(channels))
+        # Cleaned when written (rules.consent): the contact and the channels it serves.
+        return dict(row.payload["profile"]), list(row.payload["channels"])
 
     def prepare(self, row: ClaimedRow) -> _ConsentItem:
         contact, channels = self._contact(row)
@@ -107,7 +88,7 @@ class UnsubscribeSender(SubscribeSender):
 
     def succeeded(self, request: Request, result: Any, now: datetime) -> None:
         for profile in request.body:
-            link = link_for(profile)
+            link = link_for(profile, self.using)
             if link is None:
                 continue
             changes: dict[str, Any] = {}
@@ -116,4 +97,6 @@ class UnsubscribeSender(SubscribeSender):
                     changes[f"{channel}_consent"] = Consent.UNSUBSCRIBED
                     changes[f"{channel}_consent_at"] = now
             if changes:
-                KlaviyoProfileLink.objects.filter(pk=link.pk).update(**changes, updated_at=now)
+                KlaviyoProfileLink.objects.using(self.using).filter(pk=link.pk).update(
+                    **changes, updated_at=now
+                )

@@ -3,16 +3,10 @@
 from __future__ import annotations
 
 import json
-import math
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-from django.utils.dateparse import parse_datetime
-
-from django_klaviyo import payloads
 from django_klaviyo.exceptions import KlaviyoError
 from django_klaviyo.flush.claim import ClaimedRow
 from django_klaviyo.flush.outcomes import Located, locate_rows
@@ -20,12 +14,9 @@ from django_klaviyo.flush.senders.base import (
     EVENTS_PER_REQUEST,
     ITEM_OVERHEAD_BYTES,
     REQUEST_BYTES_BUDGET,
-    InvalidRow,
+    Parts,
     Request,
     Sender,
-    is_mapping,
-    optional_str,
-    require_mapping,
 )
 from django_klaviyo.identifiers import profile_key
 from django_klaviyo.models import OutboxEvent
@@ -68,148 +59,72 @@ class _EventItem:
         ]
 
 
-_EXPAND_KEYS = frozenset({"metric", "unique_id", "properties", "value"})
-
-
-def _metric(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not value.strip() or len(value) >= 128:
-        raise InvalidRow(f"{where} must be a non-empty string shorter than 128 characters.")
-    return value
-
-
-def _properties(value: Any, where: str) -> Mapping[str, Any]:
-    if value is None:
-        return {}
-    if not is_mapping(value):
-        raise InvalidRow(f"{where} must be an object.")
-    return value
-
-
-def _event_value(value: Any, where: str) -> float | int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidRow(f"{where} must be a number or null.")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise InvalidRow(f"{where} must be a finite number.")
-    return value
-
-
-def _event_time(value: Any) -> str | None:
-    """An ISO-8601 time with an offset, as the bulk endpoint takes it (None: now)."""
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise InvalidRow("payload['time'] must be an ISO-8601 string or null.")
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        # Python 3.10's fromisoformat takes only its own output ("Z" is not in it).
-        try:
-            parsed = parse_datetime(value.strip())
-        except ValueError:
-            parsed = None
-    if parsed is None:
-        raise InvalidRow(f"payload['time'] {value!r} is not an ISO-8601 date-time.")
-    if parsed.tzinfo is None or parsed.utcoffset() is None:
-        raise InvalidRow(f"payload['time'] {value!r} has no UTC offset.")
-    return value if value[10:11] == "T" else parsed.isoformat()
-
-
 class EventSender(Sender):
+    """Rows hold cleaned events (``django_klaviyo.rules.events``): this only packs them
+    into bulk requests of at most 1,000 events and 5 MB, one entry per profile. A row
+    with more events than one request holds (an order with 1,000 lines) is split into
+    several requests, and is sent once all of them are accepted; a retry resends them
+    all, which Klaviyo's per-event unique_id makes harmless."""
+
     kind = Kind.EVENT
 
     def __init__(self) -> None:
-        # The last cleaned profile per profile_key, with the raw dict it came from: an
-        # order's events repeat one profile, and validating an email is the costliest
-        # step of preparing an event. Rows whose profiles are equal share the cleaned
-        # dict, and its identity groups them into one bulk entry.
-        self._profiles: dict[str, tuple[Mapping[str, Any], dict[str, Any], str]] = {}
+        # The last profile per profile_key, with its identity: rows whose profiles are
+        # equal share one dict, and its id() groups them into one bulk entry.
+        self._profiles: dict[str, tuple[dict[str, Any], str]] = {}
 
-    def _clean_profile(self, key: str, raw: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+    def _profile(self, key: str, profile: dict[str, Any]) -> tuple[dict[str, Any], str]:
         cached = self._profiles.get(key)
-        if cached is not None and cached[0] == raw:
-            return cached[1], cached[2]
-        profile = payloads.clean_event_profile(raw)
-        # The same identity the client uses to spot repeated unique_ids.
-        identity = profile_key(profile)
+        if cached is not None and cached[0] == profile:
+            return cached
         if len(self._profiles) >= 10_000:
             self._profiles.clear()
-        self._profiles[key] = (raw, profile, identity)
-        return profile, identity
+        # The same identity the client uses to spot repeated unique_ids.
+        cached = self._profiles[key] = (profile, profile_key(profile))
+        return cached
 
     def prepare(self, row: ClaimedRow) -> _EventItem:
-        """Validate everything the client's trusted path does not check again."""
         payload = row.payload
-        profile, identity = self._clean_profile(
-            row.profile_key, require_mapping(payload, "profile")
-        )
-        metric = _metric(payload.get("metric") or row.metric, "metric")
-        time = _event_time(payload.get("time"))
-        currency = optional_str(payload, "value_currency")
+        profile, identity = self._profile(row.profile_key, payload["profile"])
+        time = payload.get("time")
+        currency = payload.get("value_currency")
         event = {
-            "metric": metric,
-            "properties": _properties(payload.get("properties"), "payload['properties']"),
+            "metric": payload["metric"],
+            "properties": payload.get("properties") or {},
             "time": time,
-            "value": _event_value(payload.get("value"), "payload['value']"),
+            "value": payload.get("value"),
             "value_currency": currency,
             "unique_id": row.unique_id or None,
         }
-        # A historical event (api backfill=True): recorded without triggering flows.
-        backfill = payload.get("backfill") is True
-        if backfill:
-            event["backfill"] = True
-        # Live rows keep their cleaned dicts alive, so ids cannot repeat within a batch.
+        # A historical event (backfill=True): Klaviyo records it without triggering flows.
+        backfill = {"backfill": True} if payload.get("backfill") is True else {}
+        event.update(backfill)
+        # Live rows keep their profile dicts alive, so ids cannot repeat within a batch.
         item = _EventItem(profile, identity, id(profile), event)
         expand = payload.get("expand")
-        if expand is not None:
-            item.expanded = self._expanded(expand, time, currency, backfill)
-            keys = item.repeat_keys()
-            if len(set(keys)) < len(keys):
-                raise InvalidRow(
-                    "two of the row's events share a metric and unique_id; Klaviyo would "
-                    "reject every request carrying them."
-                )
-            if item.count > EVENTS_PER_REQUEST:
-                raise InvalidRow(
-                    f"the row carries {item.count} events; a request holds at most "
-                    f"{EVENTS_PER_REQUEST}."
-                )
-        return item
-
-    def _expanded(
-        self, expand: Any, time: str | None, currency: str | None, backfill: bool = False
-    ) -> list[dict]:
-        """The extra events of an ``expand`` list: the row's profile, time and currency."""
-        if not isinstance(expand, list):
-            raise InvalidRow("payload['expand'] must be a list.")
-        events = []
-        for i, item in enumerate(expand):
-            where = f"payload['expand'][{i}]"
-            if not isinstance(item, Mapping):
-                raise InvalidRow(f"{where} must be an object.")
-            unknown = sorted(set(item) - _EXPAND_KEYS)
-            if unknown:
-                raise InvalidRow(f"{where} has an unknown key {unknown[0]!r}.")
-            unique_id = item.get("unique_id")
-            if not isinstance(unique_id, str) or not unique_id:
-                raise InvalidRow(f"{where}['unique_id'] must be a non-empty string.")
-            events.append(
+        if expand:
+            item.expanded = [
                 {
-                    "metric": _metric(item.get("metric"), f"{where}['metric']"),
-                    "properties": _properties(item.get("properties"), f"{where}['properties']"),
+                    "metric": e["metric"],
+                    "properties": e.get("properties") or {},
                     "time": time,
-                    "value": _event_value(item.get("value"), f"{where}['value']"),
+                    "value": e.get("value"),
                     "value_currency": currency,
-                    "unique_id": unique_id,
-                    **({"backfill": True} if backfill else {}),
+                    "unique_id": e["unique_id"],
+                    **backfill,
                 }
-            )
-        return events
+                for e in expand
+            ]
+        return item
 
     def plan(self, rows: list[ClaimedRow]) -> list[Request]:
         requests: list[Request] = []
-        pending = rows
+        pending = []
+        for row in rows:
+            if _too_big(row):
+                requests.extend(self._split(row))
+            else:
+                pending.append(row)
         while pending:
             # Klaviyo fails a whole bulk request that repeats (profile, metric, unique_id),
             # so a row holding a repeat waits for the next request.
@@ -235,13 +150,42 @@ class EventSender(Sender):
             pending = deferred
         return requests
 
+    def _split(self, row: ClaimedRow) -> list[Request]:
+        """The requests one oversized row takes: its events in order, at most 1,000 and
+        under the byte budget per request, every part naming the row."""
+        item: _EventItem = row.flush_item
+        profile_size = len(json.dumps(item.profile, separators=(",", ":")))
+        chunks: list[list[dict[str, Any]]] = [[]]
+        size = profile_size
+        for event in item.events():
+            event_size = len(json.dumps(event, separators=(",", ":"))) + ITEM_OVERHEAD_BYTES
+            current = chunks[-1]
+            if current and (
+                len(current) >= EVENTS_PER_REQUEST or size + event_size > REQUEST_BYTES_BUDGET
+            ):
+                chunks.append([])
+                size = profile_size
+            chunks[-1].append(event)
+            size += event_size
+        parts = Parts(len(chunks))
+        return [
+            Request(
+                self.kind,
+                None,
+                [row],
+                [{"profile": dict(item.profile), "events": events}],
+                [[row] * len(events)],
+                parts=parts,
+            )
+            for events in chunks
+        ]
+
     def _sized(self, rows: list[ClaimedRow]) -> list[Request]:
         """One request for ``rows``, or halves of them until each fits in 5 MB.
 
         The rows' stored sizes bound the body's when known (each row's payload holds its
         events and its profile); only a request they cannot clear is measured, once per
-        request rather than per event. A single row too large for any request still goes
-        out alone, and the client's size check dead-letters it.
+        request rather than per event.
         """
         request = self._request(rows)
         if len(rows) == 1:
@@ -281,8 +225,16 @@ class EventSender(Sender):
         return Request(self.kind, None, ordered, body, index)
 
     def send(self, client: Any, request: Request) -> Any:
-        # Every profile and event was validated by prepare(): the client only wraps them.
-        return client.bulk_create_events(request.body, validated=True)
+        # Rows were cleaned when written: the client only assembles the request.
+        return client.send_event_entries(request.body)
 
     def locate(self, err: KlaviyoError, request: Request) -> Located | None:
         return locate_rows(err, request.index, pointer=_ENTRY_POINTER, field=_ENTRY_FIELD)
+
+
+def _too_big(row: ClaimedRow) -> bool:
+    """More events than one request holds, or (known to be) more bytes."""
+    item: _EventItem = row.flush_item
+    if item.count > EVENTS_PER_REQUEST:
+        return True
+    return item.expanded is not None and (row.size or 0) > REQUEST_BYTES_BUDGET

@@ -9,17 +9,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from django.db.models import Q
-
 from django_klaviyo.exceptions import KlaviyoAuthError, KlaviyoError, KlaviyoValidationError
 from django_klaviyo.flush.claim import IN_CHUNK, ClaimedRow, chunks
 from django_klaviyo.flush.outcomes import Located, Outcomes, fail, locate_rows
 from django_klaviyo.flush.senders.base import (
     IDS_PER_LIST_REQUEST,
-    InvalidRow,
     Request,
     Sender,
-    optional_str,
 )
 from django_klaviyo.flush.senders.profiles import profile_attributes, remember_profile_id
 from django_klaviyo.identifiers import profile_key
@@ -49,9 +45,7 @@ class ListSender(Sender):
         self.kind = kind
 
     def prepare(self, row: ClaimedRow) -> ListItem:
-        list_id = optional_str(row.payload, "list_id")
-        if not list_id:
-            raise InvalidRow("payload['list_id'] is required.")
+        list_id = row.payload["list_id"]
         identifiers = profile_attributes(row)
         klaviyo_id = identifiers.pop("id", None)
         key = row.profile_key or profile_key(identifiers)
@@ -60,11 +54,8 @@ class ListSender(Sender):
     def _known_ids(self, rows: list[ClaimedRow]) -> None:
         """Fill ids from local links, in one query per identifier kind."""
         missing = [r for r in rows if not r.flush_item.profile_id]
-        for key, field_name in (
-            ("external_id", "external_id"),
-            ("email", "email"),
-            ("phone_number", "phone_number"),
-        ):
+        links = KlaviyoProfileLink.objects.using(self.using)
+        for key in ("external_id", "email", "phone_number"):
             values = {
                 str(r.flush_item.identifiers[key])
                 for r in missing
@@ -74,18 +65,7 @@ class ListSender(Sender):
                 continue
             known: dict[str, str] = {}
             for chunk in chunks(sorted(values), IN_CHUNK):
-                lookup = Q(**{f"{field_name}__in": chunk})
-                if key == "email":
-                    # Stored emails may differ in case from the payload's.
-                    lookup = Q()
-                    for value in chunk:
-                        lookup |= Q(email__iexact=value)
-                for value, klaviyo_id in (
-                    KlaviyoProfileLink.objects.filter(lookup, klaviyo_id__isnull=False)
-                    .order_by("-pk")
-                    .values_list(field_name, "klaviyo_id")
-                ):
-                    known[value.lower() if key == "email" else value] = klaviyo_id
+                known.update(links.klaviyo_ids(key, chunk))
             for row in missing:
                 value = row.flush_item.identifiers.get(key)
                 if value and not row.flush_item.profile_id:
@@ -124,7 +104,7 @@ class ListSender(Sender):
             for row in group:
                 row.flush_item.profile_id = profile_id
             if profile_id:
-                remember_profile_id(identifiers, profile_id)
+                remember_profile_id(identifiers, profile_id, self.using)
             else:
                 # Removing a profile Klaviyo does not know: nothing is on the list.
                 outcomes.mark_sent(group)
@@ -169,6 +149,6 @@ class ListSender(Sender):
         return locate_rows(err, request.index, pointer=_IDS_POINTER, field=_IDS_FIELD)
 
     def succeeded(self, request: Request, result: Any, now: datetime) -> None:
-        ListMembership.objects.filter(
+        ListMembership.objects.using(self.using).filter(
             klaviyo_list__klaviyo_id=request.key, profile__klaviyo_id__in=request.body
         ).update(synced_member=self.kind == Kind.LIST_ADD, synced_at=now, updated_at=now)

@@ -19,13 +19,10 @@ from django_klaviyo.flush.senders.base import (
     PROFILES_PER_IMPORT_JOB,
     PROFILES_POINTER,
     REQUEST_BYTES_BUDGET,
-    InvalidRow,
     Request,
     Sender,
     encoded_size,
-    require_mapping,
 )
-from django_klaviyo.identifiers import clean_profile
 from django_klaviyo.models import KlaviyoProfileLink, OutboxEvent
 
 Kind = OutboxEvent.Kind
@@ -36,31 +33,24 @@ logger = logging.getLogger("django_klaviyo.flush")
 LARGE_PROFILE_BATCH = 100
 
 
-def link_for(identifiers: Mapping[str, Any]) -> KlaviyoProfileLink | None:
-    """The local link that best matches a profile's identifiers (external_id, email, phone)."""
-    for key, lookup in (
-        ("external_id", "external_id"),
-        ("email", "email__iexact"),
-        ("phone_number", "phone_number"),
-    ):
-        value = identifiers.get(key)
-        if value:
-            link = KlaviyoProfileLink.objects.filter(**{lookup: value}).order_by("pk").first()
-            if link is not None:
-                return link
-    return None
+def link_for(identifiers: Mapping[str, Any], using: str = "default") -> KlaviyoProfileLink | None:
+    """The local link of a profile (``ProfileLinkQuerySet.best_match``)."""
+    return KlaviyoProfileLink.objects.using(using).best_match(identifiers)
 
 
-def remember_profile_id(identifiers: Mapping[str, Any], klaviyo_id: str | None) -> bool:
+def remember_profile_id(
+    identifiers: Mapping[str, Any], klaviyo_id: str | None, using: str = "default"
+) -> bool:
     """Store Klaviyo's profile id on the link matching ``identifiers``; True if stored."""
     if not klaviyo_id:
         return False
-    link = link_for(identifiers)
+    # Only the identifiers the payload sent: an "id" there is Klaviyo's, not yet stored.
+    link = link_for({k: v for k, v in identifiers.items() if k != "id"}, using)
     if link is None or link.klaviyo_id == klaviyo_id:
         return link is not None
     try:
-        with transaction.atomic():
-            KlaviyoProfileLink.objects.filter(pk=link.pk).update(
+        with transaction.atomic(using=using):
+            KlaviyoProfileLink.objects.using(using).filter(pk=link.pk).update(
                 klaviyo_id=klaviyo_id, last_synced_at=timezone.now(), updated_at=timezone.now()
             )
     except IntegrityError:
@@ -75,18 +65,17 @@ def remember_profile_id(identifiers: Mapping[str, Any], klaviyo_id: str | None) 
 
 
 def profile_attributes(row: ClaimedRow) -> dict[str, Any]:
-    return clean_profile(require_mapping(row.payload, "profile"))
+    # A copy: senders pop keys from it.
+    return dict(row.payload["profile"])
 
 
 class ProfileUpsertSender(Sender):
     kind = Kind.PROFILE_UPSERT
 
     def prepare(self, row: ClaimedRow) -> tuple[dict[str, Any], int]:
-        attributes = profile_attributes(row)
-        size = encoded_size(attributes) + ITEM_OVERHEAD_BYTES
-        if size > 100 * 1024:
-            raise InvalidRow(f"profile is {size} bytes encoded; Klaviyo accepts at most 100 KB.")
-        return attributes, size
+        attributes = row.payload["profile"]
+        size = row.size if row.size is not None else encoded_size(attributes)
+        return attributes, size + ITEM_OVERHEAD_BYTES
 
     def plan(self, rows: list[ClaimedRow]) -> list[Request]:
         if len(rows) <= LARGE_PROFILE_BATCH:
@@ -132,4 +121,4 @@ class ProfileUpsertSender(Sender):
             )
             return
         profile_id = result.get("id") if isinstance(result, Mapping) else None
-        remember_profile_id(request.body, profile_id)
+        remember_profile_id(request.body, profile_id, self.using)

@@ -9,6 +9,7 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DEFAULT_DB_ALIAS, connections
 
 from django_klaviyo.checks import check_private_key
 from django_klaviyo.exceptions import KlaviyoConfigurationError, KlaviyoValidationError
@@ -58,6 +59,12 @@ class Command(BaseCommand):
         parser.add_argument(
             "--kinds", metavar="KIND,KIND", help="Only these kinds, e.g. event,profile_upsert."
         )
+        parser.add_argument(
+            "--database",
+            default=DEFAULT_DB_ALIAS,
+            choices=list(connections),
+            help="The database alias whose outbox to send (default: default).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         verbosity = options["verbosity"]
@@ -95,6 +102,7 @@ class Command(BaseCommand):
                 loop=options["loop"],
                 idle_sleep=options["idle_sleep"],
                 progress=progress,
+                using=options["database"],
             )
         except FlushAborted as exc:
             if exc.reason == "auth":

@@ -1,0 +1,80 @@
+"""Every Klaviyo limit the app enforces, defined once.
+
+The rules (``django_klaviyo.rules``) check them when a row is written or a client method
+is called; the flusher and the client's request assembly only use them to size requests.
+Sources: Klaviyo's OpenAPI spec (revision 2026-07-15) and its rate-limits and
+ingestion-limits pages (see ``docs/outbox.md``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+# -- one request ------------------------------------------------------------------------
+# Bulk endpoints take at most "5MB" per request: read as 5,000,000 bytes, the smaller of
+# the two readings, so a request that fits here fits either way.
+MAX_REQUEST_BYTES = 5_000_000
+# What the items of one request may take, leaving room for the JSON:API wrapping.
+REQUEST_BYTES_BUDGET = MAX_REQUEST_BYTES - 256 * 1024
+# Per-item JSON:API wrapping ("type", "attributes", metric/profile "data" objects).
+ITEM_OVERHEAD_BYTES = 256
+EVENTS_PER_REQUEST = 1000
+PROFILES_PER_IMPORT_JOB = 10_000
+IDS_PER_LIST_REQUEST = 1000
+PROFILES_PER_SUBSCRIBE_JOB = 1000
+PROFILES_PER_UNSUBSCRIBE_JOB = 100
+
+# -- one event --------------------------------------------------------------------------
+# "must be shorter than 128 characters"
+METRIC_MAX_LENGTH = 127
+MAX_PROPERTIES = 400
+# Nesting of properties (and any other JSON value the app stores), arrays, strings.
+MAX_DEPTH = 10
+MAX_ARRAY_ITEMS = 4000
+MAX_STRING_BYTES = 100 * 1024
+# Event times: after 1990 and at most one year ahead.
+EARLIEST_EVENT_TIME = dt.datetime(1990, 1, 1, tzinfo=dt.timezone.utc)
+LATEST_EVENT_TIME_AHEAD = dt.timedelta(days=365)
+
+# -- one profile ------------------------------------------------------------------------
+MAX_PROFILE_BYTES = 100 * 1024
+
+# -- the app's own keys -----------------------------------------------------------------
+# unique_id / dedupe_key columns.
+KEY_MAX_LENGTH = 255
+
+# -- what Klaviyo accepts in a profile ---------------------------------------------------
+PROFILE_ATTRIBUTES = frozenset(
+    {
+        "email",
+        "phone_number",
+        "external_id",
+        "_kx",
+        "first_name",
+        "last_name",
+        "organization",
+        "locale",
+        "title",
+        "image",
+        "location",
+        "properties",
+    }
+)
+EVENT_PROFILE_ATTRIBUTES = PROFILE_ATTRIBUTES | {"anonymous_id"}
+# profile-import and bulk import take no _kx on update; PATCH takes no _kx either.
+UPDATE_PROFILE_ATTRIBUTES = PROFILE_ATTRIBUTES - {"_kx"}
+LOCATION_KEYS = frozenset(
+    {
+        "address1",
+        "address2",
+        "city",
+        "country",
+        "latitude",
+        "longitude",
+        "region",
+        "zip",
+        "timezone",
+        "ip",
+    }
+)
+CONSENT_CHANNELS = ("email", "sms")

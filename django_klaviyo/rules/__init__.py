@@ -1,0 +1,73 @@
+"""The rulebook: one cleaner per outbox kind, applied once, when a row is written.
+
+``clean(kind, payload, unique_id=...)`` returns the payload as it is stored and sent, or
+raises ``KlaviyoValidationError`` naming the field. Every limit comes from
+``django_klaviyo.limits``. Rows record ``RULES_VERSION``: the flusher sends rows of the
+current version as they are, and cleans a row of any other version once before sending
+(dead-lettering it, with the reason, if it no longer passes).
+
+Bump ``RULES_VERSION`` whenever a cleaner accepts less, or stores differently, than before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from django_klaviyo import limits
+from django_klaviyo.exceptions import KlaviyoValidationError
+from django_klaviyo.rules.consent import clean_subscribe, clean_unsubscribe
+from django_klaviyo.rules.events import clean_event, event_sizes
+from django_klaviyo.rules.lists import clean_list_change
+from django_klaviyo.rules.profiles import clean_deletion, clean_upsert
+
+RULES_VERSION = 1
+
+# Outbox kinds (the values of OutboxEvent.Kind; the rules know no models).
+EVENT = "event"
+PROFILE_UPSERT = "profile_upsert"
+LIST_ADD = "list_add"
+LIST_REMOVE = "list_remove"
+SUBSCRIBE = "subscribe"
+UNSUBSCRIBE = "unsubscribe"
+PROFILE_DELETION = "profile_deletion"
+
+CLEANERS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
+    PROFILE_UPSERT: clean_upsert,
+    LIST_ADD: clean_list_change,
+    LIST_REMOVE: clean_list_change,
+    SUBSCRIBE: clean_subscribe,
+    UNSUBSCRIBE: clean_unsubscribe,
+    PROFILE_DELETION: clean_deletion,
+}
+
+
+def clean(
+    kind: str,
+    payload: Mapping[str, Any],
+    *,
+    unique_id: str = "",
+    profiles: dict[Any, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The payload of a ``kind`` row as stored and sent, or raise naming the field."""
+    if kind == EVENT:
+        return clean_event(payload, unique_id=unique_id, profiles=profiles)
+    cleaner = CLEANERS.get(kind)
+    if cleaner is None:
+        raise KlaviyoValidationError(f"unknown outbox kind {kind!r}.", field="kind")
+    return cleaner(payload)
+
+
+def check_size(kind: str, payload: Mapping[str, Any], encoded: str) -> None:
+    """Refuse a row Klaviyo would refuse for its size; ``encoded`` is the payload's
+    compact ASCII JSON (its length is its size in bytes)."""
+    if kind == EVENT:
+        event_sizes(payload, encoded)
+    elif kind == PROFILE_UPSERT:
+        size = len(encoded) - len('{"profile":}')
+        if size > limits.MAX_PROFILE_BYTES:
+            raise KlaviyoValidationError(
+                f"the profile is {size} bytes encoded; Klaviyo accepts at most "
+                f"{limits.MAX_PROFILE_BYTES} bytes per profile.",
+                field="profile",
+            )
