@@ -19,7 +19,7 @@ from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS
 from django.utils import timezone
 
-from django_klaviyo import ecommerce, mapping, orders, outbox, refunds, values
+from django_klaviyo import cart, mapping, orders, outbox, refunds, values
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.identifiers import normalize_email, normalize_phone_number
@@ -217,7 +217,7 @@ def viewed_product(
     return track(
         mapping.metric("viewed_product"),
         profile,
-        properties=ecommerce.product_properties(product),
+        properties=cart.product_properties(product),
         time=time,
         unique_id=unique_id,
         backfill=backfill,
@@ -239,16 +239,16 @@ def added_to_cart(
 ) -> OutboxEvent | None:
     """**Added to Cart**: the added item as ``AddedItem*`` properties, the whole cart
     (``cart_items``, default just the item) as Items/ItemNames; value = cart total."""
-    items = ecommerce.cart_items(cart_items if cart_items is not None else [item])
-    properties: dict[str, Any] = ecommerce.added_item(item)
-    properties.update(ecommerce.items_summary(items))
+    items = cart.cart_items(cart_items if cart_items is not None else [item])
+    properties: dict[str, Any] = cart.added_item(item)
+    properties.update(cart.items_summary(items))
     if checkout_url:
         properties["CheckoutURL"] = checkout_url
     return track(
         mapping.metric("added_to_cart"),
         profile,
         properties=properties,
-        value=ecommerce.items_value(items),
+        value=cart.items_value(items),
         value_currency=currency,
         time=time,
         unique_id=unique_id,
@@ -279,10 +279,10 @@ def started_checkout(
         or (checkout_id == "")
     ):
         raise KlaviyoValidationError("checkout_id must be a non-empty string.", field="checkout_id")
-    cart = ecommerce.cart_items(items)
-    if not cart:
+    basket = cart.cart_items(items)
+    if not basket:
         raise KlaviyoValidationError("a checkout needs at least one item.", field="items")
-    properties = ecommerce.items_summary(cart)
+    properties = cart.items_summary(basket)
     properties["CheckoutId"] = str(checkout_id)
     if checkout_url:
         properties["CheckoutURL"] = checkout_url
@@ -292,11 +292,11 @@ def started_checkout(
         mapping.metric("started_checkout"),
         profile,
         properties=properties,
-        value=ecommerce.items_value(cart) if value is None else value,
+        value=cart.items_value(basket) if value is None else value,
         value_currency=currency,
         time=when,
         unique_id=f"{checkout_id}-{unix}",
-        dedupe_key=f"event:started-checkout:{checkout_id}:{outbox.payload_digest({'i': cart})}",
+        dedupe_key=f"event:started-checkout:{checkout_id}:{outbox.payload_digest({'i': basket})}",
         backfill=backfill,
         using=using,
     )
