@@ -261,3 +261,33 @@ def test_default_user_profile_leaves_out_a_bad_phone_with_a_warning(caplog):
     assert profile == {"email": "bob@example.com", "external_id": "8"}
     assert "user 8" in caplog.text
     assert "call me maybe" not in caplog.text
+
+
+def test_a_refund_given_as_a_dict_is_sent_once(customer):
+    order = services.place_order(customer=customer, lines=LINES, number="A-6")
+    tee = order.lines.order_by("pk").first()
+    refund = {
+        "id": "r-1",
+        "amount": "5.00",
+        "reason": "Late",
+        "lines": [{"line": tee, "quantity": 1}],
+    }
+    django_klaviyo.order_refunded(order, refund=refund)
+    django_klaviyo.order_refunded(order, refund=refund)
+
+    refunded = OutboxEvent.objects.get(metric="Refunded Order")
+    assert (refunded.unique_id, refunded.payload["value"]) == ("A-6", 5.0)
+    assert refunded.dedupe_key == f"event:shop.order:{order.pk}:refund:r-1"
+    (item,) = refunded.payload["properties"]["Items"]
+    assert (item["SKU"], item["Quantity"], item["RowTotal"]) == ("TEE-BLK", 1, 19.99)
+    assert refunded.payload["properties"]["Reason"] == "Late"
+
+
+def test_a_refund_without_an_id_is_refused(customer):
+    from django_klaviyo.exceptions import KlaviyoValidationError
+
+    order = services.place_order(customer=customer, lines=LINES[:1])
+    with pytest.raises(KlaviyoValidationError) as info:
+        django_klaviyo.order_refunded(order, refund={"amount": 3})
+    assert info.value.field == "refund"
+    assert not OutboxEvent.objects.filter(metric="Refunded Order").exists()
