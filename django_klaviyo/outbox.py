@@ -120,7 +120,39 @@ def build_events(specs: Iterable[Mapping[str, Any]]) -> list[OutboxRow]:
     """``build_event`` for a mapper's event specs; the events of one order share their
     profile, so each distinct flat profile is cleaned once."""
     profiles: dict[Any, dict[str, Any]] = {}
-    return [build_event(**spec, _profiles=profiles) for spec in specs]
+    rows = []
+    for spec in specs:
+        if not isinstance(spec, Mapping):
+            raise KlaviyoValidationError("an event spec must be a dict.", field="event")
+        unknown = sorted(str(k) for k in spec if k not in _SPEC_KEYS)
+        if unknown:
+            raise KlaviyoValidationError(
+                f"an event spec has no field {unknown[0]!r}.", field=unknown[0]
+            )
+        rows.append(
+            build_event(
+                metric=spec.get("metric"),
+                profile=spec.get("profile"),
+                _profiles=profiles,
+                **{k: v for k, v in spec.items() if k not in ("metric", "profile")},
+            )
+        )
+    return rows
+
+
+_SPEC_KEYS = frozenset(
+    {
+        "metric",
+        "profile",
+        "properties",
+        "value",
+        "value_currency",
+        "time",
+        "unique_id",
+        "dedupe_key",
+        "expand",
+    }
+)
 
 
 def build_profile_upsert(profile: Any, *, dedupe_key: Any = None) -> OutboxRow:

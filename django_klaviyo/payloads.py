@@ -26,7 +26,7 @@ from django_klaviyo.identifiers import (
     profile_key,
 )
 from django_klaviyo.rules.events import clean_metric, clean_properties
-from django_klaviyo.values import check_text
+from django_klaviyo.values import check_text, to_json
 
 # Limits and attribute names live in ``limits``; these names stay for the client's callers.
 MAX_EVENTS_PER_BULK_REQUEST = limits.EVENTS_PER_REQUEST
@@ -169,7 +169,9 @@ def _profile_attributes(
         elif key == "properties" and value is not None:
             value = _mapping(value, f"{field}.properties")
         attributes[key] = value
-    return attributes
+    # The same value rules as outbox rows: plain JSON, storable text, strings and nesting
+    # within Klaviyo's limits.
+    return to_json(attributes, field)
 
 
 def _split_profile(profile: Mapping[str, Any]) -> tuple[str | None, dict[str, Any] | None, dict]:

@@ -300,3 +300,30 @@ def test_klaviyo_flush_takes_the_database_alias(client, mocked, monkeypatch):
     call_command("klaviyo_flush", "--database", "other", verbosity=0)
 
     assert OutboxEvent.objects.using("other").get(pk=row.pk).status == Status.SENT
+
+
+# --- the client's public methods use the same rules -----------------------------------
+
+
+def test_the_client_refuses_what_the_outbox_refuses_before_sending(client, mocked):
+    with pytest.raises(KlaviyoValidationError) as info:
+        client.create_event(metric="Viewed", profile=PROFILE, properties={"note": "a\x00"})
+    assert info.value.field == "event.properties.note"
+    with pytest.raises(KlaviyoValidationError) as info:
+        client.upsert_profile({**PROFILE, "first_name": "A\ud800"})
+    assert info.value.field == "profile.first_name"
+    big = {**PROFILE, "properties": {f"p{n}": "x" * 50_000 for n in range(3)}}
+    with pytest.raises(KlaviyoValidationError, match="bytes"):
+        client.upsert_profile(big)
+    assert len(mocked.calls) == 0
+
+
+def test_a_mapper_spec_without_a_metric_or_with_an_unknown_key_names_the_field():
+    from django_klaviyo import outbox
+
+    with pytest.raises(KlaviyoValidationError) as info:
+        outbox.build_events([{"profile": PROFILE}])
+    assert info.value.field == "metric"
+    with pytest.raises(KlaviyoValidationError) as info:
+        outbox.build_events([{"metric": "Viewed", "profile": PROFILE, "colour": "red"}])
+    assert info.value.field == "colour"

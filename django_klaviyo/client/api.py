@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 import requests
 
-from django_klaviyo import payloads
+from django_klaviyo import limits, payloads
 from django_klaviyo.client.filters import Filter, and_, equals
 from django_klaviyo.client.pagination import collection_params, iterate
 from django_klaviyo.client.ratelimit import RateLimiter, account_scope
@@ -243,7 +243,13 @@ class KlaviyoClient:
         (with ``id``). Idempotent (an upsert). A 409 raises KlaviyoDuplicateProfileError."""
         body = payloads.profile_upsert_body(attributes, profile_id=profile_id)
         document = self._send(
-            "create_or_update_profile", "POST", "/api/profile-import", body=body, idempotent=True
+            "create_or_update_profile",
+            "POST",
+            "/api/profile-import",
+            body=body,
+            idempotent=True,
+            max_bytes=limits.MAX_PROFILE_BYTES,
+            what="The profile",
         )
         return self._data(document)
 

@@ -64,7 +64,8 @@ def check_size(kind: str, payload: Mapping[str, Any], encoded: str) -> None:
     if kind == EVENT:
         event_sizes(payload, encoded)
     elif kind == PROFILE_UPSERT:
-        size = len(encoded) - len('{"profile":}')
+        # The request wraps the profile in a few JSON:API keys; all of it must fit.
+        size = len(encoded) - len('{"profile":}') + limits.ITEM_OVERHEAD_BYTES
         if size > limits.MAX_PROFILE_BYTES:
             raise KlaviyoValidationError(
                 f"the profile is {size} bytes encoded; Klaviyo accepts at most "

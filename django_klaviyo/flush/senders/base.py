@@ -55,18 +55,6 @@ class Request:
     parts: Parts | None = None
 
 
-def is_mapping(value: Any) -> bool:
-    # Payloads come from JSON: a dict, whose exact type test is far cheaper than the ABC's.
-    return type(value) is dict or isinstance(value, Mapping)
-
-
-def require_mapping(payload: Any, key: str) -> Mapping[str, Any]:
-    value = payload.get(key) if is_mapping(payload) else None
-    if not is_mapping(value):
-        raise InvalidRow(f"payload[{key!r}] must be an object.")
-    return value
-
-
 def optional_str(payload: Mapping[str, Any], key: str) -> str | None:
     value = payload.get(key)
     if value is None or value == "":
