@@ -151,6 +151,7 @@ _SPEC_KEYS = frozenset(
         "unique_id",
         "dedupe_key",
         "expand",
+        "backfill",
     }
 )
 
