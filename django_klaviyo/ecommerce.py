@@ -442,8 +442,8 @@ def default_order_events(
 def empty_placed_order(spec: Mapping[str, Any]) -> str | None:
     """Why a mapped Placed Order is empty (no value or no items), or None. Such a spec is
     stored as a dead row with this reason, never sent as an empty event."""
-    if spec.get("metric") != mapping.metric("placed_order"):
-        return None
+    if not isinstance(spec, Mapping) or spec.get("metric") != mapping.metric("placed_order"):
+        return None  # not a Placed Order (a non-dict is named by the event rules)
     if spec.get("value") is None:
         return "the Placed Order has no value: check ORDER_FIELDS['total']."
     properties = spec.get("properties") or {}

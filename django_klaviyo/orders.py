@@ -10,11 +10,12 @@ mapping shows on the first order instead of silently feeding Klaviyo empty event
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, DatabaseError
+from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from django_klaviyo import ecommerce, mapping
@@ -45,7 +46,11 @@ def placed_order_specs(order: Any) -> list[dict[str, Any]]:
     if own:
         return ecommerce.placed_order_events(order)
     placed = mapping.metric("placed_order")
-    specs = [spec for spec in (mapper(order, None, False) or []) if spec.get("metric") == placed]
+    specs = [
+        spec
+        for spec in (mapper(order, None, False) or [])
+        if isinstance(spec, Mapping) and spec.get("metric") == placed
+    ]
     if not specs:
         raise KlaviyoValidationError(
             f"ORDER_EVENTS_MAPPER returned no {placed!r} event for this order; a custom "
@@ -91,9 +96,12 @@ def _enqueue_dead(rows: list[Any], order: Any, reason: str, *, using: str | None
         order.pk,
         reason,
     )
+    start = timezone.now()
     written = enqueue_many(rows, using=using)
+    # Only rows this call inserted: a row already holding the dedupe key (an earlier,
+    # complete Placed Order) is returned too, and must stay as it is.
     OutboxEvent.objects.using(using or DEFAULT_DB_ALIAS).filter(
-        pk__in=[row.pk for row in written]
+        pk__in=[row.pk for row in written], created_at__gte=start
     ).update(
         status=OutboxEvent.Status.DEAD,
         last_error_code=EMPTY_ORDER_CODE,

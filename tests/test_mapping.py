@@ -128,6 +128,14 @@ def test_a_placed_order_without_items_is_stored_dead_with_the_reason(altshop):
     assert "no items" in row.last_error_detail and "ORDER_FIELDS['lines']" in row.last_error_detail
 
 
+def test_an_empty_remap_leaves_the_order_s_sent_placed_order_alone(altshop):
+    order = checkout("R-6")
+    order.items.all().delete()
+    django_klaviyo.order_placed(order)
+    (row,) = OutboxEvent.objects.all()
+    assert row.status == OutboxEvent.Status.PENDING and len(row.payload["expand"]) == 2
+
+
 def test_a_custom_mapper_is_shared_by_the_signal_and_order_placed(altshop):
     altshop.KLAVIYO = {**altshop.KLAVIYO, "ORDER_EVENTS_MAPPER": "tests.test_mapping.mapper"}
     order = checkout("R-5")
