@@ -164,6 +164,11 @@ def mapper_without_placed_order(order, previous_status, created):
     return []
 
 
+def mapper_without_value(order, previous_status, created):
+    """Reads no relation, so the check can ask it about an empty, unsaved order."""
+    return [{"metric": "Placed Order", "profile": {"email": "a@example.com"}, "value": None}]
+
+
 # --- each misconfiguration has its named check ------------------------------------------
 
 
@@ -194,6 +199,11 @@ def test_the_default_names_on_a_differently_shaped_order_are_named_at_startup():
             {"ORDER_EVENTS_MAPPER": "tests.test_mapping.mapper_without_placed_order"},
             "E034",
             "no 'Placed Order' event",
+        ),
+        (
+            {"ORDER_EVENTS_MAPPER": "tests.test_mapping.mapper_without_value"},
+            "W030",
+            "without a value",
         ),
         ({"ORDER_PLACED_SIGNAL": "no.such.signal"}, "E035", "does not import"),
         ({"ORDER_PLACED_SIGNAL": "tests.test_mapping.mapper"}, "E035", "not a django.dispatch"),
