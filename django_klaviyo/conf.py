@@ -68,6 +68,17 @@ DEFAULTS: dict[str, Any] = {
     # Seconds a flusher owns the rows it claimed before another may reclaim them.
     "LEASE_SECONDS": 300,
     "BATCH_SIZE": 1000,
+    # Storefront (docs/storefront.md): where {% klaviyo_js %} loads klaviyo.js from
+    # (?company_id=<PUBLIC_API_KEY> is appended), whether it identifies logged-in users,
+    # and whether browse events go through our endpoint ("server") or klaviyo.js ("browser").
+    "KLAVIYO_JS_URL": "https://static.klaviyo.com/onsite/js/klaviyo.js",
+    "IDENTIFY_USERS": True,
+    "BROWSE_EVENTS_VIA": "server",
+    "STOREFRONT_THROTTLE_RATE": "120/min",
+    # Cart restore: callables (or dotted paths) the store provides, and the link's lifetime.
+    "CART_TOKEN": None,
+    "RESTORE_CART": None,
+    "CART_LINK_MAX_AGE": 7 * 24 * 3600,
 }
 
 REQUIRED: set[str] = {"PRIVATE_API_KEY"}

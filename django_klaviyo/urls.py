@@ -1,6 +1,9 @@
-"""Webhook URLs. Mount under any prefix: ``path("klaviyo/", include("django_klaviyo.urls"))``."""
+"""Webhook and storefront URLs.
 
-from django.urls import path
+Mount under any prefix: ``path("klaviyo/", include("django_klaviyo.urls"))``.
+"""
+
+from django.urls import include, path
 
 from django_klaviyo.webhooks.views import flow_webhook, klaviyo_webhook
 
@@ -8,4 +11,5 @@ urlpatterns = [
     path("webhooks/", klaviyo_webhook, name="klaviyo-webhook"),
     path("webhooks/flow/", flow_webhook, name="klaviyo-flow-webhook"),
     path("webhooks/flow/<str:name>/", flow_webhook, name="klaviyo-flow-webhook"),
+    path("storefront/", include("django_klaviyo.storefront.urls")),
 ]

@@ -4,4 +4,5 @@ from django.urls import include, path
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("klaviyo/", include("django_klaviyo.urls")),
+    path("store/", include("shop.urls")),
 ]

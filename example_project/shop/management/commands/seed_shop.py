@@ -1,5 +1,6 @@
-"""``manage.py seed_shop --customers N --orders M [--seed S]``: demo data through the
-ordinary model saves and shop.services, so every change lands in the Klaviyo outbox."""
+"""``manage.py seed_shop --customers N --orders M [--seed S]``: demo products, customers
+and orders through the ordinary model saves and shop.services, so every change lands in
+the Klaviyo outbox."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ import random
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
 from django_klaviyo.models import OutboxEvent
 from shop import services
+from shop.models import Product
 
 FIRST_NAMES = ["Ada", "Grace", "Alan", "Edsger", "Barbara", "Ken", "Radia", "Linus", "Joan"]
 LAST_NAMES = ["Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Thompson", "Perlman"]
@@ -39,6 +42,7 @@ class Command(BaseCommand):
             raise CommandError("--customers and --orders must be zero or more.")
         rng = random.Random(options["seed"])
         outbox_before = OutboxEvent.objects.count()
+        products = self._products()
         users = [self._customer(rng, i) for i in range(customers)]
         counts = {"placed": 0, "fulfilled": 0, "cancelled": 0, "refunded": 0, "guest": 0}
         for i in range(orders):
@@ -80,11 +84,30 @@ class Command(BaseCommand):
                 services.cancel_order(order)
                 counts["cancelled"] += 1
         self.stdout.write(
-            f"customers: {len(users)}; orders: {counts['placed']} "
+            f"products: {products}; customers: {len(users)}; orders: {counts['placed']} "
             f"({counts['guest']} guest), fulfilled: {counts['fulfilled']}, "
             f"cancelled: {counts['cancelled']}, refunded: {counts['refunded']}; "
             f"outbox rows added: {OutboxEvent.objects.count() - outbox_before}"
         )
+
+    def _products(self) -> int:
+        """The storefront's products (created once; a rerun leaves them as they are).
+        The sticker set starts sold out, for the back-in-stock demo."""
+        base = getattr(settings, "SHOP_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
+        for sku, name, price, categories in PRODUCTS:
+            Product.objects.get_or_create(
+                sku=sku,
+                defaults={
+                    "name": name,
+                    "price": price,
+                    "categories": categories,
+                    "brand": "Example Co",
+                    "url": f"{base}/store/p/{sku}/",
+                    "image_url": f"https://shop.example.com/img/{sku}.png",
+                    "inventory": 0 if sku == "STK-SET" else 25,
+                },
+            )
+        return Product.objects.count()
 
     def _customer(self, rng: random.Random, index: int) -> Any:
         user_model = get_user_model()
