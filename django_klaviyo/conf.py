@@ -75,6 +75,7 @@ DEFAULTS: dict[str, Any] = {
     "IDENTIFY_USERS": True,
     "BROWSE_EVENTS_VIA": "server",
     "STOREFRONT_THROTTLE_RATE": "120/min",
+    "STOREFRONT_ADDRESS_THROTTLE_RATE": "1200/min",
     # Cart restore: callables (or dotted paths) the store provides, and the link's lifetime.
     "CART_TOKEN": None,
     "RESTORE_CART": None,

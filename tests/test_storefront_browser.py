@@ -2,7 +2,7 @@
 
 klaviyo.js is never fetched from the internet: ``KLAVIYO_JS_URL`` points at a local
 stand-in (tests/klaviyo_js_stub.js) that records what the page asks of it. The browser
-fixture (Chromium + chromedriver, failing with what to install) is test_admin_browser's.
+fixture (Chromium + chromedriver, failing with what to install) is in conftest.py.
 """
 
 from __future__ import annotations
@@ -15,11 +15,10 @@ from django.conf import settings as django_settings
 from django.test import Client
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
+from shop.models import Cart, Order, Product
 
 from django_klaviyo.flush import flush_outbox
 from django_klaviyo.models import OutboxEvent
-from shop.models import Cart, Order, Product
-from tests.test_admin_browser import browser  # noqa: F401  (the fixture)
 
 pytestmark = [
     pytest.mark.browser,
@@ -114,9 +113,7 @@ def test_a_logged_in_user_is_identified(browser, shop, django_user_model):
     assert profile["external_id"] == str(user.pk)
 
 
-def test_anonymous_browsing_and_the_later_order_land_on_one_profile(
-    browser, shop, klaviyo_sandbox
-):
+def test_anonymous_browsing_and_the_later_order_land_on_one_profile(browser, shop, klaviyo_sandbox):
     browser.get(f"{shop.url}/store/p/TEE-BLK/")
     wait_for(browser, lambda: outbox_row("Viewed Product"), "no Viewed Product was recorded")
     browser.find_element(By.ID, "add-to-cart").click()

@@ -4,7 +4,8 @@ to the outbox from the server, where an ad blocker cannot drop them.
 POST JSON (see ``serializers.BrowseEventSerializer``) with the CSRF token; the event's
 profile is the logged-in user and/or the visitor's anonymous id (``identity``). 202 with
 the outbox row's id; 400 naming the field, with nothing stored; 429 over the per-visitor
-rate ``STOREFRONT_THROTTLE_RATE``.
+rate ``STOREFRONT_THROTTLE_RATE`` (and per client address
+over ``STOREFRONT_ADDRESS_THROTTLE_RATE``).
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ class VisitorSessionAuthentication(SessionAuthentication):
 
 
 class VisitorRateThrottle(SimpleRateThrottle):
-    """Per visitor: the user, else the session's anonymous id, else the client address."""
+    """Per visitor: the user, else the visitor's anonymous id (made on the first event,
+    so that event counts too)."""
 
     scope = "klaviyo_storefront"
 
@@ -54,15 +56,28 @@ class VisitorRateThrottle(SimpleRateThrottle):
         if request.user and request.user.is_authenticated:
             ident = f"user:{request.user.pk}"
         else:
-            anonymous_id = identity.remember_visitor(request._request).get("anonymous_id")
-            ident = f"visitor:{anonymous_id}" if anonymous_id else f"ip:{self.get_ident(request)}"
+            visitor = identity.remember_visitor(request._request, create=True)
+            ident = f"visitor:{visitor.get('anonymous_id') or self.get_ident(request)}"
         return self.cache_format % {"scope": self.scope, "ident": ident}
+
+
+class AddressRateThrottle(SimpleRateThrottle):
+    """Per client address, looser: a script that drops its session cookie to look like
+    a new visitor on every request is still held back."""
+
+    scope = "klaviyo_storefront_address"
+
+    def get_rate(self) -> str | None:
+        return klaviyo_settings.STOREFRONT_ADDRESS_THROTTLE_RATE
+
+    def get_cache_key(self, request: Request, view: Any) -> str | None:
+        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
 
 
 class BrowseEventView(APIView):
     authentication_classes = [VisitorSessionAuthentication]
     permission_classes = [AllowAny]
-    throttle_classes = [VisitorRateThrottle]
+    throttle_classes = [VisitorRateThrottle, AddressRateThrottle]
 
     def post(self, request: Request) -> Response:
         serializer = BrowseEventSerializer(data=request.data)
