@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The django-klaviyo demo, end to end, on the embedded default (SQLite + local sandbox):
 #   makes .venv and installs the package, migrates a fresh example shop, starts the Klaviyo
-#   sandbox, creates customers and orders through ordinary model saves, flushes the outbox,
+#   sandbox, creates products, customers and orders through ordinary model saves, browses
+#   the storefront as an anonymous shopper (browse events), flushes the outbox,
 #   prints what reached the sandbox, receives a signed webhook, and stops the sandbox.
 # With KLAVIYO_PRIVATE_API_KEY set, the same flow targets real Klaviyo (no sandbox).
 # Usage: bash example_project/demo.sh   (env: CUSTOMERS, ORDERS, SANDBOX_PORT, PYTHON, VENV)
@@ -56,6 +57,9 @@ fi
 echo "== create $CUSTOMERS customers and $ORDERS orders through ordinary model saves"
 manage seed_shop --customers "$CUSTOMERS" --orders "$ORDERS" --seed 7
 
+echo "== an anonymous shopper browses the storefront and checks out (browse events)"
+manage demo_browse
+
 echo "== flush the outbox to Klaviyo"
 manage klaviyo_flush
 
@@ -76,6 +80,9 @@ requests = {op: sum(by_status.values()) for op, by_status in state["requests"].i
 print("requests per operation: " + ", ".join(f"{op}={n}" for op, n in sorted(requests.items())))
 if not state["events"] or "Placed Order" not in state["metrics"]:
     sys.exit("demo failed: no Placed Order reached the sandbox")
+for metric in ("Viewed Product", "Added to Cart", "Started Checkout"):
+    if metric not in state["metrics"]:
+        sys.exit(f"demo failed: no {metric} reached the sandbox")
 PYEOF
 fi
 

@@ -11,6 +11,7 @@ from django.test import Client
 from django.urls import reverse
 from shop.models import Cart, Order, Product
 
+from django_klaviyo.flush import flush_outbox
 from django_klaviyo.models import OutboxEvent
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.storefront_urls")]
@@ -91,3 +92,33 @@ def test_checkout_places_the_order_with_the_visitor_s_anonymous_id(tee, settings
 def test_an_order_page_is_only_shown_to_the_session_that_placed_it(tee):
     order = Order.objects.create(number="N-1", email="grace@example.com")
     assert Client().get(reverse("shop:order-done", args=[order.number])).status_code == 404
+
+
+def test_demo_browse_puts_browsing_and_the_order_on_one_profile(klaviyo_sandbox, settings):
+    settings.KLAVIYO = {
+        **settings.KLAVIYO,
+        "ORDER_FIELDS": {"anonymous_id": "klaviyo_anonymous_id"},
+        "CART_TOKEN": "shop.cart.cart_token",
+        "RESTORE_CART": "shop.cart.restore_cart",
+    }
+    settings.ALLOWED_HOSTS = ["localhost"]
+    Product.objects.create(
+        sku="TEE-BLK",
+        name="Black T-shirt",
+        price=Decimal("19.99"),
+        url="https://shop.example.com/p/TEE-BLK",
+        inventory=2,
+    )
+    out = StringIO()
+    call_command("demo_browse", email="grace@example.com", stdout=out)
+    assert "Viewed Product: recorded" in out.getvalue()
+
+    flush_outbox()
+
+    events = klaviyo_sandbox.state.events()
+    metrics = {e["metric"] for e in events}
+    assert {"Viewed Product", "Added to Cart", "Started Checkout", "Placed Order"} <= metrics
+    assert len({e["profile_id"] for e in events}) == 1
+    (profile,) = klaviyo_sandbox.state.profiles().values()
+    assert profile["email"] == "grace@example.com"
+    assert profile["anonymous_id"] == Order.objects.get().klaviyo_anonymous_id
