@@ -175,3 +175,15 @@ def test_a_cart_link_restores_the_cart_and_a_tampered_one_does_not(browser, shop
     lines = browser.find_elements(By.CSS_SELECTOR, "tr.cart-line")
     assert [line.get_attribute("data-sku") for line in lines] == ["TEE-BLK"]
     assert Cart.objects.count() == 1  # the shopper's own cart, not a new one
+
+
+def test_the_browser_path_hands_the_events_to_klaviyo_js(browser, shop, settings):
+    settings.KLAVIYO = {**settings.KLAVIYO, "BROWSE_EVENTS_VIA": "browser"}
+    browser.get(f"{shop.url}/store/p/TEE-BLK/")
+    wait_for(browser, lambda: stub_calls(browser, "track"), "klaviyo.track was never called")
+
+    ((metric, properties),) = stub_calls(browser, "track")
+    assert metric == "Viewed Product"
+    assert properties["ProductName"] == "Black T-shirt"
+    assert properties["Price"] == 19.99
+    assert not OutboxEvent.objects.filter(metric="Viewed Product").exists()

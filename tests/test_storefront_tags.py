@@ -8,6 +8,7 @@ import re
 import pytest
 from django.contrib.auth.models import AnonymousUser
 from django.core.checks import run_checks
+from django.core.exceptions import ImproperlyConfigured
 from django.template import Context, Template
 from django.test import RequestFactory
 from django.utils.functional import SimpleLazyObject, empty
@@ -169,3 +170,25 @@ def test_a_broken_cart_hook_path_fails_the_checks(settings):
     settings.KLAVIYO = {**settings.KLAVIYO, "RESTORE_CART": "shop.cart.no_such_hook"}
     messages = [m for m in run_checks() if m.id == "django_klaviyo.E008"]
     assert messages and "RESTORE_CART" in messages[0].msg
+
+
+def test_an_unknown_browse_events_mode_is_an_error_not_a_silent_fallback(request_, settings):
+    settings.KLAVIYO = {**settings.KLAVIYO, "BROWSE_EVENTS_VIA": "serverr"}
+    with pytest.raises(ImproperlyConfigured, match="BROWSE_EVENTS_VIA"):
+        render("{% klaviyo_js %}", request_)
+
+
+def test_the_browser_path_has_no_endpoint_and_signs_the_cart_link_into_the_event(
+    request_, settings
+):
+    settings.KLAVIYO = {
+        **settings.KLAVIYO,
+        "BROWSE_EVENTS_VIA": "browser",
+        "CART_TOKEN": lambda request: "tok-ada",
+    }
+    config = embedded(render("{% klaviyo_js %}", request_), "klaviyo-storefront-config")
+    assert config["eventsUrl"] is None and config["csrfToken"] is None
+    item = {"product_id": "P1", "name": "Tee", "price": "10"}
+    html = render("{% klaviyo_added_to_cart item %}", request_, item=item)
+    link = embedded(html, "klaviyo-added-to-cart")["properties"]["CheckoutURL"]
+    assert link.startswith("http://testserver/klaviyo/storefront/cart/")

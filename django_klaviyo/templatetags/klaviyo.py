@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django import template
+from django.core.exceptions import ImproperlyConfigured
 from django.core.serializers.json import DjangoJSONEncoder
 from django.middleware.csrf import get_token
 from django.templatetags.static import static
@@ -96,6 +97,10 @@ def klaviyo_js(context: template.Context) -> SafeString:
         )
     request = context.get("request")
     via = klaviyo_settings.BROWSE_EVENTS_VIA
+    if via not in ("server", "browser"):
+        raise ImproperlyConfigured(
+            f"KLAVIYO['BROWSE_EVENTS_VIA'] must be 'server' or 'browser', not {via!r}."
+        )
     events_url = _events_url() if via == "server" else None
     config: dict[str, Any] = {
         "identify": _identify(context),
