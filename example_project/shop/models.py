@@ -112,14 +112,15 @@ class RefundLine(models.Model):
 
 
 class Product(models.Model):
-    """What the storefront sells (one price, no variants: kept simple on purpose)."""
+    """A product with one stock level; Klaviyo's catalog sees it as an item with one
+    variant (KLAVIYO["CATALOG"] in shop_site.settings)."""
 
-    sku = models.CharField(max_length=64, unique=True)
     name = models.CharField(max_length=255)
+    sku = models.CharField(max_length=64, unique=True)
     price = models.DecimalField(max_digits=12, decimal_places=2)
-    # The product's public page and picture, as links in emails need them absolute.
-    url = models.URLField(max_length=500, blank=True)
+    url = models.URLField(max_length=500)
     image_url = models.URLField(max_length=500, blank=True)
+    # Category names, e.g. ["Coffee", "Gifts"].
     categories = models.JSONField(default=list, blank=True)
     brand = models.CharField(max_length=128, blank=True)
     inventory = models.PositiveIntegerField(default=0)
@@ -130,8 +131,12 @@ class Product(models.Model):
     def __str__(self) -> str:
         return f"{self.name} ({self.sku})"
 
+    # The storefront's page (``url`` is the public address that emails and the catalog use).
     def get_absolute_url(self) -> str:
         return reverse("shop:product", kwargs={"sku": self.sku})
+
+    def klaviyo_metadata(self) -> dict[str, str]:
+        return {"brand": self.brand} if self.brand else {}
 
     @property
     def in_stock(self) -> bool:

@@ -8,7 +8,6 @@ import random
 from decimal import Decimal
 from typing import Any
 
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
@@ -19,13 +18,16 @@ from shop.models import Product
 
 FIRST_NAMES = ["Ada", "Grace", "Alan", "Edsger", "Barbara", "Ken", "Radia", "Linus", "Joan"]
 LAST_NAMES = ["Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Thompson", "Perlman"]
+# (sku, name, price, categories, brand, inventory); the sticker set is sold out, for the
+# back-in-stock form.
 PRODUCTS = [
-    ("TEE-BLK", "Black T-shirt", Decimal("19.99"), ["Apparel", "Tops"]),
-    ("MUG-WHT", "White mug", Decimal("9.50"), ["Kitchen"]),
-    ("CAP-RED", "Red cap", Decimal("14.00"), ["Apparel", "Accessories"]),
-    ("BAG-CNV", "Canvas tote", Decimal("24.00"), ["Accessories"]),
-    ("STK-SET", "Sticker set", Decimal("4.25"), ["Stationery"]),
+    ("TEE-BLK", "Black T-shirt", Decimal("19.99"), ["Apparel", "Tops"], "Northwind", 40),
+    ("MUG-WHT", "White mug", Decimal("9.50"), ["Kitchen"], "Acme", 25),
+    ("CAP-RED", "Red cap", Decimal("14.00"), ["Apparel", "Accessories"], "Northwind", 12),
+    ("BAG-CNV", "Canvas tote", Decimal("24.00"), ["Accessories"], "Acme", 8),
+    ("STK-SET", "Sticker set", Decimal("4.25"), ["Stationery"], "Paperie", 0),
 ]
+SHOP_URL = "https://shop.example.com"
 
 
 class Command(BaseCommand):
@@ -91,23 +93,21 @@ class Command(BaseCommand):
         )
 
     def _products(self) -> int:
-        """The storefront's products (created once; a rerun leaves them as they are).
-        The sticker set starts sold out, for the back-in-stock demo."""
-        base = getattr(settings, "SHOP_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
-        for sku, name, price, categories in PRODUCTS:
-            Product.objects.get_or_create(
+        """The catalog, saved like the store would (each save writes catalog rows)."""
+        for sku, name, price, categories, brand, inventory in PRODUCTS:
+            Product.objects.update_or_create(
                 sku=sku,
                 defaults={
                     "name": name,
                     "price": price,
+                    "url": f"{SHOP_URL}/p/{sku}",
+                    "image_url": f"{SHOP_URL}/img/{sku}.png",
                     "categories": categories,
-                    "brand": "Example Co",
-                    "url": f"{base}/store/p/{sku}/",
-                    "image_url": f"https://shop.example.com/img/{sku}.png",
-                    "inventory": 0 if sku == "STK-SET" else 25,
+                    "brand": brand,
+                    "inventory": inventory,
                 },
             )
-        return Product.objects.count()
+        return len(PRODUCTS)
 
     def _customer(self, rng: random.Random, index: int) -> Any:
         user_model = get_user_model()
@@ -138,8 +138,8 @@ class Command(BaseCommand):
                 "quantity": rng.randint(1, 3),
                 "unit_price": price,
                 "categories": categories,
-                "image_url": f"https://shop.example.com/img/{sku}.png",
-                "product_url": f"https://shop.example.com/p/{sku}",
+                "image_url": f"{SHOP_URL}/img/{sku}.png",
+                "product_url": f"{SHOP_URL}/p/{sku}",
             }
-            for sku, name, price, categories in picked
+            for sku, name, price, categories, _brand, _inventory in picked
         ]
