@@ -80,6 +80,7 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
+LOGIN_REDIRECT_URL = "/store/"
 
 SANDBOX_URL = "http://127.0.0.1:8765"
 _private_key = env("KLAVIYO_PRIVATE_API_KEY", default="")
