@@ -17,7 +17,7 @@ echo "== python environment ($VENV)"
 if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --upgrade pip
-  "$VENV/bin/python" -m pip install -q -e . --group test
+  "$VENV/bin/python" -m pip install -q -e ".[sandbox]" --group test
 fi
 
 echo "== PostgreSQL"

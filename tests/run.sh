@@ -27,7 +27,7 @@ apt_install() {
 echo "== python environment ($VENV)"
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q -e . --group test
+"$VENV/bin/python" -m pip install -q -e ".[sandbox]" --group test
 
 echo "== PostgreSQL"
 pg_host=127.0.0.1
