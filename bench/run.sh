@@ -44,3 +44,4 @@ for db in sqlite postgres; do
 done
 py bench.flush_throughput --db postgres
 py bench.claim_scaling --db postgres
+py bench.sandbox_latency

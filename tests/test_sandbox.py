@@ -6,10 +6,8 @@ import copy
 import json
 import os
 import signal
-import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -566,16 +564,14 @@ def test_accepted_requests_are_recorded_as_json_lines(tmp_path: Path, http) -> N
     assert lines[0]["body"] == _event()
 
 
-def test_accepted_sockets_have_tcp_nodelay_and_keep_alive_is_fast(sandbox, http) -> None:
-    timings = []
+def test_accepted_sockets_have_tcp_nodelay_and_keep_alive_is_reused(sandbox, http) -> None:
+    # Without TCP_NODELAY each keep-alive answer stalls ~40 ms; the time itself is measured
+    # by bench/sandbox_latency.py, not asserted here.
     for _ in range(20):
-        started = time.perf_counter()
         assert http.get(f"{sandbox.url}/api/lists").status_code == 200
-        timings.append(time.perf_counter() - started)
     flags = sandbox.nodelay_flags
     assert flags and all(flags)
     assert len(flags) == 1  # one keep-alive connection served all 20 requests
-    assert statistics.median(timings) < 0.02
 
 
 def test_stopped_sandbox_refuses_connections(http) -> None:
