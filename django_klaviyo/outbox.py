@@ -43,6 +43,7 @@ from django_klaviyo.identifiers import (
     profile_key,
 )
 from django_klaviyo.models import OutboxEvent
+from django_klaviyo.models.outbox import new_outbox_id
 
 Kind = OutboxEvent.Kind
 
@@ -666,7 +667,7 @@ def _validated(row: OutboxRow) -> dict[str, Any]:
     if row.kind == Kind.EVENT:
         metric = clean_metric(metric)
     return {
-        "id": uuid.uuid4(),
+        "id": new_outbox_id(),
         "kind": row.kind,
         "payload": payload,
         "metric": metric,
