@@ -94,6 +94,7 @@ def machine_facts() -> dict[str, str]:
         "cpu": _cpu_model(),
         "memory": _memory(),
         "python": platform.python_version(),
+        "load_average": f"{os.getloadavg()[0]:.2f}",
     }
     try:
         import django

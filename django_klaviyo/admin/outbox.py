@@ -12,16 +12,18 @@ import contextlib
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
-from django.utils.translation import ngettext
+from django.utils.html import format_html
+from django.utils.translation import gettext, ngettext
 
 from django_klaviyo import operations
 from django_klaviyo.admin.base import ReadOnlyDetailAdmin, pretty_json
 from django_klaviyo.admin.dashboard import (
     FAILING,
     UNFINISHED,
-    EstimatedCountPaginator,
+    OutboxPaginator,
     failing_error_codes,
     outbox_dashboard,
 )
@@ -86,7 +88,7 @@ class OutboxEventAdmin(ReadOnlyDetailAdmin):
     )
     # Newest first along the time-ordered primary key: no sort, no created_at index.
     ordering = ("-id",)
-    paginator = EstimatedCountPaginator
+    paginator = OutboxPaginator
     actions = ("retry_now", "requeue_dead", "discard")
     fieldsets = (
         (None, {"fields": ("id", "kind", "metric", "status", "profile_key", "unique_id")}),
@@ -108,6 +110,16 @@ class OutboxEventAdmin(ReadOnlyDetailAdmin):
         ),
         ("Last error", {"fields": ("last_error_status", "last_error_code", "last_error_detail")}),
     )
+
+    def action_checkbox(self, obj: OutboxEvent) -> str:
+        # Django renders this through a form widget and its template, once per row: about
+        # a third of a 100-row page's time. The same markup, written directly.
+        return format_html(
+            '<input type="checkbox" name="{}" value="{}" class="action-select" aria-label="{}">',
+            helpers.ACTION_CHECKBOX_NAME,
+            str(obj.pk),
+            format_html(gettext("Select this object for an action - {}"), str(obj)),
+        )
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         return [f.name for f in OutboxEvent._meta.fields] + ["pretty_payload"]

@@ -113,11 +113,12 @@ class OutboxEvent(models.Model):
                 condition=Q(status="sending"),
                 name="klaviyo_outbox_leased",
             ),
-            # Admin: the dashboard's dead count and top error codes, the "dead" and
-            # "last error code" filters, requeue_dead; purge of old dead rows. Rows enter
-            # it only when they fail.
+            # Admin: the dashboard's dead count, kinds and top error codes (read from the
+            # index alone), the "dead" and "last error code" filters newest first (the id
+            # makes the top-100 sort index-only), requeue_dead; purge of old dead rows.
+            # Rows enter it only when they fail, so its width costs the save path nothing.
             models.Index(
-                fields=["last_error_code"],
+                fields=["status", "last_error_code", "kind", "id"],
                 condition=Q(status__in=["retrying", "dead"]),
                 name="klaviyo_outbox_failing",
             ),
