@@ -98,7 +98,11 @@ def machine_facts() -> dict[str, str]:
     }
     try:
         import django
+        from django.conf import settings
         from django.db import connection
+
+        if not settings.configured:
+            return facts  # a benchmark without a database
 
         facts["django"] = django.get_version()
         facts["database"] = connection.vendor

@@ -74,7 +74,7 @@ class OutboxEvent(models.Model):
     dedupe_key = models.CharField(max_length=255, null=True, blank=True, unique=True)
     # "email:a@example.com", "external_id:42", ... groups rows per profile in bulk requests.
     # Indexed for one documented admin need: the changelist's search for a customer's rows
-    # (docs/admin.md). The flusher groups claimed rows by it in memory.
+    # (README, Admin). The flusher groups claimed rows by it in memory.
     profile_key = models.CharField(max_length=320, blank=True, db_index=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveIntegerField(default=0)
