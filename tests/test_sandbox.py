@@ -137,6 +137,17 @@ def test_malformed_json_is_a_400(sandbox: SandboxServer, http) -> None:
     assert response.json()["errors"][0]["code"] == "parse_error"
 
 
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_numbers_are_not_json(sandbox: SandboxServer, http, literal: str) -> None:
+    # Python's json module writes and reads them; JSON (and Klaviyo) does not.
+    body = json.dumps(_event()).replace('"value": 49.99', f'"value": {literal}')
+    assert literal in body
+    response = http.post(f"{sandbox.url}/api/events", data=body)
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["code"] == "parse_error"
+    assert sandbox.state.events() == []
+
+
 def test_repeated_unique_id_is_accepted_but_recorded_once(sandbox: SandboxServer, http) -> None:
     for _ in range(3):
         assert http.post(f"{sandbox.url}/api/events", json=_event()).status_code == 202
