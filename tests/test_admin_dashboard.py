@@ -85,8 +85,11 @@ def test_counts_above_the_cap_become_estimates(monkeypatch):
     monkeypatch.setattr(dashboard, "COUNT_CAP", 3)
     for _ in range(5):
         row(S.DEAD, last_error_code="invalid")
-    dead = outbox_dashboard().by_status["dead"]
+    stats = outbox_dashboard()
+    dead = stats.by_status["dead"]
     assert not dead.exact
+    assert stats.sampled  # the kind table and top errors describe the first 3 dead rows
+    assert stats.unfinished_by_kind == {"event": {"dead": 3}}
     if connection.vendor == "postgresql":
         assert dead.value >= 3 and str(dead).startswith("≈ ")  # the planner's estimate
     else:
