@@ -14,6 +14,7 @@ import pytest
 from django.conf import settings as django_settings
 from django.test import Client
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 from shop.models import Cart, Order, Product
 
@@ -56,6 +57,15 @@ def wait_for(browser, condition, message):
     )
 
 
+def element(browser, by, value, *, clickable=False):
+    """The element once the page has it (and accepts clicks, if asked): a loaded machine
+    answers a click late, so nothing is just looked up."""
+    condition = ec.element_to_be_clickable if clickable else ec.presence_of_element_located
+    return WebDriverWait(browser, WAIT, poll_frequency=0.1).until(
+        condition((by, value)), message=f"{value!r} did not appear within {WAIT} s"
+    )
+
+
 def stub_calls(browser, method):
     calls = browser.execute_script("return (window.__klaviyoStub || {calls: []}).calls;")
     return [call["args"] for call in calls if call["method"] == method]
@@ -69,7 +79,7 @@ def test_klaviyo_js_is_loaded_with_the_public_key_only(browser, shop):
     browser.get(f"{shop.url}/store/p/TEE-BLK/")
     wait_for(browser, lambda: stub_calls(browser, "trackViewedItem"), "klaviyo.js never ran")
 
-    script = browser.find_element(By.CSS_SELECTOR, "script[src*='/stub/klaviyo.js']")
+    script = element(browser, By.CSS_SELECTOR, "script[src*='/stub/klaviyo.js']")
     assert script.get_attribute("src") == f"{shop.url}/stub/klaviyo.js?company_id=AbC123"
     assert script.get_attribute("async") == "true"
     assert browser.execute_script("return window.__klaviyoStub.companyId;") == "AbC123"
@@ -116,13 +126,13 @@ def test_a_logged_in_user_is_identified(browser, shop, django_user_model):
 def test_anonymous_browsing_and_the_later_order_land_on_one_profile(browser, shop, klaviyo_sandbox):
     browser.get(f"{shop.url}/store/p/TEE-BLK/")
     wait_for(browser, lambda: outbox_row("Viewed Product"), "no Viewed Product was recorded")
-    browser.find_element(By.ID, "add-to-cart").click()
+    element(browser, By.ID, "add-to-cart", clickable=True).click()
     wait_for(browser, lambda: outbox_row("Added to Cart"), "no Added to Cart was recorded")
-    browser.find_element(By.ID, "checkout").click()
+    element(browser, By.ID, "checkout", clickable=True).click()
     wait_for(browser, lambda: outbox_row("Started Checkout"), "no Started Checkout")
-    browser.find_element(By.ID, "email").send_keys("grace@example.com")
-    browser.find_element(By.ID, "place-order").click()
-    number = browser.find_element(By.ID, "order-number").text
+    element(browser, By.ID, "email").send_keys("grace@example.com")
+    element(browser, By.ID, "place-order", clickable=True).click()
+    number = element(browser, By.ID, "order-number").text
     order = Order.objects.get(number=number)
 
     viewed = outbox_row("Viewed Product").payload["profile"]
@@ -153,7 +163,7 @@ def test_anonymous_browsing_and_the_later_order_land_on_one_profile(browser, sho
 
 def test_a_cart_link_restores_the_cart_and_a_tampered_one_does_not(browser, shop):
     browser.get(f"{shop.url}/store/p/TEE-BLK/")
-    browser.find_element(By.ID, "add-to-cart").click()
+    element(browser, By.ID, "add-to-cart", clickable=True).click()
     wait_for(browser, lambda: outbox_row("Added to Cart"), "no Added to Cart was recorded")
     link = outbox_row("Added to Cart").payload["properties"]["CheckoutURL"]
     assert link.startswith(f"{shop.url}/klaviyo/storefront/cart/")
@@ -161,17 +171,18 @@ def test_a_cart_link_restores_the_cart_and_a_tampered_one_does_not(browser, shop
     # The shopper opens the email on another device: no session, no cart.
     browser.delete_all_cookies()
     browser.get(f"{shop.url}/store/cart/")
-    assert browser.find_element(By.ID, "cart-empty")
+    assert element(browser, By.ID, "cart-empty")
 
     signed = link.rstrip("/").rsplit("/", 1)[1]
     tampered = signed[:-1] + ("A" if signed[-1] != "A" else "B")
     browser.get(link.replace(signed, tampered))
-    error = browser.find_element(By.ID, "klaviyo-cart-link-error").text
+    error = element(browser, By.ID, "klaviyo-cart-link-error").text
     assert "This cart link is not valid" in error
     browser.get(f"{shop.url}/store/cart/")
-    assert browser.find_element(By.ID, "cart-empty")
+    assert element(browser, By.ID, "cart-empty")
 
     browser.get(link)
+    element(browser, By.CSS_SELECTOR, "tr.cart-line")
     lines = browser.find_elements(By.CSS_SELECTOR, "tr.cart-line")
     assert [line.get_attribute("data-sku") for line in lines] == ["TEE-BLK"]
     assert Cart.objects.count() == 1  # the shopper's own cart, not a new one
