@@ -251,3 +251,12 @@ def test_a_client_dropping_its_session_is_held_back_by_its_address(settings):
         fresh.get(reverse("shop:products"))
         statuses.append(post(fresh, body).status_code)
     assert statuses == [202, 202, 202, 429]
+
+
+def test_a_refusal_by_the_event_rules_is_a_400_naming_the_field(visitor, settings):
+    # The rules (not the serializer) refuse a metric name of 128+ characters.
+    settings.KLAVIYO = {**settings.KLAVIYO, "METRIC_NAMES": {"viewed_product": "V" * 200}}
+    answer = post(visitor, {"event": "viewed_product", "product": PRODUCT})
+    assert answer.status_code == 400
+    assert list(answer.json()) == ["metric"]
+    assert OutboxEvent.objects.count() == 0
