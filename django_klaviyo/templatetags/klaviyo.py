@@ -17,14 +17,12 @@ drop it) or hands it to ``klaviyo.track`` ("browser"). Viewed Product also calls
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlencode
 
 from django import template
 from django.core.exceptions import ImproperlyConfigured
-from django.core.serializers.json import DjangoJSONEncoder
 from django.middleware.csrf import get_token
 from django.templatetags.static import static
 from django.urls import NoReverseMatch, reverse
@@ -121,9 +119,9 @@ def klaviyo_js(context: template.Context) -> SafeString:
 
 
 def _event_json(element_id: str, data: Mapping[str, Any]) -> SafeString:
-    # Decimals and dates as JSON strings; storefront.js reads the element on load.
-    plain = json.loads(json.dumps(data, cls=DjangoJSONEncoder))
-    return json_script(plain, element_id)
+    # DjangoJSONEncoder (json_script's): Decimals and dates as strings, which the
+    # endpoint's serializer reads back; storefront.js reads the element on load.
+    return json_script(dict(data), element_id)
 
 
 def viewed_item(properties: Mapping[str, Any]) -> dict[str, Any]:
