@@ -95,6 +95,12 @@ def test_klaviyo_cookie_and_email_link_identify_the_visitor(visitor):
     }
 
 
+def test_a_percent_encoded_klaviyo_cookie_is_read():
+    raw = kla_cookie({"cid": "Zm9vY"})
+    assert raw.endswith("=")
+    assert kla_cookie_ids(raw.replace("=", "%3D")) == {"anonymous_id": "Zm9vY"}
+
+
 @pytest.mark.parametrize(
     "raw",
     ["", "not-base64!", base64.b64encode(b"[1, 2]").decode(), kla_cookie({"cid": "<script>"})],

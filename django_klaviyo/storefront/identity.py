@@ -17,6 +17,7 @@ import json
 import re
 import uuid
 from typing import Any
+from urllib.parse import unquote
 
 from django.http import HttpRequest
 
@@ -40,6 +41,7 @@ def kla_cookie_ids(raw: str | None) -> dict[str, str]:
     {} when it is absent or unreadable (a malformed cookie is ignored, never an error)."""
     if not raw or len(raw) > 4096:
         return {}
+    raw = unquote(raw).strip()  # browsers may keep the padding percent-encoded (%3D)
     try:
         padded = raw + "=" * (-len(raw) % 4)
         data = json.loads(base64.b64decode(padded.replace("-", "+").replace("_", "/")))
