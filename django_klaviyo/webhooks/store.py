@@ -5,10 +5,10 @@ shape). Rejected requests are logged, not stored, so forged traffic cannot fill 
 database. A delivery whose items were all seen before (a re-send or a replay) stores nothing
 new either: it is acknowledged and logged at INFO.
 
-Items are unique on ``external_id``. They are inserted with ON CONFLICT DO NOTHING and the
-inserter learns which rows are its own by reading back the rows that point at its delivery;
-under concurrent deliveries of the same item exactly one transaction inserts it, and only
-that one processes it.
+Items are unique on ``external_id``. They are inserted in one bulk INSERT ... ON CONFLICT
+DO NOTHING and the inserter learns which rows are its own by reading back the ids of the
+rows that point at its delivery; under concurrent deliveries of the same item exactly one
+transaction inserts it. New items are stored pending; ``dispatch`` runs their handlers.
 """
 
 from __future__ import annotations
@@ -52,10 +52,10 @@ def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
 @dataclass
 class StoredDelivery:
     """What :func:`store_delivery` wrote: the delivery (None when nothing was new) and the
-    items this call inserted (the only ones it may process)."""
+    ids of the items this call inserted, all pending."""
 
     delivery: WebhookDelivery | None
-    new_items: list[WebhookItem] = field(default_factory=list)
+    new_ids: list[int] = field(default_factory=list)
     duplicates: int = 0
 
 
@@ -78,7 +78,7 @@ def store_delivery(
     remote_addr: str,
     items: Sequence[WebhookEventItem],
 ) -> StoredDelivery:
-    """Durably store a verified delivery and claim its not-yet-seen items.
+    """Durably store a verified delivery and its not-yet-seen items, pending.
 
     Commits before returning (call it outside any transaction, as the views do), so a
     later handler error cannot erase the log.
@@ -106,9 +106,13 @@ def store_delivery(
             ],
             ignore_conflicts=True,
         )
-        new_items = list(WebhookItem.objects.filter(delivery=delivery).order_by("pk"))
-        duplicates = len(items) - len(new_items)
-        if not new_items:
+        new_ids = list(
+            WebhookItem.objects.filter(delivery=delivery)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+        duplicates = len(items) - len(new_ids)
+        if not new_ids:
             # A pure re-send: nothing to keep, and replays cannot grow the table.
             delivery.delete()
             logger.info(
@@ -116,12 +120,12 @@ def store_delivery(
                 source,
                 len(items),
             )
-            return StoredDelivery(delivery=None, new_items=[], duplicates=duplicates)
+            return StoredDelivery(delivery=None, new_ids=[], duplicates=duplicates)
     if duplicates:
         logger.info(
             "Klaviyo webhook delivery %s: %d new item(s), %d already received.",
             delivery.pk,
-            len(new_items),
+            len(new_ids),
             duplicates,
         )
-    return StoredDelivery(delivery=delivery, new_items=new_items, duplicates=duplicates)
+    return StoredDelivery(delivery=delivery, new_ids=new_ids, duplicates=duplicates)
