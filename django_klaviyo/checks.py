@@ -304,6 +304,17 @@ def check_numbers() -> list[CheckMessage]:
                     id="django_klaviyo.E011",
                 )
             )
+    inline = _get("WEBHOOK_INLINE_ITEMS")
+    if isinstance(inline, bool) or not isinstance(inline, int) or inline < 0:
+        messages.append(
+            Error(
+                f"KLAVIYO['WEBHOOK_INLINE_ITEMS'] must be a whole number of items (0 or more), "
+                f"not {inline!r}.",
+                hint=f"The default is {DEFAULTS['WEBHOOK_INLINE_ITEMS']!r}; 0 hands every "
+                "webhook delivery to the worker.",
+                id="django_klaviyo.E011",
+            )
+        )
     for key in ("RETRY_BASE_SECONDS", "RETRY_MAX_SECONDS", "WEBHOOK_TOLERANCE_SECONDS"):
         value = _get(key)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:

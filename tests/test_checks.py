@@ -154,6 +154,12 @@ def test_timeout_shape(timeout):
     assert ids(TIMEOUT=timeout) == ["django_klaviyo.E012"]
 
 
+@pytest.mark.parametrize("value", [-1, "100", True, 1.5])
+def test_webhook_inline_items_is_a_count(value):
+    assert ids(WEBHOOK_INLINE_ITEMS=value) == ["django_klaviyo.E011"]
+    assert ids(WEBHOOK_INLINE_ITEMS=0) == []
+
+
 def test_rate_limit_cache_alias_must_exist():
     assert ids(RATE_LIMIT_CACHE="memcached") == ["django_klaviyo.E013"]
 

@@ -281,3 +281,29 @@ def test_reprocess_leaves_an_item_a_worker_holds_to_that_worker(client, handled)
         holder.join(timeout=20)
     assert result.processed == 1
     assert Counter(handled) == {"held-0": 1, "held-1": 2}
+
+
+@pytest.mark.django_db
+def test_the_admin_shows_pending_and_failed_items(client, settings):
+    from django.contrib.auth import get_user_model
+    from django.urls import reverse
+
+    def fails_for_one(sender, item, **kwargs):
+        if item.external_id == "bulk-1":
+            raise RuntimeError("nope")
+
+    post(client, large_body(count=150))
+    klaviyo_webhook_event.connect(fails_for_one, dispatch_uid="test-volume-admin")
+    try:
+        dispatch.process_pending(limit=10)
+    finally:
+        klaviyo_webhook_event.disconnect(dispatch_uid="test-volume-admin")
+    settings.KLAVIYO = {**settings.KLAVIYO, "TRACK_USERS": False}
+    admin = get_user_model().objects.create_superuser("boss", "boss@example.com", "pw")
+    client.force_login(admin)
+    url = reverse("admin:django_klaviyo_webhookitem_changelist")
+
+    def count(state: str) -> int:
+        return client.get(url, {"state": state}).context["cl"].result_count
+
+    assert (count("pending"), count("processed"), count("failed")) == (140, 9, 1)

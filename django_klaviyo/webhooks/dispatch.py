@@ -116,18 +116,22 @@ def process_claimed(items: QuerySet[WebhookItem], *, using: str | None = None) -
     alias = using or items.db
     result = ProcessResult()
     with transaction.atomic(using=alias):
-        claimed = list(
-            items.using(alias)
-            .select_for_update(skip_locked=True, of=("self",))
-            .select_related("delivery")
+        claimed = list(items.using(alias).select_for_update(skip_locked=True))
+        # One instance per delivery, its raw body (up to WEBHOOK_MAX_BODY_BYTES) loaded only
+        # if a receiver reads it: a copy per item would take gigabytes for a large delivery.
+        deliveries = (
+            WebhookDelivery.objects.using(alias)
+            .defer("body", "headers")
+            .in_bulk({item.delivery_id for item in claimed})
         )
+        for item in claimed:
+            item.delivery = deliveries[item.delivery_id]
         for item in claimed:
             if process_item(item, using=alias):
                 result.processed += 1
             else:
                 result.failed += 1
         # One order for every processor: no two wait on each other's deliveries.
-        deliveries = {item.delivery_id: item.delivery for item in claimed}
         for key in sorted(deliveries):
             summarize_delivery(deliveries[key])
     return result

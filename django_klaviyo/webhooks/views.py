@@ -172,7 +172,7 @@ class KlaviyoWebhookView(_WebhookView):
             )
             raise WebhookRejected(403, "The Klaviyo-Signature does not match.")
         try:
-            delivery = verify.parse_system_delivery(verify.parse_json(body))
+            delivery = verify.parse_system_delivery(verify.parse_json(body), body=body)
             verify.check_webhook_id(webhook_id, delivery)
             verify.check_freshness(
                 delivery.timestamp,
