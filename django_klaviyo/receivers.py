@@ -6,6 +6,8 @@
   not installed, which the system checks report): ``post_init`` remembers the loaded
   status, ``post_save`` asks ORDER_EVENTS_MAPPER for events when the status changed
   (or the order was created) and enqueues them in one INSERT;
+* ``ORDER_PLACED_SIGNAL`` (a store's "order placed" signal, sent after the lines exist):
+  enqueues the Placed Order through ``django_klaviyo.orders``, as ``order_placed()`` does;
 * AUTH_USER_MODEL (read at save time: TRACK_USERS): ``post_init`` remembers the loaded
   field values (a cheap dict copy, no mapper call); ``post_save`` maps the user with
   USER_PROFILE_MAPPER and enqueues a profile upsert only when the mapped profile differs
@@ -31,16 +33,17 @@ from typing import Any
 
 from django.apps import apps
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models.signals import post_init, post_save
 
+from django_klaviyo import orders
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.identifiers import PROFILE_IDENTIFIERS, profile_key
 from django_klaviyo.invalid_rows import record_refused, source_label
 from django_klaviyo.models import KlaviyoProfileLink, OutboxEvent
 from django_klaviyo.outbox import (
-    build_events,
     build_profile_upsert,
     enqueue_rows,
     payload_digest,
@@ -55,7 +58,11 @@ _UNKNOWN = object()
 
 def connect_receivers() -> None:
     """Connect the save receivers; safe to call more than once."""
-    order_model = _resolve_model(klaviyo_settings.get("ORDER_MODEL", None))
+    try:
+        order_model = _resolve_model(klaviyo_settings.get("ORDER_MODEL", None))
+    except ImproperlyConfigured:
+        return  # KLAVIYO is not a dict: `check` reports django_klaviyo.E010, no traceback
+    orders.connect_placed_signal()
     if order_model is not None:
         post_init.connect(
             _order_post_init, sender=order_model, dispatch_uid="django_klaviyo_order_init"
@@ -136,11 +143,17 @@ def _order_post_save(
             return
         if previous == current:
             return
+    # One mapper and one enqueue path with order_placed() and ORDER_PLACED_SIGNAL.
+    try:
+        mapper, _own = orders.order_mapper()
+    except ImproperlyConfigured:
+        mapper = None  # _run_mapper applies the failure policy
     specs = _run_mapper(
         "ORDER_EVENTS_MAPPER",
         instance,
         None if previous is _UNKNOWN else previous,
         created,
+        mapper=mapper,
         kind=OutboxEvent.Kind.EVENT,
         using=using,
     )
@@ -149,17 +162,18 @@ def _order_post_save(
 
 
 def enqueue_order_events(specs: list[dict[str, Any]], order: Any, *, using: str | None) -> None:
-    """Clean ``specs`` with the event rules and enqueue them in one INSERT; if any is
-    refused, each valid one is enqueued and each refused one kept as a dead row."""
+    """Enqueue ``specs`` (``orders.enqueue_order_events``); if any is refused, each valid
+    one is enqueued and each refused one kept as a dead row."""
     try:
-        # Every row is checked before the INSERT runs, so a refusal leaves nothing behind.
-        enqueue_rows(build_events(specs), using=using)
+        # Rows are checked before their INSERT runs, so a refusal leaves nothing behind.
+        orders.enqueue_order_events(specs, order, using=using, objects=False)
         return
     except KlaviyoValidationError:
         pass
     for spec in specs if isinstance(specs, (list, tuple)) else [specs]:
         try:
-            enqueue_rows(build_events([spec]), using=using)
+            # Dedupe keys keep a row the first attempt already wrote from doubling.
+            orders.enqueue_order_events([spec], order, using=using, objects=False)
         except KlaviyoValidationError as exc:
             record_refused(
                 OutboxEvent.Kind.EVENT, spec, exc, source=source_label(order), using=using

@@ -127,8 +127,8 @@ def test_an_unstorable_payload_is_stored_as_far_as_it_can_be(guest_checkout):
 def mapper_with_one_bad_event(order, previous_status, created):
     if order.status != Order.Status.PLACED:
         return []
-    good = {"metric": "Placed Order", "profile": {"email": "ann@example.com"}, "value": 20}
-    bad = {**good, "metric": "Earned Points", "value_currency": "points!"}
+    good = {"metric": "Earned Points", "profile": {"email": "ann@example.com"}, "value": 20}
+    bad = {**good, "metric": "Redeemed Points", "value_currency": "points!"}
     return [good, bad]
 
 
@@ -136,8 +136,8 @@ def test_the_valid_events_of_the_same_save_are_enqueued(guest_checkout):
     with klaviyo(ORDER_EVENTS_MAPPER=mapper_with_one_bad_event):
         guest_checkout(email="ann@example.com")
     assert list(OutboxEvent.objects.values_list("metric", "status").order_by("metric")) == [
-        ("Earned Points", DEAD),
-        ("Placed Order", OutboxEvent.Status.PENDING),
+        ("Earned Points", OutboxEvent.Status.PENDING),
+        ("Redeemed Points", DEAD),
     ]
 
 

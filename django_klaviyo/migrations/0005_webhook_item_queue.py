@@ -16,7 +16,7 @@ def count_past_attempts(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('django_klaviyo', '0003_list_consent'),
+        ('django_klaviyo', '0004_outbox_table'),
     ]
 
     operations = [
