@@ -53,15 +53,35 @@ def check_text(value: str, path: str) -> str:
     return value
 
 
+def _plain_text(value: str) -> bool:
+    """True for the common text that needs no further look: ASCII, no NUL, within the
+    size limit (``check_text`` names the problem of any other)."""
+    return value.isascii() and len(value) <= _MAX_STRING_BYTES and "\x00" not in value
+
+
+_MAX_STRING_BYTES = limits.MAX_STRING_BYTES
+# Leaf types returned as they are (exact types: subclasses take the general path).
+_PLAIN_LEAVES = frozenset({type(None), bool, int})
+
+
 def to_json(value: Any, path: str, *, _depth: int = 0) -> Any:
     """``value`` as plain JSON types (Decimal → float, datetime → ISO string), or raise.
 
     One walk that converts and checks; the error names the exact path of the offending
-    value ("properties.Items[2].Price").
+    value ("properties.Items[2].Price"). Plain leaves (ASCII text, ints, finite floats)
+    are checked inline in their container's loop, and a child's path is only formatted
+    when the child needs a call of its own: this walk runs inside every tracked save.
     """
-    if type(value) is str:
+    kind = type(value)
+    if kind is str:
         return check_text(value, path)
-    if value is None or isinstance(value, (bool, int)):
+    if kind in _PLAIN_LEAVES:
+        return value
+    if kind is float:
+        if not math.isfinite(value):
+            raise KlaviyoValidationError(f"{path} is {value!r}, not valid JSON.", field=path)
+        return value
+    if isinstance(value, (bool, int)):
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -73,23 +93,45 @@ def to_json(value: Any, path: str, *, _depth: int = 0) -> Any:
         raise KlaviyoValidationError(
             f"{path} is nested more than {limits.MAX_DEPTH} levels deep.", field=path
         )
-    if isinstance(value, Mapping):
+    if kind is dict or isinstance(value, Mapping):
         result = {}
+        depth = _depth + 1
         for key, item in value.items():
-            if not isinstance(key, str):
-                raise KlaviyoValidationError(
-                    f"{path} has a key {key!r} that is not a string.", field=path
-                )
-            check_text(key, f"{path} key")
-            result[key] = to_json(item, f"{path}.{key}", _depth=_depth + 1)
+            if type(key) is not str or not _plain_text(key):
+                if not isinstance(key, str):
+                    raise KlaviyoValidationError(
+                        f"{path} has a key {key!r} that is not a string.", field=path
+                    )
+                check_text(key, f"{path} key")
+            leaf = type(item)
+            if (
+                leaf in _PLAIN_LEAVES
+                or (leaf is str and _plain_text(item))
+                or (leaf is float and math.isfinite(item))
+            ):
+                result[key] = item
+            else:
+                result[key] = to_json(item, f"{path}.{key}", _depth=depth)
         return result
-    if isinstance(value, (list, tuple)):
+    if kind is list or isinstance(value, (list, tuple)):
         if len(value) > limits.MAX_ARRAY_ITEMS:
             raise KlaviyoValidationError(
                 f"{path} has {len(value)} items; Klaviyo accepts at most {limits.MAX_ARRAY_ITEMS}.",
                 field=path,
             )
-        return [to_json(item, f"{path}[{i}]", _depth=_depth + 1) for i, item in enumerate(value)]
+        items = []
+        depth = _depth + 1
+        for i, item in enumerate(value):
+            leaf = type(item)
+            if (
+                leaf in _PLAIN_LEAVES
+                or (leaf is str and _plain_text(item))
+                or (leaf is float and math.isfinite(item))
+            ):
+                items.append(item)
+            else:
+                items.append(to_json(item, f"{path}[{i}]", _depth=depth))
+        return items
     if isinstance(value, Decimal):
         if not value.is_finite():
             raise KlaviyoValidationError(f"{path} is {value}, not a number.", field=path)
