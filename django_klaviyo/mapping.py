@@ -168,10 +168,11 @@ def resolve(obj: Any, path: Any) -> Any:
     for part in parts:
         try:
             # A dict (a refund given as data, an address) is read by key.
-            if type(value) is dict or isinstance(value, Mapping):
-                value = value.get(part)
-            else:
-                value = getattr(value, part)
+            kind = type(value)
+            mapping_type = _MAPPING_TYPES.get(kind)
+            if mapping_type is None:
+                mapping_type = _MAPPING_TYPES[kind] = isinstance(value, Mapping)
+            value = value.get(part) if mapping_type else getattr(value, part)
         except (AttributeError, ValueError, ObjectDoesNotExist):
             # ValueError: a relation of an unsaved instance (a check on an empty order).
             return None
@@ -184,6 +185,8 @@ def resolve(obj: Any, path: Any) -> Any:
 
 # Dotted paths split once per process (the paths come from settings: a handful).
 _PATHS: dict[str, tuple[str, ...]] = {}
+# Whether a type is a Mapping, looked up once per type (an ABC check costs more).
+_MAPPING_TYPES: dict[type, bool] = {}
 
 
 def resolve_many(obj: Any, path: Any) -> list[Any]:
