@@ -81,6 +81,8 @@ def to_json(value: Any, path: str, *, _depth: int = 0) -> Any:
         if not math.isfinite(value):
             raise KlaviyoValidationError(f"{path} is {value!r}, not valid JSON.", field=path)
         return value
+    if kind is dict or kind is list:
+        return _container(value, path, _depth)
     if isinstance(value, (bool, int)):
         return value
     if isinstance(value, float):
@@ -89,49 +91,12 @@ def to_json(value: Any, path: str, *, _depth: int = 0) -> Any:
         return value
     if isinstance(value, str):  # a str subclass (SafeString)
         return check_text(str(value), path)
+    if isinstance(value, (Mapping, list, tuple)):
+        return _container(value, path, _depth)
     if _depth > limits.MAX_DEPTH:
         raise KlaviyoValidationError(
             f"{path} is nested more than {limits.MAX_DEPTH} levels deep.", field=path
         )
-    if kind is dict or isinstance(value, Mapping):
-        result = {}
-        depth = _depth + 1
-        for key, item in value.items():
-            if type(key) is not str or not _plain_text(key):
-                if not isinstance(key, str):
-                    raise KlaviyoValidationError(
-                        f"{path} has a key {key!r} that is not a string.", field=path
-                    )
-                check_text(key, f"{path} key")
-            leaf = type(item)
-            if (
-                leaf in _PLAIN_LEAVES
-                or (leaf is str and _plain_text(item))
-                or (leaf is float and math.isfinite(item))
-            ):
-                result[key] = item
-            else:
-                result[key] = to_json(item, f"{path}.{key}", _depth=depth)
-        return result
-    if kind is list or isinstance(value, (list, tuple)):
-        if len(value) > limits.MAX_ARRAY_ITEMS:
-            raise KlaviyoValidationError(
-                f"{path} has {len(value)} items; Klaviyo accepts at most {limits.MAX_ARRAY_ITEMS}.",
-                field=path,
-            )
-        items = []
-        depth = _depth + 1
-        for i, item in enumerate(value):
-            leaf = type(item)
-            if (
-                leaf in _PLAIN_LEAVES
-                or (leaf is str and _plain_text(item))
-                or (leaf is float and math.isfinite(item))
-            ):
-                items.append(item)
-            else:
-                items.append(to_json(item, f"{path}[{i}]", _depth=depth))
-        return items
     if isinstance(value, Decimal):
         if not value.is_finite():
             raise KlaviyoValidationError(f"{path} is {value}, not a number.", field=path)
@@ -151,6 +116,52 @@ def to_json(value: Any, path: str, *, _depth: int = 0) -> Any:
         "convert it to a string, number, list or dict.",
         field=path,
     )
+
+
+def _container(value: Any, path: str, _depth: int) -> Any:
+    """``to_json`` of a mapping, list or tuple."""
+    if _depth > limits.MAX_DEPTH:
+        raise KlaviyoValidationError(
+            f"{path} is nested more than {limits.MAX_DEPTH} levels deep.", field=path
+        )
+    if type(value) is dict or isinstance(value, Mapping):
+        result = {}
+        depth = _depth + 1
+        for key, item in value.items():
+            if type(key) is not str or not _plain_text(key):
+                if not isinstance(key, str):
+                    raise KlaviyoValidationError(
+                        f"{path} has a key {key!r} that is not a string.", field=path
+                    )
+                check_text(key, f"{path} key")
+            leaf = type(item)
+            if (
+                leaf in _PLAIN_LEAVES
+                or (leaf is str and _plain_text(item))
+                or (leaf is float and math.isfinite(item))
+            ):
+                result[key] = item
+            else:
+                result[key] = to_json(item, f"{path}.{key}", _depth=depth)
+        return result
+    if len(value) > limits.MAX_ARRAY_ITEMS:
+        raise KlaviyoValidationError(
+            f"{path} has {len(value)} items; Klaviyo accepts at most {limits.MAX_ARRAY_ITEMS}.",
+            field=path,
+        )
+    items = []
+    depth = _depth + 1
+    for i, item in enumerate(value):
+        leaf = type(item)
+        if (
+            leaf in _PLAIN_LEAVES
+            or (leaf is str and _plain_text(item))
+            or (leaf is float and math.isfinite(item))
+        ):
+            items.append(item)
+        else:
+            items.append(to_json(item, f"{path}[{i}]", _depth=depth))
+    return items
 
 
 def aware(value: dt.datetime) -> dt.datetime:
