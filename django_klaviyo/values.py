@@ -53,12 +53,6 @@ def check_text(value: str, path: str) -> str:
     return value
 
 
-def _plain_text(value: str) -> bool:
-    """True for the common text that needs no further look: ASCII, no NUL, within the
-    size limit (``check_text`` names the problem of any other)."""
-    return value.isascii() and len(value) <= _MAX_STRING_BYTES and "\x00" not in value
-
-
 _MAX_STRING_BYTES = limits.MAX_STRING_BYTES
 # Leaf types returned as they are (exact types: subclasses take the general path).
 _PLAIN_LEAVES = frozenset({type(None), bool, int})
@@ -128,7 +122,14 @@ def _container(value: Any, path: str, _depth: int) -> Any:
         result = {}
         depth = _depth + 1
         for key, item in value.items():
-            if type(key) is not str or not _plain_text(key):
+            # Plain text (ASCII, no NUL, within the size limit) needs no check_text call;
+            # tested inline, as below, because this loop runs for every tracked save.
+            if not (
+                type(key) is str
+                and key.isascii()
+                and len(key) <= _MAX_STRING_BYTES
+                and "\x00" not in key
+            ):
                 if not isinstance(key, str):
                     raise KlaviyoValidationError(
                         f"{path} has a key {key!r} that is not a string.", field=path
@@ -137,7 +138,12 @@ def _container(value: Any, path: str, _depth: int) -> Any:
             leaf = type(item)
             if (
                 leaf in _PLAIN_LEAVES
-                or (leaf is str and _plain_text(item))
+                or (
+                    leaf is str
+                    and item.isascii()
+                    and len(item) <= _MAX_STRING_BYTES
+                    and "\x00" not in item
+                )
                 or (leaf is float and math.isfinite(item))
             ):
                 result[key] = item
@@ -155,7 +161,12 @@ def _container(value: Any, path: str, _depth: int) -> Any:
         leaf = type(item)
         if (
             leaf in _PLAIN_LEAVES
-            or (leaf is str and _plain_text(item))
+            or (
+                leaf is str
+                and item.isascii()
+                and len(item) <= _MAX_STRING_BYTES
+                and "\x00" not in item
+            )
             or (leaf is float and math.isfinite(item))
         ):
             items.append(item)
