@@ -53,6 +53,15 @@ DEFAULTS: dict[str, Any] = {
     # Seconds a flusher owns the rows it claimed before another may reclaim them.
     "LEASE_SECONDS": 300,
     "BATCH_SIZE": 1000,
+    # Health (klaviyo_status, the status endpoint): None switches a check off.
+    "HEALTH_MAX_DUE": None,
+    "HEALTH_MAX_DUE_AGE_SECONDS": 900,
+    "HEALTH_MAX_DEAD": 0,
+    # Bearer token for the status endpoint (staff users need none).
+    "HEALTH_TOKEN": None,
+    # Task-queue mode: outbox_ready enqueues a flush task on this Django task backend.
+    "FLUSH_TASK_BACKEND": None,
+    "FLUSH_TASK_DEBOUNCE_SECONDS": 5.0,
 }
 
 REQUIRED: set[str] = {"PRIVATE_API_KEY"}

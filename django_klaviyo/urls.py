@@ -1,11 +1,16 @@
-"""Webhook URLs. Mount under any prefix: ``path("klaviyo/", include("django_klaviyo.urls"))``."""
+"""Webhook URLs and the status endpoint.
+
+Mount under any prefix: ``path("klaviyo/", include("django_klaviyo.urls"))``.
+"""
 
 from django.urls import path
 
+from django_klaviyo.status_view import status_view
 from django_klaviyo.webhooks.views import flow_webhook, klaviyo_webhook
 
 urlpatterns = [
     path("webhooks/", klaviyo_webhook, name="klaviyo-webhook"),
     path("webhooks/flow/", flow_webhook, name="klaviyo-flow-webhook"),
     path("webhooks/flow/<str:name>/", flow_webhook, name="klaviyo-flow-webhook"),
+    path("status/", status_view, name="klaviyo-status"),
 ]

@@ -10,7 +10,7 @@ from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils.translation import ngettext
 
-from django_klaviyo import operations
+from django_klaviyo import health, operations
 from django_klaviyo.admin.base import ReadOnlyDetailAdmin, pretty_json
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.identifiers import normalize_phone_number
@@ -121,6 +121,7 @@ class OutboxEventAdmin(ReadOnlyDetailAdmin):
                 for kind in OutboxEvent.Kind
                 if kind.value in stats.by_kind
             ],
+            "dashboard_timeline": health.hourly_timeline(24, now=stats.now),
             **(extra_context or {}),
         }
         return super().changelist_view(request, extra_context=context)

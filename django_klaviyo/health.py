@@ -1,0 +1,186 @@
+"""Is marketing data flowing? The figures behind ``klaviyo_status``, the status endpoint
+and the dashboard's hourly timeline, and the verdict against thresholds.
+
+Every query is bounded by an index, so a probe every few seconds stays cheap at millions of
+rows: due rows through the partial "due" index, dead rows through (status, kind), the last
+send and the timeline through the partial ``sent_at`` index. Nothing counts the whole table.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db.models import Count, Max, Min
+from django.db.models.functions import TruncHour
+from django.utils import timezone
+
+from django_klaviyo.conf import klaviyo_settings
+from django_klaviyo.models import OutboxEvent
+
+Status = OutboxEvent.Status
+
+# Exit codes of ``klaviyo_status`` (bits, so "backlog and dead" is 3).
+HEALTHY = 0
+BACKLOG = 1
+DEAD = 2
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """When the outbox counts as unhealthy; None switches a check off."""
+
+    max_due: int | None = None  # rows waiting to be sent
+    max_due_age: dt.timedelta | None = None  # how long the oldest due row has waited
+    max_dead: int | None = 0  # dead-lettered rows
+
+    @classmethod
+    def from_settings(cls) -> Thresholds:
+        age = klaviyo_settings.HEALTH_MAX_DUE_AGE_SECONDS
+        return cls(
+            max_due=klaviyo_settings.HEALTH_MAX_DUE,
+            max_due_age=None if age is None else dt.timedelta(seconds=age),
+            max_dead=klaviyo_settings.HEALTH_MAX_DEAD,
+        )
+
+
+@dataclass
+class Health:
+    now: dt.datetime
+    due_by_kind: dict[str, int]
+    oldest_due_since: dt.datetime | None
+    dead_by_error_code: dict[str, int]
+    last_sent_at: dt.datetime | None
+    problems: list[str] = field(default_factory=list)
+    code: int = HEALTHY
+
+    @property
+    def due(self) -> int:
+        return sum(self.due_by_kind.values())
+
+    @property
+    def dead(self) -> int:
+        return sum(self.dead_by_error_code.values())
+
+    @property
+    def oldest_due_age(self) -> dt.timedelta | None:
+        return None if self.oldest_due_since is None else self.now - self.oldest_due_since
+
+    @property
+    def verdict(self) -> str:
+        return {HEALTHY: "healthy", BACKLOG: "backlog", DEAD: "dead"}.get(self.code, "backlog+dead")
+
+    def as_dict(self) -> dict[str, Any]:
+        age = self.oldest_due_age
+        return {
+            "status": self.verdict,
+            "problems": self.problems,
+            "checked_at": self.now.isoformat(),
+            "due": self.due,
+            "due_by_kind": self.due_by_kind,
+            "oldest_due_since": _iso(self.oldest_due_since),
+            "oldest_due_age_seconds": None if age is None else round(age.total_seconds(), 3),
+            "dead": self.dead,
+            "dead_by_error_code": self.dead_by_error_code,
+            "last_sent_at": _iso(self.last_sent_at),
+        }
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def check(
+    thresholds: Thresholds | None = None, *, now: dt.datetime | None = None, using: str = "default"
+) -> Health:
+    """Gather the figures and judge them against ``thresholds`` (default: settings)."""
+    thresholds = thresholds or Thresholds.from_settings()
+    now = now or timezone.now()
+    rows = OutboxEvent.objects.using(using).order_by()
+    # Due = pending or retrying whose time has come (the claimable rows).
+    due_rows = rows.filter(status__in=OutboxEvent.DUE_STATUSES, next_attempt_at__lte=now)
+    due_by_kind = {
+        r["kind"]: r["n"] for r in due_rows.values("kind").annotate(n=Count("pk")).order_by("kind")
+    }
+    oldest = due_rows.aggregate(oldest=Min("next_attempt_at"))["oldest"]
+    dead_by_error_code = {
+        (r["last_error_code"] or "(none)"): r["n"]
+        for r in rows.filter(status=Status.DEAD)
+        .values("last_error_code")
+        .annotate(n=Count("pk"))
+        .order_by("-n", "last_error_code")
+    }
+    last_sent = rows.filter(sent_at__isnull=False).aggregate(last=Max("sent_at"))["last"]
+    health = Health(
+        now=now,
+        due_by_kind=due_by_kind,
+        oldest_due_since=oldest,
+        dead_by_error_code=dead_by_error_code,
+        last_sent_at=last_sent,
+    )
+    _judge(health, thresholds)
+    return health
+
+
+def _judge(health: Health, thresholds: Thresholds) -> None:
+    if thresholds.max_due is not None and health.due > thresholds.max_due:
+        health.problems.append(f"{health.due} due rows (threshold {thresholds.max_due})")
+        health.code |= BACKLOG
+    age = health.oldest_due_age
+    if thresholds.max_due_age is not None and age is not None and age > thresholds.max_due_age:
+        health.problems.append(
+            f"oldest due row waiting {int(age.total_seconds())}s "
+            f"(threshold {int(thresholds.max_due_age.total_seconds())}s)"
+        )
+        health.code |= BACKLOG
+    if thresholds.max_dead is not None and health.dead > thresholds.max_dead:
+        health.problems.append(f"{health.dead} dead rows (threshold {thresholds.max_dead})")
+        health.code |= DEAD
+
+
+@dataclass(frozen=True)
+class HourBucket:
+    hour: dt.datetime
+    sent: int
+    dead: int
+
+
+def hourly_timeline(
+    hours: int = 24, *, now: dt.datetime | None = None, using: str = "default"
+) -> list[HourBucket]:
+    """Rows sent and dead-lettered in each of the last ``hours`` hours, oldest first.
+
+    Sent rows are found through the partial ``sent_at`` index; dead rows through
+    (status, kind), bucketed by their last change (when they died).
+    """
+    now = now or timezone.now()
+    end = now.replace(minute=0, second=0, microsecond=0) + dt.timedelta(hours=1)
+    start = end - dt.timedelta(hours=hours)
+    rows = OutboxEvent.objects.using(using).order_by()
+    sent = {
+        _hour(r["hour"]): r["n"]
+        for r in rows.filter(status=Status.SENT, sent_at__gte=start, sent_at__lt=end)
+        .annotate(hour=TruncHour("sent_at", tzinfo=dt.timezone.utc))
+        .values("hour")
+        .annotate(n=Count("pk"))
+    }
+    dead = {
+        _hour(r["hour"]): r["n"]
+        for r in rows.filter(status=Status.DEAD, updated_at__gte=start, updated_at__lt=end)
+        .annotate(hour=TruncHour("updated_at", tzinfo=dt.timezone.utc))
+        .values("hour")
+        .annotate(n=Count("pk"))
+    }
+    buckets = []
+    for i in range(hours):
+        hour = start + dt.timedelta(hours=i)
+        buckets.append(HourBucket(hour=hour, sent=sent.get(hour, 0), dead=dead.get(hour, 0)))
+    return buckets
+
+
+def _hour(value: dt.datetime) -> dt.datetime:
+    # Buckets are UTC hours; SQLite may hand back a naive value.
+    if value.tzinfo is None:
+        return value.replace(tzinfo=dt.timezone.utc)
+    return value.astimezone(dt.timezone.utc)
