@@ -17,7 +17,7 @@ from typing import Any
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS
 
-from django_klaviyo import ecommerce, outbox
+from django_klaviyo import ecommerce, erasure, outbox
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.identifiers import normalize_email, normalize_phone_number
@@ -165,11 +165,13 @@ def forget_profile(
     profile_id: str | None = None,
     using: str | None = None,
 ) -> OutboxEvent | None:
-    """Ask Klaviyo to delete a profile (GDPR); exactly one identifier."""
-    row = outbox.build_profile_deletion(
-        email=email, phone_number=phone_number, profile_id=profile_id
+    """Ask Klaviyo to delete a profile (GDPR); exactly one identifier. In the same
+    transaction the person is erased from the local mirror (``django_klaviyo.erasure``):
+    profile links, memberships, unsent rows, sent rows' payloads, webhook items."""
+    row, _ = erasure.forget(
+        email=email, phone_number=phone_number, profile_id=profile_id, using=using
     )
-    return _write(row, using)
+    return row
 
 
 # --- e-commerce -----------------------------------------------------------------------
