@@ -28,7 +28,9 @@ INSTALLED_APPS = [
     "shop",
 ]
 ROOT_URLCONF = "django_klaviyo.urls"
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+# Several flusher processes share rate limits through a shared cache: BENCH_CACHE_URL
+# (e.g. dbcache://klaviyo_cache, made by createcachetable) for bench/scale_out.py.
+CACHES = {"default": env.cache("BENCH_CACHE_URL", default="locmemcache://")}
 KLAVIYO = {
     "PRIVATE_API_KEY": "pk_bench_0123456789abcdef0123456789abcdef",
     "API_URL": env("BENCH_API_URL", default="http://127.0.0.1:9"),
