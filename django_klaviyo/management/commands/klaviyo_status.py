@@ -60,14 +60,13 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         defaults = health.Thresholds.from_settings()
-        max_age = _pick(options["max_age"], _OFF)
+        default_age = (
+            None if defaults.max_due_age is None else int(defaults.max_due_age.total_seconds())
+        )
+        max_age = _pick(options["max_age"], default_age)
         thresholds = health.Thresholds(
             max_due=_pick(options["max_due"], defaults.max_due),
-            max_due_age=(
-                defaults.max_due_age
-                if max_age == _OFF
-                else (None if max_age is None else dt.timedelta(seconds=max_age))
-            ),
+            max_due_age=None if max_age is None else dt.timedelta(seconds=max_age),
             max_dead=_pick(options["max_dead"], defaults.max_dead),
         )
         result = health.check(
