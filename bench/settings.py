@@ -27,7 +27,27 @@ INSTALLED_APPS = [
     "django_klaviyo",
     "shop",
 ]
-ROOT_URLCONF = "django_klaviyo.urls"
+# The admin too: bench/admin_scale.py times the outbox changelist through the test client.
+ROOT_URLCONF = "bench.urls"
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
 # Several flusher processes share rate limits through a shared cache: BENCH_CACHE_URL
 # (e.g. dbcache://klaviyo_cache, made by createcachetable) for bench/scale_out.py.
 CACHES = {"default": env.cache("BENCH_CACHE_URL", default="locmemcache://")}
@@ -43,3 +63,4 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "loggers": {"django_klaviyo": {"handlers": ["console"], "level": "ERROR"}},
 }
+STATIC_URL = "/static/"

@@ -24,13 +24,14 @@ from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, models, transaction
 from django.utils import timezone
 
-from django_klaviyo import ecommerce, limits, outbox
+from django_klaviyo import ecommerce, limits, mapping, orders, outbox
 from django_klaviyo.client.ratelimit import OPERATION_LIMITS
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.models import BackfillCheckpoint
 
 SOURCES = ("orders", "customers", "consent")
+ORDER_STATES = ("placed", "fulfilled", "cancelled", "refunded")
 
 
 @dataclass(frozen=True)
@@ -57,16 +58,31 @@ def _mark_backfill(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{**spec, "backfill": True} for spec in specs]
 
 
+def _order_statuses() -> dict[str, tuple[Any, ...]]:
+    return {key: mapping.status_values(key) for key in ORDER_STATES}
+
+
 def order_events(order: Any) -> list[dict[str, Any]]:
-    """The events a live order would have produced by now: Placed Order for every order
-    that got that far, and its current status event (Fulfilled, Cancelled, Refunded)."""
-    statuses = ecommerce.order_statuses()
-    status = getattr(order, klaviyo_settings.ORDER_STATUS_FIELD, None)
-    if status not in statuses.values():
+    """The events a live order would have produced by now, from ORDER_EVENTS_MAPPER:
+    Placed Order for every order that got that far, and its current status event
+    (Fulfilled, Cancelled, Refunded), as the mapper builds it for a move from placed."""
+    statuses = _order_statuses()
+    status = ecommerce.order_status(order)
+    if not any(status in values for values in statuses.values()):
         return []
-    specs = ecommerce.placed_order_events(order)
-    if status != statuses["placed"]:
-        specs += ecommerce.default_order_events(order, statuses["placed"], False)
+    specs = list(orders.placed_order_specs(order))
+    if status not in statuses["placed"]:
+        mapper, _ = orders.order_mapper()
+        placed = mapping.metric("placed_order")
+        specs += [
+            spec
+            for spec in mapper(order, statuses["placed"][0], False) or []
+            if spec.get("metric") != placed
+        ]
+    for spec in specs:
+        reason = ecommerce.empty_placed_order(spec)
+        if reason:
+            raise KlaviyoValidationError(reason, field="order")
     return _mark_backfill(specs)
 
 
@@ -119,17 +135,21 @@ def source(name: str) -> Source:
         if not label:
             raise ValueError("set KLAVIYO['ORDER_MODEL'] to backfill orders.")
         model = apps.get_model(label)
-        prefetch = ("lines",) if hasattr(model, "lines") else ()
+        fields = ecommerce.order_fields()
+        lines = fields.get("lines")
+        prefetch = (lines,) if isinstance(lines, str) and hasattr(model, lines) else ()
+        placed_at = fields.get("placed_at")
+        names = (placed_at,) if isinstance(placed_at, str) else ()
         return Source(
             name,
             model,
-            _first_field(model, ("placed_at", "created_at", "created")),
+            _first_field(model, (*names, "placed_at", "created_at", "created")),
             _order_rows,
             prefetch=prefetch,
             filter={
-                f"{klaviyo_settings.ORDER_STATUS_FIELD}__in": list(
-                    ecommerce.order_statuses().values()
-                )
+                f"{klaviyo_settings.ORDER_STATUS_FIELD}__in": [
+                    value for values in _order_statuses().values() for value in values
+                ]
             },
         )
     user_model = apps.get_model(settings.AUTH_USER_MODEL)
@@ -144,7 +164,7 @@ def source(name: str) -> Source:
             items_per_request=limits.PROFILES_PER_IMPORT_JOB,
         )
     if name == "consent":
-        if not klaviyo_settings.get("BACKFILL_CONSENT_MAPPER", None):
+        if not klaviyo_settings.BACKFILL_CONSENT_MAPPER:
             raise ValueError(
                 "set KLAVIYO['BACKFILL_CONSENT_MAPPER'] to a callable returning a user's "
                 "historical consent to backfill consent."

@@ -2,8 +2,9 @@
 and the dashboard's hourly timeline, and the verdict against thresholds.
 
 Every query is bounded by an index, so a probe every few seconds stays cheap at millions of
-rows: due rows through the partial "due" index, dead rows through (status, kind), the last
-send and the timeline through the partial ``sent_at`` index. Nothing counts the whole table.
+rows: due rows through the partial "due" index, dead rows through the partial "failing"
+index, the last send and the timeline through the partial "sent" index. Nothing counts the
+whole table; the dashboard's timeline counts at most ``cap`` rows an hour.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db.models import Count, Max, Min
+from django.db.models import Count, Max, Min, QuerySet
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 
@@ -111,7 +112,8 @@ def check(
         .annotate(n=Count("pk"))
         .order_by("-n", "last_error_code")
     }
-    last_sent = rows.filter(sent_at__isnull=False).aggregate(last=Max("sent_at"))["last"]
+    # status="sent" matches the partial index's predicate, so this reads one index entry.
+    last_sent = rows.filter(status=Status.SENT).aggregate(last=Max("sent_at"))["last"]
     health = Health(
         now=now,
         due_by_kind=due_by_kind,
@@ -142,41 +144,78 @@ def _judge(health: Health, thresholds: Thresholds) -> None:
 @dataclass(frozen=True)
 class HourBucket:
     hour: dt.datetime
-    sent: int
-    dead: int
+    # None: not counted (the dashboard reads a bounded number of rows; see below).
+    sent: int | None
+    dead: int | None
+    # True: at least this many (the hour was only partly read).
+    sent_partial: bool = False
+    dead_partial: bool = False
 
 
 def hourly_timeline(
-    hours: int = 24, *, now: dt.datetime | None = None, using: str = "default"
+    hours: int = 24,
+    *,
+    now: dt.datetime | None = None,
+    limit: int | None = None,
+    using: str = "default",
 ) -> list[HourBucket]:
     """Rows sent and dead-lettered in each of the last ``hours`` hours, oldest first.
 
-    Sent rows are found through the partial ``sent_at`` index; dead rows through
-    (status, kind), bucketed by their last change (when they died).
+    Sent rows are read through the partial "sent" index; dead rows through the partial
+    "failing" index, bucketed by their last change (when they died). With ``limit`` (the
+    admin's dashboard), only the newest ``limit`` timestamps of each are read, newest
+    first along the index: an hour reached only in part is marked partial, and hours
+    beyond it are not counted (None), so a page never reads more than ``2 * limit`` rows.
     """
     now = now or timezone.now()
     end = now.replace(minute=0, second=0, microsecond=0) + dt.timedelta(hours=1)
     start = end - dt.timedelta(hours=hours)
     rows = OutboxEvent.objects.using(using).order_by()
-    sent = {
-        _hour(r["hour"]): r["n"]
-        for r in rows.filter(status=Status.SENT, sent_at__gte=start, sent_at__lt=end)
-        .annotate(hour=TruncHour("sent_at", tzinfo=dt.timezone.utc))
-        .values("hour")
-        .annotate(n=Count("pk"))
-    }
-    dead = {
-        _hour(r["hour"]): r["n"]
-        for r in rows.filter(status=Status.DEAD, updated_at__gte=start, updated_at__lt=end)
-        .annotate(hour=TruncHour("updated_at", tzinfo=dt.timezone.utc))
-        .values("hour")
-        .annotate(n=Count("pk"))
-    }
+    sent = _per_hour(rows.filter(status=Status.SENT), "sent_at", start, end, limit)
+    dead = _per_hour(rows.filter(status=Status.DEAD), "updated_at", start, end, limit)
     buckets = []
     for i in range(hours):
         hour = start + dt.timedelta(hours=i)
-        buckets.append(HourBucket(hour=hour, sent=sent.get(hour, 0), dead=dead.get(hour, 0)))
+        (n_sent, sent_partial), (n_dead, dead_partial) = sent(hour), dead(hour)
+        buckets.append(HourBucket(hour, n_sent, n_dead, sent_partial, dead_partial))
     return buckets
+
+
+def _per_hour(
+    rows: QuerySet[OutboxEvent],
+    column: str,
+    start: dt.datetime,
+    end: dt.datetime,
+    limit: int | None,
+) -> Any:
+    """A function hour -> (count or None, partial)."""
+    window = rows.filter(**{f"{column}__gte": start, f"{column}__lt": end})
+    if limit is None:
+        counts = {
+            _hour(r["hour"]): r["n"]
+            for r in window.annotate(hour=TruncHour(column, tzinfo=dt.timezone.utc))
+            .values("hour")
+            .annotate(n=Count("pk"))
+        }
+        return lambda hour: (counts.get(hour, 0), False)
+    times = list(window.order_by(f"-{column}").values_list(column, flat=True)[:limit])
+    counts: dict[dt.datetime, int] = {}
+    for value in times:
+        hour = _hour(value).replace(minute=0, second=0, microsecond=0)
+        counts[hour] = counts.get(hour, 0) + 1
+    # Read up to the limit: the oldest hour read is partial, older ones unknown.
+    cutoff = None
+    if times and len(times) == limit:
+        cutoff = _hour(times[-1]).replace(minute=0, second=0, microsecond=0)
+
+    def count(hour: dt.datetime) -> tuple[int | None, bool]:
+        if cutoff is None or hour > cutoff:
+            return counts.get(hour, 0), False
+        if hour == cutoff:
+            return counts.get(hour, 0), True
+        return None, False
+
+    return count
 
 
 def _hour(value: dt.datetime) -> dt.datetime:

@@ -176,3 +176,25 @@ def test_dashboard_shows_the_hourly_timeline(admin_client):
     assert 'id="klaviyo-timeline"' in page
     hour = timezone.now().replace(minute=0, second=0, microsecond=0)
     assert f'data-hour="{hour.isoformat()}"' in page
+
+
+def test_the_dashboard_timeline_reads_a_bounded_number_of_rows():
+    now = dt.datetime(2026, 5, 4, 12, 30, tzinfo=dt.timezone.utc)
+    for minutes in (1, 2, 3):
+        row(S.SENT, sent_at=now - dt.timedelta(minutes=minutes))  # 12:xx
+    row(S.SENT, sent_at=now - dt.timedelta(minutes=50))  # 11:40
+    row(S.SENT, sent_at=now - dt.timedelta(minutes=55))  # 11:35
+    row(S.SENT, sent_at=now - dt.timedelta(hours=2))  # 10:30
+
+    bounded = health.hourly_timeline(4, now=now, limit=4)
+    exact = health.hourly_timeline(4, now=now)
+
+    # The 4 newest: three at 12:xx, one of 11:xx's two, so 11:00 is partial and 10:00 and
+    # 09:00 were not read.
+    assert [(b.sent, b.sent_partial) for b in bounded] == [
+        (None, False),
+        (None, False),
+        (1, True),
+        (3, False),
+    ]
+    assert [b.sent for b in exact] == [0, 1, 2, 3]
