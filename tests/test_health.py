@@ -198,3 +198,15 @@ def test_the_dashboard_timeline_reads_a_bounded_number_of_rows():
         (3, False),
     ]
     assert [b.sent for b in exact] == [0, 1, 2, 3]
+
+
+def test_due_rows_are_counted_up_to_a_cap_above_the_threshold(monkeypatch):
+    monkeypatch.setattr(health, "DUE_COUNT_CAP", 2)
+    for _ in range(4):
+        row(S.PENDING)
+    capped = health.check(health.Thresholds(max_due=None, max_dead=None))
+    assert capped.due == 3 and capped.due_capped
+    assert capped.as_dict()["due_at_least"] is True
+    # A threshold above the cap raises it, so the verdict is always exact.
+    exact = health.check(health.Thresholds(max_due=10, max_dead=None))
+    assert exact.due == 4 and not exact.due_capped and exact.code == health.HEALTHY

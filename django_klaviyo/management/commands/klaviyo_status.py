@@ -85,7 +85,7 @@ class Command(BaseCommand):
         write(f"status: {result.verdict}")
         for problem in result.problems:
             write(f"  problem: {problem}")
-        write(f"due rows: {result.due}")
+        write(f"due rows: {'at least ' if result.due_capped else ''}{result.due}")
         for kind, n in sorted(result.due_by_kind.items()):
             write(f"  {kind}: {n}")
         age = result.oldest_due_age
