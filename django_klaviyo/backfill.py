@@ -5,7 +5,7 @@ pagination: memory stays flat however long the history), and writes each batch's
 rows and its checkpoint in ONE transaction, so a crash or Ctrl-C loses at most the batch
 in flight and a rerun continues after the last committed one.
 
-Rows carry the live path's unique_ids and dedupe keys (``django_klaviyo.ecommerce``), so
+Order rows carry the live path's unique_ids and dedupe keys (``django_klaviyo.orders``), so
 an order that is backfilled and also saved live is enqueued once, and Klaviyo records an
 event once even if both rows were sent. Events are marked ``backfill`` (recorded, no
 flows fire).
@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from django.apps import apps
@@ -95,10 +95,9 @@ def _customer_rows(user: Any) -> list[outbox.OutboxRow]:
     if not profile:
         return []
     row = outbox.build_profile_upsert(profile)
+    # A rerun (or --restart) of the same state enqueues nothing more.
     key = f"profile_upsert:{user._meta.label_lower}:{user.pk}:backfill:"
-    return [
-        outbox.build_profile_upsert(profile, dedupe_key=key + outbox.payload_digest(row.payload))
-    ]
+    return [replace(row, dedupe_key=key + outbox.payload_digest(row.payload))]
 
 
 def _consent_rows(user: Any) -> list[outbox.OutboxRow]:
@@ -106,6 +105,7 @@ def _consent_rows(user: Any) -> list[outbox.OutboxRow]:
     "consented_at", "custom_source"}]``: historical consent, imported without double
     opt-in (``consented_at`` in the past)."""
     rows = []
+    key = f"backfill:consent:{user._meta.label_lower}:{user.pk}:"
     for spec in klaviyo_settings.callable("BACKFILL_CONSENT_MAPPER")(user) or []:
         row = outbox.build_subscribe(
             spec.get("profile"),
@@ -114,17 +114,7 @@ def _consent_rows(user: Any) -> list[outbox.OutboxRow]:
             custom_source=spec.get("custom_source"),
             consented_at=spec.get("consented_at"),
         )
-        key = f"backfill:consent:{user._meta.label_lower}:{user.pk}:"
-        rows.append(
-            outbox.build_subscribe(
-                spec.get("profile"),
-                channels=spec.get("channels", ("email",)),
-                list_id=spec.get("list_id"),
-                custom_source=spec.get("custom_source"),
-                consented_at=spec.get("consented_at"),
-                dedupe_key=key + outbox.payload_digest(row.payload),
-            )
-        )
+        rows.append(replace(row, dedupe_key=key + outbox.payload_digest(row.payload)))
     return rows
 
 
