@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('django_klaviyo', '0004_outbox_table'),
+        ('django_klaviyo', '0005_webhook_item_queue'),
     ]
 
     operations = [
