@@ -86,6 +86,17 @@ DEFAULTS: dict[str, Any] = {
     "CART_TOKEN": None,
     "RESTORE_CART": None,
     "CART_LINK_MAX_AGE": 7 * 24 * 3600,
+    # Health (klaviyo_status, the status endpoint): None switches a check off.
+    "HEALTH_MAX_DUE": None,
+    "HEALTH_MAX_DUE_AGE_SECONDS": 900,
+    "HEALTH_MAX_DEAD": 0,
+    # Bearer token for the status endpoint (staff users need none).
+    "HEALTH_TOKEN": None,
+    # Task-queue mode: outbox_ready enqueues a flush task on this Django task backend.
+    "FLUSH_TASK_BACKEND": None,
+    "FLUSH_TASK_DEBOUNCE_SECONDS": 5.0,
+    # klaviyo_backfill consent: user -> [{"profile", "channels", "list_id", "consented_at"}].
+    "BACKFILL_CONSENT_MAPPER": None,
 }
 
 REQUIRED: set[str] = {"PRIVATE_API_KEY"}

@@ -6,11 +6,17 @@ without them the test fails (it does not skip), saying what to install.
 
 from __future__ import annotations
 
+import os
+import shutil
+from pathlib import Path
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from django_klaviyo.models import OutboxEvent
+
+DOCS_SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "outbox-dashboard.png"
 
 # A loaded machine answers a click late: every element is waited for, never just looked up.
 WAIT_SECONDS = 30
@@ -46,6 +52,19 @@ def test_retry_now_on_a_dead_row_from_the_dashboard(browser, live_server, settin
         next_attempt_at=timezone.now() + timezone.timedelta(days=1),
     )
 
+    # Some traffic of the last hours, so the dashboard's timeline has rows to show.
+    now = timezone.now()
+    for hours_ago, count in ((0, 3), (1, 5), (3, 2)):
+        for i in range(count):
+            OutboxEvent.objects.create(
+                kind=OutboxEvent.Kind.EVENT,
+                metric="Placed Order",
+                payload={"metric": "Placed Order", "profile": {"email": f"c{i}@example.com"}},
+                profile_key=f"email:c{i}@example.com",
+                status=OutboxEvent.Status.SENT,
+                sent_at=now - timezone.timedelta(hours=hours_ago, minutes=i),
+            )
+
     browser.get(f"{live_server.url}/admin/login/?next=/admin/django_klaviyo/outboxevent/")
     wait_for(browser, By.NAME, "username").send_keys("boss")
     wait_for(browser, By.NAME, "password").send_keys("secret-pw-123")
@@ -71,6 +90,10 @@ def test_retry_now_on_a_dead_row_from_the_dashboard(browser, live_server, settin
     dead.refresh_from_db()
     assert dead.status == OutboxEvent.Status.PENDING and dead.attempts == 0
 
+    assert browser.find_element(By.ID, "klaviyo-timeline").is_displayed()
     screenshot = tmp_path / "outbox-dashboard.png"
     assert browser.save_screenshot(str(screenshot))
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if os.environ.get("DOCS_SCREENSHOT") == "1":
+        # README's picture: DOCS_SCREENSHOT=1 pytest -m browser refreshes docs/.
+        shutil.copyfile(screenshot, DOCS_SCREENSHOT)
