@@ -15,3 +15,6 @@ class DjangoKlaviyoConfig(AppConfig):
         from django_klaviyo import checks, receivers  # noqa: F401
 
         receivers.connect_receivers()
+        from django_klaviyo.catalog.receivers import connect_catalog_receivers
+
+        connect_catalog_receivers()

@@ -1,3 +1,4 @@
+from django_klaviyo.models.coupons import KlaviyoCoupon, KlaviyoCouponCode
 from django_klaviyo.models.outbox import OutboxEvent
 from django_klaviyo.models.profiles import Consent, KlaviyoList, KlaviyoProfileLink, ListMembership
 from django_klaviyo.models.remote import KlaviyoCampaign, KlaviyoFlow
@@ -6,6 +7,8 @@ from django_klaviyo.models.webhooks import WebhookDelivery, WebhookItem
 __all__ = [
     "Consent",
     "KlaviyoCampaign",
+    "KlaviyoCoupon",
+    "KlaviyoCouponCode",
     "KlaviyoFlow",
     "KlaviyoList",
     "KlaviyoProfileLink",

@@ -123,6 +123,8 @@ class SandboxState:
             self._campaigns: list[dict[str, Any]] = []
             self._flows: list[dict[str, Any]] = []
             self._requests: Counter[tuple[str, int]] = Counter()
+            # Stores of optional route modules (e.g. sandbox.catalog_routes), by name.
+            self.extensions: dict[str, Any] = {}
 
     def new_id(self, length: int = 26) -> str:
         with self._lock:

@@ -72,3 +72,27 @@ class OrderLine(models.Model):
     @property
     def row_total(self) -> Decimal:
         return self.unit_price * self.quantity
+
+
+class Product(models.Model):
+    """A product with one stock level; Klaviyo's catalog sees it as an item with one
+    variant (KLAVIYO["CATALOG"] in shop_site.settings)."""
+
+    name = models.CharField(max_length=255)
+    sku = models.CharField(max_length=64, unique=True)
+    price = models.DecimalField(max_digits=12, decimal_places=2)
+    url = models.URLField(max_length=500)
+    image_url = models.URLField(max_length=500, blank=True)
+    # Category names, e.g. ["Coffee", "Gifts"].
+    categories = models.JSONField(default=list, blank=True)
+    brand = models.CharField(max_length=128, blank=True)
+    inventory = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.sku})"
+
+    def klaviyo_metadata(self) -> dict[str, str]:
+        return {"brand": self.brand} if self.brand else {}

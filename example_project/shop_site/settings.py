@@ -94,6 +94,30 @@ KLAVIYO = {
         "KLAVIYO_API_URL", default="https://a.klaviyo.com" if _private_key else SANDBOX_URL
     ),
     "ORDER_MODEL": "shop.Order",
+    # Products in Klaviyo's catalog: each product is an item and its one variant.
+    "CATALOG": {
+        "ITEMS": {
+            "model": "shop.Product",
+            "external_id": "sku",
+            "title": "name",
+            "url": "url",
+            "image_url": "image_url",
+            "price": "price",
+            "categories": "categories",
+            "custom_metadata": "klaviyo_metadata",
+        },
+        "VARIANTS": {
+            "model": "shop.Product",
+            "external_id": "sku",
+            "item": "sku",
+            "title": "name",
+            "sku": "sku",
+            "url": "url",
+            "image_url": "image_url",
+            "price": "price",
+            "inventory_quantity": "inventory",
+        },
+    },
     # Seconds before a crashed flusher's claimed rows may be reclaimed.
     "LEASE_SECONDS": env.int("KLAVIYO_LEASE_SECONDS", default=300),
 }
