@@ -47,6 +47,17 @@ class CatalogStore:
         self.codes: dict[str, dict[str, Any]] = {}
         self.jobs: dict[str, dict[str, Any]] = {}
 
+    def summary(self) -> dict[str, int]:
+        with self.lock:
+            return {
+                "items": len(self.resources["item"]),
+                "variants": len(self.resources["variant"]),
+                "categories": len(self.resources["category"]),
+                "back_in_stock_subscriptions": len(self.subscriptions),
+                "coupons": len(self.coupons),
+                "coupon_codes": len(self.codes),
+            }
+
     def items(self) -> dict[str, dict[str, Any]]:
         with self.lock:
             return copy.deepcopy(self.resources["item"])

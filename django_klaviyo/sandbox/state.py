@@ -517,4 +517,6 @@ class SandboxState:
                     for op, statuses in self.request_counts().items()
                 },
                 "latest_events": [e.as_dict() for e in self._events[-latest:]][::-1],
+                # Overviews of the optional route modules' stores ("catalog": {...}).
+                **{name: store.summary() for name, store in self.extensions.items()},
             }
