@@ -323,3 +323,32 @@ def test_full_sync_names_the_products_it_could_not_map_and_fails(klaviyo_sandbox
     assert "BAD" in err.getvalue()
     assert "attributes.url" in err.getvalue()
     assert "ITEMS: 2/2" in out.getvalue()
+
+
+# --- the mapping's system checks ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("catalog", "check_id"),
+    [
+        ({"PRODUCTS": {"model": "shop.Product", "external_id": "sku"}}, "django_klaviyo.E030"),
+        (
+            {"ITEMS": {"model": "shop.Product", "external_id": "sku", "colour": "x"}},
+            "django_klaviyo.E030",
+        ),
+        ({"ITEMS": {"model": "shop.Nothing", "external_id": "sku"}}, "django_klaviyo.E031"),
+        ({"VARIANTS": {"model": "shop.Product", "external_id": "sku"}}, "django_klaviyo.E032"),
+    ],
+)
+def test_a_broken_catalog_mapping_is_reported_by_manage_py_check(settings, catalog, check_id):
+    from django_klaviyo.catalog.checks import check_catalog_mapping
+
+    settings.KLAVIYO = {**settings.KLAVIYO, "CATALOG": catalog}
+
+    assert [m.id for m in check_catalog_mapping()] == [check_id]
+
+
+def test_the_shipped_mapping_passes_the_checks():
+    from django_klaviyo.catalog.checks import check_catalog_mapping
+
+    assert check_catalog_mapping() == []

@@ -19,7 +19,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError
 from django.db.models.signals import post_delete, post_save
 
-from django_klaviyo.catalog import mapping
+from django_klaviyo.catalog import checks, mapping  # noqa: F401  (registers the checks)
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.outbox import OutboxRow, enqueue_rows
 
