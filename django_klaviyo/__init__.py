@@ -18,6 +18,7 @@ __all__ = [
     "remove_from_list",
     "started_checkout",
     "subscribe",
+    "subscribe_back_in_stock",
     "subscription_status",
     "track",
     "unsubscribe",
@@ -26,7 +27,14 @@ __all__ = [
 ]
 
 
+_CATALOG = ("subscribe_back_in_stock",)
+
+
 def __getattr__(name: str) -> Any:
+    if name in _CATALOG:
+        from django_klaviyo import catalog
+
+        return getattr(catalog, name)
     if name in __all__:
         from django_klaviyo import api
 

@@ -15,6 +15,7 @@ from django.template import Context, Template
 from django.test import Client, RequestFactory
 from shop.models import Product
 
+import django_klaviyo as klaviyo
 from django_klaviyo.catalog import subscribe_back_in_stock
 from django_klaviyo.client import KlaviyoClient, UnlimitedRateLimiter
 from django_klaviyo.exceptions import KlaviyoValidationError
@@ -72,7 +73,7 @@ def test_a_subscription_reaches_klaviyo_and_the_restock_reaches_the_variant(klav
     mug = sold_out()
     flush()
 
-    subscribe_back_in_stock({"email": " ada@example.com "}, mug)
+    klaviyo.subscribe_back_in_stock({"email": " ada@example.com "}, mug)
     flush()
     mug.inventory = 8
     mug.save()

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from django_klaviyo import limits
-from django_klaviyo.client.catalog import job_status
+from django_klaviyo.client.catalog import catalog_resource, job_status, related
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoError
 from django_klaviyo.flush.claim import ClaimedRow, chunks
@@ -57,8 +57,6 @@ def _error_kind(error: Mapping[str, Any]) -> str:
 
 
 def _resource(noun: str, op: str, payload: Mapping[str, Any]) -> dict[str, Any]:
-    from django_klaviyo.client.catalog import catalog_resource, related
-
     relationships: dict[str, Any] = {}
     if op != "delete" and noun == "item" and payload.get("categories"):
         relationships["categories"] = related("category", payload["categories"])
