@@ -27,14 +27,7 @@ __all__ = [
 ]
 
 
-_CATALOG = ("subscribe_back_in_stock",)
-
-
 def __getattr__(name: str) -> Any:
-    if name in _CATALOG:
-        from django_klaviyo import catalog
-
-        return getattr(catalog, name)
     if name in __all__:
         from django_klaviyo import api
 

@@ -18,6 +18,7 @@ from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS
 
 from django_klaviyo import ecommerce, outbox
+from django_klaviyo.catalog import subscribe_back_in_stock  # noqa: F401  (public API)
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.identifiers import normalize_email, normalize_phone_number
