@@ -93,10 +93,12 @@ def build_event(
     unique_id: Any = None,
     dedupe_key: Any = None,
     expand: Any = None,
+    backfill: Any = False,
     _profiles: dict[Any, dict[str, Any]] | None = None,
 ) -> OutboxRow:
     """One ``event`` row; ``expand`` lists further events (``rules.events.clean_expand``)
-    sent with it, sharing its profile, time and currency."""
+    sent with it, sharing its profile, time and currency. ``backfill=True``: a historical
+    event, recorded by Klaviyo without triggering flows (the row and its expansions)."""
     # Generated once here and stored, so every retry sends the same idempotency key.
     unique_id = uuid.uuid4().hex if unique_id is None else values.key(unique_id, "unique_id")
     payload = {
@@ -109,6 +111,8 @@ def build_event(
     }
     if expand:
         payload["expand"] = expand
+    if backfill is not False:
+        payload["backfill"] = backfill
     return _row(Kind.EVENT, payload, unique_id=unique_id, dedupe_key=dedupe_key, profiles=_profiles)
 
 
@@ -147,6 +151,7 @@ _SPEC_KEYS = frozenset(
         "unique_id",
         "dedupe_key",
         "expand",
+        "backfill",
     }
 )
 
