@@ -331,13 +331,14 @@ def test_full_sync_names_the_products_it_could_not_map_and_fails(klaviyo_sandbox
 @pytest.mark.parametrize(
     ("catalog", "check_id"),
     [
-        ({"PRODUCTS": {"model": "shop.Product", "external_id": "sku"}}, "django_klaviyo.E030"),
+        ({"PRODUCTS": {"model": "shop.Product", "external_id": "sku"}}, "django_klaviyo.E050"),
         (
             {"ITEMS": {"model": "shop.Product", "external_id": "sku", "colour": "x"}},
-            "django_klaviyo.E030",
+            "django_klaviyo.E050",
         ),
-        ({"ITEMS": {"model": "shop.Nothing", "external_id": "sku"}}, "django_klaviyo.E031"),
-        ({"VARIANTS": {"model": "shop.Product", "external_id": "sku"}}, "django_klaviyo.E032"),
+        ({"ITEMS": {"model": "shop.Nothing", "external_id": "sku"}}, "django_klaviyo.E051"),
+        ({"ITEMS": {"model": "shop.Product", "external_id": "skew"}}, "django_klaviyo.E051"),
+        ({"VARIANTS": {"model": "shop.Product", "external_id": "sku"}}, "django_klaviyo.E052"),
     ],
 )
 def test_a_broken_catalog_mapping_is_reported_by_manage_py_check(settings, catalog, check_id):

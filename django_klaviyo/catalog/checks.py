@@ -10,6 +10,7 @@ from django.core.checks import CheckMessage, Error, Tags, register
 from django.core.exceptions import ImproperlyConfigured
 
 from django_klaviyo.catalog import mapping
+from django_klaviyo.mapping import path_problem
 
 
 @register(Tags.compatibility)
@@ -21,29 +22,42 @@ def check_catalog_mapping(app_configs: Any = None, **kwargs: Any) -> list[CheckM
             Error(
                 str(exc),
                 hint="See docs/catalog.md for the ITEMS, VARIANTS and CATEGORIES keys.",
-                id="django_klaviyo.E030",
+                id="django_klaviyo.E050",
             )
         ]
     messages: list[CheckMessage] = []
     for section, spec in config.items():
         try:
-            apps.get_model(mapping._label(spec["model"]))
+            model = apps.get_model(mapping._label(spec["model"]))
         except (LookupError, ValueError):
             messages.append(
                 Error(
                     f"KLAVIYO['CATALOG']['{section}']['model'] = {spec['model']!r} is not an "
                     "installed model.",
                     hint="Use 'app_label.ModelName' with the app in INSTALLED_APPS.",
-                    id="django_klaviyo.E031",
+                    id="django_klaviyo.E051",
                 )
             )
+            continue
+        for key, path in spec.items():
+            if key == "model" or mapping.is_import_path(model, path):
+                continue
+            problem = path_problem(model, path)
+            if problem:
+                messages.append(
+                    Error(
+                        f"KLAVIYO['CATALOG']['{section}']['{key}']: {problem}.",
+                        hint="A dotted attribute path, a callable, or a callable's import path.",
+                        id="django_klaviyo.E051",
+                    )
+                )
     if "VARIANTS" in config and "ITEMS" not in config:
         messages.append(
             Error(
                 "KLAVIYO['CATALOG'] maps VARIANTS but no ITEMS: Klaviyo's variants belong to "
                 "catalog items.",
                 hint="Map ITEMS too (the same model may be both, as in the example shop).",
-                id="django_klaviyo.E032",
+                id="django_klaviyo.E052",
             )
         )
     return messages

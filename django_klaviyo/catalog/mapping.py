@@ -26,10 +26,11 @@ from typing import Any
 
 from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured
-from django.db.models import Manager, Model
+from django.db.models import Model
 from django.utils.module_loading import import_string
 from django.utils.text import slugify
 
+from django_klaviyo import mapping as order_mapping
 from django_klaviyo import rules
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.models import OutboxEvent
@@ -80,7 +81,7 @@ _SPECIAL = {
 
 def catalog_config() -> dict[str, dict[str, Any]]:
     """The configured sections, checked; ``{}`` when there is no catalog mapping."""
-    config = klaviyo_settings.get("CATALOG", None) or {}
+    config = klaviyo_settings.CATALOG or {}
     if not isinstance(config, Mapping):
         raise ImproperlyConfigured("KLAVIYO['CATALOG'] must be a dict.")
     sections = {}
@@ -119,22 +120,20 @@ def _label(model: Any) -> str:
     return model if isinstance(model, str) else model._meta.label
 
 
+def is_import_path(obj_or_model: Any, spec: Any) -> bool:
+    """A dotted path whose first step is not an attribute: a callable to import."""
+    return isinstance(spec, str) and "." in spec and not hasattr(obj_or_model, spec.split(".")[0])
+
+
 def resolve(obj: Any, spec: Any) -> Any:
-    """The value ``spec`` (path, callable or import path) names for ``obj``."""
-    if callable(spec):
-        return spec(obj)
-    if not isinstance(spec, str):
-        return spec
-    head = spec.split(".", 1)[0]
-    if "." in spec and not hasattr(obj, head):
+    """The value ``spec`` (path, callable or import path) names for ``obj``: attribute
+    paths are read like the order mapping's (``django_klaviyo.mapping.resolve``); a
+    related manager gives its objects."""
+    if is_import_path(obj, spec):
         return _import(spec)(obj)
-    value = obj
-    for part in spec.split("."):
-        value = getattr(value, part) if value is not None else None
-        if isinstance(value, Manager):
-            value = list(value.all())
-        elif callable(value) and not isinstance(value, Model):
-            value = value()
+    value = order_mapping.resolve(obj, spec)
+    if hasattr(value, "all") and callable(value.all) and not isinstance(value, Model):
+        return list(value.all())
     return value
 
 

@@ -37,7 +37,7 @@ class BackInStockThrottle(SimpleRateThrottle):
     scope = "klaviyo_back_in_stock"
 
     def get_rate(self) -> str:
-        return str(klaviyo_settings.get("BACK_IN_STOCK_THROTTLE_RATE", "10/min"))
+        return str(klaviyo_settings.BACK_IN_STOCK_THROTTLE_RATE)
 
     def get_cache_key(self, request: Request, view: Any) -> str:
         user = getattr(request, "user", None)

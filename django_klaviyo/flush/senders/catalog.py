@@ -106,8 +106,8 @@ class CatalogSender(Sender):
             self.noun,
             op,
             body,
-            timeout=float(klaviyo_settings.get("CATALOG_JOB_TIMEOUT", 300.0)),
-            poll_interval=float(klaviyo_settings.get("CATALOG_JOB_POLL_SECONDS", 2.0)),
+            timeout=float(klaviyo_settings.CATALOG_JOB_TIMEOUT),
+            poll_interval=float(klaviyo_settings.CATALOG_JOB_POLL_SECONDS),
         )
         if job_status(job) == "cancelled":
             raise CatalogJobCancelled(f"Klaviyo cancelled catalog {self.noun} job {job.get('id')}.")
