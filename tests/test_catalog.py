@@ -243,6 +243,47 @@ def test_a_cancelled_job_is_retried_not_lost():
     assert "cancelled" in row.last_error_detail
 
 
+def test_a_job_still_running_when_the_wait_ends_is_retried_later(settings):
+    settings.KLAVIYO = {**settings.KLAVIYO, "CATALOG_JOB_TIMEOUT": 10.0}
+    product()
+    OutboxEvent.objects.exclude(kind=Kind.CATALOG_CATEGORY).delete()
+    job = {
+        "type": "catalog-category-bulk-create-job",
+        "id": "job-3",
+        "attributes": {
+            "status": "processing",
+            "created_at": "2026-11-29T00:00:00+00:00",
+            "total_count": 1,
+        },
+        "links": {"self": "https://a.klaviyo.com/api/catalog-category-bulk-create-jobs/job-3/"},
+    }
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    patient = KlaviyoClient(
+        rate_limiter=UnlimitedRateLimiter(), clock=lambda: now[0], sleep=sleep, max_attempts=1
+    )
+    with responses.RequestsMock() as mock:
+        mock.post(
+            "https://a.klaviyo.com/api/catalog-category-bulk-create-jobs",
+            json={"data": job},
+            status=202,
+        )
+        polls = mock.get(
+            "https://a.klaviyo.com/api/catalog-category-bulk-create-jobs/job-3",
+            json={"data": job},
+        )
+
+        flush_outbox(client=patient, sleep=lambda seconds: None)
+
+    row = OutboxEvent.objects.get()
+    assert row.status == Status.RETRYING
+    assert "still 'processing' after 10.0s" in row.last_error_detail
+    assert polls.call_count == 5  # every 2 s (CATALOG_JOB_POLL_SECONDS) for 10 s
+
+
 def test_a_job_error_without_a_pointer_fails_the_rows_it_leaves_unknown():
     product()
     OutboxEvent.objects.exclude(kind=Kind.CATALOG_CATEGORY).delete()
@@ -353,3 +394,18 @@ def test_the_shipped_mapping_passes_the_checks():
     from django_klaviyo.catalog.checks import check_catalog_mapping
 
     assert check_catalog_mapping() == []
+
+
+def test_a_dry_run_counts_the_catalog_jobs_without_sending():
+    product("A-1")
+    product("A-2", categories=["Kitchen"])
+
+    report = flush_outbox(dry_run=True)
+
+    assert report.planned == {
+        Kind.CATALOG_CATEGORY: 1,
+        Kind.CATALOG_ITEM: 2,
+        Kind.CATALOG_VARIANT: 2,
+    }
+    assert report.planned_requests == 3  # one create job per kind
+    assert OutboxEvent.objects.filter(status=Status.PENDING).count() == 5
