@@ -28,7 +28,7 @@ def check_catalog_mapping(app_configs: Any = None, **kwargs: Any) -> list[CheckM
     messages: list[CheckMessage] = []
     for section, spec in config.items():
         try:
-            model = apps.get_model(mapping._label(spec["model"]))
+            model = apps.get_model(mapping.model_label(spec["model"]))
         except (LookupError, ValueError):
             messages.append(
                 Error(

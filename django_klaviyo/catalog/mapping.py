@@ -106,17 +106,17 @@ def catalog_config() -> dict[str, dict[str, Any]]:
 def sections_for(model: type[Model]) -> list[str]:
     """The sections mapping ``model`` (a product may be both item and variant)."""
     label = model._meta.label
-    return [s for s, spec in catalog_config().items() if _label(spec["model"]) == label]
+    return [s for s, spec in catalog_config().items() if model_label(spec["model"]) == label]
 
 
 def section_model(section: str) -> type[Model]:
     spec = catalog_config().get(section)
     if spec is None:
         raise ImproperlyConfigured(f"KLAVIYO['CATALOG'] maps no {section}.")
-    return apps.get_model(_label(spec["model"]))
+    return apps.get_model(model_label(spec["model"]))
 
 
-def _label(model: Any) -> str:
+def model_label(model: Any) -> str:
     return model if isinstance(model, str) else model._meta.label
 
 

@@ -34,7 +34,7 @@ def connect_catalog_receivers() -> None:
         return  # reported by the django_klaviyo catalog system check
     for spec in config.values():
         try:
-            model = apps.get_model(mapping._label(spec["model"]))
+            model = apps.get_model(mapping.model_label(spec["model"]))
         except (LookupError, ValueError):
             continue
         uid = f"django_klaviyo_catalog_{model._meta.label_lower}"
