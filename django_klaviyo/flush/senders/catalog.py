@@ -100,8 +100,7 @@ class CatalogSender(Sender):
                 requests.append(Request(self.kind, op, list(chunk), body, [[r] for r in chunk]))
         return requests
 
-    def _run(self, client: Any, op: str, rows: list[ClaimedRow]) -> dict[str, Any]:
-        body = [_resource(self.noun, op, r.flush_item) for r in rows]
+    def _run(self, client: Any, op: str, body: list[dict[str, Any]]) -> dict[str, Any]:
         job = client.run_catalog_job(
             self.noun,
             op,
@@ -116,11 +115,11 @@ class CatalogSender(Sender):
     def send(self, client: Any, request: Request) -> dict[Any, ErrorInfo]:
         """Run the job (and at most one fallback job); returns the failed rows."""
         failed: dict[Any, ErrorInfo] = {}
-        op, rows = request.key, request.rows
+        op, rows, body = request.key, request.rows, request.body
         for _ in range(2):
-            job = self._run(client, op, rows)
+            job = self._run(client, op, body)
             retry: list[ClaimedRow] = []
-            for row, error in self._errors(job, rows, failed):
+            for row, error in self._errors(job, rows):
                 kind = _error_kind(error)
                 fallback = _FALLBACK.get((op, kind))
                 if op == "delete" and kind == "not_found":
@@ -137,10 +136,11 @@ class CatalogSender(Sender):
             if not retry:
                 break
             op, rows = ("update" if op == "create" else "create"), retry
+            body = [_resource(self.noun, op, r.flush_item) for r in rows]
         return failed
 
     def _errors(
-        self, job: Mapping[str, Any], rows: list[ClaimedRow], failed: dict[Any, ErrorInfo]
+        self, job: Mapping[str, Any], rows: list[ClaimedRow]
     ) -> list[tuple[ClaimedRow, Mapping[str, Any]]]:
         """Each job error with the row it names; an error naming none fails every row
         whose outcome the job leaves unknown (it counted more failures than it named)."""
