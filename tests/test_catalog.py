@@ -8,6 +8,7 @@ OpenAPI spec and runs each job when it is polled.
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from io import StringIO
 from typing import Any
@@ -241,6 +242,98 @@ def test_a_cancelled_job_is_retried_not_lost():
     row = OutboxEvent.objects.get()
     assert row.status == Status.RETRYING
     assert "cancelled" in row.last_error_detail
+
+
+def test_a_refused_job_request_pointing_at_one_resource_kills_only_its_row():
+    for i, name in enumerate(["Kitchen", "Garden", "Office"]):
+        product(f"P-{i}", categories=[name])
+    OutboxEvent.objects.exclude(kind=Kind.CATALOG_CATEGORY).delete()
+    url = "https://a.klaviyo.com/api/catalog-category-bulk-create-jobs"
+    refused = {
+        "errors": [
+            {
+                "id": "e",
+                "status": 400,
+                "code": "invalid",
+                "title": "Invalid input.",
+                "detail": "Category name is not allowed.",
+                "source": {"pointer": "/data/attributes/categories/data/1/attributes/name"},
+            }
+        ]
+    }
+    done = {
+        "type": "catalog-category-bulk-create-job",
+        "id": "job-4",
+        "attributes": {
+            "status": "complete",
+            "created_at": "2026-11-29T00:00:00+00:00",
+            "total_count": 2,
+            "completed_count": 2,
+        },
+        "links": {"self": f"{url}/job-4/"},
+    }
+    with responses.RequestsMock() as mock:
+        first = mock.post(url, json=refused, status=400)
+        mock.post(url, json={"data": done}, status=202)
+
+        flush()
+
+        resent = json.loads(mock.calls[1].request.body)["data"]["attributes"]["categories"]
+    assert first.call_count == 1
+    names = [c["attributes"]["name"] for c in resent["data"]]
+    dead = OutboxEvent.objects.get(status=Status.DEAD)
+    assert dead.payload["attributes"]["name"] not in names
+    assert len(names) == 2
+    assert "Category name is not allowed." in dead.last_error_detail
+    assert OutboxEvent.objects.filter(status=Status.SENT).count() == 2
+
+
+def test_when_the_update_after_already_exists_is_refused_the_row_is_dead_with_the_reason():
+    product("P-1", categories=["Kitchen"])
+    OutboxEvent.objects.exclude(kind=Kind.CATALOG_CATEGORY).delete()
+    url = "https://a.klaviyo.com/api/catalog-category-bulk-{}-jobs"
+    exists = {
+        "type": "catalog-category-bulk-create-job",
+        "id": "job-5",
+        "attributes": {
+            "status": "complete",
+            "created_at": "2026-11-29T00:00:00+00:00",
+            "total_count": 1,
+            "failed_count": 1,
+            "errors": [
+                {
+                    "id": "e",
+                    "code": "duplicate",
+                    "title": "Conflict.",
+                    "detail": "A catalog category with id $custom:::$default:::kitchen "
+                    "already exists.",
+                    "source": {"pointer": "/data/attributes/categories/data/0"},
+                }
+            ],
+        },
+        "links": {"self": url.format("create") + "/job-5/"},
+    }
+    refused = {
+        "errors": [
+            {
+                "id": "e2",
+                "status": 400,
+                "code": "invalid",
+                "title": "Invalid input.",
+                "detail": "Too many catalog jobs in progress.",
+            }
+        ]
+    }
+    with responses.RequestsMock() as mock:
+        mock.post(url.format("create"), json={"data": exists}, status=202)
+        mock.post(url.format("update"), json=refused, status=400)
+
+        flush()
+
+    row = OutboxEvent.objects.get()
+    assert row.status == Status.DEAD
+    assert row.last_error_status == 400
+    assert "Too many catalog jobs in progress." in row.last_error_detail
 
 
 def test_a_job_still_running_when_the_wait_ends_is_retried_later(settings):

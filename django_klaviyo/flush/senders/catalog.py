@@ -21,9 +21,16 @@ from typing import Any
 from django_klaviyo import limits
 from django_klaviyo.client.catalog import catalog_resource, job_status, related
 from django_klaviyo.conf import klaviyo_settings
-from django_klaviyo.exceptions import KlaviyoError
+from django_klaviyo.exceptions import KlaviyoAuthError, KlaviyoError
 from django_klaviyo.flush.claim import ClaimedRow, chunks
-from django_klaviyo.flush.outcomes import ErrorInfo, Located, Outcomes
+from django_klaviyo.flush.outcomes import (
+    ErrorInfo,
+    Located,
+    Outcomes,
+    error_info,
+    is_retryable,
+    locate_rows,
+)
 from django_klaviyo.flush.senders.base import Request, Sender
 from django_klaviyo.models import OutboxEvent
 
@@ -35,6 +42,7 @@ NOUNS = {
     Kind.CATALOG_CATEGORY: "category",
 }
 _POINTER = re.compile(r"/(?:items|variants|categories)/data/(\d+)")
+_FIELD = re.compile(r"^(?:items|variants|categories)\[(\d+)\]")
 _FALLBACK = {("create", "duplicate"): "update", ("update", "not_found"): "create"}
 _ALREADY_EXISTS = re.compile(r"already exists", re.IGNORECASE)
 _DOES_NOT_EXIST = re.compile(r"does not exist|not found", re.IGNORECASE)
@@ -116,8 +124,15 @@ class CatalogSender(Sender):
         """Run the job (and at most one fallback job); returns the failed rows."""
         failed: dict[Any, ErrorInfo] = {}
         op, rows, body = request.key, request.rows, request.body
-        for _ in range(2):
-            job = self._run(client, op, body)
+        for attempt in range(2):
+            try:
+                job = self._run(client, op, body)
+            except KlaviyoError as err:
+                if attempt == 0 or is_retryable(err) or isinstance(err, KlaviyoAuthError):
+                    raise  # the flush loop's policy: abort, retry, locate, split or dead-letter
+                # The fallback job was refused whole: its rows fail with Klaviyo's reason.
+                failed.update({row.pk: error_info(err) for row in rows})
+                break
             retry: list[ClaimedRow] = []
             for row, error in self._errors(job, rows):
                 kind = _error_kind(error)
@@ -168,6 +183,10 @@ class CatalogSender(Sender):
             )
             found += [(row, error) for row in rows if row.pk not in named]
         return found
+
+    def locate(self, err: KlaviyoError, request: Request) -> Located | None:
+        """A refused job request whose errors point at resources: only their rows die."""
+        return locate_rows(err, request.index, pointer=_POINTER, field=_FIELD)
 
     def rejected(self, request: Request, result: Any) -> Located | None:
         if not result:
