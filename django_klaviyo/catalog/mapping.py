@@ -22,6 +22,7 @@ and a row creating the category travels with the item.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from decimal import Decimal
 from typing import Any
 
 from django.apps import apps
@@ -153,8 +154,8 @@ def _text(value: Any) -> Any:
             return value.url
         except ValueError:  # an empty FileField
             return None
-    if type(value).__name__ == "Decimal":
-        return value
+    if isinstance(value, Decimal):
+        return value  # the rules make it a number
     return str(value)
 
 
