@@ -438,7 +438,11 @@ def test_full_sync_streams_every_product_in_pk_order_with_progress(klaviyo_sandb
     assert "ITEMS: 100/250" in out.getvalue()
     assert "ITEMS: 250/250" in out.getvalue()
     assert "VARIANTS: 250/250" in out.getvalue()
-    # 100 resources a job: three create jobs each for items and variants.
+    # 100 resources a job, in primary-key order: three create jobs each for items and
+    # variants.
+    item_jobs = [j for j in store.jobs.values() if (j["kind"], j["op"]) == ("item", "create")]
+    first = [r["attributes"]["external_id"] for r in item_jobs[0]["resources"]]
+    assert first == [f"SKU-{i:03}" for i in range(100)]
     counts = klaviyo_sandbox.state.request_counts()
     assert counts["bulk_create_catalog_items"] == {202: 3}
     assert counts["bulk_create_catalog_variants"] == {202: 3}
