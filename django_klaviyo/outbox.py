@@ -33,6 +33,7 @@ from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.identifiers import profile_key
 from django_klaviyo.models import OutboxEvent
+from django_klaviyo.models.outbox import new_outbox_id
 from django_klaviyo.rules.profiles import deletion_payload
 from django_klaviyo.signals import outbox_ready
 from django_klaviyo.values import to_json  # noqa: F401  (re-exported for mappers)
@@ -223,7 +224,7 @@ def _columns(row: OutboxRow) -> dict[str, Any]:
     encoded = _encode(payload)
     rules.check_size(row.kind, payload, encoded)
     return {
-        "id": uuid.uuid4(),
+        "id": new_outbox_id(),
         "kind": row.kind,
         "payload": payload,
         "metric": payload["metric"] if row.kind == Kind.EVENT else "",
