@@ -76,7 +76,8 @@ requests = {op: sum(by_status.values()) for op, by_status in state["requests"].i
 print("requests per operation: " + ", ".join(f"{op}={n}" for op, n in sorted(requests.items())))
 catalog = state.get("catalog", {})
 print(f"catalog: {catalog.get('items', 0)} items, {catalog.get('variants', 0)} variants, "
-      f"{catalog.get('categories', 0)} categories")
+      f"{catalog.get('categories', 0)} categories, "
+      f"{catalog.get('back_in_stock_subscriptions', 0)} back-in-stock subscriptions")
 if not catalog.get("items"):
     sys.exit("demo failed: no catalog item reached the sandbox")
 if not state["events"] or "Placed Order" not in state["metrics"]:
