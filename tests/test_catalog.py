@@ -336,6 +336,36 @@ def test_when_the_update_after_already_exists_is_refused_the_row_is_dead_with_th
     assert "Too many catalog jobs in progress." in row.last_error_detail
 
 
+def test_a_variant_waits_uncounted_while_its_item_is_not_in_klaviyo_yet():
+    product(categories=[])
+    throttled = {
+        "errors": [
+            {
+                "id": "e",
+                "status": 429,
+                "code": "throttled",
+                "title": "Request was throttled.",
+                "detail": "Request was throttled. Expected available in 1 second.",
+            }
+        ]
+    }
+    with responses.RequestsMock() as mock:
+        # No variant request is registered: sending one would fail the test.
+        mock.post(
+            "https://a.klaviyo.com/api/catalog-item-bulk-create-jobs",
+            json=throttled,
+            status=429,
+            headers={"Retry-After": "1"},
+        )
+
+        flush()
+
+    item, variant = rows(Kind.CATALOG_ITEM)[0], rows(Kind.CATALOG_VARIANT)[0]
+    assert item.status == Status.RETRYING
+    assert variant.status == Status.PENDING
+    assert variant.attempts == 0
+
+
 def test_a_job_still_running_when_the_wait_ends_is_retried_later(settings):
     settings.KLAVIYO = {**settings.KLAVIYO, "CATALOG_JOB_TIMEOUT": 10.0}
     product()

@@ -15,14 +15,15 @@ endpoint); Klaviyo's refusal (unknown variant, bad identifier) dead-letters the 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any
 
 from django_klaviyo import limits
 from django_klaviyo.client.catalog import catalog_resource, job_status, related
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoAuthError, KlaviyoError
-from django_klaviyo.flush.claim import ClaimedRow, chunks
+from django_klaviyo.flush.claim import IN_CHUNK, ClaimedRow, chunks
 from django_klaviyo.flush.outcomes import (
     ErrorInfo,
     Located,
@@ -76,6 +77,67 @@ def _resource(noun: str, op: str, payload: Mapping[str, Any]) -> dict[str, Any]:
     )
 
 
+# What a row names that Klaviyo must have first: (the parent's kind, the parents' ids).
+PARENTS: dict[str, tuple[str, Callable[[Mapping[str, Any]], list[str]]]] = {
+    Kind.CATALOG_ITEM: (Kind.CATALOG_CATEGORY, lambda p: list(p.get("categories") or [])),
+    Kind.CATALOG_VARIANT: (Kind.CATALOG_ITEM, lambda p: [p["item"]] if p.get("item") else []),
+    Kind.BACK_IN_STOCK: (Kind.CATALOG_VARIANT, lambda p: [p["variant"]]),
+}
+_OPEN = (OutboxEvent.Status.PENDING, OutboxEvent.Status.RETRYING, OutboxEvent.Status.SENDING)
+
+
+def hold_for_parents(
+    flusher: Any, rows: list[ClaimedRow], outcomes: Outcomes, kind: str
+) -> list[ClaimedRow]:
+    """Rows whose parent (a variant's item, an item's category, a subscription's variant)
+    still has an unsent row wait for it, uncounted: sent now, Klaviyo would refuse them
+    for a parent it does not have yet. Returns the rows that may go now."""
+    if kind not in PARENTS:
+        return rows  # categories name nothing
+    parent_kind, parents_of = PARENTS[kind]
+    wanted = {
+        parent
+        for row in rows
+        if row.payload.get("op") != "delete"
+        for parent in parents_of(row.payload)
+    }
+    if not wanted:
+        return rows
+    waiting: dict[str, datetime | None] = {}
+    # Parents claimed in this batch that did not go out (throttled, failing).
+    for retry in outcomes.retry:
+        waiting.update(
+            {r.payload["external_id"]: None for r in retry.rows if r.kind == parent_kind}
+        )
+    for row, _until in outcomes.release:
+        if row.kind == parent_kind:
+            waiting[row.payload["external_id"]] = None
+    # Parents waiting in the outbox (not in this batch).
+    open_rows = (
+        OutboxEvent.objects.using(flusher.using)
+        .filter(kind=parent_kind, status__in=_OPEN)
+        .exclude(locked_by=flusher.owner)
+    )
+    for chunk in chunks(sorted(wanted), IN_CHUNK):
+        found = open_rows.filter(payload__external_id__in=chunk).values_list(
+            "payload__external_id", "next_attempt_at"
+        )
+        for external_id, next_attempt_at in found:
+            known = waiting.get(external_id)
+            waiting[external_id] = max(filter(None, (known, next_attempt_at)), default=None)
+    if not waiting:
+        return rows
+    ready = []
+    soon = flusher.retry_at(1)
+    for row in rows:
+        blocking = [waiting[p] for p in parents_of(row.payload) if p in waiting]
+        if blocking and row.payload.get("op") != "delete":
+            outcomes.mark_release([row], max([soon, *filter(None, blocking)]))
+        else:
+            ready.append(row)
+    return ready
+
+
 class CatalogSender(Sender):
     def __init__(self, kind: str) -> None:
         self.kind = kind
@@ -97,7 +159,7 @@ class CatalogSender(Sender):
                 if earlier.flush_item["op"] == "create" and row.flush_item["op"] == "update":
                     row.flush_item["op"] = "create"
             latest[row.payload["external_id"]] = row
-        return list(latest.values())
+        return hold_for_parents(flusher, list(latest.values()), outcomes, self.kind)
 
     def plan(self, rows: list[ClaimedRow]) -> list[Request]:
         requests = []
@@ -205,6 +267,9 @@ class BackInStockSender(Sender):
             "variant": payload["variant"],
             "channels": list(payload["channels"]),
         }
+
+    def resolve(self, flusher: Any, rows: list[ClaimedRow], outcomes: Outcomes) -> list[ClaimedRow]:
+        return hold_for_parents(flusher, rows, outcomes, self.kind)
 
     def plan(self, rows: list[ClaimedRow]) -> list[Request]:
         return [Request(self.kind, "one", [r], r.flush_item, [[r]]) for r in rows]
