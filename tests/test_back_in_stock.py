@@ -28,7 +28,7 @@ Status = OutboxEvent.Status
 VARIANT = "$custom:::$default:::"
 ENDPOINT = "/klaviyo/back-in-stock/"
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)

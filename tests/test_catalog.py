@@ -29,7 +29,7 @@ Kind = OutboxEvent.Kind
 Status = OutboxEvent.Status
 ITEM = "$custom:::$default:::"
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)

@@ -25,7 +25,7 @@ Status = OutboxEvent.Status
 PREFIX = "$custom:::$default:::"
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db
 @pytest.mark.klaviyo_sandbox(faults={**THIRTY_PERCENT_FAULTS, "seed": 11})
 def test_the_catalog_converges_through_thirty_percent_faults(sandbox, clock: FakeClock):  # noqa: F811
     for i in range(240):

@@ -19,7 +19,7 @@ from django_klaviyo.sandbox.catalog_routes import catalog_store
 
 Status = KlaviyoCouponCode.Status
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
 
 
 def fast_client() -> KlaviyoClient:
