@@ -536,3 +536,16 @@ def test_a_dry_run_counts_the_catalog_jobs_without_sending():
     }
     assert report.planned_requests == 3  # one create job per kind
     assert OutboxEvent.objects.filter(status=Status.PENDING).count() == 5
+
+
+def test_catalog_rows_show_in_the_outbox_admin(admin_client):
+    product()
+    row = rows(Kind.CATALOG_VARIANT)[0]
+
+    listing = admin_client.get("/admin/django_klaviyo/outboxevent/?kind=catalog_variant")
+    detail = admin_client.get(f"/admin/django_klaviyo/outboxevent/{row.pk}/change/")
+
+    assert listing.status_code == 200
+    assert "Catalog variant" in listing.content.decode()
+    assert detail.status_code == 200
+    assert "inventory_quantity" in detail.content.decode()
