@@ -549,3 +549,16 @@ def test_catalog_rows_show_in_the_outbox_admin(admin_client):
     assert "Catalog variant" in listing.content.decode()
     assert detail.status_code == 200
     assert "inventory_quantity" in detail.content.decode()
+
+
+def test_a_variant_whose_item_id_maps_to_nothing_is_refused_naming_item(settings, caplog):
+    catalog = settings.KLAVIYO["CATALOG"]
+    settings.KLAVIYO = {
+        **settings.KLAVIYO,
+        "CATALOG": {**catalog, "VARIANTS": {**catalog["VARIANTS"], "item": "brand"}},
+    }
+
+    product(brand="", categories=[])
+
+    assert set(OutboxEvent.objects.values_list("kind", flat=True)) == {Kind.CATALOG_ITEM}
+    assert "field item" in caplog.text

@@ -34,6 +34,7 @@ from django.utils.text import slugify
 from django_klaviyo import mapping as order_mapping
 from django_klaviyo import rules
 from django_klaviyo.conf import klaviyo_settings
+from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.models import OutboxEvent
 from django_klaviyo.outbox import OutboxRow
 
@@ -160,7 +161,14 @@ def _text(value: Any) -> Any:
 
 
 def external_id_of(obj: Any, section: str) -> str:
-    return str(resolve(obj, catalog_config()[section]["external_id"]))
+    return _id(resolve(obj, catalog_config()[section]["external_id"]), "external_id")
+
+
+def _id(value: Any, field: str) -> str:
+    """An id as text; a missing one is refused (never sent as "None")."""
+    if value is None or value == "":
+        raise KlaviyoValidationError(f"the mapped {field} is empty.", field=field)
+    return str(value)
 
 
 def _cleaned(kind: str, payload: dict[str, Any], dedupe_key: str | None = None) -> OutboxRow:
@@ -194,7 +202,7 @@ def upsert_rows(obj: Any, section: str, *, create: bool) -> list[OutboxRow]:
         payload["categories"] = ids
         rows += category_rows
     if section == "VARIANTS":
-        payload["item"] = str(resolve(obj, spec.get("item", spec["external_id"])))
+        payload["item"] = _id(resolve(obj, spec.get("item", spec["external_id"])), "item")
     rows.append(_cleaned(SECTIONS[section], payload))
     return rows
 
