@@ -39,6 +39,8 @@ fi
 py() { "$VENV/bin/python" -m "$@"; }
 # Save path first, SQLite then PostgreSQL in one command (side by side).
 py bench.enqueue_overhead --db both
+py bench.receiver_cpu --db sqlite
+py bench.receiver_cpu --db postgres
 for db in sqlite postgres; do
   py bench.outbox_indexes --db "$db"
   py bench.request_latency --db "$db"
