@@ -45,6 +45,7 @@ for db in sqlite postgres; do
   py bench.outbox_indexes --db "$db"
   py bench.request_latency --db "$db"
   py bench.flush_cpu --db "$db"
+  py bench.webhook_volume --db "$db"
 done
 py bench.flush_throughput --db postgres
 py bench.claim_scaling --db postgres

@@ -29,6 +29,9 @@ DEFAULTS: dict[str, Any] = {
     "FLOW_WEBHOOK_TOKEN": None,
     "WEBHOOK_TOLERANCE_SECONDS": 300,
     "WEBHOOK_MAX_BODY_BYTES": 5 * 1024 * 1024,
+    # Deliveries with at most this many new items are handled before the answer; larger
+    # ones are acknowledged at once and handled by the worker (0: always the worker).
+    "WEBHOOK_INLINE_ITEMS": 100,
     "API_URL": "https://a.klaviyo.com",
     "REVISION": "2026-07-15",
     # (connect, read) seconds.
