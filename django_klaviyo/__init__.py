@@ -19,6 +19,7 @@ __all__ = [
     "remove_from_list",
     "started_checkout",
     "subscribe",
+    "subscribe_back_in_stock",
     "subscription_status",
     "track",
     "unsubscribe",

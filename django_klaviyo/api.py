@@ -20,6 +20,7 @@ from django.db import DEFAULT_DB_ALIAS
 from django.utils import timezone
 
 from django_klaviyo import cart, erasure, mapping, orders, outbox, refunds, values
+from django_klaviyo.catalog import subscribe_back_in_stock  # noqa: F401  (public API)
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.identifiers import normalize_email, normalize_phone_number

@@ -16,3 +16,6 @@ class DjangoKlaviyoConfig(AppConfig):
 
         receivers.connect_receivers()
         task_queue.connect()
+        from django_klaviyo.catalog.receivers import connect_catalog_receivers
+
+        connect_catalog_receivers()

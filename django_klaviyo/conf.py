@@ -71,6 +71,13 @@ DEFAULTS: dict[str, Any] = {
     # Klaviyo metric names by event; only the keys you give replace the defaults.
     "METRIC_NAMES": {},
     "TRACK_USERS": True,
+    # Catalog sync (docs/catalog.md): ITEMS / VARIANTS / CATEGORIES mappings.
+    "CATALOG": {},
+    # How long the flusher polls one catalog bulk job, and how often.
+    "CATALOG_JOB_TIMEOUT": 300.0,
+    "CATALOG_JOB_POLL_SECONDS": 2.0,
+    # DRF rate of the back-in-stock endpoint, per visitor.
+    "BACK_IN_STOCK_THROTTLE_RATE": "10/min",
     # Seconds a flusher owns the rows it claimed before another may reclaim them.
     "LEASE_SECONDS": 300,
     "BATCH_SIZE": 1000,

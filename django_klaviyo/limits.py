@@ -23,6 +23,10 @@ PROFILES_PER_IMPORT_JOB = 10_000
 IDS_PER_LIST_REQUEST = 1000
 PROFILES_PER_SUBSCRIBE_JOB = 1000
 PROFILES_PER_UNSUBSCRIBE_JOB = 100
+# Catalog item/variant/category bulk jobs: "Accepts up to 100 ... per request".
+CATALOG_RESOURCES_PER_JOB = 100
+# "Max number of coupon codes per job we allow for is 1000."
+COUPON_CODES_PER_JOB = 1000
 
 # -- one event --------------------------------------------------------------------------
 # "must be shorter than 128 characters"

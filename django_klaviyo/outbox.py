@@ -218,7 +218,7 @@ def _columns(row: OutboxRow) -> dict[str, Any]:
         payload = rules.clean(row.kind, payload, unique_id=unique_id)
     profile = payload.get("profile")
     key = profile_key(profile) if isinstance(profile, Mapping) else ""
-    if not key:
+    if not key and row.kind not in rules.PROFILELESS_KINDS:
         raise KlaviyoValidationError(
             "payload['profile'] needs at least one identifier.", field="profile"
         )

@@ -5,6 +5,7 @@ Mount under any prefix: ``path("klaviyo/", include("django_klaviyo.urls"))``.
 
 from django.urls import include, path
 
+from django_klaviyo.catalog.views import BackInStockView
 from django_klaviyo.status_view import status_view
 from django_klaviyo.webhooks.views import flow_webhook, klaviyo_webhook
 
@@ -14,4 +15,5 @@ urlpatterns = [
     path("webhooks/flow/<str:name>/", flow_webhook, name="klaviyo-flow-webhook"),
     path("storefront/", include("django_klaviyo.storefront.urls")),
     path("status/", status_view, name="klaviyo-status"),
+    path("back-in-stock/", BackInStockView.as_view(), name="klaviyo-back-in-stock"),
 ]

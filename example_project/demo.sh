@@ -121,6 +121,12 @@ for metric, count in state["metrics"].items():
 print(f"profiles: {state['profiles']}")
 requests = {op: sum(by_status.values()) for op, by_status in state["requests"].items()}
 print("requests per operation: " + ", ".join(f"{op}={n}" for op, n in sorted(requests.items())))
+catalog = state.get("catalog", {})
+print(f"catalog: {catalog.get('items', 0)} items, {catalog.get('variants', 0)} variants, "
+      f"{catalog.get('categories', 0)} categories, "
+      f"{catalog.get('back_in_stock_subscriptions', 0)} back-in-stock subscriptions")
+if not catalog.get("items"):
+    sys.exit("demo failed: no catalog item reached the sandbox")
 if not state["events"] or "Placed Order" not in state["metrics"]:
     sys.exit("demo failed: no Placed Order reached the sandbox")
 for metric in ("Viewed Product", "Added to Cart", "Started Checkout"):

@@ -79,6 +79,30 @@ KLAVIYO = {
     "FLOW_WEBHOOK_TOKEN": "flow-token-0123456789abcdef",
     "API_URL": "https://a.klaviyo.com",
     "ORDER_MODEL": "shop.Order",
+    # Products in Klaviyo's catalog: each product is an item and its one variant.
+    "CATALOG": {
+        "ITEMS": {
+            "model": "shop.Product",
+            "external_id": "sku",
+            "title": "name",
+            "url": "url",
+            "image_url": "image_url",
+            "price": "price",
+            "categories": "categories",
+            "custom_metadata": "klaviyo_metadata",
+        },
+        "VARIANTS": {
+            "model": "shop.Product",
+            "external_id": "sku",
+            "item": "sku",
+            "title": "name",
+            "sku": "sku",
+            "url": "url",
+            "image_url": "image_url",
+            "price": "price",
+            "inventory_quantity": "inventory",
+        },
+    },
 }
 
 # Django's Tasks framework: built in from Django 6.0, the django-tasks backport below it.

@@ -3,6 +3,7 @@ OpenAPI spec (route and request body schema), and the validator does reject bad 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import re
@@ -50,6 +51,78 @@ def _clear_cache():
 @pytest.fixture
 def client():
     return KlaviyoClient("pk_spec_test_key_0000", rate_limiter=UnlimitedRateLimiter())
+
+
+def _catalog_calls() -> dict:
+    """Every catalog, back-in-stock and coupon operation: each job started (and polled
+    separately: the mocked answer is no finished job)."""
+    from django_klaviyo.client.catalog import CatalogJobTimeout, catalog_resource, related
+
+    item = {
+        "title": "Mug",
+        "description": "",
+        "url": "https://shop.example/p/MUG",
+        "price": 12.5,
+        "image_full_url": "https://shop.example/img/MUG.jpg",
+        "images": ["https://shop.example/img/MUG-2.jpg"],
+        "custom_metadata": {"brand": "Acme"},
+        "published": True,
+    }
+    variant = {**item, "sku": "MUG", "inventory_quantity": 3, "inventory_policy": 1}
+    del variant["images"]
+    kinds = {"item": "items", "variant": "variants", "category": "categories"}
+    attributes = {"item": item, "variant": variant, "category": {"name": "Kitchen"}}
+    links = {
+        "item": {"categories": related("category", ["kitchen"])},
+        "variant": {"item": {"data": related("item", ["MUG"])["data"][0]}},
+        "category": None,
+    }
+    get_names = {
+        ("item", "create"): "get_bulk_create_catalog_items_job",
+        ("item", "update"): "get_bulk_update_catalog_items_job",
+        ("item", "delete"): "get_bulk_delete_catalog_items_job",
+        ("variant", "create"): "get_bulk_create_variants_job",
+        ("variant", "update"): "get_bulk_update_variants_job",
+        ("variant", "delete"): "get_bulk_delete_variants_job",
+        ("category", "create"): "get_bulk_create_categories_job",
+        ("category", "update"): "get_bulk_update_categories_job",
+        ("category", "delete"): "get_bulk_delete_categories_job",
+    }
+    calls = {}
+    for kind, members in kinds.items():
+        for op in ("create", "update", "delete"):
+            relationships = None if op == "delete" else links[kind]
+            if op == "update" and kind == "variant":
+                relationships = None  # a variant's item is fixed at creation
+            resource = catalog_resource(kind, op, "MUG", attributes[kind], relationships)
+            calls[f"bulk_{op}_catalog_{members}"] = lambda c, k=kind, o=op, r=resource: (
+                c.start_catalog_job(k, o, [r])
+            )
+            calls[get_names[(kind, op)]] = lambda c, k=kind, o=op: c.get_catalog_job(k, o, "J1")
+
+    def codes(c):
+        # The job is posted; the mocked answer is no finished job, so the wait gives up.
+        with contextlib.suppress(CatalogJobTimeout):
+            c.run_coupon_code_job(
+                "SUMMER", [("SUM-1", "2027-01-01T00:00:00+00:00"), ("SUM-2", None)], timeout=0
+            )
+
+    calls.update(
+        {
+            "create_back_in_stock_subscription": lambda c: c.create_back_in_stock_subscription(
+                {"email": "ada@example.com", "phone_number": "+14155550100"},
+                "MUG",
+                ["email", "sms"],
+            ),
+            "create_coupon": lambda c: c.create_coupon("SUMMER"),
+            "bulk_create_coupon_codes": codes,
+            "get_bulk_create_coupon_codes_job": lambda c: c.get_coupon_code_job("J1"),
+        }
+    )
+    return calls
+
+
+CATALOG_CALLS = _catalog_calls()
 
 
 def _any_response(request):
@@ -147,6 +220,7 @@ CALLS = {
     "delete_webhook": lambda c: c.delete_webhook("W1"),
     "get_webhook_topics": lambda c: list(c.get_webhook_topics()),
     "request_profile_deletion": lambda c: c.request_profile_deletion(phone_number="+14155550100"),
+    **CATALOG_CALLS,
 }
 
 

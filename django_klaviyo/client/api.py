@@ -19,6 +19,7 @@ from urllib.parse import quote
 import requests
 
 from django_klaviyo import limits, payloads
+from django_klaviyo.client.catalog import CatalogMethods
 from django_klaviyo.client.filters import Filter, and_, equals
 from django_klaviyo.client.pagination import collection_params, iterate
 from django_klaviyo.client.ratelimit import RateLimiter, account_scope
@@ -62,7 +63,7 @@ def _filter_text(value: Filter | str | None) -> Filter | str | None:
     return value
 
 
-class KlaviyoClient:
+class KlaviyoClient(CatalogMethods):
     """Klaviyo's server API for django-klaviyo. Every ``None`` argument falls back to the
     settings (``klaviyo_settings``); ``clock``/``sleep``/``random`` are injectable so that
     tests run without real waiting. The client never imports models."""

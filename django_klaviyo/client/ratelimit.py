@@ -90,6 +90,39 @@ OPERATION_LIMITS: dict[str, tuple[Window, ...]] = {
     "delete_webhook": _windows("1/s", "15/m"),
     "get_webhook_topics": _windows("1/s", "15/m"),
     "request_profile_deletion": _windows("3/s", "60/m"),
+    # Catalog bulk jobs: creating a job is 75/s; polling it depends on the kind.
+    **{
+        op: _windows("75/s", "750/m")
+        for op in (
+            "bulk_create_catalog_items",
+            "bulk_update_catalog_items",
+            "bulk_delete_catalog_items",
+            "bulk_create_catalog_variants",
+            "bulk_update_catalog_variants",
+            "bulk_delete_catalog_variants",
+            "bulk_create_catalog_categories",
+            "bulk_update_catalog_categories",
+            "bulk_delete_catalog_categories",
+            "get_bulk_create_catalog_items_job",
+            "get_bulk_update_catalog_items_job",
+            "get_bulk_create_variants_job",
+            "get_bulk_update_variants_job",
+            "bulk_create_coupon_codes",
+            "get_bulk_create_coupon_codes_job",
+        )
+    },
+    **{
+        op: _windows("350/s", "3500/m")
+        for op in (
+            "get_bulk_delete_catalog_items_job",
+            "get_bulk_delete_variants_job",
+            "get_bulk_create_categories_job",
+            "get_bulk_update_categories_job",
+            "get_bulk_delete_categories_job",
+            "create_back_in_stock_subscription",
+        )
+    },
+    "create_coupon": _windows("3/s", "60/m"),
 }
 
 # One in-process lock per cache alias: threads of one process queue here instead of

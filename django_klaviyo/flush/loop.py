@@ -57,6 +57,11 @@ KIND_ORDER = (
     Kind.LIST_REMOVE,
     Kind.SUBSCRIBE,
     Kind.UNSUBSCRIBE,
+    # The catalog before the subscriptions naming its variants.
+    Kind.CATALOG_CATEGORY,
+    Kind.CATALOG_ITEM,
+    Kind.CATALOG_VARIANT,
+    Kind.BACK_IN_STOCK,
     Kind.EVENT,
     Kind.PROFILE_DELETION,
 )
@@ -304,6 +309,8 @@ class Flusher:
                     request.parts.remaining -= 1
                     if request.parts.remaining:
                         continue  # sent once every part is accepted
+                for row, info in (sender.rejected(request, result) or {}).values():
+                    outcomes.mark_dead([row], info)
                 outcomes.mark_sent(request.rows)
                 sender.succeeded(request, result, self.clock())
 

@@ -1,4 +1,5 @@
 from django_klaviyo.models.backfill import BackfillCheckpoint
+from django_klaviyo.models.coupons import KlaviyoCoupon, KlaviyoCouponCode
 from django_klaviyo.models.outbox import OutboxEvent
 from django_klaviyo.models.profiles import Consent, KlaviyoList, KlaviyoProfileLink, ListMembership
 from django_klaviyo.models.remote import KlaviyoCampaign, KlaviyoFlow
@@ -8,6 +9,8 @@ __all__ = [
     "BackfillCheckpoint",
     "Consent",
     "KlaviyoCampaign",
+    "KlaviyoCoupon",
+    "KlaviyoCouponCode",
     "KlaviyoFlow",
     "KlaviyoList",
     "KlaviyoProfileLink",

@@ -47,6 +47,10 @@ class OutboxEvent(models.Model):
         SUBSCRIBE = "subscribe", "Subscribe"
         UNSUBSCRIBE = "unsubscribe", "Unsubscribe"
         PROFILE_DELETION = "profile_deletion", "Profile deletion"
+        CATALOG_CATEGORY = "catalog_category", "Catalog category"
+        CATALOG_ITEM = "catalog_item", "Catalog item"
+        CATALOG_VARIANT = "catalog_variant", "Catalog variant"
+        BACK_IN_STOCK = "back_in_stock", "Back-in-stock subscription"
 
     class Status(models.TextChoices):
         PENDING = "pending", "Pending"

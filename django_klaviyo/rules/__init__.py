@@ -16,6 +16,12 @@ from typing import Any
 
 from django_klaviyo import limits
 from django_klaviyo.exceptions import KlaviyoValidationError
+from django_klaviyo.rules.catalog import (
+    clean_back_in_stock,
+    clean_catalog_category,
+    clean_catalog_item,
+    clean_catalog_variant,
+)
 from django_klaviyo.rules.consent import clean_subscribe, clean_unsubscribe
 from django_klaviyo.rules.events import clean_event, event_sizes
 from django_klaviyo.rules.lists import clean_list_change
@@ -31,6 +37,12 @@ LIST_REMOVE = "list_remove"
 SUBSCRIBE = "subscribe"
 UNSUBSCRIBE = "unsubscribe"
 PROFILE_DELETION = "profile_deletion"
+CATALOG_ITEM = "catalog_item"
+CATALOG_VARIANT = "catalog_variant"
+CATALOG_CATEGORY = "catalog_category"
+BACK_IN_STOCK = "back_in_stock"
+# Kinds whose rows name no profile (catalog resources).
+PROFILELESS_KINDS = frozenset({CATALOG_ITEM, CATALOG_VARIANT, CATALOG_CATEGORY})
 
 CLEANERS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
     PROFILE_UPSERT: clean_upsert,
@@ -39,6 +51,10 @@ CLEANERS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
     SUBSCRIBE: clean_subscribe,
     UNSUBSCRIBE: clean_unsubscribe,
     PROFILE_DELETION: clean_deletion,
+    CATALOG_ITEM: clean_catalog_item,
+    CATALOG_VARIANT: clean_catalog_variant,
+    CATALOG_CATEGORY: clean_catalog_category,
+    BACK_IN_STOCK: clean_back_in_stock,
 }
 
 

@@ -1154,3 +1154,7 @@ def request_profile_deletion(state: SandboxState, request: Request) -> Response:
         {field_name: value, "profile_id": profile_id, "deleted": deleted, "received_at": now_iso()}
     )
     return Response(202)
+
+
+# Catalog, back in stock and coupons live in their own module; importing it registers them.
+from django_klaviyo.sandbox import catalog_routes  # noqa: E402, F401

@@ -125,6 +125,8 @@ class SandboxState:
             self._campaigns: list[dict[str, Any]] = []
             self._flows: list[dict[str, Any]] = []
             self._requests: Counter[tuple[str, int]] = Counter()
+            # Stores of optional route modules (e.g. sandbox.catalog_routes), by name.
+            self.extensions: dict[str, Any] = {}
 
     def new_id(self, length: int = 26) -> str:
         with self._lock:
@@ -517,4 +519,6 @@ class SandboxState:
                     for op, statuses in self.request_counts().items()
                 },
                 "latest_events": [e.as_dict() for e in self._events[-latest:]][::-1],
+                # Overviews of the optional route modules' stores ("catalog": {...}).
+                **{name: store.summary() for name, store in self.extensions.items()},
             }

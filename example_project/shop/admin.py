@@ -5,7 +5,7 @@ from typing import Any
 from django.contrib import admin
 from django.utils import timezone
 
-from shop.models import Order, OrderLine
+from shop.models import Order, OrderLine, Product
 
 _PLACE_AFTER_LINES = "_shop_place_after_lines"
 
@@ -41,3 +41,11 @@ class OrderAdmin(admin.ModelAdmin):
             order.status = Order.Status.PLACED
             order.placed_at = order.placed_at or timezone.now()
             order.save(update_fields=["status", "placed_at", "updated_at"])
+
+
+@admin.register(Product)
+class ProductAdmin(admin.ModelAdmin):
+    # Editing price or inventory here updates Klaviyo's catalog on the next flush.
+    list_display = ("name", "sku", "price", "inventory", "brand")
+    list_editable = ("price", "inventory")
+    search_fields = ("name", "sku")

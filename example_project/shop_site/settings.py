@@ -104,6 +104,30 @@ KLAVIYO = {
     "ORDER_FIELDS": {"anonymous_id": "klaviyo_anonymous_id"},
     "CART_TOKEN": "shop.cart.cart_token",
     "RESTORE_CART": "shop.cart.restore_cart",
+    # Products in Klaviyo's catalog: each product is an item and its one variant.
+    "CATALOG": {
+        "ITEMS": {
+            "model": "shop.Product",
+            "external_id": "sku",
+            "title": "name",
+            "url": "url",
+            "image_url": "image_url",
+            "price": "price",
+            "categories": "categories",
+            "custom_metadata": "klaviyo_metadata",
+        },
+        "VARIANTS": {
+            "model": "shop.Product",
+            "external_id": "sku",
+            "item": "sku",
+            "title": "name",
+            "sku": "sku",
+            "url": "url",
+            "image_url": "image_url",
+            "price": "price",
+            "inventory_quantity": "inventory",
+        },
+    },
     # Seconds before a crashed flusher's claimed rows may be reclaimed.
     "LEASE_SECONDS": env.int("KLAVIYO_LEASE_SECONDS", default=300),
 }

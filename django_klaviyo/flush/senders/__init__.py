@@ -11,6 +11,7 @@ from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.flush.claim import ClaimedRow
 from django_klaviyo.flush.outcomes import ErrorInfo
 from django_klaviyo.flush.senders.base import InvalidRow, Request, Sender
+from django_klaviyo.flush.senders.catalog import BackInStockSender, CatalogSender
 from django_klaviyo.flush.senders.consent import SubscribeSender
 from django_klaviyo.flush.senders.deletion import DeletionSender
 from django_klaviyo.flush.senders.events import EventSender
@@ -47,6 +48,10 @@ def make_senders(using: str | None = None) -> dict[str, Sender]:
         Kind.SUBSCRIBE: SubscribeSender(),
         Kind.UNSUBSCRIBE: UnsubscribeSender(),
         Kind.PROFILE_DELETION: DeletionSender(),
+        Kind.CATALOG_CATEGORY: CatalogSender(Kind.CATALOG_CATEGORY),
+        Kind.CATALOG_ITEM: CatalogSender(Kind.CATALOG_ITEM),
+        Kind.CATALOG_VARIANT: CatalogSender(Kind.CATALOG_VARIANT),
+        Kind.BACK_IN_STOCK: BackInStockSender(),
     }
     for sender in senders.values():
         sender.using = using or DEFAULT_DB_ALIAS

@@ -98,5 +98,9 @@ class Sender:
     def locate(self, err: KlaviyoError, request: Request) -> Located | None:
         return None
 
+    def rejected(self, request: Request, result: Any) -> Located | None:
+        """Rows an accepted request still failed (a bulk job's per-item errors)."""
+        return None
+
     def succeeded(self, request: Request, result: Any, now: datetime) -> None:
         return None

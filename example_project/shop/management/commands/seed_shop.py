@@ -12,6 +12,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
+import django_klaviyo as klaviyo
 from django_klaviyo.models import OutboxEvent
 from shop import services
 from shop.models import Product
@@ -46,6 +47,9 @@ class Command(BaseCommand):
         outbox_before = OutboxEvent.objects.count()
         products = self._products()
         users = [self._customer(rng, i) for i in range(customers)]
+        for user in users[:2]:
+            # Waiting for the sold-out sticker set: Klaviyo's back-in-stock flow.
+            klaviyo.subscribe_back_in_stock(user, Product.objects.get(sku="STK-SET"))
         counts = {"placed": 0, "fulfilled": 0, "cancelled": 0, "refunded": 0, "guest": 0}
         for i in range(orders):
             customer = rng.choice(users) if users and rng.random() < 0.8 else None

@@ -1,0 +1,98 @@
+"""Save and delete receivers of the models ``KLAVIYO["CATALOG"]`` maps.
+
+Connected once at startup for the configured models; the mapping itself is read at
+save time. A save writes the object's catalog rows in the save's transaction (create
+job first for a new object, update otherwise); a delete writes delete rows. The
+failure policy is the order receivers' (``django_klaviyo.receivers``): bad mapped data
+skips the Klaviyo update with a warning and never breaks the store's save; ``manage.py
+klaviyo_catalog sync`` reports the same objects with the reason and fails.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.apps import apps
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.db import DatabaseError
+from django.db.models.signals import post_delete, post_save
+
+from django_klaviyo.catalog import checks, mapping  # noqa: F401  (registers the checks)
+from django_klaviyo.exceptions import KlaviyoValidationError
+from django_klaviyo.outbox import OutboxRow, enqueue_rows
+
+logger = logging.getLogger("django_klaviyo.catalog")
+
+
+def connect_catalog_receivers() -> None:
+    """Connect the receivers of every mapped model; safe to call more than once."""
+    try:
+        config = mapping.catalog_config()
+    except ImproperlyConfigured:
+        return  # reported by the django_klaviyo catalog system check
+    for spec in config.values():
+        try:
+            model = apps.get_model(mapping.model_label(spec["model"]))
+        except (LookupError, ValueError):
+            continue
+        uid = f"django_klaviyo_catalog_{model._meta.label_lower}"
+        post_save.connect(_saved, sender=model, dispatch_uid=f"{uid}_save")
+        post_delete.connect(_deleted, sender=model, dispatch_uid=f"{uid}_delete")
+
+
+def _guarded(build: Any, instance: Any) -> list[OutboxRow]:
+    try:
+        return build()  # type: ignore[no-any-return]
+    except KlaviyoValidationError as exc:
+        logger.warning(
+            "django-klaviyo: catalog mapping of %r is invalid: %s (field %s); "
+            "Klaviyo's catalog is not updated.",
+            instance,
+            exc,
+            exc.field,
+        )
+    except DatabaseError:
+        raise
+    except Exception:
+        if settings.DEBUG:
+            raise
+        logger.exception("django-klaviyo: catalog mapping of %r failed.", instance)
+    return []
+
+
+def _write(rows: list[OutboxRow], instance: Any, using: str) -> None:
+    if not rows:
+        return
+    try:
+        enqueue_rows(rows, using=using)
+    except KlaviyoValidationError as exc:
+        logger.warning(
+            "django-klaviyo: catalog row for %r refused: %s (field %s); Klaviyo's "
+            "catalog is not updated.",
+            instance,
+            exc,
+            exc.field,
+        )
+
+
+def _saved(sender: Any, instance: Any, created: bool, raw: bool = False, **kw: Any) -> None:
+    if raw:  # loaddata: fixtures are not store changes
+        return
+    rows: list[OutboxRow] = []
+    for section in mapping.sections_for(sender):
+        rows += _guarded(
+            lambda s=section: mapping.upsert_rows(instance, s, create=created), instance
+        )
+    _write(rows, instance, kw.get("using") or "default")
+
+
+def _deleted(sender: Any, instance: Any, **kw: Any) -> None:
+    # Variants before their item, so Klaviyo is asked about each only once.
+    order = {"VARIANTS": 0, "ITEMS": 1, "CATEGORIES": 2}
+    sections = sorted(mapping.sections_for(sender), key=order.__getitem__)
+    rows: list[OutboxRow] = []
+    for section in sections:
+        rows += _guarded(lambda s=section: [mapping.delete_row(instance, s)], instance)
+    _write(rows, instance, kw.get("using") or "default")

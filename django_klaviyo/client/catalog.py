@@ -1,0 +1,306 @@
+"""Catalog, back-in-stock and coupon operations of ``KlaviyoClient`` (revision 2026-07-15).
+
+Catalog writes go through Klaviyo's bulk jobs (at most 100 resources a job); a job is
+accepted with 202 and then polled (``GET .../<job_id>``) until it is ``complete`` or
+``cancelled``. Per-resource failures come back in the job's ``attributes.errors``.
+The JSON:API bodies are built here by small pure functions, so the flusher, the
+commands and the tests share them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from django_klaviyo import limits, payloads
+from django_klaviyo.exceptions import KlaviyoError, KlaviyoValidationError
+
+if TYPE_CHECKING:
+    from django_klaviyo.client.transport import Transport
+
+CATALOG_KINDS = ("item", "variant", "category")
+CATALOG_OPS = ("create", "update", "delete")
+JOB_DONE = ("complete", "cancelled")
+# Klaviyo's ids of $custom catalog resources: integration, catalog, then the store's id.
+CATALOG_ID_PREFIX = "$custom:::$default:::"
+BACK_IN_STOCK_CHANNELS = ("EMAIL", "PUSH", "SMS", "WHATSAPP")
+
+_RESOURCE = {"item": "catalog-item", "variant": "catalog-variant", "category": "catalog-category"}
+_MEMBERS = {"item": "items", "variant": "variants", "category": "categories"}
+_PATH_NOUN = {"item": "item", "variant": "variant", "category": "category"}
+# operationIds of the job GETs, as the spec names them.
+_JOB_GET = {
+    ("item", "create"): "get_bulk_create_catalog_items_job",
+    ("item", "update"): "get_bulk_update_catalog_items_job",
+    ("item", "delete"): "get_bulk_delete_catalog_items_job",
+    ("variant", "create"): "get_bulk_create_variants_job",
+    ("variant", "update"): "get_bulk_update_variants_job",
+    ("variant", "delete"): "get_bulk_delete_variants_job",
+    ("category", "create"): "get_bulk_create_categories_job",
+    ("category", "update"): "get_bulk_update_categories_job",
+    ("category", "delete"): "get_bulk_delete_categories_job",
+}
+
+
+class CatalogJobTimeout(KlaviyoError, TimeoutError):
+    """A bulk job was still running when the wait ended; its rows are retried."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, job: Mapping[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.job = dict(job or {})
+
+
+def catalog_id(external_id: str) -> str:
+    """Klaviyo's id of the store's catalog resource ``external_id``."""
+    return f"{CATALOG_ID_PREFIX}{external_id}"
+
+
+def _check(kind: str, op: str) -> None:
+    if kind not in CATALOG_KINDS:
+        raise KlaviyoValidationError(f"unknown catalog kind {kind!r}.", field="kind")
+    if op not in CATALOG_OPS:
+        raise KlaviyoValidationError(f"unknown catalog operation {op!r}.", field="op")
+
+
+def catalog_resource(
+    kind: str,
+    op: str,
+    external_id: str,
+    attributes: Mapping[str, Any] | None = None,
+    relationships: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One resource of a bulk job: create sends ``external_id`` in the attributes,
+    update and delete address the resource by Klaviyo's id."""
+    _check(kind, op)
+    resource: dict[str, Any] = {"type": _RESOURCE[kind]}
+    if op == "delete":
+        resource["id"] = catalog_id(external_id)
+        return resource
+    if op == "create":
+        resource["attributes"] = {"external_id": external_id, **dict(attributes or {})}
+    else:
+        resource["id"] = catalog_id(external_id)
+        resource["attributes"] = dict(attributes or {})
+    if relationships:
+        resource["relationships"] = dict(relationships)
+    return resource
+
+
+def catalog_job_body(kind: str, op: str, resources: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    _check(kind, op)
+    if not resources or len(resources) > limits.CATALOG_RESOURCES_PER_JOB:
+        raise KlaviyoValidationError(
+            f"a catalog job takes 1 to {limits.CATALOG_RESOURCES_PER_JOB} resources "
+            f"({len(resources)} given).",
+            field=_MEMBERS[kind],
+        )
+    return {
+        "data": {
+            "type": f"{_RESOURCE[kind]}-bulk-{op}-job",
+            "attributes": {_MEMBERS[kind]: {"data": [dict(r) for r in resources]}},
+        }
+    }
+
+
+def related(kind: str, external_ids: Iterable[str]) -> dict[str, Any]:
+    """A to-many relationship to catalog resources (an item's categories)."""
+    return {"data": [{"type": _RESOURCE[kind], "id": catalog_id(e)} for e in external_ids]}
+
+
+def back_in_stock_body(
+    profile: Mapping[str, Any], variant_external_id: str, channels: Sequence[str]
+) -> dict[str, Any]:
+    return {
+        "data": {
+            "type": "back-in-stock-subscription",
+            "attributes": {
+                "channels": [str(c).upper() for c in channels],
+                "profile": {"data": {"type": "profile", "attributes": dict(profile)}},
+            },
+            "relationships": {
+                "variant": {
+                    "data": {"type": "catalog-variant", "id": catalog_id(variant_external_id)}
+                }
+            },
+        }
+    }
+
+
+def coupon_body(external_id: str) -> dict[str, Any]:
+    return {"data": {"type": "coupon", "attributes": {"external_id": external_id}}}
+
+
+def coupon_codes_body(coupon_id: str, codes: Sequence[tuple[str, str | None]]) -> dict[str, Any]:
+    """``codes``: (unique_code, expires_at ISO 8601 or None)."""
+    if not codes or len(codes) > limits.COUPON_CODES_PER_JOB:
+        raise KlaviyoValidationError(
+            f"a coupon code job takes 1 to {limits.COUPON_CODES_PER_JOB} codes "
+            f"({len(codes)} given).",
+            field="coupon-codes",
+        )
+    data = []
+    for code, expires_at in codes:
+        attributes: dict[str, Any] = {"unique_code": code}
+        if expires_at:
+            attributes["expires_at"] = expires_at
+        data.append(
+            {
+                "type": "coupon-code",
+                "attributes": attributes,
+                "relationships": {"coupon": {"data": {"type": "coupon", "id": coupon_id}}},
+            }
+        )
+    return {
+        "data": {
+            "type": "coupon-code-bulk-create-job",
+            "attributes": {"coupon-codes": {"data": data}},
+        }
+    }
+
+
+def job_status(job: Mapping[str, Any]) -> str:
+    return str((job.get("attributes") or {}).get("status") or "")
+
+
+class CatalogMethods:
+    """Mixed into ``KlaviyoClient``: it provides ``_send``, ``_data``, ``clock``,
+    ``sleep`` and ``_transport``."""
+
+    _transport: Transport
+
+    def start_catalog_job(
+        self, kind: str, op: str, resources: Sequence[Mapping[str, Any]]
+    ) -> dict[str, Any]:
+        """``POST /api/catalog-<kind>-bulk-<op>-jobs``; returns the job resource.
+        Not idempotent for create (a repeated create job fails as duplicates, which
+        the flusher turns into an update), idempotent for update and delete."""
+        body = catalog_job_body(kind, op, resources)
+        operation = f"bulk_{op}_catalog_{_MEMBERS[kind]}"
+        path = f"/api/catalog-{_PATH_NOUN[kind]}-bulk-{op}-jobs"
+        return self._data(  # type: ignore[attr-defined, no-any-return]
+            self._send(  # type: ignore[attr-defined]
+                operation,
+                "POST",
+                path,
+                body=body,
+                idempotent=op != "create",
+                max_bytes=limits.MAX_REQUEST_BYTES,
+                what=f"The catalog {kind} {op} job",
+            )
+        )
+
+    def get_catalog_job(self, kind: str, op: str, job_id: str) -> dict[str, Any]:
+        _check(kind, op)
+        path = f"/api/catalog-{_PATH_NOUN[kind]}-bulk-{op}-jobs/{quote(str(job_id), safe='')}"
+        return self._data(  # type: ignore[attr-defined, no-any-return]
+            self._transport.request(_JOB_GET[(kind, op)], "GET", path, idempotent=True)
+        )
+
+    def _wait(self, fetch: Any, job: dict[str, Any], timeout: float, poll: float) -> dict[str, Any]:
+        deadline = self.clock() + timeout  # type: ignore[attr-defined]
+        while job_status(job) not in JOB_DONE:
+            remaining = deadline - self.clock()  # type: ignore[attr-defined]
+            if remaining <= 0:
+                raise CatalogJobTimeout(
+                    f"Klaviyo job {job.get('id')} is still {job_status(job)!r} after {timeout}s.",
+                    job=job,
+                )
+            self.sleep(min(poll, remaining))  # type: ignore[attr-defined]
+            job = fetch(str(job.get("id")))
+        return job
+
+    def run_catalog_job(
+        self,
+        kind: str,
+        op: str,
+        resources: Sequence[Mapping[str, Any]],
+        *,
+        timeout: float = 300.0,
+        poll_interval: float = 2.0,
+    ) -> dict[str, Any]:
+        """Start a catalog job and poll it until it is complete or cancelled; raise
+        ``CatalogJobTimeout`` (retryable) after ``timeout`` seconds of the client's clock."""
+        job = self.start_catalog_job(kind, op, resources)
+        return self._wait(
+            lambda job_id: self.get_catalog_job(kind, op, job_id), job, timeout, poll_interval
+        )
+
+    def create_back_in_stock_subscription(
+        self,
+        profile: Mapping[str, Any],
+        variant_external_id: str,
+        channels: Sequence[str] = ("EMAIL",),
+    ) -> None:
+        """``POST /api/back-in-stock-subscriptions`` (202, no body). Idempotent:
+        subscribing twice leaves one subscription."""
+        channels = [str(c).upper() for c in channels]
+        bad = [c for c in channels if c not in BACK_IN_STOCK_CHANNELS]
+        if not channels or bad:
+            raise KlaviyoValidationError(
+                f"channels must be among {', '.join(BACK_IN_STOCK_CHANNELS)}.", field="channels"
+            )
+        body = back_in_stock_body(profile, variant_external_id, channels)
+        self._send(  # type: ignore[attr-defined]
+            "create_back_in_stock_subscription",
+            "POST",
+            "/api/back-in-stock-subscriptions",
+            body=body,
+            idempotent=True,
+        )
+
+    def create_coupon(self, external_id: str) -> dict[str, Any]:
+        """``POST /api/coupons`` (201); returns the coupon resource. Not idempotent."""
+        if not isinstance(external_id, str) or not external_id.strip():
+            raise KlaviyoValidationError("external_id must be a non-empty string.", "external_id")
+        return self._data(  # type: ignore[attr-defined, no-any-return]
+            self._send(  # type: ignore[attr-defined]
+                "create_coupon",
+                "POST",
+                "/api/coupons",
+                body=coupon_body(external_id.strip()),
+                idempotent=False,
+            )
+        )
+
+    def get_coupon_code_job(self, job_id: str) -> dict[str, Any]:
+        """The job with its created codes (``include=coupon-codes``) as ``included``."""
+        path = f"/api/coupon-code-bulk-create-jobs/{quote(str(job_id), safe='')}"
+        document = self._transport.request(
+            "get_bulk_create_coupon_codes_job",
+            "GET",
+            path,
+            params={"include": "coupon-codes"},
+            idempotent=True,
+        )
+        job = self._data(document)  # type: ignore[attr-defined]
+        if isinstance(document, Mapping):
+            job["included"] = list(document.get("included") or [])
+        return job  # type: ignore[no-any-return]
+
+    def run_coupon_code_job(
+        self,
+        coupon_id: str,
+        codes: Sequence[tuple[str, str | None]],
+        *,
+        timeout: float = 300.0,
+        poll_interval: float = 2.0,
+    ) -> dict[str, Any]:
+        """``POST /api/coupon-code-bulk-create-jobs`` (at most 1,000 codes), then poll."""
+        job = self._data(  # type: ignore[attr-defined]
+            self._send(  # type: ignore[attr-defined]
+                "bulk_create_coupon_codes",
+                "POST",
+                "/api/coupon-code-bulk-create-jobs",
+                body=coupon_codes_body(coupon_id, codes),
+                idempotent=False,
+                max_bytes=payloads.MAX_BULK_REQUEST_BYTES,
+                what="The coupon code job",
+            )
+        )
+        job = self._wait(self.get_coupon_code_job, job, timeout, poll_interval)
+        if "included" not in job:  # done at once: fetch it for the codes' ids and status
+            job = self.get_coupon_code_job(str(job.get("id")))
+        return job

@@ -1,0 +1,193 @@
+"""Catalog and back-in-stock rules: ``catalog_item``, ``catalog_variant``,
+``catalog_category`` and ``back_in_stock`` rows.
+
+A catalog row is ``{"op": "upsert" | "delete", "external_id", "create", "attributes",
+...}``: ``create`` says which job to try first (the store just created the object), and
+the flusher falls back to the other one when Klaviyo answers "already exists" or "does
+not exist". Attributes are the ones Klaviyo's create jobs require, so a row can always
+become either job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from django_klaviyo.exceptions import KlaviyoValidationError
+from django_klaviyo.identifiers import PROFILE_IDENTIFIERS, clean_profile
+from django_klaviyo.values import check_text, number, to_json
+
+BACK_IN_STOCK_CHANNELS = ("EMAIL", "PUSH", "SMS", "WHATSAPP")
+# Klaviyo's external ids end up in resource ids ("$custom:::$default:::<id>").
+EXTERNAL_ID_MAX_LENGTH = 255
+
+_TEXT = ("title", "description", "url", "image_full_url", "image_thumbnail_url", "sku")
+# What each kind carries, and what Klaviyo's create job requires of it.
+ATTRIBUTES = {
+    "item": frozenset(
+        {
+            "title",
+            "description",
+            "url",
+            "price",
+            "image_full_url",
+            "image_thumbnail_url",
+            "images",
+            "custom_metadata",
+            "published",
+        }
+    ),
+    "variant": frozenset(
+        {
+            "title",
+            "description",
+            "sku",
+            "url",
+            "price",
+            "inventory_quantity",
+            "inventory_policy",
+            "image_full_url",
+            "image_thumbnail_url",
+            "images",
+            "custom_metadata",
+            "published",
+        }
+    ),
+    "category": frozenset({"name"}),
+}
+REQUIRED = {
+    "item": ("title", "url"),
+    "variant": ("title", "sku", "url", "price", "inventory_quantity"),
+    "category": ("name",),
+}
+
+
+def external_id(value: Any, path: str = "external_id") -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not value.strip():
+        raise KlaviyoValidationError(f"{path} must be a non-empty string.", field=path)
+    value = value.strip()
+    if len(value) > EXTERNAL_ID_MAX_LENGTH:
+        raise KlaviyoValidationError(
+            f"{path} must be at most {EXTERNAL_ID_MAX_LENGTH} characters.", field=path
+        )
+    return check_text(value, path)
+
+
+def _attribute(kind: str, name: str, value: Any) -> Any:
+    path = f"attributes.{name}"
+    if value is None:
+        return None
+    if name in _TEXT or name == "name":
+        if not isinstance(value, str):
+            raise KlaviyoValidationError(f"{path} must be a string.", field=path)
+        return check_text(value, path)
+    if name in ("price", "inventory_quantity"):
+        result = number(value, path)
+        if result is not None and result < 0 and name == "price":
+            raise KlaviyoValidationError(f"{path} must not be negative.", field=path)
+        return result
+    if name == "inventory_policy":
+        if value not in (0, 1, 2) or isinstance(value, bool):
+            raise KlaviyoValidationError(f"{path} must be 0, 1 or 2.", field=path)
+        return value
+    if name == "published":
+        if not isinstance(value, bool):
+            raise KlaviyoValidationError(f"{path} must be true or false.", field=path)
+        return value
+    if name == "images":
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise KlaviyoValidationError(f"{path} must be a list of URLs.", field=path)
+        return [check_text(v, path) for v in value]
+    if name == "custom_metadata":
+        if not isinstance(value, Mapping):
+            raise KlaviyoValidationError(f"{path} must be a dict.", field=path)
+        return to_json(dict(value), path)
+    raise KlaviyoValidationError(f"a catalog {kind} has no attribute {name!r}.", field=path)
+
+
+def _clean_attributes(kind: str, attributes: Any) -> dict[str, Any]:
+    if not isinstance(attributes, Mapping):
+        raise KlaviyoValidationError("attributes must be a dict.", field="attributes")
+    cleaned = {}
+    for name, value in attributes.items():
+        if name not in ATTRIBUTES[kind]:
+            raise KlaviyoValidationError(
+                f"a catalog {kind} has no attribute {name!r}.", field=f"attributes.{name}"
+            )
+        value = _attribute(kind, name, value)
+        if value is not None:
+            cleaned[name] = value
+    for name in REQUIRED[kind]:
+        if cleaned.get(name) in (None, ""):
+            raise KlaviyoValidationError(
+                f"a catalog {kind} needs attributes.{name}.", field=f"attributes.{name}"
+            )
+    if kind != "category":
+        cleaned.setdefault("description", "")
+    return cleaned
+
+
+def _catalog_cleaner(kind: str) -> Any:
+    def clean(payload: Mapping[str, Any]) -> dict[str, Any]:
+        if not isinstance(payload, Mapping):
+            raise KlaviyoValidationError("payload must be a dict.", field="payload")
+        op = payload.get("op")
+        if op not in ("upsert", "delete"):
+            raise KlaviyoValidationError("op must be 'upsert' or 'delete'.", field="op")
+        cleaned: dict[str, Any] = {"op": op, "external_id": external_id(payload.get("external_id"))}
+        if op == "delete":
+            return cleaned
+        cleaned["create"] = bool(payload.get("create", False))
+        cleaned["attributes"] = _clean_attributes(kind, payload.get("attributes"))
+        if kind == "item":
+            categories = payload.get("categories") or []
+            if not isinstance(categories, (list, tuple)):
+                raise KlaviyoValidationError(
+                    "categories must be a list of external ids.", field="categories"
+                )
+            cleaned["categories"] = sorted(
+                {external_id(c, f"categories[{i}]") for i, c in enumerate(categories)}
+            )
+        if kind == "variant":
+            cleaned["item"] = external_id(payload.get("item"), "item")
+        return cleaned
+
+    clean.__name__ = f"clean_catalog_{kind}"
+    clean.__doc__ = f"A ``catalog_{kind}`` row's payload."
+    return clean
+
+
+clean_catalog_item = _catalog_cleaner("item")
+clean_catalog_variant = _catalog_cleaner("variant")
+clean_catalog_category = _catalog_cleaner("category")
+
+
+def clean_back_in_stock(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"profile", "variant", "channels"}``: identifiers only (Klaviyo takes email,
+    phone_number, external_id here), the variant's external id, Klaviyo's channel names."""
+    if not isinstance(payload, Mapping):
+        raise KlaviyoValidationError("payload must be a dict.", field="payload")
+    identifiers = clean_profile(payload.get("profile"))
+    identifiers = {k: v for k, v in identifiers.items() if k in PROFILE_IDENTIFIERS}
+    channels = payload.get("channels")
+    if isinstance(channels, str) or not isinstance(channels, (list, tuple)) or not channels:
+        raise KlaviyoValidationError("channels must be a non-empty list.", field="channels")
+    upper = sorted({str(c).strip().upper() for c in channels})
+    unknown = [c for c in upper if c not in BACK_IN_STOCK_CHANNELS]
+    if unknown:
+        raise KlaviyoValidationError(
+            f"unknown channel {unknown[0]!r}; choose from "
+            f"{', '.join(c.lower() for c in BACK_IN_STOCK_CHANNELS)}.",
+            field="channels",
+        )
+    if "EMAIL" in upper and not identifiers.get("email"):
+        raise KlaviyoValidationError("the email channel needs an email.", field="email")
+    if "SMS" in upper and not identifiers.get("phone_number"):
+        raise KlaviyoValidationError("the sms channel needs a phone_number.", field="phone_number")
+    return {
+        "profile": to_json(identifiers, "profile"),
+        "variant": external_id(payload.get("variant"), "variant"),
+        "channels": upper,
+    }
