@@ -21,6 +21,7 @@ from django_klaviyo.exceptions import (
     KlaviyoAuthError,
     KlaviyoConfigurationError,
     KlaviyoDuplicateProfileError,
+    KlaviyoPermissionError,
     KlaviyoRateLimitError,
     KlaviyoServerError,
     KlaviyoTransportError,

@@ -22,9 +22,15 @@ from django.db import (
 from django.db.models import F
 from django.utils import timezone
 
-from django_klaviyo.client import get_client
+from django_klaviyo.client import KlaviyoClient
 from django_klaviyo.conf import klaviyo_settings
-from django_klaviyo.exceptions import KlaviyoAuthError, KlaviyoError, KlaviyoValidationError
+from django_klaviyo.exceptions import (
+    KlaviyoAuthError,
+    KlaviyoError,
+    KlaviyoPermissionError,
+    KlaviyoTransportError,
+    KlaviyoValidationError,
+)
 from django_klaviyo.flush.claim import (
     CLAIMED_COLUMNS,
     IN_CHUNK,
@@ -36,6 +42,8 @@ from django_klaviyo.flush.claim import (
     make_owner,
     reclaim_expired_leases,
 )
+from django_klaviyo.flush.lease import Lease
+from django_klaviyo.flush.outages import Outage, missing_scope_info
 from django_klaviyo.flush.outcomes import ErrorInfo, Outcomes, error_info, is_retryable, splittable
 from django_klaviyo.flush.report import FlushAborted, FlushReport, StopSignal
 from django_klaviyo.flush.senders import ListItem, Request, Sender, make_senders, prepare_rows
@@ -48,6 +56,11 @@ Status = OutboxEvent.Status
 
 # Extra requests one rejected request may cost while isolating its bad rows.
 SPLIT_BUDGET = 64
+# The longest the flusher's client waits for the local rate limit before it hands the
+# request back (rescheduled, uncounted): short, so a stop request is honoured promptly.
+CLIENT_MAX_WAIT = 5.0
+# Rows of a kind whose endpoint the key may not use wait this long before they try again.
+MISSING_SCOPE_HOLD_SECONDS = 300.0
 
 # Upserts go first so later kinds find the Klaviyo ids they learn; deletions go last
 # so nothing in the same batch re-creates a profile that is being erased.
@@ -60,6 +73,12 @@ KIND_ORDER = (
     Kind.EVENT,
     Kind.PROFILE_DELETION,
 )
+
+
+def get_client() -> KlaviyoClient:
+    """A client for one flusher, from settings: one HTTP attempt per call (the flusher
+    retries, by rescheduling rows) and a short local rate-limit wait."""
+    return KlaviyoClient(max_attempts=1, max_wait=CLIENT_MAX_WAIT)
 
 
 def validate_kinds(kinds: Iterable[str] | None) -> list[str] | None:
@@ -107,13 +126,45 @@ class Flusher:
         self.jitter = jitter or (lambda: random.uniform(0.5, 1.0))
         self.owner = owner or make_owner()
         self.senders = make_senders(self.using)
+        for sender in self.senders.values():
+            sender.flusher = self
         self.report = FlushReport()
+        self._stop: Any = None
+        self.lease: Lease | None = None
 
     @property
     def client(self) -> Any:
+        """The flusher's own client. It makes one HTTP attempt per call: retries are the
+        flusher's (one policy, in one place: the outbox row's back-off and MAX_ATTEMPTS)."""
         if self._client is None:
             self._client = get_client()
         return self._client
+
+    # -- between requests ----------------------------------------------------------------
+
+    def stopping(self) -> bool:
+        stop = self._stop
+        if stop is None:
+            return False
+        return stop.is_set() if hasattr(stop, "is_set") else bool(stop())
+
+    def pause(self, seconds: float) -> bool:
+        """Wait ``seconds`` (waking at once on a stop request), keeping the lease; False
+        when the flusher should stop instead."""
+        if self.stopping():
+            return False
+        if self.sleep is not None:
+            self.sleep(seconds)
+        elif isinstance(self._stop, threading.Event):
+            self._stop.wait(seconds)
+        else:
+            time.sleep(seconds)
+        self.lease_keep()
+        return not self.stopping()
+
+    def lease_keep(self) -> None:
+        if self.lease is not None:
+            self.lease.keep()
 
     # -- back-off ------------------------------------------------------------------------
 
@@ -137,27 +188,36 @@ class Flusher:
         loop: bool = False,
         idle_sleep: float = 5.0,
         progress: Callable[[FlushReport], None] | None = None,
+        max_outage: float | None = None,
     ) -> FlushReport:
+        """Flush until drained (or, with ``loop``, until stopped). A looping flusher rides
+        out database outages: it reconnects with back-off and logs a line a minute, and
+        raises ``FlushAborted(reason="outage")`` only once an outage outlasts
+        ``max_outage`` seconds (if given)."""
         if dry_run:
             return self.plan_due()
         _ = self.client  # fail on configuration before any row is claimed
+        self._stop = stop
         started = time.monotonic()
-
-        def should_stop() -> bool:
-            if stop is None:
-                return False
-            return stop.is_set() if hasattr(stop, "is_set") else bool(stop())
+        outage = Outage(self.using, max_outage)
 
         while True:
-            if should_stop():
+            if self.stopping():
                 self.report.ended = "stopped"
                 break
             if max_seconds is not None and time.monotonic() - started >= max_seconds:
                 self.report.ended = "max_seconds"
                 break
-            if loop and not connections[self.using].in_atomic_block:
-                close_old_connections()  # a long-running worker drops stale connections
-            claimed = self.flush_batch()
+            try:
+                if loop and not connections[self.using].in_atomic_block:
+                    close_old_connections()  # a long-running worker drops stale connections
+                claimed = self.flush_batch()
+            except FlushAborted as exc:
+                if not loop or exc.reason != "database":
+                    raise
+                self._idle(outage.failed(exc), stop, max_seconds, started)
+                continue
+            outage.ended()
             if claimed and progress is not None:
                 progress(self.report)
             if claimed:
@@ -198,6 +258,7 @@ class Flusher:
             return 0
         self.report.batches += 1
         self.report.claimed += len(rows)
+        self.lease = Lease(rows, owner=self.owner, using=self.using, clock=self.clock)
         outcomes = Outcomes()
         try:
             self._send(rows, outcomes)
@@ -208,7 +269,7 @@ class Flusher:
             raise FlushAborted(
                 f"Klaviyo rejected the API key (HTTP {err.status}"
                 + (f", {err.code}" if err.code else "")
-                + "). Check KLAVIYO['PRIVATE_API_KEY'] and its scopes; flushing stopped and "
+                + "). Check KLAVIYO['PRIVATE_API_KEY']; flushing stopped and "
                 "the claimed rows were put back.",
                 reason="auth",
             ) from err
@@ -222,6 +283,8 @@ class Flusher:
             # An unexpected bug: keep what was decided; the rest is reclaimed after the lease.
             self._persist(outcomes)
             raise
+        # Rows not attempted because a stop was asked for go back as they were.
+        outcomes.mark_release(rows)
         self._persist(outcomes, claimed=len(rows))
         return len(rows)
 
@@ -232,28 +295,62 @@ class Flusher:
         for kind in KIND_ORDER:
             if kind not in by_kind:
                 continue
+            kind_rows = by_kind.pop(kind)
+            if self.stopping():
+                continue  # released by flush_batch, uncounted
             sender = self.senders[kind]
-            ready, invalid = prepare_rows(sender, by_kind.pop(kind))
+            ready, invalid = prepare_rows(sender, kind_rows)
             for row, info in invalid:
                 outcomes.mark_dead([row], info)
-            ready = sender.resolve(self, ready, outcomes)
-            self._deliver(sender, sender.plan(ready), outcomes)
+            try:
+                ready = sender.resolve(self, ready, outcomes)
+                self._deliver(sender, sender.plan(ready), outcomes)
+            except KlaviyoPermissionError as err:
+                # The key lacks a scope this kind's endpoint needs: only this kind waits.
+                until = self.clock() + timedelta(seconds=MISSING_SCOPE_HOLD_SECONDS)
+                outcomes.mark_hold(kind_rows, until, missing_scope_info(err))
         for kind, leftover in by_kind.items():  # a kind this version does not know
             outcomes.mark_dead(leftover, ErrorInfo(None, "unknown_kind", f"Unknown kind {kind!r}."))
+
+    def _still_held(self, sender: Sender, request: Request) -> list[Request]:
+        """``request``, or its rows this flusher still holds re-planned (none: [])."""
+        lease = self.lease
+        if lease is None:
+            return [request]
+        lease.keep()
+        if all(lease.holds(r) for r in request.rows):
+            return [request]
+        if request.parts is not None:
+            return []
+        return sender.plan([r for r in request.rows if lease.holds(r)])
 
     def _deliver(self, sender: Sender, requests: list[Request], outcomes: Outcomes) -> None:
         queue = deque(requests)
         budget = SPLIT_BUDGET
         while queue:
+            if self.stopping():
+                return  # the rest is released uncounted (flush_batch)
             request = queue.popleft()
             if request.parts is not None and request.rows[0].pk in outcomes.decided:
                 continue  # an earlier part of this row failed: the row is retried whole
+            held = self._still_held(sender, request)
+            if held != [request]:
+                queue.extendleft(reversed(held))
+                continue
             self.report.requests += 1
             try:
                 result = sender.send(self.client, request)
             except KlaviyoAuthError:
                 raise
             except KlaviyoError as err:
+                if _not_attempted(err):
+                    # Nothing reached Klaviyo (local rate limit, network down): the rows
+                    # wait, uncounted, and so does the rest of this kind.
+                    until = self.retry_at(1, getattr(err, "retry_after", None))
+                    outcomes.mark_release(request.rows, until)
+                    for rest in queue:
+                        outcomes.mark_release(rest.rows, until)
+                    return
                 if is_retryable(err):
                     outcomes.mark_retry(request.rows, err)
                     # The endpoint is throttled or failing: the rest waits, uncounted.
@@ -273,23 +370,74 @@ class Flusher:
                         outcomes.mark_retry(remaining, err)
                     continue
                 if splittable(err) and len(request.rows) > 1:
-                    if budget >= 2:
-                        budget -= 2
-                        half = len(request.rows) // 2
-                        halves = sender.plan(request.rows[:half]) + sender.plan(request.rows[half:])
-                        queue.extendleft(reversed(halves))
-                    else:
-                        # Could not isolate the bad rows in this run; try again later.
-                        outcomes.mark_retry(request.rows, err)
+                    budget = self._split(sender, request, err, queue, outcomes, budget)
                     continue
                 outcomes.mark_dead(request.rows, error_info(err))
+            except (OperationalError, InterfaceError):
+                raise
+            except Exception as exc:
+                # Not Klaviyo's answer: building or encoding the request failed (a payload
+                # the rules never saw, a bug). Isolate the row(s) and dead-letter them.
+                logger.warning("Building a %s request failed: %r", sender.kind, exc)
+                if len(request.rows) > 1:
+                    budget = self._split(sender, request, exc, queue, outcomes, budget)
+                    continue
+                outcomes.mark_dead(request.rows, _unexpected(exc))
             else:
                 if request.parts is not None:
                     request.parts.remaining -= 1
                     if request.parts.remaining:
                         continue  # sent once every part is accepted
-                outcomes.mark_sent(request.rows)
-                sender.succeeded(request, result, self.clock())
+                accepted = self._settle(sender, request, result, outcomes)
+                outcomes.mark_sent(accepted)
+                try:
+                    sender.succeeded(request, result, self.clock())
+                except (OperationalError, InterfaceError):
+                    raise
+                except Exception:
+                    logger.exception(
+                        "Updating the local mirror after a %s request failed.", sender.kind
+                    )
+
+    def _split(
+        self,
+        sender: Sender,
+        request: Request,
+        err: BaseException,
+        queue: deque[Request],
+        outcomes: Outcomes,
+        budget: int,
+    ) -> int:
+        if budget >= 2:
+            half = len(request.rows) // 2
+            halves = sender.plan(request.rows[:half]) + sender.plan(request.rows[half:])
+            queue.extendleft(reversed(halves))
+            return budget - 2
+        # Could not isolate the bad rows in this run; try again later.
+        if isinstance(err, KlaviyoError):
+            outcomes.mark_retry(request.rows, err)
+        else:
+            outcomes.mark_retry(request.rows, KlaviyoValidationError(str(_unexpected(err).detail)))
+        return budget
+
+    def _settle(
+        self, sender: Sender, request: Request, result: Any, outcomes: Outcomes
+    ) -> list[ClaimedRow]:
+        """The rows of an accepted request that Klaviyo really took; the others (an
+        import job's per-profile errors) are dead, or retried when the error is."""
+        failures = sender.failures(request, result)
+        if not failures:
+            return request.rows
+        failed: set[Any] = set()
+        for rows, info in zip(request.index, failures, strict=False):
+            if info is None:
+                continue
+            failed.update(r.pk for r in rows)
+            if info.status is not None and (info.status == 429 or info.status >= 500):
+                outcomes.mark_retry(rows, KlaviyoValidationError(info.detail))
+            else:
+                outcomes.mark_dead(rows, info)
+        return [r for r in request.rows if r.pk not in failed]
 
     # -- marking -------------------------------------------------------------------------
 
@@ -302,6 +450,35 @@ class Flusher:
         mine = OutboxEvent.objects.using(self.using).filter(
             status=Status.SENDING, locked_by=self.owner
         )
+        try:
+            with transaction.atomic(using=self.using):
+                self._write(outcomes, mine, now, max_attempts, claimed)
+        except (OperationalError, InterfaceError) as exc:
+            raise FlushAborted(
+                f"The database went away while recording outcomes ({type(exc).__name__}); the "
+                "claimed rows stay 'sending' and are retried once their lease expires.",
+                reason="database",
+            ) from exc
+        self.lease = None
+
+    def _write(
+        self, outcomes: Outcomes, mine: Any, now: datetime, max_attempts: int, claimed: int | None
+    ) -> None:
+        """The outcome UPDATEs (in the caller's transaction), then the report's counts:
+        both only for rows this flusher still holds."""
+        if self.lease is not None:
+            decided = len(outcomes.decided)
+            outcomes.only(self.lease.confirm())
+            lost = decided - (
+                len(outcomes.sent)
+                + len(outcomes.dead)
+                + sum(len(r.rows) for r in outcomes.retry)
+                + len(outcomes.release)
+                + len(outcomes.hold)
+            )
+            self.report.lost_leases += lost
+            if lost:
+                claimed = None  # "the sent ones are the rest" no longer holds
         lease_cleared = {"locked_at": None, "locked_by": "", "updated_at": now}
 
         def update(rows: Sequence[ClaimedRow], **values: Any) -> int:
@@ -332,43 +509,49 @@ class Flusher:
         # When every claimed row has an outcome, the sent ones are whatever is still
         # leased once the other groups are written: one UPDATE without a long IN list.
         sent_are_the_rest = claimed is not None and len(outcomes.decided) == claimed
-        try:
-            with transaction.atomic(using=self.using):
-                if outcomes.sent and not sent_are_the_rest:
-                    update(outcomes.sent, status=Status.SENT, sent_at=now, **lease_cleared)
-                for info, rows in dead.items():
-                    update(
-                        rows,
-                        status=Status.DEAD,
-                        last_error_status=info.status,
-                        last_error_code=info.code,
-                        last_error_detail=info.detail,
-                        **lease_cleared,
-                    )
-                for (attempts, retry_after, info), rows in retrying.items():
-                    delay = timedelta(seconds=self.retry_delay(attempts, retry_after))
-                    update(
-                        rows,
-                        status=Status.RETRYING,
-                        next_attempt_at=now + delay,
-                        last_error_status=info.status,
-                        last_error_code=info.code,
-                        last_error_detail=info.detail,
-                        **lease_cleared,
-                    )
-                for (previous, until), rows in released.items():
-                    values: dict[str, Any] = {"status": previous, "attempts": F("attempts") - 1}
-                    if until is not None:
-                        values["next_attempt_at"] = until
-                    update(rows, **values, **lease_cleared)
-                if outcomes.sent and sent_are_the_rest:
-                    mine.update(status=Status.SENT, sent_at=now, **lease_cleared)
-        except (OperationalError, InterfaceError) as exc:
-            raise FlushAborted(
-                f"The database went away while recording outcomes ({type(exc).__name__}); the "
-                "claimed rows stay 'sending' and are retried once their lease expires.",
-                reason="database",
-            ) from exc
+        if outcomes.sent and not sent_are_the_rest:
+            update(outcomes.sent, status=Status.SENT, sent_at=now, **lease_cleared)
+        for info, rows in dead.items():
+            update(
+                rows,
+                status=Status.DEAD,
+                last_error_status=info.status,
+                last_error_code=info.code,
+                last_error_detail=info.detail,
+                **lease_cleared,
+            )
+        for (attempts, retry_after, info), rows in retrying.items():
+            delay = timedelta(seconds=self.retry_delay(attempts, retry_after))
+            update(
+                rows,
+                status=Status.RETRYING,
+                next_attempt_at=now + delay,
+                last_error_status=info.status,
+                last_error_code=info.code,
+                last_error_detail=info.detail,
+                **lease_cleared,
+            )
+        for (previous, until), rows in released.items():
+            values: dict[str, Any] = {"status": previous, "attempts": F("attempts") - 1}
+            if until is not None:
+                values["next_attempt_at"] = until
+            update(rows, **values, **lease_cleared)
+        held: dict[tuple[str, datetime, ErrorInfo], list[ClaimedRow]] = defaultdict(list)
+        for row, until, info in outcomes.hold:
+            held[(row.previous_status, until, info)].append(row)
+        for (previous, until, info), rows in held.items():
+            update(
+                rows,
+                status=previous,
+                attempts=F("attempts") - 1,
+                next_attempt_at=until,
+                last_error_status=info.status,
+                last_error_code=info.code,
+                last_error_detail=info.detail,
+                **lease_cleared,
+            )
+        if outcomes.sent and sent_are_the_rest:
+            mine.update(status=Status.SENT, sent_at=now, **lease_cleared)
 
         for kind, n in Counter(row.kind for row in outcomes.sent).items():
             self.report.counts(kind).sent += n
@@ -378,6 +561,8 @@ class Flusher:
             self.report.counts(kind).retrying += n
         for kind, n in Counter(row.kind for row, _until in outcomes.release).items():
             self.report.counts(kind).released += n
+        for kind, n in Counter(row.kind for row, _until, _info in outcomes.hold).items():
+            self.report.counts(kind).held += n
         if dead:
             logger.warning("Dead-lettered %d outbox row(s).", sum(len(r) for r in dead.values()))
 
@@ -415,6 +600,21 @@ class Flusher:
                 if isinstance(row.flush_item, ListItem) and not row.flush_item.profile_id:
                     row.flush_item.profile_id = f"?{row.flush_item.profile_key}"
             report.planned_requests += len(sender.plan(ready))
+
+
+def _not_attempted(err: KlaviyoError) -> bool:
+    """Nothing reached Klaviyo: the local rate limit said wait, or no connection."""
+    if isinstance(err, KlaviyoTransportError):
+        return err.nothing_sent
+    return getattr(err, "code", None) == "client_rate_limited"
+
+
+def _unexpected(exc: BaseException) -> ErrorInfo:
+    return ErrorInfo(
+        None,
+        "invalid_payload",
+        f"The request could not be built: {type(exc).__name__}: {exc}"[:2000],
+    )
 
 
 def flush_outbox(
