@@ -632,12 +632,14 @@ def flush_outbox(
     sleep: Callable[[float], None] | None = None,
     jitter: Callable[[], float] | None = None,
     using: str | None = None,
+    max_outage: float | None = None,
 ) -> FlushReport:
     """Send due outbox rows to Klaviyo until none are due (or forever with ``loop``).
 
-    ``stop`` (a callable or ``threading.Event``) is checked between batches, so the batch
-    in hand always finishes. Raises ``FlushAborted`` when the API key is rejected or the
-    database goes away; everything else is recorded on the rows. ``using``: the database
+    ``stop`` (a callable or ``threading.Event``) is checked between requests: rows not yet
+    sent go back uncounted. Raises ``FlushAborted`` when the API key is rejected (401), or
+    when the database goes away (with ``loop``: only after ``max_outage`` seconds of it);
+    everything else is recorded on the rows. ``using``: the database
     alias to drain (default ``default``).
     """
     flusher = Flusher(
@@ -656,4 +658,5 @@ def flush_outbox(
         loop=loop,
         idle_sleep=idle_sleep,
         progress=progress,
+        max_outage=max_outage,
     )
