@@ -72,19 +72,20 @@ class Lease:
         if renewed != len(self.held):
             self._forget(self.still_held())
 
-    def still_held(self) -> set[Any]:
-        """The pks of this batch that are still leased to this flusher (a query)."""
+    def still_held(self, *, lock: bool = False) -> set[Any]:
+        """The pks of this batch that are still leased to this flusher (a query). With
+        ``lock`` (in a transaction) they stay so until it ends: no reclaim in between."""
         found: set[Any] = set()
+        rows = self._mine().select_for_update() if lock else self._mine()
         for chunk in chunks(sorted(self.held, key=str), IN_CHUNK):
-            found.update(self._mine().filter(pk__in=chunk).values_list("pk", flat=True))
+            found.update(rows.filter(pk__in=chunk).values_list("pk", flat=True))
         return found
 
     def confirm(self) -> set[Any]:
-        """The rows whose outcomes may be recorded now. Inside the recording transaction,
-        and only asked of the database once the lease may have run out: before that, no
-        other flusher can have reclaimed a row (the writes stay conditional anyway)."""
-        if self.monotonic() - self.renewed_at >= self.seconds * 0.5:
-            self._forget(self.still_held())
+        """The rows whose outcomes may be recorded now (asked inside the recording
+        transaction; the writes are conditional on the lease too). Always asked: clocks
+        of other hosts may run ahead, so elapsed time alone proves nothing."""
+        self._forget(self.still_held(lock=True))
         return set(self.held)
 
     def _forget(self, held: set[Any]) -> None:
