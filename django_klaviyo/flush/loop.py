@@ -19,7 +19,8 @@ from django.db import (
     connections,
     transaction,
 )
-from django.db.models import F
+from django.db.models import F, TextField
+from django.db.models.functions import Cast
 from django.utils import timezone
 
 from django_klaviyo.client import KlaviyoClient
@@ -43,7 +44,7 @@ from django_klaviyo.flush.claim import (
     reclaim_expired_leases,
 )
 from django_klaviyo.flush.lease import Lease
-from django_klaviyo.flush.outages import Outage, missing_scope_info
+from django_klaviyo.flush.outages import Outage, Unreachable, missing_scope_info
 from django_klaviyo.flush.outcomes import ErrorInfo, Outcomes, error_info, is_retryable, splittable
 from django_klaviyo.flush.report import FlushAborted, FlushReport, StopSignal
 from django_klaviyo.flush.senders import ListItem, Request, Sender, make_senders, prepare_rows
@@ -131,6 +132,7 @@ class Flusher:
         self.report = FlushReport()
         self._stop: Any = None
         self.lease: Lease | None = None
+        self.unreachable = Unreachable()
 
     @property
     def client(self) -> Any:
@@ -334,7 +336,7 @@ class Flusher:
             if request.parts is not None and request.rows[0].pk in outcomes.decided:
                 continue  # an earlier part of this row failed: the row is retried whole
             held = self._still_held(sender, request)
-            if held != [request]:
+            if len(held) != 1 or held[0] is not request:
                 queue.extendleft(reversed(held))
                 continue
             self.report.requests += 1
@@ -346,7 +348,8 @@ class Flusher:
                 if _not_attempted(err):
                     # Nothing reached Klaviyo (local rate limit, network down): the rows
                     # wait, uncounted, and so does the rest of this kind.
-                    until = self.retry_at(1, getattr(err, "retry_after", None))
+                    failures = self.unreachable.failed(err)
+                    until = self.retry_at(failures, getattr(err, "retry_after", None))
                     outcomes.mark_release(request.rows, until)
                     for rest in queue:
                         outcomes.mark_release(rest.rows, until)
@@ -384,6 +387,7 @@ class Flusher:
                     continue
                 outcomes.mark_dead(request.rows, _unexpected(exc))
             else:
+                self.unreachable.ended()
                 if request.parts is not None:
                     request.parts.remaining -= 1
                     if request.parts.remaining:
@@ -573,7 +577,10 @@ class Flusher:
         report = FlushReport(dry_run=True)
         due = due_rows(self.clock(), self.kinds, self.using).order_by("next_attempt_at", "pk")
         batch: list[Sequence[Any]] = []
-        for record in due.values_list(*CLAIMED_COLUMNS).iterator(chunk_size=self.batch_size):
+        # The payload as text, parsed row by row: one unreadable row must not end the plan.
+        columns = ["payload_text" if c == "payload" else c for c in CLAIMED_COLUMNS]
+        due = due.annotate(payload_text=Cast("payload", output_field=TextField()))
+        for record in due.values_list(*columns).iterator(chunk_size=self.batch_size):
             batch.append(record)
             if len(batch) >= self.batch_size:
                 self._plan_batch(claimed_rows(batch, owner="", now=None), report)

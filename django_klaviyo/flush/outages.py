@@ -17,7 +17,7 @@ from collections.abc import Callable
 from django.db import connections
 
 from django_klaviyo import openapi
-from django_klaviyo.exceptions import KlaviyoPermissionError
+from django_klaviyo.exceptions import KlaviyoPermissionError, KlaviyoTransportError
 from django_klaviyo.flush.outcomes import ErrorInfo, error_info
 from django_klaviyo.flush.report import FlushAborted
 
@@ -76,6 +76,40 @@ class Outage:
                 self.monotonic() - self.started,
             )
             self.started = None
+
+
+class Unreachable:
+    """Klaviyo unreachable (no connection; or the local rate limit said wait): the rows
+    are put back uncounted, later each time (the back-off grows with the failures in a
+    row), with a log line when it starts and one a minute while it lasts."""
+
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.monotonic = monotonic
+        self.started: float | None = None
+        self.logged_at = 0.0
+        self.failures = 0
+
+    def failed(self, err: Exception) -> int:
+        """Record one request that never left; returns the failures in a row."""
+        self.failures += 1
+        if not isinstance(err, KlaviyoTransportError):
+            return self.failures  # the local rate limiter: expected, not an outage
+        now = self.monotonic()
+        if self.started is None:
+            self.started, self.logged_at = now, now
+            logger.error("Klaviyo is unreachable (%s); rows wait, uncounted.", err)
+        elif now - self.logged_at >= LOG_EVERY_SECONDS:
+            self.logged_at = now
+            logger.error("Klaviyo has been unreachable for %.0fs.", now - self.started)
+        return self.failures
+
+    def ended(self) -> None:
+        if self.started is not None:
+            logger.warning(
+                "Klaviyo is reachable again after %.0fs.", self.monotonic() - self.started
+            )
+        self.started = None
+        self.failures = 0
 
 
 def missing_scope_info(err: KlaviyoPermissionError) -> ErrorInfo:
