@@ -11,12 +11,12 @@ then retried, which re-imports the same profiles (an upsert).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from django_klaviyo.exceptions import KlaviyoDuplicateProfileError, KlaviyoError
+from django_klaviyo.exceptions import KlaviyoAuthError, KlaviyoDuplicateProfileError, KlaviyoError
 from django_klaviyo.flush.claim import chunks
-from django_klaviyo.flush.outcomes import ErrorInfo
+from django_klaviyo.flush.outcomes import ErrorInfo, is_retryable
 
 if TYPE_CHECKING:
     from django_klaviyo.flush.loop import Flusher
@@ -29,7 +29,33 @@ POLL_CAP_SECONDS = 5.0
 IDS_PER_LOOKUP = 100
 LOOKUP_FIELDS = ("external_id", "email", "phone_number")
 
+T = TypeVar("T")
+
 _ITEM_POINTER = re.compile(r"/profiles/data/(\d+)")
+
+
+# Reads that follow an accepted import (job status, errors, id lookups) are idempotent
+# GETs: a transient failure of one is read again after a pause, within the job's wait,
+# rather than failing (and re-importing) the whole group.
+READ_ATTEMPTS = 4
+
+
+def read(flusher: Flusher, call: Callable[..., T], *args: Any) -> T:
+    pause = FIRST_POLL_SECONDS
+    for attempt in range(READ_ATTEMPTS):
+        flusher.report.requests += 1
+        flusher.lease_keep()
+        try:
+            return call(*args)
+        except KlaviyoAuthError:
+            raise
+        except KlaviyoError as err:
+            if not is_retryable(err) or attempt + 1 == READ_ATTEMPTS:
+                raise
+            if not flusher.pause(max(pause, float(getattr(err, "retry_after", 0) or 0))):
+                raise
+            pause = min(pause * 2, POLL_CAP_SECONDS)
+    raise AssertionError("unreachable")  # the loop returns or raises
 
 
 class ImportNotFinished(KlaviyoError):
@@ -73,13 +99,10 @@ def import_profiles(
             )
         waited += pause
         pause = min(pause * 2, POLL_CAP_SECONDS)
-        flusher.report.requests += 1
-        status = _status(flusher.client.get_bulk_import_job(job_id))
+        status = _status(read(flusher, flusher.client.get_bulk_import_job, job_id))
     if status == "cancelled":
         raise ImportNotFinished(f"Klaviyo cancelled profile import job {job_id}.")
-    flusher.report.requests += 1
-    flusher.lease_keep()
-    errors = flusher.client.get_bulk_import_errors(job_id)
+    errors = read(flusher, flusher.client.get_bulk_import_errors, job_id)
     return _per_profile(errors, profiles)
 
 
@@ -143,9 +166,7 @@ def lookup_ids(flusher: Flusher, profiles: Sequence[Mapping[str, Any]]) -> list[
                 key = email_key(value) if field == "email" else str(value)
                 wanted.setdefault(key, []).append(i)
         for values in chunks(sorted(wanted), IDS_PER_LOOKUP):
-            flusher.report.requests += 1
-            flusher.lease_keep()
-            for resource in flusher.client.find_profiles(field, list(values)):
+            for resource in read(flusher, flusher.client.find_profiles, field, list(values)):
                 attributes = resource.get("attributes") or {}
                 value = attributes.get(field)
                 if not value or not resource.get("id"):

@@ -48,6 +48,9 @@ class ListSender(Sender):
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
+        # Ids this flusher learnt (profile_key -> id): a retried row, or another row of
+        # the same profile, needs no second lookup even without a local profile link.
+        self._learnt: dict[str, str] = {}
 
     def prepare(self, row: ClaimedRow) -> ListItem:
         list_id = row.payload["list_id"]
@@ -58,6 +61,9 @@ class ListSender(Sender):
 
     def _known_ids(self, rows: list[ClaimedRow]) -> None:
         """Fill ids from local links, in one query per identifier kind."""
+        for row in rows:
+            if not row.flush_item.profile_id:
+                row.flush_item.profile_id = self._learnt.get(row.flush_item.profile_key)
         missing = [r for r in rows if not r.flush_item.profile_id]
         links = KlaviyoProfileLink.objects.using(self.using)
         for key in ("external_id", "email", "phone_number"):
@@ -133,6 +139,9 @@ class ListSender(Sender):
             for row in group:
                 row.flush_item.profile_id = profile_id
             if profile_id:
+                if len(self._learnt) >= 10_000:
+                    self._learnt.clear()
+                self._learnt[group[0].flush_item.profile_key] = profile_id
                 remember_profile_id(identifiers, profile_id, self.using)
             elif self.kind == Kind.LIST_REMOVE:
                 # Removing a profile Klaviyo does not know: nothing is on the list.
