@@ -6,8 +6,8 @@ import logging
 import random
 import threading
 import time
-from collections import Counter, defaultdict, deque
-from collections.abc import Callable, Iterable, Sequence
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,10 +17,7 @@ from django.db import (
     OperationalError,
     close_old_connections,
     connections,
-    transaction,
 )
-from django.db.models import F, TextField
-from django.db.models.functions import Cast
 from django.utils import timezone
 
 from django_klaviyo.client import KlaviyoClient
@@ -33,21 +30,18 @@ from django_klaviyo.exceptions import (
     KlaviyoValidationError,
 )
 from django_klaviyo.flush.claim import (
-    CLAIMED_COLUMNS,
-    IN_CHUNK,
     ClaimedRow,
-    chunks,
     claim_batch,
-    claimed_rows,
-    due_rows,
     make_owner,
     reclaim_expired_leases,
 )
 from django_klaviyo.flush.lease import Lease
 from django_klaviyo.flush.outages import Outage, Unreachable, missing_scope_info
 from django_klaviyo.flush.outcomes import ErrorInfo, Outcomes, error_info, is_retryable, splittable
+from django_klaviyo.flush.plan import plan_due
+from django_klaviyo.flush.record import record_outcomes
 from django_klaviyo.flush.report import FlushAborted, FlushReport, StopSignal
-from django_klaviyo.flush.senders import ListItem, Request, Sender, make_senders, prepare_rows
+from django_klaviyo.flush.senders import Request, Sender, make_senders, prepare_rows
 from django_klaviyo.models import OutboxEvent
 
 logger = logging.getLogger("django_klaviyo.flush")
@@ -446,167 +440,17 @@ class Flusher:
     # -- marking -------------------------------------------------------------------------
 
     def _persist(self, outcomes: Outcomes, claimed: int | None = None) -> None:
-        """Write every outcome of a batch, one UPDATE per outcome group.
-
-        ``claimed``: the batch size, when every claimed row has been decided."""
-        now = self.clock()
-        max_attempts = int(klaviyo_settings.MAX_ATTEMPTS)
-        mine = OutboxEvent.objects.using(self.using).filter(
-            status=Status.SENDING, locked_by=self.owner
-        )
-        try:
-            with transaction.atomic(using=self.using):
-                self._write(outcomes, mine, now, max_attempts, claimed)
-        except (OperationalError, InterfaceError) as exc:
-            raise FlushAborted(
-                f"The database went away while recording outcomes ({type(exc).__name__}); the "
-                "claimed rows stay 'sending' and are retried once their lease expires.",
-                reason="database",
-            ) from exc
+        """Write every outcome of a batch (see ``record``); ``claimed``: the batch size,
+        when every claimed row has been decided."""
+        record_outcomes(self, outcomes, claimed)
         self.lease = None
-
-    def _write(
-        self, outcomes: Outcomes, mine: Any, now: datetime, max_attempts: int, claimed: int | None
-    ) -> None:
-        """The outcome UPDATEs (in the caller's transaction), then the report's counts:
-        both only for rows this flusher still holds."""
-        if self.lease is not None:
-            decided = len(outcomes.decided)
-            outcomes.only(self.lease.confirm())
-            lost = decided - (
-                len(outcomes.sent)
-                + len(outcomes.dead)
-                + sum(len(r.rows) for r in outcomes.retry)
-                + len(outcomes.release)
-                + len(outcomes.hold)
-            )
-            self.report.lost_leases += lost
-            if lost:
-                claimed = None  # "the sent ones are the rest" no longer holds
-        lease_cleared = {"locked_at": None, "locked_by": "", "updated_at": now}
-
-        def update(rows: Sequence[ClaimedRow], **values: Any) -> int:
-            done = 0
-            for chunk in chunks([r.pk for r in rows], IN_CHUNK):
-                done += mine.filter(pk__in=chunk).update(**values)
-            return done
-
-        dead: dict[ErrorInfo, list[ClaimedRow]] = defaultdict(list)
-        for row, info in outcomes.dead:
-            dead[info].append(row)
-        retrying: dict[tuple[int, float, ErrorInfo], list[ClaimedRow]] = defaultdict(list)
-        for retry in outcomes.retry:
-            for row in retry.rows:
-                if row.attempts >= max_attempts:
-                    info = ErrorInfo(
-                        retry.info.status,
-                        retry.info.code,
-                        f"Gave up after {row.attempts} attempts: {retry.info.detail}",
-                    )
-                    dead[info].append(row)
-                else:
-                    retrying[(row.attempts, retry.retry_after, retry.info)].append(row)
-        released: dict[tuple[str, datetime | None], list[ClaimedRow]] = defaultdict(list)
-        for row, until in outcomes.release:
-            released[(row.previous_status, until)].append(row)
-
-        # When every claimed row has an outcome, the sent ones are whatever is still
-        # leased once the other groups are written: one UPDATE without a long IN list.
-        sent_are_the_rest = claimed is not None and len(outcomes.decided) == claimed
-        if outcomes.sent and not sent_are_the_rest:
-            update(outcomes.sent, status=Status.SENT, sent_at=now, **lease_cleared)
-        for info, rows in dead.items():
-            update(
-                rows,
-                status=Status.DEAD,
-                last_error_status=info.status,
-                last_error_code=info.code,
-                last_error_detail=info.detail,
-                **lease_cleared,
-            )
-        for (attempts, retry_after, info), rows in retrying.items():
-            delay = timedelta(seconds=self.retry_delay(attempts, retry_after))
-            update(
-                rows,
-                status=Status.RETRYING,
-                next_attempt_at=now + delay,
-                last_error_status=info.status,
-                last_error_code=info.code,
-                last_error_detail=info.detail,
-                **lease_cleared,
-            )
-        for (previous, until), rows in released.items():
-            values: dict[str, Any] = {"status": previous, "attempts": F("attempts") - 1}
-            if until is not None:
-                values["next_attempt_at"] = until
-            update(rows, **values, **lease_cleared)
-        held: dict[tuple[str, datetime, ErrorInfo], list[ClaimedRow]] = defaultdict(list)
-        for row, until, info in outcomes.hold:
-            held[(row.previous_status, until, info)].append(row)
-        for (previous, until, info), rows in held.items():
-            update(
-                rows,
-                status=previous,
-                attempts=F("attempts") - 1,
-                next_attempt_at=until,
-                last_error_status=info.status,
-                last_error_code=info.code,
-                last_error_detail=info.detail,
-                **lease_cleared,
-            )
-        if outcomes.sent and sent_are_the_rest:
-            mine.update(status=Status.SENT, sent_at=now, **lease_cleared)
-
-        for kind, n in Counter(row.kind for row in outcomes.sent).items():
-            self.report.counts(kind).sent += n
-        for kind, n in Counter(row.kind for rows in dead.values() for row in rows).items():
-            self.report.counts(kind).dead += n
-        for kind, n in Counter(row.kind for rows in retrying.values() for row in rows).items():
-            self.report.counts(kind).retrying += n
-        for kind, n in Counter(row.kind for row, _until in outcomes.release).items():
-            self.report.counts(kind).released += n
-        for kind, n in Counter(row.kind for row, _until, _info in outcomes.hold).items():
-            self.report.counts(kind).held += n
-        if dead:
-            logger.warning("Dead-lettered %d outbox row(s).", sum(len(r) for r in dead.values()))
 
     # -- dry run -------------------------------------------------------------------------
 
     def plan_due(self) -> FlushReport:
-        """Count what a flush would send now, claiming nothing."""
-        report = FlushReport(dry_run=True)
-        due = due_rows(self.clock(), self.kinds, self.using).order_by("next_attempt_at", "pk")
-        batch: list[Sequence[Any]] = []
-        # The payload as text, parsed row by row: one unreadable row must not end the plan.
-        columns = ["payload_text" if c == "payload" else c for c in CLAIMED_COLUMNS]
-        due = due.annotate(payload_text=Cast("payload", output_field=TextField()))
-        for record in due.values_list(*columns).iterator(chunk_size=self.batch_size):
-            batch.append(record)
-            if len(batch) >= self.batch_size:
-                self._plan_batch(claimed_rows(batch, owner="", now=None), report)
-                batch = []
-        if batch:
-            self._plan_batch(claimed_rows(batch, owner="", now=None), report)
-        self.report = report
-        return report
-
-    def _plan_batch(self, rows: list[ClaimedRow], report: FlushReport) -> None:
-        by_kind: dict[str, list[ClaimedRow]] = defaultdict(list)
-        for row in rows:
-            by_kind[row.kind].append(row)
-        for kind, kind_rows in by_kind.items():
-            sender = self.senders.get(kind)
-            if sender is None:
-                report.planned_invalid += len(kind_rows)
-                continue
-            ready, invalid = prepare_rows(sender, kind_rows)
-            report.planned_invalid += len(invalid)
-            report.planned[kind] = report.planned.get(kind, 0) + len(ready)
-            report.planned_requests += sender.lookups_needed(ready)
-            for row in ready:
-                if isinstance(row.flush_item, ListItem) and not row.flush_item.profile_id:
-                    row.flush_item.profile_id = f"?{row.flush_item.profile_key}"
-            report.planned_requests += len(sender.plan(ready))
+        """Count what a flush would send now, claiming nothing (see ``plan``)."""
+        self.report = plan_due(self)
+        return self.report
 
 
 def _not_attempted(err: KlaviyoError) -> bool:
