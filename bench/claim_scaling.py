@@ -1,8 +1,9 @@
 """Claim cost and flush memory as the backlog grows (PostgreSQL).
 
 1. Time to claim a batch of 1000 with ``flush.claim_batch`` with 10k vs 1M due rows
-   (rows inserted with ``INSERT ... SELECT generate_series``). Each measurement claims
-   the next batch (claimed rows stay claimed, as in a flush); medians of 8 claims.
+   (rows inserted with ``INSERT ... SELECT generate_series``, with time-ordered ids as
+   the app makes them). Each measurement claims the next batch (claimed rows stay
+   claimed, as in a flush); medians of 8 claims.
    Target: 1M / 10k <= 1.5.
 2. Peak traced memory (tracemalloc) while flushing 10k vs 100k rows in batches of 1000
    against the sandbox (another process, no rate limits). Target: flat (ratio ~1).
@@ -39,7 +40,9 @@ def insert_due_rows(count: int) -> None:
             INSERT INTO {table} (id, kind, payload, metric, unique_id, profile_key, status,
                 attempts, next_attempt_at, locked_by, last_error_code, last_error_detail,
                 created_at, updated_at)
-            SELECT gen_random_uuid(), 'event',
+            SELECT (lpad(to_hex((extract(epoch FROM now()) * 1000)::bigint), 12, '0')
+                    || '7' || substr(md5(g::text), 1, 3) || '8' || lpad(to_hex(g), 15, '0')
+                   )::uuid, 'event',
                 jsonb_build_object(
                     'metric', 'Placed Order',
                     'profile', jsonb_build_object('email', 'c' || mod(g, 5000) || '@example.com'),

@@ -95,10 +95,15 @@ def machine_facts() -> dict[str, str]:
         "cpu": _cpu_model(),
         "memory": _memory(),
         "python": platform.python_version(),
+        "load_average": f"{os.getloadavg()[0]:.2f}",
     }
     try:
         import django
+        from django.conf import settings
         from django.db import connection
+
+        if not settings.configured:
+            return facts  # a benchmark without a database
 
         facts["django"] = django.get_version()
         facts["database"] = connection.vendor

@@ -17,7 +17,7 @@ echo "== python environment ($VENV)"
 if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --upgrade pip
-  "$VENV/bin/python" -m pip install -q -e . --group test
+  "$VENV/bin/python" -m pip install -q -e ".[sandbox]" --group test
 fi
 
 echo "== PostgreSQL"
@@ -37,10 +37,15 @@ if ! pg_isready -q -h 127.0.0.1 2>/dev/null; then
 fi
 
 py() { "$VENV/bin/python" -m "$@"; }
+# Save path first, SQLite then PostgreSQL in one command (side by side).
+py bench.enqueue_overhead --db both
 for db in sqlite postgres; do
-  py bench.enqueue_overhead --db "$db"
+  py bench.outbox_indexes --db "$db"
   py bench.request_latency --db "$db"
   py bench.flush_cpu --db "$db"
 done
 py bench.flush_throughput --db postgres
 py bench.claim_scaling --db postgres
+py bench.sandbox_latency
+py bench.spec_validation
+py bench.admin_scale   # 1M rows on PostgreSQL, about 2 minutes

@@ -27,7 +27,27 @@ INSTALLED_APPS = [
     "django_klaviyo",
     "shop",
 ]
-ROOT_URLCONF = "django_klaviyo.urls"
+# The admin too: bench/admin_scale.py times the outbox changelist through the test client.
+ROOT_URLCONF = "bench.urls"
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 KLAVIYO = {
     "PRIVATE_API_KEY": "pk_bench_0123456789abcdef0123456789abcdef",
@@ -41,3 +61,4 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "loggers": {"django_klaviyo": {"handlers": ["console"], "level": "ERROR"}},
 }
+STATIC_URL = "/static/"

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "add_to_list",
     "added_to_cart",
     "forget_profile",
     "order_placed",
+    "order_refunded",
     "remove_from_list",
     "started_checkout",
     "subscribe",

@@ -11,13 +11,15 @@ instance, mapped with ``USER_PROFILE_MAPPER``.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS
+from django.utils import timezone
 
-from django_klaviyo import ecommerce, outbox
+from django_klaviyo import cart, mapping, orders, outbox, refunds, values
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.identifiers import normalize_email, normalize_phone_number
@@ -59,10 +61,13 @@ def track(
     time: Any = None,
     unique_id: str | None = None,
     dedupe_key: str | None = None,
+    backfill: bool = False,
     using: str | None = None,
 ) -> OutboxEvent | None:
     """Record an event. ``unique_id`` defaults to a fresh uuid4 hex, stored on the row so
-    retries stay idempotent; ``dedupe_key`` makes a repeated call enqueue nothing."""
+    retries stay idempotent; ``dedupe_key`` makes a repeated call enqueue nothing.
+    ``backfill=True`` marks a historical event: Klaviyo records it without triggering
+    flows (use it when importing past orders)."""
     row = outbox.build_event(
         metric=metric,
         profile=_profile(profile),
@@ -72,6 +77,7 @@ def track(
         time=time,
         unique_id=unique_id,
         dedupe_key=dedupe_key,
+        backfill=backfill,
     )
     return _write(row, using)
 
@@ -175,12 +181,30 @@ def forget_profile(
 # --- e-commerce -----------------------------------------------------------------------
 
 
-def order_placed(order: Any, *, using: str | None = None) -> list[OutboxEvent]:
+def order_placed(
+    order: Any, *, backfill: bool = False, using: str | None = None
+) -> list[OutboxEvent]:
     """Enqueue Placed Order, with one Ordered Product per line in the same row, for
-    ``order`` (call it after its lines are saved). Shares the dedupe key with the
-    status-transition path: together they still send each event once."""
-    rows = outbox.build_events(ecommerce.placed_order_events(order))
-    return outbox.enqueue_many(rows, using=using or order._state.db or DEFAULT_DB_ALIAS)
+    ``order`` (call it after its lines are saved). It uses ORDER_EVENTS_MAPPER and the
+    dedupe key of the save signal: together they still send each event once.
+    ``backfill=True`` for past orders (no flows). Returns the rows written."""
+    return orders.order_placed(order, using=using, backfill=backfill)
+
+
+def order_refunded(
+    order: Any, *, refund: Any, backfill: bool = False, using: str | None = None
+) -> list[OutboxEvent]:
+    """Enqueue the **Refunded Order** of one refund of ``order`` (partial or full): its
+    amount and the items refunded. ``refund`` is a refund record of the store (read
+    through ``REFUND_FIELDS`` / ``REFUND_LINE_FIELDS``) or a dict with those keys. Each
+    refund is sent once; see ``django_klaviyo.refunds`` for its unique_id and CLV."""
+    try:
+        specs = refunds.refund_events(order, refund)
+    except ValueError as exc:
+        raise KlaviyoValidationError(str(exc), field="refund") from exc
+    return orders.enqueue_order_events(
+        specs, order, using=using or order._state.db or DEFAULT_DB_ALIAS, backfill=backfill
+    )
 
 
 def viewed_product(
@@ -189,17 +213,18 @@ def viewed_product(
     *,
     time: Any = None,
     unique_id: str | None = None,
+    backfill: bool = False,
     using: str | None = None,
 ) -> OutboxEvent | None:
-    """**Viewed Product**; ``product`` keys: see ``django_klaviyo.ecommerce``."""
-    properties = ecommerce.product_properties(product)
+    """**Viewed Product**; ``product`` keys: see ``django_klaviyo.ecommerce``. No event
+    value, as in Klaviyo's guide: a view is not revenue (the price is a property)."""
     return track(
-        "Viewed Product",
+        mapping.metric("viewed_product"),
         profile,
-        properties=properties,
-        value=properties.get("Price"),
+        properties=cart.product_properties(product),
         time=time,
         unique_id=unique_id,
+        backfill=backfill,
         using=using,
     )
 
@@ -213,24 +238,25 @@ def added_to_cart(
     checkout_url: str | None = None,
     time: Any = None,
     unique_id: str | None = None,
+    backfill: bool = False,
     using: str | None = None,
 ) -> OutboxEvent | None:
     """**Added to Cart**: the added item as ``AddedItem*`` properties, the whole cart
     (``cart_items``, default just the item) as Items/ItemNames; value = cart total."""
-    added = ecommerce.cart_items([item])[0]
-    items = ecommerce.cart_items(cart_items) if cart_items is not None else [added]
-    properties: dict[str, Any] = {f"AddedItem{key}": value for key, value in added.items()}
-    properties.update(ecommerce.items_summary(items))
+    items = cart.cart_items(cart_items if cart_items is not None else [item])
+    properties: dict[str, Any] = cart.added_item(item)
+    properties.update(cart.items_summary(items))
     if checkout_url:
         properties["CheckoutURL"] = checkout_url
     return track(
-        "Added to Cart",
+        mapping.metric("added_to_cart"),
         profile,
         properties=properties,
-        value=ecommerce.items_value(items),
+        value=cart.items_value(items),
         value_currency=currency,
         time=time,
         unique_id=unique_id,
+        backfill=backfill,
         using=using,
     )
 
@@ -244,33 +270,38 @@ def started_checkout(
     checkout_url: str | None = None,
     value: Any = None,
     time: Any = None,
+    backfill: bool = False,
     using: str | None = None,
 ) -> OutboxEvent | None:
-    """**Started Checkout**, once per ``checkout_id`` (it is the unique_id and the dedupe
-    key, so reloading the checkout page enqueues nothing more)."""
+    """**Started Checkout**. Its unique_id is the checkout (cart) id plus the Unix time,
+    as in Klaviyo's guide, so it fires again when the shopper comes back with a changed
+    cart; reloading the checkout with the same cart enqueues nothing more (the dedupe key
+    is the checkout id and the cart's content)."""
     if (
         not isinstance(checkout_id, (str, int))
         or isinstance(checkout_id, bool)
         or (checkout_id == "")
     ):
         raise KlaviyoValidationError("checkout_id must be a non-empty string.", field="checkout_id")
-    cart = ecommerce.cart_items(items)
-    if not cart:
+    basket = cart.cart_items(items)
+    if not basket:
         raise KlaviyoValidationError("a checkout needs at least one item.", field="items")
-    properties = ecommerce.items_summary(cart)
+    properties = cart.items_summary(basket)
     properties["CheckoutId"] = str(checkout_id)
     if checkout_url:
         properties["CheckoutURL"] = checkout_url
-    unique_id = f"checkout-{checkout_id}"
+    when = values.iso_time(timezone.now() if time is None else time)
+    unix = int(dt.datetime.fromisoformat(when).timestamp())
     return track(
-        "Started Checkout",
+        mapping.metric("started_checkout"),
         profile,
         properties=properties,
-        value=ecommerce.items_value(cart) if value is None else value,
+        value=cart.items_value(basket) if value is None else value,
         value_currency=currency,
-        time=time,
-        unique_id=unique_id,
-        dedupe_key=f"event:started-checkout:{checkout_id}",
+        time=when,
+        unique_id=f"{checkout_id}-{unix}",
+        dedupe_key=f"event:started-checkout:{checkout_id}:{outbox.payload_digest({'i': basket})}",
+        backfill=backfill,
         using=using,
     )
 

@@ -19,7 +19,8 @@ from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.urls import NoReverseMatch, reverse
 from django.utils.module_loading import import_string
 
-from django_klaviyo.conf import DEFAULTS, klaviyo_settings
+from django_klaviyo.conf import DEFAULTS, SANDBOX_API_URL, klaviyo_settings
+from django_klaviyo.order_checks import ORDER_CHECKS, did_you_mean
 
 REVISION_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(\.[a-z0-9]+)?$")
 # Klaviyo private keys look like "pk_" followed by letters and digits.
@@ -52,7 +53,7 @@ def check_klaviyo_settings(app_configs: Any = None, **kwargs: Any) -> list[Check
             )
         ]
     messages: list[CheckMessage] = []
-    for check in _checks:
+    for check in (*_checks, *ORDER_CHECKS):
         try:
             messages.extend(check())
         except Exception as exc:  # a check must report, never crash `manage.py check`
@@ -77,7 +78,8 @@ def check_private_key() -> list[CheckMessage]:
             Error(
                 "KLAVIYO['PRIVATE_API_KEY'] (or KLAVIYO_PRIVATE_API_KEY) is not set.",
                 hint="Create a private API key in Klaviyo (Settings > API keys) and read it "
-                "from the environment, e.g. env('KLAVIYO_PRIVATE_API_KEY').",
+                "from the environment, e.g. env('KLAVIYO_PRIVATE_API_KEY'). For local work "
+                "without a Klaviyo account, set KLAVIYO['SANDBOX'] = True.",
                 id="django_klaviyo.E001",
             )
         ]
@@ -93,6 +95,76 @@ def check_private_key() -> list[CheckMessage]:
                 "KLAVIYO['PRIVATE_API_KEY'] is not a well-formed Klaviyo private key.",
                 hint=hint,
                 id="django_klaviyo.E002",
+            )
+        ]
+    return []
+
+
+@_setting_check
+def check_unknown_keys() -> list[CheckMessage]:
+    """A misspelt key would otherwise be ignored in favour of its default."""
+    block = getattr(settings, "KLAVIYO", None) or {}
+    # A key in the dict is surely meant for us (an error); a top-level KLAVIYO_* name may
+    # be the project's own (a warning).
+    given = [(f"KLAVIYO[{key!r}]", key, Error, "E036") for key in block]
+    given += [
+        (name, name[len("KLAVIYO_") :], Warning, "W032")
+        for name in dir(settings)
+        if name.startswith("KLAVIYO_")
+    ]
+    messages: list[CheckMessage] = []
+    for where, key, level, check_id in given:
+        if key not in DEFAULTS:
+            messages.append(
+                level(
+                    f"{where} is not a django-klaviyo setting; it is ignored.",
+                    hint=f"{did_you_mean(str(key), DEFAULTS)}Every setting is listed in "
+                    "docs/configuration.md.",
+                    id=f"django_klaviyo.{check_id}",
+                )
+            )
+    return messages
+
+
+@_setting_check
+def check_public_key() -> list[CheckMessage]:
+    key = _get("PUBLIC_API_KEY")
+    if isinstance(key, str) and key.startswith("pk_"):
+        # The private key would be rendered into every page that loads klaviyo.js.
+        return [
+            Error(
+                "KLAVIYO['PUBLIC_API_KEY'] holds a private API key (it starts with 'pk_').",
+                hint="Put the 6-character public key (site id) there, keep the private key "
+                "in PRIVATE_API_KEY only, and revoke this key in Klaviyo: it may have been "
+                "exposed.",
+                id="django_klaviyo.E037",
+            )
+        ]
+    return []
+
+
+@_setting_check
+def check_sandbox() -> list[CheckMessage]:
+    if not klaviyo_settings.sandbox():
+        return []
+    url = _get("API_URL")
+    host = urlsplit(url).hostname if isinstance(url, str) else None
+    if host and (host == "klaviyo.com" or host.endswith(".klaviyo.com")):
+        return [
+            Error(
+                "KLAVIYO['SANDBOX'] is on but API_URL points at Klaviyo.",
+                hint=f"In sandbox mode leave API_URL unset ({SANDBOX_API_URL}) or point it at "
+                "your sandbox; for Klaviyo, turn SANDBOX off and set PRIVATE_API_KEY.",
+                id="django_klaviyo.E038",
+            )
+        ]
+    if not settings.DEBUG:
+        return [
+            Warning(
+                "KLAVIYO['SANDBOX'] is on with DEBUG off: nothing reaches Klaviyo.",
+                hint="Sandbox mode is for development, demos and tests; a deployment sets "
+                "PRIVATE_API_KEY and leaves SANDBOX off.",
+                id="django_klaviyo.W031",
             )
         ]
     return []

@@ -2,7 +2,8 @@
 
 Every key may be given inside one dict, ``KLAVIYO = {"PRIVATE_API_KEY": ...}``, or as a
 top-level setting ``KLAVIYO_PRIVATE_API_KEY``. The dict wins. Values are read on every
-access, so ``override_settings`` works in tests.
+access, so ``override_settings`` works in tests. Every key is listed, with its meaning, in
+docs/configuration.md (a test keeps the two in step).
 """
 
 from __future__ import annotations
@@ -39,8 +40,14 @@ DEFAULTS: dict[str, Any] = {
     "ENABLED": True,
     # Cache alias used to share rate-limit windows across processes.
     "RATE_LIMIT_CACHE": "default",
+    # Sandbox mode: no Klaviyo account. PRIVATE_API_KEY may be unset (a placeholder key
+    # is sent) and API_URL defaults to the local sandbox. Never for a real deployment.
+    "SANDBOX": False,
     # Order integration.
     "ORDER_MODEL": None,
+    # A signal sent once the order and its lines exist (e.g. django-oscar's
+    # "oscar.apps.order.signals.order_placed"); it enqueues the Placed Order.
+    "ORDER_PLACED_SIGNAL": None,
     "ORDER_EVENTS_MAPPER": "django_klaviyo.ecommerce.default_order_events",
     "USER_PROFILE_MAPPER": "django_klaviyo.ecommerce.default_user_profile",
     # The order attribute holding its status, and the status values events fire on.
@@ -49,6 +56,14 @@ DEFAULTS: dict[str, Any] = {
     "ORDER_STATUS_FULFILLED": "fulfilled",
     "ORDER_STATUS_CANCELLED": "cancelled",
     "ORDER_STATUS_REFUNDED": "refunded",
+    # Declarative mapping (docs/mapping.md): where the default mapper reads each value.
+    # Only the keys you give replace the defaults (django_klaviyo.mapping.ORDER_FIELDS...).
+    "ORDER_FIELDS": {},
+    "ORDER_LINE_FIELDS": {},
+    "REFUND_FIELDS": {},
+    "REFUND_LINE_FIELDS": {},
+    # Klaviyo metric names by event; only the keys you give replace the defaults.
+    "METRIC_NAMES": {},
     "TRACK_USERS": True,
     # Seconds a flusher owns the rows it claimed before another may reclaim them.
     "LEASE_SECONDS": 300,
@@ -57,22 +72,30 @@ DEFAULTS: dict[str, Any] = {
 
 REQUIRED: set[str] = {"PRIVATE_API_KEY"}
 
+# What sandbox mode sends instead of a private key (the sandbox accepts any key) and
+# where it points API_URL unless that is set.
+SANDBOX_API_KEY = "pk_sandbox_no_klaviyo_account_000000000"
+SANDBOX_API_URL = "http://127.0.0.1:8765"
+# Values that apply in sandbox mode when the project leaves the key unset (or empty).
+SANDBOX_DEFAULTS: dict[str, Any] = {
+    "PRIVATE_API_KEY": SANDBOX_API_KEY,
+    "API_URL": SANDBOX_API_URL,
+}
+
 
 class KlaviyoSettings:
     """Read-through accessor: ``klaviyo_settings.REVISION``."""
 
     def get(self, key: str, default: Any = _MISSING) -> Any:
         key = key.upper()
-        block = getattr(django_settings, "KLAVIYO", None) or {}
-        if not isinstance(block, dict):
-            raise ImproperlyConfigured("settings.KLAVIYO must be a dict.")
-        if key in block:
-            return block[key]
-        prefixed = f"KLAVIYO_{key}"
-        if hasattr(django_settings, prefixed):
-            return getattr(django_settings, prefixed)
+        value = self._given(key)
+        if key in SANDBOX_DEFAULTS and value in (_MISSING, None, "") and self.sandbox():
+            return SANDBOX_DEFAULTS[key]
+        if value is not _MISSING:
+            return value
         if default is not _MISSING:
             return default
+        prefixed = f"KLAVIYO_{key}"
         if key in DEFAULTS and key not in REQUIRED:
             return DEFAULTS[key]
         if key in REQUIRED:
@@ -84,6 +107,23 @@ class KlaviyoSettings:
                 f"or {prefixed} in your Django settings."
             )
         raise AttributeError(f"Unknown django-klaviyo setting {key!r}")
+
+    def _given(self, key: str) -> Any:
+        """The value the project set (the dict first), or _MISSING."""
+        block = getattr(django_settings, "KLAVIYO", None) or {}
+        if not isinstance(block, dict):
+            # The django_klaviyo.E010 check names this at startup.
+            raise ImproperlyConfigured(
+                "settings.KLAVIYO must be a dict (see `manage.py check`: django_klaviyo.E010)."
+            )
+        if key in block:
+            return block[key]
+        return getattr(django_settings, f"KLAVIYO_{key}", _MISSING)
+
+    def sandbox(self) -> bool:
+        """Sandbox mode (``SANDBOX``): no Klaviyo account needed."""
+        value = self._given("SANDBOX")
+        return value is not _MISSING and bool(value)
 
     def __getattr__(self, key: str) -> Any:
         if not key.isupper():

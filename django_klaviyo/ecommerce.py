@@ -1,9 +1,13 @@
-"""Default mappers from store objects to Klaviyo profiles and e-commerce events.
+"""Default mappers from store objects to Klaviyo profiles and e-commerce events, following
+Klaviyo's e-commerce conventions (docs/mapping.md; Klaviyo's guide "Integrate an ecommerce
+platform without a pre-built Klaviyo integration").
 
 Both mappers are replaceable: point ``KLAVIYO["USER_PROFILE_MAPPER"]`` or
 ``KLAVIYO["ORDER_EVENTS_MAPPER"]`` at your own function (or a dotted path to it) with the
-same signature. A mapper raising ``KlaviyoValidationError`` skips that save's Klaviyo
-update with a logged warning; it never breaks the store's save.
+same signature. Most stores need no code: the default order mapper reads the order through
+the declarative mapping of ``django_klaviyo.mapping`` (``ORDER_FIELDS``,
+``ORDER_LINE_FIELDS``). A mapper raising ``KlaviyoValidationError`` skips that save's
+Klaviyo update with a logged warning; it never breaks the store's save.
 
 User profile (``default_user_profile(user) -> dict | None``)
     ``email`` ← ``user.email``; ``external_id`` ← ``str(user.pk)``; ``first_name`` and
@@ -12,68 +16,54 @@ User profile (``default_user_profile(user) -> dict | None``)
     warning). Returns None when the user has neither an email nor a primary key.
 
 Order events (``default_order_events(order, previous_status, created) -> list[dict]``)
-    Events fire on status TRANSITIONS of ``order.<ORDER_STATUS_FIELD>`` (default
-    ``status``). Each returned dict is an event spec: ``metric``, ``profile``,
-    ``properties``, ``value``, ``value_currency``, ``time``, ``unique_id``, ``dedupe_key``,
-    and optionally ``expand``: a list of further events (``metric``, ``unique_id``,
-    ``properties``, ``value``) sharing the spec's profile, time and currency. They are
-    stored in the spec's ONE outbox row and sent with it in one bulk request (the row
-    succeeds or fails as a whole), which keeps a placed order to one INSERTed row.
+    Events fire on status TRANSITIONS of ``order.<ORDER_STATUS_FIELD>``. Each returned
+    dict is an event spec: ``metric``, ``profile``, ``properties``, ``value``,
+    ``value_currency``, ``time``, ``unique_id``, ``dedupe_key``, and optionally
+    ``expand``: further events (``metric``, ``unique_id``, ``properties``, ``value``)
+    sharing the spec's profile, time and currency, stored in the spec's ONE outbox row.
 
     ============================  ==========================================================
-    Order enters                  Events
+    Order enters                  Events (unique_id; value)
     ============================  ==========================================================
-    ``ORDER_STATUS_PLACED``       **Placed Order** (value = order total; unique_id
-                                  ``order-<pk>-placed``) carrying in ``expand`` one
-                                  **Ordered Product** per line (value = line total;
-                                  unique_id ``order-<pk>-line-<line pk>``)
-    ``ORDER_STATUS_FULFILLED``    **Fulfilled Order** (+ TrackingNumber, TrackingURL,
-                                  Carrier; unique_id ``order-<pk>-fulfilled``)
-    ``ORDER_STATUS_CANCELLED``    **Cancelled Order**, NEGATIVE value (``order-<pk>-cancelled``)
-    ``ORDER_STATUS_REFUNDED``     **Refunded Order**, NEGATIVE value (``order-<pk>-refunded``)
+    ``ORDER_STATUS_PLACED``       **Placed Order** (the order id; the order total) carrying
+                                  one **Ordered Product** per line in ``expand``
+                                  (``<order id>-<line id>``; the line total)
+    ``ORDER_STATUS_FULFILLED``    **Fulfilled Order** (the order id; the total), + tracking
+    ``ORDER_STATUS_CANCELLED``    **Cancelled Order** (the order id; the total, POSITIVE),
+                                  + Reason
+    ``ORDER_STATUS_REFUNDED``     **Refunded Order** (the order id; the total, POSITIVE),
+                                  + Reason, unless refund records were already sent for
+                                  the order (``django_klaviyo.refunds``)
     ============================  ==========================================================
 
-    Status values default to "placed", "fulfilled", "cancelled" and "refunded".
+    The order id is ``ORDER_FIELDS["number"]`` (else the primary key). Klaviyo subtracts a
+    Cancelled or Refunded Order from the customer's lifetime value only when its unique_id
+    equals the Placed Order's, and does the subtracting itself: values are positive.
+    Every status event carries the Placed Order's properties (its items, for templates).
+
     Each (order, event) has a fixed dedupe key, so it is enqueued at most once, whichever
-    path (save signal or ``django_klaviyo.order_placed(order)``) produces it, however
-    often the order is saved. The Ordered Products travel in the Placed Order's row, so
-    they share its key ``event:<app>.<model>:<pk>:placed``: lines added after the order
-    was placed and enqueued are not sent (nor are they in its Placed Order).
+    path (save signal, ``ORDER_PLACED_SIGNAL`` or ``django_klaviyo.order_placed(order)``)
+    produces it. The Ordered Products travel in the Placed Order's row and share its key.
 
     Every mapper's output, this one's included, is cleaned once by the event rules
     (``django_klaviyo.rules``) when its rows are written.
 
     An order's first ``post_save`` fires before its lines exist. So checkouts create the
     order in a pending status, save the lines, then set the placed status and save again,
-    all in one ``transaction.atomic()``. An order CREATED directly in the placed status
-    gets no automatic Placed Order (a warning is logged): call
-    ``django_klaviyo.order_placed(order)`` once its lines are saved.
+    in one ``transaction.atomic()``; or they name a signal sent after the lines exist
+    (``ORDER_PLACED_SIGNAL``); or they call ``django_klaviyo.order_placed(order)``.
 
-    Order attributes read (missing ones are left out): ``pk``, ``number`` (OrderId;
-    falls back to pk), ``total``, ``currency``, ``customer_id`` and ``email`` (profile:
-    ``external_id`` = customer pk and ``email`` = ``order.email``, else the customer's
-    email; guests by ``email``), ``lines`` (a related manager or an iterable),
-    ``billing_address`` / ``shipping_address`` (a dict with snake_case keys first_name,
-    last_name, company, address1, address2, city, region, region_code, country,
-    country_code, zip, phone, sent as FirstName, LastName, ...; or a string),
-    ``tracking_number``, ``tracking_url``, ``carrier``, ``placed_at``, ``fulfilled_at``,
-    ``cancelled_at``, ``refunded_at``, ``updated_at`` (event time; ISO-8601 UTC).
+    Properties (Klaviyo's names): ``OrderId``, ``ItemNames``, ``Categories``, ``Brands``,
+    ``ItemCount``, ``DiscountCode``, ``DiscountValue``, ``Items`` (each ``ProductID``,
+    ``SKU``, ``ProductName``, ``Quantity``, ``ItemPrice``, ``RowTotal``, ``ProductURL``,
+    ``ImageURL``, ``Categories``, ``Brand``), ``BillingAddress`` / ``ShippingAddress``
+    (``FirstName``, ``LastName``, ``Company``, ``Address1``, ``Address2``, ``City``,
+    ``Region``, ``RegionCode``, ``Country``, ``CountryCode``, ``Zip``, ``Phone``). Ordered
+    Product: ``OrderId``, ``ProductID``, ``SKU``, ``ProductName``, ``Quantity``,
+    ``ItemPrice``, ``RowTotal``, ``ProductURL``, ``ImageURL``, ``Categories``,
+    ``ProductBrand``. Money is a float rounded to 2 decimals.
 
-    Line attributes: ``pk``, ``product_id`` (falls back to ``sku``), ``sku``, ``name``,
-    ``quantity``, ``unit_price``, ``image_url``, ``product_url``, ``categories`` (a list
-    or a comma-separated string). Lines are read with ``order.lines.all()``: prefetch them
-    (the example shop's checkout hands over the lines it just created) to save a query.
-
-    Event properties: Placed Order / Fulfilled / Cancelled / Refunded carry ``OrderId``,
-    ``ItemNames``, ``Categories``, ``ItemCount`` (sum of quantities), ``Items`` (each
-    ``ProductID``, ``SKU``, ``ProductName``, ``Quantity``, ``Price`` (unit), ``RowTotal``,
-    ``ImageURL``, ``ProductURL``, ``Categories``), and ``BillingAddress`` /
-    ``ShippingAddress`` when present. Ordered Product carries ``OrderId`` and the item's
-    fields. Money is a float rounded to 2 decimals.
-
-Browse and cart events (``django_klaviyo.viewed_product`` etc.) take product dicts with
-snake_case keys: ``product_id``, ``sku``, ``name``, ``price``, ``quantity``,
-``image_url``, ``product_url``, ``categories``, ``brand``, ``compare_at_price``.
+Browse and cart events (``django_klaviyo.viewed_product`` etc.): see ``django_klaviyo.cart``.
 """
 
 from __future__ import annotations
@@ -86,6 +76,7 @@ from typing import Any
 
 from django.utils import timezone
 
+from django_klaviyo import mapping
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.identifiers import normalize_phone_number
@@ -108,21 +99,22 @@ ADDRESS_KEYS = {
     "zip": "Zip",
     "phone": "Phone",
 }
-PRODUCT_KEYS = {
-    "product_id": "ProductID",
-    "sku": "SKU",
-    "name": "ProductName",
-    "quantity": "Quantity",
-    "price": "Price",
-    "compare_at_price": "CompareAtPrice",
-    "image_url": "ImageURL",
-    "product_url": "URL",
-    "categories": "Categories",
-    "brand": "Brand",
+# Address attributes of an address OBJECT, by Klaviyo key: our snake_case names first,
+# then django-oscar's (line1, line4, state, postcode, country.iso_3166_1_a2).
+ADDRESS_ATTRIBUTES = {
+    "FirstName": ("first_name",),
+    "LastName": ("last_name",),
+    "Company": ("company",),
+    "Address1": ("address1", "line1"),
+    "Address2": ("address2", "line2"),
+    "City": ("city", "line4"),
+    "Region": ("region", "state"),
+    "RegionCode": ("region_code",),
+    "Country": ("country.printable_name", "country"),
+    "CountryCode": ("country_code", "country.iso_3166_1_a2"),
+    "Zip": ("zip", "postcode"),
+    "Phone": ("phone", "phone_number"),
 }
-MONEY_KEYS = frozenset({"price", "compare_at_price"})
-
-
 # --- small converters -----------------------------------------------------------------
 
 
@@ -154,27 +146,21 @@ def categories_list(value: Any) -> list[str]:
 
 
 def address(value: Any) -> dict[str, Any] | str | None:
+    """A dict (snake_case keys) or an address object → Klaviyo's address properties."""
     if not value:
         return None
     if isinstance(value, Mapping):
         return {ADDRESS_KEYS.get(k, k): v for k, v in value.items() if v not in (None, "")}
-    return str(value)
-
-
-def product_properties(product: Mapping[str, Any]) -> dict[str, Any]:
-    """Product dict (snake_case, see module doc) → Klaviyo property names."""
-    if not isinstance(product, Mapping):
-        raise KlaviyoValidationError("product must be a dict.", field="product")
+    if isinstance(value, str):
+        return value
     result: dict[str, Any] = {}
-    for key, value in product.items():
-        if value is None or value == "":
-            continue
-        if key in MONEY_KEYS:
-            value = money(value)
-        elif key == "categories":
-            value = categories_list(value)
-        result[PRODUCT_KEYS.get(key, key)] = value
-    return result
+    for key, paths in ADDRESS_ATTRIBUTES.items():
+        for path in paths:
+            found = mapping.resolve(value, path)
+            if found not in (None, "") and not hasattr(found, "_meta"):
+                result[key] = str(found)
+                break
+    return result or None
 
 
 # --- users ----------------------------------------------------------------------------
@@ -210,220 +196,260 @@ def default_user_profile(user: Any) -> dict[str, Any] | None:
 # --- orders ---------------------------------------------------------------------------
 
 
-def order_statuses() -> dict[str, str]:
-    return {
-        "placed": klaviyo_settings.ORDER_STATUS_PLACED,
-        "fulfilled": klaviyo_settings.ORDER_STATUS_FULFILLED,
-        "cancelled": klaviyo_settings.ORDER_STATUS_CANCELLED,
-        "refunded": klaviyo_settings.ORDER_STATUS_REFUNDED,
-    }
+def order_fields() -> dict[str, Any]:
+    return mapping.mapping("ORDER_FIELDS")
 
 
-def order_profile(order: Any) -> dict[str, Any]:
-    """Customer profile from ``customer_id`` and ``order.email``: no query for the user
-    unless the order has no email of its own."""
+def line_fields() -> dict[str, Any]:
+    return mapping.mapping("ORDER_LINE_FIELDS")
+
+
+def order_status(order: Any) -> Any:
+    return getattr(order, klaviyo_settings.ORDER_STATUS_FIELD, None)
+
+
+def order_profile(order: Any, fields: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Customer profile: the order's email (else the customer's) and the customer's id."""
+    fields = fields or order_fields()
     profile: dict[str, Any] = {}
-    customer_id = getattr(order, "customer_id", None)
-    email = getattr(order, "email", "") or ""
+    customer_id = mapping.resolve(order, fields["customer_id"])
+    email = mapping.resolve(order, fields["email"]) or ""
     if customer_id is not None:
         profile["external_id"] = str(customer_id)
         if not email:
-            email = getattr(getattr(order, "customer", None), "email", "") or ""
+            email = mapping.resolve(order, fields["customer_email"]) or ""
     if email:
-        profile["email"] = email
+        profile["email"] = str(email)
     return profile
 
 
-def order_lines(order: Any) -> list[Any]:
-    lines = getattr(order, "lines", None)
-    if lines is None:
-        return []
-    if hasattr(lines, "all"):
-        return list(lines.all())
-    return list(lines)
+def order_lines(order: Any, fields: dict[str, Any] | None = None) -> list[Any]:
+    return mapping.resolve_many(order, (fields or order_fields())["lines"])
 
 
-def order_id(order: Any) -> str:
-    return str(getattr(order, "number", None) or order.pk)
+def order_id(order: Any, fields: dict[str, Any] | None = None) -> str:
+    """The order's id in Klaviyo: OrderId, and the unique_id of its order-level events."""
+    number = mapping.resolve(order, (fields or order_fields())["number"])
+    return str(number if number not in (None, "") else order.pk)
 
 
 def order_dedupe_key(order: Any, suffix: str) -> str:
     return f"event:{order._meta.label_lower}:{order.pk}:{suffix}"
 
 
-def line_item(line: Any) -> dict[str, Any]:
-    quantity = getattr(line, "quantity", 1) or 0
-    unit_price = getattr(line, "unit_price", None) or 0
-    sku = getattr(line, "sku", "") or ""
+def line_id(line: Any, fields: dict[str, Any] | None = None) -> str:
+    fields = fields or line_fields()
+    value = mapping.resolve(line, fields["id"])
+    if value in (None, ""):
+        value = mapping.resolve(line, fields["sku"]) or getattr(line, "pk", "")
+    return str(value)
+
+
+def line_item(line: Any, fields: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One order line as Klaviyo's Items[] entry."""
+    fields = fields or line_fields()
+    quantity = mapping.resolve(line, fields["quantity"])
+    quantity = 1 if quantity is None else quantity
+    unit_price = mapping.resolve(line, fields["unit_price"])
+    row_total = mapping.resolve(line, fields["row_total"])
+    if row_total in (None, "") and unit_price not in (None, ""):
+        row_total = Decimal(str(unit_price)) * Decimal(str(quantity))
+    if unit_price in (None, "") and row_total not in (None, "") and quantity:
+        unit_price = Decimal(str(row_total)) / Decimal(str(quantity))
+    sku = mapping.resolve(line, fields["sku"]) or ""
+    product_id = mapping.resolve(line, fields["product_id"])
     return {
-        "ProductID": str(getattr(line, "product_id", "") or sku or line.pk),
-        "SKU": sku,
-        "ProductName": getattr(line, "name", "") or "",
+        "ProductID": str(product_id if product_id not in (None, "") else sku or line_id(line)),
+        "SKU": str(sku),
+        "ProductName": str(mapping.resolve(line, fields["name"]) or ""),
         "Quantity": quantity,
-        "Price": money(unit_price),
-        "RowTotal": money(Decimal(str(unit_price)) * quantity),
-        "ImageURL": getattr(line, "image_url", "") or "",
-        "ProductURL": getattr(line, "product_url", "") or "",
-        "Categories": categories_list(getattr(line, "categories", None)),
+        "ItemPrice": money(unit_price),
+        "RowTotal": money(row_total),
+        "ProductURL": str(mapping.resolve(line, fields["product_url"]) or ""),
+        "ImageURL": str(mapping.resolve(line, fields["image_url"]) or ""),
+        "Categories": categories_list(mapping.resolve(line, fields["categories"])),
+        "Brand": str(mapping.resolve(line, fields["brand"]) or ""),
     }
 
 
-def order_properties(order: Any, lines: Iterable[Any]) -> dict[str, Any]:
-    items = [line_item(line) for line in lines]
-    categories: list[str] = []
-    for item in items:
-        for category in item["Categories"]:
-            if category not in categories:
-                categories.append(category)
-    properties: dict[str, Any] = {
-        "OrderId": order_id(order),
+def unique_in_order(values: Iterable[Any]) -> list[Any]:
+    seen: list[Any] = []
+    for value in values:
+        if value and value not in seen:
+            seen.append(value)
+    return seen
+
+
+def items_properties(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """ItemNames, Categories, Brands, ItemCount and Items of an order's (or refund's) items."""
+    return {
         "ItemNames": [item["ProductName"] for item in items],
-        "Categories": categories,
-        "ItemCount": sum(item["Quantity"] for item in items),
+        "Categories": unique_in_order(c for item in items for c in item["Categories"]),
+        "Brands": unique_in_order(item["Brand"] for item in items),
+        "ItemCount": sum(
+            item["Quantity"] for item in items if isinstance(item["Quantity"], (int, float))
+        ),
         "Items": items,
     }
-    for attribute, name in (
+
+
+def order_properties(
+    order: Any, items: list[dict[str, Any]], fields: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The Placed Order's properties, which every later event of the order repeats."""
+    fields = fields or order_fields()
+    properties: dict[str, Any] = {"OrderId": order_id(order, fields), **items_properties(items)}
+    discount_code = mapping.resolve(order, fields["discount_code"])
+    if discount_code:
+        properties["DiscountCode"] = str(discount_code)
+    discount_value = mapping.resolve(order, fields["discount_value"])
+    if discount_value not in (None, ""):
+        properties["DiscountValue"] = money(abs(Decimal(str(discount_value))))
+    for key, name in (
         ("billing_address", "BillingAddress"),
         ("shipping_address", "ShippingAddress"),
     ):
-        value = address(getattr(order, attribute, None))
+        value = address(mapping.resolve(order, fields[key]))
         if value:
             # Free-form store data, made plain JSON here (the event rules check it again).
             properties[name] = to_json(value, f"properties.{name}", _depth=1)
     return properties
 
 
-def _order_event(
+def order_event(
     order: Any,
     *,
-    metric: str,
+    name: str,
     suffix: str,
     properties: dict[str, Any],
     value: float | None,
     time: Any,
+    unique_id: str,
+    fields: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """One order-level event spec (``name``: a key of METRIC_NAMES)."""
+    fields = fields or order_fields()
     return {
-        "metric": metric,
-        "profile": order_profile(order),
+        "metric": mapping.metric(name),
+        "profile": order_profile(order, fields),
         "properties": properties,
         "value": value,
-        "value_currency": getattr(order, "currency", None) or None,
+        "value_currency": mapping.resolve(order, fields["currency"]) or None,
         "time": iso_utc(time),
-        "unique_id": f"order-{order.pk}-{suffix}",
+        "unique_id": unique_id,
         "dedupe_key": order_dedupe_key(order, suffix),
     }
 
 
+def event_time(order: Any, key: str, fields: dict[str, Any]) -> Any:
+    return mapping.resolve(order, fields[key]) or mapping.resolve(order, fields["updated_at"])
+
+
 def placed_order_events(order: Any) -> list[dict[str, Any]]:
-    """Placed Order, carrying one Ordered Product per line in ``expand`` (used by
-    ``order_placed`` too): one outbox row per placed order, sent as one bulk entry."""
-    lines = order_lines(order)
-    properties = order_properties(order, lines)
-    time = getattr(order, "placed_at", None) or getattr(order, "updated_at", None)
-    event = _order_event(
+    """Placed Order, carrying one Ordered Product per line in ``expand``: one outbox row
+    per placed order, sent as one bulk entry."""
+    fields, lfields = order_fields(), line_fields()
+    lines = order_lines(order, fields)
+    items = [line_item(line, lfields) for line in lines]
+    properties = order_properties(order, items, fields)
+    oid = properties["OrderId"]
+    event = order_event(
         order,
-        metric="Placed Order",
+        name="placed_order",
         suffix="placed",
         properties=properties,
-        value=money(getattr(order, "total", None)),
-        time=time,
+        value=money(mapping.resolve(order, fields["total"])),
+        time=event_time(order, "placed_at", fields),
+        unique_id=oid,
+        fields=fields,
     )
-    order_ref = properties["OrderId"]
     products = [
         {
-            "metric": "Ordered Product",
-            "unique_id": f"order-{order.pk}-line-{line.pk}",
-            "properties": {"OrderId": order_ref, **item},
+            "metric": mapping.metric("ordered_product"),
+            "unique_id": f"{oid}-{line_id(line, lfields)}",
+            "properties": ordered_product_properties(oid, item),
             "value": item["RowTotal"],
         }
-        for line, item in zip(lines, properties["Items"], strict=True)
+        for line, item in zip(lines, items, strict=True)
     ]
     if products:
         event["expand"] = products
     return [event]
 
 
-def _status_event(order: Any, metric: str, suffix: str, *, negative: bool) -> dict[str, Any]:
-    properties = order_properties(order, order_lines(order))
+def ordered_product_properties(oid: str, item: dict[str, Any]) -> dict[str, Any]:
+    properties = {"OrderId": oid, **item}
+    properties["ProductBrand"] = properties.pop("Brand")
+    return properties
+
+
+def status_event(order: Any, name: str, suffix: str, time_key: str) -> dict[str, Any]:
+    """Fulfilled / Cancelled / Refunded Order: the Placed Order's unique_id, properties and
+    (positive) value, so Klaviyo ties it to the order it follows."""
+    fields, lfields = order_fields(), line_fields()
+    items = [line_item(line, lfields) for line in order_lines(order, fields)]
+    properties = order_properties(order, items, fields)
     if suffix == "fulfilled":
         properties.update(
-            TrackingNumber=getattr(order, "tracking_number", "") or "",
-            TrackingURL=getattr(order, "tracking_url", "") or "",
-            Carrier=getattr(order, "carrier", "") or "",
+            TrackingNumber=str(mapping.resolve(order, fields["tracking_number"]) or ""),
+            TrackingURL=str(mapping.resolve(order, fields["tracking_url"]) or ""),
+            Carrier=str(mapping.resolve(order, fields["carrier"]) or ""),
         )
-    value = money(getattr(order, "total", None))
-    if negative and value is not None:
-        value = -abs(value)
-    time = getattr(order, f"{suffix}_at", None) or getattr(order, "updated_at", None)
-    return _order_event(
-        order, metric=metric, suffix=suffix, properties=properties, value=value, time=time
+    else:
+        properties["Reason"] = str(mapping.resolve(order, fields["cancel_reason"]) or "")
+    return order_event(
+        order,
+        name=name,
+        suffix=suffix,
+        properties=properties,
+        value=money(mapping.resolve(order, fields["total"])),
+        time=event_time(order, time_key, fields),
+        unique_id=properties["OrderId"],
+        fields=fields,
     )
 
 
 def default_order_events(
     order: Any, previous_status: str | None, created: bool
 ) -> list[dict[str, Any]]:
-    status = getattr(order, klaviyo_settings.ORDER_STATUS_FIELD, None)
+    status = order_status(order)
     if not created and status == previous_status:
         return []
-    statuses = order_statuses()
-    if status == statuses["placed"]:
+    if status in mapping.status_values("placed"):
         if created:
-            logger.warning(
-                "django-klaviyo: order %s was created directly in status %r, before its "
-                "lines exist; no Placed Order is sent. Create it pending and move it to "
-                "placed after saving the lines, or call django_klaviyo.order_placed(order).",
-                order.pk,
-                status,
-            )
+            if not klaviyo_settings.get("ORDER_PLACED_SIGNAL"):
+                logger.warning(
+                    "django-klaviyo: order %s was created directly in status %r, before its "
+                    "lines exist; no Placed Order is sent. Create it pending and move it to "
+                    "placed after saving the lines, set KLAVIYO['ORDER_PLACED_SIGNAL'], or "
+                    "call django_klaviyo.order_placed(order).",
+                    order.pk,
+                    status,
+                )
             return []
         return placed_order_events(order)
-    if status == statuses["fulfilled"]:
-        return [_status_event(order, "Fulfilled Order", "fulfilled", negative=False)]
-    if status == statuses["cancelled"]:
-        return [_status_event(order, "Cancelled Order", "cancelled", negative=True)]
-    if status == statuses["refunded"]:
-        return [_status_event(order, "Refunded Order", "refunded", negative=True)]
+    if status in mapping.status_values("fulfilled"):
+        return [status_event(order, "fulfilled_order", "fulfilled", "fulfilled_at")]
+    if status in mapping.status_values("cancelled"):
+        return [status_event(order, "cancelled_order", "cancelled", "cancelled_at")]
+    if status in mapping.status_values("refunded"):
+        from django_klaviyo import refunds
+
+        return refunds.status_refund_events(order)
     return []
 
 
-# --- browse and cart events -----------------------------------------------------------
-
-
-def cart_items(items: Iterable[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
-    if items is None:
-        return []
-    if isinstance(items, (str, bytes, Mapping)) or not isinstance(items, Iterable):
-        raise KlaviyoValidationError("items must be a list of product dicts.", field="items")
-    result = []
-    for item in items:
-        properties = product_properties(item)
-        price = properties.get("Price")
-        quantity = properties.get("Quantity", 1)
-        if price is not None and isinstance(quantity, (int, float)):
-            properties["RowTotal"] = money(Decimal(str(price)) * Decimal(str(quantity)))
-        result.append(properties)
-    return result
-
-
-def items_summary(items: list[dict[str, Any]]) -> dict[str, Any]:
-    categories: list[str] = []
-    for item in items:
-        for category in item.get("Categories", []):
-            if category not in categories:
-                categories.append(category)
-    return {
-        "ItemNames": [item.get("ProductName", "") for item in items],
-        "Categories": categories,
-        "ItemCount": sum(
-            item.get("Quantity", 1)
-            for item in items
-            if isinstance(item.get("Quantity", 1), (int, float))
-        ),
-        "Items": items,
-    }
-
-
-def items_value(items: list[dict[str, Any]]) -> float | None:
-    totals = [item["RowTotal"] for item in items if item.get("RowTotal") is not None]
-    return money(sum(Decimal(str(t)) for t in totals)) if totals else None
+def empty_placed_order(spec: Mapping[str, Any]) -> str | None:
+    """Why a mapped Placed Order is empty (no value or no items), or None. Such a spec is
+    stored as a dead row with this reason, never sent as an empty event."""
+    if not isinstance(spec, Mapping) or spec.get("metric") != mapping.metric("placed_order"):
+        return None  # not a Placed Order (a non-dict is named by the event rules)
+    if spec.get("value") is None:
+        return "the Placed Order has no value: check ORDER_FIELDS['total']."
+    properties = spec.get("properties") or {}
+    if not properties.get("Items") and not spec.get("expand"):
+        return (
+            "the Placed Order has no items: check ORDER_FIELDS['lines'], and save the "
+            "lines before the order is placed."
+        )
+    return None

@@ -1,29 +1,39 @@
 """Klaviyo's OpenAPI spec (the subset this project uses): lookup and request validation.
 
-Stdlib only, so the sandbox, the client tests and store developers can validate a request
-body without pulling in a JSON Schema library. The subset is cut from Klaviyo's official
-spec by ``tests/spec/extract_openapi_subset.py`` and ships in ``django_klaviyo/spec``.
+A test tool: the sandbox and the test suite import it, nothing on the save or flush path
+does (``tests/test_runtime_imports.py`` holds that). Its two JSON Schema libraries come with
+the ``sandbox`` extra (``pip install django-klaviyo[sandbox]``): ``fastjsonschema`` decides
+whether a body is valid (compiled once per operation, ~15 ms for a 1,000-event bulk body,
+where ``jsonschema`` takes ~340 ms: see docs/benchmarks.md), and ``jsonschema`` explains a
+rejected body with every error. This module only translates OpenAPI 3.0's dialect
+(``nullable``, ``readOnly`` required properties, Klaviyo's lenient ``date-time``) into JSON
+Schema, and the errors into JSON pointers naming the field, e.g.
+``/data/attributes/metric: is required``.
 
-The validator implements the OpenAPI 3.0 schema keywords the spec uses (and a few more):
-``$ref``, ``type``, ``nullable``, ``properties``, ``required``, ``additionalProperties``,
-``minProperties``/``maxProperties``, ``enum``, ``items``, ``minItems``/``maxItems``,
-``uniqueItems``, ``minLength``/``maxLength``, ``pattern``, ``minimum``/``maximum`` (with the
-3.0 boolean ``exclusiveMinimum``/``exclusiveMaximum``), ``multipleOf``, ``oneOf``, ``anyOf``,
-``allOf``, ``not`` and the ``date-time``/``date`` formats. Every message starts with a JSON
-pointer into the body, e.g. ``/data/attributes/metric: is required``.
+The subset is cut from Klaviyo's official spec by ``tests/spec/extract_openapi_subset.py``
+and ships in ``django_klaviyo/spec``; it is read on first use, never at import.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
+
+try:
+    import fastjsonschema
+    import jsonschema
+except ImportError as exc:  # pragma: no cover - depends on the install
+    raise ImportError(
+        "The Klaviyo sandbox and spec validation need the 'sandbox' extra: "
+        "pip install 'django-klaviyo[sandbox]'"
+    ) from exc
 
 SPEC_PATH = Path(__file__).resolve().parent / "spec" / "klaviyo-openapi-2026-07-15.subset.json"
 REQUEST_MEDIA_TYPE = "application/vnd.api+json"
@@ -36,7 +46,6 @@ _DATE_TIME = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)?"
     r"(?:([Zz])|([+-])(\d{2}):?(\d{2}))?$"
 )
-_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
 
 
 class UnknownOperationError(KeyError):
@@ -167,9 +176,15 @@ def request_violations(operation_id: str, body: Any) -> list[SchemaViolation]:
         if op.get("requestBody", {}).get("required"):
             return [SchemaViolation("", "a request body is required")]
         return []
-    violations: list[SchemaViolation] = []
-    _Validator(load_spec()).validate(schema, body, "", violations)
-    return violations
+    try:
+        _request_verdict(operation_id)(body)
+    except fastjsonschema.JsonSchemaValueException as rejected:
+        # Should the libraries ever disagree, the body is still refused, with the fast one's
+        # reason (its path starts at the body, named "data").
+        return _violations(_request_validator(operation_id), body) or [
+            SchemaViolation(_pointer(rejected.path[1:]), rejected.message)
+        ]
+    return []
 
 
 def validate_request(operation_id: str, body: Any) -> list[str]:
@@ -178,50 +193,173 @@ def validate_request(operation_id: str, body: Any) -> list[str]:
 
 
 def validate_schema(schema: dict[str, Any], value: Any) -> list[str]:
-    """Validate ``value`` against any schema (``$ref`` resolved within the shipped spec)."""
-    violations: list[SchemaViolation] = []
-    _Validator(load_spec()).validate(schema, value, "", violations)
-    return [str(v) for v in violations]
+    """Validate ``value`` against any OpenAPI schema (``$ref`` resolved within the spec)."""
+    return [str(v) for v in _violations(_validator(schema), value)]
 
 
-def _pointer_token(key: str | int) -> str:
-    return str(key).replace("~", "~0").replace("/", "~1")
+# --- OpenAPI 3.0 -> JSON Schema ----------------------------------------------------------
+
+
+def to_json_schema(node: Any) -> Any:
+    """OpenAPI 3.0 schema -> JSON Schema (draft 7).
+
+    ``nullable`` becomes an explicit null alternative (also next to a ``$ref``, as Klaviyo
+    writes it), a ``readOnly`` property is never required in a request, and 3.0's boolean
+    ``exclusiveMinimum``/``exclusiveMaximum`` become draft 7's numbers.
+    """
+    if isinstance(node, list):
+        return [to_json_schema(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    converted = {k: to_json_schema(v) for k, v in node.items() if k != "nullable"}
+    properties = node.get("properties")
+    if isinstance(properties, dict) and isinstance(node.get("required"), list):
+        converted["required"] = [
+            name
+            for name in node["required"]
+            if not (isinstance(properties.get(name), dict) and properties[name].get("readOnly"))
+        ]
+    for bound, flag in (("minimum", "exclusiveMinimum"), ("maximum", "exclusiveMaximum")):
+        if isinstance(node.get(flag), bool):
+            del converted[flag]
+            if node[flag] and bound in node:
+                converted[flag] = converted.pop(bound)
+    if node.get("nullable") is not True:
+        return converted
+    if "$ref" in converted or "oneOf" in converted or "anyOf" in converted:
+        return {"anyOf": [{"type": "null"}, converted]}
+    if isinstance(converted.get("type"), str):
+        converted["type"] = [converted["type"], "null"]
+    if "enum" in converted:
+        converted["enum"] = [*converted["enum"], None]
+    return converted
+
+
+@functools.lru_cache(maxsize=1)
+def _components() -> dict[str, Any]:
+    return to_json_schema(load_spec()["components"])
+
+
+def _is_date_time(value: object) -> bool:
+    return not isinstance(value, str) or parse_date_time(value) is not None
+
+
+def _is_date(value: object) -> bool:
+    if not isinstance(value, str):
+        return True
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        return False
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+_FORMATS = {"date-time": _is_date_time, "date": _is_date}
+
+
+def _format_checker() -> jsonschema.FormatChecker:
+    checker = jsonschema.FormatChecker([])
+    for name, check in _FORMATS.items():
+        checker.checks(name)(check)
+    return checker
+
+
+def _validator(schema: dict[str, Any]) -> jsonschema.protocols.Validator:
+    # Local $refs ("#/components/...") resolve against the root, so the components sit
+    # next to the schema being checked.
+    root = {**to_json_schema(schema), "components": _components()}
+    return jsonschema.Draft7Validator(root, format_checker=_format_checker())
+
+
+@functools.cache
+def _request_verdict(operation_id: str) -> Any:
+    """A compiled validator that only says yes (returns) or no (raises), fast."""
+    schema = request_schema(operation_id)
+    assert schema is not None
+    root = {**to_json_schema(schema), "components": _components()}
+    return fastjsonschema.compile(root, formats=_FORMATS)
+
+
+@functools.cache
+def _request_validator(operation_id: str) -> jsonschema.protocols.Validator:
+    schema = request_schema(operation_id)
+    assert schema is not None
+    return _validator(schema)
+
+
+# --- jsonschema's errors -> pointers naming the field -----------------------------------
+
+
+def _pointer(path: Iterator[Any] | Any) -> str:
+    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in path)
+
+
+def _violations(validator: jsonschema.protocols.Validator, value: Any) -> list[SchemaViolation]:
+    found: list[SchemaViolation] = []
+    for error in sorted(validator.iter_errors(value), key=_error_order):
+        found.extend(_translate(error))
+    return list(dict.fromkeys(found))  # one line per (pointer, message)
+
+
+_TYPE_NAMES = ((bool, "boolean"), (int, "integer"), (float, "number"), (str, "string"))
 
 
 def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
     if isinstance(value, dict):
         return "object"
-    return type(value).__name__
+    if isinstance(value, list):
+        return "array"
+    return next((name for kind, name in _TYPE_NAMES if isinstance(value, kind)), "unknown")
 
 
-def _is_type(value: Any, expected: str) -> bool:
-    if expected == "object":
-        return isinstance(value, dict)
-    if expected == "array":
-        return isinstance(value, list)
-    if expected == "string":
-        return isinstance(value, str)
-    if expected == "boolean":
-        return isinstance(value, bool)
-    if expected == "integer":
-        if isinstance(value, bool):
-            return False
-        return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
-    if expected == "number":
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    return True  # unknown type names are not ours to reject
+def _error_order(error: jsonschema.ValidationError) -> tuple[int, str]:
+    return (len(error.absolute_path), _pointer(error.absolute_path))
+
+
+def _translate(error: jsonschema.ValidationError) -> list[SchemaViolation]:
+    """One jsonschema error as violations whose pointer names the offending field."""
+    where = _pointer(error.absolute_path)
+    instance = error.instance
+    if error.validator == "required" and isinstance(instance, dict):
+        # jsonschema reports a missing key at its parent; Klaviyo points at the key.
+        return [
+            SchemaViolation(f"{where}{_pointer([name])}", "is required")
+            for name in error.validator_value
+            if name not in instance
+        ]
+    if error.validator == "additionalProperties" and isinstance(instance, dict):
+        known = error.schema.get("properties", {})
+        return [
+            SchemaViolation(f"{where}{_pointer([key])}", f"unexpected property {key!r}")
+            for key in instance
+            if key not in known
+        ]
+    if error.validator == "type":
+        if instance is None:
+            return [SchemaViolation(where, "must not be null")]
+        allowed = error.validator_value
+        allowed = [allowed] if isinstance(allowed, str) else [t for t in allowed if t != "null"]
+        return [
+            SchemaViolation(
+                where, f"must be of type {' or '.join(allowed)}, not {_type_name(instance)}"
+            )
+        ]
+    if error.validator == "anyOf" and {"type": "null"} in error.validator_value:
+        # A nullable schema given a non-null value: only the other branch speaks.
+        null_branch = error.validator_value.index({"type": "null"})
+        inner = [e for e in error.context if e.schema_path[0] != null_branch]
+        return [v for e in sorted(inner, key=_error_order) for v in _translate(e)]
+    if error.validator in ("oneOf", "anyOf") and error.context:
+        # The closest branch's deeper errors say most about what to fix.
+        line = SchemaViolation(
+            where, f"matches none of the {len(error.validator_value)} allowed forms"
+        )
+        best = jsonschema.exceptions.best_match(error.context)
+        deeper = [v for v in _translate(best) if v.pointer != where] if best else []
+        return [line, *deeper]
+    return [SchemaViolation(where, error.message)]
 
 
 def parse_date_time(text: str) -> datetime | None:
@@ -252,209 +390,3 @@ def parse_date_time(text: str) -> datetime | None:
         )
     except ValueError:
         return None
-
-
-def _check_format(fmt: str, value: str) -> str | None:
-    if fmt == "date-time":
-        if parse_date_time(value) is None:
-            return f"{value!r} is not a valid date-time (ISO 8601, e.g. 2026-07-20T12:34:56+00:00)"
-    elif fmt == "date":
-        match = _DATE.match(value)
-        valid = False
-        if match:
-            try:
-                date(*(int(part) for part in match.groups()))
-                valid = True
-            except ValueError:
-                pass
-        if not valid:
-            return f"{value!r} is not a valid date (YYYY-MM-DD)"
-    return None
-
-
-class _Validator:
-    def __init__(self, spec: dict[str, Any]) -> None:
-        self.spec = spec
-
-    def resolve(self, ref: str) -> dict[str, Any]:
-        if not ref.startswith("#/"):
-            raise ValueError(f"Only local $refs are supported, got {ref!r}")
-        node: Any = self.spec
-        for part in ref[2:].split("/"):
-            node = node[part.replace("~1", "/").replace("~0", "~")]
-        return node
-
-    def is_valid(self, schema: dict[str, Any], value: Any) -> bool:
-        probe: list[SchemaViolation] = []
-        self.validate(schema, value, "", probe)
-        return not probe
-
-    def validate(
-        self, schema: dict[str, Any], value: Any, ptr: str, out: list[SchemaViolation]
-    ) -> None:
-        if schema is True or not schema:
-            return
-        if schema is False:
-            out.append(SchemaViolation(ptr, "no value is allowed here"))
-            return
-        if "$ref" in schema:
-            # Klaviyo puts ``nullable`` next to ``$ref``; honour it, as its API does.
-            if value is None and schema.get("nullable"):
-                return
-            self.validate(self.resolve(schema["$ref"]), value, ptr, out)
-            return
-        if value is None:
-            if schema.get("nullable"):
-                return
-            if "type" in schema or "enum" in schema:
-                out.append(SchemaViolation(ptr, "must not be null"))
-                return
-
-        expected = schema.get("type")
-        if expected is not None and not _is_type(value, expected):
-            out.append(SchemaViolation(ptr, f"must be of type {expected}, not {_type_name(value)}"))
-            return
-
-        if "enum" in schema and value not in schema["enum"]:
-            allowed = ", ".join(json.dumps(v) for v in schema["enum"])
-            out.append(SchemaViolation(ptr, f"{json.dumps(value)} is not one of: {allowed}"))
-
-        if isinstance(value, dict):
-            self._object(schema, value, ptr, out)
-        elif isinstance(value, list):
-            self._array(schema, value, ptr, out)
-        elif isinstance(value, str):
-            self._string(schema, value, ptr, out)
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            self._number(schema, value, ptr, out)
-
-        for sub in schema.get("allOf", ()):
-            self.validate(sub, value, ptr, out)
-        if "anyOf" in schema:
-            self._any_of(schema["anyOf"], value, ptr, out)
-        if "oneOf" in schema:
-            self._one_of(schema["oneOf"], value, ptr, out)
-        if "not" in schema and self.is_valid(schema["not"], value):
-            out.append(SchemaViolation(ptr, "matches a schema it must not match"))
-
-    def _object(
-        self, schema: dict[str, Any], value: dict[str, Any], ptr: str, out: list[SchemaViolation]
-    ) -> None:
-        properties: dict[str, Any] = schema.get("properties", {})
-        for name in schema.get("required", ()):
-            if name not in value and not properties.get(name, {}).get("readOnly"):
-                out.append(SchemaViolation(f"{ptr}/{_pointer_token(name)}", "is required"))
-        if "minProperties" in schema and len(value) < schema["minProperties"]:
-            out.append(
-                SchemaViolation(ptr, f"must have at least {schema['minProperties']} properties")
-            )
-        if "maxProperties" in schema and len(value) > schema["maxProperties"]:
-            out.append(
-                SchemaViolation(ptr, f"must have at most {schema['maxProperties']} properties")
-            )
-        additional = schema.get("additionalProperties", True)
-        for key, item in value.items():
-            child = f"{ptr}/{_pointer_token(key)}"
-            if key in properties:
-                self.validate(properties[key], item, child, out)
-            elif additional is False:
-                out.append(SchemaViolation(child, f"unexpected property {key!r}"))
-            elif isinstance(additional, dict):
-                self.validate(additional, item, child, out)
-
-    def _array(
-        self, schema: dict[str, Any], value: list[Any], ptr: str, out: list[SchemaViolation]
-    ) -> None:
-        if "minItems" in schema and len(value) < schema["minItems"]:
-            out.append(SchemaViolation(ptr, f"must have at least {schema['minItems']} items"))
-        if "maxItems" in schema and len(value) > schema["maxItems"]:
-            out.append(SchemaViolation(ptr, f"must have at most {schema['maxItems']} items"))
-        if schema.get("uniqueItems"):
-            seen: set[str] = set()
-            for item in value:
-                key = json.dumps(item, sort_keys=True)
-                if key in seen:
-                    out.append(SchemaViolation(ptr, "items must be unique"))
-                    break
-                seen.add(key)
-        items = schema.get("items")
-        if isinstance(items, dict):
-            for index, item in enumerate(value):
-                self.validate(items, item, f"{ptr}/{index}", out)
-
-    def _string(
-        self, schema: dict[str, Any], value: str, ptr: str, out: list[SchemaViolation]
-    ) -> None:
-        if "minLength" in schema and len(value) < schema["minLength"]:
-            out.append(
-                SchemaViolation(ptr, f"must be at least {schema['minLength']} characters long")
-            )
-        if "maxLength" in schema and len(value) > schema["maxLength"]:
-            out.append(
-                SchemaViolation(ptr, f"must be at most {schema['maxLength']} characters long")
-            )
-        if "pattern" in schema and not re.search(schema["pattern"], value):
-            out.append(SchemaViolation(ptr, f"does not match the pattern {schema['pattern']!r}"))
-        if "format" in schema:
-            problem = _check_format(schema["format"], value)
-            if problem:
-                out.append(SchemaViolation(ptr, problem))
-
-    def _number(
-        self, schema: dict[str, Any], value: float, ptr: str, out: list[SchemaViolation]
-    ) -> None:
-        if isinstance(value, float) and not math.isfinite(value):
-            out.append(SchemaViolation(ptr, "must be a finite number"))
-            return
-        if "minimum" in schema:
-            low = schema["minimum"]
-            if value < low or (schema.get("exclusiveMinimum") is True and value == low):
-                relation = "greater than" if schema.get("exclusiveMinimum") else "at least"
-                out.append(SchemaViolation(ptr, f"must be {relation} {low}"))
-        if "maximum" in schema:
-            high = schema["maximum"]
-            if value > high or (schema.get("exclusiveMaximum") is True and value == high):
-                relation = "less than" if schema.get("exclusiveMaximum") else "at most"
-                out.append(SchemaViolation(ptr, f"must be {relation} {high}"))
-        step = schema.get("multipleOf")
-        if step and not math.isclose(value / step, round(value / step), abs_tol=1e-9):
-            out.append(SchemaViolation(ptr, f"must be a multiple of {step}"))
-
-    def _branch_results(
-        self, branches: list[dict[str, Any]], value: Any, ptr: str
-    ) -> list[list[SchemaViolation]]:
-        results = []
-        for branch in branches:
-            found: list[SchemaViolation] = []
-            self.validate(branch, value, ptr, found)
-            results.append(found)
-        return results
-
-    def _any_of(
-        self, branches: list[dict[str, Any]], value: Any, ptr: str, out: list[SchemaViolation]
-    ) -> None:
-        results = self._branch_results(branches, value, ptr)
-        if all(results):
-            self._no_branch_matched(results, ptr, out)
-
-    def _one_of(
-        self, branches: list[dict[str, Any]], value: Any, ptr: str, out: list[SchemaViolation]
-    ) -> None:
-        results = self._branch_results(branches, value, ptr)
-        matches = sum(1 for found in results if not found)
-        if matches == 0:
-            self._no_branch_matched(results, ptr, out)
-        elif matches > 1:
-            out.append(
-                SchemaViolation(ptr, f"matches {matches} of the allowed forms; exactly one must")
-            )
-
-    @staticmethod
-    def _no_branch_matched(
-        results: list[list[SchemaViolation]], ptr: str, out: list[SchemaViolation]
-    ) -> None:
-        out.append(SchemaViolation(ptr, f"matches none of the {len(results)} allowed forms"))
-        # The closest branch's deeper errors say most about what to fix; its errors at this
-        # very pointer (usually a type mismatch) only repeat the line above.
-        closest = min(results, key=len)
-        out.extend(v for v in closest if v.pointer != ptr)

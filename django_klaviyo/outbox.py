@@ -33,6 +33,7 @@ from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.identifiers import profile_key
 from django_klaviyo.models import OutboxEvent
+from django_klaviyo.models.outbox import new_outbox_id
 from django_klaviyo.rules.profiles import deletion_payload
 from django_klaviyo.signals import outbox_ready
 from django_klaviyo.values import to_json  # noqa: F401  (re-exported for mappers)
@@ -93,10 +94,12 @@ def build_event(
     unique_id: Any = None,
     dedupe_key: Any = None,
     expand: Any = None,
+    backfill: Any = False,
     _profiles: dict[Any, dict[str, Any]] | None = None,
 ) -> OutboxRow:
     """One ``event`` row; ``expand`` lists further events (``rules.events.clean_expand``)
-    sent with it, sharing its profile, time and currency."""
+    sent with it, sharing its profile, time and currency. ``backfill=True``: a historical
+    event, recorded by Klaviyo without triggering flows (the row and its expansions)."""
     # Generated once here and stored, so every retry sends the same idempotency key.
     unique_id = uuid.uuid4().hex if unique_id is None else values.key(unique_id, "unique_id")
     payload = {
@@ -109,6 +112,8 @@ def build_event(
     }
     if expand:
         payload["expand"] = expand
+    if backfill is not False:
+        payload["backfill"] = backfill
     return _row(Kind.EVENT, payload, unique_id=unique_id, dedupe_key=dedupe_key, profiles=_profiles)
 
 
@@ -147,6 +152,7 @@ _SPEC_KEYS = frozenset(
         "unique_id",
         "dedupe_key",
         "expand",
+        "backfill",
     }
 )
 
@@ -218,7 +224,7 @@ def _columns(row: OutboxRow) -> dict[str, Any]:
     encoded = _encode(payload)
     rules.check_size(row.kind, payload, encoded)
     return {
-        "id": uuid.uuid4(),
+        "id": new_outbox_id(),
         "kind": row.kind,
         "payload": payload,
         "metric": payload["metric"] if row.kind == Kind.EVENT else "",

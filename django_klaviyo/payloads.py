@@ -40,7 +40,9 @@ PROFILE_ATTRIBUTES = limits.PROFILE_ATTRIBUTES
 EVENT_PROFILE_ATTRIBUTES = limits.EVENT_PROFILE_ATTRIBUTES
 UPDATE_PROFILE_ATTRIBUTES = limits.UPDATE_PROFILE_ATTRIBUTES
 LOCATION_KEYS = limits.LOCATION_KEYS
-EVENT_KEYS = frozenset({"metric", "properties", "time", "value", "value_currency", "unique_id"})
+EVENT_KEYS = frozenset(
+    {"metric", "properties", "time", "value", "value_currency", "unique_id", "backfill"}
+)
 CONSENT_CHANNELS = limits.CONSENT_CHANNELS
 OPT_IN_PROCESSES = ("double_opt_in", "single_opt_in")
 
@@ -239,6 +241,14 @@ def _event_attributes(event: Mapping[str, Any], field: str) -> dict[str, Any]:
         else values.key(unique_id, f"{field}.unique_id"),
     }
     attributes.update({k: v for k, v in optional.items() if v is not None})
+    backfill = event.get("backfill")
+    if backfill is not None:
+        if not isinstance(backfill, bool):
+            raise KlaviyoValidationError(
+                f"{field}.backfill must be true or false.", field=f"{field}.backfill"
+            )
+        if backfill:
+            attributes["backfill"] = True
     return attributes
 
 
@@ -254,9 +264,12 @@ def event_body(
     value: float | Decimal | None = None,
     value_currency: str | None = None,
     unique_id: str | None = None,
+    backfill: bool = False,
 ) -> dict[str, Any]:
-    """Body of ``POST /api/events`` (create_event)."""
+    """Body of ``POST /api/events`` (create_event); ``backfill``: record without
+    triggering flows."""
     event = {
+        "backfill": backfill,
         "metric": metric,
         "properties": properties,
         "time": time,
@@ -414,6 +427,8 @@ def assemble_bulk_events(entries: Sequence[Mapping[str, Any]]) -> dict[str, Any]
             if unique:
                 attributes["unique_id"] = unique
                 _remember_unique(seen, (identity, metric, unique), f"entries[{i}].events[{j}]")
+            if event.get("backfill") is True:
+                attributes["backfill"] = True
             built_events.append({"type": "event", "attributes": attributes})
         built.append(
             {

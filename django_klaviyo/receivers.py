@@ -6,6 +6,8 @@
   not installed, which the system checks report): ``post_init`` remembers the loaded
   status, ``post_save`` asks ORDER_EVENTS_MAPPER for events when the status changed
   (or the order was created) and enqueues them in one INSERT;
+* ``ORDER_PLACED_SIGNAL`` (a store's "order placed" signal, sent after the lines exist):
+  enqueues the Placed Order through ``django_klaviyo.orders``, as ``order_placed()`` does;
 * AUTH_USER_MODEL (read at save time: TRACK_USERS): ``post_init`` remembers the loaded
   field values (a cheap dict copy, no mapper call); ``post_save`` maps the user with
   USER_PROFILE_MAPPER and enqueues a profile upsert only when the mapped profile differs
@@ -29,15 +31,16 @@ from typing import Any
 
 from django.apps import apps
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models.signals import post_init, post_save
 
+from django_klaviyo import orders
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.identifiers import PROFILE_IDENTIFIERS, profile_key
 from django_klaviyo.models import KlaviyoProfileLink, OutboxEvent
 from django_klaviyo.outbox import (
-    build_events,
     build_profile_upsert,
     enqueue_rows,
     payload_digest,
@@ -52,7 +55,11 @@ _UNKNOWN = object()
 
 def connect_receivers() -> None:
     """Connect the save receivers; safe to call more than once."""
-    order_model = _resolve_model(klaviyo_settings.get("ORDER_MODEL", None))
+    try:
+        order_model = _resolve_model(klaviyo_settings.get("ORDER_MODEL", None))
+    except ImproperlyConfigured:
+        return  # KLAVIYO is not a dict: `check` reports django_klaviyo.E010, no traceback
+    orders.connect_placed_signal()
     if order_model is not None:
         post_init.connect(
             _order_post_init, sender=order_model, dispatch_uid="django_klaviyo_order_init"
@@ -150,18 +157,28 @@ def _order_post_save(
             return
         if previous == current:
             return
+    # One mapper and one enqueue path with order_placed() and ORDER_PLACED_SIGNAL.
+    try:
+        mapper, _own = orders.order_mapper()
+    except ImproperlyConfigured:
+        mapper = None  # _run_mapper applies the failure policy
     specs = _run_mapper(
-        "ORDER_EVENTS_MAPPER", instance, None if previous is _UNKNOWN else previous, created
+        "ORDER_EVENTS_MAPPER",
+        instance,
+        None if previous is _UNKNOWN else previous,
+        created,
+        mapper=mapper,
     )
     if specs:
-        enqueue_order_events(specs, instance, using=using)
-
-
-def enqueue_order_events(specs: list[dict[str, Any]], order: Any, *, using: str | None) -> None:
-    """Clean ``specs`` with the event rules and enqueue them in one INSERT."""
-    rows = _build_rows(build_events, specs, order)
-    if rows:
-        enqueue_rows(rows, using=using)
+        try:
+            orders.enqueue_order_events(specs, instance, using=using, objects=False)
+        except KlaviyoValidationError as exc:
+            logger.warning(
+                "django-klaviyo: mapped %s is invalid: %s (field %s); Klaviyo is not updated.",
+                type(instance).__name__,
+                exc,
+                exc.field,
+            )
 
 
 # --- users ----------------------------------------------------------------------------

@@ -17,7 +17,7 @@ SANDBOX_PORT=${SANDBOX_PORT:-8765}
 echo "== python environment ($VENV)"
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q -e "$ROOT"
+"$VENV/bin/python" -m pip install -q -e "$ROOT[sandbox]"
 PY="$VENV/bin/python"
 
 cd "$ROOT/example_project"

@@ -32,7 +32,7 @@ apt_install() {
 echo "== python environment ($VENV)"
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q -e . --group test
+"$VENV/bin/python" -m pip install -q -e ".[sandbox]" --group test
 
 echo "== PostgreSQL"
 pg_host=127.0.0.1
@@ -102,7 +102,7 @@ run_combination() {  # python version, Django requirement, label
   echo "== $label: making $venv"
   [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
   "$venv/bin/python" -m pip install -q --upgrade pip
-  "$venv/bin/python" -m pip install -q -e . --group test "$django"
+  "$venv/bin/python" -m pip install -q -e ".[sandbox]" --group test "$django"
   echo "== $label: $("$venv/bin/python" -c 'import sys, django; print(f"Python {sys.version.split()[0]}, Django {django.get_version()}")')"
   echo "== pytest on SQLite ($label, not slow)"
   DATABASE_URL=sqlite://:memory: "$venv/bin/pytest" -q -p no:cacheprovider -m "not slow and not browser" ${EXTRA_ARGS[@]+"${EXTRA_ARGS[@]}"}

@@ -35,6 +35,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_klaviyo",
     "shop",
+    # A differently shaped store, mapped by settings only (tests/test_mapping.py).
+    "tests.altshop",
 ]
 
 MIDDLEWARE = [
@@ -76,3 +78,34 @@ KLAVIYO = {
     "API_URL": "https://a.klaviyo.com",
     "ORDER_MODEL": "shop.Order",
 }
+
+# django-oscar's real models, for the settings-only oscar integration test
+# (tests/test_oscar.py), wherever oscar installs (see the test dependency group).
+try:
+    import oscar
+except ImportError:  # pragma: no cover - a Django version oscar does not support
+    oscar = None
+if oscar is not None:
+    from oscar.defaults import *  # noqa: F403  (OSCAR_* settings)
+
+    INSTALLED_APPS += [app for app in oscar.INSTALLED_APPS if app not in INSTALLED_APPS]
+    SITE_ID = 1
+    # Tables straight from the models: oscar's ~200 migrations would add half a minute to
+    # every test database. auth and contenttypes too, as oscar's tables point at theirs
+    # (PostgreSQL creates those constraints with the tables, before any migration runs).
+    MIGRATION_MODULES = dict.fromkeys(
+        [
+            *("auth", "contenttypes"),
+            *("address", "analytics", "basket", "catalogue", "checkout", "communication"),
+            *("customer", "flatpages", "offer", "order", "partner", "payment", "reviews"),
+            *("search", "shipping", "sites", "voucher", "wishlists"),
+        ]
+    )
+    HAYSTACK_CONNECTIONS = {"default": {"ENGINE": "haystack.backends.simple_backend.SimpleEngine"}}
+    OSCAR_INITIAL_ORDER_STATUS = "Pending"
+    OSCAR_ORDER_STATUS_PIPELINE = {
+        "Pending": ("Being processed", "Cancelled"),
+        "Being processed": ("Complete", "Cancelled"),
+        "Complete": (),
+        "Cancelled": (),
+    }

@@ -56,6 +56,21 @@ def browser(tmp_path: Path):
         driver.quit()
 
 
+# A loaded machine answers a click late: every element is waited for, never just looked up.
+WAIT_SECONDS = 30
+
+
+def wait_for(browser, by: str, value: str, *, clickable: bool = False):
+    """The element once the page shows it (and accepts clicks, if asked); fails on timeout."""
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    condition = ec.element_to_be_clickable if clickable else ec.visibility_of_element_located
+    return WebDriverWait(browser, WAIT_SECONDS).until(
+        condition((by, value)), message=f"{value!r} did not appear within {WAIT_SECONDS} s"
+    )
+
+
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
 def test_retry_now_on_a_dead_row_from_the_dashboard(browser, live_server, settings, tmp_path):
@@ -76,23 +91,27 @@ def test_retry_now_on_a_dead_row_from_the_dashboard(browser, live_server, settin
     )
 
     browser.get(f"{live_server.url}/admin/login/?next=/admin/django_klaviyo/outboxevent/")
-    browser.find_element(By.NAME, "username").send_keys("boss")
-    browser.find_element(By.NAME, "password").send_keys("secret-pw-123")
-    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    wait_for(browser, By.NAME, "username").send_keys("boss")
+    wait_for(browser, By.NAME, "password").send_keys("secret-pw-123")
+    wait_for(browser, By.CSS_SELECTOR, "input[type=submit]", clickable=True).click()
 
-    dashboard = browser.find_element(By.ID, "klaviyo-dashboard")
-    assert browser.find_element(By.ID, "klaviyo-dead").text == "1"
+    dashboard = wait_for(browser, By.ID, "klaviyo-dashboard")
+    assert wait_for(browser, By.ID, "klaviyo-dead").text == "1"
     assert "invalid" in dashboard.text
 
-    browser.find_element(
-        By.CSS_SELECTOR, f"input[name=_selected_action][value='{dead.pk}']"
+    wait_for(
+        browser,
+        By.CSS_SELECTOR,
+        f"input[name=_selected_action][value='{dead.pk}']",
+        clickable=True,
     ).click()
-    Select(browser.find_element(By.NAME, "action")).select_by_value("retry_now")
-    browser.find_element(By.CSS_SELECTOR, "button[name=index]").click()
+    Select(wait_for(browser, By.NAME, "action")).select_by_value("retry_now")
+    wait_for(browser, By.CSS_SELECTOR, "button[name=index]", clickable=True).click()
 
-    messages = browser.find_element(By.CSS_SELECTOR, "ul.messagelist").text
+    # The list page before the click has no message list: this waits for the answer.
+    messages = wait_for(browser, By.CSS_SELECTOR, "ul.messagelist").text
     assert "1 outbox event was queued for an immediate retry." in messages
-    assert browser.find_element(By.ID, "klaviyo-dead").text == "0"
+    assert wait_for(browser, By.ID, "klaviyo-dead").text == "0"
     dead.refresh_from_db()
     assert dead.status == OutboxEvent.Status.PENDING and dead.attempts == 0
 

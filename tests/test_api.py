@@ -343,7 +343,8 @@ def test_viewed_product():
         "URL": "https://shop.example.com/p/tee",
         "Brand": "Acme",
     }
-    assert row.payload["value"] == 20.0
+    # Klaviyo's guide gives Viewed Product no value: a view is not revenue.
+    assert row.payload["value"] is None
 
 
 @pytest.mark.django_db
@@ -360,27 +361,59 @@ def test_added_to_cart_describes_the_item_and_the_cart():
     properties = payload["properties"]
     assert properties["AddedItemProductName"] == "Mug"
     assert properties["AddedItemQuantity"] == 2
-    assert properties["AddedItemRowTotal"] == 19.0
+    assert properties["AddedItemPrice"] == 9.5
     assert properties["ItemNames"] == ["Black T-shirt", "Mug"]
+    # Items use the names of Klaviyo's abandoned-cart templates.
+    assert properties["Items"][0] == {
+        "ProductID": "TEE",
+        "SKU": "TEE-BLK",
+        "ProductName": "Black T-shirt",
+        "Quantity": 1,
+        "ItemPrice": 20.0,
+        "RowTotal": 20.0,
+        "ProductCategories": ["Apparel", "Tops"],
+        "ImageURL": "https://shop.example.com/tee.png",
+        "ProductURL": "https://shop.example.com/p/tee",
+        "Brand": "Acme",
+    }
+    assert properties["Categories"] == ["Apparel", "Tops"]
     assert properties["ItemCount"] == 3
     assert properties["CheckoutURL"] == "https://shop.example.com/cart"
     assert payload["value"] == 39.0 and payload["value_currency"] == "EUR"
 
 
 @pytest.mark.django_db
-def test_started_checkout_is_enqueued_once_per_checkout():
-    for _ in range(2):
-        api.started_checkout(ADA, [PRODUCT], checkout_id="c-9", currency="USD")
+def test_started_checkout_fires_again_for_a_changed_cart_but_not_on_reload():
+    when = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.timezone.utc)
+    for _ in range(2):  # reloading the checkout page
+        api.started_checkout(ADA, [PRODUCT], checkout_id="c-9", currency="USD", time=when)
     row = only_row()
-    assert row.unique_id == "checkout-c-9"
+    # Klaviyo's guide: the cart id plus the Unix time.
+    assert row.unique_id == f"c-9-{int(when.timestamp())}"
     assert row.payload["properties"]["CheckoutId"] == "c-9"
     assert row.payload["value"] == 20.0
+
+    later = when + dt.timedelta(hours=2)
+    api.started_checkout(ADA, [PRODUCT, {"sku": "MUG", "price": 5}], checkout_id="c-9", time=later)
+    assert sorted(OutboxEvent.objects.values_list("unique_id", flat=True)) == [
+        f"c-9-{int(when.timestamp())}",
+        f"c-9-{int(later.timestamp())}",
+    ]
     with pytest.raises(KlaviyoValidationError) as info:
         api.started_checkout(ADA, [], checkout_id="c-10")
     assert info.value.field == "items"
     with pytest.raises(KlaviyoValidationError) as info:
         api.started_checkout(ADA, [PRODUCT], checkout_id="")
     assert info.value.field == "checkout_id"
+
+
+@pytest.mark.django_db
+def test_backfill_marks_the_row_and_is_checked():
+    api.track("Placed Order", ADA, value=5, backfill=True)
+    assert only_row().payload["backfill"] is True
+    with pytest.raises(KlaviyoValidationError) as info:
+        api.track("Placed Order", ADA, backfill="yes")
+    assert info.value.field == "backfill"
 
 
 @pytest.mark.django_db

@@ -194,3 +194,50 @@ def test_dotted_path_settings_resolve_to_callables():
         pytest.raises(ImproperlyConfigured, match="does not import"),
     ):
         klaviyo_settings.callable("ORDER_EVENTS_MAPPER")
+
+
+# --- keys, sandbox mode ---------------------------------------------------------------
+
+
+def test_a_private_key_in_the_public_slot_is_named_without_echoing_it():
+    key = "pk_0123456789abcdef0123456789abcdef99"
+    with override_settings(KLAVIYO={**GOOD, "PUBLIC_API_KEY": key}):
+        (message,) = check_klaviyo_settings()
+    assert message.id == "django_klaviyo.E037"
+    assert key not in message.msg and key not in message.hint
+
+
+def test_a_non_dict_klaviyo_is_reported_not_raised_at_startup():
+    from django_klaviyo import receivers
+
+    with override_settings(KLAVIYO=["PRIVATE_API_KEY", "pk_..."]):
+        receivers.connect_receivers()  # AppConfig.ready: no traceback
+        assert [m.id for m in check_klaviyo_settings()] == ["django_klaviyo.E010"]
+        with pytest.raises(ImproperlyConfigured, match="E010"):
+            klaviyo_settings.ENABLED
+
+
+def test_sandbox_mode_needs_no_private_key():
+    keyless = {k: v for k, v in GOOD.items() if k != "PRIVATE_API_KEY"}
+    with override_settings(KLAVIYO={**keyless, "SANDBOX": True}, DEBUG=True):
+        assert [m.id for m in check_klaviyo_settings()] == []
+        assert klaviyo_settings.API_URL == "http://127.0.0.1:8765"
+        assert klaviyo_settings.PRIVATE_API_KEY.startswith("pk_sandbox_")
+    # A real deployment (no SANDBOX) without a key still fails `check`.
+    with override_settings(KLAVIYO=keyless):
+        assert [m.id for m in check_klaviyo_settings()] == ["django_klaviyo.E001"]
+
+
+def test_sandbox_mode_must_not_point_at_klaviyo_and_warns_outside_debug():
+    sandbox = {**GOOD, "SANDBOX": True}
+    with override_settings(KLAVIYO={**sandbox, "API_URL": "https://a.klaviyo.com"}, DEBUG=True):
+        assert [m.id for m in check_klaviyo_settings()] == ["django_klaviyo.E038"]
+    with override_settings(KLAVIYO=sandbox, DEBUG=False):
+        assert [m.id for m in check_klaviyo_settings()] == ["django_klaviyo.W031"]
+
+
+def test_an_unknown_top_level_setting_is_a_warning_with_a_suggestion():
+    with override_settings(KLAVIYO=GOOD, KLAVIYO_PRIVATE_API_KY="x"):
+        (message,) = check_klaviyo_settings()
+    assert message.id == "django_klaviyo.W032"
+    assert "Did you mean 'PRIVATE_API_KEY'?" in message.hint

@@ -56,14 +56,21 @@ def events() -> list[OutboxEvent]:
 
 def test_placing_an_order_enqueues_one_placed_order_row_carrying_ordered_products(customer):
     order = services.place_order(
-        customer=customer, lines=LINES, currency="GBP", shipping_address=SHIPPING, number="A-1"
+        customer=customer,
+        lines=[{**LINES[0], "brand": "Acme"}, LINES[1]],
+        currency="GBP",
+        shipping_address=SHIPPING,
+        number="A-1",
+        discount_code="SPRING",
+        discount_value=Decimal("5.00"),
     )
     tee, mug = order.lines.order_by("pk")
     (placed,) = events()
     time = order.placed_at.isoformat()
 
     assert placed.metric == "Placed Order"
-    assert placed.unique_id == f"order-{order.pk}-placed"
+    # The order id: Fulfilled, Cancelled and Refunded Order reuse it, as CLV requires.
+    assert placed.unique_id == "A-1"
     assert placed.dedupe_key == f"event:shop.order:{order.pk}:placed"
     assert placed.profile_key == f"external_id:{customer.pk}"
     tee_item = {
@@ -71,22 +78,24 @@ def test_placing_an_order_enqueues_one_placed_order_row_carrying_ordered_product
         "SKU": "TEE-BLK",
         "ProductName": "Black T-shirt",
         "Quantity": 2,
-        "Price": 19.99,
+        "ItemPrice": 19.99,
         "RowTotal": 39.98,
-        "ImageURL": "https://shop.example.com/tee.png",
         "ProductURL": "https://shop.example.com/p/tee",
+        "ImageURL": "https://shop.example.com/tee.png",
         "Categories": ["Apparel", "Tops"],
+        "Brand": "Acme",
     }
     mug_item = {
         "ProductID": "MUG",
         "SKU": "MUG",
         "ProductName": "Mug",
         "Quantity": 1,
-        "Price": 9.51,
+        "ItemPrice": 9.51,
         "RowTotal": 9.51,
-        "ImageURL": "",
         "ProductURL": "",
+        "ImageURL": "",
         "Categories": ["Kitchen", "Apparel"],
+        "Brand": "",
     }
     assert placed.payload == {
         "metric": "Placed Order",
@@ -95,25 +104,36 @@ def test_placing_an_order_enqueues_one_placed_order_row_carrying_ordered_product
             "OrderId": "A-1",
             "ItemNames": ["Black T-shirt", "Mug"],
             "Categories": ["Apparel", "Tops", "Kitchen"],
+            "Brands": ["Acme"],
             "ItemCount": 3,
             "Items": [tee_item, mug_item],
+            "DiscountCode": "SPRING",
+            "DiscountValue": 5.0,
             "ShippingAddress": {"FirstName": "Ada", "Address1": "1 Main St", "CountryCode": "GB"},
         },
         "time": time,
-        "value": 49.49,
+        "value": 44.49,  # the order's total, after the discount
         "value_currency": "GBP",
         # Sent with the Placed Order, sharing its profile, time and currency.
         "expand": [
             {
                 "metric": "Ordered Product",
-                "unique_id": f"order-{order.pk}-line-{tee.pk}",
-                "properties": {"OrderId": "A-1", **tee_item},
+                "unique_id": f"A-1-{tee.pk}",
+                "properties": {
+                    "OrderId": "A-1",
+                    **{k: v for k, v in tee_item.items() if k != "Brand"},
+                    "ProductBrand": "Acme",
+                },
                 "value": 39.98,
             },
             {
                 "metric": "Ordered Product",
-                "unique_id": f"order-{order.pk}-line-{mug.pk}",
-                "properties": {"OrderId": "A-1", **mug_item},
+                "unique_id": f"A-1-{mug.pk}",
+                "properties": {
+                    "OrderId": "A-1",
+                    **{k: v for k, v in mug_item.items() if k != "Brand"},
+                    "ProductBrand": "",
+                },
                 "value": 9.51,
             },
         ],
@@ -127,7 +147,7 @@ def test_guest_order_profile_is_the_email(db):
     assert placed.profile_key == "email:guest@example.com"
 
 
-def test_fulfil_then_refund(customer):
+def test_fulfil_then_refund_reuse_the_order_id_with_positive_values(customer):
     order = services.place_order(customer=customer, lines=LINES, number="A-2")
     services.fulfil_order(
         order, tracking_number="1Z999", tracking_url="https://t.example.com/1Z999", carrier="UPS"
@@ -135,28 +155,41 @@ def test_fulfil_then_refund(customer):
     services.refund_order(order)
 
     fulfilled = OutboxEvent.objects.get(metric="Fulfilled Order")
-    assert fulfilled.unique_id == f"order-{order.pk}-fulfilled"
+    assert fulfilled.unique_id == "A-2"
     assert fulfilled.payload["value"] == 49.49
     properties = fulfilled.payload["properties"]
     assert properties["TrackingNumber"] == "1Z999"
     assert properties["TrackingURL"] == "https://t.example.com/1Z999"
     assert properties["Carrier"] == "UPS"
     assert properties["OrderId"] == "A-2" and properties["ItemCount"] == 3
+    assert [i["ProductName"] for i in properties["Items"]] == ["Black T-shirt", "Mug"]
 
     refunded = OutboxEvent.objects.get(metric="Refunded Order")
-    assert refunded.unique_id == f"order-{order.pk}-refunded"
-    assert refunded.payload["value"] == -49.49
+    assert refunded.unique_id == "A-2"
+    assert refunded.dedupe_key == f"event:shop.order:{order.pk}:refund:full"
+    assert refunded.payload["value"] == 49.49
     assert refunded.payload["value_currency"] == "USD"
+    assert refunded.payload["properties"]["ReversesPlacedOrder"] is True
 
 
-def test_cancel_has_a_negative_value(customer):
-    order = services.place_order(customer=customer, lines=LINES[1:])
-    services.cancel_order(order)
+def test_cancel_carries_the_items_a_reason_and_a_positive_value(customer):
+    order = services.place_order(customer=customer, lines=LINES[1:], number="A-5")
+    services.cancel_order(order, reason="Customer changed their mind")
     cancelled = OutboxEvent.objects.get(metric="Cancelled Order")
-    assert cancelled.unique_id == f"order-{order.pk}-cancelled"
-    assert cancelled.payload["value"] == -9.51
+    assert cancelled.unique_id == "A-5"
+    assert cancelled.payload["value"] == 9.51
+    assert cancelled.payload["properties"]["Reason"] == "Customer changed their mind"
+    assert cancelled.payload["properties"]["ItemNames"] == ["Mug"]
     assert "expand" not in cancelled.payload
     assert [e.metric for e in events()] == ["Placed Order", "Cancelled Order"]
+
+
+def test_metric_names_come_from_settings(customer):
+    with klaviyo(METRIC_NAMES={"placed_order": "Order Completed"}):
+        services.place_order(customer=customer, lines=LINES[:1])
+    placed = OutboxEvent.objects.get()
+    assert placed.metric == "Order Completed"
+    assert placed.payload["expand"][0]["metric"] == "Ordered Product"
 
 
 def test_status_names_come_from_settings(customer):
@@ -228,3 +261,33 @@ def test_default_user_profile_leaves_out_a_bad_phone_with_a_warning(caplog):
     assert profile == {"email": "bob@example.com", "external_id": "8"}
     assert "user 8" in caplog.text
     assert "call me maybe" not in caplog.text
+
+
+def test_a_refund_given_as_a_dict_is_sent_once(customer):
+    order = services.place_order(customer=customer, lines=LINES, number="A-6")
+    tee = order.lines.order_by("pk").first()
+    refund = {
+        "id": "r-1",
+        "amount": "5.00",
+        "reason": "Late",
+        "lines": [{"line": tee, "quantity": 1}],
+    }
+    django_klaviyo.order_refunded(order, refund=refund)
+    django_klaviyo.order_refunded(order, refund=refund)
+
+    refunded = OutboxEvent.objects.get(metric="Refunded Order")
+    assert (refunded.unique_id, refunded.payload["value"]) == ("A-6", 5.0)
+    assert refunded.dedupe_key == f"event:shop.order:{order.pk}:refund:r-1"
+    (item,) = refunded.payload["properties"]["Items"]
+    assert (item["SKU"], item["Quantity"], item["RowTotal"]) == ("TEE-BLK", 1, 19.99)
+    assert refunded.payload["properties"]["Reason"] == "Late"
+
+
+def test_a_refund_without_an_id_is_refused(customer):
+    from django_klaviyo.exceptions import KlaviyoValidationError
+
+    order = services.place_order(customer=customer, lines=LINES[:1])
+    with pytest.raises(KlaviyoValidationError) as info:
+        django_klaviyo.order_refunded(order, refund={"amount": 3})
+    assert info.value.field == "refund"
+    assert not OutboxEvent.objects.filter(metric="Refunded Order").exists()

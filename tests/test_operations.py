@@ -66,30 +66,3 @@ def test_discard_deletes_all_but_rows_being_sent():
     rows = [row(s) for s in (S.DEAD, S.PENDING, S.SENT, S.SENDING)]
     assert operations.discard(OutboxEvent.objects.all()) == 3
     assert list(OutboxEvent.objects.values_list("pk", flat=True)) == [rows[3].pk]
-
-
-def test_queue_stats_counts_by_status_kind_and_time():
-    now = timezone.now()
-    row(S.PENDING, next_attempt_at=now - dt.timedelta(minutes=30))
-    row(S.RETRYING, next_attempt_at=now - dt.timedelta(minutes=5), last_error_code="rate_limited")
-    row(S.PENDING, next_attempt_at=now + dt.timedelta(minutes=5))  # not due yet
-    row(S.DEAD, kind=OutboxEvent.Kind.SUBSCRIBE, last_error_code="invalid")
-    row(S.DEAD, kind=OutboxEvent.Kind.SUBSCRIBE, last_error_code="invalid")
-    row(S.SENT, sent_at=now - dt.timedelta(minutes=10), last_error_code="old_error")
-    row(S.SENT, sent_at=now - dt.timedelta(hours=5))
-    row(S.SENT, sent_at=now - dt.timedelta(days=3))
-    stats = operations.queue_stats(now=now)
-    assert stats.by_status == {"pending": 2, "retrying": 1, "dead": 2, "sent": 3}
-    assert stats.total == 8
-    assert stats.by_kind == {
-        "event": {"pending": 2, "retrying": 1, "sent": 3},
-        "subscribe": {"dead": 2},
-    }
-    assert stats.oldest_due_age == dt.timedelta(minutes=30)
-    assert (stats.sent_last_hour, stats.sent_last_day) == (1, 2)
-    assert stats.top_error_codes == [("invalid", 2), ("rate_limited", 1)]
-
-
-def test_queue_stats_on_an_empty_queue():
-    stats = operations.queue_stats()
-    assert stats.total == 0 and stats.oldest_due_age is None and stats.top_error_codes == []

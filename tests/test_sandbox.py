@@ -6,10 +6,8 @@ import copy
 import json
 import os
 import signal
-import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -138,6 +136,17 @@ def test_malformed_json_is_a_400(sandbox: SandboxServer, http) -> None:
     response = http.post(f"{sandbox.url}/api/events", data=b"{not json")
     assert response.status_code == 400
     assert response.json()["errors"][0]["code"] == "parse_error"
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_numbers_are_not_json(sandbox: SandboxServer, http, literal: str) -> None:
+    # Python's json module writes and reads them; JSON (and Klaviyo) does not.
+    body = json.dumps(_event()).replace('"value": 49.99', f'"value": {literal}')
+    assert literal in body
+    response = http.post(f"{sandbox.url}/api/events", data=body)
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["code"] == "parse_error"
+    assert sandbox.state.events() == []
 
 
 def test_repeated_unique_id_is_accepted_but_recorded_once(sandbox: SandboxServer, http) -> None:
@@ -652,16 +661,14 @@ def test_accepted_requests_are_recorded_as_json_lines(tmp_path: Path, http) -> N
     assert lines[0]["body"] == _event()
 
 
-def test_accepted_sockets_have_tcp_nodelay_and_keep_alive_is_fast(sandbox, http) -> None:
-    timings = []
+def test_accepted_sockets_have_tcp_nodelay_and_keep_alive_is_reused(sandbox, http) -> None:
+    # Without TCP_NODELAY each keep-alive answer stalls ~40 ms; the time itself is measured
+    # by bench/sandbox_latency.py, not asserted here.
     for _ in range(20):
-        started = time.perf_counter()
         assert http.get(f"{sandbox.url}/api/lists").status_code == 200
-        timings.append(time.perf_counter() - started)
     flags = sandbox.nodelay_flags
     assert flags and all(flags)
     assert len(flags) == 1  # one keep-alive connection served all 20 requests
-    assert statistics.median(timings) < 0.02
 
 
 def test_stopped_sandbox_refuses_connections(http) -> None:

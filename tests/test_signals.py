@@ -150,7 +150,7 @@ def test_order_placed_and_the_transition_together_send_one_placed_order(customer
     django_klaviyo.order_placed(other)
     other.status = Order.Status.PLACED
     other.save()
-    assert OutboxEvent.objects.filter(unique_id=f"order-{other.pk}-placed").count() == 1
+    assert OutboxEvent.objects.filter(unique_id="B-2", metric="Placed Order").count() == 1
     assert OutboxEvent.objects.filter(metric="Placed Order").count() == 2
 
 

@@ -1,4 +1,10 @@
-"""The outbox: a dashboard over the changelist, filters, exact-match search, actions."""
+"""The outbox: a dashboard over the changelist, filters, exact-match search, actions.
+
+Built for big tables: no query on a page load scans the outbox (see admin/dashboard.py);
+filters have fixed choices or read failing rows through their partial index, search is
+an exact profile match on the profile_key index, and the list is newest first along the
+time-ordered primary key.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +12,21 @@ import contextlib
 from typing import Any
 
 from django.contrib import admin, messages
-from django.db.models import Q, QuerySet
+from django.contrib.admin import helpers
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
-from django.utils.translation import ngettext
+from django.utils.html import format_html
+from django.utils.translation import gettext, ngettext
 
 from django_klaviyo import operations
 from django_klaviyo.admin.base import ReadOnlyDetailAdmin, pretty_json
+from django_klaviyo.admin.dashboard import (
+    FAILING,
+    UNFINISHED,
+    OutboxPaginator,
+    failing_error_codes,
+    outbox_dashboard,
+)
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.identifiers import normalize_phone_number
 from django_klaviyo.models import OutboxEvent
@@ -34,6 +49,22 @@ def profile_keys_for(term: str) -> set[str]:
     return keys
 
 
+class FailingErrorCodeFilter(admin.SimpleListFilter):
+    """Failing rows (retrying or dead) by last error code; choices from those rows only,
+    not a DISTINCT over the table (a sent row's code is history, not a failure)."""
+
+    title = "last error code (failing rows)"
+    parameter_name = "last_error_code"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(code, code) for code in failing_error_codes()]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[OutboxEvent]) -> QuerySet:
+        if self.value() is None:
+            return queryset
+        return queryset.filter(status__in=FAILING, last_error_code=self.value())
+
+
 @admin.register(OutboxEvent)
 class OutboxEventAdmin(ReadOnlyDetailAdmin):
     change_list_template = "admin/django_klaviyo/outboxevent/change_list.html"
@@ -49,14 +80,16 @@ class OutboxEventAdmin(ReadOnlyDetailAdmin):
         "sent_at",
         "outcome_note",
     )
-    list_filter = ("status", "kind", "last_error_code", "created_at")
-    # Exact matches only (see get_search_results): they use the indexes on big tables.
-    search_fields = ("profile_key", "unique_id")
+    # status and kind have fixed choices (no query); created_at's are relative dates.
+    list_filter = ("status", "kind", FailingErrorCodeFilter, "created_at")
+    # Exact matches only (see get_search_results), served by the profile_key index.
+    search_fields = ("profile_key",)
     search_help_text = (
-        "Exact email, phone, external id, Klaviyo profile id, profile key "
-        "(email:a@example.com) or unique_id."
+        "Exact email, phone, external id, Klaviyo profile id or profile key (email:a@example.com)."
     )
-    ordering = ("-created_at",)
+    # Newest first along the time-ordered primary key: no sort, no created_at index.
+    ordering = ("-id",)
+    paginator = OutboxPaginator
     actions = ("retry_now", "requeue_dead", "discard")
     fieldsets = (
         (None, {"fields": ("id", "kind", "metric", "status", "profile_key", "unique_id")}),
@@ -80,6 +113,16 @@ class OutboxEventAdmin(ReadOnlyDetailAdmin):
         ("Last error", {"fields": ("last_error_status", "last_error_code", "last_error_detail")}),
     )
 
+    def action_checkbox(self, obj: OutboxEvent) -> str:
+        # Django renders this through a form widget and its template, once per row: about
+        # a third of a 100-row page's time. The same markup, written directly.
+        return format_html(
+            '<input type="checkbox" name="{}" value="{}" class="action-select" aria-label="{}">',
+            helpers.ACTION_CHECKBOX_NAME,
+            str(obj.pk),
+            format_html(gettext("Select this object for an action - {}"), str(obj)),
+        )
+
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         return [f.name for f in OutboxEvent._meta.fields] + ["pretty_payload"]
 
@@ -93,7 +136,7 @@ class OutboxEventAdmin(ReadOnlyDetailAdmin):
         term = search_term.strip()
         if not term:
             return queryset, False
-        return queryset.filter(Q(profile_key__in=profile_keys_for(term)) | Q(unique_id=term)), False
+        return queryset.filter(profile_key__in=profile_keys_for(term)), False
 
     def get_actions(self, request: HttpRequest, action_location: Any = None) -> dict[str, Any]:
         # Django 6.1 added action_location; older versions take the request alone.
@@ -108,18 +151,19 @@ class OutboxEventAdmin(ReadOnlyDetailAdmin):
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
-        stats = operations.queue_stats()
-        statuses = list(OutboxEvent.Status)
+        stats = outbox_dashboard()
+        unfinished = [OutboxEvent.Status(status) for status in UNFINISHED]
         context = {
             "dashboard": stats,
-            "dashboard_statuses": [(status.value, status.label) for status in statuses],
-            "dashboard_status_counts": [
-                stats.by_status.get(status.value, 0) for status in statuses
-            ],
+            "dashboard_statuses": [(status.value, status.label) for status in unfinished],
+            "dashboard_status_counts": [stats.by_status[status] for status in unfinished],
             "dashboard_kinds": [
-                (kind.label, [stats.by_kind.get(kind.value, {}).get(s.value, 0) for s in statuses])
+                (
+                    kind.label,
+                    [stats.unfinished_by_kind.get(kind.value, {}).get(s, 0) for s in unfinished],
+                )
                 for kind in OutboxEvent.Kind
-                if kind.value in stats.by_kind
+                if kind.value in stats.unfinished_by_kind
             ],
             **(extra_context or {}),
         }

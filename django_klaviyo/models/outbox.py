@@ -2,11 +2,40 @@
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 import uuid
 
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+
+_RANDOM_BITS = 74  # rand_a (12) + rand_b (62) of RFC 9562
+_last = (0, 0)  # (milliseconds, random part) of the last id made in this process
+_id_lock = threading.Lock()
+
+
+def new_outbox_id() -> uuid.UUID:
+    """A time-ordered UUID (RFC 9562 version 7): 48 bits of Unix milliseconds, then random.
+
+    Rows written close in time get neighbouring keys, so an insert touches the right edge
+    of the primary-key index instead of a random page, and the admin's newest-first list
+    walks the primary key (no created_at index is written per row). Strictly increasing
+    within a process (RFC 9562's "monotonic random"), so rows of one INSERT keep their order.
+    """
+    global _last
+    millis = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big") >> (80 - _RANDOM_BITS)
+    with _id_lock:
+        if (millis, rand) <= _last:
+            # Same millisecond with a smaller draw, or the clock stepped back: count on.
+            millis, rand = _last[0], _last[1] + 1
+            if rand >> _RANDOM_BITS:
+                millis, rand = millis + 1, 0
+        _last = (millis, rand)
+    rand_a, rand_b = rand >> 62, rand & ((1 << 62) - 1)
+    return uuid.UUID(int=millis << 80 | 0x7 << 76 | rand_a << 64 | 0b10 << 62 | rand_b)
 
 
 class OutboxEvent(models.Model):
@@ -29,17 +58,23 @@ class OutboxEvent(models.Model):
     DUE_STATUSES = (Status.PENDING, Status.RETRYING)
     TERMINAL_STATUSES = (Status.SENT, Status.DEAD)
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # Time-ordered (see new_outbox_id): the newest-first admin list and the insert both
+    # stay at the right edge of the primary-key index.
+    id = models.UUIDField(primary_key=True, default=new_outbox_id, editable=False)
     kind = models.CharField(max_length=32, choices=Kind.choices)
     # Kind-specific body; see docs/outbox.md for each kind's shape.
     payload = models.JSONField()
     # Metric name for events ("Placed Order"); blank for other kinds.
     metric = models.CharField(max_length=128, blank=True)
     # Klaviyo's event idempotency key; sent unchanged on every attempt.
-    unique_id = models.CharField(max_length=255, blank=True, db_index=True)
-    # Saving the same state twice maps to the same key, and the constraint keeps one row.
+    # Not indexed: no query looks a row up by it (the flusher reads it from claimed rows).
+    unique_id = models.CharField(max_length=255, blank=True)
+    # Saving the same state twice maps to the same key, and the constraint keeps one row
+    # (the save path's INSERT ... ON CONFLICT (dedupe_key) DO NOTHING needs this index).
     dedupe_key = models.CharField(max_length=255, null=True, blank=True, unique=True)
     # "email:a@example.com", "external_id:42", ... groups rows per profile in bulk requests.
+    # Indexed for one documented admin need: the changelist's search for a customer's rows
+    # (README, Admin). The flusher groups claimed rows by it in memory.
     profile_key = models.CharField(max_length=320, blank=True, db_index=True)
     # The version of django_klaviyo.rules the payload was cleaned with: the flusher sends
     # rows of the current version as they are and cleans any other once before sending.
@@ -55,40 +90,50 @@ class OutboxEvent(models.Model):
     last_error_detail = models.TextField(blank=True)
     # Why a row ended without a request, e.g. "not on list X, nothing to do" (not an error).
     outcome_note = models.CharField(max_length=255, blank=True)
-    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    # Not indexed: newest-first lists order by the time-ordered primary key instead.
+    created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
     sent_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         verbose_name = "outbox event"
         ordering = ["created_at"]
+        # Every index is paid for by every INSERT on the store's save path, so each one is
+        # justified by a query below, and partial where it can be: a new row is "pending"
+        # with no error and no sent_at, so it enters only the "due" index (plus the
+        # primary key, dedupe_key and profile_key). docs/benchmarks.md measures the cost.
         indexes = [
-            # "Due rows": a partial index that holds only unsent rows, so claiming
-            # stays cheap however many sent rows accumulate.
+            # Flush path: claim_batch's "due rows, oldest first" (ORDER BY next_attempt_at
+            # LIMIT n ... FOR UPDATE SKIP LOCKED); holds only unsent rows, so claiming stays
+            # cheap however many sent rows accumulate. Also the dashboard's due-row counts
+            # and "oldest due row".
             models.Index(
                 fields=["next_attempt_at"],
                 condition=Q(status__in=["pending", "retrying"]),
                 name="klaviyo_outbox_due",
             ),
-            # Expired leases of crashed flushers.
+            # Flush path: release_expired_leases (status "sending", locked_at < cutoff).
+            # Also the dashboard's "being sent" count.
             models.Index(
                 fields=["locked_at"],
                 condition=Q(status="sending"),
                 name="klaviyo_outbox_leased",
             ),
-            models.Index(fields=["status", "kind"], name="klaviyo_outbox_status_kind"),
-            # Admin filter and "top error codes"; new rows have no error and stay out of it,
-            # so the insert on the save path pays nothing for it.
+            # Admin: the dashboard's dead count, kinds and top error codes (read from the
+            # index alone), the "dead" and "last error code" filters newest first (the id
+            # makes the top-100 sort index-only), requeue_dead; purge of old dead rows.
+            # Rows enter it only when they fail, so its width costs the save path nothing.
             models.Index(
-                fields=["last_error_code"],
-                condition=~Q(last_error_code=""),
-                name="klaviyo_outbox_error_code",
+                fields=["status", "last_error_code", "kind", "id"],
+                condition=Q(status__in=["retrying", "dead"]),
+                name="klaviyo_outbox_failing",
             ),
-            # "Sent in the last hour" on the dashboard, and purge by age.
+            # Purge by age of sent rows (sent_at < cutoff), and the dashboard's "sent in the
+            # last hour/day". Written by the flusher when a row is sent, never on save.
             models.Index(
                 fields=["sent_at"],
-                condition=Q(sent_at__isnull=False),
-                name="klaviyo_outbox_sent_at",
+                condition=Q(status="sent"),
+                name="klaviyo_outbox_sent",
             ),
         ]
 

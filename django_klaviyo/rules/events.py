@@ -16,7 +16,7 @@ from django_klaviyo.rules.profiles import clean_profile_attributes
 from django_klaviyo.values import check_text, iso_time, key, number, to_json
 
 EVENT_KEYS = frozenset(
-    {"metric", "profile", "properties", "time", "value", "value_currency", "expand"}
+    {"metric", "profile", "properties", "time", "value", "value_currency", "expand", "backfill"}
 )
 EXPAND_KEYS = frozenset({"metric", "unique_id", "properties", "value"})
 
@@ -124,6 +124,14 @@ def clean_event(
     expand = payload.get("expand")
     if expand:
         cleaned["expand"] = clean_expand(expand, metric, unique_id)
+    backfill = payload.get("backfill", False)
+    if not isinstance(backfill, bool):
+        raise KlaviyoValidationError(
+            f"backfill must be True or False, not {backfill!r}.", field="backfill"
+        )
+    if backfill:
+        # Kept only when set, so rows of ordinary events are unchanged.
+        cleaned["backfill"] = True
     return cleaned
 
 

@@ -19,7 +19,8 @@ yields the server and stops it. Options go in a marker::
     def test_flush_survives_outages(klaviyo_sandbox): ...
 
 Any ``SandboxServer`` keyword works; by default the sandbox accepts any API key and
-enforces Klaviyo's rate limits.
+enforces Klaviyo's rate limits. The fixture turns on sandbox mode (``KLAVIYO["SANDBOX"]``),
+so a project needs no Klaviyo private key to use it.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ def klaviyo_sandbox(request: pytest.FixtureRequest, settings: Any) -> Iterator[S
     try:
         block = dict(getattr(settings, "KLAVIYO", None) or {})
         block["API_URL"] = server.url
+        # Sandbox mode: no private key needed (the sandbox accepts any).
+        block["SANDBOX"] = True
         settings.KLAVIYO = block
         yield server
     finally:

@@ -458,6 +458,7 @@ def _event_record(
         time=_check_event_time(attrs.get("time"), f"{pointer}/time"),
         received_at=now_iso(),
         operation=operation,
+        backfill=attrs.get("backfill") is True,
     )
 
 

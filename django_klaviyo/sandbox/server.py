@@ -41,6 +41,11 @@ REVISION = re.compile(r"^\d{4}-\d{2}-\d{2}(\.[A-Za-z0-9]+)?$")
 JSON_API = "application/vnd.api+json"
 
 
+def _reject_non_json_constant(name: str) -> Any:
+    # Python's json reads NaN and Infinity; JSON has no such numbers, so Klaviyo refuses them.
+    raise ValueError(f"{name} is not a JSON number")
+
+
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -534,8 +539,8 @@ class _Handler(BaseHTTPRequestHandler):
         if not raw_body.strip():
             return None
         try:
-            return json.loads(raw_body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            return json.loads(raw_body, parse_constant=_reject_non_json_constant)
+        except (UnicodeDecodeError, ValueError) as exc:
             raise ApiError(
                 400, "parse_error", f"Malformed JSON body: {exc}.", pointer="/"
             ) from None

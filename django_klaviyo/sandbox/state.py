@@ -84,6 +84,8 @@ class EventRecord:
     time: str
     received_at: str
     operation: str
+    # Klaviyo records a backfilled event without triggering flows.
+    backfill: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return copy.deepcopy(self.__dict__)

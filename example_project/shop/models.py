@@ -1,7 +1,9 @@
 """A minimal store: orders and their lines, tracked by django-klaviyo.
 
 Status flow: pending → placed → fulfilled, or → cancelled / refunded. Klaviyo events fire
-on the transitions (see django_klaviyo.ecommerce); shop.services does the checkout.
+on the transitions (see django_klaviyo.ecommerce); shop.services does the checkout. A
+Refund (with RefundLines) records money given back, in parts or at once; each is sent to
+Klaviyo as a Refunded Order by shop.services.refund (django_klaviyo.order_refunded).
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ class Order(models.Model):
         null=True,
         blank=True,
         on_delete=models.SET_NULL,
-        related_name="orders",
+        # Not "orders": the test suite also installs django-oscar, whose Order takes it.
+        related_name="shop_orders",
     )
     # The customer's email at checkout; the only identifier of a guest.
     email = models.EmailField(blank=True)
@@ -41,6 +44,10 @@ class Order(models.Model):
     tracking_number = models.CharField(max_length=64, blank=True)
     tracking_url = models.URLField(max_length=500, blank=True)
     carrier = models.CharField(max_length=64, blank=True)
+    discount_code = models.CharField(max_length=64, blank=True)
+    # The discount the total already includes (a positive amount).
+    discount_value = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
+    cancel_reason = models.CharField(max_length=255, blank=True)
     placed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -62,6 +69,7 @@ class OrderLine(models.Model):
     image_url = models.URLField(max_length=500, blank=True)
     product_url = models.URLField(max_length=500, blank=True)
     categories = models.JSONField(default=list, blank=True)
+    brand = models.CharField(max_length=128, blank=True)
 
     class Meta:
         ordering = ["pk"]
@@ -72,3 +80,28 @@ class OrderLine(models.Model):
     @property
     def row_total(self) -> Decimal:
         return self.unit_price * self.quantity
+
+
+class Refund(models.Model):
+    """Money given back for an order, all at once or in parts (shop.services.refund)."""
+
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="refunds")
+    amount = models.DecimalField(max_digits=12, decimal_places=2)
+    reason = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["pk"]
+
+    def __str__(self) -> str:
+        return f"Refund {self.pk} of {self.amount} for order {self.order_id}"
+
+
+class RefundLine(models.Model):
+    refund = models.ForeignKey(Refund, on_delete=models.CASCADE, related_name="lines")
+    line = models.ForeignKey(OrderLine, on_delete=models.CASCADE, related_name="refund_lines")
+    quantity = models.PositiveIntegerField(default=1)
+    amount = models.DecimalField(max_digits=12, decimal_places=2)
+
+    def __str__(self) -> str:
+        return f"{self.quantity} x line {self.line_id}"

@@ -17,7 +17,8 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from shop.models import Order, OrderLine
+import django_klaviyo
+from shop.models import Order, OrderLine, Refund, RefundLine
 
 LINE_FIELDS = (
     "product_id",
@@ -28,6 +29,7 @@ LINE_FIELDS = (
     "image_url",
     "product_url",
     "categories",
+    "brand",
 )
 
 
@@ -74,8 +76,11 @@ def place_order(
     billing_address: Mapping[str, Any] | None = None,
     shipping_address: Mapping[str, Any] | None = None,
     number: str | None = None,
+    discount_code: str = "",
+    discount_value: Decimal | None = None,
 ) -> Order:
-    """Create a placed order for a customer (a user) or a guest (an email)."""
+    """Create a placed order for a customer (a user) or a guest (an email). A discount
+    (code and positive amount) is taken off the lines' total."""
     email = email or getattr(customer, "email", "") or ""
     if customer is None and not email:
         raise ValidationError("A guest order needs an email.")
@@ -83,6 +88,8 @@ def place_order(
     if not line_objects:
         raise ValidationError("An order needs at least one line.")
     total = sum((line.row_total for line in line_objects), Decimal("0.00"))
+    if discount_value:
+        total = max(Decimal("0.00"), total - Decimal(str(discount_value)))
     with transaction.atomic():
         order = Order.objects.create(
             number=number or new_order_number(),
@@ -93,6 +100,8 @@ def place_order(
             currency=currency,
             billing_address=dict(billing_address or {}),
             shipping_address=dict(shipping_address or {}),
+            discount_code=discount_code,
+            discount_value=discount_value,
         )
         for line in line_objects:
             line.order = order
@@ -128,9 +137,47 @@ def fulfil_order(
     )
 
 
-def cancel_order(order: Order) -> Order:
-    return _move(order, Order.Status.CANCELLED, (Order.Status.PENDING, Order.Status.PLACED))
+def cancel_order(order: Order, *, reason: str = "") -> Order:
+    return _move(
+        order,
+        Order.Status.CANCELLED,
+        (Order.Status.PENDING, Order.Status.PLACED),
+        cancel_reason=reason,
+    )
 
 
 def refund_order(order: Order) -> Order:
+    """Mark the whole order refunded (one full Refunded Order, by its status)."""
     return _move(order, Order.Status.REFUNDED, (Order.Status.PLACED, Order.Status.FULFILLED))
+
+
+def refund(
+    order: Order,
+    lines: Iterable[tuple[OrderLine, int]],
+    *,
+    reason: str = "",
+    shipping: Decimal = Decimal("0.00"),
+) -> Refund:
+    """Give back money for ``quantity`` of each (line, quantity), plus ``shipping``: a
+    partial refund, as often as needed. Each refund is one Refunded Order in Klaviyo,
+    with its amount and items. Once everything is refunded the order becomes refunded
+    (which sends nothing more: its refunds were sent one by one)."""
+    if order.status not in (Order.Status.PLACED, Order.Status.FULFILLED):
+        raise ValidationError(f"Order {order.number} is {order.status}; it cannot be refunded.")
+    picked = [(line, quantity) for line, quantity in lines if quantity]
+    if not picked and not shipping:
+        raise ValidationError("A refund needs lines or an amount.")
+    with transaction.atomic():
+        refund = Refund.objects.create(order=order, amount=Decimal("0.00"), reason=reason)
+        refund_lines = [
+            RefundLine(refund=refund, line=line, quantity=qty, amount=line.unit_price * qty)
+            for line, qty in picked
+        ]
+        RefundLine.objects.bulk_create(refund_lines)
+        refund.amount = sum((r.amount for r in refund_lines), Decimal(str(shipping)))
+        refund.save(update_fields=["amount"])
+        django_klaviyo.order_refunded(order, refund=refund)
+        refunded = sum((r.amount for r in Refund.objects.filter(order=order)), Decimal(0))
+        if refunded >= order.total:
+            _move(order, Order.Status.REFUNDED, (Order.Status.PLACED, Order.Status.FULFILLED))
+    return refund

@@ -4,7 +4,8 @@ Everything deployment-specific comes from the environment (django-environ), with
 defaults that run the demo on SQLite against the local Klaviyo sandbox:
 
     DATABASE_URL              default sqlite:///<this folder>/db.sqlite3
-    KLAVIYO_PRIVATE_API_KEY   default a sandbox-only key
+    KLAVIYO_PRIVATE_API_KEY   unset: sandbox mode (KLAVIYO["SANDBOX"]), no Klaviyo account
+                              needed; set: the shop talks to real Klaviyo
     KLAVIYO_PUBLIC_API_KEY    default a sandbox-only site id
     KLAVIYO_WEBHOOK_SECRET    default a demo secret (comma-separate several to rotate)
     KLAVIYO_API_URL           default http://127.0.0.1:8765 (the sandbox) when no real
@@ -85,8 +86,11 @@ _private_key = env("KLAVIYO_PRIVATE_API_KEY", default="")
 _webhook_secrets = env.list("KLAVIYO_WEBHOOK_SECRET", default=["demo-webhook-secret-change-me"])
 
 KLAVIYO = {
-    # Without a real key the shop talks to the local sandbox with a sandbox-only key.
-    "PRIVATE_API_KEY": _private_key or "pk_sandbox_0000000000000000000000000000000000",
+    # Without a real key the shop runs in sandbox mode: it talks to the local sandbox
+    # (`manage.py klaviyo_sandbox`) and needs no Klaviyo account. With a key, `check`
+    # validates it as for any real deployment.
+    "SANDBOX": not _private_key,
+    "PRIVATE_API_KEY": _private_key or None,
     "PUBLIC_API_KEY": env("KLAVIYO_PUBLIC_API_KEY", default="SANDBX"),
     "WEBHOOK_SECRETS": _webhook_secrets,
     "FLOW_WEBHOOK_TOKEN": env("KLAVIYO_FLOW_WEBHOOK_TOKEN", default="demo-flow-token-change-me"),

@@ -96,6 +96,9 @@ class EventSender(Sender):
             "value_currency": currency,
             "unique_id": row.unique_id or None,
         }
+        # A historical event (backfill=True): Klaviyo records it without triggering flows.
+        backfill = {"backfill": True} if payload.get("backfill") is True else {}
+        event.update(backfill)
         # Live rows keep their profile dicts alive, so ids cannot repeat within a batch.
         item = _EventItem(profile, identity, id(profile), event)
         expand = payload.get("expand")
@@ -108,6 +111,7 @@ class EventSender(Sender):
                     "value": e.get("value"),
                     "value_currency": currency,
                     "unique_id": e["unique_id"],
+                    **backfill,
                 }
                 for e in expand
             ]

@@ -68,8 +68,13 @@ class Command(BaseCommand):
                     carrier="UPS",
                 )
                 counts["fulfilled"] += 1
-                if rng.random() < 0.1:
+                roll = rng.random()
+                if roll < 0.1:
                     services.refund_order(order)
+                    counts["refunded"] += 1
+                elif roll < 0.25:
+                    # A partial refund: one unit of the first line.
+                    services.refund(order, [(order.lines.first(), 1)], reason="Damaged")
                     counts["refunded"] += 1
             elif roll < 0.5:
                 services.cancel_order(order)

@@ -1,0 +1,223 @@
+"""The declarative mapping: where the default order mapper reads each value.
+
+A store describes its models in settings instead of writing a mapper::
+
+    KLAVIYO = {
+        "ORDER_MODEL": "shop.Order",
+        "ORDER_STATUS_FIELD": "state",
+        "ORDER_FIELDS": {"total": "grand_total", "lines": "items", "email": "guest_email"},
+        "ORDER_LINE_FIELDS": {"unit_price": "price", "name": "product.title"},
+    }
+
+Each entry is a dotted attribute path (``"product.brand.name"``; a zero-argument method at
+the end of a path is called, a related manager gives its ``.all()``), a callable taking
+the object, or None (not mapped). Only the keys given replace the defaults below. A path
+that does not resolve at run time gives None (the value is left out); the system checks
+(``django_klaviyo.E03x``) report at startup every path that is not on the model.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
+from django.core.exceptions import FieldDoesNotExist, ObjectDoesNotExist
+from django.db import models
+
+from django_klaviyo.conf import klaviyo_settings
+
+ORDER_FIELDS: dict[str, Any] = {
+    # OrderId and the unique_id of the order's events; the primary key when unset or empty.
+    "number": "number",
+    # Placed Order's value (and Cancelled Order's).
+    "total": "total",
+    "currency": "currency",
+    # The profile: email (a guest's only identifier), else the customer's email, and the
+    # customer's id as external_id.
+    "email": "email",
+    "customer_email": "customer.email",
+    "customer_id": "customer_id",
+    # The order's lines: a related manager or any iterable.
+    "lines": "lines",
+    # A dict with snake_case keys (first_name, address1, country_code, ...) or an object
+    # with such attributes (django-oscar's line1/line4/state/postcode are understood too).
+    "billing_address": "billing_address",
+    "shipping_address": "shipping_address",
+    "discount_code": "discount_code",
+    "discount_value": "discount_value",
+    # Event times; updated_at when the status's own time is not mapped or empty.
+    "placed_at": "placed_at",
+    "fulfilled_at": "fulfilled_at",
+    "cancelled_at": "cancelled_at",
+    "refunded_at": "refunded_at",
+    "updated_at": "updated_at",
+    "tracking_number": "tracking_number",
+    "tracking_url": "tracking_url",
+    "carrier": "carrier",
+    # The Reason of a Cancelled Order (and of a Refunded Order sent by status).
+    "cancel_reason": "cancel_reason",
+}
+
+ORDER_LINE_FIELDS: dict[str, Any] = {
+    # Ordered Product's unique_id is "<order id>-<line id>".
+    "id": "pk",
+    "product_id": "product_id",
+    "sku": "sku",
+    "name": "name",
+    "quantity": "quantity",
+    "unit_price": "unit_price",
+    # The line's total; unit_price x quantity when unset or empty.
+    "row_total": None,
+    "product_url": "product_url",
+    "image_url": "image_url",
+    # A list or a comma-separated string.
+    "categories": "categories",
+    "brand": "brand",
+}
+
+REFUND_FIELDS: dict[str, Any] = {
+    # Identifies the refund: its events' dedupe key and, after the first refund, unique_id.
+    "id": "pk",
+    "amount": "amount",
+    "reason": "reason",
+    # The refunded lines; an empty list means "the amount, no particular items".
+    "lines": "lines",
+    "created_at": "created_at",
+}
+
+REFUND_LINE_FIELDS: dict[str, Any] = {
+    # The order line refunded (mapped with ORDER_LINE_FIELDS).
+    "line": "line",
+    "quantity": "quantity",
+    # The amount refunded for this line; the order line's unit price x quantity when unset.
+    "amount": "amount",
+}
+
+METRIC_NAMES: dict[str, str] = {
+    "placed_order": "Placed Order",
+    "ordered_product": "Ordered Product",
+    "fulfilled_order": "Fulfilled Order",
+    "cancelled_order": "Cancelled Order",
+    "refunded_order": "Refunded Order",
+    "viewed_product": "Viewed Product",
+    "added_to_cart": "Added to Cart",
+    "started_checkout": "Started Checkout",
+}
+
+# Which setting holds which defaults.
+MAPPINGS: dict[str, dict[str, Any]] = {
+    "ORDER_FIELDS": ORDER_FIELDS,
+    "ORDER_LINE_FIELDS": ORDER_LINE_FIELDS,
+    "REFUND_FIELDS": REFUND_FIELDS,
+    "REFUND_LINE_FIELDS": REFUND_LINE_FIELDS,
+    "METRIC_NAMES": METRIC_NAMES,
+}
+
+# Paths a Placed Order cannot do without: checked at startup even when left at the default.
+REQUIRED_ORDER_FIELDS = ("total", "lines")
+REQUIRED_LINE_FIELDS = ("name", "quantity")
+
+
+def mapping(setting: str) -> dict[str, Any]:
+    """The defaults of ``setting`` with the project's entries over them."""
+    given = klaviyo_settings.get(setting)
+    if not isinstance(given, Mapping):
+        given = {}  # reported by the django_klaviyo.E030 check
+    return {**MAPPINGS[setting], **given}
+
+
+def metric(name: str) -> str:
+    """The configured Klaviyo metric name of ``name`` (a key of METRIC_NAMES)."""
+    return mapping("METRIC_NAMES")[name]
+
+
+def status_values(key: str) -> tuple[Any, ...]:
+    """The status values of ``ORDER_STATUS_<KEY>`` (one value or a list of them)."""
+    value = klaviyo_settings.get(f"ORDER_STATUS_{key.upper()}")
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return tuple(value)
+    return (value,)
+
+
+def resolve(obj: Any, path: Any) -> Any:
+    """The value at ``path`` (dotted attributes, a callable, or None) on ``obj``."""
+    if path is None or obj is None:
+        return None
+    if callable(path):
+        return path(obj)
+    value = obj
+    for part in str(path).split("."):
+        try:
+            # A dict (a refund given as data, an address) is read by key.
+            value = value.get(part) if isinstance(value, Mapping) else getattr(value, part)
+        except (AttributeError, ValueError, ObjectDoesNotExist):
+            # ValueError: a relation of an unsaved instance (a check on an empty order).
+            return None
+        if value is None:
+            return None
+        if inspect.ismethod(value):
+            value = value()
+    return value
+
+
+def resolve_many(obj: Any, path: Any) -> list[Any]:
+    """A list from a related manager, queryset or iterable at ``path`` ([] when unset)."""
+    try:
+        value = resolve(obj, path)
+    except ValueError:
+        return []
+    if value is None:
+        return []
+    if hasattr(value, "all") and callable(value.all):
+        try:
+            return list(value.all())
+        except ValueError:  # an unsaved instance has no related rows yet
+            return []
+    if isinstance(value, (str, bytes, Mapping)):
+        return []
+    return list(value)
+
+
+def read(obj: Any, setting: str, key: str, resolved: dict[str, Any] | None = None) -> Any:
+    return resolve(obj, (resolved or mapping(setting)).get(key))
+
+
+# --- checking paths against models ----------------------------------------------------
+
+
+def path_problem(model: type[models.Model], path: Any) -> str | None:
+    """Why ``path`` does not resolve on ``model`` (None when it does or cannot be told:
+    a callable, a property, or a step past a non-relational attribute)."""
+    if path is None or callable(path):
+        return None
+    if not isinstance(path, str) or not path:
+        return f"{path!r} is not a dotted path, a callable or None"
+    current: Any = model
+    for part in path.split("."):
+        if current is None:
+            return None
+        try:
+            field = current._meta.get_field(part)
+        except FieldDoesNotExist:
+            if hasattr(current, part):
+                return None  # a property, method or manager: its result is not known here
+            return f"{current._meta.label} has no field or attribute {part!r}"
+        current = field.related_model if field.is_relation else None
+    return None
+
+
+def related_model(model: type[models.Model], path: Any) -> type[models.Model] | None:
+    """The model reached by a relation path (the lines of an order), when known."""
+    if not isinstance(path, str) or not path:
+        return None
+    current: Any = model
+    for part in path.split("."):
+        try:
+            field = current._meta.get_field(part)
+        except (FieldDoesNotExist, AttributeError):
+            return None
+        if not field.is_relation:
+            return None
+        current = field.related_model
+    return current

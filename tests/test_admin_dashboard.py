@@ -1,0 +1,172 @@
+"""The outbox dashboard and changelist on big tables: bounded queries, estimates above a cap."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+
+from django_klaviyo.admin import dashboard
+from django_klaviyo.admin.dashboard import Figure, outbox_dashboard, table_rows
+from django_klaviyo.admin.outbox import OutboxEventAdmin
+from django_klaviyo.models import OutboxEvent
+
+pytestmark = pytest.mark.django_db
+S = OutboxEvent.Status
+K = OutboxEvent.Kind
+CHANGELIST = "admin:django_klaviyo_outboxevent_changelist"
+
+
+def row(status: str, **fields) -> OutboxEvent:
+    defaults = {
+        "kind": K.EVENT,
+        "metric": "Placed Order",
+        "payload": {"metric": "Placed Order", "profile": {"email": "ann@example.com"}},
+        "profile_key": "email:ann@example.com",
+    }
+    return OutboxEvent.objects.create(status=status, **{**defaults, **fields})
+
+
+@pytest.fixture(autouse=True)
+def _no_user_tracking(settings):
+    settings.KLAVIYO = {**settings.KLAVIYO, "TRACK_USERS": False}
+
+
+@pytest.fixture
+def staff(client):
+    user = get_user_model().objects.create_superuser("boss", "boss@example.com", "pw")
+    client.force_login(user)
+    return client
+
+
+def test_dashboard_counts_unfinished_rows_by_status_kind_and_time():
+    now = timezone.now()
+    row(S.PENDING, next_attempt_at=now - dt.timedelta(minutes=30))
+    row(S.RETRYING, next_attempt_at=now - dt.timedelta(minutes=5), last_error_code="rate_limited")
+    row(S.PENDING, next_attempt_at=now + dt.timedelta(minutes=5))  # not due yet
+    row(S.DEAD, kind=K.SUBSCRIBE, last_error_code="invalid")
+    row(S.DEAD, kind=K.SUBSCRIBE, last_error_code="invalid")
+    row(S.SENT, sent_at=now - dt.timedelta(minutes=10), last_error_code="old_error")
+    row(S.SENT, sent_at=now - dt.timedelta(hours=5))
+    row(S.SENT, sent_at=now - dt.timedelta(days=3))
+
+    stats = outbox_dashboard(now=now)
+
+    assert stats.by_status == {
+        "pending": Figure(2),
+        "retrying": Figure(1),
+        "sending": Figure(0),
+        "dead": Figure(2),
+        "sent": Figure(3),
+    }
+    assert stats.unfinished_by_kind == {
+        "event": {"pending": 2, "retrying": 1},
+        "subscribe": {"dead": 2},
+    }
+    assert stats.oldest_due_age == dt.timedelta(minutes=30)
+    assert (stats.sent_last_hour, stats.sent_last_day) == (Figure(1), Figure(2))
+    # A sent row's old error is history, not a failure.
+    assert stats.top_error_codes == [("invalid", 2), ("rate_limited", 1)]
+
+
+def test_dashboard_on_an_empty_queue():
+    stats = outbox_dashboard()
+    assert stats.oldest_due_age is None and stats.top_error_codes == []
+    assert all(figure == Figure(0) for figure in stats.by_status.values())
+
+
+def test_counts_above_the_cap_become_estimates(monkeypatch):
+    monkeypatch.setattr(dashboard, "COUNT_CAP", 3)
+    for _ in range(5):
+        row(S.DEAD, last_error_code="invalid")
+    stats = outbox_dashboard()
+    dead = stats.by_status["dead"]
+    assert not dead.exact
+    assert stats.sampled  # the kind table and top errors describe the first 3 dead rows
+    assert stats.unfinished_by_kind == {"event": {"dead": 3}}
+    if connection.vendor == "postgresql":
+        assert dead.value >= 3 and str(dead).startswith("≈ ")  # the planner's estimate
+    else:
+        assert str(dead) == "3+"  # no estimate on SQLite: "at least the cap"
+
+
+def test_table_total_comes_from_statistics_not_a_count():
+    for _ in range(30):
+        row(S.SENT)
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(f"ANALYZE {OutboxEvent._meta.db_table}")
+    with CaptureQueriesContext(connection) as queries:
+        total = table_rows()
+    assert total == Figure(30, exact=False) and str(total) == "≈ 30"
+    assert not any("COUNT(" in q["sql"].upper() for q in queries.captured_queries)
+
+
+def _outbox_selects(queries) -> list[str]:
+    table = connection.ops.quote_name(OutboxEvent._meta.db_table)
+    return [q["sql"] for q in queries.captured_queries if f"FROM {table}" in q["sql"]]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {},
+        {"status__exact": "dead"},
+        {"last_error_code": "invalid"},
+        {"kind__exact": "event", "created_at__gte": "2026-01-01 00:00:00+00:00"},
+        {"q": "ann@example.com"},
+    ],
+)
+def test_changelist_and_dashboard_never_read_the_whole_table(staff, params, monkeypatch):
+    # More matching rows than one page, as on a big table (a single page is read whole).
+    monkeypatch.setattr(OutboxEventAdmin, "list_per_page", 2)
+    for n in range(12):
+        row(S.SENT if n % 3 else S.DEAD, last_error_code="" if n % 3 else "invalid")
+    with CaptureQueriesContext(connection) as queries:
+        response = staff.get(reverse(CHANGELIST), params)
+    assert response.status_code == 200
+    selects = _outbox_selects(queries)
+    assert selects
+    pk = connection.ops.quote_name("id").upper()
+    for sql in selects:
+        upper = sql.upper()
+        # No DISTINCT or GROUP BY over the table, and every row read or count is bounded:
+        # a LIMIT, the page's rows by primary key, the due index's MIN, the table
+        # statistics or the planner's estimate.
+        assert "DISTINCT" not in upper and "GROUP BY" not in upper, sql
+        assert (
+            re.search(r"\bLIMIT\b", upper)
+            or f"{pk} IN (" in upper
+            or "MIN(" in upper
+            or upper.startswith("EXPLAIN")
+            or "ROWID" in upper
+        ), sql
+
+
+def test_changelist_is_newest_first_and_counts_without_a_full_count(staff):
+    rows = [row(S.SENT) for _ in range(5)]
+    response = staff.get(reverse(CHANGELIST))
+    cl = response.context["cl"]
+    assert list(cl.result_list) == rows[::-1]
+    assert cl.result_count == 5
+
+
+def test_error_code_filter_offers_only_codes_of_failing_rows(staff):
+    row(S.DEAD, last_error_code="invalid")
+    row(S.RETRYING, last_error_code="throttled")
+    old = row(S.SENT, last_error_code="server_error")  # failed once, then went through
+    response = staff.get(reverse(CHANGELIST))
+    [code_filter] = [
+        f
+        for f in response.context["cl"].filter_specs
+        if getattr(f, "parameter_name", None) == "last_error_code"
+    ]
+    assert [value for value, _ in code_filter.lookup_choices] == ["invalid", "throttled"]
+    response = staff.get(reverse(CHANGELIST), {"last_error_code": "server_error"})
+    assert old not in response.context["cl"].result_list
