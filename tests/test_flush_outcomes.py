@@ -126,3 +126,11 @@ def test_a_rejected_key_still_stops_the_run() -> None:
         with pytest.raises(FlushAborted) as caught:
             flush_outbox()
     assert caught.value.reason == "auth"
+
+
+def test_the_scopes_named_to_the_admin_are_those_of_klaviyos_spec() -> None:
+    from django_klaviyo import openapi
+    from django_klaviyo.flush.outages import SCOPES
+
+    for operation, scopes in SCOPES.items():
+        assert scopes == tuple(openapi.operation(operation)["x-klaviyo-scopes"]), operation
