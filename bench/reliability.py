@@ -57,8 +57,10 @@ def start_worker(api_url: str, lease: int, batch: int, errors: Any) -> subproces
         PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "example_project")]),
     )
     return subprocess.Popen(
-        [sys.executable, "-m", "django", "klaviyo_flush", "--loop", "--verbosity", "0"]
-        + ["--batch-size", str(batch), "--idle-sleep", "0.2"],
+        [
+            *(sys.executable, "-m", "django", "klaviyo_flush", "--loop", "--verbosity", "0"),
+            *("--batch-size", str(batch), "--idle-sleep", "0.2"),
+        ],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
