@@ -47,6 +47,8 @@ def start_worker(
         DJANGO_SETTINGS_MODULE="tests.worker_settings",
         PYTHONPATH=os.pathsep.join([str(REPO), str(EXAMPLE_PROJECT)]),
         PYTHONUNBUFFERED="1",
+        # Rows a worker held when its connection died are reclaimed after this.
+        KLAVIYO_LEASE_SECONDS="3",
     )
     if timeout is not None:
         env["KLAVIYO_TEST_TIMEOUT"] = str(timeout)
