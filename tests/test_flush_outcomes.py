@@ -134,3 +134,17 @@ def test_the_scopes_named_to_the_admin_are_those_of_klaviyos_spec() -> None:
 
     for operation, scopes in SCOPES.items():
         assert scopes == tuple(openapi.operation(operation)["x-klaviyo-scopes"]), operation
+
+
+def test_klaviyo_unreachable_puts_rows_back_without_spending_their_attempts(settings) -> None:
+    """Nothing left (connection refused): a network outage must not use up MAX_ATTEMPTS."""
+    settings.KLAVIYO = {**settings.KLAVIYO, "API_URL": "http://127.0.0.1:9"}
+    row = make_event()
+    started = timezone.now()
+
+    report = flush_outbox()
+
+    row.refresh_from_db()
+    assert (row.status, row.attempts) == (Status.PENDING, 0)
+    assert row.next_attempt_at > started
+    assert report.kinds["event"].released == 1
