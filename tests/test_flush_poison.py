@@ -130,3 +130,28 @@ def test_a_row_reclaimed_after_max_attempts_is_dead_not_retried(clock):
     assert worn.last_error_detail.startswith("Gave up after 3 attempts")
     fresh.refresh_from_db()
     assert fresh.status == Status.RETRYING
+
+
+def test_a_request_that_cannot_be_built_is_split_until_its_bad_row_is_dead(clock, mocked):
+    """An exception that is not Klaviyo's answer (here: building the body of any request
+    holding one row fails, as a payload written around the rules can make it) ends only
+    that row, found by splitting the request; the rest of the batch is sent."""
+    from django_klaviyo.client import KlaviyoClient
+
+    class Client(KlaviyoClient):
+        def send_event_entries(self, entries: Any) -> None:
+            if any(e["unique_id"] == "bad" for entry in entries for e in entry["events"]):
+                raise RecursionError("maximum recursion depth exceeded while encoding")
+            super().send_event_entries(entries)
+
+    mocked.add(responses.POST, EVENTS_URL, status=202)
+    rows = [make_event(unique_id=f"ok{i}") for i in range(5)]
+    bad = make_event(unique_id="bad")
+
+    report = flush(Client(sleep=clock.sleep, clock=clock.monotonic), clock)
+
+    bad.refresh_from_db()
+    assert (bad.status, bad.last_error_code) == (Status.DEAD, "invalid_payload")
+    assert "RecursionError" in bad.last_error_detail
+    assert OutboxEvent.objects.filter(pk__in=[r.pk for r in rows], status=Status.SENT).count() == 5
+    assert (report.sent, report.dead) == (5, 1)
