@@ -148,3 +148,25 @@ def test_klaviyo_unreachable_puts_rows_back_without_spending_their_attempts(sett
     assert (row.status, row.attempts) == (Status.PENDING, 0)
     assert row.next_attempt_at > started
     assert report.kinds["event"].released == 1
+
+
+@pytest.mark.klaviyo_sandbox()
+def test_list_removes_of_unknown_profiles_look_them_up_100_at_a_time(
+    klaviyo_sandbox: SandboxServer,
+) -> None:
+    list_id = klaviyo_sandbox.state.create_list("Newsletter")["id"]
+    known = [
+        klaviyo_sandbox.state.upsert_profile({"email": f"m{i}@example.com"}, None)[0]["id"]
+        for i in range(150)
+    ]
+    klaviyo_sandbox.state.add_members(list_id, known)
+    for i in range(151):  # the last one Klaviyo has never seen
+        django_klaviyo.remove_from_list(list_id, {"email": f"m{i}@example.com"})
+
+    report = flush_outbox()
+
+    counts = klaviyo_sandbox.state.request_counts()
+    assert sum(counts["get_profiles"].values()) == 2  # 151 emails, 100 per lookup
+    assert sum(counts["remove_profiles_from_list"].values()) == 1
+    assert klaviyo_sandbox.state.members(list_id) == []
+    assert report.sent == 151
