@@ -66,8 +66,8 @@ class ImportNotFinished(KlaviyoError):
 
 def upsert_profile(flusher: Flusher, attributes: Mapping[str, Any]) -> dict[str, Any]:
     """``profile-import``; on 409 duplicate_profile, update the profile Klaviyo names
-    (e.g. a user changing to an email an earlier guest profile holds)."""
-    flusher.report.requests += 1
+    (e.g. a user changing to an email an earlier guest profile holds). The caller
+    counts the first request, as for every other request."""
     try:
         return flusher.client.upsert_profile(attributes)
     except KlaviyoDuplicateProfileError as err:
@@ -83,8 +83,8 @@ def import_profiles(
     flusher: Flusher, profiles: Sequence[Mapping[str, Any]]
 ) -> list[ErrorInfo | None]:
     """Import ``profiles`` in one job and follow it to its end: for each profile, None
-    when imported, else what Klaviyo said about it. Raises ``ImportNotFinished``."""
-    flusher.report.requests += 1
+    when imported, else what Klaviyo said about it. Raises ``ImportNotFinished``. The
+    caller counts the import's request; the polls and reads are counted here."""
     job = flusher.client.bulk_import_profiles(list(profiles))
     job_id = str(job.get("id") or "")
     if not job_id:

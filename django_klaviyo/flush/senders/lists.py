@@ -112,6 +112,7 @@ class ListSender(Sender):
         profiles = [g[0].flush_item.identifiers for g in groups]
         try:
             if self.kind == Kind.LIST_ADD and len(groups) == 1:
+                flusher.report.requests += 1
                 data = upsert_profile(flusher, profiles[0])
                 ids: list[str | None] = [str(data["id"]) if data.get("id") else None]
                 failures: list[ErrorInfo | None] = [None]
@@ -122,6 +123,7 @@ class ListSender(Sender):
             else:
                 failures = [None] * len(groups)
                 if self.kind == Kind.LIST_ADD:
+                    flusher.report.requests += 1
                     failures = import_profiles(flusher, profiles)
                 ids = lookup_ids(flusher, profiles)
         except KlaviyoAuthError:
