@@ -39,10 +39,13 @@ fi
 py() { "$VENV/bin/python" -m "$@"; }
 # Save path first, SQLite then PostgreSQL in one command (side by side).
 py bench.enqueue_overhead --db both
+py bench.receiver_cpu --db sqlite
+py bench.receiver_cpu --db postgres
 for db in sqlite postgres; do
   py bench.outbox_indexes --db "$db"
   py bench.request_latency --db "$db"
   py bench.flush_cpu --db "$db"
+  py bench.webhook_volume --db "$db"
 done
 py bench.flush_throughput --db postgres
 py bench.claim_scaling --db postgres

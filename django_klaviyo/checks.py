@@ -14,7 +14,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.apps import apps
-from django.conf import settings
+from django.conf import global_settings, settings
+from django.core.cache.backends.dummy import DummyCache
+from django.core.cache.backends.locmem import LocMemCache
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.urls import NoReverseMatch, reverse
 from django.utils.module_loading import import_string
@@ -28,6 +30,13 @@ PRIVATE_KEY_RE = re.compile(r"^pk_[A-Za-z0-9_]{16,}$")
 CALLABLE_SETTINGS = ("ORDER_EVENTS_MAPPER", "USER_PROFILE_MAPPER")
 WEBHOOK_URL_NAMES = ("klaviyo-webhook", "django_klaviyo:klaviyo-webhook")
 FLOW_WEBHOOK_URL_NAMES = ("klaviyo-flow-webhook", "django_klaviyo:klaviyo-flow-webhook")
+
+SHARED_CACHE_HINT = (
+    "Point KLAVIYO['RATE_LIMIT_CACHE'] at a cache every process shares: Redis "
+    "(django.core.cache.backends.redis.RedisCache) or the database cache "
+    "(django.core.cache.backends.db.DatabaseCache, then manage.py createcachetable); "
+    "see docs/configuration.md."
+)
 
 _checks: list[Callable[[], list[CheckMessage]]] = []
 
@@ -367,6 +376,17 @@ def check_numbers() -> list[CheckMessage]:
                     id="django_klaviyo.E011",
                 )
             )
+    inline = _get("WEBHOOK_INLINE_ITEMS")
+    if isinstance(inline, bool) or not isinstance(inline, int) or inline < 0:
+        messages.append(
+            Error(
+                f"KLAVIYO['WEBHOOK_INLINE_ITEMS'] must be a whole number of items (0 or more), "
+                f"not {inline!r}.",
+                hint=f"The default is {DEFAULTS['WEBHOOK_INLINE_ITEMS']!r}; 0 hands every "
+                "webhook delivery to the worker.",
+                id="django_klaviyo.E011",
+            )
+        )
     for key in ("RETRY_BASE_SECONDS", "RETRY_MAX_SECONDS", "WEBHOOK_TOLERANCE_SECONDS"):
         value = _get(key)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
@@ -398,7 +418,8 @@ def check_numbers() -> list[CheckMessage]:
 @_setting_check
 def check_rate_limit_cache() -> list[CheckMessage]:
     alias = _get("RATE_LIMIT_CACHE")
-    caches = getattr(settings, "CACHES", None) or {"default": {}}
+    # Without CACHES, Django's own default applies: one LocMemCache.
+    caches = getattr(settings, "CACHES", None) or global_settings.CACHES
     if alias not in caches:
         return [
             Error(
@@ -406,6 +427,34 @@ def check_rate_limit_cache() -> list[CheckMessage]:
                 hint="Name an entry of settings.CACHES; use a shared cache (Redis, database) "
                 "when several processes flush.",
                 id="django_klaviyo.E013",
+            )
+        ]
+    backend = (caches.get(alias) or {}).get("BACKEND", "")
+    try:
+        backend_class = import_string(backend) if isinstance(backend, str) else None
+    except ImportError:
+        return []  # Django reports an unimportable cache backend when it is used
+    if not isinstance(backend_class, type):
+        return []
+    if issubclass(backend_class, DummyCache):
+        return [
+            Warning(
+                f"The rate-limit cache {alias!r} is a DummyCache: it keeps nothing, so "
+                "Klaviyo's rate limits are not enforced at all and bursts end in 429s.",
+                hint=SHARED_CACHE_HINT,
+                id="django_klaviyo.W006",
+            )
+        ]
+    if issubclass(backend_class, LocMemCache) and not settings.DEBUG:
+        return [
+            Warning(
+                f"The rate-limit cache {alias!r} is a LocMemCache, private to each process: "
+                "several flush workers (or web processes calling Klaviyo, or commands run "
+                "one after another) each assume the whole rate-limit budget.",
+                hint=SHARED_CACHE_HINT + " If exactly one long-running process ever talks "
+                "to Klaviyo, silence this with SILENCED_SYSTEM_CHECKS = "
+                "['django_klaviyo.W005'].",
+                id="django_klaviyo.W005",
             )
         ]
     return []

@@ -1,9 +1,11 @@
 """Lazy access to django-klaviyo settings.
 
 Every key may be given inside one dict, ``KLAVIYO = {"PRIVATE_API_KEY": ...}``, or as a
-top-level setting ``KLAVIYO_PRIVATE_API_KEY``. The dict wins. Values are read on every
-access, so ``override_settings`` works in tests. Every key is listed, with its meaning, in
-docs/configuration.md (a test keeps the two in step).
+top-level setting ``KLAVIYO_PRIVATE_API_KEY``. The dict wins. A value is resolved once per
+process and kept until Django's ``setting_changed`` signal names ``KLAVIYO`` or a
+``KLAVIYO_*`` setting (``override_settings`` and pytest-django's ``settings`` send it), so the
+save path does not walk Django's settings on every read. Every key is listed, with its
+meaning, in docs/configuration.md (a test keeps the two in step).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
 from django.utils.module_loading import import_string
 
 _MISSING = object()
@@ -26,6 +29,9 @@ DEFAULTS: dict[str, Any] = {
     "FLOW_WEBHOOK_TOKEN": None,
     "WEBHOOK_TOLERANCE_SECONDS": 300,
     "WEBHOOK_MAX_BODY_BYTES": 5 * 1024 * 1024,
+    # Deliveries with at most this many new items are handled before the answer; larger
+    # ones are acknowledged at once and handled by the worker (0: always the worker).
+    "WEBHOOK_INLINE_ITEMS": 100,
     "API_URL": "https://a.klaviyo.com",
     "REVISION": "2026-07-15",
     # (connect, read) seconds.
@@ -84,10 +90,36 @@ SANDBOX_DEFAULTS: dict[str, Any] = {
 
 
 class KlaviyoSettings:
-    """Read-through accessor: ``klaviyo_settings.REVISION``."""
+    """Accessor: ``klaviyo_settings.REVISION``; values are cached until a setting changes."""
+
+    def __init__(self) -> None:
+        # Resolved values of reads without a default, and ``memo`` results.
+        self._cache: dict[Any, Any] = {}
+
+    def clear(self) -> None:
+        """Forget every resolved value (done on ``setting_changed``)."""
+        self._cache.clear()
+
+    def memo(self, name: Any, build: Callable[[], Any]) -> Any:
+        """``build()``'s result, computed once until a setting changes: for values derived
+        from settings (a merged mapping, a resolved callable)."""
+        key = ("memo", name)
+        try:
+            return self._cache[key]
+        except KeyError:
+            value = self._cache[key] = build()
+            return value
 
     def get(self, key: str, default: Any = _MISSING) -> Any:
-        key = key.upper()
+        if default is _MISSING:
+            try:
+                return self._cache[key]
+            except KeyError:
+                value = self._cache[key] = self._resolve(key.upper(), default)
+                return value
+        return self._resolve(key.upper(), default)
+
+    def _resolve(self, key: str, default: Any) -> Any:
         value = self._given(key)
         if key in SANDBOX_DEFAULTS and value in (_MISSING, None, "") and self.sandbox():
             return SANDBOX_DEFAULTS[key]
@@ -134,7 +166,10 @@ class KlaviyoSettings:
         return bool(self.get(key, None))
 
     def callable(self, key: str) -> Callable[..., Any]:
-        """A setting holding a callable or the dotted path of one."""
+        """A setting holding a callable or the dotted path of one (imported once)."""
+        return self.memo(("callable", key), lambda: self._callable(key))
+
+    def _callable(self, key: str) -> Callable[..., Any]:
         value = self.get(key)
         if callable(value):
             return value
@@ -164,3 +199,11 @@ class KlaviyoSettings:
 
 
 klaviyo_settings = KlaviyoSettings()
+
+
+def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
+    if setting == "KLAVIYO" or setting.startswith("KLAVIYO_"):
+        klaviyo_settings.clear()
+
+
+setting_changed.connect(_on_setting_changed, dispatch_uid="django_klaviyo_settings_cache")

@@ -123,10 +123,19 @@ def money(amount: Any) -> float | None:
     if amount is None or amount == "":
         return None
     try:
-        value = Decimal(str(amount)).quantize(CENT, rounding=ROUND_HALF_UP)
+        value = _decimal(amount).quantize(CENT, rounding=ROUND_HALF_UP)
     except (InvalidOperation, ValueError) as exc:
         raise KlaviyoValidationError(f"{amount!r} is not an amount.", field="value") from exc
     return float(value)
+
+
+def _decimal(value: Any) -> Decimal:
+    """``Decimal(str(value))``, without the round trip through text for a Decimal or an
+    int (the same number either way)."""
+    kind = type(value)
+    if kind is Decimal or kind is int:
+        return Decimal(value)
+    return Decimal(str(value))
 
 
 def iso_utc(value: dt.datetime | None) -> str:
@@ -253,9 +262,9 @@ def line_item(line: Any, fields: dict[str, Any] | None = None) -> dict[str, Any]
     unit_price = mapping.resolve(line, fields["unit_price"])
     row_total = mapping.resolve(line, fields["row_total"])
     if row_total in (None, "") and unit_price not in (None, ""):
-        row_total = Decimal(str(unit_price)) * Decimal(str(quantity))
+        row_total = _decimal(unit_price) * _decimal(quantity)
     if unit_price in (None, "") and row_total not in (None, "") and quantity:
-        unit_price = Decimal(str(row_total)) / Decimal(str(quantity))
+        unit_price = _decimal(row_total) / _decimal(quantity)
     sku = mapping.resolve(line, fields["sku"]) or ""
     product_id = mapping.resolve(line, fields["product_id"])
     return {

@@ -18,8 +18,8 @@ that does not resolve at run time gives None (the value is left out); the system
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping
+from types import MethodType
 from typing import Any
 
 from django.core.exceptions import FieldDoesNotExist, ObjectDoesNotExist
@@ -120,45 +120,73 @@ REQUIRED_LINE_FIELDS = ("name", "quantity")
 
 
 def mapping(setting: str) -> dict[str, Any]:
-    """The defaults of ``setting`` with the project's entries over them."""
-    given = klaviyo_settings.get(setting)
-    if not isinstance(given, Mapping):
-        given = {}  # reported by the django_klaviyo.E030 check
-    return {**MAPPINGS[setting], **given}
+    """The defaults of ``setting`` with the project's entries over them (a fresh dict)."""
+    return dict(_merged(setting))
+
+
+def _merged(setting: str) -> dict[str, Any]:
+    """``mapping(setting)``, merged once until a setting changes; read-only for callers."""
+
+    def merge() -> dict[str, Any]:
+        given = klaviyo_settings.get(setting)
+        if not isinstance(given, Mapping):
+            given = {}  # reported by the django_klaviyo.E030 check
+        return {**MAPPINGS[setting], **given}
+
+    return klaviyo_settings.memo(("mapping", setting), merge)
 
 
 def metric(name: str) -> str:
     """The configured Klaviyo metric name of ``name`` (a key of METRIC_NAMES)."""
-    return mapping("METRIC_NAMES")[name]
+    return _merged("METRIC_NAMES")[name]
 
 
 def status_values(key: str) -> tuple[Any, ...]:
     """The status values of ``ORDER_STATUS_<KEY>`` (one value or a list of them)."""
-    value = klaviyo_settings.get(f"ORDER_STATUS_{key.upper()}")
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return tuple(value)
-    return (value,)
+
+    def values() -> tuple[Any, ...]:
+        value = klaviyo_settings.get(f"ORDER_STATUS_{key.upper()}")
+        if isinstance(value, (list, tuple, set, frozenset)):
+            return tuple(value)
+        return (value,)
+
+    return klaviyo_settings.memo(("status_values", key), values)
 
 
 def resolve(obj: Any, path: Any) -> Any:
     """The value at ``path`` (dotted attributes, a callable, or None) on ``obj``."""
     if path is None or obj is None:
         return None
-    if callable(path):
-        return path(obj)
+    parts = _PATHS.get(path) if type(path) is str else None
+    if parts is None:
+        if callable(path):
+            return path(obj)
+        parts = tuple(str(path).split("."))
+        if type(path) is str:
+            _PATHS[path] = parts
     value = obj
-    for part in str(path).split("."):
+    for part in parts:
         try:
             # A dict (a refund given as data, an address) is read by key.
-            value = value.get(part) if isinstance(value, Mapping) else getattr(value, part)
+            kind = type(value)
+            mapping_type = _MAPPING_TYPES.get(kind)
+            if mapping_type is None:
+                mapping_type = _MAPPING_TYPES[kind] = isinstance(value, Mapping)
+            value = value.get(part) if mapping_type else getattr(value, part)
         except (AttributeError, ValueError, ObjectDoesNotExist):
             # ValueError: a relation of an unsaved instance (a check on an empty order).
             return None
         if value is None:
             return None
-        if inspect.ismethod(value):
+        if type(value) is MethodType:
             value = value()
     return value
+
+
+# Dotted paths split once per process (the paths come from settings: a handful).
+_PATHS: dict[str, tuple[str, ...]] = {}
+# Whether a type is a Mapping, looked up once per type (an ABC check costs more).
+_MAPPING_TYPES: dict[type, bool] = {}
 
 
 def resolve_many(obj: Any, path: Any) -> list[Any]:

@@ -12,12 +12,15 @@ from collections.abc import Iterable
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from django_klaviyo.invalid_rows import REFUSED_ON_SAVE_CODES
 from django_klaviyo.models import OutboxEvent
 
 Status = OutboxEvent.Status
 
 
 def _requeue(queryset: QuerySet[OutboxEvent], statuses: Iterable[str]) -> int:
+    # Rows refused on save never held a valid payload (see invalid_rows): nothing to retry.
+    queryset = queryset.exclude(last_error_code__in=REFUSED_ON_SAVE_CODES)
     return queryset.filter(status__in=list(statuses)).update(
         status=Status.PENDING,
         attempts=0,

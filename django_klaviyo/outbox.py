@@ -39,6 +39,7 @@ from django_klaviyo.signals import outbox_ready
 from django_klaviyo.values import to_json  # noqa: F401  (re-exported for mappers)
 
 Kind = OutboxEvent.Kind
+_KINDS = frozenset(Kind.values)
 
 
 @dataclass(frozen=True)
@@ -125,8 +126,8 @@ def build_events(specs: Iterable[Mapping[str, Any]]) -> list[OutboxRow]:
     for spec in specs:
         if not isinstance(spec, Mapping):
             raise KlaviyoValidationError("an event spec must be a dict.", field="event")
-        unknown = sorted(str(k) for k in spec if k not in _SPEC_KEYS)
-        if unknown:
+        if not _SPEC_KEYS.issuperset(spec):
+            unknown = sorted(str(k) for k in spec if k not in _SPEC_KEYS)
             raise KlaviyoValidationError(
                 f"an event spec has no field {unknown[0]!r}.", field=unknown[0]
             )
@@ -207,7 +208,7 @@ def _columns(row: OutboxRow) -> dict[str, Any]:
     """The row's column values (those that differ from the model defaults): its payload
     cleaned by the kind's rules unless a builder already did, encoded once (the INSERT
     reuses the text) and measured against Klaviyo's size limits."""
-    if row.kind not in Kind.values:
+    if row.kind not in _KINDS:
         raise KlaviyoValidationError(f"unknown outbox kind {row.kind!r}.", field="kind")
     unique_id = values.key(row.unique_id, "unique_id") if row.unique_id else ""
     payload = row.payload
@@ -234,6 +235,19 @@ def _columns(row: OutboxRow) -> dict[str, Any]:
         "rules_version": rules.RULES_VERSION,
         _ENCODED: encoded,
     }
+
+
+# The columns ``_columns`` sets.
+_COLUMN_NAMES = (
+    "id",
+    "kind",
+    "payload",
+    "metric",
+    "unique_id",
+    "dedupe_key",
+    "profile_key",
+    "rules_version",
+)
 
 
 def _encode(payload: Mapping[str, Any]) -> str:
@@ -297,15 +311,13 @@ def _write(rows: Iterable[OutboxRow], using: str | None, *, build_objects: bool)
     if not values:
         return []
     now = timezone.now()
-    fields = OutboxEvent._meta.concrete_fields
+    fields, defaulted = _layout()
     for columns in values:
         columns.update(_NEW_ROW)
         for name in _TIMESTAMPS:
             columns[name] = now
-        for f in fields:
-            # A column added to the model later starts at its default.
-            if f.attname not in columns:
-                columns[f.attname] = f.get_default()
+        for f in defaulted:
+            columns[f.attname] = f.get_default()
     connection = connections[alias]
     fast = _supports_fast_insert(connection)
     objs: list[Any] = values
@@ -323,6 +335,20 @@ def _write(rows: Iterable[OutboxRow], using: str | None, *, build_objects: bool)
     if build_objects:
         objs = _saved(objs, alias, inserted)
     return objs
+
+
+_LAYOUT: tuple[Any, ...] = ()
+
+
+def _layout() -> tuple[Any, ...]:
+    """(the model's concrete fields, those no writer step sets), computed once: a column
+    added to the model later starts at its default."""
+    global _LAYOUT
+    if not _LAYOUT:
+        fields = tuple(OutboxEvent._meta.concrete_fields)
+        known = {*_COLUMN_NAMES, *_NEW_ROW, *_TIMESTAMPS}
+        _LAYOUT = (fields, tuple(f for f in fields if f.attname not in known))
+    return _LAYOUT
 
 
 def _saved(
@@ -353,16 +379,17 @@ def _insert(
     times the statement itself, and this runs inside every tracked checkout. Values
     are prepared by the model fields, exactly as the ORM would.
     """
-    fields = OutboxEvent._meta.concrete_fields
-    prepared_now: dict[str, Any] = {}
+    fields = _layout()[0]
+    # The timestamps of one call share one value: prepared once per field type.
+    prepared_now: dict[type, Any] = {}
     params: list[Any] = []
     for columns in values:
         for f in fields:
             value = columns[f.attname]
             if f.attname in _TIMESTAMPS:
-                if f.attname not in prepared_now:
-                    prepared_now[f.attname] = f.get_db_prep_save(value, connection)
-                value = prepared_now[f.attname]
+                if type(f) not in prepared_now:
+                    prepared_now[type(f)] = f.get_db_prep_save(value, connection)
+                value = prepared_now[type(f)]
             elif f.attname == "payload":
                 # JSON text, cast to jsonb in the SQL on PostgreSQL: encoded once.
                 value = columns[_ENCODED]

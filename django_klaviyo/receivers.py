@@ -14,10 +14,12 @@
   from the mapping of the remembered values, and keeps the user's KlaviyoProfileLink's
   identifiers current.
 
-Failure policy: the store's save must not depend on Klaviyo. A mapper raising
-``KlaviyoValidationError`` (bad email, bad currency) logs a warning and skips the
-Klaviyo update. Any other mapper error is re-raised when ``settings.DEBUG`` is on (so
-developers see it) and otherwise logged with its traceback and skipped. Database
+Failure policy: the store's save must not depend on Klaviyo, and nothing is dropped.
+What a mapper or the rulebook refuses (``KlaviyoValidationError``: bad email, bad
+currency, nesting too deep) is kept as a dead outbox row with the reason
+(``django_klaviyo.invalid_rows``), and the valid events of the same save are enqueued as
+usual. Any other mapper error is re-raised when ``settings.DEBUG`` is on (so developers
+see it) and otherwise logged with its traceback and kept as a dead row too. Database
 errors while writing the outbox row are NOT swallowed: the row is part of the store's
 transaction, and committing the order without it would silently lose the event.
 """
@@ -39,6 +41,7 @@ from django_klaviyo import orders
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.identifiers import PROFILE_IDENTIFIERS, profile_key
+from django_klaviyo.invalid_rows import record_refused, source_label
 from django_klaviyo.models import KlaviyoProfileLink, OutboxEvent
 from django_klaviyo.outbox import (
     build_profile_upsert,
@@ -87,44 +90,27 @@ def _resolve_model(label: Any) -> Any:
         return None
 
 
-def _run_mapper(setting: str, *args: Any, mapper: Any = None) -> Any:
+def _run_mapper(
+    setting: str, *args: Any, mapper: Any = None, kind: str | None = None, using: Any = None
+) -> Any:
     """Call the configured mapper (or ``mapper``, already resolved from that setting)
     under the failure policy in the module docstring; returns None when the update is to
-    be skipped."""
+    be skipped. With ``kind``, a refusal is kept as a dead row of that kind."""
     try:
         return (mapper or klaviyo_settings.callable(setting))(*args)
-    except KlaviyoValidationError as exc:
-        logger.warning(
-            "django-klaviyo: %s rejected %r: %s (field %s); Klaviyo is not updated.",
-            setting,
-            type(args[0]).__name__,
-            exc,
-            exc.field,
-        )
     except DatabaseError:
         raise
-    except Exception:
-        if settings.DEBUG:
-            raise
-        logger.exception(
-            "django-klaviyo: %s failed for %s; Klaviyo is not updated.",
-            setting,
-            type(args[0]).__name__,
-        )
-    return None
-
-
-def _build_rows(build: Any, specs: list[Any], what: Any) -> list[Any] | None:
-    """Validate mapper output with the same policy as mapper errors."""
-    try:
-        return build(specs)
-    except KlaviyoValidationError as exc:
-        logger.warning(
-            "django-klaviyo: mapped %s is invalid: %s (field %s); Klaviyo is not updated.",
-            type(what).__name__,
-            exc,
-            exc.field,
-        )
+    except Exception as exc:
+        if not isinstance(exc, KlaviyoValidationError):
+            if settings.DEBUG:
+                raise
+            logger.exception("django-klaviyo: %s failed for %s.", setting, type(args[0]).__name__)
+        if kind is not None:
+            source = source_label(args[0])
+            refused = {"mapper": setting, "source": source}
+            record_refused(kind, refused, exc, source=source, using=using)
+        else:
+            logger.warning("django-klaviyo: %s failed: %s", setting, exc)
     return None
 
 
@@ -168,16 +154,29 @@ def _order_post_save(
         None if previous is _UNKNOWN else previous,
         created,
         mapper=mapper,
+        kind=OutboxEvent.Kind.EVENT,
+        using=using,
     )
     if specs:
+        enqueue_order_events(specs, instance, using=using)
+
+
+def enqueue_order_events(specs: list[dict[str, Any]], order: Any, *, using: str | None) -> None:
+    """Enqueue ``specs`` (``orders.enqueue_order_events``); if any is refused, each valid
+    one is enqueued and each refused one kept as a dead row."""
+    try:
+        # Rows are checked before their INSERT runs, so a refusal leaves nothing behind.
+        orders.enqueue_order_events(specs, order, using=using, objects=False)
+        return
+    except KlaviyoValidationError:
+        pass
+    for spec in specs if isinstance(specs, (list, tuple)) else [specs]:
         try:
-            orders.enqueue_order_events(specs, instance, using=using, objects=False)
+            # Dedupe keys keep a row the first attempt already wrote from doubling.
+            orders.enqueue_order_events([spec], order, using=using, objects=False)
         except KlaviyoValidationError as exc:
-            logger.warning(
-                "django-klaviyo: mapped %s is invalid: %s (field %s); Klaviyo is not updated.",
-                type(instance).__name__,
-                exc,
-                exc.field,
+            record_refused(
+                OutboxEvent.Kind.EVENT, spec, exc, source=source_label(order), using=using
             )
 
 
@@ -220,7 +219,9 @@ def _user_post_save(
         return
     if not created and loaded == current:
         return
-    new = _run_mapper("USER_PROFILE_MAPPER", instance)
+    new = _run_mapper(
+        "USER_PROFILE_MAPPER", instance, kind=OutboxEvent.Kind.PROFILE_UPSERT, using=using
+    )
     if not new:
         return
     old = None
@@ -232,13 +233,20 @@ def _user_post_save(
         old = _run_mapper("USER_PROFILE_MAPPER", previous)
         if old == new:
             return
-    rows = _build_rows(lambda specs: [build_profile_upsert(specs[0])], [new], instance)
-    if not rows:
-        return
     with transaction.atomic(using=using, savepoint=False):
+        try:
+            # Refused before any write (the size check runs before the INSERT); caught
+            # inside the block so the store's transaction is not marked for rollback.
+            row = build_profile_upsert(new)
+            enqueue_profile_upsert(row, instance, created=created, using=using)
+        except KlaviyoValidationError as exc:
+            source = source_label(instance)
+            record_refused(
+                OutboxEvent.Kind.PROFILE_UPSERT, {"profile": new}, exc, source=source, using=using
+            )
+            return
         if _identifiers(new) != _identifiers(old):
-            _update_profile_link(instance, rows[0].payload["profile"], using=using)
-        enqueue_profile_upsert(rows[0], instance, created=created, using=using)
+            _update_profile_link(instance, row.payload["profile"], using=using)
 
 
 def _identifiers(profile: dict[str, Any] | None) -> dict[str, Any]:

@@ -53,15 +53,31 @@ def check_text(value: str, path: str) -> str:
     return value
 
 
+_MAX_STRING_BYTES = limits.MAX_STRING_BYTES
+# Leaf types returned as they are (exact types: subclasses take the general path).
+_PLAIN_LEAVES = frozenset({type(None), bool, int})
+
+
 def to_json(value: Any, path: str, *, _depth: int = 0) -> Any:
     """``value`` as plain JSON types (Decimal → float, datetime → ISO string), or raise.
 
     One walk that converts and checks; the error names the exact path of the offending
-    value ("properties.Items[2].Price").
+    value ("properties.Items[2].Price"). Plain leaves (ASCII text, ints, finite floats)
+    are checked inline in their container's loop, and a child's path is only formatted
+    when the child needs a call of its own: this walk runs inside every tracked save.
     """
-    if type(value) is str:
+    kind = type(value)
+    if kind is str:
         return check_text(value, path)
-    if value is None or isinstance(value, (bool, int)):
+    if kind in _PLAIN_LEAVES:
+        return value
+    if kind is float:
+        if not math.isfinite(value):
+            raise KlaviyoValidationError(f"{path} is {value!r}, not valid JSON.", field=path)
+        return value
+    if kind is dict or kind is list:
+        return _container(value, path, _depth)
+    if isinstance(value, (bool, int)):
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -69,27 +85,12 @@ def to_json(value: Any, path: str, *, _depth: int = 0) -> Any:
         return value
     if isinstance(value, str):  # a str subclass (SafeString)
         return check_text(str(value), path)
+    if isinstance(value, (Mapping, list, tuple)):
+        return _container(value, path, _depth)
     if _depth > limits.MAX_DEPTH:
         raise KlaviyoValidationError(
             f"{path} is nested more than {limits.MAX_DEPTH} levels deep.", field=path
         )
-    if isinstance(value, Mapping):
-        result = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise KlaviyoValidationError(
-                    f"{path} has a key {key!r} that is not a string.", field=path
-                )
-            check_text(key, f"{path} key")
-            result[key] = to_json(item, f"{path}.{key}", _depth=_depth + 1)
-        return result
-    if isinstance(value, (list, tuple)):
-        if len(value) > limits.MAX_ARRAY_ITEMS:
-            raise KlaviyoValidationError(
-                f"{path} has {len(value)} items; Klaviyo accepts at most {limits.MAX_ARRAY_ITEMS}.",
-                field=path,
-            )
-        return [to_json(item, f"{path}[{i}]", _depth=_depth + 1) for i, item in enumerate(value)]
     if isinstance(value, Decimal):
         if not value.is_finite():
             raise KlaviyoValidationError(f"{path} is {value}, not a number.", field=path)
@@ -109,6 +110,69 @@ def to_json(value: Any, path: str, *, _depth: int = 0) -> Any:
         "convert it to a string, number, list or dict.",
         field=path,
     )
+
+
+def _container(value: Any, path: str, _depth: int) -> Any:
+    """``to_json`` of a mapping, list or tuple."""
+    if _depth > limits.MAX_DEPTH:
+        raise KlaviyoValidationError(
+            f"{path} is nested more than {limits.MAX_DEPTH} levels deep.", field=path
+        )
+    if type(value) is dict or isinstance(value, Mapping):
+        result = {}
+        depth = _depth + 1
+        for key, item in value.items():
+            # Plain text (ASCII, no NUL, within the size limit) needs no check_text call;
+            # tested inline, as below, because this loop runs for every tracked save.
+            if not (
+                type(key) is str
+                and key.isascii()
+                and len(key) <= _MAX_STRING_BYTES
+                and "\x00" not in key
+            ):
+                if not isinstance(key, str):
+                    raise KlaviyoValidationError(
+                        f"{path} has a key {key!r} that is not a string.", field=path
+                    )
+                check_text(key, f"{path} key")
+            leaf = type(item)
+            if (
+                leaf in _PLAIN_LEAVES
+                or (
+                    leaf is str
+                    and item.isascii()
+                    and len(item) <= _MAX_STRING_BYTES
+                    and "\x00" not in item
+                )
+                or (leaf is float and math.isfinite(item))
+            ):
+                result[key] = item
+            else:
+                result[key] = to_json(item, f"{path}.{key}", _depth=depth)
+        return result
+    if len(value) > limits.MAX_ARRAY_ITEMS:
+        raise KlaviyoValidationError(
+            f"{path} has {len(value)} items; Klaviyo accepts at most {limits.MAX_ARRAY_ITEMS}.",
+            field=path,
+        )
+    items = []
+    depth = _depth + 1
+    for i, item in enumerate(value):
+        leaf = type(item)
+        if (
+            leaf in _PLAIN_LEAVES
+            or (
+                leaf is str
+                and item.isascii()
+                and len(item) <= _MAX_STRING_BYTES
+                and "\x00" not in item
+            )
+            or (leaf is float and math.isfinite(item))
+        ):
+            items.append(item)
+        else:
+            items.append(to_json(item, f"{path}[{i}]", _depth=depth))
+    return items
 
 
 def aware(value: dt.datetime) -> dt.datetime:

@@ -18,6 +18,18 @@ GOOD = {
     "FLOW_WEBHOOK_TOKEN": "flow-token-0123456789abcdef",
     "ORDER_MODEL": "shop.Order",
 }
+# The checks only read CACHES: none of these is ever connected to.
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "cache"},
+    "redis": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://"},
+    "locmem": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "dummy": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"},
+}
+
+
+@pytest.fixture(autouse=True)
+def _shared_default_cache(settings):
+    settings.CACHES = CACHES
 
 
 def ids(**overrides: object) -> list[str]:
@@ -142,8 +154,58 @@ def test_timeout_shape(timeout):
     assert ids(TIMEOUT=timeout) == ["django_klaviyo.E012"]
 
 
+@pytest.mark.parametrize("value", [-1, "100", True, 1.5])
+def test_webhook_inline_items_is_a_count(value):
+    assert ids(WEBHOOK_INLINE_ITEMS=value) == ["django_klaviyo.E011"]
+    assert ids(WEBHOOK_INLINE_ITEMS=0) == []
+
+
 def test_rate_limit_cache_alias_must_exist():
-    assert ids(RATE_LIMIT_CACHE="redis") == ["django_klaviyo.E013"]
+    assert ids(RATE_LIMIT_CACHE="memcached") == ["django_klaviyo.E013"]
+
+
+@pytest.mark.parametrize("alias", ["default", "redis"])
+def test_a_shared_rate_limit_cache_passes(alias):
+    assert ids(RATE_LIMIT_CACHE=alias) == []
+
+
+def test_a_per_process_rate_limit_cache_is_a_warning_outside_debug():
+    with override_settings(DEBUG=False):
+        assert ids(RATE_LIMIT_CACHE="locmem") == ["django_klaviyo.W005"]
+    with override_settings(DEBUG=True):
+        assert ids(RATE_LIMIT_CACHE="locmem") == []  # one runserver, one worker: fine
+    with override_settings(KLAVIYO={**GOOD, "RATE_LIMIT_CACHE": "locmem"}, DEBUG=False):
+        (warning,) = check_klaviyo_settings()
+    assert isinstance(warning, Warning)
+    assert "'locmem' is a LocMemCache" in warning.msg
+    assert "RedisCache" in warning.hint and "DatabaseCache" in warning.hint
+    assert "SILENCED_SYSTEM_CHECKS" in warning.hint
+
+
+def test_the_default_settings_warn_about_the_default_locmem_cache():
+    # No CACHES setting at all: Django's default is a LocMemCache.
+    with override_settings(KLAVIYO=GOOD, DEBUG=False):
+        from django.conf import settings
+
+        del settings.CACHES
+        assert [m.id for m in check_klaviyo_settings()] == ["django_klaviyo.W005"]
+
+
+def test_a_dummy_rate_limit_cache_is_always_a_warning():
+    with override_settings(DEBUG=True):
+        assert ids(RATE_LIMIT_CACHE="dummy") == ["django_klaviyo.W006"]
+
+
+@pytest.mark.django_db
+def test_the_per_process_warning_can_be_silenced(capsys):
+    from django.core.management import call_command
+
+    with override_settings(KLAVIYO={**GOOD, "RATE_LIMIT_CACHE": "locmem"}, DEBUG=False):
+        call_command("check")
+        assert "django_klaviyo.W005" in capsys.readouterr().err
+        with override_settings(SILENCED_SYSTEM_CHECKS=["django_klaviyo.W005"]):
+            call_command("check")
+        assert "django_klaviyo.W005" not in capsys.readouterr().err
 
 
 def test_every_message_has_a_hint():

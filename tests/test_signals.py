@@ -36,6 +36,15 @@ def metrics() -> list[str]:
     return sorted(OutboxEvent.objects.filter(kind="event").values_list("metric", flat=True))
 
 
+def refused() -> list[tuple[str, str]]:
+    """(kind, field named) of the dead rows kept for what a save could not enqueue."""
+    rows = OutboxEvent.objects.filter(status="dead", last_error_code="invalid_on_save")
+    return [
+        (kind, detail.rpartition("(field ")[2].rstrip(")"))
+        for kind, detail in rows.order_by("created_at").values_list("kind", "last_error_detail")
+    ]
+
+
 def upserts() -> list[dict]:
     rows = OutboxEvent.objects.filter(kind="profile_upsert").order_by("created_at")
     return [row.payload["profile"] for row in rows]
@@ -220,7 +229,7 @@ def test_the_default_mapper_rows_reject_a_bad_time_or_email(customer, caplog):
     with caplog.at_level(logging.WARNING, logger="django_klaviyo.receivers"):
         order.save()
     assert "is not a valid email address" in caplog.text
-    assert not OutboxEvent.objects.exists()
+    assert refused() == [("event", "time"), ("event", "email")]
 
 
 def mapper_adding_a_gift(order, previous_status, created):
@@ -258,7 +267,7 @@ def test_custom_mappers_get_the_full_validation(customer, caplog):
         caplog.at_level(logging.WARNING, logger="django_klaviyo.receivers"),
     ):
         services.place_order(customer=customer, lines=LINES)
-    assert not OutboxEvent.objects.exists()
+    assert refused() == [("event", "expand[3].time")]
     assert "expand[3].time" in caplog.text
 
 
@@ -287,7 +296,8 @@ def test_mapper_validation_error_skips_klaviyo_but_not_the_save(customer, caplog
     ):
         order = services.place_order(customer=customer, lines=LINES)
     assert Order.objects.get(pk=order.pk).status == Order.Status.PLACED
-    assert not OutboxEvent.objects.exists()
+    # Once on creation (pending) and once placed: each save's refusal is kept.
+    assert refused() == [("event", "email"), ("event", "email")]
     assert "no email for this order" in caplog.text
 
 
@@ -299,7 +309,7 @@ def test_invalid_mapped_event_skips_klaviyo_but_not_the_save(customer, caplog):
         order.status = Order.Status.PLACED
         order.save()
     assert Order.objects.get(pk=order.pk).status == Order.Status.PLACED
-    assert not OutboxEvent.objects.exists()
+    assert refused() == [("event", "value_currency")]
     assert "value_currency" in caplog.text
 
 
@@ -310,6 +320,8 @@ def test_other_mapper_errors_are_logged_in_production_and_raised_in_debug(custom
             order = services.place_order(customer=customer, lines=LINES)
         assert "ORDER_EVENTS_MAPPER failed" in caplog.text
         assert Order.objects.filter(pk=order.pk, status="placed").exists()
+    assert OutboxEvent.objects.filter(status="dead", last_error_code="mapper_error").count() == 2
+    OutboxEvent.objects.all().delete()
     with (
         klaviyo(ORDER_EVENTS_MAPPER=raising_mapper),
         override_settings(DEBUG=True),
@@ -431,7 +443,7 @@ def test_invalid_user_email_does_not_break_the_save(caplog):
     with caplog.at_level(logging.WARNING, logger="django_klaviyo.receivers"):
         user = User.objects.create_user("eve", email="not-an-email")
     assert User.objects.filter(pk=user.pk).exists()
-    assert upserts() == []
+    assert refused() == [("profile_upsert", "email")]
     assert not KlaviyoProfileLink.objects.exists()
     assert "email" in caplog.text
 

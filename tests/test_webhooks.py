@@ -122,7 +122,13 @@ def test_valid_delivery_is_stored_processed_and_acknowledged(client, calls):
     body = delivery_body(event_item("a1"), event_item("a2", "event:klaviyo.opened_email"))
     response = post(client, body, HTTP_COOKIE="sessionid=abc", HTTP_AUTHORIZATION="Bearer x")
     assert response.status_code == 200, response.content
-    assert response.json() == {"received": 2, "new": 2, "duplicates": 0, "failed": 0}
+    assert response.json() == {
+        "received": 2,
+        "new": 2,
+        "duplicates": 0,
+        "failed": 0,
+        "pending": 0,
+    }
     delivery = WebhookDelivery.objects.get()
     assert delivery.valid and delivery.processed and delivery.item_count == 2
     assert delivery.source == WebhookDelivery.Source.SYSTEM
@@ -218,7 +224,13 @@ def test_replayed_item_is_acknowledged_once(client, calls):
     assert post(client, body).status_code == 200
     second = post(client, body)
     assert second.status_code == 200
-    assert second.json() == {"received": 1, "new": 0, "duplicates": 1, "failed": 0}
+    assert second.json() == {
+        "received": 1,
+        "new": 0,
+        "duplicates": 1,
+        "failed": 0,
+        "pending": 0,
+    }
     # A later delivery carrying the old item with a new one processes only the new one.
     third = post(client, delivery_body(event_item("dup-1"), event_item("dup-2")))
     assert third.json()["new"] == 1 and third.json()["duplicates"] == 1
@@ -230,7 +242,13 @@ def test_replayed_item_is_acknowledged_once(client, calls):
 
 def test_same_item_twice_in_one_delivery_is_processed_once(client, calls):
     response = post(client, delivery_body(event_item("x1"), event_item("x1")))
-    assert response.json() == {"received": 2, "new": 1, "duplicates": 1, "failed": 0}
+    assert response.json() == {
+        "received": 2,
+        "new": 1,
+        "duplicates": 1,
+        "failed": 0,
+        "pending": 0,
+    }
     assert calls == [("event:klaviyo.unsubscribed_from_email_marketing", "x1")]
 
 
@@ -446,7 +464,7 @@ def test_crash_after_storing_keeps_the_delivery_under_atomic_requests(
         def explode(items):
             raise RuntimeError("worker died")
 
-        monkeypatch.setattr("django_klaviyo.webhooks.views.process_items", explode)
+        monkeypatch.setattr("django_klaviyo.webhooks.views.process_claimed", explode)
         client.raise_request_exception = False
         response = post(client, delivery_body(event_item("kept-1")))
         assert response.status_code == 500

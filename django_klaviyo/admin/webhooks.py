@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
@@ -59,11 +61,38 @@ class WebhookDeliveryAdmin(ReadOnlyDetailAdmin):
         )
 
 
+class ItemStateFilter(admin.SimpleListFilter):
+    """Pending (waiting for the worker), processed, or failed (see the item's error)."""
+
+    title = "state"
+    parameter_name = "state"
+    STATES = {
+        "pending": Q(processed=False, attempts=0),
+        "processed": Q(processed=True),
+        "failed": Q(processed=False, attempts__gt=0),
+    }
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(state, state.capitalize()) for state in self.STATES]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        condition = self.STATES.get(self.value() or "")
+        return queryset if condition is None else queryset.filter(condition)
+
+
 @admin.register(WebhookItem)
 class WebhookItemAdmin(ReadOnlyDetailAdmin):
-    list_display = ("created_at", "topic", "external_id", "processed", "processed_at", "delivery")
+    list_display = (
+        "created_at",
+        "topic",
+        "external_id",
+        "processed",
+        "attempts",
+        "processed_at",
+        "delivery",
+    )
     list_select_related = ("delivery",)
-    list_filter = ("processed", "topic", "created_at")
+    list_filter = (ItemStateFilter, "processed", "topic", "created_at")
     search_fields = ("=external_id",)
     raw_id_fields = ("delivery",)
     actions = ("reprocess",)
@@ -73,6 +102,7 @@ class WebhookItemAdmin(ReadOnlyDetailAdmin):
         "delivery",
         "processed",
         "processed_at",
+        "attempts",
         "created_at",
         "error",
         "traceback",
@@ -86,7 +116,21 @@ class WebhookItemAdmin(ReadOnlyDetailAdmin):
 
     @admin.action(description="Reprocess (run the webhook handlers again)", permissions=["change"])
     def reprocess(self, request: HttpRequest, queryset: QuerySet[WebhookItem]) -> None:
-        result = process_items(queryset.select_related("delivery").order_by("created_at"))
+        selected = queryset.count()
+        result = process_items(queryset)
+        if selected > result.handled:
+            self.message_user(
+                request,
+                ngettext(
+                    "%(count)d webhook item is being processed by a worker right now; "
+                    "it was left to it.",
+                    "%(count)d webhook items are being processed by a worker right now; "
+                    "they were left to it.",
+                    selected - result.handled,
+                )
+                % {"count": selected - result.handled},
+                messages.WARNING,
+            )
         if result.processed:
             self.message_user(
                 request,

@@ -208,6 +208,7 @@ class Flusher:
                 if loop and not connections[self.using].in_atomic_block:
                     close_old_connections()  # a long-running worker drops stale connections
                 claimed = self.flush_batch()
+                claimed += self.process_webhook_items()
             except FlushAborted as exc:
                 if not loop or exc.reason != "database":
                     raise
@@ -223,6 +224,21 @@ class Flusher:
                 break
             self._idle(idle_sleep, stop, max_seconds, started)
         return self.report
+
+    def process_webhook_items(self) -> int:
+        """One batch of pending webhook items (large deliveries are acknowledged first and
+        handled here); returns how many were handled. Skipped when flushing some kinds."""
+        if self.kinds is not None:
+            return 0
+        from django_klaviyo.webhooks.dispatch import process_pending
+
+        try:
+            return process_pending(using=self.using).handled
+        except (OperationalError, InterfaceError) as exc:
+            raise FlushAborted(
+                f"The database is unavailable ({type(exc).__name__}); flushing stopped.",
+                reason="database",
+            ) from exc
 
     def _idle(self, seconds: float, stop: Any, max_seconds: float | None, started: float) -> None:
         if max_seconds is not None:

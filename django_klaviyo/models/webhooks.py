@@ -37,7 +37,11 @@ class WebhookDelivery(models.Model):
 
 
 class WebhookItem(models.Model):
-    """One event of a delivery's ``data[]``, unique on Klaviyo's ``external_id``."""
+    """One event of a delivery's ``data[]``, unique on Klaviyo's ``external_id``.
+
+    Pending: not processed and never attempted (``attempts == 0``); the worker claims these.
+    Failed: not processed after an attempt (``error`` says why); reprocessed on demand.
+    """
 
     delivery = models.ForeignKey(WebhookDelivery, on_delete=models.CASCADE, related_name="items")
     external_id = models.CharField(max_length=255, unique=True)
@@ -45,6 +49,8 @@ class WebhookItem(models.Model):
     payload = models.JSONField(default=dict, blank=True)
     processed = models.BooleanField(default=False)
     processed_at = models.DateTimeField(null=True, blank=True)
+    # Times the handlers ran for this item (on receipt, by the worker, or reprocessed).
+    attempts = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)
     traceback = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
@@ -52,6 +58,14 @@ class WebhookItem(models.Model):
     class Meta:
         verbose_name = "webhook item"
         ordering = ["-created_at"]
+        indexes = [
+            # The worker's queue: only items still waiting, so it stays small.
+            models.Index(
+                fields=["created_at"],
+                condition=models.Q(processed=False, attempts=0),
+                name="klaviyo_webhook_item_pending",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.topic} {self.external_id}"

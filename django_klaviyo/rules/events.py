@@ -74,8 +74,8 @@ def clean_expand(expand: Any, metric: str, unique_id: str) -> list[dict[str, Any
         path = f"expand[{i}]"
         if not isinstance(item, Mapping):
             raise KlaviyoValidationError(f"{path} must be a dict.", field=path)
-        unknown = sorted(str(k) for k in item if k not in EXPAND_KEYS)
-        if unknown:
+        if not EXPAND_KEYS.issuperset(item):
+            unknown = sorted(str(k) for k in item if k not in EXPAND_KEYS)
             raise KlaviyoValidationError(
                 f"{path} has unknown key(s) {', '.join(unknown)}; expanded events share the "
                 "row's profile, time and value_currency.",
@@ -108,8 +108,8 @@ def clean_event(
     events of one call (an order's events share one profile)."""
     if not isinstance(payload, Mapping):
         raise KlaviyoValidationError("payload must be a dict.", field="payload")
-    unknown = sorted(str(k) for k in payload if k not in EVENT_KEYS)
-    if unknown:
+    if not EVENT_KEYS.issuperset(payload):
+        unknown = sorted(str(k) for k in payload if k not in EVENT_KEYS)
         raise KlaviyoValidationError(f"an event has no field {unknown[0]!r}.", field=unknown[0])
     metric = clean_metric(payload.get("metric"))
     time = payload.get("time")

@@ -1,4 +1,12 @@
-"""Running the handlers of stored webhook items, once on receipt and again on demand."""
+"""Running the handlers of stored webhook items: each item exactly once.
+
+Every path (a small delivery on receipt, the worker draining large ones, the admin's
+"reprocess") goes through :func:`process_claimed`: it locks the items it will handle with
+``SELECT ... FOR UPDATE SKIP LOCKED``, runs each item's handlers in a savepoint, records
+the outcome, and commits once. An item another process holds is skipped, not waited for,
+and the row lock lasts until the outcome is committed, so two processors never handle the
+same item; a processor that dies mid-batch rolls back and leaves its items pending.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +15,8 @@ import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from django.db import transaction
+from django.db import DEFAULT_DB_ALIAS, transaction
+from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
 from django_klaviyo.models import WebhookDelivery, WebhookItem
@@ -17,6 +26,9 @@ from django_klaviyo.webhooks import handlers  # noqa: F401
 from django_klaviyo.webhooks.signals import klaviyo_webhook_event
 
 logger = logging.getLogger(__name__)
+
+# Items one worker transaction claims: bounds how long its row locks are held.
+PROCESS_BATCH_SIZE = 200
 
 
 class HandlersFailed(Exception):
@@ -35,14 +47,16 @@ def _receiver_name(receiver: object) -> str:
     return f"{module}.{name}" if module else name
 
 
-def process_item(item: WebhookItem) -> bool:
+def process_item(item: WebhookItem, *, using: str = DEFAULT_DB_ALIAS) -> bool:
     """Send ``klaviyo_webhook_event`` for ``item``; True when every receiver succeeded.
 
     The receivers' writes and the processed flag commit together; if a receiver fails they
-    all roll back and the error and traceback are recorded on the item instead.
+    all roll back and the error and traceback are recorded on the item instead. Call it
+    through :func:`process_claimed`, which holds the item's row lock.
     """
+    item.attempts += 1
     try:
-        with transaction.atomic():
+        with transaction.atomic(using=using):
             responses = klaviyo_webhook_event.send_robust(
                 sender=WebhookItem,
                 topic=item.topic,
@@ -61,7 +75,10 @@ def process_item(item: WebhookItem) -> bool:
             item.processed_at = timezone.now()
             item.error = ""
             item.traceback = ""
-            item.save(update_fields=["processed", "processed_at", "error", "traceback"])
+            item.save(
+                using=using,
+                update_fields=["processed", "processed_at", "attempts", "error", "traceback"],
+            )
     except HandlersFailed as exc:
         logger.error(
             "Klaviyo webhook item %s (%s) failed in its handlers: %s",
@@ -75,7 +92,7 @@ def process_item(item: WebhookItem) -> bool:
             "".join(traceback.format_exception(type(err), err, err.__traceback__))
             for _, err in exc.failures
         )
-        item.save(update_fields=["processed", "error", "traceback"])
+        item.save(using=using, update_fields=["processed", "attempts", "error", "traceback"])
         return False
     return True
 
@@ -85,27 +102,86 @@ class ProcessResult:
     processed: int = 0
     failed: int = 0
 
+    @property
+    def handled(self) -> int:
+        return self.processed + self.failed
 
-def process_items(items: Iterable[WebhookItem]) -> ProcessResult:
-    """Process ``items`` one by one, then refresh each touched delivery's summary."""
+
+def process_claimed(items: QuerySet[WebhookItem], *, using: str | None = None) -> ProcessResult:
+    """Lock the items of ``items`` that no other process holds, run their handlers, commit.
+
+    ``items`` may be sliced (``[:200]``) to bound the batch. Items held elsewhere are
+    skipped: the caller sees them neither processed nor failed.
+    """
+    alias = using or items.db
     result = ProcessResult()
-    deliveries: dict[object, WebhookDelivery] = {}
-    for item in items:
-        if process_item(item):
-            result.processed += 1
-        else:
-            result.failed += 1
-        deliveries[item.delivery_id] = item.delivery
-    for delivery in deliveries.values():
-        summarize_delivery(delivery)
+    with transaction.atomic(using=alias):
+        claimed = list(items.using(alias).select_for_update(skip_locked=True))
+        # One instance per delivery, its raw body (up to WEBHOOK_MAX_BODY_BYTES) loaded only
+        # if a receiver reads it: a copy per item would take gigabytes for a large delivery.
+        deliveries = (
+            WebhookDelivery.objects.using(alias)
+            .defer("body", "headers")
+            .in_bulk({item.delivery_id for item in claimed})
+        )
+        for item in claimed:
+            item.delivery = deliveries[item.delivery_id]
+        for item in claimed:
+            if process_item(item, using=alias):
+                result.processed += 1
+            else:
+                result.failed += 1
+        # One order for every processor: no two wait on each other's deliveries.
+        for key in sorted(deliveries):
+            summarize_delivery(deliveries[key])
+    return result
+
+
+def pending_items(using: str | None = None) -> QuerySet[WebhookItem]:
+    """Items waiting for their first run, oldest first."""
+    return (
+        WebhookItem.objects.using(using or DEFAULT_DB_ALIAS)
+        .filter(processed=False, attempts=0)
+        .order_by("created_at", "pk")
+    )
+
+
+def process_pending(*, limit: int = PROCESS_BATCH_SIZE, using: str | None = None) -> ProcessResult:
+    """One batch of the worker's queue (see :func:`process_claimed`)."""
+    return process_claimed(pending_items(using)[:limit], using=using)
+
+
+def process_items(
+    items: QuerySet[WebhookItem] | Iterable[WebhookItem], *, using: str | None = None
+) -> ProcessResult:
+    """Run the handlers of ``items`` again, whatever their state (the admin's "reprocess"),
+    in batches; items another process is handling right now are skipped."""
+    if isinstance(items, QuerySet):
+        alias = using or items.db
+        pks = list(items.order_by().values_list("pk", flat=True))
+    else:
+        listed = list(items)
+        alias = using or (listed[0]._state.db if listed else None) or DEFAULT_DB_ALIAS
+        pks = [item.pk for item in listed]
+    result = ProcessResult()
+    for start in range(0, len(pks), PROCESS_BATCH_SIZE):
+        chunk = pks[start : start + PROCESS_BATCH_SIZE]
+        queryset = WebhookItem.objects.using(alias).filter(pk__in=chunk).order_by("created_at")
+        batch = process_claimed(queryset, using=alias)
+        result.processed += batch.processed
+        result.failed += batch.failed
     return result
 
 
 def summarize_delivery(delivery: WebhookDelivery) -> None:
-    """A delivery is processed when all its items are; its error names the failures."""
-    failed = list(delivery.items.filter(processed=False).values_list("external_id", flat=True)[:20])
-    total_failed = delivery.items.filter(processed=False).count()
-    delivery.processed = total_failed == 0
+    """A delivery is processed when all its items are; its error names the failed ones."""
+    unprocessed = delivery.items.filter(processed=False)
+    counts = unprocessed.aggregate(
+        failed=Count("pk", filter=Q(attempts__gt=0)), pending=Count("pk", filter=Q(attempts=0))
+    )
+    total_failed = counts["failed"]
+    failed = list(unprocessed.filter(attempts__gt=0).values_list("external_id", flat=True)[:20])
+    delivery.processed = not (counts["failed"] or counts["pending"])
     delivery.error = (
         f"{total_failed} item(s) failed in their handlers: {', '.join(failed)}"
         + (" ..." if total_failed > len(failed) else "")

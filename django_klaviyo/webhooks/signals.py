@@ -1,7 +1,9 @@
 """The one signal store code listens to for received webhooks.
 
 ``klaviyo_webhook_event`` is sent once per newly received item (system webhook event or
-flow webhook call), inside a transaction together with marking the item processed:
+flow webhook call), inside a transaction together with marking the item processed: before
+the HTTP answer for a small delivery, afterwards in the worker (``klaviyo_flush`` or
+``klaviyo_webhooks process``) for one over WEBHOOK_INLINE_ITEMS items:
 
     sender    WebhookItem (the model class)
     topic     "event:klaviyo.unsubscribed_from_email_marketing", ..., or "flow:<name>"

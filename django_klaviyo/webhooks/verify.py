@@ -10,6 +10,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -143,7 +144,17 @@ def check_freshness(sent_at: dt.datetime, *, now: dt.datetime, tolerance_seconds
         )
 
 
-def _parse_items(data: Any) -> list[WebhookEventItem]:
+# The only way parsed JSON text can hold a NUL or a lone surrogate is a \u escape of one
+# (strict JSON has no raw control characters; strict UTF-8 has no surrogates). A body
+# without such an escape needs no storable() copy: 5,000 items are not walked for nothing.
+UNSTORABLE_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
+
+
+def _kept(value: Any) -> Any:
+    return value
+
+
+def _parse_items(data: Any, storable: Any = _storable) -> list[WebhookEventItem]:
     if not isinstance(data, list):
         raise WebhookRejected(400, "data must be a list of webhook events.")
     items: list[WebhookEventItem] = []
@@ -172,17 +183,18 @@ def _parse_items(data: Any) -> list[WebhookEventItem]:
             raise WebhookRejected(400, f"{where}.payload must be an object.")
         items.append(
             WebhookEventItem(
-                external_id=_storable(external_id),
-                topic=_storable(topic),
-                payload=_storable(payload),
+                external_id=storable(external_id),
+                topic=storable(topic),
+                payload=storable(payload),
             )
         )
     return items
 
 
-def parse_system_delivery(document: Any) -> SystemDelivery:
+def parse_system_delivery(document: Any, *, body: bytes | None = None) -> SystemDelivery:
     """Check the shape Klaviyo documents: ``{"meta": {...}, "data": [{external_id, topic,
-    payload}, ...]}``."""
+    payload}, ...]}``. ``body``: the JSON text ``document`` was parsed from, if known (a
+    body without NUL or surrogate escapes is stored as parsed)."""
     if not isinstance(document, dict):
         raise WebhookRejected(400, "The body must be a JSON object with meta and data.")
     meta = document.get("meta")
@@ -192,7 +204,8 @@ def parse_system_delivery(document: Any) -> SystemDelivery:
     if not isinstance(webhook_id, str) or not webhook_id:
         raise WebhookRejected(400, "meta.klaviyo_webhook_id must be a non-empty string.")
     timestamp = parse_timestamp(meta.get("timestamp"), field="meta.timestamp")
-    items = _parse_items(document.get("data"))
+    clean = _storable if body is None or UNSTORABLE_ESCAPE.search(body) else _kept
+    items = _parse_items(document.get("data"), clean)
     return SystemDelivery(
         webhook_id=_storable(webhook_id), timestamp=timestamp, items=items, meta=_storable(meta)
     )

@@ -11,6 +11,13 @@ ATOMIC_REQUESTS (the delivery commits before handlers run, so a handler error ca
 it), and answer ``{"detail": ...}`` on every refusal:
 400 malformed JSON or shape, 401 missing credentials, 403 bad signature / token / stale or
 mismatched delivery, 413 too large, 405 any method but POST. 200 once stored.
+
+Items are stored pending in one bulk INSERT. A delivery with at most
+WEBHOOK_INLINE_ITEMS new items is handled before answering (the answer counts the
+failures); a larger one is acknowledged at once and its items are handled by the worker
+(``klaviyo_flush`` or ``klaviyo_webhooks process``), so a sender's timeout is never
+spent on store code. Either way items go through ``dispatch.process_claimed``: each is
+handled exactly once.
 """
 
 from __future__ import annotations
@@ -32,9 +39,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from django_klaviyo.conf import klaviyo_settings
-from django_klaviyo.models import WebhookDelivery
+from django_klaviyo.models import WebhookDelivery, WebhookItem
 from django_klaviyo.webhooks import verify
-from django_klaviyo.webhooks.dispatch import process_items
+from django_klaviyo.webhooks.dispatch import process_claimed
 from django_klaviyo.webhooks.store import StoredDelivery, store_delivery
 from django_klaviyo.webhooks.verify import WebhookEventItem, WebhookRejected
 
@@ -84,14 +91,27 @@ def _body_text(body: bytes) -> str:
     return body.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
 
 
+def handle_now(stored: StoredDelivery) -> tuple[int, int]:
+    """Run the handlers of a small delivery's items now; returns (failed, pending).
+
+    Items a worker already took are left to it and counted as pending."""
+    new = len(stored.new_ids)
+    if not new or new > int(klaviyo_settings.WEBHOOK_INLINE_ITEMS):
+        return 0, new
+    items = WebhookItem.objects.filter(pk__in=stored.new_ids, processed=False, attempts=0)
+    result = process_claimed(items.order_by("pk"))
+    return result.failed, new - result.handled
+
+
 def _answer(stored: StoredDelivery, received: int) -> Response:
-    result = process_items(stored.new_items)
+    failed, pending = handle_now(stored)
     return Response(
         {
             "received": received,
-            "new": len(stored.new_items),
+            "new": len(stored.new_ids),
             "duplicates": stored.duplicates,
-            "failed": result.failed,
+            "failed": failed,
+            "pending": pending,
         },
         status=200,
     )
@@ -152,7 +172,7 @@ class KlaviyoWebhookView(_WebhookView):
             )
             raise WebhookRejected(403, "The Klaviyo-Signature does not match.")
         try:
-            delivery = verify.parse_system_delivery(verify.parse_json(body))
+            delivery = verify.parse_system_delivery(verify.parse_json(body), body=body)
             verify.check_webhook_id(webhook_id, delivery)
             verify.check_freshness(
                 delivery.timestamp,

@@ -1,5 +1,7 @@
-"""Manage Klaviyo system webhooks: ``list``, ``topics``, ``create``, ``delete``.
+"""Manage Klaviyo system webhooks: ``list``, ``topics``, ``create``, ``delete``, and run
+the handlers of received items: ``process``.
 
+    manage.py klaviyo_webhooks process [--failed]
     manage.py klaviyo_webhooks list
     manage.py klaviyo_webhooks topics
     manage.py klaviyo_webhooks create --name shop \\
@@ -10,6 +12,12 @@
 The signing secret is read from the environment variable named by ``--secret-env`` (or the
 first of KLAVIYO['WEBHOOK_SECRETS']); it is never printed. Klaviyo's Webhooks API needs
 Advanced KDP or an OAuth app, and allows 1 request/s.
+
+``process`` handles pending items (those of large deliveries, acknowledged before their
+handlers ran) until none is left, in batches that skip items another worker holds;
+``--failed`` runs the failed ones again too. ``klaviyo_flush`` does the same in every loop,
+so this is for deployments without a flush worker, or to retry failures by hand. It exits
+with status 1 when an item failed (the item records why).
 """
 
 from __future__ import annotations
@@ -24,6 +32,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django_klaviyo.client import get_client
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoError
+from django_klaviyo.models import WebhookItem
+from django_klaviyo.webhooks.dispatch import ProcessResult, process_items, process_pending
 
 MIN_SECRET_LENGTH = 16
 
@@ -78,6 +88,10 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         sub = parser.add_subparsers(dest="action", required=True)
+        process = sub.add_parser("process", help="Run the handlers of pending items.")
+        process.add_argument(
+            "--failed", action="store_true", help="Also run the items that failed before."
+        )
         sub.add_parser("list", help="List this account's webhooks.")
         sub.add_parser("topics", help="List the webhook topics this account offers.")
         create = sub.add_parser("create", help="Create a webhook.")
@@ -107,6 +121,24 @@ class Command(BaseCommand):
             getattr(self, f"handle_{action}")(options)
         except KlaviyoError as exc:
             raise CommandError(f"Klaviyo refused the {action}: {exc}") from exc
+
+    def handle_process(self, options: dict[str, Any]) -> None:
+        total = ProcessResult()
+        if options["failed"]:
+            failed = WebhookItem.objects.filter(processed=False, attempts__gt=0)
+            total = process_items(failed)
+        while True:
+            batch = process_pending()
+            if not batch.handled:
+                break  # none pending, or every pending item is held by another worker
+            total.processed += batch.processed
+            total.failed += batch.failed
+        self.stdout.write(f"Processed {total.processed} webhook item(s); {total.failed} failed.")
+        if total.failed:
+            raise CommandError(
+                f"{total.failed} webhook item(s) failed in their handlers; "
+                "see their error in the admin."
+            )
 
     def handle_list(self, options: dict[str, Any]) -> None:
         count = 0
