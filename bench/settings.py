@@ -48,7 +48,9 @@ TEMPLATES = [
         },
     }
 ]
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+# Several flusher processes share rate limits through a shared cache: BENCH_CACHE_URL
+# (e.g. dbcache://klaviyo_cache, made by createcachetable) for bench/scale_out.py.
+CACHES = {"default": env.cache("BENCH_CACHE_URL", default="locmemcache://")}
 KLAVIYO = {
     "PRIVATE_API_KEY": "pk_bench_0123456789abcdef0123456789abcdef",
     "API_URL": env("BENCH_API_URL", default="http://127.0.0.1:9"),

@@ -19,7 +19,7 @@ from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS
 from django.utils import timezone
 
-from django_klaviyo import cart, mapping, orders, outbox, refunds, values
+from django_klaviyo import cart, erasure, mapping, orders, outbox, refunds, values
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.identifiers import normalize_email, normalize_phone_number
@@ -171,11 +171,13 @@ def forget_profile(
     profile_id: str | None = None,
     using: str | None = None,
 ) -> OutboxEvent | None:
-    """Ask Klaviyo to delete a profile (GDPR); exactly one identifier."""
-    row = outbox.build_profile_deletion(
-        email=email, phone_number=phone_number, profile_id=profile_id
+    """Ask Klaviyo to delete a profile (GDPR); exactly one identifier. In the same
+    transaction the person is erased from the local mirror (``django_klaviyo.erasure``):
+    profile links, memberships, unsent rows, sent rows' payloads, webhook items."""
+    row, _ = erasure.forget(
+        email=email, phone_number=phone_number, profile_id=profile_id, using=using
     )
-    return _write(row, using)
+    return row
 
 
 # --- e-commerce -----------------------------------------------------------------------

@@ -12,6 +12,7 @@ class DjangoKlaviyoConfig(AppConfig):
     def ready(self) -> None:
         # Registers system checks and connects the save receivers (both modules import
         # models, so they load once the app registry is ready).
-        from django_klaviyo import checks, receivers  # noqa: F401
+        from django_klaviyo import checks, receivers, task_queue  # noqa: F401
 
         receivers.connect_receivers()
+        task_queue.connect()

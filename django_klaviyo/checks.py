@@ -28,6 +28,8 @@ REVISION_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(\.[a-z0-9]+)?$")
 # Klaviyo private keys look like "pk_" followed by letters and digits.
 PRIVATE_KEY_RE = re.compile(r"^pk_[A-Za-z0-9_]{16,}$")
 CALLABLE_SETTINGS = ("ORDER_EVENTS_MAPPER", "USER_PROFILE_MAPPER")
+# The storefront's cart hooks: checked like the mappers when set.
+OPTIONAL_CALLABLE_SETTINGS = ("CART_TOKEN", "RESTORE_CART")
 WEBHOOK_URL_NAMES = ("klaviyo-webhook", "django_klaviyo:klaviyo-webhook")
 FLOW_WEBHOOK_URL_NAMES = ("klaviyo-flow-webhook", "django_klaviyo:klaviyo-flow-webhook")
 
@@ -307,9 +309,9 @@ def check_webhook_secrets() -> list[CheckMessage]:
 @_setting_check
 def check_callables() -> list[CheckMessage]:
     messages: list[CheckMessage] = []
-    for key in CALLABLE_SETTINGS:
+    for key in CALLABLE_SETTINGS + OPTIONAL_CALLABLE_SETTINGS:
         value = _get(key)
-        if callable(value):
+        if callable(value) or (value is None and key in OPTIONAL_CALLABLE_SETTINGS):
             continue
         if not isinstance(value, str):
             messages.append(

@@ -74,6 +74,29 @@ DEFAULTS: dict[str, Any] = {
     # Seconds a flusher owns the rows it claimed before another may reclaim them.
     "LEASE_SECONDS": 300,
     "BATCH_SIZE": 1000,
+    # Storefront (docs/storefront.md): where {% klaviyo_js %} loads klaviyo.js from
+    # (?company_id=<PUBLIC_API_KEY> is appended), whether it identifies logged-in users,
+    # and whether browse events go through our endpoint ("server") or klaviyo.js ("browser").
+    "KLAVIYO_JS_URL": "https://static.klaviyo.com/onsite/js/klaviyo.js",
+    "IDENTIFY_USERS": True,
+    "BROWSE_EVENTS_VIA": "server",
+    "STOREFRONT_THROTTLE_RATE": "120/min",
+    "STOREFRONT_ADDRESS_THROTTLE_RATE": "1200/min",
+    # Cart restore: callables (or dotted paths) the store provides, and the link's lifetime.
+    "CART_TOKEN": None,
+    "RESTORE_CART": None,
+    "CART_LINK_MAX_AGE": 7 * 24 * 3600,
+    # Health (klaviyo_status, the status endpoint): None switches a check off.
+    "HEALTH_MAX_DUE": None,
+    "HEALTH_MAX_DUE_AGE_SECONDS": 900,
+    "HEALTH_MAX_DEAD": 0,
+    # Bearer token for the status endpoint (staff users need none).
+    "HEALTH_TOKEN": None,
+    # Task-queue mode: outbox_ready enqueues a flush task on this Django task backend.
+    "FLUSH_TASK_BACKEND": None,
+    "FLUSH_TASK_DEBOUNCE_SECONDS": 5.0,
+    # klaviyo_backfill consent: user -> [{"profile", "channels", "list_id", "consented_at"}].
+    "BACKFILL_CONSENT_MAPPER": None,
 }
 
 REQUIRED: set[str] = {"PRIVATE_API_KEY"}

@@ -229,6 +229,9 @@ def order_profile(order: Any, fields: dict[str, Any] | None = None) -> dict[str,
             email = mapping.resolve(order, fields["customer_email"]) or ""
     if email:
         profile["email"] = str(email)
+    anonymous_id = mapping.resolve(order, fields["anonymous_id"])
+    if anonymous_id:
+        profile["anonymous_id"] = str(anonymous_id)
     return profile
 
 

@@ -38,6 +38,9 @@ ORDER_FIELDS: dict[str, Any] = {
     "email": "email",
     "customer_email": "customer.email",
     "customer_id": "customer_id",
+    # The storefront visitor's anonymous id (docs/storefront.md), so the order's events
+    # land on the profile of the visitor's earlier browse events; None: not mapped.
+    "anonymous_id": None,
     # The order's lines: a related manager or any iterable.
     "lines": "lines",
     # A dict with snake_case keys (first_name, address1, country_code, ...) or an object

@@ -1,11 +1,17 @@
-"""Webhook URLs. Mount under any prefix: ``path("klaviyo/", include("django_klaviyo.urls"))``."""
+"""Webhook, storefront and status URLs.
 
-from django.urls import path
+Mount under any prefix: ``path("klaviyo/", include("django_klaviyo.urls"))``.
+"""
 
+from django.urls import include, path
+
+from django_klaviyo.status_view import status_view
 from django_klaviyo.webhooks.views import flow_webhook, klaviyo_webhook
 
 urlpatterns = [
     path("webhooks/", klaviyo_webhook, name="klaviyo-webhook"),
     path("webhooks/flow/", flow_webhook, name="klaviyo-flow-webhook"),
     path("webhooks/flow/<str:name>/", flow_webhook, name="klaviyo-flow-webhook"),
+    path("storefront/", include("django_klaviyo.storefront.urls")),
+    path("status/", status_view, name="klaviyo-status"),
 ]

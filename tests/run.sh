@@ -64,6 +64,12 @@ echo "== ruff"
 "$VENV/bin/ruff" check django_klaviyo example_project tests bench
 "$VENV/bin/ruff" format --check django_klaviyo example_project tests bench
 
+echo "== package: wheel and sdist build, metadata passes twine check"
+dist_dir=$(mktemp -d)
+"$VENV/bin/python" -m build --outdir "$dist_dir" . >/dev/null
+"$VENV/bin/twine" check --strict "$dist_dir"/*
+rm -rf "$dist_dir"
+
 echo "== migrations are complete"
 (cd example_project && DATABASE_URL=sqlite:///:memory: ../"$VENV"/bin/python manage.py makemigrations --check --dry-run >/dev/null)
 

@@ -35,6 +35,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_klaviyo",
     "shop",
+    # Task-queue mode's end-to-end test: django-tasks-db's tables and its db_worker.
+    "django_tasks_db",
     # A differently shaped store, mapped by settings only (tests/test_mapping.py).
     "tests.altshop",
 ]
@@ -77,6 +79,19 @@ KLAVIYO = {
     "FLOW_WEBHOOK_TOKEN": "flow-token-0123456789abcdef",
     "API_URL": "https://a.klaviyo.com",
     "ORDER_MODEL": "shop.Order",
+}
+
+# Django's Tasks framework: built in from Django 6.0, the django-tasks backport below it.
+try:
+    import django.tasks  # noqa: F401
+
+    _TASKS = "django.tasks"
+except ImportError:
+    _TASKS = "django_tasks"
+    INSTALLED_APPS.append("django_tasks")
+TASKS = {
+    "default": {"BACKEND": f"{_TASKS}.backends.dummy.DummyBackend"},
+    "database": {"BACKEND": "django_tasks_db.DatabaseBackend"},
 }
 
 # django-oscar's real models, for the settings-only oscar integration test

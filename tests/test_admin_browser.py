@@ -6,6 +6,7 @@ without them the test fails (it does not skip), saying what to install.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -15,46 +16,7 @@ from django.utils import timezone
 
 from django_klaviyo.models import OutboxEvent
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--window-size=1400,1000",
-)
-
-
-@pytest.fixture
-def browser(tmp_path: Path):
-    missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not shutil.which(path)]
-    if missing:
-        pytest.fail(
-            f"Headless Chromium is needed for this test but {', '.join(missing)} is missing: "
-            "apt-get install -y chromium chromium-driver"
-        )
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        pytest.fail("The selenium package is needed for this test: pip install selenium")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(30)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-
+DOCS_SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "outbox-dashboard.png"
 
 # A loaded machine answers a click late: every element is waited for, never just looked up.
 WAIT_SECONDS = 30
@@ -90,6 +52,19 @@ def test_retry_now_on_a_dead_row_from_the_dashboard(browser, live_server, settin
         next_attempt_at=timezone.now() + timezone.timedelta(days=1),
     )
 
+    # Some traffic of the last hours, so the dashboard's timeline has rows to show.
+    now = timezone.now()
+    for hours_ago, count in ((0, 3), (1, 5), (3, 2)):
+        for i in range(count):
+            OutboxEvent.objects.create(
+                kind=OutboxEvent.Kind.EVENT,
+                metric="Placed Order",
+                payload={"metric": "Placed Order", "profile": {"email": f"c{i}@example.com"}},
+                profile_key=f"email:c{i}@example.com",
+                status=OutboxEvent.Status.SENT,
+                sent_at=now - timezone.timedelta(hours=hours_ago, minutes=i),
+            )
+
     browser.get(f"{live_server.url}/admin/login/?next=/admin/django_klaviyo/outboxevent/")
     wait_for(browser, By.NAME, "username").send_keys("boss")
     wait_for(browser, By.NAME, "password").send_keys("secret-pw-123")
@@ -115,6 +90,10 @@ def test_retry_now_on_a_dead_row_from_the_dashboard(browser, live_server, settin
     dead.refresh_from_db()
     assert dead.status == OutboxEvent.Status.PENDING and dead.attempts == 0
 
+    assert browser.find_element(By.ID, "klaviyo-timeline").is_displayed()
     screenshot = tmp_path / "outbox-dashboard.png"
     assert browser.save_screenshot(str(screenshot))
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if os.environ.get("DOCS_SCREENSHOT") == "1":
+        # README's picture: DOCS_SCREENSHOT=1 pytest -m browser refreshes docs/.
+        shutil.copyfile(screenshot, DOCS_SCREENSHOT)

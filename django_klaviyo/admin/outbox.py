@@ -18,7 +18,7 @@ from django.http import HttpRequest, HttpResponse
 from django.utils.html import format_html
 from django.utils.translation import gettext, ngettext
 
-from django_klaviyo import operations
+from django_klaviyo import health, operations
 from django_klaviyo.admin.base import ReadOnlyDetailAdmin, pretty_json
 from django_klaviyo.admin.dashboard import (
     FAILING,
@@ -30,6 +30,9 @@ from django_klaviyo.admin.dashboard import (
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.identifiers import normalize_phone_number
 from django_klaviyo.models import OutboxEvent
+
+# Timestamps the dashboard's hourly timeline reads at most, of sent and of dead rows.
+TIMELINE_ROWS = 20_000
 
 
 def profile_keys_for(term: str) -> set[str]:
@@ -165,6 +168,7 @@ class OutboxEventAdmin(ReadOnlyDetailAdmin):
                 for kind in OutboxEvent.Kind
                 if kind.value in stats.unfinished_by_kind
             ],
+            "dashboard_timeline": health.hourly_timeline(24, now=stats.now, limit=TIMELINE_ROWS),
             **(extra_context or {}),
         }
         return super().changelist_view(request, extra_context=context)

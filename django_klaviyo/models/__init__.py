@@ -1,9 +1,11 @@
+from django_klaviyo.models.backfill import BackfillCheckpoint
 from django_klaviyo.models.outbox import OutboxEvent
 from django_klaviyo.models.profiles import Consent, KlaviyoList, KlaviyoProfileLink, ListMembership
 from django_klaviyo.models.remote import KlaviyoCampaign, KlaviyoFlow
 from django_klaviyo.models.webhooks import WebhookDelivery, WebhookItem
 
 __all__ = [
+    "BackfillCheckpoint",
     "Consent",
     "KlaviyoCampaign",
     "KlaviyoFlow",

@@ -12,6 +12,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import models
+from django.urls import reverse
 
 
 class Order(models.Model):
@@ -48,6 +49,9 @@ class Order(models.Model):
     # The discount the total already includes (a positive amount).
     discount_value = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
     cancel_reason = models.CharField(max_length=255, blank=True)
+    # The storefront visitor's anonymous id (django_klaviyo.storefront), so Placed Order
+    # lands on the profile of the browsing that led to it (KLAVIYO["ORDER_FIELDS"]).
+    klaviyo_anonymous_id = models.CharField(max_length=128, blank=True)
     placed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -105,3 +109,51 @@ class RefundLine(models.Model):
 
     def __str__(self) -> str:
         return f"{self.quantity} x line {self.line_id}"
+
+
+class Product(models.Model):
+    """A product with one stock level; Klaviyo's catalog sees it as an item with one
+    variant (KLAVIYO["CATALOG"] in shop_site.settings)."""
+
+    name = models.CharField(max_length=255)
+    sku = models.CharField(max_length=64, unique=True)
+    price = models.DecimalField(max_digits=12, decimal_places=2)
+    url = models.URLField(max_length=500)
+    image_url = models.URLField(max_length=500, blank=True)
+    # Category names, e.g. ["Coffee", "Gifts"].
+    categories = models.JSONField(default=list, blank=True)
+    brand = models.CharField(max_length=128, blank=True)
+    inventory = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.sku})"
+
+    # The storefront's page (``url`` is the public address that emails and the catalog use).
+    def get_absolute_url(self) -> str:
+        return reverse("shop:product", kwargs={"sku": self.sku})
+
+    def klaviyo_metadata(self) -> dict[str, str]:
+        return {"brand": self.brand} if self.brand else {}
+
+    @property
+    def in_stock(self) -> bool:
+        return self.inventory > 0
+
+
+class Cart(models.Model):
+    """A shopper's cart, stored so an emailed cart link can restore it on any device."""
+
+    token = models.CharField(max_length=64, unique=True)
+    customer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    # {sku: quantity}
+    items = models.JSONField(default=dict, blank=True)
+    checked_out = models.BooleanField(default=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"Cart {self.token[:8]}"

@@ -78,9 +78,11 @@ def place_order(
     number: str | None = None,
     discount_code: str = "",
     discount_value: Decimal | None = None,
+    anonymous_id: str = "",
 ) -> Order:
     """Create a placed order for a customer (a user) or a guest (an email). A discount
-    (code and positive amount) is taken off the lines' total."""
+    (code and positive amount) is taken off the lines' total. ``anonymous_id`` is the
+    storefront visitor's (django_klaviyo.storefront), carried by the order's events."""
     email = email or getattr(customer, "email", "") or ""
     if customer is None and not email:
         raise ValidationError("A guest order needs an email.")
@@ -102,6 +104,7 @@ def place_order(
             shipping_address=dict(shipping_address or {}),
             discount_code=discount_code,
             discount_value=discount_value,
+            klaviyo_anonymous_id=anonymous_id,
         )
         for line in line_objects:
             line.order = order

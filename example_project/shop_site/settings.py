@@ -80,6 +80,7 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
+LOGIN_REDIRECT_URL = "/store/"
 
 SANDBOX_URL = "http://127.0.0.1:8765"
 _private_key = env("KLAVIYO_PRIVATE_API_KEY", default="")
@@ -98,6 +99,11 @@ KLAVIYO = {
         "KLAVIYO_API_URL", default="https://a.klaviyo.com" if _private_key else SANDBOX_URL
     ),
     "ORDER_MODEL": "shop.Order",
+    # The storefront (docs/storefront.md): the visitor's anonymous id on the order's events,
+    # and the cart hooks behind the signed CheckoutURL of cart and checkout events.
+    "ORDER_FIELDS": {"anonymous_id": "klaviyo_anonymous_id"},
+    "CART_TOKEN": "shop.cart.cart_token",
+    "RESTORE_CART": "shop.cart.restore_cart",
     # Seconds before a crashed flusher's claimed rows may be reclaimed.
     "LEASE_SECONDS": env.int("KLAVIYO_LEASE_SECONDS", default=300),
 }

@@ -1,5 +1,6 @@
-"""``manage.py seed_shop --customers N --orders M [--seed S]``: demo data through the
-ordinary model saves and shop.services, so every change lands in the Klaviyo outbox."""
+"""``manage.py seed_shop --customers N --orders M [--seed S]``: demo products, customers
+and orders through the ordinary model saves and shop.services, so every change lands in
+the Klaviyo outbox."""
 
 from __future__ import annotations
 
@@ -13,16 +14,20 @@ from django.db import transaction
 
 from django_klaviyo.models import OutboxEvent
 from shop import services
+from shop.models import Product
 
 FIRST_NAMES = ["Ada", "Grace", "Alan", "Edsger", "Barbara", "Ken", "Radia", "Linus", "Joan"]
 LAST_NAMES = ["Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Thompson", "Perlman"]
+# (sku, name, price, categories, brand, inventory); the sticker set is sold out, for the
+# back-in-stock form.
 PRODUCTS = [
-    ("TEE-BLK", "Black T-shirt", Decimal("19.99"), ["Apparel", "Tops"]),
-    ("MUG-WHT", "White mug", Decimal("9.50"), ["Kitchen"]),
-    ("CAP-RED", "Red cap", Decimal("14.00"), ["Apparel", "Accessories"]),
-    ("BAG-CNV", "Canvas tote", Decimal("24.00"), ["Accessories"]),
-    ("STK-SET", "Sticker set", Decimal("4.25"), ["Stationery"]),
+    ("TEE-BLK", "Black T-shirt", Decimal("19.99"), ["Apparel", "Tops"], "Northwind", 40),
+    ("MUG-WHT", "White mug", Decimal("9.50"), ["Kitchen"], "Acme", 25),
+    ("CAP-RED", "Red cap", Decimal("14.00"), ["Apparel", "Accessories"], "Northwind", 12),
+    ("BAG-CNV", "Canvas tote", Decimal("24.00"), ["Accessories"], "Acme", 8),
+    ("STK-SET", "Sticker set", Decimal("4.25"), ["Stationery"], "Paperie", 0),
 ]
+SHOP_URL = "https://shop.example.com"
 
 
 class Command(BaseCommand):
@@ -39,6 +44,7 @@ class Command(BaseCommand):
             raise CommandError("--customers and --orders must be zero or more.")
         rng = random.Random(options["seed"])
         outbox_before = OutboxEvent.objects.count()
+        products = self._products()
         users = [self._customer(rng, i) for i in range(customers)]
         counts = {"placed": 0, "fulfilled": 0, "cancelled": 0, "refunded": 0, "guest": 0}
         for i in range(orders):
@@ -80,11 +86,28 @@ class Command(BaseCommand):
                 services.cancel_order(order)
                 counts["cancelled"] += 1
         self.stdout.write(
-            f"customers: {len(users)}; orders: {counts['placed']} "
+            f"products: {products}; customers: {len(users)}; orders: {counts['placed']} "
             f"({counts['guest']} guest), fulfilled: {counts['fulfilled']}, "
             f"cancelled: {counts['cancelled']}, refunded: {counts['refunded']}; "
             f"outbox rows added: {OutboxEvent.objects.count() - outbox_before}"
         )
+
+    def _products(self) -> int:
+        """The catalog, saved like the store would (each save writes catalog rows)."""
+        for sku, name, price, categories, brand, inventory in PRODUCTS:
+            Product.objects.update_or_create(
+                sku=sku,
+                defaults={
+                    "name": name,
+                    "price": price,
+                    "url": f"{SHOP_URL}/p/{sku}",
+                    "image_url": f"{SHOP_URL}/img/{sku}.png",
+                    "categories": categories,
+                    "brand": brand,
+                    "inventory": inventory,
+                },
+            )
+        return len(PRODUCTS)
 
     def _customer(self, rng: random.Random, index: int) -> Any:
         user_model = get_user_model()
@@ -115,8 +138,8 @@ class Command(BaseCommand):
                 "quantity": rng.randint(1, 3),
                 "unit_price": price,
                 "categories": categories,
-                "image_url": f"https://shop.example.com/img/{sku}.png",
-                "product_url": f"https://shop.example.com/p/{sku}",
+                "image_url": f"{SHOP_URL}/img/{sku}.png",
+                "product_url": f"{SHOP_URL}/p/{sku}",
             }
-            for sku, name, price, categories in picked
+            for sku, name, price, categories, _brand, _inventory in picked
         ]

@@ -1,0 +1,236 @@
+"""Is marketing data flowing? The figures behind ``klaviyo_status``, the status endpoint
+and the dashboard's hourly timeline, and the verdict against thresholds.
+
+Every query is bounded by an index, so a probe every few seconds stays cheap at millions of
+rows: due rows through the partial "due" index, dead rows through the partial "failing"
+index, the last send and the timeline through the partial "sent" index. Nothing counts the
+whole table; the dashboard's timeline counts at most ``cap`` rows an hour.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db.models import Count, Max, Min, QuerySet
+from django.db.models.functions import TruncHour
+from django.utils import timezone
+
+from django_klaviyo.conf import klaviyo_settings
+from django_klaviyo.models import OutboxEvent
+
+Status = OutboxEvent.Status
+
+# Exit codes of ``klaviyo_status`` (bits, so "backlog and dead" is 3).
+# Due rows counted at most (more: "at least"), unless a threshold needs more.
+DUE_COUNT_CAP = 10_000
+
+HEALTHY = 0
+BACKLOG = 1
+DEAD = 2
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """When the outbox counts as unhealthy; None switches a check off."""
+
+    max_due: int | None = None  # rows waiting to be sent
+    max_due_age: dt.timedelta | None = None  # how long the oldest due row has waited
+    max_dead: int | None = 0  # dead-lettered rows
+
+    @classmethod
+    def from_settings(cls) -> Thresholds:
+        age = klaviyo_settings.HEALTH_MAX_DUE_AGE_SECONDS
+        return cls(
+            max_due=klaviyo_settings.HEALTH_MAX_DUE,
+            max_due_age=None if age is None else dt.timedelta(seconds=age),
+            max_dead=klaviyo_settings.HEALTH_MAX_DEAD,
+        )
+
+
+@dataclass
+class Health:
+    now: dt.datetime
+    due_by_kind: dict[str, int]
+    oldest_due_since: dt.datetime | None
+    dead_by_error_code: dict[str, int]
+    last_sent_at: dt.datetime | None
+    # True: more rows were due than counted (the oldest ones were; ``due`` is a lower bound).
+    due_capped: bool = False
+    problems: list[str] = field(default_factory=list)
+    code: int = HEALTHY
+
+    @property
+    def due(self) -> int:
+        return sum(self.due_by_kind.values())
+
+    @property
+    def dead(self) -> int:
+        return sum(self.dead_by_error_code.values())
+
+    @property
+    def oldest_due_age(self) -> dt.timedelta | None:
+        return None if self.oldest_due_since is None else self.now - self.oldest_due_since
+
+    @property
+    def verdict(self) -> str:
+        return {HEALTHY: "healthy", BACKLOG: "backlog", DEAD: "dead"}.get(self.code, "backlog+dead")
+
+    def as_dict(self) -> dict[str, Any]:
+        age = self.oldest_due_age
+        return {
+            "status": self.verdict,
+            "problems": self.problems,
+            "checked_at": self.now.isoformat(),
+            "due": self.due,
+            "due_by_kind": self.due_by_kind,
+            # True: some kind has more due rows than counted (``due`` is a lower bound).
+            "due_at_least": self.due_capped,
+            "oldest_due_since": _iso(self.oldest_due_since),
+            "oldest_due_age_seconds": None if age is None else round(age.total_seconds(), 3),
+            "dead": self.dead,
+            "dead_by_error_code": self.dead_by_error_code,
+            "last_sent_at": _iso(self.last_sent_at),
+        }
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def check(
+    thresholds: Thresholds | None = None, *, now: dt.datetime | None = None, using: str = "default"
+) -> Health:
+    """Gather the figures and judge them against ``thresholds`` (default: settings)."""
+    thresholds = thresholds or Thresholds.from_settings()
+    now = now or timezone.now()
+    rows = OutboxEvent.objects.using(using).order_by()
+    # Due = pending or retrying whose time has come (the claimable rows).
+    due_rows = rows.filter(status__in=OutboxEvent.DUE_STATUSES, next_attempt_at__lte=now)
+    # The oldest ``cap`` due rows are read along the "due" index and counted by kind: a
+    # probe stays cheap with a million rows due, and the cap is above the threshold.
+    cap = max(DUE_COUNT_CAP, (thresholds.max_due or 0) + 1)
+    kinds = list(due_rows.order_by("next_attempt_at").values_list("kind", flat=True)[: cap + 1])
+    due_by_kind = dict(sorted(Counter(kinds).items()))
+    oldest = due_rows.aggregate(oldest=Min("next_attempt_at"))["oldest"]
+    dead_by_error_code = {
+        (r["last_error_code"] or "(none)"): r["n"]
+        for r in rows.filter(status=Status.DEAD)
+        .values("last_error_code")
+        .annotate(n=Count("pk"))
+        .order_by("-n", "last_error_code")
+    }
+    # status="sent" matches the partial index's predicate, so this reads one index entry.
+    last_sent = rows.filter(status=Status.SENT).aggregate(last=Max("sent_at"))["last"]
+    health = Health(
+        now=now,
+        due_by_kind=due_by_kind,
+        oldest_due_since=oldest,
+        dead_by_error_code=dead_by_error_code,
+        last_sent_at=last_sent,
+        due_capped=len(kinds) > cap,
+    )
+    _judge(health, thresholds)
+    return health
+
+
+def _judge(health: Health, thresholds: Thresholds) -> None:
+    if thresholds.max_due is not None and health.due > thresholds.max_due:
+        health.problems.append(f"{health.due} due rows (threshold {thresholds.max_due})")
+        health.code |= BACKLOG
+    age = health.oldest_due_age
+    if thresholds.max_due_age is not None and age is not None and age > thresholds.max_due_age:
+        health.problems.append(
+            f"oldest due row waiting {int(age.total_seconds())}s "
+            f"(threshold {int(thresholds.max_due_age.total_seconds())}s)"
+        )
+        health.code |= BACKLOG
+    if thresholds.max_dead is not None and health.dead > thresholds.max_dead:
+        health.problems.append(f"{health.dead} dead rows (threshold {thresholds.max_dead})")
+        health.code |= DEAD
+
+
+@dataclass(frozen=True)
+class HourBucket:
+    hour: dt.datetime
+    # None: not counted (the dashboard reads a bounded number of rows; see below).
+    sent: int | None
+    dead: int | None
+    # True: at least this many (the hour was only partly read).
+    sent_partial: bool = False
+    dead_partial: bool = False
+
+
+def hourly_timeline(
+    hours: int = 24,
+    *,
+    now: dt.datetime | None = None,
+    limit: int | None = None,
+    using: str = "default",
+) -> list[HourBucket]:
+    """Rows sent and dead-lettered in each of the last ``hours`` hours, oldest first.
+
+    Sent rows are read through the partial "sent" index; dead rows through the partial
+    "failing" index, bucketed by their last change (when they died). With ``limit`` (the
+    admin's dashboard), only the newest ``limit`` timestamps of each are read, newest
+    first along the index: an hour reached only in part is marked partial, and hours
+    beyond it are not counted (None), so a page never reads more than ``2 * limit`` rows.
+    """
+    now = now or timezone.now()
+    end = now.replace(minute=0, second=0, microsecond=0) + dt.timedelta(hours=1)
+    start = end - dt.timedelta(hours=hours)
+    rows = OutboxEvent.objects.using(using).order_by()
+    sent = _per_hour(rows.filter(status=Status.SENT), "sent_at", start, end, limit)
+    dead = _per_hour(rows.filter(status=Status.DEAD), "updated_at", start, end, limit)
+    buckets = []
+    for i in range(hours):
+        hour = start + dt.timedelta(hours=i)
+        (n_sent, sent_partial), (n_dead, dead_partial) = sent(hour), dead(hour)
+        buckets.append(HourBucket(hour, n_sent, n_dead, sent_partial, dead_partial))
+    return buckets
+
+
+def _per_hour(
+    rows: QuerySet[OutboxEvent],
+    column: str,
+    start: dt.datetime,
+    end: dt.datetime,
+    limit: int | None,
+) -> Any:
+    """A function hour -> (count or None, partial)."""
+    window = rows.filter(**{f"{column}__gte": start, f"{column}__lt": end})
+    if limit is None:
+        counts = {
+            _hour(r["hour"]): r["n"]
+            for r in window.annotate(hour=TruncHour(column, tzinfo=dt.timezone.utc))
+            .values("hour")
+            .annotate(n=Count("pk"))
+        }
+        return lambda hour: (counts.get(hour, 0), False)
+    times = list(window.order_by(f"-{column}").values_list(column, flat=True)[:limit])
+    counts: dict[dt.datetime, int] = {}
+    for value in times:
+        hour = _hour(value).replace(minute=0, second=0, microsecond=0)
+        counts[hour] = counts.get(hour, 0) + 1
+    # Read up to the limit: the oldest hour read is partial, older ones unknown.
+    cutoff = None
+    if times and len(times) == limit:
+        cutoff = _hour(times[-1]).replace(minute=0, second=0, microsecond=0)
+
+    def count(hour: dt.datetime) -> tuple[int | None, bool]:
+        if cutoff is None or hour > cutoff:
+            return counts.get(hour, 0), False
+        if hour == cutoff:
+            return counts.get(hour, 0), True
+        return None, False
+
+    return count
+
+
+def _hour(value: dt.datetime) -> dt.datetime:
+    # Buckets are UTC hours; SQLite may hand back a naive value.
+    if value.tzinfo is None:
+        return value.replace(tzinfo=dt.timezone.utc)
+    return value.astimezone(dt.timezone.utc)

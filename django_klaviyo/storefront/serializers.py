@@ -1,0 +1,74 @@
+"""Input of the browse-events endpoint: the product dicts of ``django_klaviyo.api``
+(snake_case keys), checked before anything is written. Errors name the field."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from rest_framework import serializers
+
+EVENTS = ("viewed_product", "added_to_cart", "started_checkout")
+MAX_CART_ITEMS = 100
+
+
+class WebUrlField(serializers.CharField):
+    """An absolute http(s) URL. Looser than URLField: any host name (an intranet shop,
+    a test server) is fine; only the scheme and the host are required."""
+
+    def to_internal_value(self, data: Any) -> str:
+        value = super().to_internal_value(data)
+        if value:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.netloc or " " in value:
+                raise serializers.ValidationError("Enter an absolute http(s) URL.")
+        return value
+
+
+class ProductSerializer(serializers.Serializer):
+    product_id = serializers.CharField(max_length=255)
+    sku = serializers.CharField(max_length=255, required=False, allow_blank=True)
+    name = serializers.CharField(max_length=500)
+    price = serializers.DecimalField(
+        max_digits=14, decimal_places=2, min_value=0, required=False, allow_null=True
+    )
+    compare_at_price = serializers.DecimalField(
+        max_digits=14, decimal_places=2, min_value=0, required=False, allow_null=True
+    )
+    quantity = serializers.IntegerField(min_value=1, max_value=10_000, required=False)
+    image_url = WebUrlField(max_length=2000, required=False, allow_blank=True)
+    product_url = WebUrlField(max_length=2000, required=False, allow_blank=True)
+    categories = serializers.ListField(
+        child=serializers.CharField(max_length=255), max_length=50, required=False
+    )
+    brand = serializers.CharField(max_length=255, required=False, allow_blank=True)
+
+
+class BrowseEventSerializer(serializers.Serializer):
+    """``{"event": "viewed_product", "product": {...}}``,
+    ``{"event": "added_to_cart", "item": {...}, "items": [...the whole cart]}``,
+    ``{"event": "started_checkout", "items": [...], "checkout_id": "..."}``;
+    ``currency`` (ISO 4217) is optional for the cart events."""
+
+    event = serializers.ChoiceField(choices=EVENTS)
+    product = ProductSerializer(required=False)
+    item = ProductSerializer(required=False)
+    items = ProductSerializer(many=True, required=False, max_length=MAX_CART_ITEMS)
+    checkout_id = serializers.RegexField(r"^[A-Za-z0-9_.:-]{1,100}$", required=False)
+    currency = serializers.RegexField(r"^[A-Z]{3}$", required=False)
+
+    REQUIRED = {
+        "viewed_product": ("product",),
+        "added_to_cart": ("item",),
+        "started_checkout": ("items", "checkout_id"),
+    }
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        missing = {
+            name: [f"{name} is required for {attrs['event']}."]
+            for name in self.REQUIRED[attrs["event"]]
+            if not attrs.get(name)
+        }
+        if missing:
+            raise serializers.ValidationError(missing)
+        return attrs

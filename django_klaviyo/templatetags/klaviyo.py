@@ -1,0 +1,215 @@
+"""``{% load klaviyo %}``: klaviyo.js and browse events on the storefront.
+
+``{% klaviyo_js %}`` (once per page, near the end of ``<body>``) loads klaviyo.js with the
+public key (company id) only, ``async``, with the request's CSP nonce when it has one
+(``request.csp_nonce``: django-csp, or Django's own CSP middleware), and identifies the
+logged-in user with ``klaviyo.identify``. It also loads ``django_klaviyo/storefront.js``,
+which sends the browse events that the tags below describe.
+
+``{% klaviyo_viewed_product product %}``, ``{% klaviyo_added_to_cart item items %}`` and
+``{% klaviyo_started_checkout items checkout_id %}`` take the product dicts of
+``django_klaviyo.api`` (snake_case keys). They embed the event as JSON (``json_script``,
+so no product name can break out of the page) for storefront.js, which posts it to the
+browse-events endpoint (``BROWSE_EVENTS_VIA = "server"``, the default: ad blockers cannot
+drop it) or hands it to ``klaviyo.track`` ("browser"). Viewed Product also calls
+``klaviyo.trackViewedItem`` for Klaviyo's "recently viewed" block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import urlencode
+
+from django import template
+from django.core.exceptions import ImproperlyConfigured
+from django.middleware.csrf import get_token
+from django.templatetags.static import static
+from django.urls import NoReverseMatch, reverse
+from django.utils.html import format_html, json_script
+from django.utils.safestring import SafeString, mark_safe
+
+from django_klaviyo import cart
+from django_klaviyo.conf import klaviyo_settings
+from django_klaviyo.storefront import cartlinks, identity
+
+register = template.Library()
+
+CONFIG_ID = "klaviyo-storefront-config"
+
+
+def _nonce_attr(context: template.Context) -> SafeString:
+    """`` nonce="..."`` when the project uses CSP nonces: ``request.csp_nonce``
+    (django-csp), ``request._csp_nonce`` (Django 6's CSP middleware) or the ``csp_nonce``
+    context variable (Django 6's context processor). Both are lazy: str() makes the nonce
+    (and puts it in the response header); a lazy nonce is falsy until then, so test None."""
+    request = context.get("request")
+    for nonce in (
+        getattr(request, "csp_nonce", None),
+        getattr(request, "_csp_nonce", None),
+        context.get("csp_nonce"),
+    ):
+        if nonce is not None and str(nonce):
+            return format_html(' nonce="{}"', str(nonce))
+    return mark_safe("")
+
+
+def public_key() -> str | None:
+    """PUBLIC_API_KEY when it is usable on a page; never a private key (the system check
+    E037 reports one, and the tag renders nothing with it)."""
+    key = klaviyo_settings.get("PUBLIC_API_KEY", None)
+    if not isinstance(key, str) or not key.strip() or key.startswith("pk_"):
+        return None
+    return key.strip()
+
+
+def script_url(key: str) -> str:
+    base = klaviyo_settings.KLAVIYO_JS_URL
+    return f"{base}{'&' if '?' in base else '?'}{urlencode({'company_id': key})}"
+
+
+def _events_url() -> str | None:
+    for name in ("klaviyo-storefront-events", "django_klaviyo:klaviyo-storefront-events"):
+        try:
+            return reverse(name)
+        except NoReverseMatch:
+            continue
+    return None
+
+
+def _identify(context: template.Context) -> dict[str, str]:
+    request = context.get("request")
+    if not klaviyo_settings.IDENTIFY_USERS or request is None:
+        return {}
+    profile = identity.user_profile(getattr(request, "user", None))
+    return {k: str(profile[k]) for k in ("email", "external_id") if profile.get(k)}
+
+
+@register.simple_tag(takes_context=True)
+def klaviyo_js(context: template.Context) -> SafeString:
+    key = public_key()
+    if key is None:
+        return mark_safe(
+            "<!-- django-klaviyo: klaviyo.js is not loaded: PUBLIC_API_KEY is not set "
+            "or is not a public key (see manage.py check). -->"
+        )
+    request = context.get("request")
+    via = klaviyo_settings.BROWSE_EVENTS_VIA
+    if via not in ("server", "browser"):
+        raise ImproperlyConfigured(
+            f"KLAVIYO['BROWSE_EVENTS_VIA'] must be 'server' or 'browser', not {via!r}."
+        )
+    events_url = _events_url() if via == "server" else None
+    config: dict[str, Any] = {
+        "identify": _identify(context),
+        "eventsUrl": events_url,
+        "csrfToken": get_token(request) if request is not None and events_url else None,
+    }
+    if request is not None:
+        identity.remember_visitor(request)  # keeps a landing page's _kx for later events
+    nonce = _nonce_attr(context)
+    return format_html(
+        '<script{} async src="{}"></script>\n{}\n<script{} defer src="{}"></script>',
+        nonce,
+        script_url(key),
+        json_script(config, CONFIG_ID),
+        nonce,
+        static("django_klaviyo/storefront.js"),
+    )
+
+
+def _event_json(element_id: str, data: Mapping[str, Any]) -> SafeString:
+    # DjangoJSONEncoder (json_script's): Decimals and dates as strings, which the
+    # endpoint's serializer reads back; storefront.js reads the element on load.
+    return json_script(dict(data), element_id)
+
+
+def viewed_item(properties: Mapping[str, Any]) -> dict[str, Any]:
+    """klaviyo.js's trackViewedItem shape, from Viewed Product's properties."""
+    metadata = {k: properties[k] for k in ("Brand", "Price", "CompareAtPrice") if k in properties}
+    item = {
+        "Title": properties.get("ProductName"),
+        "ItemId": properties.get("ProductID"),
+        "Categories": properties.get("Categories"),
+        "ImageUrl": properties.get("ImageURL"),
+        "Url": properties.get("URL"),
+        "Metadata": metadata,
+    }
+    return {k: v for k, v in item.items() if v not in (None, "", [])}
+
+
+@register.simple_tag
+def klaviyo_viewed_product(product: Mapping[str, Any]) -> SafeString:
+    properties = cart.product_properties(product)
+    return _event_json(
+        "klaviyo-viewed-product",
+        {
+            "event": "viewed_product",
+            "body": {"event": "viewed_product", "product": dict(product)},
+            "metric": "Viewed Product",
+            "properties": properties,
+            "viewedItem": viewed_item(properties),
+        },
+    )
+
+
+@register.simple_tag(takes_context=True)
+def klaviyo_added_to_cart(
+    context: template.Context,
+    item: Mapping[str, Any],
+    items: Iterable[Mapping[str, Any]] | None = None,
+    currency: str | None = None,
+) -> SafeString:
+    basket = [dict(i) for i in items] if items is not None else [dict(item)]
+    properties = cart.added_item(item)
+    properties.update(cart.items_summary(cart.cart_items(basket)))
+    body: dict[str, Any] = {"event": "added_to_cart", "item": dict(item), "items": basket}
+    if currency:
+        body["currency"] = currency
+    return _event_json(
+        "klaviyo-added-to-cart",
+        {
+            "event": "added_to_cart",
+            "body": body,
+            "metric": "Added to Cart",
+            "properties": _with_checkout_url(context, properties),
+        },
+    )
+
+
+@register.simple_tag(takes_context=True)
+def klaviyo_started_checkout(
+    context: template.Context,
+    items: Iterable[Mapping[str, Any]],
+    checkout_id: str,
+    currency: str | None = None,
+) -> SafeString:
+    basket = [dict(i) for i in items]
+    properties = cart.items_summary(cart.cart_items(basket))
+    properties["CheckoutId"] = str(checkout_id)
+    body: dict[str, Any] = {
+        "event": "started_checkout",
+        "items": basket,
+        "checkout_id": str(checkout_id),
+    }
+    if currency:
+        body["currency"] = currency
+    return _event_json(
+        "klaviyo-started-checkout",
+        {
+            "event": "started_checkout",
+            "body": body,
+            "metric": "Started Checkout",
+            "properties": _with_checkout_url(context, properties),
+        },
+    )
+
+
+def _with_checkout_url(context: template.Context, properties: dict[str, Any]) -> dict[str, Any]:
+    # Only the browser path needs it here; the endpoint signs its own.
+    request = context.get("request")
+    if request is not None and klaviyo_settings.BROWSE_EVENTS_VIA == "browser":
+        link = cartlinks.checkout_url(request)
+        if link:
+            properties["CheckoutURL"] = link
+    return properties

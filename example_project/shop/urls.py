@@ -1,0 +1,16 @@
+"""The example storefront: ``path("store/", include("shop.urls"))``."""
+
+from django.urls import path
+
+from shop import views
+
+app_name = "shop"
+
+urlpatterns = [
+    path("", views.product_list, name="products"),
+    path("p/<str:sku>/", views.product_detail, name="product"),
+    path("cart/", views.cart_view, name="cart"),
+    path("cart/add/<str:sku>/", views.cart_add, name="cart-add"),
+    path("checkout/", views.checkout, name="checkout"),
+    path("orders/<str:number>/", views.order_done, name="order-done"),
+]

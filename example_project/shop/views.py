@@ -1,0 +1,94 @@
+"""The example storefront's pages. Browse events are sent by the page's tags
+({% klaviyo_viewed_product %} etc.) through django-klaviyo's endpoint; the order's events
+by the order's save (shop.services.place_order)."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from django_klaviyo.storefront.identity import visitor_anonymous_id
+from shop import cart as carts
+from shop import services
+from shop.models import Order, Product
+
+
+def product_list(request: HttpRequest) -> HttpResponse:
+    return render(request, "shop/product_list.html", {"products": Product.objects.all()})
+
+
+def product_detail(request: HttpRequest, sku: str) -> HttpResponse:
+    product = get_object_or_404(Product, sku=sku)
+    context = {"product": product, "klaviyo_product": carts.product_dict(request, product)}
+    return render(request, "shop/product_detail.html", context)
+
+
+@require_POST
+def cart_add(request: HttpRequest, sku: str) -> HttpResponse:
+    product = get_object_or_404(Product, sku=sku)
+    if not product.in_stock:
+        messages.error(request, f"{product.name} is sold out.")
+        return redirect(product)
+    carts.add(request, product)
+    # The cart page reports Added to Cart once, for this item.
+    request.session["shop_just_added"] = product.sku
+    return redirect("shop:cart")
+
+
+def cart_view(request: HttpRequest) -> HttpResponse:
+    cart = carts.current_cart(request)
+    items = carts.lines(request, cart)
+    added_sku = request.session.pop("shop_just_added", None)
+    added = next((item for item in items if item["sku"] == added_sku), None)
+    context = {"cart": cart, "items": items, "total": carts.total(items), "added": added}
+    return render(request, "shop/cart.html", context)
+
+
+def checkout(request: HttpRequest) -> HttpResponse:
+    cart = carts.current_cart(request)
+    items = carts.lines(request, cart)
+    if not items:
+        return redirect("shop:cart")
+    error = None
+    if request.method == "POST":
+        email = request.POST.get("email", "").strip()
+        try:
+            order = services.place_order(
+                customer=request.user if request.user.is_authenticated else None,
+                email=email,
+                lines=[
+                    {
+                        "product_id": item["product_id"],
+                        "sku": item["sku"],
+                        "name": item["name"],
+                        "quantity": item["quantity"],
+                        "unit_price": item["price"],
+                        "image_url": item["image_url"],
+                        "product_url": item["product_url"],
+                        "categories": item["categories"],
+                        "brand": item["brand"],
+                    }
+                    for item in items
+                ],
+                anonymous_id=visitor_anonymous_id(request) or "",
+            )
+        except ValidationError as exc:
+            error = " ".join(exc.messages)
+        else:
+            cart.checked_out = True
+            cart.save(update_fields=["checked_out", "updated_at"])
+            request.session["shop_last_order"] = order.number
+            return redirect("shop:order-done", number=order.number)
+    context = {"cart": cart, "items": items, "total": carts.total(items), "error": error}
+    return render(request, "shop/checkout.html", context)
+
+
+def order_done(request: HttpRequest, number: str) -> HttpResponse:
+    # Only the session that placed the order sees its confirmation.
+    if request.session.get("shop_last_order") != number:
+        raise Http404("No such order in this session.")
+    order = get_object_or_404(Order, number=number)
+    return render(request, "shop/order_done.html", {"order": order})
