@@ -30,9 +30,12 @@ class KlaviyoTransportError(KlaviyoError):
 
     retryable = True
 
-    def __init__(self, message: str, *, timeout: bool = False) -> None:
+    def __init__(self, message: str, *, timeout: bool = False, nothing_sent: bool = False) -> None:
         super().__init__(message)
         self.timeout = timeout
+        # The connection failed before the request left (refused, DNS, connect timeout):
+        # Klaviyo cannot have acted on it.
+        self.nothing_sent = nothing_sent
 
 
 class KlaviyoAPIError(KlaviyoError):
@@ -78,6 +81,11 @@ class KlaviyoAPIError(KlaviyoError):
 
 class KlaviyoAuthError(KlaviyoAPIError):
     """401, or a 403 with a JSON body: the key is wrong, revoked or lacks a scope."""
+
+
+class KlaviyoPermissionError(KlaviyoAuthError):
+    """403 with a JSON body: the key is valid but lacks a scope this endpoint needs. It
+    says nothing about other endpoints (private keys have per-endpoint scopes)."""
 
 
 class KlaviyoRateLimitError(KlaviyoAPIError):

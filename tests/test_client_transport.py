@@ -21,6 +21,7 @@ from django_klaviyo.exceptions import (
     KlaviyoAuthError,
     KlaviyoConfigurationError,
     KlaviyoDuplicateProfileError,
+    KlaviyoPermissionError,
     KlaviyoRateLimitError,
     KlaviyoServerError,
     KlaviyoTransportError,
@@ -198,7 +199,7 @@ def test_exhaustion_raises_the_last_error(mock, clock):
     [
         (400, "invalid", KlaviyoAPIError),
         (401, "authentication_failed", KlaviyoAuthError),
-        (403, "permission_denied", KlaviyoAuthError),
+        (403, "permission_denied", KlaviyoPermissionError),
         (404, "not_found", KlaviyoAPIError),
         (409, "duplicate_profile", KlaviyoDuplicateProfileError),
     ],

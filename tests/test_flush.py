@@ -785,63 +785,133 @@ def test_profile_upsert_stores_the_klaviyo_id_on_the_link(client, clock, mocked)
     assert OutboxEvent.objects.get(pk=row.pk).status == Status.SENT
 
 
-def test_a_duplicate_profile_409_is_dead_lettered_with_the_duplicate_id(client, clock, mocked):
+def duplicate_body(profile_id: str) -> dict[str, Any]:
+    return {
+        "errors": [
+            {
+                "id": "x",
+                "status": 409,
+                "code": "duplicate_profile",
+                "title": "Conflict.",
+                "detail": "A profile already exists with one of these identifiers.",
+                "source": {"pointer": "/data/attributes"},
+                "meta": {"duplicate_profile_id": profile_id},
+            }
+        ]
+    }
+
+
+def test_a_duplicate_profile_409_updates_the_profile_klaviyo_names(client, clock, mocked):
+    """A user changes to an email an earlier guest profile holds: Klaviyo answers 409
+    naming that profile, and the change goes to it (PATCH) instead of being dropped."""
+    mocked.add(responses.POST, PROFILE_IMPORT_URL, status=409, json=duplicate_body("01GUEST"))
     mocked.add(
-        responses.POST,
-        PROFILE_IMPORT_URL,
-        status=409,
-        json={
-            "errors": [
-                {
-                    "id": "x",
-                    "status": 409,
-                    "code": "duplicate_profile",
-                    "title": "Conflict.",
-                    "detail": "A profile already exists with one of these identifiers.",
-                    "source": {"pointer": "/data/attributes"},
-                    "meta": {"duplicate_profile_id": "01DUPLICATE"},
-                }
-            ]
-        },
+        responses.PATCH,
+        url("/profiles/01GUEST"),
+        status=200,
+        json={"data": {"type": "profile", "id": "01GUEST", "attributes": {}}},
+    )
+    link = KlaviyoProfileLink.objects.create(email="a@example.com")
+    row = make_row(
+        Kind.PROFILE_UPSERT, {"profile": {"email": "a@example.com", "first_name": "Ada"}}
+    )
+
+    report = flush(client, clock)
+
+    patch = calls_to(mocked, url("/profiles/01GUEST"))[0]
+    assert body(patch)["data"]["id"] == "01GUEST"
+    assert body(patch)["data"]["attributes"]["first_name"] == "Ada"
+    row.refresh_from_db()
+    assert row.status == Status.SENT
+    assert report.sent == 1
+    link.refresh_from_db()
+    assert link.klaviyo_id == "01GUEST"
+
+
+def test_a_duplicate_profile_that_cannot_be_updated_either_is_dead_with_the_reason(
+    client, clock, mocked
+):
+    mocked.add(responses.POST, PROFILE_IMPORT_URL, status=409, json=duplicate_body("01GUEST"))
+    mocked.add(
+        responses.PATCH, url("/profiles/01GUEST"), status=409, json=duplicate_body("01OTHER")
     )
     row = make_row(
         Kind.PROFILE_UPSERT, {"profile": {"email": "a@example.com", "phone_number": "+14155550100"}}
     )
 
     flush(client, clock)
-    flush(client, clock)
 
     row.refresh_from_db()
     assert row.status == Status.DEAD
-    assert row.last_error_status == 409
-    assert row.last_error_code == "duplicate_profile"
-    assert "01DUPLICATE" in row.last_error_detail
-    assert len(mocked.calls) == 1
+    assert (row.last_error_status, row.last_error_code) == (409, "duplicate_profile")
+    assert "01OTHER" in row.last_error_detail
 
 
-def test_many_profile_upserts_go_out_as_one_bulk_import_job(client, clock, mocked):
+def job(status: str) -> dict[str, Any]:
+    return {
+        "data": {"type": "profile-bulk-import-job", "id": "JOB1", "attributes": {"status": status}}
+    }
+
+
+def test_many_profile_upserts_are_sent_only_once_their_import_job_imported_them(
+    client, clock, mocked
+):
+    """Accepted is not imported: the job is polled to its end and its import errors
+    read; the profile Klaviyo failed is dead with Klaviyo's own error, the rest sent."""
+    mocked.add(responses.POST, BULK_IMPORT_URL, status=202, json=job("queued"))
+    job_url = url("/profile-bulk-import-jobs/JOB1")
+    for status in ("queued", "processing", "complete"):
+        mocked.add(responses.GET, job_url, status=200, json=job(status))
     mocked.add(
-        responses.POST,
-        BULK_IMPORT_URL,
-        status=202,
+        responses.GET,
+        url("/profile-bulk-import-jobs/JOB1/import-errors"),
+        status=200,
         json={
-            "data": {
-                "type": "profile-bulk-import-job",
-                "id": "JOB1",
-                "attributes": {"status": "queued"},
-            }
+            "data": [
+                {
+                    "type": "import-error",
+                    "id": "E1",
+                    "attributes": {
+                        "code": "invalid",
+                        "title": "Invalid input.",
+                        "detail": "The email c7@example.com is suppressed for this account.",
+                        "source": {"pointer": "/data/attributes/profiles/data/7"},
+                        "original_payload": {"email": "c7@example.com"},
+                    },
+                }
+            ],
+            "links": {"next": None},
         },
     )
-    for i in range(150):
+    rows = [
+        make_row(Kind.PROFILE_UPSERT, {"profile": {"email": f"c{i}@example.com"}})
+        for i in range(150)
+    ]
+
+    report = flush(client, clock)
+
+    (post,) = calls_to(mocked, BULK_IMPORT_URL)
+    profiles = body(post)["data"]["attributes"]["profiles"]["data"]
+    assert {p["attributes"]["email"] for p in profiles} == {f"c{i}@example.com" for i in range(150)}
+    assert len(calls_to(mocked, job_url)) == 3  # polled until complete
+    failed = OutboxEvent.objects.get(pk=rows[7].pk)
+    assert failed.status == Status.DEAD
+    assert failed.last_error_code == "invalid"
+    assert "suppressed" in failed.last_error_detail
+    assert OutboxEvent.objects.filter(status=Status.SENT).count() == 149
+    assert (report.kinds["profile_upsert"].sent, report.kinds["profile_upsert"].dead) == (149, 1)
+
+
+def test_a_cancelled_import_job_retries_its_rows(client, clock, mocked):
+    mocked.add(responses.POST, BULK_IMPORT_URL, status=202, json=job("queued"))
+    mocked.add(responses.GET, url("/profile-bulk-import-jobs/JOB1"), json=job("cancelled"))
+    for i in range(101):
         make_row(Kind.PROFILE_UPSERT, {"profile": {"email": f"c{i}@example.com"}})
 
     report = flush(client, clock)
 
-    (call,) = mocked.calls
-    profiles = body(call)["data"]["attributes"]["profiles"]["data"]
-    assert len(profiles) == 150
-    assert {p["attributes"]["email"] for p in profiles} == {f"c{i}@example.com" for i in range(150)}
-    assert report.kinds["profile_upsert"].sent == 150
+    assert report.retrying == 101
+    assert OutboxEvent.objects.filter(status=Status.RETRYING, attempts=1).count() == 101
 
 
 # -------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import responses
 from django.core.management import CommandError, call_command
+from django.db import OperationalError, connection
 from django.test import override_settings
 
 from django_klaviyo.models import OutboxEvent
@@ -132,6 +133,7 @@ def test_a_revoked_key_is_a_configuration_error_and_rows_go_back(mocked):
         run()
 
     assert "rejected the API key" in str(caught.value)
+    assert caught.value.returncode == 1  # a configuration error (docs/workers.md)
     assert TEST_KLAVIYO["PRIVATE_API_KEY"] not in str(caught.value)
     row.refresh_from_db()
     assert (row.status, row.attempts) == (Status.PENDING, 0)
@@ -162,3 +164,20 @@ def test_sigterm_finishes_the_batch_in_hand_then_exits_cleanly(mocked):
     assert OutboxEvent.objects.filter(status=Status.SENT).count() == 2
     assert OutboxEvent.objects.filter(status=Status.PENDING).count() == 3
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_a_single_run_with_the_database_unavailable_exits_3(mocked):
+    """Not silence: a one-off run (cron) that could not reach the database says so with
+    its exit status; a --loop worker would ride it out instead (test_flush_workers)."""
+    make_event()
+
+    def database_gone(execute, sql, params, many, context):
+        if "klaviyo_outbox" in sql.lower() or "outboxevent" in sql.lower():
+            raise OperationalError("could not connect to server: Connection refused")
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(database_gone), pytest.raises(CommandError) as caught:
+        run()
+
+    assert caught.value.returncode == 3
+    assert "database" in str(caught.value)

@@ -293,8 +293,14 @@ def test_bulk_import_job_and_errors(sandbox: SandboxServer, http) -> None:
     job = response.json()["data"]
     assert job["type"] == "profile-bulk-import-job"
     assert job["attributes"]["total_count"] == 2 and job["attributes"]["failed_count"] == 1
-    polled = http.get(f"{sandbox.url}/api/profile-bulk-import-jobs/{job['id']}").json()
-    assert polled["data"]["attributes"]["status"] == "complete"
+    assert job["attributes"]["status"] == "queued"  # accepted, not yet imported
+    statuses = [
+        http.get(f"{sandbox.url}/api/profile-bulk-import-jobs/{job['id']}").json()["data"][
+            "attributes"
+        ]["status"]
+        for _ in range(2)
+    ]
+    assert statuses == ["processing", "complete"]
     errors = http.get(f"{sandbox.url}/api/profile-bulk-import-jobs/{job['id']}/import-errors")
     assert errors.json()["data"][0]["attributes"]["source"]["pointer"] == (
         "/data/attributes/profiles/data/1/attributes"

@@ -20,7 +20,7 @@ import requests
 
 from django_klaviyo import limits, payloads
 from django_klaviyo.client.catalog import CatalogMethods
-from django_klaviyo.client.filters import Filter, and_, equals
+from django_klaviyo.client.filters import Filter, and_, any_, equals
 from django_klaviyo.client.pagination import collection_params, iterate
 from django_klaviyo.client.ratelimit import RateLimiter, account_scope
 from django_klaviyo.client.transport import DEFAULT_MAX_WAIT, RandomSource, Transport
@@ -307,6 +307,24 @@ class KlaviyoClient(CatalogMethods):
             if isinstance(data, list) and data and isinstance(data[0], dict):
                 return data[0]
         return None
+
+    def find_profiles(self, field: str, values: Sequence[str]) -> list[dict[str, Any]]:
+        """The profiles whose ``field`` (email, phone_number, external_id) is one of
+        ``values`` (at most 100, one ``GET /api/profiles?filter=any(...)``; all pages)."""
+        if field not in ("email", "phone_number", "external_id"):
+            raise KlaviyoValidationError(f"Cannot look profiles up by {field!r}.", field="field")
+        values = [str(v) for v in values]
+        if not values:
+            return []
+        if len(values) > 100:
+            raise KlaviyoValidationError("At most 100 values per profile lookup.", field="values")
+        params = collection_params(
+            filter=any_(field, values),
+            fields={"profile": ["email", "phone_number", "external_id"]},
+            page_size=100,
+            max_page_size=100,
+        )
+        return list(self._collection("get_profiles", "/api/profiles", params))
 
     def update_profile(self, profile_id: str, attributes: Mapping[str, Any]) -> dict[str, Any]:
         """``PATCH /api/profiles/{id}``: a partial update (``None`` clears a field).

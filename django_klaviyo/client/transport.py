@@ -39,6 +39,7 @@ from django_klaviyo.exceptions import (
     KlaviyoAuthError,
     KlaviyoConfigurationError,
     KlaviyoDuplicateProfileError,
+    KlaviyoPermissionError,
     KlaviyoRateLimitError,
     KlaviyoServerError,
     KlaviyoTransportError,
@@ -246,6 +247,7 @@ class Transport:
         error = KlaviyoTransportError(
             f"Klaviyo {operation}: no answer ({type(exc).__name__}: {self.redact(str(exc))}).",
             timeout=timeout,
+            nothing_sent=_nothing_sent(exc),
         )
         if not isinstance(exc, (requests.Timeout, requests.ConnectionError)):
             # Invalid URL, too many redirects and the like: a retry cannot help.
@@ -312,7 +314,10 @@ class Transport:
                 **{**fields, "code": fields["code"] or "cdn_challenge"},
                 retryable=True,
             )
-        if status in (401, 403):
+        if status == 403:
+            # The key is valid; it lacks a scope this endpoint needs.
+            return KlaviyoPermissionError(message, **fields, retryable=False)
+        if status == 401:
             return KlaviyoAuthError(message, **fields, retryable=False)
         if status == 409 and fields["code"] == "duplicate_profile":
             meta = first.get("meta") if isinstance(first.get("meta"), dict) else {}

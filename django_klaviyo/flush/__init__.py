@@ -15,8 +15,15 @@ Outcome policy, per row:
   request is sent again in the same run; a 400 (or client-side validation error) without
   a usable pointer splits the request in halves to isolate the bad rows, within a budget;
 - any other client error: ``dead`` with Klaviyo's status, code and detail;
-- a rejected API key (401, or 403 with JSON): the whole run stops with ``FlushAborted``,
-  unsent rows go back to their previous state without counting the attempt.
+- a rejected API key (401): the whole run stops with ``FlushAborted``, unsent rows go back
+  to their previous state without counting the attempt;
+- a key lacking a scope (403 with JSON): only the rows of the kind whose endpoint needs it
+  go back, uncounted, for a few minutes, with the missing scope in ``last_error_detail``;
+- profile bulk import jobs are polled to their end: a profile the job failed is ``dead``
+  with Klaviyo's error; 409 duplicate_profile updates the profile Klaviyo names.
+
+A working flusher renews the lease of the rows it still holds between requests and records
+outcomes only for those (``lease``); a stop request is honoured between requests.
 
 Consent: subscribe jobs are asynchronous and may wait on double opt-in, so a sent
 ``subscribe`` row does not mark the local link subscribed (webhooks or a sync confirm it);
@@ -26,10 +33,12 @@ Klaviyo accepts the job: the link's consent for a global one (a suppression is k
 list's membership consent for a list-scoped one. A list-scoped unsubscribe is sent only for
 profiles Klaviyo confirms are on the list (see ``senders/unsubscribe.py``).
 
-The package, one concern per module: ``claim`` leases due rows; ``senders/`` holds one
-module per outbox kind that turns claimed rows into Klaviyo requests; ``outcomes`` decides
-what a failure means for a row; ``loop`` is the ``Flusher`` (batches, delivery, bulk
-outcome writes, dry run); ``report`` is what a run reports.
+The package, one concern per module: ``claim`` leases due rows; ``lease`` keeps them;
+``senders/`` holds one module per outbox kind that turns claimed rows into Klaviyo
+requests (``senders/imports`` handles profiles in bulk); ``outcomes`` decides what a
+failure means for a row; ``loop`` is the ``Flusher`` (batches, delivery); ``record``
+writes the outcomes; ``outages`` rides out database and network outages; ``plan`` is the
+dry run; ``report`` is what a run reports.
 """
 
 from __future__ import annotations

@@ -58,6 +58,7 @@ class ClaimedRow:
         "attempts",
         "flush_item",
         "kind",
+        "load_error",
         "locked_at",
         "locked_by",
         "metric",
@@ -104,6 +105,8 @@ class ClaimedRow:
         self.previous_status = Status.PENDING if attempts <= 1 else Status.RETRYING
         self.size = size
         self.flush_item: Any = None
+        # Why the stored payload could not be read (it is dead-lettered with this reason).
+        self.load_error = ""
 
     @property
     def id(self) -> Any:
@@ -142,12 +145,16 @@ def claimed_rows(
     loads = json.loads
     for pk, kind, payload, metric, unique_id, key, attempts, version in records:
         size = None
+        load_error = ""
         if isinstance(payload, str):
             size = _escaped_size(payload) + len(unique_id)
             try:
                 payload = loads(payload)
-            except ValueError:
-                payload = None  # prepare() dead-letters it with a clear reason
+            except (ValueError, RecursionError) as exc:
+                # A payload written around the rules (by SQL) may be any text: this row
+                # is dead-lettered with the reason, the rest of the batch goes on.
+                payload = None
+                load_error = f"the stored payload cannot be read ({type(exc).__name__}: {exc})"
         if not isinstance(pk, uuid.UUID):
             pk = uuid.UUID(str(pk))  # SQLite stores the UUID as hex text
         rows.append(
@@ -165,6 +172,7 @@ def claimed_rows(
                 size=size,
             )
         )
+        rows[-1].load_error = load_error
     return rows
 
 
@@ -194,7 +202,12 @@ def _claim_postgres(
         kind_filter = f" AND {col('kind')} IN ({', '.join(['%s'] * len(kinds))})"
         params += list(kinds)
     params += [limit, Status.SENDING, now, owner, now]
-    returned = ", ".join(f"{table}.{col(c)}" for c in CLAIMED_COLUMNS)
+    # The payload comes back as text and is parsed row by row (claimed_rows): a driver
+    # parsing it would fail the whole claim on one unreadable row.
+    returned = ", ".join(
+        f"{table}.{col(c)}::text AS {col(c)}" if c == "payload" else f"{table}.{col(c)}"
+        for c in CLAIMED_COLUMNS
+    )
     order = f"{due_at}, {col('created_at')}"
     # Names come quoted from the model's meta; every value is a parameter.
     sql = (
@@ -325,21 +338,34 @@ def _sqlite_returns_rows(connection: Any) -> bool:
 def reclaim_expired_leases(
     *, now: datetime | None = None, lease_seconds: float | None = None, using: str | None = None
 ) -> int:
-    """Put rows of crashed flushers (``sending`` past the lease) back to due; returns the count."""
+    """Put rows of crashed flushers (``sending`` past the lease) back to due; returns the count.
+
+    A row whose attempts already reached MAX_ATTEMPTS is dead instead: a row that kills
+    every flusher holding it (or outlives every lease) must not be retried forever."""
     now = now or timezone.now()
     lease = lease_seconds if lease_seconds is not None else klaviyo_settings.LEASE_SECONDS
+    max_attempts = int(klaviyo_settings.MAX_ATTEMPTS)
     expired = OutboxEvent.objects.using(using).filter(
         status=Status.SENDING, locked_at__lt=now - timedelta(seconds=lease)
     )
     if not expired.exists():
         return 0
-    count = expired.update(
-        status=Status.RETRYING,
-        next_attempt_at=now,
-        locked_at=None,
-        locked_by="",
-        updated_at=now,
+    released = {"locked_at": None, "locked_by": "", "updated_at": now}
+    dead = expired.filter(attempts__gte=max_attempts).update(
+        status=Status.DEAD,
+        last_error_status=None,
+        last_error_code="lease_expired",
+        last_error_detail=(
+            f"Gave up after {max_attempts} attempts: the flusher holding this row stopped "
+            "(or outlived its lease) each time without recording an outcome."
+        ),
+        **released,
     )
+    count = expired.update(status=Status.RETRYING, next_attempt_at=now, **released)
+    if dead:
+        logger.warning(
+            "Dead-lettered %d outbox row(s) whose leases expired %d times.", dead, max_attempts
+        )
     if count:
         logger.warning("Reclaimed %d outbox row(s) whose flusher lease expired.", count)
-    return count
+    return count + dead

@@ -6,8 +6,8 @@ import logging
 import random
 import threading
 import time
-from collections import Counter, defaultdict, deque
-from collections.abc import Callable, Iterable, Sequence
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,28 +17,31 @@ from django.db import (
     OperationalError,
     close_old_connections,
     connections,
-    transaction,
 )
-from django.db.models import F
 from django.utils import timezone
 
-from django_klaviyo.client import get_client
+from django_klaviyo.client import KlaviyoClient
 from django_klaviyo.conf import klaviyo_settings
-from django_klaviyo.exceptions import KlaviyoAuthError, KlaviyoError, KlaviyoValidationError
+from django_klaviyo.exceptions import (
+    KlaviyoAuthError,
+    KlaviyoError,
+    KlaviyoPermissionError,
+    KlaviyoTransportError,
+    KlaviyoValidationError,
+)
 from django_klaviyo.flush.claim import (
-    CLAIMED_COLUMNS,
-    IN_CHUNK,
     ClaimedRow,
-    chunks,
     claim_batch,
-    claimed_rows,
-    due_rows,
     make_owner,
     reclaim_expired_leases,
 )
+from django_klaviyo.flush.lease import Lease
+from django_klaviyo.flush.outages import Outage, Unreachable, missing_scope_info
 from django_klaviyo.flush.outcomes import ErrorInfo, Outcomes, error_info, is_retryable, splittable
+from django_klaviyo.flush.plan import plan_due
+from django_klaviyo.flush.record import record_outcomes
 from django_klaviyo.flush.report import FlushAborted, FlushReport, StopSignal
-from django_klaviyo.flush.senders import ListItem, Request, Sender, make_senders, prepare_rows
+from django_klaviyo.flush.senders import Request, Sender, make_senders, prepare_rows
 from django_klaviyo.models import OutboxEvent
 
 logger = logging.getLogger("django_klaviyo.flush")
@@ -48,6 +51,11 @@ Status = OutboxEvent.Status
 
 # Extra requests one rejected request may cost while isolating its bad rows.
 SPLIT_BUDGET = 64
+# The longest the flusher's client waits for the local rate limit before it hands the
+# request back (rescheduled, uncounted): short, so a stop request is honoured promptly.
+CLIENT_MAX_WAIT = 5.0
+# Rows of a kind whose endpoint the key may not use wait this long before they try again.
+MISSING_SCOPE_HOLD_SECONDS = 300.0
 
 # Upserts go first so later kinds find the Klaviyo ids they learn; deletions go last
 # so nothing in the same batch re-creates a profile that is being erased.
@@ -65,6 +73,12 @@ KIND_ORDER = (
     Kind.EVENT,
     Kind.PROFILE_DELETION,
 )
+
+
+def get_client() -> KlaviyoClient:
+    """A client for one flusher, from settings: one HTTP attempt per call (the flusher
+    retries, by rescheduling rows) and a short local rate-limit wait."""
+    return KlaviyoClient(max_attempts=1, max_wait=CLIENT_MAX_WAIT)
 
 
 def validate_kinds(kinds: Iterable[str] | None) -> list[str] | None:
@@ -112,13 +126,46 @@ class Flusher:
         self.jitter = jitter or (lambda: random.uniform(0.5, 1.0))
         self.owner = owner or make_owner()
         self.senders = make_senders(self.using)
+        for sender in self.senders.values():
+            sender.flusher = self
         self.report = FlushReport()
+        self._stop: Any = None
+        self.lease: Lease | None = None
+        self.unreachable = Unreachable()
 
     @property
     def client(self) -> Any:
+        """The flusher's own client. It makes one HTTP attempt per call: retries are the
+        flusher's (one policy, in one place: the outbox row's back-off and MAX_ATTEMPTS)."""
         if self._client is None:
             self._client = get_client()
         return self._client
+
+    # -- between requests ----------------------------------------------------------------
+
+    def stopping(self) -> bool:
+        stop = self._stop
+        if stop is None:
+            return False
+        return stop.is_set() if hasattr(stop, "is_set") else bool(stop())
+
+    def pause(self, seconds: float) -> bool:
+        """Wait ``seconds`` (waking at once on a stop request), keeping the lease; False
+        when the flusher should stop instead."""
+        if self.stopping():
+            return False
+        if self.sleep is not None:
+            self.sleep(seconds)
+        elif isinstance(self._stop, threading.Event):
+            self._stop.wait(seconds)
+        else:
+            time.sleep(seconds)
+        self.lease_keep()
+        return not self.stopping()
+
+    def lease_keep(self) -> None:
+        if self.lease is not None:
+            self.lease.keep()
 
     # -- back-off ------------------------------------------------------------------------
 
@@ -142,28 +189,37 @@ class Flusher:
         loop: bool = False,
         idle_sleep: float = 5.0,
         progress: Callable[[FlushReport], None] | None = None,
+        max_outage: float | None = None,
     ) -> FlushReport:
+        """Flush until drained (or, with ``loop``, until stopped). A looping flusher rides
+        out database outages: it reconnects with back-off and logs a line a minute, and
+        raises ``FlushAborted(reason="outage")`` only once an outage outlasts
+        ``max_outage`` seconds (if given)."""
         if dry_run:
             return self.plan_due()
         _ = self.client  # fail on configuration before any row is claimed
+        self._stop = stop
         started = time.monotonic()
-
-        def should_stop() -> bool:
-            if stop is None:
-                return False
-            return stop.is_set() if hasattr(stop, "is_set") else bool(stop())
+        outage = Outage(self.using, max_outage)
 
         while True:
-            if should_stop():
+            if self.stopping():
                 self.report.ended = "stopped"
                 break
             if max_seconds is not None and time.monotonic() - started >= max_seconds:
                 self.report.ended = "max_seconds"
                 break
-            if loop and not connections[self.using].in_atomic_block:
-                close_old_connections()  # a long-running worker drops stale connections
-            claimed = self.flush_batch()
-            claimed += self.process_webhook_items()
+            try:
+                if loop and not connections[self.using].in_atomic_block:
+                    close_old_connections()  # a long-running worker drops stale connections
+                claimed = self.flush_batch()
+                claimed += self.process_webhook_items()
+            except FlushAborted as exc:
+                if not loop or exc.reason != "database":
+                    raise
+                self._idle(outage.failed(exc), stop, max_seconds, started)
+                continue
+            outage.ended()
             if claimed and progress is not None:
                 progress(self.report)
             if claimed:
@@ -219,6 +275,7 @@ class Flusher:
             return 0
         self.report.batches += 1
         self.report.claimed += len(rows)
+        self.lease = Lease(rows, owner=self.owner, using=self.using, clock=self.clock)
         outcomes = Outcomes()
         try:
             self._send(rows, outcomes)
@@ -229,7 +286,7 @@ class Flusher:
             raise FlushAborted(
                 f"Klaviyo rejected the API key (HTTP {err.status}"
                 + (f", {err.code}" if err.code else "")
-                + "). Check KLAVIYO['PRIVATE_API_KEY'] and its scopes; flushing stopped and "
+                + "). Check KLAVIYO['PRIVATE_API_KEY']; flushing stopped and "
                 "the claimed rows were put back.",
                 reason="auth",
             ) from err
@@ -243,6 +300,8 @@ class Flusher:
             # An unexpected bug: keep what was decided; the rest is reclaimed after the lease.
             self._persist(outcomes)
             raise
+        # Rows not attempted because a stop was asked for go back as they were.
+        outcomes.mark_release(rows)
         self._persist(outcomes, claimed=len(rows))
         return len(rows)
 
@@ -253,28 +312,63 @@ class Flusher:
         for kind in KIND_ORDER:
             if kind not in by_kind:
                 continue
+            kind_rows = by_kind.pop(kind)
+            if self.stopping():
+                continue  # released by flush_batch, uncounted
             sender = self.senders[kind]
-            ready, invalid = prepare_rows(sender, by_kind.pop(kind))
+            ready, invalid = prepare_rows(sender, kind_rows)
             for row, info in invalid:
                 outcomes.mark_dead([row], info)
-            ready = sender.resolve(self, ready, outcomes)
-            self._deliver(sender, sender.plan(ready), outcomes)
+            try:
+                ready = sender.resolve(self, ready, outcomes)
+                self._deliver(sender, sender.plan(ready), outcomes)
+            except KlaviyoPermissionError as err:
+                # The key lacks a scope this kind's endpoint needs: only this kind waits.
+                until = self.clock() + timedelta(seconds=MISSING_SCOPE_HOLD_SECONDS)
+                outcomes.mark_hold(kind_rows, until, missing_scope_info(err))
         for kind, leftover in by_kind.items():  # a kind this version does not know
             outcomes.mark_dead(leftover, ErrorInfo(None, "unknown_kind", f"Unknown kind {kind!r}."))
+
+    def _still_held(self, sender: Sender, request: Request) -> list[Request]:
+        """``request``, or its rows this flusher still holds re-planned (none: [])."""
+        lease = self.lease
+        if lease is None:
+            return [request]
+        lease.keep()
+        if all(lease.holds(r) for r in request.rows):
+            return [request]
+        if request.parts is not None:
+            return []
+        return sender.plan([r for r in request.rows if lease.holds(r)])
 
     def _deliver(self, sender: Sender, requests: list[Request], outcomes: Outcomes) -> None:
         queue = deque(requests)
         budget = SPLIT_BUDGET
         while queue:
+            if self.stopping():
+                return  # the rest is released uncounted (flush_batch)
             request = queue.popleft()
             if request.parts is not None and request.rows[0].pk in outcomes.decided:
                 continue  # an earlier part of this row failed: the row is retried whole
+            held = self._still_held(sender, request)
+            if len(held) != 1 or held[0] is not request:
+                queue.extendleft(reversed(held))
+                continue
             self.report.requests += 1
             try:
                 result = sender.send(self.client, request)
             except KlaviyoAuthError:
                 raise
             except KlaviyoError as err:
+                if _not_attempted(err):
+                    # Nothing reached Klaviyo (local rate limit, network down): the rows
+                    # wait, uncounted, and so does the rest of this kind.
+                    failures = self.unreachable.failed(err)
+                    until = self.retry_at(failures, getattr(err, "retry_after", None))
+                    outcomes.mark_release(request.rows, until)
+                    for rest in queue:
+                        outcomes.mark_release(rest.rows, until)
+                    return
                 if is_retryable(err):
                     outcomes.mark_retry(request.rows, err)
                     # The endpoint is throttled or failing: the rest waits, uncounted.
@@ -294,150 +388,110 @@ class Flusher:
                         outcomes.mark_retry(remaining, err)
                     continue
                 if splittable(err) and len(request.rows) > 1:
-                    if budget >= 2:
-                        budget -= 2
-                        half = len(request.rows) // 2
-                        halves = sender.plan(request.rows[:half]) + sender.plan(request.rows[half:])
-                        queue.extendleft(reversed(halves))
-                    else:
-                        # Could not isolate the bad rows in this run; try again later.
-                        outcomes.mark_retry(request.rows, err)
+                    budget = self._split(sender, request, err, queue, outcomes, budget)
                     continue
                 outcomes.mark_dead(request.rows, error_info(err))
+            except (OperationalError, InterfaceError):
+                raise
+            except Exception as exc:
+                # Not Klaviyo's answer: building or encoding the request failed (a payload
+                # the rules never saw, a bug). Isolate the row(s) and dead-letter them.
+                logger.warning("Building a %s request failed: %r", sender.kind, exc)
+                if len(request.rows) > 1:
+                    budget = self._split(sender, request, exc, queue, outcomes, budget)
+                    continue
+                outcomes.mark_dead(request.rows, _unexpected(exc))
             else:
+                self.unreachable.ended()
                 if request.parts is not None:
                     request.parts.remaining -= 1
                     if request.parts.remaining:
                         continue  # sent once every part is accepted
-                for row, info in (sender.rejected(request, result) or {}).values():
+                accepted = self._settle(sender, request, result, outcomes)
+                # A catalog job's per-item errors name their rows directly.
+                refused = (sender.rejected(request, result) or {}).values()
+                for row, info in refused:
                     outcomes.mark_dead([row], info)
-                outcomes.mark_sent(request.rows)
-                sender.succeeded(request, result, self.clock())
+                refused_pks = {row.pk for row, _ in refused}
+                outcomes.mark_sent([r for r in accepted if r.pk not in refused_pks])
+                try:
+                    sender.succeeded(request, result, self.clock())
+                except (OperationalError, InterfaceError):
+                    raise
+                except Exception:
+                    logger.exception(
+                        "Updating the local mirror after a %s request failed.", sender.kind
+                    )
+
+    def _split(
+        self,
+        sender: Sender,
+        request: Request,
+        err: BaseException,
+        queue: deque[Request],
+        outcomes: Outcomes,
+        budget: int,
+    ) -> int:
+        if budget >= 2:
+            half = len(request.rows) // 2
+            halves = sender.plan(request.rows[:half]) + sender.plan(request.rows[half:])
+            queue.extendleft(reversed(halves))
+            return budget - 2
+        # Could not isolate the bad rows in this run; try again later.
+        if isinstance(err, KlaviyoError):
+            outcomes.mark_retry(request.rows, err)
+        else:
+            outcomes.mark_retry(request.rows, KlaviyoValidationError(str(_unexpected(err).detail)))
+        return budget
+
+    def _settle(
+        self, sender: Sender, request: Request, result: Any, outcomes: Outcomes
+    ) -> list[ClaimedRow]:
+        """The rows of an accepted request that Klaviyo really took; the others (an
+        import job's per-profile errors) are dead, or retried when the error is."""
+        failures = sender.failures(request, result)
+        if not failures:
+            return request.rows
+        failed: set[Any] = set()
+        for rows, info in zip(request.index, failures, strict=False):
+            if info is None:
+                continue
+            failed.update(r.pk for r in rows)
+            if info.status is not None and (info.status == 429 or info.status >= 500):
+                outcomes.mark_retry(rows, KlaviyoValidationError(info.detail))
+            else:
+                outcomes.mark_dead(rows, info)
+        return [r for r in request.rows if r.pk not in failed]
 
     # -- marking -------------------------------------------------------------------------
 
     def _persist(self, outcomes: Outcomes, claimed: int | None = None) -> None:
-        """Write every outcome of a batch, one UPDATE per outcome group.
-
-        ``claimed``: the batch size, when every claimed row has been decided."""
-        now = self.clock()
-        max_attempts = int(klaviyo_settings.MAX_ATTEMPTS)
-        mine = OutboxEvent.objects.using(self.using).filter(
-            status=Status.SENDING, locked_by=self.owner
-        )
-        lease_cleared = {"locked_at": None, "locked_by": "", "updated_at": now}
-
-        def update(rows: Sequence[ClaimedRow], **values: Any) -> int:
-            done = 0
-            for chunk in chunks([r.pk for r in rows], IN_CHUNK):
-                done += mine.filter(pk__in=chunk).update(**values)
-            return done
-
-        dead: dict[ErrorInfo, list[ClaimedRow]] = defaultdict(list)
-        for row, info in outcomes.dead:
-            dead[info].append(row)
-        retrying: dict[tuple[int, float, ErrorInfo], list[ClaimedRow]] = defaultdict(list)
-        for retry in outcomes.retry:
-            for row in retry.rows:
-                if row.attempts >= max_attempts:
-                    info = ErrorInfo(
-                        retry.info.status,
-                        retry.info.code,
-                        f"Gave up after {row.attempts} attempts: {retry.info.detail}",
-                    )
-                    dead[info].append(row)
-                else:
-                    retrying[(row.attempts, retry.retry_after, retry.info)].append(row)
-        released: dict[tuple[str, datetime | None], list[ClaimedRow]] = defaultdict(list)
-        for row, until in outcomes.release:
-            released[(row.previous_status, until)].append(row)
-
-        # When every claimed row has an outcome, the sent ones are whatever is still
-        # leased once the other groups are written: one UPDATE without a long IN list.
-        sent_are_the_rest = claimed is not None and len(outcomes.decided) == claimed
-        try:
-            with transaction.atomic(using=self.using):
-                if outcomes.sent and not sent_are_the_rest:
-                    update(outcomes.sent, status=Status.SENT, sent_at=now, **lease_cleared)
-                for info, rows in dead.items():
-                    update(
-                        rows,
-                        status=Status.DEAD,
-                        last_error_status=info.status,
-                        last_error_code=info.code,
-                        last_error_detail=info.detail,
-                        **lease_cleared,
-                    )
-                for (attempts, retry_after, info), rows in retrying.items():
-                    delay = timedelta(seconds=self.retry_delay(attempts, retry_after))
-                    update(
-                        rows,
-                        status=Status.RETRYING,
-                        next_attempt_at=now + delay,
-                        last_error_status=info.status,
-                        last_error_code=info.code,
-                        last_error_detail=info.detail,
-                        **lease_cleared,
-                    )
-                for (previous, until), rows in released.items():
-                    values: dict[str, Any] = {"status": previous, "attempts": F("attempts") - 1}
-                    if until is not None:
-                        values["next_attempt_at"] = until
-                    update(rows, **values, **lease_cleared)
-                if outcomes.sent and sent_are_the_rest:
-                    mine.update(status=Status.SENT, sent_at=now, **lease_cleared)
-        except (OperationalError, InterfaceError) as exc:
-            raise FlushAborted(
-                f"The database went away while recording outcomes ({type(exc).__name__}); the "
-                "claimed rows stay 'sending' and are retried once their lease expires.",
-                reason="database",
-            ) from exc
-
-        for kind, n in Counter(row.kind for row in outcomes.sent).items():
-            self.report.counts(kind).sent += n
-        for kind, n in Counter(row.kind for rows in dead.values() for row in rows).items():
-            self.report.counts(kind).dead += n
-        for kind, n in Counter(row.kind for rows in retrying.values() for row in rows).items():
-            self.report.counts(kind).retrying += n
-        for kind, n in Counter(row.kind for row, _until in outcomes.release).items():
-            self.report.counts(kind).released += n
-        if dead:
-            logger.warning("Dead-lettered %d outbox row(s).", sum(len(r) for r in dead.values()))
+        """Write every outcome of a batch (see ``record``); ``claimed``: the batch size,
+        when every claimed row has been decided."""
+        record_outcomes(self, outcomes, claimed)
+        self.lease = None
 
     # -- dry run -------------------------------------------------------------------------
 
     def plan_due(self) -> FlushReport:
-        """Count what a flush would send now, claiming nothing."""
-        report = FlushReport(dry_run=True)
-        due = due_rows(self.clock(), self.kinds, self.using).order_by("next_attempt_at", "pk")
-        batch: list[Sequence[Any]] = []
-        for record in due.values_list(*CLAIMED_COLUMNS).iterator(chunk_size=self.batch_size):
-            batch.append(record)
-            if len(batch) >= self.batch_size:
-                self._plan_batch(claimed_rows(batch, owner="", now=None), report)
-                batch = []
-        if batch:
-            self._plan_batch(claimed_rows(batch, owner="", now=None), report)
-        self.report = report
-        return report
+        """Count what a flush would send now, claiming nothing (see ``plan``)."""
+        self.report = plan_due(self)
+        return self.report
 
-    def _plan_batch(self, rows: list[ClaimedRow], report: FlushReport) -> None:
-        by_kind: dict[str, list[ClaimedRow]] = defaultdict(list)
-        for row in rows:
-            by_kind[row.kind].append(row)
-        for kind, kind_rows in by_kind.items():
-            sender = self.senders.get(kind)
-            if sender is None:
-                report.planned_invalid += len(kind_rows)
-                continue
-            ready, invalid = prepare_rows(sender, kind_rows)
-            report.planned_invalid += len(invalid)
-            report.planned[kind] = report.planned.get(kind, 0) + len(ready)
-            report.planned_requests += sender.lookups_needed(ready)
-            for row in ready:
-                if isinstance(row.flush_item, ListItem) and not row.flush_item.profile_id:
-                    row.flush_item.profile_id = f"?{row.flush_item.profile_key}"
-            report.planned_requests += len(sender.plan(ready))
+
+def _not_attempted(err: KlaviyoError) -> bool:
+    """Nothing reached Klaviyo: the local rate limit said wait, or no connection."""
+    if isinstance(err, KlaviyoTransportError):
+        return err.nothing_sent
+    return getattr(err, "code", None) == "client_rate_limited"
+
+
+def _unexpected(exc: BaseException) -> ErrorInfo:
+    return ErrorInfo(
+        None,
+        "invalid_payload",
+        f"The request could not be built: {type(exc).__name__}: {exc}"[:2000],
+    )
 
 
 def flush_outbox(
@@ -455,12 +509,14 @@ def flush_outbox(
     sleep: Callable[[float], None] | None = None,
     jitter: Callable[[], float] | None = None,
     using: str | None = None,
+    max_outage: float | None = None,
 ) -> FlushReport:
     """Send due outbox rows to Klaviyo until none are due (or forever with ``loop``).
 
-    ``stop`` (a callable or ``threading.Event``) is checked between batches, so the batch
-    in hand always finishes. Raises ``FlushAborted`` when the API key is rejected or the
-    database goes away; everything else is recorded on the rows. ``using``: the database
+    ``stop`` (a callable or ``threading.Event``) is checked between requests: rows not yet
+    sent go back uncounted. Raises ``FlushAborted`` when the API key is rejected (401), or
+    when the database goes away (with ``loop``: only after ``max_outage`` seconds of it);
+    everything else is recorded on the rows. ``using``: the database
     alias to drain (default ``default``).
     """
     flusher = Flusher(
@@ -479,4 +535,5 @@ def flush_outbox(
         loop=loop,
         idle_sleep=idle_sleep,
         progress=progress,
+        max_outage=max_outage,
     )

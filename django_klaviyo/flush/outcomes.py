@@ -103,6 +103,9 @@ class Outcomes:
     retry: list[_Retry] = field(default_factory=list)
     # (row, next_attempt_at or None to keep it): back to the previous state, uncounted.
     release: list[tuple[ClaimedRow, datetime | None]] = field(default_factory=list)
+    # (row, next_attempt_at, why): back to the previous state, uncounted, with the reason
+    # recorded (e.g. the API key lacks a scope its endpoint needs).
+    hold: list[tuple[ClaimedRow, datetime, ErrorInfo]] = field(default_factory=list)
     decided: set[Any] = field(default_factory=set)
 
     def _take(self, rows: Iterable[ClaimedRow]) -> list[ClaimedRow]:
@@ -124,6 +127,19 @@ class Outcomes:
 
     def mark_release(self, rows: Iterable[ClaimedRow], until: datetime | None = None) -> None:
         self.release.extend((r, until) for r in self._take(rows))
+
+    def mark_hold(self, rows: Iterable[ClaimedRow], until: datetime, info: ErrorInfo) -> None:
+        self.hold.extend((r, until, info) for r in self._take(rows))
+
+    def only(self, held: set[Any]) -> None:
+        """Keep only the outcomes of rows in ``held`` (rows this flusher still leases)."""
+        self.sent = [r for r in self.sent if r.pk in held]
+        self.dead = [(r, i) for r, i in self.dead if r.pk in held]
+        for retry in self.retry:
+            retry.rows = [r for r in retry.rows if r.pk in held]
+        self.retry = [r for r in self.retry if r.rows]
+        self.release = [(r, u) for r, u in self.release if r.pk in held]
+        self.hold = [(r, u, i) for r, u, i in self.hold if r.pk in held]
 
 
 def fail(rows: list[ClaimedRow], err: BaseException, outcomes: Outcomes) -> bool:

@@ -13,7 +13,8 @@ class FlushAborted(KlaviyoError):
 
     def __init__(self, message: str, *, reason: str) -> None:
         super().__init__(message)
-        # "auth" (a configuration problem) or "database".
+        # "auth" (a configuration problem), "database", or "outage" (the database was
+        # unavailable for longer than the worker was told to wait).
         self.reason = reason
 
 
@@ -32,6 +33,8 @@ class KindCounts:
     dead: int = 0
     # Claimed but not attempted (run stopped, or throttled earlier in the batch).
     released: int = 0
+    # Waiting, uncounted, because the API key lacks a scope their endpoint needs.
+    held: int = 0
 
 
 @dataclass
@@ -41,6 +44,9 @@ class FlushReport:
     batches: int = 0
     claimed: int = 0
     reclaimed: int = 0
+    # Claimed rows another flusher reclaimed after this one's lease ran out: their
+    # outcomes were left to it and are not counted here.
+    lost_leases: int = 0
     dry_run: bool = False
     # Dry run only: rows per kind that would be sent, and the requests that would take.
     planned: dict[str, int] = field(default_factory=dict)
@@ -77,11 +83,14 @@ class FlushReport:
             f"Sent {self.sent}, retrying {self.retrying}, dead {self.dead} "
             f"({self.requests} request(s), {self.batches} batch(es)"
             + (f", {self.reclaimed} expired lease(s) reclaimed" if self.reclaimed else "")
+            + (f", {self.lost_leases} row(s) lost to another flusher" if self.lost_leases else "")
             + ")."
         ]
         for kind, c in sorted(self.kinds.items()):
             line = f"  {kind}: sent {c.sent}, retrying {c.retrying}, dead {c.dead}"
             if c.released:
                 line += f", released {c.released}"
+            if c.held:
+                line += f", waiting for a scope {c.held}"
             lines.append(line)
         return lines

@@ -712,8 +712,10 @@ def bulk_import_profiles(state: SandboxState, request: Request) -> Response:
         completed_at=now_iso(),
         expires_at=(datetime.now(timezone.utc) + timedelta(days=7)).isoformat(timespec="seconds"),
     )
+    job["polls"] = 0
     state.save_import_job(job)
-    return Response(202, {"data": _job_resource(job, request.base_url)})
+    # As with Klaviyo, the 202 only says "accepted": the outcome is seen by polling.
+    return Response(202, {"data": _job_resource({**job, "status": "queued"}, request.base_url)})
 
 
 def _import_error(state: SandboxState, code: str, detail: str, pointer: str, item: Any):
@@ -737,9 +739,18 @@ def _import_job(state: SandboxState, job_id: str) -> dict[str, Any]:
         raise ApiError(404, "not_found", "Not found.", pointer=None, parameter="id") from None
 
 
+def _polled(state: SandboxState, job: dict[str, Any]) -> dict[str, Any]:
+    """The job as one poll sees it: ``processing`` at the first poll, then its real status
+    (the import itself ran when it was posted), so clients must poll to the end."""
+    polls = job.get("polls", 1)
+    job["polls"] = polls + 1
+    state.save_import_job(job)
+    return {**job, "status": "processing"} if polls == 0 else job
+
+
 @handles("get_bulk_import_profiles_job")
 def get_bulk_import_profiles_job(state: SandboxState, request: Request) -> Response:
-    job = _import_job(state, request.path_params["job_id"])
+    job = _polled(state, _import_job(state, request.path_params["job_id"]))
     return Response(200, {"data": _job_resource(job, request.base_url)})
 
 

@@ -121,6 +121,8 @@ class SandboxServer:
             faults = FaultConfig.from_mapping(faults)
         self.faults = FaultInjector(faults or FaultConfig(seed=seed))
         self._stopping = threading.Event()
+        # Scopes the API key lacks (deny_scopes): their endpoints answer 403.
+        self.denied_scopes: set[str] = set()
         self._record_lock = threading.Lock()
         self._record_file: Any = None
         self._httpd: _HTTPServer | None = None
@@ -191,6 +193,11 @@ class SandboxServer:
         self.faults.configure(new)
         return new
 
+    def deny_scopes(self, *scopes: str) -> None:
+        """Act as a key without these scopes (e.g. ``"subscriptions:write"``): every
+        endpoint needing one answers 403 as Klaviyo does; no argument grants them all."""
+        self.denied_scopes = set(scopes)
+
     def reset(self) -> None:
         """Forget all data and rate-limit counters (faults stay as they are)."""
         self.state.reset()
@@ -222,6 +229,14 @@ class SandboxServer:
             if self._record_file:
                 self._record_file.write(line + "\n")
                 self._record_file.flush()
+
+
+def _missing_scope(sandbox: SandboxServer, operation_id: str) -> str | None:
+    """The first scope ``operation_id`` needs that the key was made to lack, if any."""
+    if not sandbox.denied_scopes:
+        return None
+    needed = openapi.operation(operation_id).get("x-klaviyo-scopes") or []
+    return next((scope for scope in needed if scope in sandbox.denied_scopes), None)
 
 
 def _rate_limit_headers(decision: RateDecision) -> dict[str, str]:
@@ -386,6 +401,18 @@ class _Handler(BaseHTTPRequestHandler):
                 extra,
             )
             return 401
+        missing = _missing_scope(sandbox, operation_id)
+        if missing:
+            self._send_error(
+                ApiError(
+                    403,
+                    "permission_denied",
+                    "You do not have permission to perform this action.",
+                    pointer=None,
+                ),
+                extra,
+            )
+            return 403
         revision = self.headers.get("revision")
         if not revision or not REVISION.match(revision):
             self._send_error(

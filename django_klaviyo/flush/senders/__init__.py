@@ -73,6 +73,13 @@ def reclean(row: ClaimedRow) -> None:
 _BAD_PAYLOAD = (InvalidRow, KlaviyoValidationError, KeyError, TypeError, ValueError, AttributeError)
 
 
+def _reason(row: ClaimedRow, exc: BaseException) -> str:
+    if isinstance(exc, _BAD_PAYLOAD):
+        return f"Invalid {row.kind} row: {exc}"
+    # Anything else (RecursionError, a bug) still ends only this row, with what it was.
+    return f"Invalid {row.kind} row: {type(exc).__name__}: {exc}"
+
+
 def prepare_rows(
     sender: Sender, rows: list[ClaimedRow]
 ) -> tuple[list[ClaimedRow], list[tuple[ClaimedRow, ErrorInfo]]]:
@@ -81,14 +88,20 @@ def prepare_rows(
     hand) is cleaned once here, and dead-lettered with the reason if it fails."""
     ready, invalid = [], []
     for row in rows:
+        if row.load_error:
+            invalid.append(
+                (
+                    row,
+                    ErrorInfo(None, "invalid_payload", f"Invalid {row.kind} row: {row.load_error}"),
+                )
+            )
+            continue
         try:
             if row.rules_version != rules.RULES_VERSION:
                 reclean(row)
             row.flush_item = sender.prepare(row)
-        except _BAD_PAYLOAD as exc:
-            invalid.append(
-                (row, ErrorInfo(None, "invalid_payload", f"Invalid {row.kind} row: {exc}"))
-            )
+        except Exception as exc:
+            invalid.append((row, ErrorInfo(None, "invalid_payload", _reason(row, exc)[:2000])))
         else:
             ready.append(row)
     return ready, invalid

@@ -74,6 +74,8 @@ class Sender:
     kind: str = ""
     # The database alias of the rows (set by make_senders); local mirrors are updated there.
     using: str = "default"
+    # The flusher running this sender (set by the Flusher): waits, lease, report.
+    flusher: Any = None
 
     def prepare(self, row: ClaimedRow) -> Any:
         """Validate a row's payload and return what ``plan`` needs; raise to dead-letter it."""
@@ -98,8 +100,13 @@ class Sender:
     def locate(self, err: KlaviyoError, request: Request) -> Located | None:
         return None
 
+    def failures(self, request: Request, result: Any) -> list[Any] | None:
+        """Per item of an accepted request, None or the ErrorInfo of an item Klaviyo did
+        not take after all (an import job's errors); None when all were taken."""
+        return None
+
     def rejected(self, request: Request, result: Any) -> Located | None:
-        """Rows an accepted request still failed (a bulk job's per-item errors)."""
+        """Rows an accepted request still failed, by row (a catalog job's per-item errors)."""
         return None
 
     def succeeded(self, request: Request, result: Any, now: datetime) -> None:

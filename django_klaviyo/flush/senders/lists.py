@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import re
-from collections import defaultdict, deque
-from collections.abc import Mapping
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from django_klaviyo.exceptions import KlaviyoAuthError, KlaviyoError, KlaviyoValidationError
 from django_klaviyo.flush.claim import IN_CHUNK, ClaimedRow, chunks
-from django_klaviyo.flush.outcomes import Located, Outcomes, fail, locate_rows
+from django_klaviyo.flush.outcomes import ErrorInfo, Located, Outcomes, fail, locate_rows
 from django_klaviyo.flush.senders.base import (
     IDS_PER_LIST_REQUEST,
     Request,
     Sender,
+)
+from django_klaviyo.flush.senders.imports import (
+    IDS_PER_LOOKUP,
+    import_profiles,
+    lookup_ids,
+    upsert_profile,
 )
 from django_klaviyo.flush.senders.profiles import profile_attributes, remember_profile_id
 from django_klaviyo.identifiers import profile_key
@@ -43,6 +48,9 @@ class ListSender(Sender):
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
+        # Ids this flusher learnt (profile_key -> id): a retried row, or another row of
+        # the same profile, needs no second lookup even without a local profile link.
+        self._learnt: dict[str, str] = {}
 
     def prepare(self, row: ClaimedRow) -> ListItem:
         list_id = row.payload["list_id"]
@@ -53,6 +61,9 @@ class ListSender(Sender):
 
     def _known_ids(self, rows: list[ClaimedRow]) -> None:
         """Fill ids from local links, in one query per identifier kind."""
+        for row in rows:
+            if not row.flush_item.profile_id:
+                row.flush_item.profile_id = self._learnt.get(row.flush_item.profile_key)
         missing = [r for r in rows if not r.flush_item.profile_id]
         links = KlaviyoProfileLink.objects.using(self.using)
         for key in ("external_id", "email", "phone_number"):
@@ -75,56 +86,76 @@ class ListSender(Sender):
 
     def lookups_needed(self, rows: list[ClaimedRow]) -> int:
         self._known_ids(rows)
-        return len({r.flush_item.profile_key for r in rows if not r.flush_item.profile_id})
+        unknown = len({r.flush_item.profile_key for r in rows if not r.flush_item.profile_id})
+        if not unknown:
+            return 0
+        if self.kind == Kind.LIST_ADD and unknown == 1:
+            return 1
+        # An import job (POST, a poll, its errors) and the lookups, by one identifier each.
+        job = 3 if self.kind == Kind.LIST_ADD else 0
+        return job + -(-unknown // IDS_PER_LOOKUP)
 
     def resolve(
         self, flusher: Flusher, rows: list[ClaimedRow], outcomes: Outcomes
     ) -> list[ClaimedRow]:
+        """Learn the ids Klaviyo needs, in bulk: one profile-import for a single unknown
+        profile, else (list_add) one import job for all of them followed to its end, then
+        lookups of 100 identifiers per request; never one request per row."""
         self._known_ids(rows)
         unknown: dict[str, list[ClaimedRow]] = defaultdict(list)
         for row in rows:
             if not row.flush_item.profile_id:
                 unknown[row.flush_item.profile_key].append(row)
-        groups = deque(unknown.values())
-        while groups:
-            group = groups.popleft()
-            identifiers = group[0].flush_item.identifiers
-            try:
-                profile_id = self._lookup(flusher, identifiers)
-            except KlaviyoAuthError:
-                raise
-            except KlaviyoError as err:
-                if not fail(group, err, outcomes):
-                    # Throttled or failing: the other lookups would fare no better now.
-                    until = flusher.retry_at(1, getattr(err, "retry_after", None))
-                    for rest in groups:
-                        outcomes.mark_release(rest, until)
-                    groups.clear()
+        if not unknown:
+            return rows
+        groups = list(unknown.values())
+        profiles = [g[0].flush_item.identifiers for g in groups]
+        try:
+            if self.kind == Kind.LIST_ADD and len(groups) == 1:
+                flusher.report.requests += 1
+                data = upsert_profile(flusher, profiles[0])
+                ids: list[str | None] = [str(data["id"]) if data.get("id") else None]
+                failures: list[ErrorInfo | None] = [None]
+                if ids[0] is None:
+                    raise KlaviyoValidationError(
+                        "Klaviyo's profile-import answer carried no profile id."
+                    )
+            else:
+                failures = [None] * len(groups)
+                if self.kind == Kind.LIST_ADD:
+                    flusher.report.requests += 1
+                    failures = import_profiles(flusher, profiles)
+                ids = lookup_ids(flusher, profiles)
+        except KlaviyoAuthError:
+            raise
+        except KlaviyoError as err:
+            waiting = [r for group in groups for r in group]
+            fail(waiting, err, outcomes)
+            return [r for r in rows if r.pk not in outcomes.decided]
+        for group, identifiers, profile_id, failure in zip(
+            groups, profiles, ids, failures, strict=True
+        ):
+            if failure is not None:
+                outcomes.mark_dead(group, failure)
                 continue
             for row in group:
                 row.flush_item.profile_id = profile_id
             if profile_id:
+                if len(self._learnt) >= 10_000:
+                    self._learnt.clear()
+                self._learnt[group[0].flush_item.profile_key] = profile_id
                 remember_profile_id(identifiers, profile_id, self.using)
-            else:
+            elif self.kind == Kind.LIST_REMOVE:
                 # Removing a profile Klaviyo does not know: nothing is on the list.
                 outcomes.mark_sent(group)
+            else:
+                outcomes.mark_retry(
+                    group,
+                    KlaviyoValidationError(
+                        "Klaviyo imported the profile but a lookup did not find it yet."
+                    ),
+                )
         return [r for r in rows if r.pk not in outcomes.decided]
-
-    def _lookup(self, flusher: Flusher, identifiers: dict[str, Any]) -> str | None:
-        flusher.report.requests += 1
-        if self.kind == Kind.LIST_REMOVE:
-            # Don't create a profile just to take it off a list.
-            found = flusher.client.find_profile(
-                email=identifiers.get("email"),
-                phone_number=identifiers.get("phone_number"),
-                external_id=identifiers.get("external_id"),
-            )
-            return str(found["id"]) if found and found.get("id") else None
-        data = flusher.client.upsert_profile(identifiers)
-        profile_id = data.get("id") if isinstance(data, Mapping) else None
-        if not profile_id:
-            raise KlaviyoValidationError("Klaviyo's profile-import answer carried no profile id.")
-        return str(profile_id)
 
     def plan(self, rows: list[ClaimedRow]) -> list[Request]:
         by_list: dict[str, dict[str, list[ClaimedRow]]] = {}

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from django_klaviyo.exceptions import KlaviyoError
 from django_klaviyo.flush.claim import ClaimedRow
-from django_klaviyo.flush.outcomes import Located, locate_rows
+from django_klaviyo.flush.outcomes import ErrorInfo, Located, locate_rows
 from django_klaviyo.flush.senders.base import (
     ITEM_OVERHEAD_BYTES,
     PROFILES_FIELD,
@@ -23,6 +23,7 @@ from django_klaviyo.flush.senders.base import (
     Sender,
     encoded_size,
 )
+from django_klaviyo.flush.senders.imports import import_profiles, upsert_profile
 from django_klaviyo.models import KlaviyoProfileLink, OutboxEvent
 
 Kind = OutboxEvent.Kind
@@ -103,8 +104,12 @@ class ProfileUpsertSender(Sender):
 
     def send(self, client: Any, request: Request) -> Any:
         if request.key == "bulk":
-            return client.bulk_import_profiles(request.body)
-        return client.upsert_profile(request.body)
+            # Followed to its end: each profile's own outcome (see failures()).
+            return import_profiles(self.flusher, request.body)
+        return upsert_profile(self.flusher, request.body)
+
+    def failures(self, request: Request, result: Any) -> list[ErrorInfo | None] | None:
+        return result if request.key == "bulk" else None
 
     def locate(self, err: KlaviyoError, request: Request) -> Located | None:
         if request.key != "bulk":
@@ -113,12 +118,6 @@ class ProfileUpsertSender(Sender):
 
     def succeeded(self, request: Request, result: Any, now: datetime) -> None:
         if request.key == "bulk":
-            job_id = result.get("id") if isinstance(result, Mapping) else None
-            logger.info(
-                "Klaviyo accepted profile bulk import job %s for %d profile(s).",
-                job_id,
-                len(request.rows),
-            )
             return
         profile_id = result.get("id") if isinstance(result, Mapping) else None
         remember_profile_id(request.body, profile_id, self.using)

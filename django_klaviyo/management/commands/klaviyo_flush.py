@@ -19,6 +19,10 @@ from django_klaviyo.management.base import LongRunningCommand
 # Seconds between progress lines at the default verbosity.
 PROGRESS_EVERY = 30.0
 
+# Exit statuses (docs/workers.md). 0: drained, stopped on request, or --max-seconds.
+EXIT_CONFIGURATION = 1  # missing, malformed or rejected API key; bad options
+EXIT_OUTAGE = 3  # the database was unavailable (one run), or longer than --max-outage
+
 
 def _positive_int(value: str) -> int:
     number = int(value)
@@ -37,8 +41,10 @@ def _positive_float(value: str) -> float:
 class Command(LongRunningCommand):
     help = (
         "Send due outbox rows to Klaviyo. Without --loop it stops when nothing is due. "
-        "SIGTERM/SIGINT finish the batch in hand and exit cleanly. The exit status is "
-        "non-zero only for configuration problems (missing, malformed or rejected API key)."
+        "SIGTERM/SIGINT stop it within one request timeout (rows not yet sent go back "
+        "uncounted). With --loop it rides out database outages. Exit status: 0 done or "
+        "stopped; 1 configuration problem (missing, malformed or rejected API key); 2 bad "
+        "options; 3 database unavailable (a single run) or for longer than --max-outage."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -53,6 +59,15 @@ class Command(LongRunningCommand):
             default=5.0,
             metavar="S",
             help=("Seconds to wait when nothing is due (with --loop)."),
+        )
+        parser.add_argument(
+            "--max-outage",
+            type=_positive_float,
+            metavar="S",
+            help=(
+                "With --loop: exit with status 3 once the database has been unavailable for "
+                "longer than S seconds (default: wait for it forever)."
+            ),
         )
         parser.add_argument(
             "--dry-run", action="store_true", help="Show what would be sent; claim nothing."
@@ -76,7 +91,10 @@ class Command(LongRunningCommand):
         if not options["dry_run"]:
             problems = check_private_key()
             if problems:
-                raise CommandError(f"{problems[0].msg} {problems[0].hint or ''}".strip())
+                raise CommandError(
+                    f"{problems[0].msg} {problems[0].hint or ''}".strip(),
+                    returncode=EXIT_CONFIGURATION,
+                )
 
         stop = threading.Event()
         last_progress = [time.monotonic()]
@@ -104,15 +122,16 @@ class Command(LongRunningCommand):
                 idle_sleep=options["idle_sleep"],
                 progress=progress,
                 using=options["database"],
+                max_outage=options["max_outage"],
             )
         except FlushAborted as exc:
             if exc.reason == "auth":
-                raise CommandError(str(exc)) from exc
-            # Not a configuration problem: report it and let the supervisor carry on.
-            self.stderr.write(str(exc))
-            return
+                raise CommandError(str(exc), returncode=EXIT_CONFIGURATION) from exc
+            # The database: a single run reports it (cron sees the failure); a --loop
+            # worker gets here only after --max-outage.
+            raise CommandError(str(exc), returncode=EXIT_OUTAGE) from exc
         except (ImproperlyConfigured, KlaviyoConfigurationError, KlaviyoValidationError) as exc:
-            raise CommandError(str(exc)) from exc
+            raise CommandError(str(exc), returncode=EXIT_CONFIGURATION) from exc
         finally:
             self._restore_signal_handlers(previous)
 
@@ -120,7 +139,9 @@ class Command(LongRunningCommand):
             for line in report.summary_lines():
                 self.stdout.write(line)
             if report.ended == "stopped":
-                self.stdout.write("Stopped on request after finishing the batch in hand.")
+                self.stdout.write(
+                    "Stopped on request; rows not yet sent went back to the queue uncounted."
+                )
 
     def _install_signal_handlers(self, stop: threading.Event) -> dict[int, Any]:
         if threading.current_thread() is not threading.main_thread():

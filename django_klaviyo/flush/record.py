@@ -1,0 +1,159 @@
+"""Recording a batch's outcomes: one UPDATE per outcome group, in one transaction, only
+for the rows the flusher still holds (the lease is confirmed, with the rows locked, first),
+and the report's counts for those rows alone."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from django.db import InterfaceError, OperationalError, transaction
+from django.db.models import F
+
+from django_klaviyo.conf import klaviyo_settings
+from django_klaviyo.flush.claim import IN_CHUNK, ClaimedRow, chunks
+from django_klaviyo.flush.outcomes import ErrorInfo, Outcomes
+from django_klaviyo.flush.report import FlushAborted
+from django_klaviyo.models import OutboxEvent
+
+if TYPE_CHECKING:
+    from django_klaviyo.flush.loop import Flusher
+
+logger = logging.getLogger("django_klaviyo.flush")
+
+Status = OutboxEvent.Status
+
+
+def record_outcomes(flusher: Flusher, outcomes: Outcomes, claimed: int | None = None) -> None:
+    """Write every outcome of a batch, one UPDATE per outcome group.
+
+    ``claimed``: the batch size, when every claimed row has been decided."""
+    now = flusher.clock()
+    max_attempts = int(klaviyo_settings.MAX_ATTEMPTS)
+    mine = OutboxEvent.objects.using(flusher.using).filter(
+        status=Status.SENDING, locked_by=flusher.owner
+    )
+    try:
+        with transaction.atomic(using=flusher.using):
+            _write(flusher, outcomes, mine, now, max_attempts, claimed)
+    except (OperationalError, InterfaceError) as exc:
+        raise FlushAborted(
+            f"The database went away while recording outcomes ({type(exc).__name__}); the "
+            "claimed rows stay 'sending' and are retried once their lease expires.",
+            reason="database",
+        ) from exc
+    flusher.lease = None
+
+
+def _write(
+    flusher: Flusher,
+    outcomes: Outcomes,
+    mine: Any,
+    now: datetime,
+    max_attempts: int,
+    claimed: int | None,
+) -> None:
+    """The outcome UPDATEs (in the caller's transaction), then the report's counts:
+    both only for rows this flusher still holds."""
+    if flusher.lease is not None:
+        decided = len(outcomes.decided)
+        outcomes.only(flusher.lease.confirm())
+        lost = decided - (
+            len(outcomes.sent)
+            + len(outcomes.dead)
+            + sum(len(r.rows) for r in outcomes.retry)
+            + len(outcomes.release)
+            + len(outcomes.hold)
+        )
+        flusher.report.lost_leases += lost
+        if lost:
+            claimed = None  # "the sent ones are the rest" no longer holds
+    lease_cleared = {"locked_at": None, "locked_by": "", "updated_at": now}
+
+    def update(rows: Sequence[ClaimedRow], **values: Any) -> int:
+        done = 0
+        for chunk in chunks([r.pk for r in rows], IN_CHUNK):
+            done += mine.filter(pk__in=chunk).update(**values)
+        return done
+
+    dead: dict[ErrorInfo, list[ClaimedRow]] = defaultdict(list)
+    for row, info in outcomes.dead:
+        dead[info].append(row)
+    retrying: dict[tuple[int, float, ErrorInfo], list[ClaimedRow]] = defaultdict(list)
+    for retry in outcomes.retry:
+        for row in retry.rows:
+            if row.attempts >= max_attempts:
+                info = ErrorInfo(
+                    retry.info.status,
+                    retry.info.code,
+                    f"Gave up after {row.attempts} attempts: {retry.info.detail}",
+                )
+                dead[info].append(row)
+            else:
+                retrying[(row.attempts, retry.retry_after, retry.info)].append(row)
+    released: dict[tuple[str, datetime | None], list[ClaimedRow]] = defaultdict(list)
+    for row, until in outcomes.release:
+        released[(row.previous_status, until)].append(row)
+
+    # When every claimed row has an outcome, the sent ones are whatever is still
+    # leased once the other groups are written: one UPDATE without a long IN list.
+    sent_are_the_rest = claimed is not None and len(outcomes.decided) == claimed
+    if outcomes.sent and not sent_are_the_rest:
+        update(outcomes.sent, status=Status.SENT, sent_at=now, **lease_cleared)
+    for info, rows in dead.items():
+        update(
+            rows,
+            status=Status.DEAD,
+            last_error_status=info.status,
+            last_error_code=info.code,
+            last_error_detail=info.detail,
+            **lease_cleared,
+        )
+    for (attempts, retry_after, info), rows in retrying.items():
+        delay = timedelta(seconds=flusher.retry_delay(attempts, retry_after))
+        update(
+            rows,
+            status=Status.RETRYING,
+            next_attempt_at=now + delay,
+            last_error_status=info.status,
+            last_error_code=info.code,
+            last_error_detail=info.detail,
+            **lease_cleared,
+        )
+    for (previous, until), rows in released.items():
+        values: dict[str, Any] = {"status": previous, "attempts": F("attempts") - 1}
+        if until is not None:
+            values["next_attempt_at"] = until
+        update(rows, **values, **lease_cleared)
+    held: dict[tuple[str, datetime, ErrorInfo], list[ClaimedRow]] = defaultdict(list)
+    for row, until, info in outcomes.hold:
+        held[(row.previous_status, until, info)].append(row)
+    for (previous, until, info), rows in held.items():
+        update(
+            rows,
+            status=previous,
+            attempts=F("attempts") - 1,
+            next_attempt_at=until,
+            last_error_status=info.status,
+            last_error_code=info.code,
+            last_error_detail=info.detail,
+            **lease_cleared,
+        )
+    if outcomes.sent and sent_are_the_rest:
+        mine.update(status=Status.SENT, sent_at=now, **lease_cleared)
+
+    for kind, n in Counter(row.kind for row in outcomes.sent).items():
+        flusher.report.counts(kind).sent += n
+    for kind, n in Counter(row.kind for rows in dead.values() for row in rows).items():
+        flusher.report.counts(kind).dead += n
+    for kind, n in Counter(row.kind for rows in retrying.values() for row in rows).items():
+        flusher.report.counts(kind).retrying += n
+    for kind, n in Counter(row.kind for row, _until in outcomes.release).items():
+        flusher.report.counts(kind).released += n
+    for kind, n in Counter(row.kind for row, _until, _info in outcomes.hold).items():
+        flusher.report.counts(kind).held += n
+    if dead:
+        logger.warning("Dead-lettered %d outbox row(s).", sum(len(r) for r in dead.values()))

@@ -1,0 +1,177 @@
+"""Profiles in bulk: import jobs followed to their end, lookups of 100 identifiers, and
+409 duplicate_profile resolved by updating the profile Klaviyo names.
+
+"Accepted is not imported": a profile bulk import answers 202 with a job; whether each
+profile was imported is known only once the job is ``complete`` (``GET`` the job) and its
+``import-errors`` are read. The flusher polls between other work (renewing its lease,
+giving way to a stop request) and gives up after ``JOB_WAIT_SECONDS``; the rows are
+then retried, which re-imports the same profiles (an upsert).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from django_klaviyo.exceptions import KlaviyoAuthError, KlaviyoDuplicateProfileError, KlaviyoError
+from django_klaviyo.flush.claim import chunks
+from django_klaviyo.flush.outcomes import ErrorInfo, is_retryable
+
+if TYPE_CHECKING:
+    from django_klaviyo.flush.loop import Flusher
+
+# How long a batch waits for one import job, and between polls (growing to the cap).
+JOB_WAIT_SECONDS = 120.0
+FIRST_POLL_SECONDS = 0.5
+POLL_CAP_SECONDS = 5.0
+# GET /api/profiles filters take at most 100 values (and a page holds 100 profiles).
+IDS_PER_LOOKUP = 100
+LOOKUP_FIELDS = ("external_id", "email", "phone_number")
+
+T = TypeVar("T")
+
+_ITEM_POINTER = re.compile(r"/profiles/data/(\d+)")
+
+
+# Reads that follow an accepted import (job status, errors, id lookups) are idempotent
+# GETs: a transient failure of one is read again after a pause, within the job's wait,
+# rather than failing (and re-importing) the whole group.
+READ_ATTEMPTS = 4
+
+
+def read(flusher: Flusher, call: Callable[..., T], *args: Any) -> T:
+    pause = FIRST_POLL_SECONDS
+    for attempt in range(READ_ATTEMPTS):
+        flusher.report.requests += 1
+        flusher.lease_keep()
+        try:
+            return call(*args)
+        except KlaviyoAuthError:
+            raise
+        except KlaviyoError as err:
+            if not is_retryable(err) or attempt + 1 == READ_ATTEMPTS:
+                raise
+            if not flusher.pause(max(pause, float(getattr(err, "retry_after", 0) or 0))):
+                raise
+            pause = min(pause * 2, POLL_CAP_SECONDS)
+    raise AssertionError("unreachable")  # the loop returns or raises
+
+
+class ImportNotFinished(KlaviyoError):
+    """The import job was cancelled, or still running when the flusher stopped waiting."""
+
+    retryable = True
+
+
+def upsert_profile(flusher: Flusher, attributes: Mapping[str, Any]) -> dict[str, Any]:
+    """``profile-import``; on 409 duplicate_profile, update the profile Klaviyo names
+    (e.g. a user changing to an email an earlier guest profile holds). The caller
+    counts the first request, as for every other request."""
+    try:
+        return flusher.client.upsert_profile(attributes)
+    except KlaviyoDuplicateProfileError as err:
+        if not err.duplicate_profile_id:
+            raise
+        flusher.report.requests += 1
+        flusher.lease_keep()
+        data = flusher.client.update_profile(err.duplicate_profile_id, attributes)
+        return data if data.get("id") else {**data, "id": err.duplicate_profile_id}
+
+
+def import_profiles(
+    flusher: Flusher, profiles: Sequence[Mapping[str, Any]]
+) -> list[ErrorInfo | None]:
+    """Import ``profiles`` in one job and follow it to its end: for each profile, None
+    when imported, else what Klaviyo said about it. Raises ``ImportNotFinished``. The
+    caller counts the import's request; the polls and reads are counted here."""
+    job = flusher.client.bulk_import_profiles(list(profiles))
+    job_id = str(job.get("id") or "")
+    if not job_id:
+        raise ImportNotFinished("Klaviyo's bulk import answer carried no job id.")
+    status = _status(job)
+    waited, pause = 0.0, FIRST_POLL_SECONDS
+    while status not in ("complete", "cancelled"):
+        if waited >= JOB_WAIT_SECONDS or not flusher.pause(pause):
+            raise ImportNotFinished(
+                f"Klaviyo profile import job {job_id} was still {status!r} after {waited:.0f}s; "
+                "the rows are retried."
+            )
+        waited += pause
+        pause = min(pause * 2, POLL_CAP_SECONDS)
+        status = _status(read(flusher, flusher.client.get_bulk_import_job, job_id))
+    if status == "cancelled":
+        raise ImportNotFinished(f"Klaviyo cancelled profile import job {job_id}.")
+    errors = read(flusher, flusher.client.get_bulk_import_errors, job_id)
+    return _per_profile(errors, profiles)
+
+
+def _status(job: Mapping[str, Any]) -> str:
+    attributes = job.get("attributes") if isinstance(job, Mapping) else None
+    return str((attributes or {}).get("status") or "queued")
+
+
+def _per_profile(
+    errors: list[dict[str, Any]], profiles: Sequence[Mapping[str, Any]]
+) -> list[ErrorInfo | None]:
+    outcome: list[ErrorInfo | None] = [None] * len(profiles)
+    keys = {identity(p): i for i, p in enumerate(profiles)}
+    for error in errors:
+        attributes = error.get("attributes") if isinstance(error, Mapping) else None
+        if not isinstance(attributes, Mapping):
+            continue
+        source = attributes.get("source") if isinstance(attributes.get("source"), Mapping) else {}
+        index = None
+        match = _ITEM_POINTER.search(str(source.get("pointer") or ""))
+        if match and int(match.group(1)) < len(profiles):
+            index = int(match.group(1))
+        original = attributes.get("original_payload")
+        if index is None and isinstance(original, Mapping):
+            index = keys.get(identity(original.get("attributes") or original))
+        if index is None:
+            continue
+        status = attributes.get("status")
+        outcome[index] = ErrorInfo(
+            int(status) if str(status or "").isdigit() else None,
+            str(attributes.get("code") or "import_error")[:64],
+            "Klaviyo's profile import failed for this profile: "
+            + str(attributes.get("detail") or attributes.get("title") or "no detail"),
+        )
+    return outcome
+
+
+def email_key(value: Any) -> str:
+    """Emails match whatever their case (Klaviyo's lookups do too)."""
+    return str(value).strip().lower()
+
+
+def identity(profile: Mapping[str, Any]) -> tuple[str, str, str]:
+    email = profile.get("email")
+    return (
+        str(profile.get("external_id") or ""),
+        email_key(email) if email else "",
+        str(profile.get("phone_number") or ""),
+    )
+
+
+def lookup_ids(flusher: Flusher, profiles: Sequence[Mapping[str, Any]]) -> list[str | None]:
+    """Klaviyo's id of each profile, found by its identifiers, strongest first, with one
+    ``GET /api/profiles?filter=any(field,[...])`` per 100 values (None: not found)."""
+    found: list[str | None] = [None] * len(profiles)
+    for field in LOOKUP_FIELDS:
+        wanted: dict[str, list[int]] = {}
+        for i, profile in enumerate(profiles):
+            value = profile.get(field)
+            if found[i] is None and value:
+                key = email_key(value) if field == "email" else str(value)
+                wanted.setdefault(key, []).append(i)
+        for values in chunks(sorted(wanted), IDS_PER_LOOKUP):
+            for resource in read(flusher, flusher.client.find_profiles, field, list(values)):
+                attributes = resource.get("attributes") or {}
+                value = attributes.get(field)
+                if not value or not resource.get("id"):
+                    continue
+                key = email_key(value) if field == "email" else str(value)
+                for i in wanted.get(key, ()):
+                    found[i] = str(resource["id"])
+    return found
