@@ -19,7 +19,7 @@ from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS
 from django.utils import timezone
 
-from django_klaviyo import cart, erasure, mapping, orders, outbox, refunds, values
+from django_klaviyo import accounts, cart, erasure, mapping, orders, outbox, refunds, values
 from django_klaviyo.catalog import subscribe_back_in_stock  # noqa: F401  (public API)
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoValidationError
@@ -47,8 +47,13 @@ def _profile(profile: Any) -> Any:
     )
 
 
-def _write(row: outbox.OutboxRow, using: str | None) -> OutboxEvent | None:
-    written = outbox.enqueue_many([row], using=using)
+def _write(
+    row: outbox.OutboxRow, using: str | None, account: str | None, about: Any = None
+) -> OutboxEvent | None:
+    """Insert ``row`` for ``account`` (a name of KLAVIYO["ACCOUNTS"]; None: what
+    ACCOUNT_RESOLVER says of ``about``, a user or an order, else the default account)."""
+    resolved = accounts.account_for(None if isinstance(about, Mapping) else about, account=account)
+    written = outbox.enqueue_many([row], using=using, account=resolved)
     return written[0] if written else None
 
 
@@ -64,6 +69,7 @@ def track(
     dedupe_key: str | None = None,
     backfill: bool = False,
     using: str | None = None,
+    account: str | None = None,
 ) -> OutboxEvent | None:
     """Record an event. ``unique_id`` defaults to a fresh uuid4 hex, stored on the row so
     retries stay idempotent; ``dedupe_key`` makes a repeated call enqueue nothing.
@@ -80,7 +86,7 @@ def track(
         dedupe_key=dedupe_key,
         backfill=backfill,
     )
-    return _write(row, using)
+    return _write(row, using, account, profile)
 
 
 def upsert_profile(
@@ -88,12 +94,15 @@ def upsert_profile(
     *,
     dedupe_key: str | None = None,
     using: str | None = None,
+    account: str | None = None,
     **attributes: Any,
 ) -> OutboxEvent | None:
     """Create or update a profile: ``upsert_profile({"email": ..., "first_name": ...})``
     or ``upsert_profile(email=..., first_name=...)``."""
     merged = {**(_profile(profile) or {}), **attributes}
-    return _write(outbox.build_profile_upsert(merged, dedupe_key=dedupe_key), using)
+    return _write(
+        outbox.build_profile_upsert(merged, dedupe_key=dedupe_key), using, account, profile
+    )
 
 
 def add_to_list(
@@ -102,10 +111,11 @@ def add_to_list(
     *,
     dedupe_key: str | None = None,
     using: str | None = None,
+    account: str | None = None,
 ) -> OutboxEvent | None:
     """Add a profile to a list (no consent change; use ``subscribe`` for marketing)."""
     row = outbox.build_list_change(Kind.LIST_ADD, list_id, _profile(profile), dedupe_key=dedupe_key)
-    return _write(row, using)
+    return _write(row, using, account, profile)
 
 
 def remove_from_list(
@@ -114,11 +124,12 @@ def remove_from_list(
     *,
     dedupe_key: str | None = None,
     using: str | None = None,
+    account: str | None = None,
 ) -> OutboxEvent | None:
     row = outbox.build_list_change(
         Kind.LIST_REMOVE, list_id, _profile(profile), dedupe_key=dedupe_key
     )
-    return _write(row, using)
+    return _write(row, using, account, profile)
 
 
 def subscribe(
@@ -130,6 +141,7 @@ def subscribe(
     consented_at: Any = None,
     dedupe_key: str | None = None,
     using: str | None = None,
+    account: str | None = None,
 ) -> OutboxEvent | None:
     """Give marketing consent on ``channels`` ("email", "sms"). ``consented_at`` (in the
     past) records a historical import: no double opt-in, no "added to list" flows."""
@@ -141,7 +153,7 @@ def subscribe(
         consented_at=consented_at,
         dedupe_key=dedupe_key,
     )
-    return _write(row, using)
+    return _write(row, using, account)
 
 
 def unsubscribe(
@@ -151,6 +163,7 @@ def unsubscribe(
     list_id: str | Any = None,
     dedupe_key: str | None = None,
     using: str | None = None,
+    account: str | None = None,
 ) -> OutboxEvent | None:
     """Withdraw consent: on every list, or with ``list_id`` on that list only. Klaviyo
     would unsubscribe a profile that is not on ``list_id`` from every list, so the flusher
@@ -162,7 +175,7 @@ def unsubscribe(
         list_id=list_id,
         dedupe_key=dedupe_key,
     )
-    return _write(row, using)
+    return _write(row, using, account)
 
 
 def forget_profile(
@@ -185,17 +198,22 @@ def forget_profile(
 
 
 def order_placed(
-    order: Any, *, backfill: bool = False, using: str | None = None
+    order: Any, *, backfill: bool = False, using: str | None = None, account: str | None = None
 ) -> list[OutboxEvent]:
     """Enqueue Placed Order, with one Ordered Product per line in the same row, for
     ``order`` (call it after its lines are saved). It uses ORDER_EVENTS_MAPPER and the
     dedupe key of the save signal: together they still send each event once.
     ``backfill=True`` for past orders (no flows). Returns the rows written."""
-    return orders.order_placed(order, using=using, backfill=backfill)
+    return orders.order_placed(order, using=using, backfill=backfill, account=account)
 
 
 def order_refunded(
-    order: Any, *, refund: Any, backfill: bool = False, using: str | None = None
+    order: Any,
+    *,
+    refund: Any,
+    backfill: bool = False,
+    using: str | None = None,
+    account: str | None = None,
 ) -> list[OutboxEvent]:
     """Enqueue the **Refunded Order** of one refund of ``order`` (partial or full): its
     amount and the items refunded. ``refund`` is a refund record of the store (read
@@ -206,7 +224,11 @@ def order_refunded(
     except ValueError as exc:
         raise KlaviyoValidationError(str(exc), field="refund") from exc
     return orders.enqueue_order_events(
-        specs, order, using=using or order._state.db or DEFAULT_DB_ALIAS, backfill=backfill
+        specs,
+        order,
+        using=using or order._state.db or DEFAULT_DB_ALIAS,
+        backfill=backfill,
+        account=account,
     )
 
 
@@ -218,6 +240,7 @@ def viewed_product(
     unique_id: str | None = None,
     backfill: bool = False,
     using: str | None = None,
+    account: str | None = None,
 ) -> OutboxEvent | None:
     """**Viewed Product**; ``product`` keys: see ``django_klaviyo.ecommerce``. No event
     value, as in Klaviyo's guide: a view is not revenue (the price is a property)."""
@@ -229,6 +252,7 @@ def viewed_product(
         unique_id=unique_id,
         backfill=backfill,
         using=using,
+        account=account,
     )
 
 
@@ -243,6 +267,7 @@ def added_to_cart(
     unique_id: str | None = None,
     backfill: bool = False,
     using: str | None = None,
+    account: str | None = None,
 ) -> OutboxEvent | None:
     """**Added to Cart**: the added item as ``AddedItem*`` properties, the whole cart
     (``cart_items``, default just the item) as Items/ItemNames; value = cart total."""
@@ -261,6 +286,7 @@ def added_to_cart(
         unique_id=unique_id,
         backfill=backfill,
         using=using,
+        account=account,
     )
 
 
@@ -275,6 +301,7 @@ def started_checkout(
     time: Any = None,
     backfill: bool = False,
     using: str | None = None,
+    account: str | None = None,
 ) -> OutboxEvent | None:
     """**Started Checkout**. Its unique_id is the checkout (cart) id plus the Unix time,
     as in Klaviyo's guide, so it fires again when the shopper comes back with a changed
@@ -306,6 +333,7 @@ def started_checkout(
         dedupe_key=f"event:started-checkout:{checkout_id}:{outbox.payload_digest({'i': basket})}",
         backfill=backfill,
         using=using,
+        account=account,
     )
 
 

@@ -24,7 +24,7 @@ from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, models, transaction
 from django.utils import timezone
 
-from django_klaviyo import ecommerce, limits, mapping, orders, outbox
+from django_klaviyo import accounts, ecommerce, limits, mapping, orders, outbox
 from django_klaviyo.client.ratelimit import OPERATION_LIMITS
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoValidationError
@@ -248,24 +248,29 @@ class Backfill:
             if not chunk:
                 break
             step = Progress(source_rows=len(chunk))
-            rows: list[outbox.OutboxRow] = []
+            # Rows by Klaviyo account (ACCOUNT_RESOLVER's answer for each object).
+            rows: dict[str, list[outbox.OutboxRow]] = {}
             for obj in chunk:
                 try:
                     built = self.src.build(obj)
+                    account = accounts.account_for(obj)
                 except KlaviyoValidationError as exc:
                     # One bad historical record must not stop years of history: it is
                     # reported (the command prints each and exits non-zero) and skipped.
                     step.skipped.append((obj.pk, f"{exc.field}: {exc}"))
                     continue
-                rows.extend(built)
+                rows.setdefault(account, []).extend(built)
                 step.items += sum(items_of(r) for r in built)
             last = chunk[-1].pk
             if not dry_run:
                 with transaction.atomic(using=self.using):
-                    step.outbox_rows = outbox.enqueue_rows(rows, using=self.using)
+                    step.outbox_rows = sum(
+                        outbox.enqueue_rows(some, using=self.using, account=account)
+                        for account, some in rows.items()
+                    )
                     cp = self._save_checkpoint(last, step)
             else:
-                step.outbox_rows = len(rows)
+                step.outbox_rows = sum(len(some) for some in rows.values())
             yield step
         if not dry_run:
             BackfillCheckpoint.objects.using(self.using).update_or_create(

@@ -104,6 +104,11 @@ DEFAULTS: dict[str, Any] = {
     "FLUSH_TASK_DEBOUNCE_SECONDS": 5.0,
     # klaviyo_backfill consent: user -> [{"profile", "channels", "list_id", "consented_at"}].
     "BACKFILL_CONSENT_MAPPER": None,
+    # Several Klaviyo accounts (docs/accounts.md): name -> {"PRIVATE_API_KEY": ..., ...};
+    # the top-level keys are the account named "default".
+    "ACCOUNTS": {},
+    # (obj=None, *, request=None) -> account name or None (default); callable or dotted path.
+    "ACCOUNT_RESOLVER": None,
 }
 
 REQUIRED: set[str] = {"PRIVATE_API_KEY"}

@@ -146,6 +146,7 @@ def record_refused(
     *,
     source: str,
     using: str | None = None,
+    account: str = "",
 ) -> OutboxEvent:
     """Write one dead row for ``payload`` refused on the save path, in the caller's
     transaction (a rolled-back save leaves no trace, as for valid rows)."""
@@ -158,6 +159,7 @@ def record_refused(
     detail = reason(exc)
     row = OutboxEvent.objects.using(using).create(
         kind=kind,
+        account=account,
         payload=stored,
         metric=metric[:128] if isinstance(metric, str) else "",
         profile_key=_profile_key(stored),

@@ -18,7 +18,7 @@ from django.db import DEFAULT_DB_ALIAS, DatabaseError
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from django_klaviyo import ecommerce, mapping
+from django_klaviyo import accounts, ecommerce, mapping
 from django_klaviyo.conf import DEFAULTS, klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.models import OutboxEvent
@@ -67,10 +67,13 @@ def enqueue_order_events(
     using: str | None,
     backfill: bool = False,
     objects: bool = True,
+    account: str | None = None,
 ) -> list[OutboxEvent]:
     """Clean ``specs`` with the event rules and enqueue them; an empty Placed Order
     becomes a dead row naming what is missing. ``objects``: return the rows written (the
-    save receiver's hot path needs none)."""
+    save receiver's hot path needs none). ``account``: the Klaviyo account (None: what
+    ACCOUNT_RESOLVER says of ``order``)."""
+    stored = accounts.account_for(order, account=account)
     if backfill:
         specs = [{**spec, "backfill": True} for spec in specs]
     build = build_events
@@ -80,16 +83,18 @@ def enqueue_order_events(
     if good:
         rows = build(good)
         if not objects:
-            enqueue_rows(rows, using=using)
+            enqueue_rows(rows, using=using, account=stored)
         else:
-            written += enqueue_many(rows, using=using)
+            written += enqueue_many(rows, using=using, account=stored)
     for spec, reason in empty:
         if reason is not None:
-            written += _enqueue_dead(build([spec]), order, reason, using=using)
+            written += _enqueue_dead(build([spec]), order, reason, using=using, account=stored)
     return written
 
 
-def _enqueue_dead(rows: list[Any], order: Any, reason: str, *, using: str | None) -> list[Any]:
+def _enqueue_dead(
+    rows: list[Any], order: Any, reason: str, *, using: str | None, account: str
+) -> list[Any]:
     logger.error(
         "django-klaviyo: %s %s: %s The row is stored dead instead of sent.",
         order._meta.label,
@@ -97,7 +102,7 @@ def _enqueue_dead(rows: list[Any], order: Any, reason: str, *, using: str | None
         reason,
     )
     start = timezone.now()
-    written = enqueue_many(rows, using=using)
+    written = enqueue_many(rows, using=using, account=account)
     # Only rows this call inserted: a row already holding the dedupe key (an earlier,
     # complete Placed Order) is returned too, and must stay as it is.
     OutboxEvent.objects.using(using or DEFAULT_DB_ALIAS).filter(
@@ -110,13 +115,20 @@ def _enqueue_dead(rows: list[Any], order: Any, reason: str, *, using: str | None
     return written
 
 
-def order_placed(order: Any, *, using: str | None = None, backfill: bool = False) -> list[Any]:
+def order_placed(
+    order: Any,
+    *,
+    using: str | None = None,
+    backfill: bool = False,
+    account: str | None = None,
+) -> list[Any]:
     """Enqueue ``order``'s Placed Order (with its Ordered Products); see api.order_placed."""
     return enqueue_order_events(
         placed_order_specs(order),
         order,
         using=using or order._state.db or DEFAULT_DB_ALIAS,
         backfill=backfill,
+        account=account,
     )
 
 
@@ -147,6 +159,13 @@ def _on_order_placed(sender: Any, order: Any = None, **kwargs: Any) -> None:
     try:
         order_placed(order)
     except KlaviyoValidationError as exc:
+        if exc.field == "account":
+            # No Klaviyo account for this order: kept dead with the reason, checkout goes on.
+            from django_klaviyo.invalid_rows import record_refused, source_label
+
+            source = source_label(order)
+            record_refused(OutboxEvent.Kind.EVENT, {"order": source}, exc, source=source)
+            return
         logger.warning(
             "django-klaviyo: order %s was not sent: %s (field %s).", order.pk, exc, exc.field
         )

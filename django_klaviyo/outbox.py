@@ -233,6 +233,7 @@ def _columns(row: OutboxRow) -> dict[str, Any]:
         "dedupe_key": values.key(row.dedupe_key, "dedupe_key") if row.dedupe_key else None,
         "profile_key": key[:320],
         "rules_version": rules.RULES_VERSION,
+        "account": "",
         _ENCODED: encoded,
     }
 
@@ -247,6 +248,7 @@ _COLUMN_NAMES = (
     "dedupe_key",
     "profile_key",
     "rules_version",
+    "account",
 )
 
 
@@ -274,27 +276,38 @@ _ENCODED = "__encoded__"
 _MAX_ROWS_PER_INSERT = 1000
 
 
-def enqueue_many(rows: Iterable[OutboxRow], *, using: str | None = None) -> list[OutboxEvent]:
+def enqueue_many(
+    rows: Iterable[OutboxRow], *, using: str | None = None, account: str = ""
+) -> list[OutboxEvent]:
     """Insert ``rows`` in one statement in the caller's transaction.
 
     Returns the saved rows: for a ``dedupe_key`` that already existed, nothing is
     inserted and the row already in the database is returned. Returns ``[]`` when
-    ``ENABLED`` is False.
+    ``ENABLED`` is False. ``account``: the rows' ``OutboxEvent.account`` (from
+    ``accounts.account_for``; ``""`` is the default account).
     """
     if not klaviyo_settings.ENABLED:
         return []
-    return _write(rows, using, build_objects=True)
+    return _write(rows, using, build_objects=True, account=account)
 
 
-def enqueue_rows(rows: Iterable[OutboxRow], *, using: str | None = None) -> int:
+def enqueue_rows(rows: Iterable[OutboxRow], *, using: str | None = None, account: str = "") -> int:
     """:func:`enqueue_many` for callers that need no model instances back (the save
     signal's hot path); returns how many rows were written (0 when ``ENABLED`` is False)."""
     if not klaviyo_settings.ENABLED:
         return 0
-    return len(_write(rows, using, build_objects=False))
+    return len(_write(rows, using, build_objects=False, account=account))
 
 
-def _write(rows: Iterable[OutboxRow], using: str | None, *, build_objects: bool) -> list[Any]:
+def account_dedupe_key(key: str, account: str) -> str:
+    """``key`` within ``account``: the same order or profile change in two accounts is two
+    rows. The default account's keys are unchanged (single-account stores see no change)."""
+    return values.key(f"@{account}:{key}", "dedupe_key") if account else key
+
+
+def _write(
+    rows: Iterable[OutboxRow], using: str | None, *, build_objects: bool, account: str = ""
+) -> list[Any]:
     """Validate and insert; returns OutboxEvent instances, or the column dicts when
     ``build_objects`` is off and the fast INSERT needs no instances."""
     alias = using or DEFAULT_DB_ALIAS
@@ -302,6 +315,11 @@ def _write(rows: Iterable[OutboxRow], using: str | None, *, build_objects: bool)
     seen: set[str] = set()
     for row in rows:
         columns = _columns(row)
+        if account:
+            # ``account`` comes from accounts.account_for, which validated the name.
+            columns["account"] = account
+            if columns["dedupe_key"]:
+                columns["dedupe_key"] = account_dedupe_key(columns["dedupe_key"], account)
         key = columns["dedupe_key"]
         if key:
             if key in seen:
@@ -460,6 +478,7 @@ def enqueue(
     dedupe_key: str | None = None,
     metric: str = "",
     using: str | None = None,
+    account: str = "",
 ) -> OutboxEvent | None:
     """Insert one row (see :func:`enqueue_many`); None when ``ENABLED`` is False."""
     written = enqueue_many(
@@ -473,6 +492,7 @@ def enqueue(
             )
         ],
         using=using,
+        account=account,
     )
     return written[0] if written else None
 

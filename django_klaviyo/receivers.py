@@ -37,7 +37,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models.signals import post_init, post_save
 
-from django_klaviyo import orders
+from django_klaviyo import accounts, orders
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.identifiers import PROFILE_IDENTIFIERS, profile_key
@@ -162,21 +162,38 @@ def _order_post_save(
 
 
 def enqueue_order_events(specs: list[dict[str, Any]], order: Any, *, using: str | None) -> None:
-    """Enqueue ``specs`` (``orders.enqueue_order_events``); if any is refused, each valid
-    one is enqueued and each refused one kept as a dead row."""
+    """Enqueue ``specs`` (``orders.enqueue_order_events``) for the order's Klaviyo account;
+    if any is refused (or no account can be named), each valid one is enqueued and each
+    refused one kept as a dead row."""
+    every = specs if isinstance(specs, (list, tuple)) else [specs]
+    try:
+        account = accounts.account_for(order)
+    except KlaviyoValidationError as exc:
+        # An unknown account or a failing ACCOUNT_RESOLVER: the save goes on, and the
+        # events are kept dead with the reason (docs/accounts.md).
+        for spec in every:
+            record_refused(
+                OutboxEvent.Kind.EVENT, spec, exc, source=source_label(order), using=using
+            )
+        return
     try:
         # Rows are checked before their INSERT runs, so a refusal leaves nothing behind.
-        orders.enqueue_order_events(specs, order, using=using, objects=False)
+        orders.enqueue_order_events(specs, order, using=using, objects=False, account=account)
         return
     except KlaviyoValidationError:
         pass
-    for spec in specs if isinstance(specs, (list, tuple)) else [specs]:
+    for spec in every:
         try:
             # Dedupe keys keep a row the first attempt already wrote from doubling.
-            orders.enqueue_order_events([spec], order, using=using, objects=False)
+            orders.enqueue_order_events([spec], order, using=using, objects=False, account=account)
         except KlaviyoValidationError as exc:
             record_refused(
-                OutboxEvent.Kind.EVENT, spec, exc, source=source_label(order), using=using
+                OutboxEvent.Kind.EVENT,
+                spec,
+                exc,
+                source=source_label(order),
+                using=using,
+                account=account,
             )
 
 
@@ -238,7 +255,8 @@ def _user_post_save(
             # Refused before any write (the size check runs before the INSERT); caught
             # inside the block so the store's transaction is not marked for rollback.
             row = build_profile_upsert(new)
-            enqueue_profile_upsert(row, instance, created=created, using=using)
+            account = accounts.account_for(instance)
+            enqueue_profile_upsert(row, instance, created=created, using=using, account=account)
         except KlaviyoValidationError as exc:
             source = source_label(instance)
             record_refused(
@@ -253,7 +271,9 @@ def _identifiers(profile: dict[str, Any] | None) -> dict[str, Any]:
     return {k: v for k, v in (profile or {}).items() if k in PROFILE_IDENTIFIERS}
 
 
-def enqueue_profile_upsert(row: Any, user: Any, *, created: bool, using: str | None) -> None:
+def enqueue_profile_upsert(
+    row: Any, user: Any, *, created: bool, using: str | None, account: str = ""
+) -> None:
     """Enqueue unless the latest upsert already queued for this profile carries the same
     payload. The dedupe key names that latest row, so two transactions racing the same
     change insert one row, while A→B→A→B still enqueues every change."""
@@ -262,7 +282,7 @@ def enqueue_profile_upsert(row: Any, user: Any, *, created: bool, using: str | N
     if not created:
         latest = (
             OutboxEvent.objects.using(using)
-            .filter(kind=OutboxEvent.Kind.PROFILE_UPSERT, profile_key=key)
+            .filter(kind=OutboxEvent.Kind.PROFILE_UPSERT, profile_key=key, account=account)
             .order_by("-created_at")
             .values_list("id", "payload", "status")
             .first()
@@ -273,7 +293,7 @@ def enqueue_profile_upsert(row: Any, user: Any, *, created: bool, using: str | N
     dedupe_key = (
         f"profile_upsert:{user._meta.label_lower}:{user.pk}:{after}:{payload_digest(row.payload)}"
     )
-    enqueue_rows([replace(row, dedupe_key=dedupe_key)], using=using)
+    enqueue_rows([replace(row, dedupe_key=dedupe_key)], using=using, account=account)
 
 
 def _update_profile_link(user: Any, profile: dict[str, Any], *, using: str | None) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from django.db.models import Model
 
+from django_klaviyo import accounts
 from django_klaviyo.models import OutboxEvent
 from django_klaviyo.outbox import OutboxRow, enqueue_many, enqueue_rows
 
@@ -23,18 +24,26 @@ __all__ = ["subscribe_back_in_stock", "sync_objects"]
 
 
 def sync_objects(
-    objects: Iterable[Model], *, create: bool = False, using: str | None = None
+    objects: Iterable[Model],
+    *,
+    create: bool = False,
+    using: str | None = None,
+    account: str | None = None,
 ) -> int:
     """Enqueue the catalog rows of ``objects`` (in the caller's transaction); returns the
     number of rows written. Raises ``KlaviyoValidationError`` naming the field of the
-    first object whose mapped data Klaviyo would refuse."""
+    first object whose mapped data Klaviyo would refuse. ``account``: the Klaviyo account
+    (None: ACCOUNT_RESOLVER's answer for each object)."""
     from django_klaviyo.catalog import mapping
 
-    rows: list[OutboxRow] = []
+    by_account: dict[str, list[OutboxRow]] = {}
     for obj in objects:
+        rows = by_account.setdefault(accounts.account_for(obj, account=account), [])
         for section in mapping.sections_for(type(obj)):
             rows += mapping.upsert_rows(obj, section, create=create)
-    return enqueue_rows(rows, using=using) if rows else 0
+    return sum(
+        enqueue_rows(rows, using=using, account=name) for name, rows in by_account.items() if rows
+    )
 
 
 def subscribe_back_in_stock(
@@ -43,6 +52,7 @@ def subscribe_back_in_stock(
     channels: Sequence[str] = ("email",),
     *,
     using: str | None = None,
+    account: str | None = None,
 ) -> OutboxEvent | None:
     """Subscribe ``profile`` (identifiers or a user) to Klaviyo's back-in-stock alerts of
     ``variant`` (a mapped variant object, or its external id). Validates now and writes
@@ -54,7 +64,10 @@ def subscribe_back_in_stock(
     if isinstance(variant, Model):
         variant = mapping.external_id_of(variant, "VARIANTS")
     payload = {"profile": _profile(profile), "variant": variant, "channels": list(channels)}
+    about = None if profile is None or isinstance(profile, Mapping) else profile
     written = enqueue_many(
-        [OutboxRow(kind=OutboxEvent.Kind.BACK_IN_STOCK, payload=payload)], using=using
+        [OutboxRow(kind=OutboxEvent.Kind.BACK_IN_STOCK, payload=payload)],
+        using=using,
+        account=accounts.account_for(about, account=account),
     )
     return written[0] if written else None

@@ -19,8 +19,10 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError
 from django.db.models.signals import post_delete, post_save
 
+from django_klaviyo import accounts
 from django_klaviyo.catalog import checks, mapping  # noqa: F401  (registers the checks)
 from django_klaviyo.exceptions import KlaviyoValidationError
+from django_klaviyo.invalid_rows import record_refused, source_label
 from django_klaviyo.outbox import OutboxRow, enqueue_rows
 
 logger = logging.getLogger("django_klaviyo.catalog")
@@ -66,8 +68,13 @@ def _write(rows: list[OutboxRow], instance: Any, using: str) -> None:
     if not rows:
         return
     try:
-        enqueue_rows(rows, using=using)
+        enqueue_rows(rows, using=using, account=accounts.account_for(instance))
     except KlaviyoValidationError as exc:
+        if exc.field == "account":
+            # No account to send to: kept as a dead row naming why, like any refused save.
+            payload = {"rows": [row.payload for row in rows]}
+            record_refused(rows[0].kind, payload, exc, source=source_label(instance), using=using)
+            return
         logger.warning(
             "django-klaviyo: catalog row for %r refused: %s (field %s); Klaviyo's "
             "catalog is not updated.",

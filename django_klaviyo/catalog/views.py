@@ -17,6 +17,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
+from django_klaviyo import accounts
 from django_klaviyo.catalog import mapping, subscribe_back_in_stock
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoValidationError
@@ -94,7 +95,12 @@ class BackInStockView(APIView):
                 return Response({"email": ["An email address is required."]}, status=400)
             profile = request.user
         try:
-            subscribe_back_in_stock(profile, data["variant"], data["channels"])
+            subscribe_back_in_stock(
+                profile,
+                data["variant"],
+                data["channels"],
+                account=accounts.account_for(request=request._request),
+            )
         except KlaviyoValidationError as exc:
             return Response({exc.field or "non_field_errors": [str(exc)]}, status=400)
         return Response(

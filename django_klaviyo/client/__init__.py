@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from django_klaviyo.accounts import get_account
 from django_klaviyo.client.api import BulkImportTimeout, KlaviyoClient
 from django_klaviyo.client.filters import (
     Filter,
@@ -49,12 +50,27 @@ __all__ = [
 _local = threading.local()
 
 
-def _settings_fingerprint() -> tuple[Any, ...]:
+def _settings_fingerprint(account: str | None) -> tuple[Any, ...]:
+    if account is None:
+        key, url, revision, timeout = (
+            klaviyo_settings.PRIVATE_API_KEY,
+            klaviyo_settings.API_URL,
+            klaviyo_settings.REVISION,
+            klaviyo_settings.timeout(),
+        )
+    else:
+        chosen = get_account(account)
+        key, url, revision, timeout = (
+            chosen.private_api_key,
+            chosen.api_url,
+            chosen.revision,
+            chosen.timeout,
+        )
     return (
-        klaviyo_settings.PRIVATE_API_KEY,
-        klaviyo_settings.API_URL,
-        klaviyo_settings.REVISION,
-        klaviyo_settings.timeout(),
+        key,
+        url,
+        revision,
+        timeout,
         klaviyo_settings.HTTP_MAX_ATTEMPTS,
         klaviyo_settings.RETRY_BASE_SECONDS,
         klaviyo_settings.RETRY_MAX_SECONDS,
@@ -62,13 +78,23 @@ def _settings_fingerprint() -> tuple[Any, ...]:
     )
 
 
-def get_client() -> KlaviyoClient:
+def get_client(account: str | None = None) -> KlaviyoClient:
     """A client configured from settings, one per thread (a requests.Session is not
-    thread-safe) and rebuilt when the settings change (e.g. under override_settings)."""
-    fingerprint = _settings_fingerprint()
-    cached = getattr(_local, "client", None)
-    if cached is None or getattr(_local, "fingerprint", None) != fingerprint:
-        cached = KlaviyoClient()
-        _local.client = cached
-        _local.fingerprint = fingerprint
-    return cached
+    thread-safe) and rebuilt when the settings change (e.g. under override_settings).
+
+    ``account``: a name of ``KLAVIYO["ACCOUNTS"]`` (``None``: the default account); each
+    account's client sends its own key, URL and revision, and its rate-limit windows are
+    its own (keyed by a digest of its key)."""
+    fingerprint = _settings_fingerprint(account)
+    clients = getattr(_local, "clients", None)
+    if clients is None:
+        clients = _local.clients = {}
+    cached = clients.get(account)
+    if cached is None or cached[1] != fingerprint:
+        key, url, revision, timeout = fingerprint[:4]
+        if account is None:
+            client = KlaviyoClient()
+        else:
+            client = KlaviyoClient(key or "", api_url=url, revision=revision, timeout=timeout)
+        cached = clients[account] = (client, fingerprint)
+    return cached[0]

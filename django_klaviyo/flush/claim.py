@@ -32,12 +32,19 @@ def make_owner() -> str:
     return f"{socket.gethostname()[:180]}:{os.getpid()}:{secrets.token_hex(6)}"
 
 
-def due_rows(now: datetime, kinds: Sequence[str] | None, using: str | None = None) -> Any:
+def due_rows(
+    now: datetime,
+    kinds: Sequence[str] | None,
+    using: str | None = None,
+    account: str | None = None,
+) -> Any:
     rows = OutboxEvent.objects.using(using).filter(
         status__in=OutboxEvent.DUE_STATUSES, next_attempt_at__lte=now
     )
     if kinds:
         rows = rows.filter(kind__in=list(kinds))
+    if account is not None:
+        rows = rows.filter(account=account)
     return rows
 
 
@@ -185,8 +192,22 @@ def _quoted_columns(connection: Any) -> Callable[[str], str]:
     return col
 
 
+def _account_filter(col: Callable[[str], str], account: str | None) -> tuple[str, list[Any]]:
+    """The claim's condition on ``OutboxEvent.account`` (None: every account). The due
+    index still leads the plan: its rows are walked in due order and this filters them."""
+    if account is None:
+        return "", []
+    return f" AND {col('account')} = %s", [account]
+
+
 def _claim_postgres(
-    *, owner: str, limit: int, kinds: Sequence[str] | None, now: datetime, connection: Any
+    *,
+    owner: str,
+    limit: int,
+    kinds: Sequence[str] | None,
+    now: datetime,
+    connection: Any,
+    account: str | None = None,
 ) -> list[ClaimedRow]:
     """One statement: lock due rows (skipping those another flusher holds), lease them,
     and return what the flusher needs, oldest first."""
@@ -201,6 +222,9 @@ def _claim_postgres(
     if kinds:
         kind_filter = f" AND {col('kind')} IN ({', '.join(['%s'] * len(kinds))})"
         params += list(kinds)
+    account_filter, account_params = _account_filter(col, account)
+    kind_filter += account_filter
+    params += account_params
     params += [limit, Status.SENDING, now, owner, now]
     # The payload comes back as text and is parsed row by row (claimed_rows): a driver
     # parsing it would fail the whole claim on one unreadable row.
@@ -227,7 +251,13 @@ def _claim_postgres(
 
 
 def _claim_sqlite(
-    *, owner: str, limit: int, kinds: Sequence[str] | None, now: datetime, connection: Any
+    *,
+    owner: str,
+    limit: int,
+    kinds: Sequence[str] | None,
+    now: datetime,
+    connection: Any,
+    account: str | None = None,
 ) -> list[ClaimedRow]:
     """SQLite 3.35+: one ``UPDATE ... RETURNING``. SQLite runs one writer at a time, so
     no other claimer can take the candidates between the subquery and the update.
@@ -245,6 +275,9 @@ def _claim_sqlite(
     if kinds:
         kind_filter = f" AND {col('kind')} IN ({', '.join(['%s'] * len(kinds))})"
         params += list(kinds)
+    account_filter, account_params = _account_filter(col, account)
+    kind_filter += account_filter
+    params += account_params
     params.append(limit)
     # Names come quoted from the model's meta; every value is a parameter.
     sql = (
@@ -266,7 +299,13 @@ def _claim_sqlite(
 
 
 def _claim_elsewhere(
-    *, owner: str, limit: int, kinds: Sequence[str] | None, now: datetime, connection: Any
+    *,
+    owner: str,
+    limit: int,
+    kinds: Sequence[str] | None,
+    now: datetime,
+    connection: Any,
+    account: str | None = None,
 ) -> list[ClaimedRow]:
     """Without row locks: the UPDATE's ``status IN (due)`` condition keeps two claimers
     from taking the same row; the lease then names exactly this batch."""
@@ -280,7 +319,7 @@ def _claim_elsewhere(
     col = _quoted_columns(connection)
     with transaction.atomic(using=connection.alias):
         pks = list(
-            due_rows(now, kinds, connection.alias)
+            due_rows(now, kinds, connection.alias, account)
             .order_by("next_attempt_at")
             .values_list("pk", flat=True)[:limit]
         )
@@ -309,6 +348,7 @@ def claim_batch(
     kinds: Sequence[str] | None = None,
     now: datetime | None = None,
     using: str | None = None,
+    account: str | None = None,
 ) -> list[ClaimedRow]:
     """Lease up to ``batch_size`` due rows to ``owner`` and return them (status ``sending``),
     oldest first. Each carries ``previous_status`` so an aborted run can put it back.
@@ -316,7 +356,8 @@ def claim_batch(
     PostgreSQL claims in one statement and skips rows another flusher has locked; SQLite
     (3.35+) in one ``UPDATE ... RETURNING``; elsewhere a conditional UPDATE keeps two
     claimers from taking the same row. An idle poll costs one indexed query. ``using``:
-    the database alias the rows were written to (default: ``default``).
+    the database alias the rows were written to (default: ``default``). ``account``: only
+    rows of this ``OutboxEvent.account`` value (``""``: the default account; None: any).
     """
     now = now or timezone.now()
     limit = batch_size or klaviyo_settings.BATCH_SIZE
@@ -327,7 +368,9 @@ def claim_batch(
         claim = _claim_postgres
     elif connection.vendor == "sqlite" and _sqlite_returns_rows(connection):
         claim = _claim_sqlite
-    return claim(owner=owner, limit=limit, kinds=kinds, now=now, connection=connection)
+    return claim(
+        owner=owner, limit=limit, kinds=kinds, now=now, connection=connection, account=account
+    )
 
 
 def _sqlite_returns_rows(connection: Any) -> bool:

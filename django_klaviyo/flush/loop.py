@@ -20,6 +20,7 @@ from django.db import (
 )
 from django.utils import timezone
 
+from django_klaviyo.accounts import get_account
 from django_klaviyo.client import KlaviyoClient
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import (
@@ -29,6 +30,7 @@ from django_klaviyo.exceptions import (
     KlaviyoTransportError,
     KlaviyoValidationError,
 )
+from django_klaviyo.flush.accounts import AccountRotation, auth_hint, dead_letter_unknown
 from django_klaviyo.flush.claim import (
     ClaimedRow,
     claim_batch,
@@ -41,7 +43,7 @@ from django_klaviyo.flush.outcomes import ErrorInfo, Outcomes, error_info, is_re
 from django_klaviyo.flush.plan import plan_due
 from django_klaviyo.flush.record import record_outcomes
 from django_klaviyo.flush.report import FlushAborted, FlushReport, StopSignal
-from django_klaviyo.flush.senders import Request, Sender, make_senders, prepare_rows
+from django_klaviyo.flush.senders import Request, Sender, prepare_rows
 from django_klaviyo.models import OutboxEvent
 
 logger = logging.getLogger("django_klaviyo.flush")
@@ -75,10 +77,21 @@ KIND_ORDER = (
 )
 
 
-def get_client() -> KlaviyoClient:
+def get_client(account: str | None = None) -> KlaviyoClient:
     """A client for one flusher, from settings: one HTTP attempt per call (the flusher
-    retries, by rescheduling rows) and a short local rate-limit wait."""
-    return KlaviyoClient(max_attempts=1, max_wait=CLIENT_MAX_WAIT)
+    retries, by rescheduling rows) and a short local rate-limit wait. ``account``: a name
+    of ``KLAVIYO["ACCOUNTS"]`` (None: the default account)."""
+    if account is None:
+        return KlaviyoClient(max_attempts=1, max_wait=CLIENT_MAX_WAIT)
+    chosen = get_account(account)
+    return KlaviyoClient(
+        chosen.private_api_key or "",
+        api_url=chosen.api_url,
+        revision=chosen.revision,
+        timeout=chosen.timeout,
+        max_attempts=1,
+        max_wait=CLIENT_MAX_WAIT,
+    )
 
 
 def validate_kinds(kinds: Iterable[str] | None) -> list[str] | None:
@@ -108,6 +121,7 @@ class Flusher:
         jitter: Callable[[], float] | None = None,
         owner: str | None = None,
         using: str | None = None,
+        account: str | None = None,
     ) -> None:
         size = batch_size if batch_size is not None else klaviyo_settings.BATCH_SIZE
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
@@ -119,15 +133,13 @@ class Flusher:
         # The database alias whose outbox this flusher drains (rows are written to the
         # alias of the store's transaction; see outbox.enqueue_many).
         self.using = using or DEFAULT_DB_ALIAS
-        self._client = client
+        # The accounts this flusher sends for (``account``: one; None: all, in turn).
+        self.accounts = AccountRotation(account, client=client)
         self.clock = clock or timezone.now
         self.sleep = sleep
         # A factor in [0.5, 1]: spreads retries of many rows without exceeding the cap.
         self.jitter = jitter or (lambda: random.uniform(0.5, 1.0))
         self.owner = owner or make_owner()
-        self.senders = make_senders(self.using)
-        for sender in self.senders.values():
-            sender.flusher = self
         self.report = FlushReport()
         self._stop: Any = None
         self.lease: Lease | None = None
@@ -135,11 +147,14 @@ class Flusher:
 
     @property
     def client(self) -> Any:
-        """The flusher's own client. It makes one HTTP attempt per call: retries are the
-        flusher's (one policy, in one place: the outbox row's back-off and MAX_ATTEMPTS)."""
-        if self._client is None:
-            self._client = get_client()
-        return self._client
+        """The flusher's own client for the account being sent. It makes one HTTP attempt
+        per call: retries are the flusher's (one policy, in one place: the outbox row's
+        back-off and MAX_ATTEMPTS)."""
+        return self.accounts.client(lambda name: get_client() if name is None else get_client(name))
+
+    @property
+    def senders(self) -> dict[str, Sender]:
+        return self.accounts.senders(self)
 
     # -- between requests ----------------------------------------------------------------
 
@@ -198,6 +213,8 @@ class Flusher:
         if dry_run:
             return self.plan_due()
         _ = self.client  # fail on configuration before any row is claimed
+        if self.accounts.every_account and self.kinds is None:
+            dead_letter_unknown(now=self.clock(), using=self.using)
         self._stop = stop
         started = time.monotonic()
         outage = Outage(self.using, max_outage)
@@ -228,6 +245,7 @@ class Flusher:
                 self.report.ended = "drained"
                 break
             self._idle(idle_sleep, stop, max_seconds, started)
+        self.accounts.raise_stopped()  # a rejected key ends the run non-zero
         return self.report
 
     def process_webhook_items(self) -> int:
@@ -256,7 +274,20 @@ class Flusher:
             time.sleep(seconds)
 
     def flush_batch(self) -> int:
-        """Claim, send and mark one batch; returns the number of rows claimed."""
+        """Claim, send and mark one batch of each account's rows in turn; returns the
+        number of rows claimed. A rejected key stops only its own account."""
+        claimed = 0
+        for state in self.accounts.active():
+            self.accounts.current = state
+            try:
+                claimed += self._flush_account_batch(state.stored)
+            except FlushAborted as exc:
+                if exc.reason != "auth":
+                    raise
+                self.accounts.stop(state, exc)
+        return claimed
+
+    def _flush_account_batch(self, account: str) -> int:
         try:
             self.report.reclaimed += reclaim_expired_leases(now=self.clock(), using=self.using)
             rows = claim_batch(
@@ -265,6 +296,7 @@ class Flusher:
                 kinds=self.kinds,
                 now=self.clock(),
                 using=self.using,
+                account=account,
             )
         except (OperationalError, InterfaceError) as exc:
             raise FlushAborted(
@@ -286,7 +318,7 @@ class Flusher:
             raise FlushAborted(
                 f"Klaviyo rejected the API key (HTTP {err.status}"
                 + (f", {err.code}" if err.code else "")
-                + "). Check KLAVIYO['PRIVATE_API_KEY']; flushing stopped and "
+                + f"). Check {auth_hint(self.accounts.current.name)}; flushing stopped and "
                 "the claimed rows were put back.",
                 reason="auth",
             ) from err
@@ -415,7 +447,8 @@ class Flusher:
                 refused_pks = {row.pk for row, _ in refused}
                 outcomes.mark_sent([r for r in accepted if r.pk not in refused_pks])
                 try:
-                    sender.succeeded(request, result, self.clock())
+                    if sender.mirrored:  # the mirror is the default account's
+                        sender.succeeded(request, result, self.clock())
                 except (OperationalError, InterfaceError):
                     raise
                 except Exception:
@@ -510,6 +543,7 @@ def flush_outbox(
     jitter: Callable[[], float] | None = None,
     using: str | None = None,
     max_outage: float | None = None,
+    account: str | None = None,
 ) -> FlushReport:
     """Send due outbox rows to Klaviyo until none are due (or forever with ``loop``).
 
@@ -517,7 +551,8 @@ def flush_outbox(
     sent go back uncounted. Raises ``FlushAborted`` when the API key is rejected (401), or
     when the database goes away (with ``loop``: only after ``max_outage`` seconds of it);
     everything else is recorded on the rows. ``using``: the database
-    alias to drain (default ``default``).
+    alias to drain (default ``default``). ``account``: send only this Klaviyo account's
+    rows (default: every configured account in turn; see ``flush.accounts``).
     """
     flusher = Flusher(
         client=client,
@@ -527,6 +562,7 @@ def flush_outbox(
         sleep=sleep,
         jitter=jitter,
         using=using,
+        account=account,
     )
     return flusher.run(
         dry_run=dry_run,

@@ -19,7 +19,10 @@ if TYPE_CHECKING:
 
 def plan_due(flusher: Flusher) -> FlushReport:
     report = FlushReport(dry_run=True)
-    due = due_rows(flusher.clock(), flusher.kinds, flusher.using).order_by("next_attempt_at", "pk")
+    account = None if flusher.accounts.every_account else flusher.accounts.current.stored
+    due = due_rows(flusher.clock(), flusher.kinds, flusher.using, account).order_by(
+        "next_attempt_at", "pk"
+    )
     batch: list[Sequence[Any]] = []
     # The payload as text, parsed row by row: one unreadable row must not end the plan.
     columns = ["payload_text" if c == "payload" else c for c in CLAIMED_COLUMNS]

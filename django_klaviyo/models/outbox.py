@@ -76,6 +76,10 @@ class OutboxEvent(models.Model):
     # Saving the same state twice maps to the same key, and the constraint keeps one row
     # (the save path's INSERT ... ON CONFLICT (dedupe_key) DO NOTHING needs this index).
     dedupe_key = models.CharField(max_length=255, null=True, blank=True, unique=True)
+    # The Klaviyo account the row goes to (django_klaviyo.accounts): "" is the default
+    # account, so a single-account row stays as small as before. Not indexed: the flusher's
+    # claim filters it on the due index's rows (docs/accounts.md).
+    account = models.CharField(max_length=64, blank=True, default="")
     # "email:a@example.com", "external_id:42", ... groups rows per profile in bulk requests.
     # Indexed for one documented admin need: the changelist's search for a customer's rows
     # (README, Admin). The flusher groups claimed rows by it in memory.

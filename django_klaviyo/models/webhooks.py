@@ -21,6 +21,8 @@ class WebhookDelivery(models.Model):
     body = models.TextField(blank=True)
     # A plain string: proxies send values that an inet column rejects.
     remote_addr = models.CharField(max_length=64, blank=True)
+    # The Klaviyo account whose secret verified it ("": the default account).
+    account = models.CharField(max_length=64, blank=True, default="")
     valid = models.BooleanField(default=False)
     processed = models.BooleanField(default=False)
     item_count = models.PositiveIntegerField(default=0)
@@ -44,7 +46,11 @@ class WebhookItem(models.Model):
     """
 
     delivery = models.ForeignKey(WebhookDelivery, on_delete=models.CASCADE, related_name="items")
-    external_id = models.CharField(max_length=255, unique=True)
+    # Klaviyo's event id, unique within an account (the constraint below).
+    external_id = models.CharField(max_length=255)
+    # The delivery's account ("": the default one); the built-in consent handlers keep the
+    # local mirror of the default account only (docs/accounts.md).
+    account = models.CharField(max_length=64, blank=True, default="")
     topic = models.CharField(max_length=255, db_index=True)
     payload = models.JSONField(default=dict, blank=True)
     processed = models.BooleanField(default=False)
@@ -58,6 +64,12 @@ class WebhookItem(models.Model):
     class Meta:
         verbose_name = "webhook item"
         ordering = ["-created_at"]
+        constraints = [
+            # The receipt's INSERT ... ON CONFLICT (account, external_id) DO NOTHING.
+            models.UniqueConstraint(
+                fields=["account", "external_id"], name="klaviyo_webhook_item_unique"
+            ),
+        ]
         indexes = [
             # The worker's queue: only items still waiting, so it stays small.
             models.Index(

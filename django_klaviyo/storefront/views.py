@@ -22,7 +22,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
-from django_klaviyo import api
+from django_klaviyo import accounts, api
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.storefront import cartlinks, identity
@@ -108,8 +108,10 @@ def checkout_id(request: Request, claimed: str) -> str:
 
 def record(request: Request, data: dict[str, Any], profile: dict[str, Any]) -> Any:
     event = data["event"]
+    # The account of this storefront (ACCOUNT_RESOLVER with the request; docs/accounts.md).
+    account = accounts.account_for(request=request._request)
     if event == "viewed_product":
-        return api.viewed_product(profile, dict(data["product"]))
+        return api.viewed_product(profile, dict(data["product"]), account=account)
     link = cartlinks.checkout_url(request._request)
     if event == "added_to_cart":
         items = [dict(item) for item in data.get("items") or []] or None
@@ -119,6 +121,7 @@ def record(request: Request, data: dict[str, Any], profile: dict[str, Any]) -> A
             cart_items=items,
             currency=data.get("currency"),
             checkout_url=link,
+            account=account,
         )
     return api.started_checkout(
         profile,
@@ -126,4 +129,5 @@ def record(request: Request, data: dict[str, Any], profile: dict[str, Any]) -> A
         checkout_id=checkout_id(request, data["checkout_id"]),
         currency=data.get("currency"),
         checkout_url=link,
+        account=account,
     )

@@ -29,8 +29,9 @@ from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html, json_script
 from django.utils.safestring import SafeString, mark_safe
 
-from django_klaviyo import cart
+from django_klaviyo import accounts, cart
 from django_klaviyo.conf import klaviyo_settings
+from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.storefront import cartlinks, identity
 
 register = template.Library()
@@ -54,10 +55,16 @@ def _nonce_attr(context: template.Context) -> SafeString:
     return mark_safe("")
 
 
-def public_key() -> str | None:
+def public_key(request: Any = None) -> str | None:
     """PUBLIC_API_KEY when it is usable on a page; never a private key (the system check
-    E037 reports one, and the tag renders nothing with it)."""
+    E037 reports one, and the tag renders nothing with it). With several accounts, the
+    public key of the account ACCOUNT_RESOLVER names for ``request``."""
     key = klaviyo_settings.get("PUBLIC_API_KEY", None)
+    if request is not None and klaviyo_settings.get("ACCOUNT_RESOLVER") is not None:
+        try:
+            key = accounts.get_account(accounts.account_for(request=request)).public_api_key
+        except KlaviyoValidationError:
+            return None
     if not isinstance(key, str) or not key.strip() or key.startswith("pk_"):
         return None
     return key.strip()
@@ -87,7 +94,7 @@ def _identify(context: template.Context) -> dict[str, str]:
 
 @register.simple_tag(takes_context=True)
 def klaviyo_js(context: template.Context) -> SafeString:
-    key = public_key()
+    key = public_key(context.get("request"))
     if key is None:
         return mark_safe(
             "<!-- django-klaviyo: klaviyo.js is not loaded: PUBLIC_API_KEY is not set "

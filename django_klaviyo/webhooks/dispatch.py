@@ -63,6 +63,8 @@ def process_item(item: WebhookItem, *, using: str = DEFAULT_DB_ALIAS) -> bool:
                 payload=item.payload,
                 item=item,
                 delivery=item.delivery,
+                # The Klaviyo account it came to ("": the default one).
+                account=item.account,
             )
             failures = [
                 (_receiver_name(receiver), result)

@@ -190,5 +190,9 @@ def apply_consent_event(topic: str, payload: dict[str, Any]) -> int:
 
 @receiver(klaviyo_webhook_event, dispatch_uid="django_klaviyo.builtin_consent")
 def update_consent_mirror(sender: Any, topic: str, payload: Any, **kwargs: Any) -> None:
+    if kwargs.get("account"):
+        # Consent and profile ids are per Klaviyo account; the local mirror is the default
+        # account's, so another account's events are stored and signalled, never applied.
+        return
     if isinstance(payload, dict):
         apply_consent_event(topic, payload)

@@ -10,6 +10,7 @@ the HTTP answer for a small delivery, afterwards in the worker (``klaviyo_flush`
     payload   the item's payload (for system webhooks, a Get Event API ``{"data": ...}``)
     item      the stored WebhookItem
     delivery  the WebhookDelivery it arrived in
+    account   the Klaviyo account it came to ("": the default one; docs/accounts.md)
 
 If any receiver raises, every receiver's database writes for that item are rolled back,
 the error is recorded on the item, and the admin's "reprocess" action runs all receivers

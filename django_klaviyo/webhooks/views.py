@@ -28,7 +28,7 @@ import re
 from typing import Any
 
 from django.db import transaction
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest
 from django.utils import timezone
 from django.utils.decorators import method_decorator
 from rest_framework.negotiation import BaseContentNegotiation
@@ -38,7 +38,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from django_klaviyo import accounts
 from django_klaviyo.conf import klaviyo_settings
+from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.models import WebhookDelivery, WebhookItem
 from django_klaviyo.webhooks import verify
 from django_klaviyo.webhooks.dispatch import process_claimed
@@ -136,8 +138,13 @@ class _WebhookView(APIView):
 class KlaviyoWebhookView(_WebhookView):
     """Signed system webhooks (``Klaviyo-Signature`` over raw body + ``Klaviyo-Timestamp``)."""
 
-    def post(self, request: Request) -> Response:
+    def post(self, request: Request, account: str | None = None) -> Response:
         django_request: HttpRequest = request._request
+        try:
+            # webhooks/<account>/: that account's secrets only; webhooks/: the default's.
+            klaviyo_account = accounts.get_account(account)
+        except KlaviyoValidationError:
+            raise Http404("No such Klaviyo account.") from None
         headers = django_request.headers
         body = read_body(django_request, int(klaviyo_settings.WEBHOOK_MAX_BODY_BYTES))
         signature = headers.get(verify.SIGNATURE_HEADER, "")
@@ -159,9 +166,12 @@ class KlaviyoWebhookView(_WebhookView):
                 ", ".join(missing),
             )
             raise WebhookRejected(401, f"Missing header(s): {', '.join(missing)}.")
-        secrets = klaviyo_settings.webhook_secrets()
+        secrets = klaviyo_account.webhook_secrets
         if not secrets:
-            logger.error("Klaviyo webhook refused: KLAVIYO['WEBHOOK_SECRETS'] is empty.")
+            logger.error(
+                "Klaviyo webhook refused: %s is empty.",
+                klaviyo_account.setting("WEBHOOK_SECRETS"),
+            )
             raise WebhookRejected(403, "Webhook signatures cannot be verified here.")
         if not verify.signature_matches(body, timestamp, signature, secrets):
             logger.warning(
@@ -195,6 +205,7 @@ class KlaviyoWebhookView(_WebhookView):
             body=_body_text(body),
             remote_addr=_remote_addr(django_request),
             items=delivery.items,
+            account=klaviyo_account.stored,
         )
         return _answer(stored, received=len(delivery.items))
 

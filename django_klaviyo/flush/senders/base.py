@@ -77,6 +77,13 @@ class Sender:
     # The flusher running this sender (set by the Flusher): waits, lease, report.
     flusher: Any = None
 
+    @property
+    def mirrored(self) -> bool:
+        """Whether the local mirror (profile links' Klaviyo ids, memberships, consent) is
+        this account's: it is the default account's, as Klaviyo ids are per account."""
+        flusher = self.flusher
+        return flusher is None or not flusher.accounts.current.stored
+
     def prepare(self, row: ClaimedRow) -> Any:
         """Validate a row's payload and return what ``plan`` needs; raise to dead-letter it."""
         raise NotImplementedError

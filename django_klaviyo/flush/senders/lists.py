@@ -65,6 +65,8 @@ class ListSender(Sender):
             if not row.flush_item.profile_id:
                 row.flush_item.profile_id = self._learnt.get(row.flush_item.profile_key)
         missing = [r for r in rows if not r.flush_item.profile_id]
+        if not self.mirrored:
+            return  # another account's ids are learnt from Klaviyo, never the mirror
         links = KlaviyoProfileLink.objects.using(self.using)
         for key in ("external_id", "email", "phone_number"):
             values = {
@@ -144,7 +146,8 @@ class ListSender(Sender):
                 if len(self._learnt) >= 10_000:
                     self._learnt.clear()
                 self._learnt[group[0].flush_item.profile_key] = profile_id
-                remember_profile_id(identifiers, profile_id, self.using)
+                if self.mirrored:
+                    remember_profile_id(identifiers, profile_id, self.using)
             elif self.kind == Kind.LIST_REMOVE:
                 # Removing a profile Klaviyo does not know: nothing is on the list.
                 outcomes.mark_sent(group)
