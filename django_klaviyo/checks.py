@@ -21,6 +21,7 @@ from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.urls import NoReverseMatch, reverse
 from django.utils.module_loading import import_string
 
+from django_klaviyo.account_checks import ACCOUNT_CHECKS
 from django_klaviyo.conf import DEFAULTS, SANDBOX_API_URL, klaviyo_settings
 from django_klaviyo.order_checks import ORDER_CHECKS, did_you_mean
 
@@ -64,7 +65,7 @@ def check_klaviyo_settings(app_configs: Any = None, **kwargs: Any) -> list[Check
             )
         ]
     messages: list[CheckMessage] = []
-    for check in (*_checks, *ORDER_CHECKS):
+    for check in (*_checks, *ORDER_CHECKS, *ACCOUNT_CHECKS):
         try:
             messages.extend(check())
         except Exception as exc:  # a check must report, never crash `manage.py check`

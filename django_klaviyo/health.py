@@ -18,6 +18,7 @@ from django.db.models import Count, Max, Min, QuerySet
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 
+from django_klaviyo import accounts
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.models import OutboxEvent
 
@@ -59,6 +60,8 @@ class Health:
     last_sent_at: dt.datetime | None
     # True: more rows were due than counted (the oldest ones were; ``due`` is a lower bound).
     due_capped: bool = False
+    # Due rows by Klaviyo account name ("default" for the single account), then by kind.
+    due_by_account: dict[str, dict[str, int]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     code: int = HEALTHY
 
@@ -86,6 +89,7 @@ class Health:
             "checked_at": self.now.isoformat(),
             "due": self.due,
             "due_by_kind": self.due_by_kind,
+            "due_by_account": self.due_by_account,
             # True: some kind has more due rows than counted (``due`` is a lower bound).
             "due_at_least": self.due_capped,
             "oldest_due_since": _iso(self.oldest_due_since),
@@ -112,8 +116,11 @@ def check(
     # The oldest ``cap`` due rows are read along the "due" index and counted by kind: a
     # probe stays cheap with a million rows due, and the cap is above the threshold.
     cap = max(DUE_COUNT_CAP, (thresholds.max_due or 0) + 1)
-    kinds = list(due_rows.order_by("next_attempt_at").values_list("kind", flat=True)[: cap + 1])
-    due_by_kind = dict(sorted(Counter(kinds).items()))
+    kinds = list(due_rows.order_by("next_attempt_at").values_list("kind", "account")[: cap + 1])
+    due_by_kind = dict(sorted(Counter(kind for kind, _ in kinds).items()))
+    by_account: dict[str, Counter[str]] = {}
+    for kind, account in kinds:
+        by_account.setdefault(accounts.display(account), Counter())[kind] += 1
     oldest = due_rows.aggregate(oldest=Min("next_attempt_at"))["oldest"]
     dead_by_error_code = {
         (r["last_error_code"] or "(none)"): r["n"]
@@ -131,6 +138,7 @@ def check(
         dead_by_error_code=dead_by_error_code,
         last_sent_at=last_sent,
         due_capped=len(kinds) > cap,
+        due_by_account={name: dict(sorted(c.items())) for name, c in sorted(by_account.items())},
     )
     _judge(health, thresholds)
     return health

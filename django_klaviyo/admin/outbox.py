@@ -19,6 +19,7 @@ from django.utils.html import format_html
 from django.utils.translation import gettext, ngettext
 
 from django_klaviyo import health, operations
+from django_klaviyo.admin.accounts import AccountColumnMixin
 from django_klaviyo.admin.base import ReadOnlyDetailAdmin, pretty_json
 from django_klaviyo.admin.dashboard import (
     FAILING,
@@ -69,7 +70,7 @@ class FailingErrorCodeFilter(admin.SimpleListFilter):
 
 
 @admin.register(OutboxEvent)
-class OutboxEventAdmin(ReadOnlyDetailAdmin):
+class OutboxEventAdmin(AccountColumnMixin, ReadOnlyDetailAdmin):
     change_list_template = "admin/django_klaviyo/outboxevent/change_list.html"
     list_display = (
         "created_at",
@@ -95,7 +96,10 @@ class OutboxEventAdmin(ReadOnlyDetailAdmin):
     paginator = OutboxPaginator
     actions = ("retry_now", "requeue_dead", "discard")
     fieldsets = (
-        (None, {"fields": ("id", "kind", "metric", "status", "profile_key", "unique_id")}),
+        (
+            None,
+            {"fields": ("id", "kind", "metric", "status", "profile_key", "unique_id", "account")},
+        ),
         ("Payload", {"fields": ("pretty_payload",)}),
         (
             "Delivery",

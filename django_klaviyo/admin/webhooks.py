@@ -11,13 +11,14 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.translation import ngettext
 
+from django_klaviyo.admin.accounts import AccountColumnMixin
 from django_klaviyo.admin.base import ReadOnlyDetailAdmin, pretty_json, pretty_json_text
 from django_klaviyo.models import WebhookDelivery, WebhookItem
 from django_klaviyo.webhooks.dispatch import process_items
 
 
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(ReadOnlyDetailAdmin):
+class WebhookDeliveryAdmin(AccountColumnMixin, ReadOnlyDetailAdmin):
     list_display = (
         "received_at",
         "source",
@@ -31,6 +32,7 @@ class WebhookDeliveryAdmin(ReadOnlyDetailAdmin):
     fields = (
         "id",
         "source",
+        "account",
         "received_at",
         "webhook_id",
         "remote_addr",
@@ -81,7 +83,7 @@ class ItemStateFilter(admin.SimpleListFilter):
 
 
 @admin.register(WebhookItem)
-class WebhookItemAdmin(ReadOnlyDetailAdmin):
+class WebhookItemAdmin(AccountColumnMixin, ReadOnlyDetailAdmin):
     list_display = (
         "created_at",
         "topic",
@@ -98,6 +100,7 @@ class WebhookItemAdmin(ReadOnlyDetailAdmin):
     actions = ("reprocess",)
     fields = (
         "external_id",
+        "account",
         "topic",
         "delivery",
         "processed",

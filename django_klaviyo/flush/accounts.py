@@ -49,6 +49,13 @@ class AccountRotation:
             AccountState(name, accounts.get_account(name).stored, client) for name in names
         ]
         self.current = self.states[0]
+        self._swept = not self.every_account
+
+    def sweep_once(self) -> bool:
+        """True the first time a run over every account asks: time to dead-letter the rows
+        of unconfigured accounts (``dead_letter_unknown``)."""
+        due, self._swept = not self._swept, True
+        return due
 
     def active(self) -> list[AccountState]:
         return [s for s in self.states if s.aborted is None]
@@ -77,14 +84,15 @@ class AccountRotation:
         if not self.active():
             self.raise_stopped()
 
-    def raise_stopped(self) -> None:
-        """End the run with the accounts whose key was rejected, if any."""
+    def raise_stopped(self, report: Any = None) -> None:
+        """End the run with the accounts whose key was rejected, if any; the exception
+        carries ``report`` (what the other accounts sent)."""
         stopped = [s for s in self.states if s.aborted is not None]
         if not stopped:
             return
         if len(self.states) == 1:
             raise stopped[0].aborted  # type: ignore[misc]
-        raise FlushAborted(
+        exc = FlushAborted(
             " ".join(f"Account {s.name!r}: {s.aborted}" for s in stopped)
             + (
                 f" The other account(s) ({', '.join(s.name for s in self.active())}) were sent."
@@ -93,6 +101,8 @@ class AccountRotation:
             ),
             reason="auth",
         )
+        exc.report = report
+        raise exc
 
 
 def auth_hint(name: str) -> str:

@@ -213,8 +213,6 @@ class Flusher:
         if dry_run:
             return self.plan_due()
         _ = self.client  # fail on configuration before any row is claimed
-        if self.accounts.every_account and self.kinds is None:
-            dead_letter_unknown(now=self.clock(), using=self.using)
         self._stop = stop
         started = time.monotonic()
         outage = Outage(self.using, max_outage)
@@ -245,7 +243,7 @@ class Flusher:
                 self.report.ended = "drained"
                 break
             self._idle(idle_sleep, stop, max_seconds, started)
-        self.accounts.raise_stopped()  # a rejected key ends the run non-zero
+        self.accounts.raise_stopped(self.report)  # a rejected key ends the run non-zero
         return self.report
 
     def process_webhook_items(self) -> int:
@@ -290,6 +288,8 @@ class Flusher:
     def _flush_account_batch(self, account: str) -> int:
         try:
             self.report.reclaimed += reclaim_expired_leases(now=self.clock(), using=self.using)
+            if self.accounts.sweep_once() and self.kinds is None:
+                dead_letter_unknown(now=self.clock(), using=self.using)
             rows = claim_batch(
                 owner=self.owner,
                 batch_size=self.batch_size,

@@ -11,6 +11,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import CommandError, CommandParser
 from django.db import DEFAULT_DB_ALIAS, connections
 
+from django_klaviyo import accounts
 from django_klaviyo.checks import check_private_key
 from django_klaviyo.exceptions import KlaviyoConfigurationError, KlaviyoValidationError
 from django_klaviyo.flush import FlushAborted, FlushReport, flush_outbox, validate_kinds
@@ -76,6 +77,12 @@ class Command(LongRunningCommand):
             "--kinds", metavar="KIND,KIND", help="Only these kinds, e.g. event,profile_upsert."
         )
         parser.add_argument(
+            "--account",
+            metavar="NAME",
+            help="Only this Klaviyo account's rows (a name of KLAVIYO['ACCOUNTS'], or "
+            "'default'); without it every account is sent in turn.",
+        )
+        parser.add_argument(
             "--database",
             default=DEFAULT_DB_ALIAS,
             choices=list(connections),
@@ -86,6 +93,8 @@ class Command(LongRunningCommand):
         verbosity = options["verbosity"]
         try:
             kinds = validate_kinds(options["kinds"].split(",")) if options["kinds"] else None
+            if options["account"] is not None:
+                accounts.get_account(options["account"])
         except KlaviyoValidationError as exc:
             raise CommandError(str(exc)) from exc
         if not options["dry_run"]:
@@ -123,9 +132,14 @@ class Command(LongRunningCommand):
                 progress=progress,
                 using=options["database"],
                 max_outage=options["max_outage"],
+                account=options["account"],
             )
         except FlushAborted as exc:
             if exc.reason == "auth":
+                # Other accounts may have been sent before the run ended: say so.
+                if verbosity >= 1 and getattr(exc, "report", None) is not None:
+                    for line in exc.report.summary_lines():
+                        self.stdout.write(line)
                 raise CommandError(str(exc), returncode=EXIT_CONFIGURATION) from exc
             # The database: a single run reports it (cron sees the failure); a --loop
             # worker gets here only after --max-outage.

@@ -13,7 +13,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from django_klaviyo import health
+from django_klaviyo import accounts, health
 
 _OFF = "off"
 
@@ -37,9 +37,9 @@ def _pick(given: int | str | None, default: Any) -> Any:
 
 class Command(BaseCommand):
     help = (
-        "Print the outbox's health: due rows by kind, the oldest due row's age, dead rows by "
-        "error code, the last successful send. Exits 0 healthy, 1 backlog, 2 dead rows, "
-        "3 both."
+        "Print the outbox's health: due rows by kind and account, the oldest due row's age, "
+        "dead rows by error code, the last successful send. Exits 0 healthy, 1 backlog, "
+        "2 dead rows, 3 both."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -88,6 +88,10 @@ class Command(BaseCommand):
         write(f"due rows: {'at least ' if result.due_capped else ''}{result.due}")
         for kind, n in sorted(result.due_by_kind.items()):
             write(f"  {kind}: {n}")
+        if accounts.several() or set(result.due_by_account) - {accounts.DEFAULT}:
+            write("due rows by account:")
+            for name, kinds in result.due_by_account.items():
+                write(f"  {name}: " + ", ".join(f"{kind} {n}" for kind, n in kinds.items()))
         age = result.oldest_due_age
         write(
             "oldest due row: " + ("none" if age is None else f"waiting {int(age.total_seconds())}s")
