@@ -215,6 +215,7 @@ class SandboxServer:
         given = header[len("Klaviyo-API-Key ") :].strip()
         if not given:
             return False
+        self.state.count_key(given)
         if self._api_key is None:
             return True
         return hmac.compare_digest(given.encode(), self._api_key.encode())

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from django_klaviyo.client.ratelimit import account_scope
+
 IDENTIFIER_FIELDS = ("email", "phone_number", "external_id", "anonymous_id")
 PROFILE_ATTRIBUTES = (
     "email",
@@ -125,6 +127,7 @@ class SandboxState:
             self._campaigns: list[dict[str, Any]] = []
             self._flows: list[dict[str, Any]] = []
             self._requests: Counter[tuple[str, int]] = Counter()
+            self._keys: Counter[str] = Counter()
             # Stores of optional route modules (e.g. sandbox.catalog_routes), by name.
             self.extensions: dict[str, Any] = {}
 
@@ -137,6 +140,19 @@ class SandboxState:
     def count_request(self, operation: str, status: int) -> None:
         with self._lock:
             self._requests[(operation, status)] += 1
+
+    def count_key(self, api_key: str) -> None:
+        """One request sent with ``api_key``; only a digest is kept (see ``key_counts``)."""
+        digest = account_scope(api_key)
+        with self._lock:
+            self._keys[digest] += 1
+
+    def key_counts(self) -> dict[str, int]:
+        """Requests by the API key they carried, as ``client.ratelimit.account_scope(key)``
+        (the digest the client keys its rate limits by): several accounts can be told
+        apart without the sandbox keeping a key."""
+        with self._lock:
+            return dict(self._keys)
 
     def request_counts(self) -> dict[str, dict[int, int]]:
         """``{"create_event": {202: 10, 429: 2}, ...}``."""
