@@ -184,12 +184,19 @@ def forget_profile(
     phone_number: str | None = None,
     profile_id: str | None = None,
     using: str | None = None,
+    account: str | None = None,
 ) -> OutboxEvent | None:
     """Ask Klaviyo to delete a profile (GDPR); exactly one identifier. In the same
     transaction the person is erased from the local mirror (``django_klaviyo.erasure``):
-    profile links, memberships, unsent rows, sent rows' payloads, webhook items."""
+    profile links, memberships, unsent rows, sent rows' payloads, webhook items.
+    ``account``: the Klaviyo account asked (default: the default account); call it once
+    per account the person is in."""
     row, _ = erasure.forget(
-        email=email, phone_number=phone_number, profile_id=profile_id, using=using
+        email=email,
+        phone_number=phone_number,
+        profile_id=profile_id,
+        using=using,
+        account=accounts.get_account(account).stored,
     )
     return row
 

@@ -115,16 +115,18 @@ def forget(
     phone_number: str | None = None,
     profile_id: str | None = None,
     using: str | None = None,
+    account: str = "",
 ) -> tuple[OutboxEvent | None, ErasureReport]:
     """``forget_profile``: queue Klaviyo's deletion request (exactly one identifier) and
     erase the person locally, in one transaction. The row is None when ``ENABLED`` is
-    False; the local erasure happens regardless."""
+    False; the local erasure happens regardless. ``account``: the ``OutboxEvent.account``
+    the deletion request goes to ("": the default account)."""
     row = outbox.build_profile_deletion(
         email=email, phone_number=phone_number, profile_id=profile_id
     )
     alias = using or DEFAULT_DB_ALIAS
     with transaction.atomic(using=alias):
-        written = outbox.enqueue_many([row], using=alias)
+        written = outbox.enqueue_many([row], using=alias, account=account)
         report = erase_locally(
             email=email, phone_number=phone_number, profile_id=profile_id, using=alias
         )

@@ -491,3 +491,11 @@ def test_an_accounts_settings_fall_back_for_revision_but_never_for_secrets(setti
     assert eu.api_url == settings.KLAVIYO["API_URL"]
     assert (eu.private_api_key, eu.public_api_key, eu.webhook_secrets) == (None, None, ())
     assert settings.KLAVIYO["PRIVATE_API_KEY"] not in repr(eu)
+
+
+def test_forget_profile_asks_the_account_it_names(settings):
+    two_accounts(settings)
+    django_klaviyo.forget_profile(email="ann@example.com", account="eu")
+    django_klaviyo.forget_profile(email="ann@example.com")
+    deletions = OutboxEvent.objects.filter(kind=OutboxEvent.Kind.PROFILE_DELETION)
+    assert sorted(deletions.values_list("account", flat=True)) == ["", "eu"]
