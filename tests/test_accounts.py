@@ -499,3 +499,16 @@ def test_forget_profile_asks_the_account_it_names(settings):
     django_klaviyo.forget_profile(email="ann@example.com")
     deletions = OutboxEvent.objects.filter(kind=OutboxEvent.Kind.PROFILE_DELETION)
     assert sorted(deletions.values_list("account", flat=True)) == ["", "eu"]
+
+
+def test_a_client_handed_to_the_flusher_sends_only_the_default_accounts_rows(settings, sandboxes):
+    us, eu = sandboxes
+    two_accounts(settings, us.url, eu.url)
+    order("USD", "US-1")
+    order("EUR", "EU-1")
+
+    flush_outbox(client=get_client())  # as klaviyo_catalog sync --flush does
+
+    assert placed_numbers(us) == ["US-1"]
+    assert placed_numbers(eu) == ["EU-1"]
+    assert eu.state.key_counts().keys() == {account_scope(EU_KEY)}

@@ -45,8 +45,15 @@ class AccountRotation:
         names = [accounts.get_account(chosen).name] if chosen else accounts.names()
         # Rows of these accounts only; None (a run over all) also dead-letters strays.
         self.every_account = chosen is None
+        # A given client (tests, klaviyo_catalog) is the flushed account's when there is
+        # one, else the default account's: it must never send another account's rows.
         self.states = [
-            AccountState(name, accounts.get_account(name).stored, client) for name in names
+            AccountState(
+                name,
+                accounts.get_account(name).stored,
+                client if len(names) == 1 or name == accounts.DEFAULT else None,
+            )
+            for name in names
         ]
         self.current = self.states[0]
         self._swept = not self.every_account
