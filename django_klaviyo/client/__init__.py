@@ -33,6 +33,7 @@ __all__ = [
     "KlaviyoClient",
     "RateLimiter",
     "UnlimitedRateLimiter",
+    "account_client",
     "and_",
     "any_",
     "contains",
@@ -91,10 +92,19 @@ def get_client(account: str | None = None) -> KlaviyoClient:
         clients = _local.clients = {}
     cached = clients.get(account)
     if cached is None or cached[1] != fingerprint:
-        key, url, revision, timeout = fingerprint[:4]
-        if account is None:
-            client = KlaviyoClient()
-        else:
-            client = KlaviyoClient(key or "", api_url=url, revision=revision, timeout=timeout)
+        client = KlaviyoClient() if account is None else account_client(account)
         cached = clients[account] = (client, fingerprint)
     return cached[0]
+
+
+def account_client(account: str, **options: Any) -> KlaviyoClient:
+    """A new client for the account named ``account``: its key, API URL, revision and
+    timeout (``options``: any other ``KlaviyoClient`` argument)."""
+    chosen = get_account(account)
+    return KlaviyoClient(
+        chosen.private_api_key or "",
+        api_url=chosen.api_url,
+        revision=chosen.revision,
+        timeout=chosen.timeout,
+        **options,
+    )

@@ -20,8 +20,7 @@ from django.db import (
 )
 from django.utils import timezone
 
-from django_klaviyo.accounts import get_account
-from django_klaviyo.client import KlaviyoClient
+from django_klaviyo.client import KlaviyoClient, account_client
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import (
     KlaviyoAuthError,
@@ -83,15 +82,7 @@ def get_client(account: str | None = None) -> KlaviyoClient:
     of ``KLAVIYO["ACCOUNTS"]`` (None: the default account)."""
     if account is None:
         return KlaviyoClient(max_attempts=1, max_wait=CLIENT_MAX_WAIT)
-    chosen = get_account(account)
-    return KlaviyoClient(
-        chosen.private_api_key or "",
-        api_url=chosen.api_url,
-        revision=chosen.revision,
-        timeout=chosen.timeout,
-        max_attempts=1,
-        max_wait=CLIENT_MAX_WAIT,
-    )
+    return account_client(account, max_attempts=1, max_wait=CLIENT_MAX_WAIT)
 
 
 def validate_kinds(kinds: Iterable[str] | None) -> list[str] | None:
