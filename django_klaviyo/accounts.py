@@ -137,8 +137,16 @@ def several() -> bool:
 
 def get_account(name: str | None = None) -> Account:
     """The account named ``name`` (``None``, ``""`` or ``"default"``: the default one).
-    An unknown name raises ``KlaviyoValidationError`` naming the field ``account``."""
-    accounts = all_accounts()
+    An unknown name, or ``ACCOUNTS`` that cannot be read (reported by the checks), raises
+    ``KlaviyoValidationError`` naming the field ``account``: the save receivers keep that
+    as a dead row instead of failing the store's save."""
+    try:
+        accounts = all_accounts()
+    except (ImproperlyConfigured, TypeError, ValueError) as exc:
+        raise KlaviyoValidationError(
+            f"KLAVIYO['ACCOUNTS'] cannot be read ({exc}); see `manage.py check`.",
+            field="account",
+        ) from exc
     try:
         return accounts[name or DEFAULT]
     except (KeyError, TypeError):

@@ -512,3 +512,23 @@ def test_a_client_handed_to_the_flusher_sends_only_the_default_accounts_rows(set
     assert placed_numbers(us) == ["US-1"]
     assert placed_numbers(eu) == ["EU-1"]
     assert eu.state.key_counts().keys() == {account_scope(EU_KEY)}
+
+
+def test_unreadable_accounts_settings_never_break_the_stores_save(settings):
+    two_accounts(settings)
+    settings.KLAVIYO = {**settings.KLAVIYO, "ACCOUNTS": {"eu": {"TIMEOUT": "soon"}}}
+
+    placed = order("EUR", "EU-1")
+
+    assert Order.objects.filter(pk=placed.pk).exists()
+    row = OutboxEvent.objects.get(kind=OutboxEvent.Kind.EVENT)
+    assert (row.status, row.last_error_code) == (S.DEAD, "invalid_on_save")
+    assert "KLAVIYO['ACCOUNTS'] cannot be read" in row.last_error_detail
+
+
+def test_checks_report_an_ill_formed_account_key_without_echoing_it(settings):
+    bad = "sk_live_this_is_not_a_private_key"
+    assert account_check_ids(settings, ACCOUNTS={"eu": {"PRIVATE_API_KEY": bad}}) == [
+        "django_klaviyo.E061"
+    ]
+    assert bad not in " ".join(m.msg + (m.hint or "") for m in run_checks())
