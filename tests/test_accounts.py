@@ -532,3 +532,33 @@ def test_checks_report_an_ill_formed_account_key_without_echoing_it(settings):
         "django_klaviyo.E061"
     ]
     assert bad not in " ".join(m.msg + (m.hint or "") for m in run_checks())
+
+
+def test_catalog_saves_go_to_the_products_account(settings):
+    from shop.models import Product
+
+    two_accounts(settings)
+    settings.KLAVIYO = {**settings.KLAVIYO, "ACCOUNT_RESOLVER": f"{__name__}.by_sku"}
+    Product.objects.create(sku="EU-TEE", name="T-shirt", price=Decimal("10.00"), url=URL)
+    Product.objects.create(sku="US-MUG", name="Mug", price=Decimal("5.00"), url=URL)
+    catalog = OutboxEvent.objects.filter(kind__startswith="catalog_")
+    assert set(catalog.filter(account="eu").values_list("payload__external_id", flat=True)) == {
+        "EU-TEE"
+    }
+    assert set(catalog.filter(account="").values_list("payload__external_id", flat=True)) == {
+        "US-MUG"
+    }
+    # The whole-catalog sync places each product the same way.
+    OutboxEvent.objects.all().delete()
+    call_command("klaviyo_catalog", "sync", stdout=StringIO())
+    assert set(catalog.values_list("account", "payload__external_id")) == {
+        ("eu", "EU-TEE"),
+        ("", "US-MUG"),
+    }
+
+
+URL = "https://shop.example.com/p"
+
+
+def by_sku(obj: Any = None, *, request: Any = None) -> str | None:
+    return "eu" if str(getattr(obj, "sku", "")).startswith("EU-") else None

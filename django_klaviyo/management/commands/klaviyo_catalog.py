@@ -14,6 +14,7 @@ from typing import Any
 from django.core.management.base import CommandError, CommandParser
 from django.db import transaction
 
+from django_klaviyo import accounts
 from django_klaviyo.catalog import mapping
 from django_klaviyo.client import get_client
 from django_klaviyo.exceptions import KlaviyoValidationError
@@ -84,19 +85,22 @@ class Command(LongRunningCommand):
             chunk = list(objects[:chunk_size])
             if not chunk:
                 break
-            rows: dict[Any, OutboxRow] = {}
+            # By Klaviyo account (ACCOUNT_RESOLVER's answer for each object), then key.
+            rows: dict[str, dict[Any, OutboxRow]] = {}
             for obj in chunk:
                 try:
                     built = mapping.upsert_rows(obj, section, create=True)
+                    account = accounts.account_for(obj)
                 except KlaviyoValidationError as exc:
                     failures += 1
                     self.stderr.write(f"{section} {obj!r} (pk {obj.pk}): {exc} (field {exc.field})")
                     continue
                 for row in built:
                     # A category named by many products is written once.
-                    rows[row.dedupe_key or id(row)] = row
+                    rows.setdefault(account, {})[row.dedupe_key or id(row)] = row
             with transaction.atomic():
-                enqueue_rows(list(rows.values()))
+                for account, some in rows.items():
+                    enqueue_rows(list(some.values()), account=account)
             done += len(chunk)
             last_pk = chunk[-1].pk
             self.stdout.write(f"{section}: {done}/{total}")
