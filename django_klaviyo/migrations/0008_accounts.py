@@ -3,6 +3,20 @@
 from django.db import migrations, models
 
 
+def keep_database_default(apps, schema_editor):
+    """PostgreSQL: keep '' as the column's database default. Django drops the default it
+    used to fill existing rows, so an INSERT written by hand (a store's own SQL, an older
+    worker during a rolling deploy) that names no account would fail; with the default
+    it writes a default-account row, as before this migration. (SQLite cannot change a
+    column's default without rebuilding the table: there, such an INSERT must name the
+    column. ``db_default`` would say this in the model, but needs Django 5.0.)"""
+    if schema_editor.connection.vendor != "postgresql":
+        return
+    for model in ("outboxevent", "webhookdelivery", "webhookitem"):
+        table = schema_editor.quote_name(apps.get_model("django_klaviyo", model)._meta.db_table)
+        schema_editor.execute(f"ALTER TABLE {table} ALTER COLUMN account SET DEFAULT ''")
+
+
 class Migration(migrations.Migration):
 
     dependencies = [
@@ -34,4 +48,5 @@ class Migration(migrations.Migration):
             model_name='webhookitem',
             constraint=models.UniqueConstraint(fields=('account', 'external_id'), name='klaviyo_webhook_item_unique'),
         ),
+        migrations.RunPython(keep_database_default, migrations.RunPython.noop),
     ]
