@@ -15,8 +15,9 @@ Outcome policy, per row:
   request is sent again in the same run; a 400 (or client-side validation error) without
   a usable pointer splits the request in halves to isolate the bad rows, within a budget;
 - any other client error: ``dead`` with Klaviyo's status, code and detail;
-- a rejected API key (401): the whole run stops with ``FlushAborted``, unsent rows go back
-  to their previous state without counting the attempt;
+- a rejected API key (401): that account's sending stops (the whole run, with one account)
+  with ``FlushAborted``, unsent rows go back to their previous state without counting the
+  attempt;
 - a key lacking a scope (403 with JSON): only the rows of the kind whose endpoint needs it
   go back, uncounted, for a few minutes, with the missing scope in ``last_error_detail``;
 - profile bulk import jobs are polled to their end: a profile the job failed is ``dead``
@@ -38,7 +39,8 @@ The package, one concern per module: ``claim`` leases due rows; ``lease`` keeps 
 requests (``senders/imports`` handles profiles in bulk); ``outcomes`` decides what a
 failure means for a row; ``loop`` is the ``Flusher`` (batches, delivery); ``record``
 writes the outcomes; ``outages`` rides out database and network outages; ``plan`` is the
-dry run; ``report`` is what a run reports.
+dry run; ``report`` is what a run reports; ``accounts`` sends each Klaviyo account's rows
+with its own client, in turn (a rejected key stops only its account).
 """
 
 from __future__ import annotations
