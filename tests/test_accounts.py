@@ -47,6 +47,8 @@ def by_currency(obj: Any = None, *, request: Any = None) -> str | None:
     """The store's resolver: orders paid in euros belong to the EU account."""
     if request is not None:
         return request.headers.get("X-Store") or None
+    if isinstance(obj, User):  # customers of the European site
+        return "eu" if obj.email.endswith("@example.eu") else None
     return "eu" if getattr(obj, "currency", None) == "EUR" else None
 
 
@@ -260,6 +262,15 @@ def test_the_resolver_places_orders_users_and_explicit_calls(settings):
     assert sorted(
         OutboxEvent.objects.filter(metric="Viewed Page").values_list("profile_key", "account")
     ) == [("email:a@example.com", "eu"), ("email:b@example.com", "")]
+
+    # A user is resolved as the user: their profile upserts and the events given them.
+    OutboxEvent.objects.all().delete()
+    marie = User.objects.create_user("marie", email="marie@example.eu")
+    django_klaviyo.track("Viewed Page", marie)
+    assert sorted(OutboxEvent.objects.values_list("kind", "account")) == [
+        ("event", "eu"),
+        ("profile_upsert", "eu"),
+    ]
     with pytest.raises(KlaviyoValidationError) as refused:
         django_klaviyo.track("Viewed Page", {"email": "c@example.com"}, account="mars")
     assert refused.value.field == "account"
