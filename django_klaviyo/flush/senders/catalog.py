@@ -28,9 +28,11 @@ from django_klaviyo.flush.outcomes import (
     ErrorInfo,
     Located,
     Outcomes,
+    RowOutcome,
     error_info,
     is_retryable,
     locate_rows,
+    per_row,
 )
 from django_klaviyo.flush.senders.base import Request, Sender
 from django_klaviyo.models import OutboxEvent
@@ -250,11 +252,9 @@ class CatalogSender(Sender):
         """A refused job request whose errors point at resources: only their rows die."""
         return locate_rows(err, request.index, pointer=_POINTER, field=_FIELD)
 
-    def rejected(self, request: Request, result: Any) -> Located | None:
-        if not result:
-            return None
-        by_pk = {row.pk: row for row in request.rows}
-        return {pk: (by_pk[pk], info) for pk, info in result.items() if pk in by_pk}
+    def settle(self, request: Request, result: dict[Any, ErrorInfo]) -> list[RowOutcome]:
+        """The job's per-resource refusals (``send``) end only their rows."""
+        return per_row(request.rows, result)
 
 
 class BackInStockSender(Sender):
