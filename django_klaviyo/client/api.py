@@ -1,7 +1,8 @@
 """``KlaviyoClient``: one method per Klaviyo operation (revision 2026-07-15).
 
-Every method validates its input (identifiers, limits, shapes) before anything is sent,
-builds the body with ``django_klaviyo.payloads`` and sends it through the transport,
+Every method validates its input before anything is sent, with the same rules that
+check outbox rows (``django_klaviyo.rules``, applied by ``django_klaviyo.payloads`` as it
+builds the body), and sends the body through the transport,
 which rate-limits and retries. Each docstring states whether the request is idempotent,
 i.e. whether it is sent again after an answer was lost (read timeout, dropped
 connection, 500/502/504): see ``transport`` for the policy.
