@@ -72,7 +72,7 @@ def send_batch(flusher: Flusher, rows: list[ClaimedRow], outcomes: Outcomes) -> 
         if flusher.stopping():
             continue  # released by flush_batch, uncounted
         sender = flusher.senders[kind]
-        ready, invalid = prepare_rows(sender, kind_rows)
+        ready, invalid = prepare_rows(sender, kind_rows, outcomes.recleaned)
         for row, info in invalid:
             outcomes.mark_dead([row], info)
         try:

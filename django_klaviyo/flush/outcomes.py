@@ -141,6 +141,9 @@ class Outcomes:
     # recorded (e.g. the API key lacks a scope its endpoint needs).
     hold: list[tuple[ClaimedRow, datetime, ErrorInfo]] = field(default_factory=list)
     decided: set[Any] = field(default_factory=set)
+    # Rows of an older rules version cleaned for this batch: saved back with the
+    # outcomes, so a retry takes them as they are.
+    recleaned: list[ClaimedRow] = field(default_factory=list)
 
     def _take(self, rows: Iterable[ClaimedRow]) -> list[ClaimedRow]:
         taken = [r for r in rows if r.pk not in self.decided]
@@ -189,6 +192,7 @@ class Outcomes:
         self.retry = [r for r in self.retry if r.rows]
         self.release = [(r, u) for r, u in self.release if r.pk in held]
         self.hold = [(r, u, i) for r, u, i in self.hold if r.pk in held]
+        self.recleaned = [r for r in self.recleaned if r.pk in held]
 
 
 def fail(rows: list[ClaimedRow], err: BaseException, outcomes: Outcomes) -> bool:

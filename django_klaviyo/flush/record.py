@@ -17,6 +17,7 @@ from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.flush.claim import IN_CHUNK, ClaimedRow, chunks
 from django_klaviyo.flush.outcomes import ErrorInfo, Outcomes
 from django_klaviyo.flush.report import FlushAborted
+from django_klaviyo.identifiers import profile_key
 from django_klaviyo.models import OutboxEvent
 
 if TYPE_CHECKING:
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("django_klaviyo.flush")
 
+Kind = OutboxEvent.Kind
 Status = OutboxEvent.Status
 
 
@@ -72,6 +74,14 @@ def _write(
         if lost:
             claimed = None  # "the sent ones are the rest" no longer holds
     lease_cleared = {"locked_at": None, "locked_by": "", "updated_at": now}
+    for row in outcomes.recleaned:
+        # Cleaned under the current rules this time: saved, so no retry cleans it again.
+        mine.filter(pk=row.pk).update(
+            payload=row.payload,
+            metric=row.payload.get("metric", "") if row.kind == Kind.EVENT else "",
+            profile_key=profile_key(row.payload.get("profile") or {})[:320],
+            rules_version=row.rules_version,
+        )
 
     def update(rows: Sequence[ClaimedRow], **values: Any) -> int:
         done = 0
