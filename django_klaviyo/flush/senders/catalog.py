@@ -179,6 +179,8 @@ class CatalogSender(Sender):
             body,
             timeout=float(klaviyo_settings.CATALOG_JOB_TIMEOUT),
             poll_interval=float(klaviyo_settings.CATALOG_JOB_POLL_SECONDS),
+            # A job may run for minutes: the rows' lease is kept between polls.
+            between_polls=self.flusher.lease_keep if self.flusher is not None else None,
         )
         if job_status(job) == "cancelled":
             raise CatalogJobCancelled(f"Klaviyo cancelled catalog {self.noun} job {job.get('id')}.")
@@ -189,6 +191,8 @@ class CatalogSender(Sender):
         failed: dict[Any, ErrorInfo] = {}
         op, rows, body = request.key, request.rows, request.body
         for attempt in range(2):
+            if attempt and self.flusher is not None:
+                self.flusher.lease_keep()  # between the two jobs, as between any requests
             try:
                 job = self._run(client, op, body)
             except KlaviyoError as err:
