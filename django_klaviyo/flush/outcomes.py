@@ -142,7 +142,7 @@ class Outcomes:
     hold: list[tuple[ClaimedRow, datetime, ErrorInfo]] = field(default_factory=list)
     decided: set[Any] = field(default_factory=set)
     # Rows of an older rules version cleaned for this batch: saved back with the
-    # outcomes, so a retry takes them as they are.
+    # outcomes when they go back to the queue, so a retry takes them as they are.
     recleaned: list[ClaimedRow] = field(default_factory=list)
 
     def _take(self, rows: Iterable[ClaimedRow]) -> list[ClaimedRow]:

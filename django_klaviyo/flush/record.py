@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -74,12 +74,18 @@ def _write(
         if lost:
             claimed = None  # "the sent ones are the rest" no longer holds
     lease_cleared = {"locked_at": None, "locked_by": "", "updated_at": now}
+    # A row cleaned under the current rules this time, and going back to the queue, is
+    # saved so that its next attempt does not clean it again (sent and dead rows never
+    # have one: they are not written again).
+    finished = {row.pk for row in outcomes.sent} | {row.pk for row, _ in outcomes.dead}
     for row in outcomes.recleaned:
-        # Cleaned under the current rules this time: saved, so no retry cleans it again.
+        if row.pk in finished:
+            continue
+        profile = row.payload.get("profile")
         mine.filter(pk=row.pk).update(
             payload=row.payload,
             metric=row.payload.get("metric", "") if row.kind == Kind.EVENT else "",
-            profile_key=profile_key(row.payload.get("profile") or {})[:320],
+            profile_key=(profile_key(profile) if isinstance(profile, Mapping) else "")[:320],
             rules_version=row.rules_version,
         )
 
