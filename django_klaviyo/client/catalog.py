@@ -302,8 +302,10 @@ class CatalogMethods:
         *,
         timeout: float = 300.0,
         poll_interval: float = 2.0,
+        between_polls: Callable[[], None] | None = None,
     ) -> dict[str, Any]:
-        """``POST /api/coupon-code-bulk-create-jobs`` (at most 1,000 codes), then poll."""
+        """``POST /api/coupon-code-bulk-create-jobs`` (at most 1,000 codes), then poll
+        (``between_polls``: as for ``run_catalog_job``)."""
         job = self._data(  # type: ignore[attr-defined]
             self._send(  # type: ignore[attr-defined]
                 "bulk_create_coupon_codes",
@@ -315,7 +317,7 @@ class CatalogMethods:
                 what="The coupon code job",
             )
         )
-        job = self._wait(self.get_coupon_code_job, job, timeout, poll_interval)
+        job = self._wait(self.get_coupon_code_job, job, timeout, poll_interval, between_polls)
         if "included" not in job:  # done at once: fetch it for the codes' ids and status
             job = self.get_coupon_code_job(str(job.get("id")))
         return job
