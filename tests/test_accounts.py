@@ -573,3 +573,22 @@ URL = "https://shop.example.com/p"
 
 def by_sku(obj: Any = None, *, request: Any = None) -> str | None:
     return "eu" if str(getattr(obj, "sku", "")).startswith("EU-") else None
+
+
+def test_another_account_never_uses_or_changes_the_default_accounts_profile_ids(
+    settings, sandboxes
+):
+    us, eu = sandboxes
+    two_accounts(settings, us.url, eu.url)
+    # The mirror knows Ann's profile id in the default account's Klaviyo.
+    link = KlaviyoProfileLink.objects.create(email="ann@example.com", klaviyo_id="US-PROFILE-ID")
+    vip = eu.state.create_list("VIP")["id"]
+
+    django_klaviyo.add_to_list(vip, {"email": "ann@example.com"}, account="eu")
+    flush_outbox()
+
+    eu_profile = eu.state.find_profile_id("email", "ann@example.com")
+    assert eu_profile is not None and eu_profile != "US-PROFILE-ID"
+    assert eu.state.members(vip) == [eu_profile]  # learnt from the EU account itself
+    link.refresh_from_db()
+    assert link.klaviyo_id == "US-PROFILE-ID"  # and not written into the mirror
