@@ -94,12 +94,14 @@ def build_event(
     time: Any = None,
     unique_id: Any = None,
     dedupe_key: Any = None,
+    item_events: Any = None,
     expand: Any = None,
     backfill: Any = False,
     _profiles: dict[Any, dict[str, Any]] | None = None,
 ) -> OutboxRow:
-    """One ``event`` row; ``expand`` lists further events (``rules.events.clean_expand``)
-    sent with it, sharing its profile, time and currency. ``backfill=True``: a historical
+    """One ``event`` row; ``item_events`` (one event per entry of ``properties["Items"]``)
+    and ``expand`` (events in full) are further events sent with it, sharing its profile,
+    time and currency (``django_klaviyo.rules.events``). ``backfill=True``: a historical
     event, recorded by Klaviyo without triggering flows (the row and its expansions)."""
     # Generated once here and stored, so every retry sends the same idempotency key.
     unique_id = uuid.uuid4().hex if unique_id is None else values.key(unique_id, "unique_id")
@@ -111,6 +113,8 @@ def build_event(
         "value": value,
         "value_currency": value_currency,
     }
+    if item_events:
+        payload["item_events"] = item_events
     if expand:
         payload["expand"] = expand
     if backfill is not False:
@@ -152,6 +156,7 @@ _SPEC_KEYS = frozenset(
         "time",
         "unique_id",
         "dedupe_key",
+        "item_events",
         "expand",
         "backfill",
     }

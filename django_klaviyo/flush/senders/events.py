@@ -20,6 +20,7 @@ from django_klaviyo.flush.senders.base import (
 )
 from django_klaviyo.identifiers import profile_key
 from django_klaviyo.models import OutboxEvent
+from django_klaviyo.rules.events import DERIVED_EVENT_EXTRA_BYTES, expansions
 
 Kind = OutboxEvent.Kind
 
@@ -101,20 +102,23 @@ class EventSender(Sender):
         event.update(backfill)
         # Live rows keep their profile dicts alive, so ids cannot repeat within a batch.
         item = _EventItem(profile, identity, id(profile), event)
-        expand = payload.get("expand")
-        if expand:
+        if payload.get("item_events") or payload.get("expand"):
             item.expanded = [
                 {
-                    "metric": e["metric"],
-                    "properties": e.get("properties") or {},
+                    "metric": metric,
+                    "properties": properties or {},
                     "time": time,
-                    "value": e.get("value"),
+                    "value": value,
                     "value_currency": currency,
-                    "unique_id": e["unique_id"],
+                    "unique_id": unique_id,
                     **backfill,
                 }
-                for e in expand
+                for metric, unique_id, properties, value in expansions(payload)
             ]
+            if payload.get("item_events") and row.size is not None:
+                # The stored text holds each item once; the request repeats it in the
+                # item's own event, with a few more keys and the row's time and currency.
+                row.size += _derived_size_bound(row.size, item.expanded, payload)
         return item
 
     def plan(self, rows: list[ClaimedRow]) -> list[Request]:
@@ -230,6 +234,16 @@ class EventSender(Sender):
 
     def locate(self, err: KlaviyoError, request: Request) -> Located | None:
         return locate_rows(err, request.index, pointer=_ENTRY_POINTER, field=_ENTRY_FIELD)
+
+
+def _derived_size_bound(stored: int, expanded: list[dict[str, Any]], payload: Any) -> int:
+    """An upper bound of what the events derived from a row's Items add to its share of a
+    request: at most the stored text again (the items, the unique_ids), plus per event the
+    added keys and the row's time and currency, each escaped as the client sends them."""
+    shared = len(json.dumps(payload.get("time"))) + len(json.dumps(payload.get("value_currency")))
+    shared += len(json.dumps(payload["properties"].get("OrderId")))
+    shared += len(json.dumps(payload["item_events"]["metric"]))
+    return stored + len(expanded) * (DERIVED_EVENT_EXTRA_BYTES + shared)
 
 
 def _too_big(row: ClaimedRow) -> bool:
