@@ -356,6 +356,17 @@ def _layout() -> tuple[Any, ...]:
     return _LAYOUT
 
 
+def fields_by_name() -> dict[str, Any]:
+    """The model's concrete fields by attname (computed once)."""
+    global _FIELDS_BY_NAME
+    if not _FIELDS_BY_NAME:
+        _FIELDS_BY_NAME = {f.attname: f for f in _layout()[0]}
+    return _FIELDS_BY_NAME
+
+
+_FIELDS_BY_NAME: dict[str, Any] = {}
+
+
 def _saved(
     objs: list[OutboxEvent], alias: str, inserted: set[uuid.UUID] | None
 ) -> list[OutboxEvent]:
@@ -385,21 +396,22 @@ def _insert(
     are prepared by the model fields, exactly as the ORM would.
     """
     fields = _layout()[0]
-    # The timestamps of one call share one value: prepared once per field type.
-    prepared_now: dict[type, Any] = {}
+    # The timestamps of one call share one value: prepared once.
+    now = values[0][_TIMESTAMPS[0]]
+    prepared_now = fields_by_name()[_TIMESTAMPS[0]].get_db_prep_save(now, connection)
     params: list[Any] = []
     for columns in values:
         for f in fields:
-            value = columns[f.attname]
-            if f.attname in _TIMESTAMPS:
-                if type(f) not in prepared_now:
-                    prepared_now[type(f)] = f.get_db_prep_save(value, connection)
-                value = prepared_now[type(f)]
-            elif f.attname == "payload":
+            name = f.attname
+            if name in _TIMESTAMPS:
+                value = prepared_now
+            elif name == "payload":
                 # JSON text, cast to jsonb in the SQL on PostgreSQL: encoded once.
                 value = columns[_ENCODED]
-            elif value is not None and not isinstance(value, (str, int)):
-                value = f.get_db_prep_save(value, connection)  # uuid
+            else:
+                value = columns[name]
+                if value is not None and not isinstance(value, (str, int)):
+                    value = f.get_db_prep_save(value, connection)  # uuid
             params.append(value)
     width = len(fields)
     max_params = connection.features.max_query_params or 65535

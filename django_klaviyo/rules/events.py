@@ -173,14 +173,25 @@ def clean_item_events(
                 f"(with OrderId) may have at most {limits.MAX_PROPERTIES}.",
                 field=f"properties.Items[{i}]",
             )
-        number(item.get("RowTotal"), f"properties.Items[{i}].RowTotal")
-        unique_id = key(unique_id, f"{path}.unique_ids[{i}]")
-        if (metric, unique_id) in seen:
+        # The usual values (a float total, a short ASCII id) pass without a call, the
+        # rest through the same rules; an error's path is only formatted when needed.
+        total = item.get("RowTotal")
+        if total is not None and type(total) is not float:
+            number(total, f"properties.Items[{i}].RowTotal")
+        if not (
+            type(unique_id) is str
+            and 0 < len(unique_id) <= limits.KEY_MAX_LENGTH
+            and unique_id.isascii()
+            and "\x00" not in unique_id
+        ):
+            unique_id = key(unique_id, f"{path}.unique_ids[{i}]")
+        pair = (metric, unique_id)
+        if pair in seen:
             raise KlaviyoValidationError(
                 f"{path}.unique_ids[{i}] repeats metric {metric!r} with unique_id {unique_id!r}.",
                 field=f"{path}.unique_ids[{i}]",
             )
-        seen.add((metric, unique_id))
+        seen.add(pair)
         cleaned.append(unique_id)
     return {"metric": metric, "unique_ids": cleaned}
 
