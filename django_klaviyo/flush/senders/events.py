@@ -7,6 +7,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from django.db import connections
+
 from django_klaviyo.exceptions import KlaviyoError
 from django_klaviyo.flush.claim import ClaimedRow
 from django_klaviyo.flush.outcomes import Located, locate_rows
@@ -73,6 +75,7 @@ class EventSender(Sender):
         # The last profile per profile_key, with its identity: rows whose profiles are
         # equal share one dict, and its id() groups them into one bulk entry.
         self._profiles: dict[str, tuple[dict[str, Any], str]] = {}
+        self._stored_in_jsonb: bool | None = None
 
     def _profile(self, key: str, profile: dict[str, Any]) -> tuple[dict[str, Any], str]:
         cached = self._profiles.get(key)
@@ -115,11 +118,24 @@ class EventSender(Sender):
                 }
                 for metric, unique_id, properties, value in expansions(payload)
             ]
-            if payload.get("item_events") and row.size is not None:
+            derived = payload.get("item_events")
+            if derived and self._jsonb():
+                # A version-1 row's Ordered Products were read back from jsonb, which
+                # orders an object's keys: the derived ones are sent in the same order,
+                # so a request is the same bytes whichever version wrote the row.
+                for event in item.expanded[: len(derived["unique_ids"])]:
+                    event["properties"] = jsonb_key_order(event["properties"])
+            if derived and row.size is not None:
                 # The stored text holds each item once; the request repeats it in the
                 # item's own event, with a few more keys and the row's time and currency.
                 row.size += _derived_size_bound(row.size, item.expanded, payload)
         return item
+
+    def _jsonb(self) -> bool:
+        """Whether rows come back from PostgreSQL's jsonb (keys in its order)."""
+        if self._stored_in_jsonb is None:
+            self._stored_in_jsonb = connections[self.using].vendor == "postgresql"
+        return self._stored_in_jsonb
 
     def plan(self, rows: list[ClaimedRow]) -> list[Request]:
         requests: list[Request] = []
@@ -234,6 +250,17 @@ class EventSender(Sender):
 
     def locate(self, err: KlaviyoError, request: Request) -> Located | None:
         return locate_rows(err, request.index, pointer=_ENTRY_POINTER, field=_ENTRY_FIELD)
+
+
+def jsonb_key_order(obj: dict[str, Any]) -> dict[str, Any]:
+    """``obj`` with its keys in the order PostgreSQL's jsonb stores them: shorter keys
+    (in UTF-8 bytes) first, keys of one length in byte order."""
+    return dict(sorted(obj.items(), key=_jsonb_key))
+
+
+def _jsonb_key(item: tuple[str, Any]) -> tuple[int, bytes]:
+    encoded = item[0].encode("utf-8")
+    return len(encoded), encoded
 
 
 def _derived_size_bound(stored: int, expanded: list[dict[str, Any]], payload: Any) -> int:
