@@ -55,7 +55,7 @@ class FloorWriter:
     """Writes one precomputed outbox row per placed order, by hand, in the save's
     transaction (a post_save receiver on the order, as the package's own)."""
 
-    def __init__(self) -> None:
+    def __init__(self, payload: str | None = None) -> None:
         from django.db import connection
 
         from django_klaviyo.models import OutboxEvent
@@ -64,14 +64,16 @@ class FloorWriter:
         qn = connection.ops.quote_name
         table = OutboxEvent._meta.db_table
         columns = [f.column for f in fields]
-        payload = "CAST(payload AS text)" if connection.vendor == "postgresql" else "payload"
-        selected = ", ".join(payload if c == "payload" else qn(c) for c in columns)
+        as_text = "CAST(payload AS text)" if connection.vendor == "postgresql" else "payload"
+        selected = ", ".join(as_text if c == "payload" else qn(c) for c in columns)
         with connection.cursor() as cursor:
             cursor.execute(
                 f"SELECT {selected} FROM {qn(table)} ORDER BY {qn('created_at')} DESC LIMIT 1"
             )
             self.template = list(cursor.fetchone())
         self.index = {c: i for i, c in enumerate(columns)}
+        if payload is not None:
+            self.template[self.index["payload"]] = payload
         json_placeholder = "CAST(%s AS jsonb)" if connection.vendor == "postgresql" else "%s"
         placeholders = ", ".join(json_placeholder if c == "payload" else "%s" for c in columns)
         self.sql = (
@@ -101,6 +103,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--db", choices=("sqlite", "postgres", "both"), default="sqlite")
     parser.add_argument(
+        "--floor-payload",
+        help="The floor writes this JSON text as its payload instead of the tracked row's "
+        "(e.g. '{}': what a row costs whatever it carries).",
+    )
+    parser.add_argument(
         "--async-commit",
         action="store_true",
         help="PostgreSQL: synchronous_commit = off for this session (every condition): "
@@ -110,6 +117,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.db == "both":
         extra = ["--async-commit"] if args.async_commit else []
+        if args.floor_payload is not None:
+            extra += ["--floor-payload", args.floor_payload]
         for db in ("sqlite", "postgres"):
             subprocess.run(
                 [sys.executable, "-m", "bench.enqueue_overhead", "--db", db, *extra], check=True
@@ -133,7 +142,7 @@ def main() -> None:
     off_cfg = {**settings.KLAVIYO, "ENABLED": False}
     with override_settings(KLAVIYO=on_cfg):
         place_orders(1, "template")  # the real row the floor copies
-    floor = FloorWriter()
+    floor = FloorWriter(args.floor_payload)
     conditions = ("on", "off", "floor")
     times: dict[str, list[float]] = {name: [] for name in conditions}
     cpu_times: dict[str, list[float]] = {name: [] for name in conditions}

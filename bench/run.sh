@@ -41,6 +41,7 @@ py() { "$VENV/bin/python" -m "$@"; }
 py bench.enqueue_overhead --db both
 py bench.receiver_cpu --db sqlite
 py bench.receiver_cpu --db postgres
+py bench.save_python --db sqlite
 for db in sqlite postgres; do
   py bench.outbox_indexes --db "$db"
   py bench.request_latency --db "$db"

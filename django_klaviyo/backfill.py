@@ -29,6 +29,7 @@ from django_klaviyo.client.ratelimit import OPERATION_LIMITS
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.models import BackfillCheckpoint
+from django_klaviyo.rules.events import expansion_count
 
 SOURCES = ("orders", "customers", "consent")
 ORDER_STATES = ("placed", "fulfilled", "cancelled", "refunded")
@@ -180,7 +181,7 @@ def klaviyo_seconds(src: Source, items: int) -> float:
 
 def items_of(row: outbox.OutboxRow) -> int:
     """Klaviyo items a row becomes: an event and the events it expands to."""
-    return 1 + len(row.payload.get("expand") or ())
+    return 1 + expansion_count(row.payload)
 
 
 @dataclass

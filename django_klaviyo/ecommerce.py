@@ -18,15 +18,18 @@ User profile (``default_user_profile(user) -> dict | None``)
 Order events (``default_order_events(order, previous_status, created) -> list[dict]``)
     Events fire on status TRANSITIONS of ``order.<ORDER_STATUS_FIELD>``. Each returned
     dict is an event spec: ``metric``, ``profile``, ``properties``, ``value``,
-    ``value_currency``, ``time``, ``unique_id``, ``dedupe_key``, and optionally
-    ``expand``: further events (``metric``, ``unique_id``, ``properties``, ``value``)
-    sharing the spec's profile, time and currency, stored in the spec's ONE outbox row.
+    ``value_currency``, ``time``, ``unique_id``, ``dedupe_key``, and optionally further
+    events sharing the spec's profile, time and currency, stored in the spec's ONE outbox
+    row: ``item_events`` (``{"metric", "unique_ids"}``: one event per entry of
+    ``properties["Items"]``, made from it when sent, see ``django_klaviyo.rules.events``)
+    and ``expand`` (events written out in full: ``metric``, ``unique_id``,
+    ``properties``, ``value``).
 
     ============================  ==========================================================
     Order enters                  Events (unique_id; value)
     ============================  ==========================================================
     ``ORDER_STATUS_PLACED``       **Placed Order** (the order id; the order total) carrying
-                                  one **Ordered Product** per line in ``expand``
+                                  one **Ordered Product** per line in ``item_events``
                                   (``<order id>-<line id>``; the line total)
     ``ORDER_STATUS_FULFILLED``    **Fulfilled Order** (the order id; the total), + tracking
     ``ORDER_STATUS_CANCELLED``    **Cancelled Order** (the order id; the total, POSITIVE),
@@ -80,6 +83,7 @@ from django_klaviyo import mapping
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.identifiers import normalize_phone_number
+from django_klaviyo.rules.events import item_event_properties
 from django_klaviyo.values import to_json
 
 logger = logging.getLogger(__name__)
@@ -358,8 +362,11 @@ def event_time(order: Any, key: str, fields: dict[str, Any]) -> Any:
 
 
 def placed_order_events(order: Any) -> list[dict[str, Any]]:
-    """Placed Order, carrying one Ordered Product per line in ``expand``: one outbox row
-    per placed order, sent as one bulk entry."""
+    """Placed Order, carrying one Ordered Product per line: one outbox row per placed
+    order, sent as one bulk entry. The Ordered Products are given by reference
+    (``item_events``: their metric and one unique_id per entry of ``Items``); each is
+    made from its line's entry of ``Items`` when the row is sent, so the row holds every
+    line once."""
     fields, lfields = order_fields(), line_fields()
     lines = order_lines(order, fields)
     items = [line_item(line, lfields) for line in lines]
@@ -375,24 +382,18 @@ def placed_order_events(order: Any) -> list[dict[str, Any]]:
         unique_id=oid,
         fields=fields,
     )
-    products = [
-        {
+    if items:
+        event["item_events"] = {
             "metric": mapping.metric("ordered_product"),
-            "unique_id": f"{oid}-{line_id(line, lfields)}",
-            "properties": ordered_product_properties(oid, item),
-            "value": item["RowTotal"],
+            "unique_ids": [f"{oid}-{line_id(line, lfields)}" for line in lines],
         }
-        for line, item in zip(lines, items, strict=True)
-    ]
-    if products:
-        event["expand"] = products
     return [event]
 
 
 def ordered_product_properties(oid: str, item: dict[str, Any]) -> dict[str, Any]:
-    properties = {"OrderId": oid, **item}
-    properties["ProductBrand"] = properties.pop("Brand")
-    return properties
+    """An Ordered Product's properties (``django_klaviyo.rules.events``, which derives
+    them when a Placed Order's row is sent)."""
+    return item_event_properties(oid, item)
 
 
 def status_event(order: Any, name: str, suffix: str, time_key: str) -> dict[str, Any]:
@@ -459,7 +460,7 @@ def empty_placed_order(spec: Mapping[str, Any]) -> str | None:
     if spec.get("value") is None:
         return "the Placed Order has no value: check ORDER_FIELDS['total']."
     properties = spec.get("properties") or {}
-    if not properties.get("Items") and not spec.get("expand"):
+    if not properties.get("Items") and not spec.get("expand") and not spec.get("item_events"):
         return (
             "the Placed Order has no items: check ORDER_FIELDS['lines'], and save the "
             "lines before the order is placed."

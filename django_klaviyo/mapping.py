@@ -194,6 +194,11 @@ _MAPPING_TYPES: dict[type, bool] = {}
 
 def resolve_many(obj: Any, path: Any) -> list[Any]:
     """A list from a related manager, queryset or iterable at ``path`` ([] when unset)."""
+    cached = getattr(obj, "_prefetched_objects_cache", None)
+    if cached and type(path) is str and path in cached:
+        # Prefetched (or handed over by the store, as the example shop's checkout does):
+        # what the related manager's all() would return, without building the manager.
+        return list(cached[path])
     try:
         value = resolve(obj, path)
     except ValueError:

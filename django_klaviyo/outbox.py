@@ -94,12 +94,14 @@ def build_event(
     time: Any = None,
     unique_id: Any = None,
     dedupe_key: Any = None,
+    item_events: Any = None,
     expand: Any = None,
     backfill: Any = False,
     _profiles: dict[Any, dict[str, Any]] | None = None,
 ) -> OutboxRow:
-    """One ``event`` row; ``expand`` lists further events (``rules.events.clean_expand``)
-    sent with it, sharing its profile, time and currency. ``backfill=True``: a historical
+    """One ``event`` row; ``item_events`` (one event per entry of ``properties["Items"]``)
+    and ``expand`` (events in full) are further events sent with it, sharing its profile,
+    time and currency (``django_klaviyo.rules.events``). ``backfill=True``: a historical
     event, recorded by Klaviyo without triggering flows (the row and its expansions)."""
     # Generated once here and stored, so every retry sends the same idempotency key.
     unique_id = uuid.uuid4().hex if unique_id is None else values.key(unique_id, "unique_id")
@@ -111,6 +113,8 @@ def build_event(
         "value": value,
         "value_currency": value_currency,
     }
+    if item_events:
+        payload["item_events"] = item_events
     if expand:
         payload["expand"] = expand
     if backfill is not False:
@@ -152,6 +156,7 @@ _SPEC_KEYS = frozenset(
         "time",
         "unique_id",
         "dedupe_key",
+        "item_events",
         "expand",
         "backfill",
     }
@@ -369,6 +374,17 @@ def _layout() -> tuple[Any, ...]:
     return _LAYOUT
 
 
+def fields_by_name() -> dict[str, Any]:
+    """The model's concrete fields by attname (computed once)."""
+    global _FIELDS_BY_NAME
+    if not _FIELDS_BY_NAME:
+        _FIELDS_BY_NAME = {f.attname: f for f in _layout()[0]}
+    return _FIELDS_BY_NAME
+
+
+_FIELDS_BY_NAME: dict[str, Any] = {}
+
+
 def _saved(
     objs: list[OutboxEvent], alias: str, inserted: set[uuid.UUID] | None
 ) -> list[OutboxEvent]:
@@ -398,21 +414,22 @@ def _insert(
     are prepared by the model fields, exactly as the ORM would.
     """
     fields = _layout()[0]
-    # The timestamps of one call share one value: prepared once per field type.
-    prepared_now: dict[type, Any] = {}
+    # The timestamps of one call share one value: prepared once.
+    now = values[0][_TIMESTAMPS[0]]
+    prepared_now = fields_by_name()[_TIMESTAMPS[0]].get_db_prep_save(now, connection)
     params: list[Any] = []
     for columns in values:
         for f in fields:
-            value = columns[f.attname]
-            if f.attname in _TIMESTAMPS:
-                if type(f) not in prepared_now:
-                    prepared_now[type(f)] = f.get_db_prep_save(value, connection)
-                value = prepared_now[type(f)]
-            elif f.attname == "payload":
+            name = f.attname
+            if name in _TIMESTAMPS:
+                value = prepared_now
+            elif name == "payload":
                 # JSON text, cast to jsonb in the SQL on PostgreSQL: encoded once.
                 value = columns[_ENCODED]
-            elif value is not None and not isinstance(value, (str, int)):
-                value = f.get_db_prep_save(value, connection)  # uuid
+            else:
+                value = columns[name]
+                if value is not None and not isinstance(value, (str, int)):
+                    value = f.get_db_prep_save(value, connection)  # uuid
             params.append(value)
     width = len(fields)
     max_params = connection.features.max_query_params or 65535

@@ -54,6 +54,10 @@ def check_text(value: str, path: str) -> str:
 
 
 _MAX_STRING_BYTES = limits.MAX_STRING_BYTES
+# Short dict keys already found to be plain text (see ``_container``); bounded, so
+# payloads with ever-new keys cannot grow it without end.
+_PLAIN_KEYS: set[str] = set()
+_PLAIN_KEYS_MAX = 4096
 # Leaf types returned as they are (exact types: subclasses take the general path).
 _PLAIN_LEAVES = frozenset({type(None), bool, int})
 
@@ -122,19 +126,24 @@ def _container(value: Any, path: str, _depth: int) -> Any:
         result = {}
         depth = _depth + 1
         for key, item in value.items():
-            # Plain text (ASCII, no NUL, within the size limit) needs no check_text call;
-            # tested inline, as below, because this loop runs for every tracked save.
-            if not (
-                type(key) is str
-                and key.isascii()
-                and len(key) <= _MAX_STRING_BYTES
-                and "\x00" not in key
-            ):
-                if not isinstance(key, str):
-                    raise KlaviyoValidationError(
-                        f"{path} has a key {key!r} that is not a string.", field=path
-                    )
-                check_text(key, f"{path} key")
+            # Keys repeat from payload to payload (a store's property names): one passed
+            # is known plain text. Others are checked inline (ASCII, no NUL, within the
+            # size limit) or by check_text, because this loop runs for every tracked save.
+            if key not in _PLAIN_KEYS:
+                if (
+                    type(key) is str
+                    and key.isascii()
+                    and len(key) <= _MAX_STRING_BYTES
+                    and "\x00" not in key
+                ):
+                    if len(_PLAIN_KEYS) < _PLAIN_KEYS_MAX and len(key) <= 64:
+                        _PLAIN_KEYS.add(key)
+                else:
+                    if not isinstance(key, str):
+                        raise KlaviyoValidationError(
+                            f"{path} has a key {key!r} that is not a string.", field=path
+                        )
+                    check_text(key, f"{path} key")
             leaf = type(item)
             if (
                 leaf in _PLAIN_LEAVES

@@ -17,6 +17,7 @@ from shop.models import Order
 
 from django_klaviyo import backfill
 from django_klaviyo.models import BackfillCheckpoint, OutboxEvent
+from django_klaviyo.rules.events import expansions
 
 pytestmark = pytest.mark.django_db
 LINES = [{"sku": "TEE", "name": "T-shirt", "quantity": 2, "unit_price": Decimal("10.00")}]
@@ -63,7 +64,7 @@ def test_every_placed_order_becomes_one_backfill_event_with_the_live_unique_id()
     assert not OutboxEvent.objects.filter(unique_id=pending.number).exists()
     assert all(r.payload["backfill"] is True for r in OutboxEvent.objects.all())
     # Ordered Product travels in the same row, as on the live path.
-    assert [e["metric"] for e in rows[0].payload["expand"]] == ["Ordered Product"]
+    assert [e[0] for e in expansions(rows[0].payload)] == ["Ordered Product"]
 
 
 def test_an_order_saved_live_and_backfilled_is_enqueued_once():

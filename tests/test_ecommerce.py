@@ -15,6 +15,7 @@ from shop.models import Order, OrderLine
 import django_klaviyo
 from django_klaviyo import ecommerce
 from django_klaviyo.models import OutboxEvent
+from django_klaviyo.rules.events import expansions
 
 LINES = [
     {
@@ -114,30 +115,38 @@ def test_placing_an_order_enqueues_one_placed_order_row_carrying_ordered_product
         "time": time,
         "value": 44.49,  # the order's total, after the discount
         "value_currency": "GBP",
-        # Sent with the Placed Order, sharing its profile, time and currency.
-        "expand": [
-            {
-                "metric": "Ordered Product",
-                "unique_id": f"A-1-{tee.pk}",
-                "properties": {
-                    "OrderId": "A-1",
-                    **{k: v for k, v in tee_item.items() if k != "Brand"},
-                    "ProductBrand": "Acme",
-                },
-                "value": 39.98,
-            },
-            {
-                "metric": "Ordered Product",
-                "unique_id": f"A-1-{mug.pk}",
-                "properties": {
-                    "OrderId": "A-1",
-                    **{k: v for k, v in mug_item.items() if k != "Brand"},
-                    "ProductBrand": "",
-                },
-                "value": 9.51,
-            },
-        ],
+        # Sent with the Placed Order, sharing its profile, time and currency: one
+        # Ordered Product per entry of Items, made from it when the row is sent.
+        "item_events": {
+            "metric": "Ordered Product",
+            "unique_ids": [f"A-1-{tee.pk}", f"A-1-{mug.pk}"],
+        },
     }
+    assert [
+        {"metric": m, "unique_id": u, "properties": p, "value": v}
+        for m, u, p, v in expansions(placed.payload)
+    ] == [
+        {
+            "metric": "Ordered Product",
+            "unique_id": f"A-1-{tee.pk}",
+            "properties": {
+                "OrderId": "A-1",
+                **{k: v for k, v in tee_item.items() if k != "Brand"},
+                "ProductBrand": "Acme",
+            },
+            "value": 39.98,
+        },
+        {
+            "metric": "Ordered Product",
+            "unique_id": f"A-1-{mug.pk}",
+            "properties": {
+                "OrderId": "A-1",
+                **{k: v for k, v in mug_item.items() if k != "Brand"},
+                "ProductBrand": "",
+            },
+            "value": 9.51,
+        },
+    ]
 
 
 def test_guest_order_profile_is_the_email(db):
@@ -189,7 +198,7 @@ def test_metric_names_come_from_settings(customer):
         services.place_order(customer=customer, lines=LINES[:1])
     placed = OutboxEvent.objects.get()
     assert placed.metric == "Order Completed"
-    assert placed.payload["expand"][0]["metric"] == "Ordered Product"
+    assert placed.payload["item_events"]["metric"] == "Ordered Product"
 
 
 def test_status_names_come_from_settings(customer):
@@ -215,7 +224,7 @@ def test_order_created_directly_as_placed_waits_for_order_placed(customer, caplo
     placed = OutboxEvent.objects.get(metric="Placed Order")
     assert placed.payload["properties"]["ItemNames"] == ["Sock"]
     assert placed.payload["value"] == 0.0  # the order's own total, never recomputed
-    assert [p["properties"]["ProductName"] for p in placed.payload["expand"]] == ["Sock"]
+    assert [p["ProductName"] for _, _, p, _ in expansions(placed.payload)] == ["Sock"]
     assert OutboxEvent.objects.count() == 1
 
 

@@ -31,7 +31,9 @@ from django_klaviyo.rules.events import clean_event, event_sizes
 from django_klaviyo.rules.lists import clean_list_change
 from django_klaviyo.rules.profiles import clean_deletion, clean_upsert
 
-RULES_VERSION = 1
+# 2: a Placed Order's Ordered Products are stored by reference (item_events); rows of
+# version 1 (each written out in ``expand``) are still accepted and sent the same.
+RULES_VERSION = 2
 
 # Outbox kinds (the values of OutboxEvent.Kind; the rules know no models).
 EVENT = "event"

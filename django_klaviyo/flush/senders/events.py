@@ -7,6 +7,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from django.db import connections
+
 from django_klaviyo.exceptions import KlaviyoError
 from django_klaviyo.flush.claim import ClaimedRow
 from django_klaviyo.flush.outcomes import Located, locate_rows
@@ -20,6 +22,7 @@ from django_klaviyo.flush.senders.base import (
 )
 from django_klaviyo.identifiers import profile_key
 from django_klaviyo.models import OutboxEvent
+from django_klaviyo.rules.events import DERIVED_EVENT_EXTRA_BYTES, expansions
 
 Kind = OutboxEvent.Kind
 
@@ -72,6 +75,7 @@ class EventSender(Sender):
         # The last profile per profile_key, with its identity: rows whose profiles are
         # equal share one dict, and its id() groups them into one bulk entry.
         self._profiles: dict[str, tuple[dict[str, Any], str]] = {}
+        self._stored_in_jsonb: bool | None = None
 
     def _profile(self, key: str, profile: dict[str, Any]) -> tuple[dict[str, Any], str]:
         cached = self._profiles.get(key)
@@ -101,21 +105,37 @@ class EventSender(Sender):
         event.update(backfill)
         # Live rows keep their profile dicts alive, so ids cannot repeat within a batch.
         item = _EventItem(profile, identity, id(profile), event)
-        expand = payload.get("expand")
-        if expand:
+        if payload.get("item_events") or payload.get("expand"):
             item.expanded = [
                 {
-                    "metric": e["metric"],
-                    "properties": e.get("properties") or {},
+                    "metric": metric,
+                    "properties": properties or {},
                     "time": time,
-                    "value": e.get("value"),
+                    "value": value,
                     "value_currency": currency,
-                    "unique_id": e["unique_id"],
+                    "unique_id": unique_id,
                     **backfill,
                 }
-                for e in expand
+                for metric, unique_id, properties, value in expansions(payload)
             ]
+            derived = payload.get("item_events")
+            if derived and self._jsonb():
+                # A version-1 row's Ordered Products were read back from jsonb, which
+                # orders an object's keys: the derived ones are sent in the same order,
+                # so a request is the same bytes whichever version wrote the row.
+                for event in item.expanded[: len(derived["unique_ids"])]:
+                    event["properties"] = jsonb_key_order(event["properties"])
+            if derived and row.size is not None:
+                # The stored text holds each item once; the request repeats it in the
+                # item's own event, with a few more keys and the row's time and currency.
+                row.size += _derived_size_bound(row.size, item.expanded, payload)
         return item
+
+    def _jsonb(self) -> bool:
+        """Whether rows come back from PostgreSQL's jsonb (keys in its order)."""
+        if self._stored_in_jsonb is None:
+            self._stored_in_jsonb = connections[self.using].vendor == "postgresql"
+        return self._stored_in_jsonb
 
     def plan(self, rows: list[ClaimedRow]) -> list[Request]:
         requests: list[Request] = []
@@ -230,6 +250,27 @@ class EventSender(Sender):
 
     def locate(self, err: KlaviyoError, request: Request) -> Located | None:
         return locate_rows(err, request.index, pointer=_ENTRY_POINTER, field=_ENTRY_FIELD)
+
+
+def jsonb_key_order(obj: dict[str, Any]) -> dict[str, Any]:
+    """``obj`` with its keys in the order PostgreSQL's jsonb stores them: shorter keys
+    (in UTF-8 bytes) first, keys of one length in byte order."""
+    return dict(sorted(obj.items(), key=_jsonb_key))
+
+
+def _jsonb_key(item: tuple[str, Any]) -> tuple[int, bytes]:
+    encoded = item[0].encode("utf-8")
+    return len(encoded), encoded
+
+
+def _derived_size_bound(stored: int, expanded: list[dict[str, Any]], payload: Any) -> int:
+    """An upper bound of what the events derived from a row's Items add to its share of a
+    request: at most the stored text again (the items, the unique_ids), plus per event the
+    added keys and the row's time and currency, each escaped as the client sends them."""
+    shared = len(json.dumps(payload.get("time"))) + len(json.dumps(payload.get("value_currency")))
+    shared += len(json.dumps(payload["properties"].get("OrderId")))
+    shared += len(json.dumps(payload["item_events"]["metric"]))
+    return stored + len(expanded) * (DERIVED_EVENT_EXTRA_BYTES + shared)
 
 
 def _too_big(row: ClaimedRow) -> bool:
