@@ -201,6 +201,50 @@ def test_a_429_from_the_coupon_code_endpoint_is_retried_then_sent():
     assert statuses("FALL") == {Status.UNASSIGNED: 2}
 
 
+@pytest.mark.parametrize(
+    ("first_failure", "then"),
+    [
+        # The first job's answer was lost: its codes may be in Klaviyo, so "already
+        # exists" on the retry is that attempt's work.
+        (503, Row.SENT),
+        # A throttled request is not processed: "already exists" is a real conflict.
+        (429, Row.DEAD),
+    ],
+)
+def test_already_exists_on_a_retry_counts_as_sent_only_if_the_first_try_may_have_landed(
+    first_failure, then
+):
+    coupon = KlaviyoCoupon.objects.create(external_id="FALL", klaviyo_id="FALL")
+    coupons.add_codes(coupon, ["FALL-1", "FALL-2"])
+    coupons.enqueue_codes(coupon)
+    jobs = f"{API}/coupon-code-bulk-create-jobs"
+    with responses.RequestsMock() as mock:
+        mock.post(jobs, json=throttled(), status=first_failure, headers={"Retry-After": "1"})
+        flush()
+    done = job("J1", "complete", codes=["FALL-2"])
+    done["data"]["attributes"].update(failed_count=1)
+    done["data"]["attributes"]["errors"] = [
+        {
+            "id": "e",
+            "code": "duplicate",
+            "title": "Conflict.",
+            "detail": "The coupon code FALL-1 already exists for coupon FALL.",
+            "source": {"pointer": "/data/attributes/coupon-codes/data/0"},
+        }
+    ]
+
+    later = timezone.now() + timedelta(minutes=5)
+    with responses.RequestsMock() as mock:
+        mock.post(jobs, json=job("J1", "processing"), status=202)
+        mock.get(f"{jobs}/J1", json=done)
+        flush(clock=lambda: later)
+
+    assert code_row("FALL-1").status == then
+    assert code_row("FALL-2").status == Row.SENT
+    mirror = KlaviyoCouponCode.objects.get(code="FALL-1").status
+    assert mirror == (Status.UNASSIGNED if then == Row.SENT else Status.FAILED)
+
+
 def test_a_refused_job_request_dead_letters_its_codes_and_marks_them_failed():
     coupon = KlaviyoCoupon.objects.create(external_id="FALL", klaviyo_id="FALL")
     coupons.add_codes(coupon, ["FALL-1"])

@@ -41,6 +41,7 @@ CodeStatus = KlaviyoCouponCode.Status
 # Where a coupon-code job's error (or a refused job request) names one code.
 _POINTER = re.compile(r"/coupon-codes/data/(\d+)")
 _FIELD = re.compile(r"^coupon-codes\[(\d+)\]")
+_ALREADY_EXISTS = re.compile(r"already exists", re.IGNORECASE)
 
 
 class CouponJobCancelled(KlaviyoError):
@@ -99,8 +100,13 @@ class CouponCodeSender(Sender):
         payload = row.payload
         return payload["coupon"], payload["code"], payload.get("expires_at")
 
+    def __init__(self) -> None:
+        # Rows of this batch whose earlier attempt may have reached Klaviyo.
+        self._maybe_landed: set[Any] = set()
+
     def resolve(self, flusher: Any, rows: list[ClaimedRow], outcomes: Outcomes) -> list[ClaimedRow]:
         rows = _latest(rows, lambda p: (p["coupon"], p["code"]), outcomes)
+        self._maybe_landed = _maybe_landed(self.using, rows)
         return hold_for_parents(flusher, rows, outcomes, self.kind)
 
     def plan(self, rows: list[ClaimedRow]) -> list[Request]:
@@ -131,23 +137,33 @@ class CouponCodeSender(Sender):
         return locate_rows(err, request.index, pointer=_POINTER, field=_FIELD)
 
     def rejected(self, request: Request, result: Any) -> Located | None:
-        """The codes the job refused, each with Klaviyo's code and detail; an error naming
-        no code fails every code the job leaves unknown (it counted more failures than
-        it named)."""
+        """The codes the job refused, each with Klaviyo's code and detail."""
+        return self._outcome(request, result)[0] or None
+
+    def _outcome(self, request: Request, result: Any) -> tuple[Located, set[str]]:
+        """(the refused rows, the codes an earlier attempt put in Klaviyo). An error
+        naming no code fails every code the job leaves unknown (it counted more failures
+        than it named). "Already exists" for a row whose earlier attempt may have reached
+        Klaviyo (a dropped answer, a job that outlasted the wait) is that attempt's work,
+        not a refusal."""
         attributes = (result or {}).get("attributes") or {}
         errors = [e for e in attributes.get("errors") or [] if isinstance(e, Mapping)]
         found: Located = {}
+        adopted: set[str] = set()
         unnamed: list[Mapping[str, Any]] = []
         rows = request.rows
         for error in errors:
             match = _POINTER.search(str((error.get("source") or {}).get("pointer") or ""))
-            if match and int(match.group(1)) < len(rows):
-                row = rows[int(match.group(1))]
-                found[row.pk] = (row, _info(error))
-            else:
+            if not match or int(match.group(1)) >= len(rows):
                 unnamed.append(error)
+                continue
+            row = rows[int(match.group(1))]
+            if row.pk in self._maybe_landed and _already_exists(error):
+                adopted.add(row.flush_item[1])
+            else:
+                found[row.pk] = (row, _info(error))
         failed_count = int(attributes.get("failed_count") or 0)
-        if unnamed or failed_count > len(found):
+        if unnamed or failed_count > len(found) + len(adopted):
             error = (
                 unnamed[0]
                 if unnamed
@@ -159,20 +175,26 @@ class CouponCodeSender(Sender):
             )
             created = {_code(c) for c in result.get("included") or []}
             for row in rows:
-                if row.pk not in found and row.flush_item[1] not in created:
+                code = row.flush_item[1]
+                if row.pk not in found and code not in created and code not in adopted:
                     found[row.pk] = (row, _info(error))
-        return found or None
+        return found, adopted
 
     def succeeded(self, request: Request, result: Any, now: datetime) -> None:
-        """Sent codes take Klaviyo's id and status (refused ones: see ``dead_lettered``)."""
-        refused = {row.flush_item[1] for row, _ in (self.rejected(request, result) or {}).values()}
+        """Sent codes take Klaviyo's id and status (refused ones: see ``dead_lettered``);
+        one an earlier attempt imported is taken as imported (``UNASSIGNED``)."""
+        refused, adopted = self._outcome(request, result)
+        refused_codes = {row.flush_item[1] for row, _ in refused.values()}
         created = {_code(c): c for c in result.get("included") or [] if isinstance(c, Mapping)}
-        codes = [code for code, _ in request.body if code not in refused]
+        codes = [code for code, _ in request.body if code not in refused_codes]
         changed = []
         for code in _mirror(self.using, request.key, codes):
             resource = created.get(code.code) or {}
+            status = (resource.get("attributes") or {}).get("status")
+            if code.code in adopted:
+                status = CodeStatus.UNASSIGNED
             code.klaviyo_id = str(resource.get("id") or code.klaviyo_id)
-            code.status = (resource.get("attributes") or {}).get("status") or CodeStatus.PROCESSING
+            code.status = status or CodeStatus.PROCESSING
             code.error_code = code.error_detail = ""
             code.synced_at = now
             changed.append(code)
@@ -212,6 +234,26 @@ def _mirror(using: str, coupon: str, codes: list[str]) -> list[KlaviyoCouponCode
             coupon__external_id=coupon, code__in=list(chunk)
         )
     return found
+
+
+def _maybe_landed(using: str, rows: list[ClaimedRow]) -> set[Any]:
+    """Rows tried before whose last failure may still have reached Klaviyo: anything
+    but a 429 (throttled requests are not processed)."""
+    retried = [row.pk for row in rows if row.attempts > 1]
+    found: set[Any] = set()
+    for chunk in chunks(retried, IN_CHUNK):
+        found.update(
+            OutboxEvent.objects.using(using)
+            .filter(pk__in=list(chunk))
+            .exclude(last_error_status=429)
+            .values_list("pk", flat=True)
+        )
+    return found
+
+
+def _already_exists(error: Mapping[str, Any]) -> bool:
+    text = f"{error.get('title') or ''} {error.get('detail') or ''}"
+    return error.get("code") in ("duplicate", "conflict") or bool(_ALREADY_EXISTS.search(text))
 
 
 def _code(resource: Any) -> Any:
