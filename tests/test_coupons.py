@@ -103,6 +103,19 @@ def test_a_coupon_and_its_codes_reach_the_sandbox_through_klaviyo_flush(klaviyo_
     assert counts["bulk_create_coupon_codes"] == {202: 2}  # 1,000 + 500
 
 
+def test_coupons_are_created_at_the_pace_klaviyo_allows(klaviyo_sandbox):
+    # POST /api/coupons allows 3 a second; the sandbox enforces it like Klaviyo.
+    for i in range(7):
+        coupons.enqueue_coupon(coupons.get_or_create_coupon(f"PACE-{i}"))
+
+    call_command("klaviyo_flush", stdout=StringIO())
+
+    assert klaviyo_sandbox.state.request_counts()["create_coupon"] == {201: 7}
+    assert set(KlaviyoCoupon.objects.values_list("klaviyo_id", flat=True)) == {
+        f"PACE-{i}" for i in range(7)
+    }
+
+
 def test_a_code_klaviyo_refuses_is_dead_with_its_reason_and_the_rest_of_its_job_is_sent(
     klaviyo_sandbox, tmp_path
 ):
