@@ -347,6 +347,36 @@ def test_the_command_fails_while_codes_are_still_unsent_after_the_wait():
     assert statuses("FALL") == {Status.QUEUED: 1}
 
 
+def test_create_with_flush_makes_the_coupon_in_klaviyo(klaviyo_sandbox):
+    out, _ = run("create", "AUTUMN", "--description", "Autumn sale", "--flush")
+
+    assert "Coupon AUTUMN queued for Klaviyo." in out
+    assert catalog_store(klaviyo_sandbox.state).coupons["AUTUMN"]["description"] == "Autumn sale"
+    assert KlaviyoCoupon.objects.get().klaviyo_id == "AUTUMN"
+
+
+def test_create_with_flush_fails_with_klaviyo_s_reason_when_it_refuses_the_coupon():
+    refused = {
+        "errors": [
+            {
+                "id": "e",
+                "status": 400,
+                "code": "invalid",
+                "title": "Invalid input.",
+                "detail": "Coupon limit reached for this account.",
+                "source": {"pointer": "/data"},
+            }
+        ]
+    }
+    with responses.RequestsMock() as mock:
+        mock.post(f"{API}/coupons", json=refused, status=400)
+
+        with pytest.raises(CommandError, match="not in Klaviyo \\(invalid: Coupon limit reached"):
+            run("create", "AUTUMN", "--flush")
+
+    assert OutboxEvent.objects.get(kind=Kind.COUPON).status == Row.DEAD
+
+
 def test_without_flush_the_command_only_queues(klaviyo_sandbox):
     out, _ = run("generate", "QUIET", "--count", "2")
 

@@ -96,13 +96,13 @@ class CouponSender(Sender):
 class CouponCodeSender(Sender):
     kind = Kind.COUPON_CODE
 
-    def prepare(self, row: ClaimedRow) -> tuple[str, str, str | None]:
-        payload = row.payload
-        return payload["coupon"], payload["code"], payload.get("expires_at")
-
     def __init__(self) -> None:
         # Rows of this batch whose earlier attempt may have reached Klaviyo.
         self._maybe_landed: set[Any] = set()
+
+    def prepare(self, row: ClaimedRow) -> tuple[str, str, str | None]:
+        payload = row.payload
+        return payload["coupon"], payload["code"], payload.get("expires_at")
 
     def resolve(self, flusher: Any, rows: list[ClaimedRow], outcomes: Outcomes) -> list[ClaimedRow]:
         rows = _latest(rows, lambda p: (p["coupon"], p["code"]), outcomes)
