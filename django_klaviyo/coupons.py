@@ -156,11 +156,16 @@ def enqueue_codes(coupon: KlaviyoCoupon, *, using: str = DEFAULT_DB_ALIAS) -> li
                 "expires_at": code.expires_at,
             }
             rows.append(OutboxRow(kind=Kind.COUPON_CODE, payload=payload))
+        written = []
         for start in range(0, len(rows), _ROWS_PER_INSERT):
-            enqueue_many(rows[start : start + _ROWS_PER_INSERT], using=using)
-        ids = [code.pk for code in pending]
-        KlaviyoCouponCode.objects.using(using).filter(pk__in=ids).update(status=Status.QUEUED)
-    return ids
+            written += enqueue_many(rows[start : start + _ROWS_PER_INSERT], using=using)
+        row_of = {r.payload["code"]: r.pk for r in written if r.kind == Kind.COUPON_CODE}
+        for code in pending:
+            code.status, code.outbox_id = Status.QUEUED, row_of[code.code]
+        KlaviyoCouponCode.objects.using(using).bulk_update(
+            pending, ["status", "outbox_id"], batch_size=_ROWS_PER_INSERT
+        )
+    return [code.pk for code in pending]
 
 
 def open_rows(coupon: KlaviyoCoupon, *, using: str = DEFAULT_DB_ALIAS) -> int:

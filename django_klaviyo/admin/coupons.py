@@ -91,16 +91,8 @@ class KlaviyoCouponCodeAdmin(admin.ModelAdmin):
 
     @admin.display(description="outbox row")
     def outbox_row(self, obj: KlaviyoCouponCode) -> str:
-        """The latest outbox row carrying this code (requeue a dead one from there)."""
-        row = (
-            OutboxEvent.objects.filter(
-                kind=OutboxEvent.Kind.COUPON_CODE,
-                payload__coupon=obj.coupon.external_id,
-                payload__code=obj.code,
-            )
-            .order_by("-id")
-            .first()
-        )
+        """The outbox row carrying this code (requeue a dead one from there)."""
+        row = OutboxEvent.objects.filter(pk=obj.outbox_id).first() if obj.outbox_id else None
         if row is None:
             return "-"
         url = reverse("admin:django_klaviyo_outboxevent_change", args=[row.pk])

@@ -47,6 +47,8 @@ class KlaviyoCouponCode(models.Model):
     # Why its outbox row is dead: Klaviyo's reason when it refused the code.
     error_code = models.CharField(max_length=64, blank=True)
     error_detail = models.TextField(blank=True)
+    # The outbox row that carries the code (requeue it there when it is dead).
+    outbox_id = models.UUIDField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(default=timezone.now)
     synced_at = models.DateTimeField(null=True, blank=True)
 
