@@ -171,9 +171,10 @@ def enqueue_codes(coupon: KlaviyoCoupon, *, using: str = DEFAULT_DB_ALIAS) -> li
 def open_rows(coupon: KlaviyoCoupon, *, using: str = DEFAULT_DB_ALIAS) -> int:
     """The coupon's outbox rows not sent or dead yet."""
     rows = OutboxEvent.objects.using(using).filter(status__in=_OPEN)
+    carriers = KlaviyoCouponCode.objects.using(using).filter(coupon=coupon, outbox_id__isnull=False)
     return (
         rows.filter(kind=Kind.COUPON, payload__external_id=coupon.external_id).count()
-        + rows.filter(kind=Kind.COUPON_CODE, payload__coupon=coupon.external_id).count()
+        + rows.filter(pk__in=carriers.values("outbox_id")).count()
     )
 
 

@@ -304,6 +304,18 @@ def test_a_code_job_error_naming_no_code_fails_the_codes_the_job_did_not_create(
     assert statuses("FALL") == {Status.UNASSIGNED: 1, Status.FAILED: 1}
 
 
+def test_a_dry_run_counts_the_coupon_and_its_code_jobs_without_sending():
+    coupon = coupons.get_or_create_coupon("DRY")
+    coupons.generate_codes(coupon, 1500)
+    coupons.enqueue_codes(coupon)
+
+    report = flush(dry_run=True)
+
+    assert report.planned == {Kind.COUPON: 1, Kind.COUPON_CODE: 1500}
+    assert report.planned_requests == 3  # the coupon, then jobs of 1,000 and 500 codes
+    assert OutboxEvent.objects.filter(status=Row.PENDING).count() == 1501
+
+
 # --- the command -----------------------------------------------------------------------
 
 
