@@ -26,6 +26,7 @@ from typing import Any
 from django.db import DEFAULT_DB_ALIAS, transaction
 from django.db.models import Count
 
+from django_klaviyo import operations
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoError, KlaviyoValidationError
 from django_klaviyo.flush import flush_outbox
@@ -166,6 +167,24 @@ def enqueue_codes(coupon: KlaviyoCoupon, *, using: str = DEFAULT_DB_ALIAS) -> li
             pending, ["status", "outbox_id"], batch_size=_ROWS_PER_INSERT
         )
     return [code.pk for code in pending]
+
+
+def requeue_failed(coupon: KlaviyoCoupon, *, using: str = DEFAULT_DB_ALIAS) -> int:
+    """Give the dead outbox rows of the coupon's failed codes another full set of
+    attempts (as the outbox admin's "Requeue dead" does); those codes turn ``queued``.
+    Returns how many rows were requeued."""
+    with transaction.atomic(using=using):
+        failed = KlaviyoCouponCode.objects.using(using).filter(
+            coupon=coupon, status=Status.FAILED, outbox_id__isnull=False
+        )
+        ids = list(failed.values_list("outbox_id", flat=True))
+        requeued = operations.requeue_dead(OutboxEvent.objects.using(using).filter(pk__in=ids))
+        failed.filter(
+            outbox_id__in=OutboxEvent.objects.using(using)
+            .filter(pk__in=ids, status=OutboxEvent.Status.PENDING)
+            .values("pk")
+        ).update(status=Status.QUEUED)
+    return requeued
 
 
 def open_rows(coupon: KlaviyoCoupon, *, using: str = DEFAULT_DB_ALIAS) -> int:

@@ -419,6 +419,23 @@ def test_push_queues_only_the_codes_not_queued_yet():
     assert OutboxEvent.objects.filter(kind=Kind.COUPON).count() == 1
 
 
+def test_push_retry_failed_requeues_the_dead_rows_of_failed_codes(klaviyo_sandbox):
+    in_klaviyo_already(klaviyo_sandbox, "VIP", "VIP-AAA")
+    run("generate", "VIP", "--count", "1", "--no-push")
+    coupons.add_codes(KlaviyoCoupon.objects.get(), ["VIP-AAA"])
+    with pytest.raises(CommandError):
+        run("push", "VIP", "--flush")
+    store = catalog_store(klaviyo_sandbox.state)
+    with store.lock:
+        store.codes.pop("VIP-VIP-AAA")  # the conflict is resolved in Klaviyo
+
+    out, _ = run("push", "VIP", "--retry-failed", "--flush")
+
+    assert "1 failed code(s) requeued." in out
+    assert statuses("VIP") == {Status.UNASSIGNED: 2}
+    assert code_row("VIP-AAA").status == Row.SENT
+
+
 def test_the_status_subcommand_counts_codes_and_unsent_rows():
     run("create", "COUNT")
     run("generate", "COUNT", "--count", "2", "--no-push")

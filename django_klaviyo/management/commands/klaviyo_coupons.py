@@ -5,7 +5,7 @@
     klaviyo_coupons create SUMMER10                       # queue the coupon's creation
     klaviyo_coupons import SUMMER10 codes.txt             # one code a line ("-": stdin)
     klaviyo_coupons generate SUMMER10 --count 500 --prefix SUM-
-    klaviyo_coupons push SUMMER10                         # queue pending codes
+    klaviyo_coupons push SUMMER10 [--retry-failed]        # queue pending (and failed) codes
     klaviyo_coupons status SUMMER10
 
 ``import`` and ``generate`` queue the new codes at once unless ``--no-push``; ``klaviyo_flush``
@@ -66,6 +66,11 @@ class Command(LongRunningCommand):
             p.add_argument("--no-push", action="store_true", help="Only save them locally.")
         push = sub.add_parser("push")
         push.add_argument("coupon")
+        push.add_argument(
+            "--retry-failed",
+            action="store_true",
+            help="Also requeue the dead outbox rows of the coupon's failed codes.",
+        )
         for p in (create, imported, generate, push):
             p.add_argument(
                 "--flush",
@@ -101,6 +106,9 @@ class Command(LongRunningCommand):
                 if action == "push" or not options["no_push"]:
                     queued = coupons.enqueue_codes(coupon)
                     self.stdout.write(f"{len(queued)} code(s) queued.")
+                if options.get("retry_failed"):
+                    requeued = coupons.requeue_failed(coupon)
+                    self.stdout.write(f"{requeued} failed code(s) requeued.")
             if options["flush"]:
                 self._flush(coupon, options["wait"])
             elif action != "create" and not options.get("no_push"):
