@@ -2,9 +2,10 @@
 # Runs django-klaviyo's whole test suite on a fresh machine:
 #   makes .venv, installs the package with its test dependencies, installs and starts
 #   PostgreSQL (Debian packages) when none answers, installs Chromium for the admin
-#   browser test, checks ruff, then runs pytest on SQLite and on PostgreSQL; then the
+#   browser test, checks ruff, then runs pytest on SQLite and on PostgreSQL side by side; then the
 #   non-slow suite again on the oldest and newest supported Python x Django combinations
-#   (Python 3.10 + Django 4.2, Python 3.13 + the newest Django 6.x), on both databases.
+#   (Python 3.10 + Django 4.2, Python 3.13 + the newest Django 6.x), on both databases
+#   side by side. Each run keeps its own PostgreSQL database (PG_URL + "_<combination>").
 # Usage: bash tests/run.sh [extra pytest args]
 # Environment: PYTHON (default python3), VENV (default .venv),
 #   PG_URL (default postgres://postgres:postgres@127.0.0.1:5432/django_klaviyo),
@@ -73,11 +74,39 @@ rm -rf "$dist_dir"
 echo "== migrations are complete"
 (cd example_project && DATABASE_URL=sqlite:///:memory: ../"$VENV"/bin/python manage.py makemigrations --check --dry-run >/dev/null)
 
-echo "== pytest on SQLite"
-DATABASE_URL=sqlite://:memory: "$VENV/bin/pytest" -q -p no:cacheprovider "$@"
+# Two databases, two pytest processes side by side (the machine has at least 2 CPUs; each
+# run is mostly one process). Each log is printed whole when its run ends.
+log_dir=$(mktemp -d)
+pids=()
+labels=()
+start_logged() {  # label, command...: runs the command in the background into $log_dir/label
+  local label=$1
+  shift
+  "$@" >"$log_dir/$label.log" 2>&1 &
+  pids+=($!)
+  labels+=("$label")
+  echo "== started: $label"
+}
+wait_logged() {  # waits for every started run, prints its log, fails if any failed
+  local i failed=0
+  for i in "${!pids[@]}"; do
+    if wait "${pids[$i]}"; then status=passed; else status=FAILED; failed=1; fi
+    echo "== ${labels[$i]}: $status"
+    cat "$log_dir/${labels[$i]}.log"
+  done
+  pids=()
+  labels=()
+  return $failed
+}
+pg_url_for() {  # the PostgreSQL URL with a database name of this run's own
+  echo "${PG_URL}_$1"
+}
 
-echo "== pytest on PostgreSQL"
-DATABASE_URL="$PG_URL" "$VENV/bin/pytest" -q -p no:cacheprovider -m "not browser" "$@"
+start_logged "pytest on SQLite" env DATABASE_URL=sqlite://:memory: \
+  "$VENV/bin/pytest" -q -p no:cacheprovider ${EXTRA_ARGS[@]+"${EXTRA_ARGS[@]}"}
+start_logged "pytest on PostgreSQL" env DATABASE_URL="$PG_URL" \
+  "$VENV/bin/pytest" -q -p no:cacheprovider -m "not browser and not demo" ${EXTRA_ARGS[@]+"${EXTRA_ARGS[@]}"}
+wait_logged
 
 # The supported matrix's corners: what README and the classifiers promise beyond the default.
 find_python() {  # prints a working pythonX.Y: on PATH, under pyenv, or from Debian packages
@@ -98,7 +127,7 @@ find_python() {  # prints a working pythonX.Y: on PATH, under pyenv, or from Deb
   return 1
 }
 
-run_combination() {  # python version, Django requirement, label
+make_combination() {  # python version, Django requirement, label: makes its venv
   local version=$1 django=$2 label=$3 python venv
   if ! python=$(find_python "$version"); then
     echo "== SKIPPED $label: no Python $version on PATH, under pyenv, or in Debian's packages"
@@ -110,13 +139,22 @@ run_combination() {  # python version, Django requirement, label
   "$venv/bin/python" -m pip install -q --upgrade pip
   "$venv/bin/python" -m pip install -q -e ".[sandbox]" --group test "$django"
   echo "== $label: $("$venv/bin/python" -c 'import sys, django; print(f"Python {sys.version.split()[0]}, Django {django.get_version()}")')"
-  echo "== pytest on SQLite ($label, not slow)"
-  DATABASE_URL=sqlite://:memory: "$venv/bin/pytest" -q -p no:cacheprovider -m "not slow and not browser" ${EXTRA_ARGS[@]+"${EXTRA_ARGS[@]}"}
-  echo "== pytest on PostgreSQL ($label, not slow)"
-  DATABASE_URL="$PG_URL" "$venv/bin/pytest" -q -p no:cacheprovider -m "not slow and not browser" ${EXTRA_ARGS[@]+"${EXTRA_ARGS[@]}"}
+}
+
+test_combination() {  # label: the non-slow suite on both databases, side by side
+  local label=$1 venv=".venv-matrix/$1"
+  [ -x "$venv/bin/pytest" ] || return 0  # skipped above, and said so
+  start_logged "pytest on SQLite ($label, not slow)" env DATABASE_URL=sqlite://:memory: \
+    "$venv/bin/pytest" -q -p no:cacheprovider -m "not slow and not browser" ${EXTRA_ARGS[@]+"${EXTRA_ARGS[@]}"}
+  start_logged "pytest on PostgreSQL ($label, not slow)" env DATABASE_URL="$(pg_url_for "${label//-/_}")" \
+    "$venv/bin/pytest" -q -p no:cacheprovider -m "not slow and not browser and not demo" ${EXTRA_ARGS[@]+"${EXTRA_ARGS[@]}"}
+  wait_logged
 }
 
 if [ "$MATRIX" = 1 ]; then
-  run_combination 3.10 "Django>=4.2,<5.0" py310-django42
-  run_combination 3.13 "Django>=6.0,<7.0" py313-django6
+  make_combination 3.10 "Django>=4.2,<5.0" py310-django42
+  make_combination 3.13 "Django>=6.0,<7.0" py313-django6
+  test_combination py310-django42
+  test_combination py313-django6
 fi
+rm -rf "$log_dir"
