@@ -460,3 +460,38 @@ def check_rate_limit_cache() -> list[CheckMessage]:
             )
         ]
     return []
+
+
+@_setting_check
+def check_lease_covers_a_request() -> list[CheckMessage]:
+    """A flusher renews its rows' lease between requests, once a quarter of it has
+    passed; during one request it cannot. The longest request is the client's wait for
+    the local rate limit plus the connect and read timeouts; the lease must outlast a
+    quarter of itself plus that request, with room for clocks of other hosts running
+    ahead: at least twice the longest request."""
+    from django_klaviyo.flush.loop import CLIENT_MAX_WAIT
+
+    lease, timeout = _get("LEASE_SECONDS"), _get("TIMEOUT")
+    if isinstance(lease, bool) or not isinstance(lease, int) or lease < 1:
+        return []  # E011
+    if isinstance(timeout, (int, float)) and not isinstance(timeout, bool):
+        timeout = (timeout, timeout)
+    try:
+        connect, read = (float(t) for t in timeout)
+    except (TypeError, ValueError):
+        return []  # E012
+    longest = CLIENT_MAX_WAIT + connect + read
+    if lease >= 2 * longest:
+        return []
+    return [
+        Warning(
+            f"KLAVIYO['LEASE_SECONDS'] = {lease} is less than twice the longest request a "
+            f"flusher makes ({longest:g} s: up to {CLIENT_MAX_WAIT:g} s waiting for the rate "
+            f"limit, then TIMEOUT's {connect:g} s to connect and {read:g} s to read). The "
+            "lease is renewed only between requests, so a slow request can outlive it: "
+            "another flusher then reclaims the rows and sends them a second time.",
+            hint=f"Set LEASE_SECONDS to at least {int(2 * longest + 0.999)}, or lower "
+            "TIMEOUT; see docs/workers.md.",
+            id="django_klaviyo.W007",
+        )
+    ]

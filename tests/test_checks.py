@@ -303,3 +303,14 @@ def test_an_unknown_top_level_setting_is_a_warning_with_a_suggestion():
         (message,) = check_klaviyo_settings()
     assert message.id == "django_klaviyo.W032"
     assert "Did you mean 'PRIVATE_API_KEY'?" in message.hint
+
+
+def test_a_lease_shorter_than_twice_the_longest_request_warns():
+    """The lease is renewed only between requests: a request of up to 5 s (rate-limit
+    wait) + 5 s (connect) + 30 s (read) needs a lease of at least 80 s."""
+    assert ids(LEASE_SECONDS=80, TIMEOUT=(5, 30)) == []
+    assert ids(LEASE_SECONDS=79, TIMEOUT=(5, 30)) == ["django_klaviyo.W007"]
+    with override_settings(KLAVIYO={**GOOD, "LEASE_SECONDS": 200, "TIMEOUT": 60}):
+        (warning,) = check_klaviyo_settings()
+    assert isinstance(warning, Warning) and warning.id == "django_klaviyo.W007"
+    assert "125 s" in warning.msg and "at least 250" in warning.hint

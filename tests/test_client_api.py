@@ -107,6 +107,9 @@ def test_create_event_body(mock, client):
         ({"value": "12"}, "event.value"),
         ({"value": float("nan")}, "event.value"),
         ({"properties": ["a"]}, "event.properties"),
+        # The outbox's rules, for the client too: ISO 4217 codes, Klaviyo's string ids.
+        ({"value_currency": "dollars"}, "event.value_currency"),
+        ({"profile": {"id": 42}}, "profile.id"),
     ],
 )
 def test_create_event_rejects_bad_input_before_sending(mock, client, kwargs, field):

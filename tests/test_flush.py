@@ -902,6 +902,91 @@ def test_many_profile_upserts_are_sent_only_once_their_import_job_imported_them(
     assert (report.kinds["profile_upsert"].sent, report.kinds["profile_upsert"].dead) == (149, 1)
 
 
+def import_error(index: int, status: str, code: str, detail: str) -> dict[str, Any]:
+    return {
+        "type": "import-error",
+        "id": f"E{index}",
+        "attributes": {
+            "status": status,
+            "code": code,
+            "detail": detail,
+            "source": {"pointer": f"/data/attributes/profiles/data/{index}"},
+        },
+    }
+
+
+def finished_import_job(mocked: Any, errors: list[dict[str, Any]]) -> None:
+    mocked.add(responses.POST, BULK_IMPORT_URL, status=202, json=job("queued"))
+    mocked.add(responses.GET, url("/profile-bulk-import-jobs/JOB1"), json=job("complete"))
+    mocked.add(
+        responses.GET,
+        url("/profile-bulk-import-jobs/JOB1/import-errors"),
+        json={"data": errors, "links": {"next": None}},
+    )
+
+
+def test_an_import_jobs_transient_refusal_retries_only_that_profile_with_klaviyos_reason(
+    client, clock, mocked
+):
+    """One rule settles an accepted job's refusals: a transient one (5xx) is retried,
+    recording Klaviyo's own status and code; any other is dead; the rest are sent."""
+    finished_import_job(
+        mocked,
+        [
+            import_error(3, "503", "service_unavailable", "Try again later."),
+            import_error(5, "400", "invalid", "The email is suppressed."),
+        ],
+    )
+    rows = [
+        make_row(Kind.PROFILE_UPSERT, {"profile": {"email": f"c{i}@example.com"}})
+        for i in range(101)
+    ]
+
+    report = flush(client, clock)
+
+    transient = OutboxEvent.objects.get(pk=rows[3].pk)
+    assert transient.status == Status.RETRYING
+    assert (transient.last_error_status, transient.last_error_code) == (
+        503,
+        "service_unavailable",
+    )
+    refused = OutboxEvent.objects.get(pk=rows[5].pk)
+    assert (refused.status, refused.last_error_code) == (Status.DEAD, "invalid")
+    kind = report.kinds["profile_upsert"]
+    assert (kind.sent, kind.retrying, kind.dead) == (99, 1, 1)
+
+
+def test_list_add_settles_its_import_jobs_refusals_by_the_same_rule(client, clock, mocked):
+    """list_add imports profiles it has no Klaviyo id for: a transient refusal of one of
+    them retries its rows (not dead); a permanent one ends them."""
+    finished_import_job(
+        mocked,
+        [
+            import_error(0, "500", "server_error", "Something went wrong."),
+            import_error(1, "400", "invalid", "The email is suppressed."),
+        ],
+    )
+    mocked.add(
+        responses.GET,
+        url("/profiles"),
+        json={
+            "data": [{"type": "profile", "id": "ID2", "attributes": {"email": "p2@example.com"}}],
+            "links": {"next": None},
+        },
+    )
+    mocked.add(responses.POST, list_url("L1"), status=204)
+    rows = [
+        make_row(Kind.LIST_ADD, {"list_id": "L1", "profile": {"email": f"p{i}@example.com"}})
+        for i in range(3)
+    ]
+
+    flush(client, clock)
+
+    statuses = [OutboxEvent.objects.get(pk=r.pk).status for r in rows]
+    assert statuses == [Status.RETRYING, Status.DEAD, Status.SENT]
+    assert OutboxEvent.objects.get(pk=rows[0].pk).last_error_code == "server_error"
+
+
 def test_a_cancelled_import_job_retries_its_rows(client, clock, mocked):
     mocked.add(responses.POST, BULK_IMPORT_URL, status=202, json=job("queued"))
     mocked.add(responses.GET, url("/profile-bulk-import-jobs/JOB1"), json=job("cancelled"))

@@ -131,3 +131,44 @@ def test_two_flushers_with_a_short_lease_never_resend_what_the_other_still_holds
     assert sum(counts["bulk_import_profiles"].values()) == 2
     assert "create_or_update_profile" not in counts
     assert sum(counts["get_profiles"].values()) == 2  # one lookup of 100 emails per batch
+
+
+@pytest.mark.django_db
+def test_a_catalog_job_being_polled_keeps_its_rows_lease(monkeypatch) -> None:
+    """A catalog job may be polled for minutes (CATALOG_JOB_TIMEOUT): the lease of its
+    rows is renewed between polls, as between any two requests, so another flusher does
+    not reclaim (and re-send) them meanwhile."""
+    from django_klaviyo.client import KlaviyoClient, UnlimitedRateLimiter
+    from django_klaviyo.flush import lease
+
+    monkeypatch.setattr(lease, "RENEW_AFTER", 0.0)  # renew at every chance
+    clock = FakeClock()
+    row = make_row(
+        Kind.CATALOG_CATEGORY,
+        {"op": "upsert", "external_id": "kitchen", "create": True, "attributes": {"name": "K"}},
+    )
+    url = "https://a.klaviyo.com/api/catalog-category-bulk-create-jobs"
+    leased_at: list[Any] = []
+
+    def job(status: str) -> dict[str, Any]:
+        return {"data": {"type": "x", "id": "job-1", "attributes": {"status": status}}}
+
+    def poll(request: Any) -> tuple[int, dict, str]:
+        leased_at.append(OutboxEvent.objects.get(pk=row.pk).locked_at)
+        return 200, {}, json.dumps(job("processing" if len(leased_at) < 3 else "complete"))
+
+    with responses.RequestsMock() as mocked:
+        mocked.add(responses.POST, url, status=202, json=job("queued"))
+        mocked.add_callback(responses.GET, f"{url}/job-1", callback=poll)
+        flush_outbox(
+            client=KlaviyoClient(
+                rate_limiter=UnlimitedRateLimiter(), clock=clock.monotonic, sleep=clock.sleep
+            ),
+            clock=clock,
+            sleep=clock.sleep,
+        )
+
+    assert len(leased_at) == 3
+    assert leased_at == sorted(set(leased_at))  # renewed before every poll
+    row.refresh_from_db()
+    assert row.status == Status.SENT

@@ -242,6 +242,53 @@ def test_an_old_row_that_fails_the_rules_is_dead_with_the_reason_and_the_batch_g
     assert "time must be after 1990" in bad.last_error_detail
 
 
+def old_event_row(unique_id: str) -> OutboxEvent:
+    """A row written under older rules: cleaning it now changes it (the metric name and
+    the email lose their surrounding spaces)."""
+    return OutboxEvent.objects.create(
+        kind="event",
+        payload={"metric": " Viewed ", "profile": {"email": " ada@example.com "}},
+        metric=" Viewed ",
+        unique_id=unique_id,
+        profile_key=profile_key(PROFILE),
+        rules_version=0,
+    )
+
+
+@pytest.mark.django_db
+def test_an_old_row_cleaned_at_flush_is_saved_back_so_its_retries_take_it_as_it_is(
+    client, clock, mocked
+):
+    mocked.add(responses.POST, EVENTS_URL, status=503)
+    row = old_event_row("old")
+
+    flush(client, clock)
+
+    row.refresh_from_db()
+    assert row.status == Status.RETRYING
+    assert row.rules_version == rules.RULES_VERSION
+    assert row.payload["metric"] == row.metric == "Viewed"
+    assert row.payload["profile"] == PROFILE
+
+
+@pytest.mark.django_db
+def test_an_old_row_another_flusher_took_over_is_not_saved_back(client, clock, mocked):
+    """The cleaned payload is written with the outcomes, only for rows still held."""
+    row = old_event_row("taken")
+
+    def taken_over_meanwhile(request: Any) -> tuple[int, dict, str]:
+        OutboxEvent.objects.update(locked_by="other-host:2:abc", locked_at=clock.now)
+        return 503, {}, ""
+
+    mocked.add_callback(responses.POST, EVENTS_URL, callback=taken_over_meanwhile)
+
+    flush(client, clock)
+
+    row.refresh_from_db()
+    assert (row.status, row.locked_by) == (Status.SENDING, "other-host:2:abc")
+    assert (row.rules_version, row.metric) == (0, " Viewed ")
+
+
 # --- a retired revision warns, and stops nothing --------------------------------------
 
 

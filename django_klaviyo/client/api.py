@@ -1,7 +1,8 @@
 """``KlaviyoClient``: one method per Klaviyo operation (revision 2026-07-15).
 
-Every method validates its input (identifiers, limits, shapes) before anything is sent,
-builds the body with ``django_klaviyo.payloads`` and sends it through the transport,
+Every method validates its input before anything is sent, with the same rules that
+check outbox rows (``django_klaviyo.rules``, applied by ``django_klaviyo.payloads`` as it
+builds the body), and sends the body through the transport,
 which rate-limits and retries. Each docstring states whether the request is idempotent,
 i.e. whether it is sent again after an answer was lost (read timeout, dropped
 connection, 500/502/504): see ``transport`` for the policy.
@@ -14,13 +15,13 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
-from urllib.parse import quote
 
 import requests
 
 from django_klaviyo import limits, payloads
+from django_klaviyo.client.account import AccountMethods, path_segment
 from django_klaviyo.client.catalog import CatalogMethods
-from django_klaviyo.client.filters import Filter, and_, any_, equals
+from django_klaviyo.client.filters import any_, equals
 from django_klaviyo.client.pagination import collection_params, iterate
 from django_klaviyo.client.ratelimit import RateLimiter, account_scope
 from django_klaviyo.client.transport import DEFAULT_MAX_WAIT, RandomSource, Transport
@@ -28,7 +29,6 @@ from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoError, KlaviyoValidationError
 from django_klaviyo.identifiers import normalize_email, normalize_phone_number
 
-CAMPAIGN_CHANNELS = ("email", "sms", "mobile_push")
 BULK_IMPORT_DONE = ("complete", "cancelled")
 
 
@@ -40,30 +40,12 @@ class BulkImportTimeout(KlaviyoError, TimeoutError):
         self.job = dict(job or {})
 
 
-def _segment(value: Any, field: str) -> str:
-    """A path segment: non-empty, and quoted so an id cannot reach another path."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = str(value)
-    if not isinstance(value, str) or not value.strip():
-        raise KlaviyoValidationError(f"{field} must be a non-empty string.", field=field)
-    return quote(value, safe="")
-
-
 def _empty_batch(items: Any) -> bool:
     """An empty list or tuple: nothing to send (other bad input is validated later)."""
     return isinstance(items, (list, tuple)) and not items
 
 
-def _filter_text(value: Filter | str | None) -> Filter | str | None:
-    if value is not None and not isinstance(value, (Filter, str)):
-        raise KlaviyoValidationError(
-            "filter must be built with django_klaviyo.client.filters (or be a string).",
-            field="filter",
-        )
-    return value
-
-
-class KlaviyoClient(CatalogMethods):
+class KlaviyoClient(AccountMethods, CatalogMethods):
     """Klaviyo's server API for django-klaviyo. Every ``None`` argument falls back to the
     settings (``klaviyo_settings``); ``clock``/``sleep``/``random`` are injectable so that
     tests run without real waiting. The client never imports models."""
@@ -263,7 +245,7 @@ class KlaviyoClient(CatalogMethods):
         include: Iterable[str] | None = None,
     ) -> dict[str, Any]:
         """``GET /api/profiles/{id}``; ``additional_fields`` e.g. ``("subscriptions",)``."""
-        path = f"/api/profiles/{_segment(profile_id, 'profile_id')}"
+        path = f"/api/profiles/{path_segment(profile_id, 'profile_id')}"
         extra = list(additional_fields)
         params = collection_params(
             fields={"profile": fields} if fields else None,
@@ -330,7 +312,7 @@ class KlaviyoClient(CatalogMethods):
         """``PATCH /api/profiles/{id}``: a partial update (``None`` clears a field).
         Idempotent: the same PATCH twice leaves the same profile."""
         body = payloads.profile_update_body(profile_id, attributes)
-        path = f"/api/profiles/{_segment(profile_id, 'profile_id')}"
+        path = f"/api/profiles/{path_segment(profile_id, 'profile_id')}"
         return self._data(self._send("update_profile", "PATCH", path, body=body, idempotent=True))
 
     def bulk_import_profiles(
@@ -353,7 +335,7 @@ class KlaviyoClient(CatalogMethods):
 
     def get_bulk_import_job(self, job_id: str) -> dict[str, Any]:
         """``GET /api/profile-bulk-import-jobs/{job_id}``."""
-        path = f"/api/profile-bulk-import-jobs/{_segment(job_id, 'job_id')}"
+        path = f"/api/profile-bulk-import-jobs/{path_segment(job_id, 'job_id')}"
         return self._data(
             self._transport.request("get_bulk_import_profiles_job", "GET", path, idempotent=True)
         )
@@ -379,7 +361,7 @@ class KlaviyoClient(CatalogMethods):
 
     def get_bulk_import_errors(self, job_id: str) -> list[dict[str, Any]]:
         """Every import error of a job (``GET .../import-errors``, all pages)."""
-        path = f"/api/profile-bulk-import-jobs/{_segment(job_id, 'job_id')}/import-errors"
+        path = f"/api/profile-bulk-import-jobs/{path_segment(job_id, 'job_id')}/import-errors"
         params = collection_params(page_size=100, max_page_size=100)
         return list(self._collection("get_errors_for_bulk_import_profiles_job", path, params))
 
@@ -431,170 +413,6 @@ class KlaviyoClient(CatalogMethods):
             body=body,
             idempotent=True,
         )
-
-    # -- lists ------------------------------------------------------------------------
-
-    def _list_relationship(
-        self, operation: str, method: str, list_id: str, profile_ids: Iterable[str]
-    ) -> None:
-        body = payloads.list_relationship_body(profile_ids)
-        if not body["data"]:
-            return
-        path = f"/api/lists/{_segment(list_id, 'list_id')}/relationships/profiles"
-        self._send(operation, method, path, body=body, idempotent=True)
-
-    def add_profiles_to_list(self, list_id: str, profile_ids: Iterable[str]) -> None:
-        """``POST /api/lists/{id}/relationships/profiles`` (at most 1000 ids). Idempotent:
-        membership is a set. Does not give consent (use subscribe_profiles)."""
-        self._list_relationship("add_profiles_to_list", "POST", list_id, profile_ids)
-
-    def remove_profiles_from_list(self, list_id: str, profile_ids: Iterable[str]) -> None:
-        """``DELETE /api/lists/{id}/relationships/profiles`` (at most 1000 ids). Idempotent."""
-        self._list_relationship("remove_profiles_from_list", "DELETE", list_id, profile_ids)
-
-    def create_list(self, name: str, *, opt_in_process: str | None = None) -> dict[str, Any]:
-        """``POST /api/lists``. NOT idempotent (list names are not unique, so a repeat
-        after a lost answer could make a second list; Klaviyo also caps lists at 150/day)."""
-        body = payloads.create_list_body(name, opt_in_process=opt_in_process)
-        return self._data(
-            self._send("create_list", "POST", "/api/lists", body=body, idempotent=False)
-        )
-
-    def get_lists(
-        self,
-        *,
-        filter: Filter | str | None = None,
-        sort: str | None = None,
-        fields: Iterable[str] | None = None,
-        include: Iterable[str] | None = None,
-        page_size: int | None = None,
-    ) -> Iterator[dict[str, Any]]:
-        """``GET /api/lists``, all pages (page_size at most 10)."""
-        params = collection_params(
-            filter=_filter_text(filter),
-            sort=sort,
-            fields={"list": fields} if fields else None,
-            include=include,
-            page_size=page_size,
-            max_page_size=10,
-        )
-        return self._collection("get_lists", "/api/lists", params)
-
-    def get_list_profiles(
-        self,
-        list_id: str,
-        *,
-        filter: Filter | str | None = None,
-        sort: str | None = None,
-        fields: Iterable[str] | None = None,
-        page_size: int | None = 100,
-    ) -> Iterator[dict[str, Any]]:
-        """``GET /api/lists/{id}/profiles``, all pages (page_size at most 100)."""
-        path = f"/api/lists/{_segment(list_id, 'list_id')}/profiles"
-        params = collection_params(
-            filter=_filter_text(filter),
-            sort=sort,
-            fields={"profile": fields} if fields else None,
-            page_size=page_size,
-            max_page_size=100,
-        )
-        return self._collection("get_profiles_for_list", path, params)
-
-    # -- campaigns and flows ----------------------------------------------------------
-
-    def get_campaigns(
-        self,
-        *,
-        channel: str = "email",
-        filter: Filter | None = None,
-        sort: str | None = None,
-        fields: Iterable[str] | None = None,
-        include: Iterable[str] | None = None,
-        page_size: int | None = None,
-    ) -> Iterator[dict[str, Any]]:
-        """``GET /api/campaigns`` of one channel (Klaviyo requires the channel filter);
-        an extra ``filter`` is ANDed to it."""
-        if channel not in CAMPAIGN_CHANNELS:
-            raise KlaviyoValidationError(
-                f"channel must be one of {', '.join(CAMPAIGN_CHANNELS)}, not {channel!r}.",
-                field="channel",
-            )
-        if filter is not None and not isinstance(filter, Filter):
-            raise KlaviyoValidationError(
-                "get_campaigns combines filters built with django_klaviyo.client.filters.",
-                field="filter",
-            )
-        channel_filter = equals("messages.channel", channel)
-        combined = and_(channel_filter, filter) if filter is not None else channel_filter
-        params = collection_params(
-            filter=combined,
-            sort=sort,
-            fields={"campaign": fields} if fields else None,
-            include=include,
-            page_size=page_size,
-            max_page_size=100,
-        )
-        return self._collection("get_campaigns", "/api/campaigns", params)
-
-    def get_flows(
-        self,
-        *,
-        filter: Filter | str | None = None,
-        sort: str | None = None,
-        fields: Iterable[str] | None = None,
-        include: Iterable[str] | None = None,
-        page_size: int | None = None,
-    ) -> Iterator[dict[str, Any]]:
-        """``GET /api/flows``, all pages (page_size at most 50)."""
-        params = collection_params(
-            filter=_filter_text(filter),
-            sort=sort,
-            fields={"flow": fields} if fields else None,
-            include=include,
-            page_size=page_size,
-            max_page_size=50,
-        )
-        return self._collection("get_flows", "/api/flows", params)
-
-    # -- webhooks ---------------------------------------------------------------------
-
-    def create_webhook(
-        self,
-        *,
-        name: str,
-        endpoint_url: str,
-        secret_key: str,
-        topics: Iterable[str],
-        description: str | None = None,
-    ) -> dict[str, Any]:
-        """``POST /api/webhooks``. NOT idempotent: a repeat after a lost answer would
-        register a second webhook and double every delivery."""
-        body = payloads.create_webhook_body(
-            name=name,
-            endpoint_url=endpoint_url,
-            secret_key=secret_key,
-            topics=topics,
-            description=description,
-        )
-        return self._data(
-            self._send("create_webhook", "POST", "/api/webhooks", body=body, idempotent=False)
-        )
-
-    def get_webhooks(self, *, include: Iterable[str] | None = None) -> Iterator[dict[str, Any]]:
-        """``GET /api/webhooks`` (cursor pages only)."""
-        return self._collection("get_webhooks", "/api/webhooks", collection_params(include=include))
-
-    def get_webhook(self, webhook_id: str) -> dict[str, Any]:
-        path = f"/api/webhooks/{_segment(webhook_id, 'webhook_id')}"
-        return self._data(self._transport.request("get_webhook", "GET", path, idempotent=True))
-
-    def delete_webhook(self, webhook_id: str) -> None:
-        """``DELETE /api/webhooks/{id}``. Idempotent in effect (a repeat may answer 404)."""
-        path = f"/api/webhooks/{_segment(webhook_id, 'webhook_id')}"
-        self._transport.request("delete_webhook", "DELETE", path, idempotent=True)
-
-    def get_webhook_topics(self) -> Iterator[dict[str, Any]]:
-        return self._collection("get_webhook_topics", "/api/webhook-topics", None)
 
     # -- data privacy -----------------------------------------------------------------
 

@@ -9,7 +9,7 @@ commands and the tests share them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -202,7 +202,14 @@ class CatalogMethods:
             self._transport.request(_JOB_GET[(kind, op)], "GET", path, idempotent=True)
         )
 
-    def _wait(self, fetch: Any, job: dict[str, Any], timeout: float, poll: float) -> dict[str, Any]:
+    def _wait(
+        self,
+        fetch: Any,
+        job: dict[str, Any],
+        timeout: float,
+        poll: float,
+        between_polls: Callable[[], None] | None = None,
+    ) -> dict[str, Any]:
         deadline = self.clock() + timeout  # type: ignore[attr-defined]
         while job_status(job) not in JOB_DONE:
             remaining = deadline - self.clock()  # type: ignore[attr-defined]
@@ -212,6 +219,8 @@ class CatalogMethods:
                     job=job,
                 )
             self.sleep(min(poll, remaining))  # type: ignore[attr-defined]
+            if between_polls is not None:
+                between_polls()
             job = fetch(str(job.get("id")))
         return job
 
@@ -223,12 +232,18 @@ class CatalogMethods:
         *,
         timeout: float = 300.0,
         poll_interval: float = 2.0,
+        between_polls: Callable[[], None] | None = None,
     ) -> dict[str, Any]:
         """Start a catalog job and poll it until it is complete or cancelled; raise
-        ``CatalogJobTimeout`` (retryable) after ``timeout`` seconds of the client's clock."""
+        ``CatalogJobTimeout`` (retryable) after ``timeout`` seconds of the client's clock.
+        ``between_polls`` runs before each poll (the flusher renews its lease there)."""
         job = self.start_catalog_job(kind, op, resources)
         return self._wait(
-            lambda job_id: self.get_catalog_job(kind, op, job_id), job, timeout, poll_interval
+            lambda job_id: self.get_catalog_job(kind, op, job_id),
+            job,
+            timeout,
+            poll_interval,
+            between_polls,
         )
 
     def create_back_in_stock_subscription(
@@ -292,8 +307,10 @@ class CatalogMethods:
         *,
         timeout: float = 300.0,
         poll_interval: float = 2.0,
+        between_polls: Callable[[], None] | None = None,
     ) -> dict[str, Any]:
-        """``POST /api/coupon-code-bulk-create-jobs`` (at most 1,000 codes), then poll."""
+        """``POST /api/coupon-code-bulk-create-jobs`` (at most 1,000 codes), then poll
+        (``between_polls``: as for ``run_catalog_job``)."""
         job = self._data(  # type: ignore[attr-defined]
             self._send(  # type: ignore[attr-defined]
                 "bulk_create_coupon_codes",
@@ -305,7 +322,7 @@ class CatalogMethods:
                 what="The coupon code job",
             )
         )
-        job = self._wait(self.get_coupon_code_job, job, timeout, poll_interval)
+        job = self._wait(self.get_coupon_code_job, job, timeout, poll_interval, between_polls)
         if "included" not in job:  # done at once: fetch it for the codes' ids and status
             job = self.get_coupon_code_job(str(job.get("id")))
         return job

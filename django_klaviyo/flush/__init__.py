@@ -35,10 +35,11 @@ profiles Klaviyo confirms are on the list (see ``senders/unsubscribe.py``).
 
 The package, one concern per module: ``claim`` leases due rows; ``lease`` keeps them;
 ``senders/`` holds one module per outbox kind that turns claimed rows into Klaviyo
-requests (``senders/imports`` handles profiles in bulk); ``outcomes`` decides what a
-failure means for a row; ``loop`` is the ``Flusher`` (batches, delivery); ``record``
-writes the outcomes; ``outages`` rides out database and network outages; ``plan`` is the
-dry run; ``report`` is what a run reports.
+requests and settles each row of an accepted one (``senders/imports`` handles profiles
+in bulk); ``outcomes`` decides what a failure means for a row; ``loop`` is the
+``Flusher`` (the run: batches, idling, stopping); ``deliver`` sends one batch, kind by
+kind; ``record`` writes the outcomes; ``outages`` rides out database and network
+outages; ``plan`` is the dry run; ``report`` is what a run reports.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The run loop: claim a batch, hand each kind to its sender, deliver, write outcomes."""
+"""The run loop: claim a batch, send it (``deliver``), write its outcomes (``record``);
+idle, stop, ride out outages and keep the lease in between."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import logging
 import random
 import threading
 import time
-from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,60 +22,25 @@ from django.utils import timezone
 
 from django_klaviyo.client import KlaviyoClient
 from django_klaviyo.conf import klaviyo_settings
-from django_klaviyo.exceptions import (
-    KlaviyoAuthError,
-    KlaviyoError,
-    KlaviyoPermissionError,
-    KlaviyoTransportError,
-    KlaviyoValidationError,
-)
-from django_klaviyo.flush.claim import (
-    ClaimedRow,
-    claim_batch,
-    make_owner,
-    reclaim_expired_leases,
-)
+from django_klaviyo.exceptions import KlaviyoAuthError, KlaviyoValidationError
+from django_klaviyo.flush.claim import claim_batch, make_owner, reclaim_expired_leases
+from django_klaviyo.flush.deliver import send_batch
 from django_klaviyo.flush.lease import Lease
-from django_klaviyo.flush.outages import Outage, Unreachable, missing_scope_info
-from django_klaviyo.flush.outcomes import ErrorInfo, Outcomes, error_info, is_retryable, splittable
+from django_klaviyo.flush.outages import Outage, Unreachable
+from django_klaviyo.flush.outcomes import Outcomes
 from django_klaviyo.flush.plan import plan_due
 from django_klaviyo.flush.record import record_outcomes
 from django_klaviyo.flush.report import FlushAborted, FlushReport, StopSignal
-from django_klaviyo.flush.senders import Request, Sender, make_senders, prepare_rows
+from django_klaviyo.flush.senders import make_senders
 from django_klaviyo.models import OutboxEvent
 
 logger = logging.getLogger("django_klaviyo.flush")
 
 Kind = OutboxEvent.Kind
-Status = OutboxEvent.Status
 
-# Extra requests one rejected request may cost while isolating its bad rows.
-SPLIT_BUDGET = 64
 # The longest the flusher's client waits for the local rate limit before it hands the
 # request back (rescheduled, uncounted): short, so a stop request is honoured promptly.
 CLIENT_MAX_WAIT = 5.0
-# Rows of a kind whose endpoint the key may not use wait this long before they try again.
-MISSING_SCOPE_HOLD_SECONDS = 300.0
-
-# Upserts go first so later kinds find the Klaviyo ids they learn; deletions go last
-# so nothing in the same batch re-creates a profile that is being erased.
-KIND_ORDER = (
-    Kind.PROFILE_UPSERT,
-    Kind.LIST_ADD,
-    Kind.LIST_REMOVE,
-    Kind.SUBSCRIBE,
-    Kind.UNSUBSCRIBE,
-    # The catalog before the subscriptions naming its variants.
-    Kind.CATALOG_CATEGORY,
-    Kind.CATALOG_ITEM,
-    Kind.CATALOG_VARIANT,
-    Kind.BACK_IN_STOCK,
-    # A coupon before its codes.
-    Kind.COUPON,
-    Kind.COUPON_CODE,
-    Kind.EVENT,
-    Kind.PROFILE_DELETION,
-)
 
 
 def get_client() -> KlaviyoClient:
@@ -281,7 +246,7 @@ class Flusher:
         self.lease = Lease(rows, owner=self.owner, using=self.using, clock=self.clock)
         outcomes = Outcomes()
         try:
-            self._send(rows, outcomes)
+            send_batch(self, rows, outcomes)
         except KlaviyoAuthError as err:
             # Nothing unsent counts as an attempt: the key is the problem, not the rows.
             outcomes.mark_release(rows)
@@ -308,164 +273,6 @@ class Flusher:
         self._persist(outcomes, claimed=len(rows))
         return len(rows)
 
-    def _send(self, rows: list[ClaimedRow], outcomes: Outcomes) -> None:
-        by_kind: dict[str, list[ClaimedRow]] = defaultdict(list)
-        for row in rows:
-            by_kind[row.kind].append(row)
-        for kind in KIND_ORDER:
-            if kind not in by_kind:
-                continue
-            kind_rows = by_kind.pop(kind)
-            if self.stopping():
-                continue  # released by flush_batch, uncounted
-            sender = self.senders[kind]
-            ready, invalid = prepare_rows(sender, kind_rows)
-            for row, info in invalid:
-                outcomes.mark_dead([row], info)
-            try:
-                ready = sender.resolve(self, ready, outcomes)
-                self._deliver(sender, sender.plan(ready), outcomes)
-            except KlaviyoPermissionError as err:
-                # The key lacks a scope this kind's endpoint needs: only this kind waits.
-                until = self.clock() + timedelta(seconds=MISSING_SCOPE_HOLD_SECONDS)
-                outcomes.mark_hold(kind_rows, until, missing_scope_info(err))
-        for kind, leftover in by_kind.items():  # a kind this version does not know
-            outcomes.mark_dead(leftover, ErrorInfo(None, "unknown_kind", f"Unknown kind {kind!r}."))
-
-    def _still_held(self, sender: Sender, request: Request) -> list[Request]:
-        """``request``, or its rows this flusher still holds re-planned (none: [])."""
-        lease = self.lease
-        if lease is None:
-            return [request]
-        lease.keep()
-        if all(lease.holds(r) for r in request.rows):
-            return [request]
-        if request.parts is not None:
-            return []
-        return sender.plan([r for r in request.rows if lease.holds(r)])
-
-    def _deliver(self, sender: Sender, requests: list[Request], outcomes: Outcomes) -> None:
-        queue = deque(requests)
-        budget = SPLIT_BUDGET
-        while queue:
-            if self.stopping():
-                return  # the rest is released uncounted (flush_batch)
-            request = queue.popleft()
-            if request.parts is not None and request.rows[0].pk in outcomes.decided:
-                continue  # an earlier part of this row failed: the row is retried whole
-            held = self._still_held(sender, request)
-            if len(held) != 1 or held[0] is not request:
-                queue.extendleft(reversed(held))
-                continue
-            self.report.requests += 1
-            try:
-                result = sender.send(self.client, request)
-            except KlaviyoAuthError:
-                raise
-            except KlaviyoError as err:
-                if _not_attempted(err):
-                    # Nothing reached Klaviyo (local rate limit, network down): the rows
-                    # wait, uncounted, and so does the rest of this kind.
-                    failures = self.unreachable.failed(err)
-                    until = self.retry_at(failures, getattr(err, "retry_after", None))
-                    outcomes.mark_release(request.rows, until)
-                    for rest in queue:
-                        outcomes.mark_release(rest.rows, until)
-                    return
-                if is_retryable(err):
-                    outcomes.mark_retry(request.rows, err)
-                    # The endpoint is throttled or failing: the rest waits, uncounted.
-                    until = self.retry_at(1, getattr(err, "retry_after", None))
-                    for rest in queue:
-                        outcomes.mark_release(rest.rows, until)
-                    return
-                located = sender.locate(err, request)
-                if located:
-                    for row, info in located.values():
-                        outcomes.mark_dead([row], info)
-                    remaining = [r for r in request.rows if r.pk not in located]
-                    if remaining and budget > 0:
-                        budget -= 1
-                        queue.extendleft(reversed(sender.plan(remaining)))
-                    elif remaining:
-                        outcomes.mark_retry(remaining, err)
-                    continue
-                if splittable(err) and len(request.rows) > 1:
-                    budget = self._split(sender, request, err, queue, outcomes, budget)
-                    continue
-                outcomes.mark_dead(request.rows, error_info(err))
-            except (OperationalError, InterfaceError):
-                raise
-            except Exception as exc:
-                # Not Klaviyo's answer: building or encoding the request failed (a payload
-                # the rules never saw, a bug). Isolate the row(s) and dead-letter them.
-                logger.warning("Building a %s request failed: %r", sender.kind, exc)
-                if len(request.rows) > 1:
-                    budget = self._split(sender, request, exc, queue, outcomes, budget)
-                    continue
-                outcomes.mark_dead(request.rows, _unexpected(exc))
-            else:
-                self.unreachable.ended()
-                if request.parts is not None:
-                    request.parts.remaining -= 1
-                    if request.parts.remaining:
-                        continue  # sent once every part is accepted
-                accepted = self._settle(sender, request, result, outcomes)
-                # A catalog job's per-item errors name their rows directly.
-                refused = (sender.rejected(request, result) or {}).values()
-                for row, info in refused:
-                    outcomes.mark_dead([row], info)
-                refused_pks = {row.pk for row, _ in refused}
-                outcomes.mark_sent([r for r in accepted if r.pk not in refused_pks])
-                try:
-                    sender.succeeded(request, result, self.clock())
-                except (OperationalError, InterfaceError):
-                    raise
-                except Exception:
-                    logger.exception(
-                        "Updating the local mirror after a %s request failed.", sender.kind
-                    )
-
-    def _split(
-        self,
-        sender: Sender,
-        request: Request,
-        err: BaseException,
-        queue: deque[Request],
-        outcomes: Outcomes,
-        budget: int,
-    ) -> int:
-        if budget >= 2:
-            half = len(request.rows) // 2
-            halves = sender.plan(request.rows[:half]) + sender.plan(request.rows[half:])
-            queue.extendleft(reversed(halves))
-            return budget - 2
-        # Could not isolate the bad rows in this run; try again later.
-        if isinstance(err, KlaviyoError):
-            outcomes.mark_retry(request.rows, err)
-        else:
-            outcomes.mark_retry(request.rows, KlaviyoValidationError(str(_unexpected(err).detail)))
-        return budget
-
-    def _settle(
-        self, sender: Sender, request: Request, result: Any, outcomes: Outcomes
-    ) -> list[ClaimedRow]:
-        """The rows of an accepted request that Klaviyo really took; the others (an
-        import job's per-profile errors) are dead, or retried when the error is."""
-        failures = sender.failures(request, result)
-        if not failures:
-            return request.rows
-        failed: set[Any] = set()
-        for rows, info in zip(request.index, failures, strict=False):
-            if info is None:
-                continue
-            failed.update(r.pk for r in rows)
-            if info.status is not None and (info.status == 429 or info.status >= 500):
-                outcomes.mark_retry(rows, KlaviyoValidationError(info.detail))
-            else:
-                outcomes.mark_dead(rows, info)
-        return [r for r in request.rows if r.pk not in failed]
-
     # -- marking -------------------------------------------------------------------------
 
     def _persist(self, outcomes: Outcomes, claimed: int | None = None) -> None:
@@ -480,21 +287,6 @@ class Flusher:
         """Count what a flush would send now, claiming nothing (see ``plan``)."""
         self.report = plan_due(self)
         return self.report
-
-
-def _not_attempted(err: KlaviyoError) -> bool:
-    """Nothing reached Klaviyo: the local rate limit said wait, or no connection."""
-    if isinstance(err, KlaviyoTransportError):
-        return err.nothing_sent
-    return getattr(err, "code", None) == "client_rate_limited"
-
-
-def _unexpected(exc: BaseException) -> ErrorInfo:
-    return ErrorInfo(
-        None,
-        "invalid_payload",
-        f"The request could not be built: {type(exc).__name__}: {exc}"[:2000],
-    )
 
 
 def flush_outbox(

@@ -4,7 +4,9 @@
 - retryable failure (429, 5xx, transport, ``error.retryable``): ``retrying`` with
   back-off, ``dead`` after MAX_ATTEMPTS (decided when the outcomes are written);
 - an error naming items (``locate_rows``): only their rows are ``dead``;
-- other client errors: ``dead`` with Klaviyo's status, code and detail.
+- other client errors: ``dead`` with Klaviyo's status, code and detail;
+- an accepted request that still refused some rows (an import or catalog job's per-item
+  errors): each row is settled on its own (``RowOutcome``, ``refused``).
 """
 
 from __future__ import annotations
@@ -87,6 +89,38 @@ def splittable(err: BaseException) -> bool:
     return isinstance(err, KlaviyoAPIError) and err.status in (400, 413, 422)
 
 
+def transient(status: int | None) -> bool:
+    """A status Klaviyo gives to what may succeed later: throttled (429) or failing (5xx)."""
+    return status is not None and (status == 429 or status >= 500)
+
+
+SENT, RETRY, DEAD = "sent", "retry", "dead"
+
+
+@dataclass(frozen=True)
+class RowOutcome:
+    """What an accepted request did for one of its rows: ``sent``, or refused with
+    ``info`` and then ``retry`` (transient) or ``dead``."""
+
+    row: ClaimedRow
+    fate: str = SENT
+    info: ErrorInfo | None = None
+
+
+def refused(row: ClaimedRow, info: ErrorInfo) -> RowOutcome:
+    """A row an accepted request still refused: retried when Klaviyo's status for it is
+    transient (``transient``), else dead with the reason."""
+    return RowOutcome(row, RETRY if transient(info.status) else DEAD, info)
+
+
+def per_row(
+    rows: Iterable[ClaimedRow], refusals: Mapping[Any, ErrorInfo] | None
+) -> list[RowOutcome]:
+    """``rows`` settled from the refusals of a job, by row pk (the others were taken)."""
+    refusals = refusals or {}
+    return [refused(r, refusals[r.pk]) if r.pk in refusals else RowOutcome(r) for r in rows]
+
+
 @dataclass
 class _Retry:
     rows: list[ClaimedRow]
@@ -107,6 +141,9 @@ class Outcomes:
     # recorded (e.g. the API key lacks a scope its endpoint needs).
     hold: list[tuple[ClaimedRow, datetime, ErrorInfo]] = field(default_factory=list)
     decided: set[Any] = field(default_factory=set)
+    # Rows of an older rules version cleaned for this batch: saved back with the
+    # outcomes when they go back to the queue, so a retry takes them as they are.
+    recleaned: list[ClaimedRow] = field(default_factory=list)
 
     def _take(self, rows: Iterable[ClaimedRow]) -> list[ClaimedRow]:
         taken = [r for r in rows if r.pk not in self.decided]
@@ -119,9 +156,12 @@ class Outcomes:
     def mark_dead(self, rows: Iterable[ClaimedRow], info: ErrorInfo) -> None:
         self.dead.extend((r, info) for r in self._take(rows))
 
-    def mark_retry(self, rows: Iterable[ClaimedRow], err: BaseException) -> None:
+    def mark_retry(self, rows: Iterable[ClaimedRow], err: BaseException | ErrorInfo) -> None:
         taken = self._take(rows)
         if taken:
+            if isinstance(err, ErrorInfo):
+                self.retry.append(_Retry(taken, err, 0.0))
+                return
             retry_after = float(getattr(err, "retry_after", None) or 0.0)
             self.retry.append(_Retry(taken, error_info(err), retry_after))
 
@@ -130,6 +170,18 @@ class Outcomes:
 
     def mark_hold(self, rows: Iterable[ClaimedRow], until: datetime, info: ErrorInfo) -> None:
         self.hold.extend((r, until, info) for r in self._take(rows))
+
+    def settle(self, settled: Iterable[RowOutcome]) -> None:
+        """Record what an accepted request did for each of its rows."""
+        sent = []
+        for outcome in settled:
+            if outcome.fate == SENT or outcome.info is None:
+                sent.append(outcome.row)
+            elif outcome.fate == RETRY:
+                self.mark_retry([outcome.row], outcome.info)
+            else:
+                self.mark_dead([outcome.row], outcome.info)
+        self.mark_sent(sent)
 
     def only(self, held: set[Any]) -> None:
         """Keep only the outcomes of rows in ``held`` (rows this flusher still leases)."""
@@ -140,6 +192,7 @@ class Outcomes:
         self.retry = [r for r in self.retry if r.rows]
         self.release = [(r, u) for r, u in self.release if r.pk in held]
         self.hold = [(r, u, i) for r, u, i in self.hold if r.pk in held]
+        self.recleaned = [r for r in self.recleaned if r.pk in held]
 
 
 def fail(rows: list[ClaimedRow], err: BaseException, outcomes: Outcomes) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +17,7 @@ from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.flush.claim import IN_CHUNK, ClaimedRow, chunks
 from django_klaviyo.flush.outcomes import ErrorInfo, Outcomes
 from django_klaviyo.flush.report import FlushAborted
+from django_klaviyo.identifiers import profile_key
 from django_klaviyo.models import OutboxEvent
 
 if TYPE_CHECKING:
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("django_klaviyo.flush")
 
+Kind = OutboxEvent.Kind
 Status = OutboxEvent.Status
 
 
@@ -93,6 +95,20 @@ def _write(
         if lost:
             claimed = None  # "the sent ones are the rest" no longer holds
     lease_cleared = {"locked_at": None, "locked_by": "", "updated_at": now}
+    # A row cleaned under the current rules this time, and going back to the queue, is
+    # saved so that its next attempt does not clean it again (sent and dead rows never
+    # have one: they are not written again).
+    finished = {row.pk for row in outcomes.sent} | {row.pk for row, _ in outcomes.dead}
+    for row in outcomes.recleaned:
+        if row.pk in finished:
+            continue
+        profile = row.payload.get("profile")
+        mine.filter(pk=row.pk).update(
+            payload=row.payload,
+            metric=row.payload.get("metric", "") if row.kind == Kind.EVENT else "",
+            profile_key=(profile_key(profile) if isinstance(profile, Mapping) else "")[:320],
+            rules_version=row.rules_version,
+        )
 
     def update(rows: Sequence[ClaimedRow], **values: Any) -> int:
         done = 0

@@ -84,11 +84,12 @@ def _reason(row: ClaimedRow, exc: BaseException) -> str:
 
 
 def prepare_rows(
-    sender: Sender, rows: list[ClaimedRow]
+    sender: Sender, rows: list[ClaimedRow], recleaned: list[ClaimedRow] | None = None
 ) -> tuple[list[ClaimedRow], list[tuple[ClaimedRow, ErrorInfo]]]:
     """Hand each row to its sender. Rows of the current rules version were cleaned when
     written and are taken as they are; a row of another version (older, or written by
-    hand) is cleaned once here, and dead-lettered with the reason if it fails."""
+    hand) is cleaned once here (and added to ``recleaned``, to be saved back), and
+    dead-lettered with the reason if it fails."""
     ready, invalid = [], []
     for row in rows:
         if row.load_error:
@@ -99,12 +100,15 @@ def prepare_rows(
                 )
             )
             continue
+        old = row.rules_version != rules.RULES_VERSION
         try:
-            if row.rules_version != rules.RULES_VERSION:
+            if old:
                 reclean(row)
             row.flush_item = sender.prepare(row)
         except Exception as exc:
             invalid.append((row, ErrorInfo(None, "invalid_payload", _reason(row, exc)[:2000])))
         else:
             ready.append(row)
+            if old and recleaned is not None:
+                recleaned.append(row)
     return ready, invalid

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from django_klaviyo import limits
 from django_klaviyo.exceptions import KlaviyoError
 from django_klaviyo.flush.claim import ClaimedRow
-from django_klaviyo.flush.outcomes import ErrorInfo, Located, Outcomes
+from django_klaviyo.flush.outcomes import ErrorInfo, Located, Outcomes, RowOutcome
 
 if TYPE_CHECKING:
     from django_klaviyo.flush.loop import Flusher
@@ -100,14 +100,12 @@ class Sender:
     def locate(self, err: KlaviyoError, request: Request) -> Located | None:
         return None
 
-    def failures(self, request: Request, result: Any) -> list[Any] | None:
-        """Per item of an accepted request, None or the ErrorInfo of an item Klaviyo did
-        not take after all (an import job's errors); None when all were taken."""
-        return None
-
-    def rejected(self, request: Request, result: Any) -> Located | None:
-        """Rows an accepted request still failed, by row (a catalog job's per-item errors)."""
-        return None
+    def settle(self, request: Request, result: Any) -> list[RowOutcome]:
+        """What an accepted request did for each of its rows (``result``: what ``send``
+        returned). Every row was taken unless the sender knows better: an import or
+        catalog job reports the items it refused after accepting the request
+        (``outcomes.refused``, ``outcomes.per_row``)."""
+        return [RowOutcome(row) for row in request.rows]
 
     def succeeded(self, request: Request, result: Any, now: datetime) -> None:
         return None

@@ -28,9 +28,11 @@ from django_klaviyo.flush.outcomes import (
     ErrorInfo,
     Located,
     Outcomes,
+    RowOutcome,
     error_info,
     is_retryable,
     locate_rows,
+    per_row,
 )
 from django_klaviyo.flush.senders.base import Request, Sender
 from django_klaviyo.models import OutboxEvent
@@ -179,6 +181,8 @@ class CatalogSender(Sender):
             body,
             timeout=float(klaviyo_settings.CATALOG_JOB_TIMEOUT),
             poll_interval=float(klaviyo_settings.CATALOG_JOB_POLL_SECONDS),
+            # A job may run for minutes: the rows' lease is kept between polls.
+            between_polls=self.flusher.lease_keep if self.flusher is not None else None,
         )
         if job_status(job) == "cancelled":
             raise CatalogJobCancelled(f"Klaviyo cancelled catalog {self.noun} job {job.get('id')}.")
@@ -189,6 +193,8 @@ class CatalogSender(Sender):
         failed: dict[Any, ErrorInfo] = {}
         op, rows, body = request.key, request.rows, request.body
         for attempt in range(2):
+            if attempt and self.flusher is not None:
+                self.flusher.lease_keep()  # between the two jobs, as between any requests
             try:
                 job = self._run(client, op, body)
             except KlaviyoError as err:
@@ -252,11 +258,9 @@ class CatalogSender(Sender):
         """A refused job request whose errors point at resources: only their rows die."""
         return locate_rows(err, request.index, pointer=_POINTER, field=_FIELD)
 
-    def rejected(self, request: Request, result: Any) -> Located | None:
-        if not result:
-            return None
-        by_pk = {row.pk: row for row in request.rows}
-        return {pk: (by_pk[pk], info) for pk, info in result.items() if pk in by_pk}
+    def settle(self, request: Request, result: dict[Any, ErrorInfo]) -> list[RowOutcome]:
+        """The job's per-resource refusals (``send``) end only their rows."""
+        return per_row(request.rows, result)
 
 
 class BackInStockSender(Sender):

@@ -30,7 +30,14 @@ from django_klaviyo.client.catalog import job_status
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoAPIError, KlaviyoError
 from django_klaviyo.flush.claim import IN_CHUNK, ClaimedRow, chunks
-from django_klaviyo.flush.outcomes import ErrorInfo, Located, Outcomes, locate_rows
+from django_klaviyo.flush.outcomes import (
+    ErrorInfo,
+    Located,
+    Outcomes,
+    RowOutcome,
+    locate_rows,
+    per_row,
+)
 from django_klaviyo.flush.senders.base import Request, Sender
 from django_klaviyo.flush.senders.catalog import hold_for_parents
 from django_klaviyo.models import KlaviyoCoupon, KlaviyoCouponCode, OutboxEvent
@@ -127,6 +134,8 @@ class CouponCodeSender(Sender):
             request.body,
             timeout=float(klaviyo_settings.CATALOG_JOB_TIMEOUT),
             poll_interval=float(klaviyo_settings.CATALOG_JOB_POLL_SECONDS),
+            # A job may run for minutes: the rows' lease is kept between polls.
+            between_polls=self.flusher.lease_keep if self.flusher is not None else None,
         )
         if job_status(job) == "cancelled":
             raise CouponJobCancelled(f"Klaviyo cancelled coupon code job {job.get('id')}.")
@@ -136,9 +145,10 @@ class CouponCodeSender(Sender):
         """A refused job request whose errors point at codes: only their rows die."""
         return locate_rows(err, request.index, pointer=_POINTER, field=_FIELD)
 
-    def rejected(self, request: Request, result: Any) -> Located | None:
-        """The codes the job refused, each with Klaviyo's code and detail."""
-        return self._outcome(request, result)[0] or None
+    def settle(self, request: Request, result: Any) -> list[RowOutcome]:
+        """The codes the job refused end only their rows, with Klaviyo's code and detail."""
+        refused = self._outcome(request, result)[0]
+        return per_row(request.rows, {pk: info for pk, (_row, info) in refused.items()})
 
     def _outcome(self, request: Request, result: Any) -> tuple[Located, set[str]]:
         """(the refused rows, the codes an earlier attempt put in Klaviyo). An error

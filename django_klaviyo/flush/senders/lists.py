@@ -10,7 +10,14 @@ from typing import TYPE_CHECKING, Any
 
 from django_klaviyo.exceptions import KlaviyoAuthError, KlaviyoError, KlaviyoValidationError
 from django_klaviyo.flush.claim import IN_CHUNK, ClaimedRow, chunks
-from django_klaviyo.flush.outcomes import ErrorInfo, Located, Outcomes, fail, locate_rows
+from django_klaviyo.flush.outcomes import (
+    ErrorInfo,
+    Located,
+    Outcomes,
+    fail,
+    locate_rows,
+    refused,
+)
 from django_klaviyo.flush.senders.base import (
     IDS_PER_LIST_REQUEST,
     Request,
@@ -136,7 +143,7 @@ class ListSender(Sender):
             groups, profiles, ids, failures, strict=True
         ):
             if failure is not None:
-                outcomes.mark_dead(group, failure)
+                outcomes.settle(refused(row, failure) for row in group)
                 continue
             for row in group:
                 row.flush_item.profile_id = profile_id

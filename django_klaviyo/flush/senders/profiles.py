@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from django_klaviyo.exceptions import KlaviyoError
 from django_klaviyo.flush.claim import ClaimedRow
-from django_klaviyo.flush.outcomes import ErrorInfo, Located, locate_rows
+from django_klaviyo.flush.outcomes import Located, RowOutcome, locate_rows, refused
 from django_klaviyo.flush.senders.base import (
     ITEM_OVERHEAD_BYTES,
     PROFILES_FIELD,
@@ -104,12 +104,19 @@ class ProfileUpsertSender(Sender):
 
     def send(self, client: Any, request: Request) -> Any:
         if request.key == "bulk":
-            # Followed to its end: each profile's own outcome (see failures()).
+            # Followed to its end: each profile's own outcome (see settle()).
             return import_profiles(self.flusher, request.body)
         return upsert_profile(self.flusher, request.body)
 
-    def failures(self, request: Request, result: Any) -> list[ErrorInfo | None] | None:
-        return result if request.key == "bulk" else None
+    def settle(self, request: Request, result: Any) -> list[RowOutcome]:
+        if request.key != "bulk":
+            return super().settle(request, result)
+        # One outcome per imported profile (``import_profiles``), in the body's order.
+        return [
+            RowOutcome(row) if info is None else refused(row, info)
+            for rows, info in zip(request.index, result, strict=True)
+            for row in rows
+        ]
 
     def locate(self, err: KlaviyoError, request: Request) -> Located | None:
         if request.key != "bulk":
