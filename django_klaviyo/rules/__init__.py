@@ -6,6 +6,10 @@ raises ``KlaviyoValidationError`` naming the field. Every limit comes from
 current version as they are, and cleans a row of any other version once before sending
 (dead-lettering it, with the reason, if it no longer passes).
 
+The client's requests are cleaned by the same rules: each kind's module also holds the
+cleaners of its requests (``event_requests`` for events; ``shapes`` for the shapes every
+request shares), and ``django_klaviyo.payloads`` builds bodies from what they return.
+
 Bump ``RULES_VERSION`` whenever a cleaner accepts less, or stores differently, than before.
 """
 
