@@ -1,50 +1,55 @@
-"""Coupons: a Klaviyo coupon and its unique codes, mirrored locally with their status.
+"""Coupons: a Klaviyo coupon and its unique codes, sent through the outbox and mirrored
+locally with their status.
 
-The store's codes (or codes generated here) are first saved as ``pending`` rows, then
-``push_codes`` creates the coupon in Klaviyo if needed and uploads the pending codes in
-bulk jobs of at most 1,000, polling each job to completion. Each code ends with
-Klaviyo's status (``UNASSIGNED`` once imported) or ``failed`` with Klaviyo's reason.
-Used from ``manage.py klaviyo_coupons`` and the admin action.
+The store's codes (or codes generated here) are saved as ``pending`` mirror rows;
+``enqueue_codes`` queues them: a ``coupon`` outbox row while Klaviyo does not have the
+coupon yet, and one ``coupon_code`` row per code, in one transaction, the codes turning
+``queued``. The flusher (``klaviyo_flush``, or ``flush_coupons`` here) sends them like
+every other kind: claimed with SKIP LOCKED, within Klaviyo's rate limits, 429 and 5xx
+retried, codes packed into bulk jobs of at most 1,000 and polled to completion. A sent
+code takes Klaviyo's status (``UNASSIGNED`` once imported); a refused one is a dead
+outbox row with Klaviyo's reason and a ``failed`` mirror code with the same reason
+(requeue the row from the outbox admin to try it again).
+
+Used from ``manage.py klaviyo_coupons`` and the coupon admin's action.
 """
 
 from __future__ import annotations
 
-import re
 import secrets
+import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.db import transaction
-from django.utils import timezone
+from django.db import DEFAULT_DB_ALIAS, transaction
+from django.db.models import Count
 
-from django_klaviyo import limits
-from django_klaviyo.client import get_client
-from django_klaviyo.exceptions import KlaviyoAPIError, KlaviyoValidationError
-from django_klaviyo.models import KlaviyoCoupon, KlaviyoCouponCode
+from django_klaviyo import operations
+from django_klaviyo.conf import klaviyo_settings
+from django_klaviyo.exceptions import KlaviyoError, KlaviyoValidationError
+from django_klaviyo.flush import flush_outbox
+from django_klaviyo.models import KlaviyoCoupon, KlaviyoCouponCode, OutboxEvent
+from django_klaviyo.outbox import OutboxRow, enqueue_many
+from django_klaviyo.rules.coupons import clean_code, clean_coupon
 
 Status = KlaviyoCouponCode.Status
+Kind = OutboxEvent.Kind
+COUPON_KINDS = (Kind.COUPON, Kind.COUPON_CODE)
+_OPEN = (OutboxEvent.Status.PENDING, OutboxEvent.Status.RETRYING, OutboxEvent.Status.SENDING)
 
 # Codes without look-alike characters (0/O, 1/I/L), easy to type from an email.
 CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
-_CODE = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
-_POINTER = re.compile(r"/coupon-codes/data/(\d+)")
-
-
-@dataclass
-class PushReport:
-    imported: int = 0
-    failed: int = 0
-    jobs: int = 0
+# Codes queued per INSERT (the outbox writer's own limit).
+_ROWS_PER_INSERT = 1000
 
 
 def get_or_create_coupon(external_id: str, description: str = "") -> KlaviyoCoupon:
-    external_id = (external_id or "").strip()
-    if not _CODE.match(external_id):
-        raise KlaviyoValidationError(
-            "a coupon's external id is letters, digits, '-' or '_'.", field="external_id"
-        )
+    external_id = clean_code(external_id, "external_id")
+    description = clean_coupon({"external_id": external_id, "description": description})[
+        "description"
+    ]
     coupon, _ = KlaviyoCoupon.objects.get_or_create(
         external_id=external_id, defaults={"description": description}
     )
@@ -58,14 +63,9 @@ def add_codes(
     many were new. Raises naming the first bad code."""
     cleaned = []
     for i, code in enumerate(codes):
-        code = str(code).strip()
-        if not code:
+        if not str(code).strip():
             continue
-        if not _CODE.match(code):
-            raise KlaviyoValidationError(
-                f"code {code!r} may hold only letters, digits, '-' or '_'.", field=f"codes[{i}]"
-            )
-        cleaned.append(code)
+        cleaned.append(clean_code(str(code), f"codes[{i}]"))
     existing = set(
         KlaviyoCouponCode.objects.filter(coupon=coupon, code__in=cleaned).values_list(
             "code", flat=True
@@ -102,80 +102,152 @@ def generate_codes(
     return codes
 
 
-def ensure_in_klaviyo(coupon: KlaviyoCoupon, client: Any = None) -> KlaviyoCoupon:
-    """Create the coupon in Klaviyo unless it is known there; one that already exists
-    there (409) is taken as it is."""
+def _coupon_row(coupon: KlaviyoCoupon) -> OutboxRow:
+    # The outbox writer cleans each row with the kind's rules (rules/coupons.py).
+    payload = {"external_id": coupon.external_id, "description": coupon.description}
+    return OutboxRow(kind=Kind.COUPON, payload=payload)
+
+
+def _needs_coupon_row(coupon: KlaviyoCoupon, using: str) -> bool:
+    """Klaviyo does not have the coupon yet and no unsent row is creating it."""
     if coupon.klaviyo_id:
-        return coupon
-    client = client or get_client()
-    try:
-        data = client.create_coupon(coupon.external_id)
-        coupon.klaviyo_id = str(data.get("id") or coupon.external_id)
-    except KlaviyoAPIError as err:
-        if err.status != 409:
-            raise
-        coupon.klaviyo_id = coupon.external_id
-    coupon.synced_at = timezone.now()
-    coupon.save(update_fields=["klaviyo_id", "synced_at"])
-    return coupon
+        return False
+    return not (
+        OutboxEvent.objects.using(using)
+        .filter(kind=Kind.COUPON, status__in=_OPEN, payload__external_id=coupon.external_id)
+        .exists()
+    )
 
 
-def push_codes(
+def _require_enabled() -> None:
+    if not klaviyo_settings.ENABLED:
+        raise KlaviyoError("KLAVIYO['ENABLED'] is False: nothing is queued for Klaviyo.")
+
+
+def enqueue_coupon(coupon: KlaviyoCoupon, *, using: str = DEFAULT_DB_ALIAS) -> bool:
+    """Queue the coupon's creation in Klaviyo unless Klaviyo has it or it is queued
+    already; True when a row was written."""
+    _require_enabled()
+    with transaction.atomic(using=using):
+        if not _needs_coupon_row(coupon, using):
+            return False
+        enqueue_many([_coupon_row(coupon)], using=using)
+    return True
+
+
+def enqueue_codes(coupon: KlaviyoCoupon, *, using: str = DEFAULT_DB_ALIAS) -> list[int]:
+    """Queue the coupon's pending codes (and the coupon itself, if Klaviyo does not have
+    it yet): one ``coupon_code`` outbox row per code, the codes turning ``queued``, all
+    in one transaction. Returns the queued codes' ids."""
+    _require_enabled()
+    with transaction.atomic(using=using):
+        pending = list(
+            KlaviyoCouponCode.objects.using(using)
+            .select_for_update()
+            .filter(coupon=coupon, status=Status.PENDING)
+            .order_by("pk")
+        )
+        if not pending:
+            return []
+        rows = [_coupon_row(coupon)] if _needs_coupon_row(coupon, using) else []
+        for code in pending:
+            payload = {
+                "coupon": coupon.external_id,
+                "code": code.code,
+                "expires_at": code.expires_at,
+            }
+            rows.append(OutboxRow(kind=Kind.COUPON_CODE, payload=payload))
+        written = []
+        for start in range(0, len(rows), _ROWS_PER_INSERT):
+            written += enqueue_many(rows[start : start + _ROWS_PER_INSERT], using=using)
+        row_of = {r.payload["code"]: r.pk for r in written if r.kind == Kind.COUPON_CODE}
+        for code in pending:
+            code.status, code.outbox_id = Status.QUEUED, row_of[code.code]
+        KlaviyoCouponCode.objects.using(using).bulk_update(
+            pending, ["status", "outbox_id"], batch_size=_ROWS_PER_INSERT
+        )
+    return [code.pk for code in pending]
+
+
+def requeue_failed(coupon: KlaviyoCoupon, *, using: str = DEFAULT_DB_ALIAS) -> int:
+    """Give the dead outbox rows of the coupon's failed codes another full set of
+    attempts (as the outbox admin's "Requeue dead" does); those codes turn ``queued``.
+    Returns how many rows were requeued."""
+    with transaction.atomic(using=using):
+        failed = KlaviyoCouponCode.objects.using(using).filter(
+            coupon=coupon, status=Status.FAILED, outbox_id__isnull=False
+        )
+        ids = list(failed.values_list("outbox_id", flat=True))
+        requeued = operations.requeue_dead(OutboxEvent.objects.using(using).filter(pk__in=ids))
+        failed.filter(
+            outbox_id__in=OutboxEvent.objects.using(using)
+            .filter(pk__in=ids, status=OutboxEvent.Status.PENDING)
+            .values("pk")
+        ).update(status=Status.QUEUED)
+    return requeued
+
+
+def open_rows(coupon: KlaviyoCoupon, *, using: str = DEFAULT_DB_ALIAS) -> int:
+    """The coupon's outbox rows not sent or dead yet."""
+    rows = OutboxEvent.objects.using(using).filter(status__in=_OPEN)
+    carriers = KlaviyoCouponCode.objects.using(using).filter(coupon=coupon, outbox_id__isnull=False)
+    return (
+        rows.filter(kind=Kind.COUPON, payload__external_id=coupon.external_id).count()
+        + rows.filter(pk__in=carriers.values("outbox_id")).count()
+    )
+
+
+def dead_coupon_row(coupon: KlaviyoCoupon, *, using: str = DEFAULT_DB_ALIAS) -> OutboxEvent | None:
+    """The latest dead row that tried to create the coupon (its reason), if any."""
+    return (
+        OutboxEvent.objects.using(using)
+        .filter(
+            kind=Kind.COUPON,
+            status=OutboxEvent.Status.DEAD,
+            payload__external_id=coupon.external_id,
+        )
+        .order_by("-id")
+        .first()
+    )
+
+
+@dataclass
+class FlushSummary:
+    """Where a coupon's codes stand after ``flush_coupons``."""
+
+    statuses: dict[str, int] = field(default_factory=dict)
+    # Rows still waiting (retrying after a 429, say) when the wait ended.
+    unsent: int = 0
+
+
+def flush_coupons(
     coupon: KlaviyoCoupon,
     *,
+    wait: float = 0.0,
     client: Any = None,
-    progress: Callable[[PushReport, int], None] | None = None,
-    timeout: float = 300.0,
-    poll_interval: float = 2.0,
-) -> PushReport:
-    """Upload the coupon's pending codes; returns how many were imported and refused.
-    Klaviyo errors about the whole request raise (the codes stay pending)."""
-    client = client or get_client()
-    ensure_in_klaviyo(coupon, client)
-    report = PushReport()
-    pending = KlaviyoCouponCode.objects.filter(coupon=coupon, status=Status.PENDING)
-    total = pending.count()
+    progress: Callable[[Any], None] | None = None,
+    using: str = DEFAULT_DB_ALIAS,
+) -> FlushSummary:
+    """Send the due coupon rows now, through the outbox flusher (only the coupon kinds);
+    with ``wait``, keep flushing for up to that many seconds until none of this
+    coupon's rows is left unsent (rows retrying after a 429 wait their turn)."""
+    deadline = time.monotonic() + max(wait, 0.0)
     while True:
-        batch = list(pending.order_by("pk")[: limits.COUPON_CODES_PER_JOB])
-        if not batch:
+        flush_outbox(kinds=COUPON_KINDS, client=client, progress=progress, using=using)
+        unsent = open_rows(coupon, using=using)
+        remaining = deadline - time.monotonic()
+        if not unsent or remaining <= 0:
             break
-        codes = [(c.code, c.expires_at.isoformat() if c.expires_at else None) for c in batch]
-        job = client.run_coupon_code_job(
-            coupon.klaviyo_id, codes, timeout=timeout, poll_interval=poll_interval
-        )
-        report.jobs += 1
-        _record(batch, job, report)
-        if progress is not None:
-            progress(report, total)
-    return report
+        time.sleep(min(1.0, remaining))
+    return FlushSummary(statuses=status_counts(coupon, using=using), unsent=unsent)
 
 
-def _record(batch: list[KlaviyoCouponCode], job: dict[str, Any], report: PushReport) -> None:
-    now = timezone.now()
-    created = {
-        (c.get("attributes") or {}).get("unique_code"): c
-        for c in job.get("included") or []
-        if isinstance(c, dict)
-    }
-    errors: dict[int, dict[str, Any]] = {}
-    for error in (job.get("attributes") or {}).get("errors") or []:
-        match = _POINTER.search(str((error.get("source") or {}).get("pointer") or ""))
-        if match:
-            errors[int(match.group(1))] = error
-    with transaction.atomic():
-        for i, code in enumerate(batch):
-            code.synced_at = now
-            if i in errors:
-                code.status = Status.FAILED
-                code.error_code = str(errors[i].get("code") or "")[:64]
-                code.error_detail = str(errors[i].get("detail") or errors[i].get("title") or "")
-                report.failed += 1
-            else:
-                resource = created.get(code.code) or {}
-                code.klaviyo_id = str(resource.get("id") or "")
-                code.status = (resource.get("attributes") or {}).get("status") or Status.PROCESSING
-                code.error_code = code.error_detail = ""
-                report.imported += 1
-        KlaviyoCouponCode.objects.bulk_update(
-            batch, ["status", "klaviyo_id", "error_code", "error_detail", "synced_at"]
-        )
+def status_counts(coupon: KlaviyoCoupon, *, using: str = DEFAULT_DB_ALIAS) -> dict[str, int]:
+    counts = (
+        KlaviyoCouponCode.objects.using(using)
+        .filter(coupon=coupon)
+        .values_list("status")
+        .annotate(n=Count("pk"))
+        .order_by("status")
+    )
+    return dict(counts)

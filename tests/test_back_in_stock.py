@@ -206,10 +206,12 @@ def test_the_endpoint_is_throttled_per_visitor(settings):
 # --- the template tag -------------------------------------------------------------------
 
 
-def render_form(user: Any = None) -> str:
+def render_form(user: Any = None, library: str = "klaviyo", **request_attrs: Any) -> str:
     request = RequestFactory().get("/p/MUG-1")
     request.user = user or type("Anon", (), {"is_authenticated": False})()
-    template = Template("{% load klaviyo_back_in_stock %}{% klaviyo_back_in_stock_form mug %}")
+    for name, value in request_attrs.items():
+        setattr(request, name, value)
+    template = Template(f"{{% load {library} %}}{{% klaviyo_back_in_stock_form mug %}}")
     return template.render(Context({"request": request, "mug": Product.objects.get()}))
 
 
@@ -222,6 +224,23 @@ def test_the_form_posts_the_variant_with_a_csrf_token_to_the_endpoint():
     assert 'name="variant" value="MUG-1"' in html
     assert 'name="csrfmiddlewaretoken" value="' in html
     assert 'type="email"' in html
+
+
+def test_the_form_s_script_carries_the_csp_nonce():
+    sold_out()
+
+    html = render_form(csp_nonce="n0nce-123")
+
+    assert '<script nonce="n0nce-123">' in html
+
+
+def test_the_old_klaviyo_back_in_stock_library_still_loads_the_tag():
+    sold_out()
+
+    html = render_form(library="klaviyo_back_in_stock")
+
+    assert f'action="{ENDPOINT}"' in html
+    assert 'name="variant" value="MUG-1"' in html
 
 
 def test_the_form_does_not_ask_a_logged_in_user_for_an_email():

@@ -58,6 +58,17 @@ def test_adding_to_the_cart_reports_added_to_cart_once(tee):
     assert 'id="klaviyo-added-to-cart"' not in shopper.get(reverse("shop:cart")).content.decode()
 
 
+def test_a_sold_out_product_page_offers_the_back_in_stock_form(tee):
+    tee.inventory = 0
+    tee.save()
+
+    page = Client().get(tee.get_absolute_url()).content.decode()
+
+    assert 'id="add-to-cart"' not in page
+    assert 'action="/klaviyo/back-in-stock/"' in page
+    assert 'name="variant" value="TEE-BLK"' in page
+
+
 def test_a_sold_out_product_cannot_be_added(tee):
     tee.inventory = 0
     tee.save()

@@ -1,4 +1,4 @@
-"""Coupons and their codes, with an action that uploads pending codes to Klaviyo."""
+"""Coupons and their codes, with an action that queues pending codes for Klaviyo."""
 
 from __future__ import annotations
 
@@ -7,20 +7,30 @@ from typing import Any
 from django.contrib import admin, messages
 from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
 
-from django_klaviyo.coupons import push_codes
+from django_klaviyo.coupons import enqueue_codes, enqueue_coupon
 from django_klaviyo.exceptions import KlaviyoError
-from django_klaviyo.models import KlaviyoCoupon, KlaviyoCouponCode
+from django_klaviyo.models import KlaviyoCoupon, KlaviyoCouponCode, OutboxEvent
 
 Status = KlaviyoCouponCode.Status
 
 
 @admin.register(KlaviyoCoupon)
 class KlaviyoCouponAdmin(admin.ModelAdmin):
-    list_display = ("external_id", "description", "klaviyo_id", "pending", "failed", "synced_at")
+    list_display = (
+        "external_id",
+        "description",
+        "klaviyo_id",
+        "pending",
+        "queued",
+        "failed",
+        "synced_at",
+    )
     search_fields = ("external_id",)
     readonly_fields = ("klaviyo_id", "created_at", "synced_at")
-    actions = ["upload_to_klaviyo"]
+    actions = ["queue_for_klaviyo"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[KlaviyoCoupon]:
         return (
@@ -28,6 +38,7 @@ class KlaviyoCouponAdmin(admin.ModelAdmin):
             .get_queryset(request)
             .annotate(
                 _pending=Count("codes", filter=Q(codes__status=Status.PENDING)),
+                _queued=Count("codes", filter=Q(codes__status=Status.QUEUED)),
                 _failed=Count("codes", filter=Q(codes__status=Status.FAILED)),
             )
         )
@@ -36,26 +47,29 @@ class KlaviyoCouponAdmin(admin.ModelAdmin):
     def pending(self, obj: Any) -> int:
         return int(obj._pending)
 
-    @admin.display(description="refused codes", ordering="_failed")
+    @admin.display(description="queued codes", ordering="_queued")
+    def queued(self, obj: Any) -> int:
+        return int(obj._queued)
+
+    @admin.display(description="failed codes", ordering="_failed")
     def failed(self, obj: Any) -> int:
         return int(obj._failed)
 
-    @admin.action(description="Create in Klaviyo and upload pending codes")
-    def upload_to_klaviyo(self, request: HttpRequest, queryset: QuerySet[KlaviyoCoupon]) -> None:
+    @admin.action(description="Queue the coupon and its pending codes for Klaviyo")
+    def queue_for_klaviyo(self, request: HttpRequest, queryset: QuerySet[KlaviyoCoupon]) -> None:
         for coupon in queryset:
             try:
-                report = push_codes(coupon)
+                codes = enqueue_codes(coupon)
+                coupon_queued = enqueue_coupon(coupon) if not codes else False
             except KlaviyoError as exc:
-                self.message_user(
-                    request, f"{coupon}: Klaviyo refused the upload: {exc}", messages.ERROR
-                )
+                self.message_user(request, f"{coupon}: nothing queued: {exc}", messages.ERROR)
                 continue
-            level = messages.WARNING if report.failed else messages.SUCCESS
+            what = f"{len(codes)} code(s) queued" + (", the coupon queued" if coupon_queued else "")
             self.message_user(
                 request,
-                f"{coupon}: {report.imported} code(s) imported, {report.failed} refused "
-                "(see each refused code's reason).",
-                level,
+                f"{coupon}: {what}; the flusher sends them (failures show here as failed "
+                "codes and in the outbox as dead rows, with Klaviyo's reason).",
+                messages.SUCCESS,
             )
 
 
@@ -65,5 +79,21 @@ class KlaviyoCouponCodeAdmin(admin.ModelAdmin):
     list_filter = ("status", "coupon")
     search_fields = ("=code",)
     raw_id_fields = ("coupon",)
-    readonly_fields = ("status", "klaviyo_id", "error_code", "error_detail", "synced_at")
+    readonly_fields = (
+        "status",
+        "klaviyo_id",
+        "error_code",
+        "error_detail",
+        "synced_at",
+        "outbox_row",
+    )
     show_full_result_count = False
+
+    @admin.display(description="outbox row")
+    def outbox_row(self, obj: KlaviyoCouponCode) -> str:
+        """The outbox row carrying this code (requeue a dead one from there)."""
+        row = OutboxEvent.objects.filter(pk=obj.outbox_id).first() if obj.outbox_id else None
+        if row is None:
+            return "-"
+        url = reverse("admin:django_klaviyo_outboxevent_change", args=[row.pk])
+        return format_html('<a href="{}">{} ({})</a>', url, row.pk, row.get_status_display())

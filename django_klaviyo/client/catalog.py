@@ -129,8 +129,11 @@ def back_in_stock_body(
     }
 
 
-def coupon_body(external_id: str) -> dict[str, Any]:
-    return {"data": {"type": "coupon", "attributes": {"external_id": external_id}}}
+def coupon_body(external_id: str, description: str = "") -> dict[str, Any]:
+    attributes = {"external_id": external_id}
+    if description:
+        attributes["description"] = description
+    return {"data": {"type": "coupon", "attributes": attributes}}
 
 
 def coupon_codes_body(coupon_id: str, codes: Sequence[tuple[str, str | None]]) -> dict[str, Any]:
@@ -266,16 +269,18 @@ class CatalogMethods:
             idempotent=True,
         )
 
-    def create_coupon(self, external_id: str) -> dict[str, Any]:
+    def create_coupon(self, external_id: str, description: str = "") -> dict[str, Any]:
         """``POST /api/coupons`` (201); returns the coupon resource. Not idempotent."""
         if not isinstance(external_id, str) or not external_id.strip():
-            raise KlaviyoValidationError("external_id must be a non-empty string.", "external_id")
+            raise KlaviyoValidationError(
+                "external_id must be a non-empty string.", field="external_id"
+            )
         return self._data(  # type: ignore[attr-defined, no-any-return]
             self._send(  # type: ignore[attr-defined]
                 "create_coupon",
                 "POST",
                 "/api/coupons",
-                body=coupon_body(external_id.strip()),
+                body=coupon_body(external_id.strip(), description),
                 idempotent=False,
             )
         )

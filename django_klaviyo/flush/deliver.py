@@ -54,6 +54,9 @@ KIND_ORDER = (
     Kind.CATALOG_ITEM,
     Kind.CATALOG_VARIANT,
     Kind.BACK_IN_STOCK,
+    # A coupon before its codes.
+    Kind.COUPON,
+    Kind.COUPON_CODE,
     Kind.EVENT,
     Kind.PROFILE_DELETION,
 )

@@ -50,6 +50,27 @@ def record_outcomes(flusher: Flusher, outcomes: Outcomes, claimed: int | None = 
     flusher.lease = None
 
 
+def _tell_mirrors(flusher: Flusher, dead: dict[ErrorInfo, list[ClaimedRow]], now: datetime) -> None:
+    """Each kind's sender hears of its rows recorded dead, in the same transaction, so a
+    local mirror (coupon codes) shows the failure with the row's reason."""
+    by_kind: dict[str, list[tuple[ClaimedRow, ErrorInfo]]] = defaultdict(list)
+    for info, rows in dead.items():
+        for row in rows:
+            by_kind[row.kind].append((row, info))
+    for kind, items in by_kind.items():
+        sender = flusher.senders.get(kind)
+        if sender is None:
+            continue
+        try:
+            with transaction.atomic(using=flusher.using):  # a failed mirror update undone alone
+                sender.dead_lettered(items, now)
+        except (OperationalError, InterfaceError):
+            raise
+        except Exception:
+            # The rows are still recorded dead with their reason (the outbox admin shows it).
+            logger.exception("Updating the local mirror of dead %s rows failed.", kind)
+
+
 def _write(
     flusher: Flusher,
     outcomes: Outcomes,
@@ -160,6 +181,7 @@ def _write(
         )
     if outcomes.sent and sent_are_the_rest:
         mine.update(status=Status.SENT, sent_at=now, **lease_cleared)
+    _tell_mirrors(flusher, dead, now)
 
     for kind, n in Counter(row.kind for row in outcomes.sent).items():
         flusher.report.counts(kind).sent += n

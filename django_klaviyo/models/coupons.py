@@ -24,9 +24,11 @@ class KlaviyoCoupon(models.Model):
 
 class KlaviyoCouponCode(models.Model):
     class Status(models.TextChoices):
-        # Local states.
-        PENDING = "pending", "Pending (not yet sent)"
-        FAILED = "failed", "Refused by Klaviyo"
+        # Local states: saved only; queued in the outbox (a ``coupon_code`` row); dead
+        # in the outbox (Klaviyo's reason in error_code/error_detail, as on the row).
+        PENDING = "pending", "Pending (not yet queued)"
+        QUEUED = "queued", "Queued in the outbox"
+        FAILED = "failed", "Failed (see the reason)"
         # Klaviyo's states (CouponCode.status).
         PROCESSING = "PROCESSING", "Processing"
         UNASSIGNED = "UNASSIGNED", "Unassigned"
@@ -42,9 +44,11 @@ class KlaviyoCouponCode(models.Model):
         max_length=32, choices=Status.choices, default=Status.PENDING, db_index=True
     )
     klaviyo_id = models.CharField(max_length=255, blank=True)
-    # Klaviyo's reason when it refused the code.
+    # Why its outbox row is dead: Klaviyo's reason when it refused the code.
     error_code = models.CharField(max_length=64, blank=True)
     error_detail = models.TextField(blank=True)
+    # The outbox row that carries the code (requeue it there when it is dead).
+    outbox_id = models.UUIDField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(default=timezone.now)
     synced_at = models.DateTimeField(null=True, blank=True)
 

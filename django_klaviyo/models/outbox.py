@@ -51,6 +51,8 @@ class OutboxEvent(models.Model):
         CATALOG_ITEM = "catalog_item", "Catalog item"
         CATALOG_VARIANT = "catalog_variant", "Catalog variant"
         BACK_IN_STOCK = "back_in_stock", "Back-in-stock subscription"
+        COUPON = "coupon", "Coupon"
+        COUPON_CODE = "coupon_code", "Coupon code"
 
     class Status(models.TextChoices):
         PENDING = "pending", "Pending"

@@ -27,6 +27,7 @@ from django_klaviyo.rules.catalog import (
     clean_catalog_variant,
 )
 from django_klaviyo.rules.consent import clean_subscribe, clean_unsubscribe
+from django_klaviyo.rules.coupons import clean_coupon, clean_coupon_code
 from django_klaviyo.rules.events import clean_event, event_sizes
 from django_klaviyo.rules.lists import clean_list_change
 from django_klaviyo.rules.profiles import clean_deletion, clean_upsert
@@ -47,8 +48,12 @@ CATALOG_ITEM = "catalog_item"
 CATALOG_VARIANT = "catalog_variant"
 CATALOG_CATEGORY = "catalog_category"
 BACK_IN_STOCK = "back_in_stock"
-# Kinds whose rows name no profile (catalog resources).
-PROFILELESS_KINDS = frozenset({CATALOG_ITEM, CATALOG_VARIANT, CATALOG_CATEGORY})
+COUPON = "coupon"
+COUPON_CODE = "coupon_code"
+# Kinds whose rows name no profile (catalog resources, coupons).
+PROFILELESS_KINDS = frozenset(
+    {CATALOG_ITEM, CATALOG_VARIANT, CATALOG_CATEGORY, COUPON, COUPON_CODE}
+)
 
 CLEANERS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
     PROFILE_UPSERT: clean_upsert,
@@ -61,6 +66,8 @@ CLEANERS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
     CATALOG_VARIANT: clean_catalog_variant,
     CATALOG_CATEGORY: clean_catalog_category,
     BACK_IN_STOCK: clean_back_in_stock,
+    COUPON: clean_coupon,
+    COUPON_CODE: clean_coupon_code,
 }
 
 

@@ -333,6 +333,7 @@ def create_coupon(state: SandboxState, request: Request) -> Response:
         coupon = {
             "id": external_id,
             "external_id": external_id,
+            "description": attributes.get("description"),
             "monitor_configuration": attributes.get("monitor_configuration"),
         }
         store.coupons[external_id] = coupon

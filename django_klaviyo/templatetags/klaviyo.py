@@ -13,6 +13,12 @@ so no product name can break out of the page) for storefront.js, which posts it 
 browse-events endpoint (``BROWSE_EVENTS_VIA = "server"``, the default: ad blockers cannot
 drop it) or hands it to ``klaviyo.track`` ("browser"). Viewed Product also calls
 ``klaviyo.trackViewedItem`` for Klaviyo's "recently viewed" block.
+
+``{% klaviyo_back_in_stock_form variant %}`` renders a small form that posts to the
+back-in-stock endpoint (``klaviyo-back-in-stock``) with the CSRF token and shows the
+answer in place (its script carries the CSP nonce too). ``variant`` is a mapped variant
+object or its external id. A logged-in user is subscribed with their own profile and is
+not asked for an email.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from urllib.parse import urlencode
 
 from django import template
 from django.core.exceptions import ImproperlyConfigured
+from django.db.models import Model
 from django.middleware.csrf import get_token
 from django.templatetags.static import static
 from django.urls import NoReverseMatch, reverse
@@ -30,6 +37,7 @@ from django.utils.html import format_html, json_script
 from django.utils.safestring import SafeString, mark_safe
 
 from django_klaviyo import accounts, cart
+from django_klaviyo.catalog import mapping
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.storefront import cartlinks, identity
@@ -220,3 +228,21 @@ def _with_checkout_url(context: template.Context, properties: dict[str, Any]) ->
         if link:
             properties["CheckoutURL"] = link
     return properties
+
+
+@register.inclusion_tag("django_klaviyo/back_in_stock_form.html", takes_context=True)
+def klaviyo_back_in_stock_form(
+    context: template.Context, variant: Any, label: str = "Email me when it's back"
+) -> dict[str, Any]:
+    request = context.get("request")
+    if isinstance(variant, Model):
+        variant = mapping.external_id_of(variant, "VARIANTS")
+    user = getattr(request, "user", None)
+    return {
+        "action": reverse("klaviyo-back-in-stock"),
+        "csrf_token": get_token(request) if request is not None else "",
+        "variant": str(variant),
+        "label": label,
+        "ask_email": not (user is not None and user.is_authenticated),
+        "nonce": _nonce_attr(context),
+    }

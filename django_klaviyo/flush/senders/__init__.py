@@ -13,6 +13,7 @@ from django_klaviyo.flush.outcomes import ErrorInfo
 from django_klaviyo.flush.senders.base import InvalidRow, Request, Sender
 from django_klaviyo.flush.senders.catalog import BackInStockSender, CatalogSender
 from django_klaviyo.flush.senders.consent import SubscribeSender
+from django_klaviyo.flush.senders.coupons import CouponCodeSender, CouponSender
 from django_klaviyo.flush.senders.deletion import DeletionSender
 from django_klaviyo.flush.senders.events import EventSender
 from django_klaviyo.flush.senders.lists import ListItem, ListSender
@@ -52,6 +53,8 @@ def make_senders(using: str | None = None) -> dict[str, Sender]:
         Kind.CATALOG_ITEM: CatalogSender(Kind.CATALOG_ITEM),
         Kind.CATALOG_VARIANT: CatalogSender(Kind.CATALOG_VARIANT),
         Kind.BACK_IN_STOCK: BackInStockSender(),
+        Kind.COUPON: CouponSender(),
+        Kind.COUPON_CODE: CouponCodeSender(),
     }
     for sender in senders.values():
         sender.using = using or DEFAULT_DB_ALIAS

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from django_klaviyo import limits
 from django_klaviyo.exceptions import KlaviyoError
 from django_klaviyo.flush.claim import ClaimedRow
-from django_klaviyo.flush.outcomes import Located, Outcomes, RowOutcome
+from django_klaviyo.flush.outcomes import ErrorInfo, Located, Outcomes, RowOutcome
 
 if TYPE_CHECKING:
     from django_klaviyo.flush.loop import Flusher
@@ -115,4 +115,9 @@ class Sender:
         return [RowOutcome(row) for row in request.rows]
 
     def succeeded(self, request: Request, result: Any, now: datetime) -> None:
+        return None
+
+    def dead_lettered(self, dead: list[tuple[ClaimedRow, ErrorInfo]], now: datetime) -> None:
+        """Rows of this kind just recorded dead (called in that transaction): a local
+        mirror shows the failure with the row's reason."""
         return None

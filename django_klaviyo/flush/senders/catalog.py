@@ -84,6 +84,7 @@ PARENTS: dict[str, tuple[str, Callable[[Mapping[str, Any]], list[str]]]] = {
     Kind.CATALOG_ITEM: (Kind.CATALOG_CATEGORY, lambda p: list(p.get("categories") or [])),
     Kind.CATALOG_VARIANT: (Kind.CATALOG_ITEM, lambda p: [p["item"]] if p.get("item") else []),
     Kind.BACK_IN_STOCK: (Kind.CATALOG_VARIANT, lambda p: [p["variant"]]),
+    Kind.COUPON_CODE: (Kind.COUPON, lambda p: [p["coupon"]]),
 }
 _OPEN = (OutboxEvent.Status.PENDING, OutboxEvent.Status.RETRYING, OutboxEvent.Status.SENDING)
 
@@ -91,9 +92,10 @@ _OPEN = (OutboxEvent.Status.PENDING, OutboxEvent.Status.RETRYING, OutboxEvent.St
 def hold_for_parents(
     flusher: Any, rows: list[ClaimedRow], outcomes: Outcomes, kind: str
 ) -> list[ClaimedRow]:
-    """Rows whose parent (a variant's item, an item's category, a subscription's variant)
-    still has an unsent row wait for it, uncounted: sent now, Klaviyo would refuse them
-    for a parent it does not have yet. Returns the rows that may go now."""
+    """Rows whose parent (a variant's item, an item's category, a subscription's variant,
+    a coupon code's coupon) still has an unsent row wait for it, uncounted: sent now,
+    Klaviyo would refuse them for a parent it does not have yet. Returns the rows that
+    may go now."""
     if kind not in PARENTS:
         return rows  # categories name nothing
     parent_kind, parents_of = PARENTS[kind]

@@ -1,0 +1,84 @@
+"""Coupon rules: ``coupon`` and ``coupon_code`` rows, and the one rule for codes.
+
+A ``coupon`` row is ``{"external_id", "description"}``: the coupon to create in Klaviyo
+(whose coupon id is its external id). A ``coupon_code`` row is ``{"coupon", "code",
+"expires_at"}``: one unique code of that coupon; the flusher packs a coupon's code rows
+into coupon-code bulk jobs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from django.utils.dateparse import parse_datetime
+
+from django_klaviyo.exceptions import KlaviyoValidationError
+from django_klaviyo.values import aware, check_text
+
+# Letters, digits, '-' and '_': what a shopper can type from an email, and what fits
+# Klaviyo's ids (a coupon's id is its external id).
+CODE_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
+DESCRIPTION_MAX_LENGTH = 255
+
+
+def clean_code(value: Any, path: str = "code") -> str:
+    """A coupon code or a coupon's external id, stripped, or raise naming ``path``."""
+    text = value.strip() if isinstance(value, str) else value
+    if not isinstance(text, str) or not CODE_PATTERN.match(text):
+        raise KlaviyoValidationError(
+            f"{path} {value!r} must be 1 to 255 letters, digits, '-' or '_'.", field=path
+        )
+    return text
+
+
+def clean_expiry(value: Any, path: str = "expires_at") -> str | None:
+    """None (Klaviyo's default: a year), or an aware date-time as ISO 8601 in UTC."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            parsed = parse_datetime(value.strip())
+        except ValueError:
+            parsed = None
+        if parsed is None:
+            raise KlaviyoValidationError(
+                f"{path} {value!r} is not an ISO-8601 date-time.", field=path
+            )
+        value = parsed
+    if not isinstance(value, dt.datetime):
+        raise KlaviyoValidationError(f"{path} must be a date-time or null.", field=path)
+    return aware(value).astimezone(dt.timezone.utc).isoformat()
+
+
+def _mapping(payload: Any) -> Mapping[str, Any]:
+    if not isinstance(payload, Mapping):
+        raise KlaviyoValidationError("payload must be a dict.", field="payload")
+    return payload
+
+
+def clean_coupon(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``coupon`` row's payload."""
+    payload = _mapping(payload)
+    description = payload.get("description") or ""
+    if not isinstance(description, str) or len(description) > DESCRIPTION_MAX_LENGTH:
+        raise KlaviyoValidationError(
+            f"description must be text of at most {DESCRIPTION_MAX_LENGTH} characters.",
+            field="description",
+        )
+    return {
+        "external_id": clean_code(payload.get("external_id"), "external_id"),
+        "description": check_text(description, "description"),
+    }
+
+
+def clean_coupon_code(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``coupon_code`` row's payload."""
+    payload = _mapping(payload)
+    return {
+        "coupon": clean_code(payload.get("coupon"), "coupon"),
+        "code": clean_code(payload.get("code")),
+        "expires_at": clean_expiry(payload.get("expires_at")),
+    }
