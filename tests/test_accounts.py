@@ -512,6 +512,29 @@ def test_forget_profile_asks_the_account_it_names(settings):
     assert sorted(deletions.values_list("account", flat=True)) == ["", "eu"]
 
 
+def test_klaviyo_forget_account_asks_the_account_it_names(settings):
+    two_accounts(settings)
+    out = StringIO()
+    call_command("klaviyo_forget", "--email", "ann@example.com", "--account", "eu", stdout=out)
+    call_command("klaviyo_forget", "--email", "ann@example.com", stdout=StringIO())
+
+    deletions = OutboxEvent.objects.filter(kind=OutboxEvent.Kind.PROFILE_DELETION)
+    assert sorted(deletions.values_list("account", flat=True)) == ["", "eu"]
+    assert "Deletion request queued for account 'eu'" in out.getvalue()
+
+
+def test_klaviyo_forget_refuses_an_unknown_account_and_erases_nothing(settings):
+    two_accounts(settings)
+    KlaviyoProfileLink.objects.create(email="ann@example.com")
+    with pytest.raises(
+        CommandError, match=r"unknown Klaviyo account 'mars'; configured: default, eu"
+    ):
+        call_command("klaviyo_forget", "--email", "ann@example.com", "--account", "mars")
+
+    assert not OutboxEvent.objects.filter(kind=OutboxEvent.Kind.PROFILE_DELETION).exists()
+    assert KlaviyoProfileLink.objects.filter(email="ann@example.com").exists()
+
+
 def test_a_client_handed_to_the_flusher_sends_only_the_default_accounts_rows(settings, sandboxes):
     us, eu = sandboxes
     two_accounts(settings, us.url, eu.url)

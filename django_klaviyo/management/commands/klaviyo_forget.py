@@ -10,7 +10,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from django_klaviyo import erasure
+from django_klaviyo import accounts, erasure
 from django_klaviyo.exceptions import KlaviyoValidationError
 
 
@@ -25,21 +25,30 @@ class Command(BaseCommand):
         who.add_argument("--email")
         who.add_argument("--phone-number")
         who.add_argument("--profile-id", help="Klaviyo's profile id.")
+        parser.add_argument(
+            "--account",
+            help="The Klaviyo account asked to delete the profile (a name of "
+            "KLAVIYO['ACCOUNTS'], or 'default', the default). Run once per account the "
+            "person is in.",
+        )
         parser.add_argument("--database", default="default")
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
+            account = accounts.get_account(options["account"]).stored
             row, report = erasure.forget(
                 email=options["email"],
                 phone_number=options["phone_number"],
                 profile_id=options["profile_id"],
                 using=options["database"],
+                account=account,
             )
         except KlaviyoValidationError as exc:
             raise CommandError(f"{exc.field}: {exc}") from exc
         if row is None:
             self.stdout.write("KLAVIYO['ENABLED'] is False: no deletion request was queued.")
         else:
-            self.stdout.write(f"Deletion request queued (outbox row {row.pk}).")
+            to = accounts.display(row.account)
+            self.stdout.write(f"Deletion request queued for account {to!r} (outbox row {row.pk}).")
         for name, count in report.counts().items():
             self.stdout.write(f"{name}: {count}")
