@@ -26,7 +26,7 @@ from typing import Any
 from django.db import DEFAULT_DB_ALIAS, transaction
 from django.db.models import Count
 
-from django_klaviyo import operations
+from django_klaviyo import accounts, operations
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoError, KlaviyoValidationError
 from django_klaviyo.flush import flush_outbox
@@ -45,13 +45,18 @@ CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
 _ROWS_PER_INSERT = 1000
 
 
-def get_or_create_coupon(external_id: str, description: str = "") -> KlaviyoCoupon:
+def get_or_create_coupon(
+    external_id: str, description: str = "", *, account: str | None = None
+) -> KlaviyoCoupon:
+    """The coupon ``external_id`` of Klaviyo account ``account`` (None or "default": the
+    default account; an unknown name raises naming the field ``account``)."""
+    stored = accounts.get_account(account).stored
     external_id = clean_code(external_id, "external_id")
     description = clean_coupon({"external_id": external_id, "description": description})[
         "description"
     ]
     coupon, _ = KlaviyoCoupon.objects.get_or_create(
-        external_id=external_id, defaults={"description": description}
+        account=stored, external_id=external_id, defaults={"description": description}
     )
     return coupon
 
@@ -114,7 +119,12 @@ def _needs_coupon_row(coupon: KlaviyoCoupon, using: str) -> bool:
         return False
     return not (
         OutboxEvent.objects.using(using)
-        .filter(kind=Kind.COUPON, status__in=_OPEN, payload__external_id=coupon.external_id)
+        .filter(
+            kind=Kind.COUPON,
+            status__in=_OPEN,
+            account=coupon.account,
+            payload__external_id=coupon.external_id,
+        )
         .exists()
     )
 
@@ -131,7 +141,7 @@ def enqueue_coupon(coupon: KlaviyoCoupon, *, using: str = DEFAULT_DB_ALIAS) -> b
     with transaction.atomic(using=using):
         if not _needs_coupon_row(coupon, using):
             return False
-        enqueue_many([_coupon_row(coupon)], using=using)
+        enqueue_many([_coupon_row(coupon)], using=using, account=coupon.account)
     return True
 
 
@@ -159,7 +169,9 @@ def enqueue_codes(coupon: KlaviyoCoupon, *, using: str = DEFAULT_DB_ALIAS) -> li
             rows.append(OutboxRow(kind=Kind.COUPON_CODE, payload=payload))
         written = []
         for start in range(0, len(rows), _ROWS_PER_INSERT):
-            written += enqueue_many(rows[start : start + _ROWS_PER_INSERT], using=using)
+            written += enqueue_many(
+                rows[start : start + _ROWS_PER_INSERT], using=using, account=coupon.account
+            )
         row_of = {r.payload["code"]: r.pk for r in written if r.kind == Kind.COUPON_CODE}
         for code in pending:
             code.status, code.outbox_id = Status.QUEUED, row_of[code.code]
@@ -192,7 +204,9 @@ def open_rows(coupon: KlaviyoCoupon, *, using: str = DEFAULT_DB_ALIAS) -> int:
     rows = OutboxEvent.objects.using(using).filter(status__in=_OPEN)
     carriers = KlaviyoCouponCode.objects.using(using).filter(coupon=coupon, outbox_id__isnull=False)
     return (
-        rows.filter(kind=Kind.COUPON, payload__external_id=coupon.external_id).count()
+        rows.filter(
+            kind=Kind.COUPON, account=coupon.account, payload__external_id=coupon.external_id
+        ).count()
         + rows.filter(pk__in=carriers.values("outbox_id")).count()
     )
 
@@ -204,6 +218,7 @@ def dead_coupon_row(coupon: KlaviyoCoupon, *, using: str = DEFAULT_DB_ALIAS) -> 
         .filter(
             kind=Kind.COUPON,
             status=OutboxEvent.Status.DEAD,
+            account=coupon.account,
             payload__external_id=coupon.external_id,
         )
         .order_by("-id")
@@ -230,10 +245,17 @@ def flush_coupons(
 ) -> FlushSummary:
     """Send the due coupon rows now, through the outbox flusher (only the coupon kinds);
     with ``wait``, keep flushing for up to that many seconds until none of this
-    coupon's rows is left unsent (rows retrying after a 429 wait their turn)."""
+    coupon's rows is left unsent (rows retrying after a 429 wait their turn). Only the
+    coupon's account is sent, with that account's key (``client``: that account's)."""
     deadline = time.monotonic() + max(wait, 0.0)
     while True:
-        flush_outbox(kinds=COUPON_KINDS, client=client, progress=progress, using=using)
+        flush_outbox(
+            kinds=COUPON_KINDS,
+            client=client,
+            progress=progress,
+            using=using,
+            account=accounts.display(coupon.account),
+        )
         unsent = open_rows(coupon, using=using)
         remaining = deadline - time.monotonic()
         if not unsent or remaining <= 0:

@@ -24,12 +24,20 @@ from shop import services
 from shop.models import Order
 
 import django_klaviyo
-from django_klaviyo import accounts, health
+from django_klaviyo import accounts, coupons, health
 from django_klaviyo.client import get_client
 from django_klaviyo.client.ratelimit import account_scope
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.flush import FlushAborted, flush_outbox
-from django_klaviyo.models import Consent, KlaviyoProfileLink, OutboxEvent, WebhookItem
+from django_klaviyo.models import (
+    Consent,
+    KlaviyoCoupon,
+    KlaviyoCouponCode,
+    KlaviyoProfileLink,
+    OutboxEvent,
+    WebhookItem,
+)
+from django_klaviyo.sandbox.catalog_routes import catalog_store
 from django_klaviyo.sandbox.server import SandboxServer
 
 pytestmark = pytest.mark.django_db
@@ -615,3 +623,88 @@ def test_another_account_never_uses_or_changes_the_default_accounts_profile_ids(
     assert eu.state.members(vip) == [eu_profile]  # learnt from the EU account itself
     link.refresh_from_db()
     assert link.klaviyo_id == "US-PROFILE-ID"  # and not written into the mirror
+
+
+# --- coupons per account ---------------------------------------------------------------------
+
+
+def coupon_command(*args: str) -> str:
+    out = StringIO()
+    call_command("klaviyo_coupons", *args, stdout=out, stderr=StringIO())
+    return out.getvalue()
+
+
+def test_a_coupon_of_another_account_reaches_only_that_accounts_klaviyo(settings, sandboxes):
+    us, eu = sandboxes
+    two_accounts(settings, us.url, eu.url)
+    coupon_command("create", "WELCOME", "--account", "eu")
+    coupon_command("generate", "WELCOME", "--count", "3", "--account", "eu")
+
+    flush_outbox()
+
+    eu_codes = {c["unique_code"] for c in catalog_store(eu.state).coupon_codes("WELCOME")}
+    coupon = KlaviyoCoupon.objects.get()
+    assert (coupon.account, coupon.klaviyo_id) == ("eu", "WELCOME")
+    assert eu_codes == set(coupon.codes.values_list("code", flat=True))
+    assert set(coupon.codes.values_list("status", flat=True)) == {"UNASSIGNED"}
+    assert catalog_store(us.state).coupons == {}
+    assert catalog_store(us.state).coupon_codes() == []
+    assert eu.state.key_counts().keys() == {account_scope(EU_KEY)}
+    assert set(OutboxEvent.objects.values_list("account", "status")) == {("eu", S.SENT)}
+
+
+def test_one_coupon_id_in_two_accounts_is_two_coupons_each_with_its_own_codes(settings, sandboxes):
+    us, eu = sandboxes
+    two_accounts(settings, us.url, eu.url)
+    coupon_command("generate", "SPRING", "--count", "2")
+    coupon_command("generate", "SPRING", "--count", "1", "--account", "eu", "--flush")
+
+    # --flush sends only the coupon's account: the default account's rows still wait.
+    assert catalog_store(us.state).coupons == {}
+    assert len(catalog_store(eu.state).coupon_codes("SPRING")) == 1
+    flush_outbox(account="default")
+
+    assert len(catalog_store(us.state).coupon_codes("SPRING")) == 2
+    assert sorted(KlaviyoCoupon.objects.values_list("account", "klaviyo_id")) == [
+        ("", "SPRING"),
+        ("eu", "SPRING"),
+    ]
+    assert not KlaviyoCouponCode.objects.exclude(status="UNASSIGNED").exists()
+    assert "UNASSIGNED: 1" in coupon_command("status", "SPRING", "--account", "eu")
+    assert "UNASSIGNED: 2" in coupon_command("status", "SPRING")
+
+
+def test_klaviyo_coupons_refuses_an_unknown_account(settings):
+    two_accounts(settings)
+    with pytest.raises(CommandError, match=r"unknown Klaviyo account 'mars'.*field account"):
+        coupon_command("create", "WELCOME", "--account", "mars")
+    with pytest.raises(CommandError, match="No coupon 'WELCOME' in account 'eu'"):
+        coupon_command("status", "WELCOME", "--account", "eu")
+    assert not KlaviyoCoupon.objects.exists()
+    assert not OutboxEvent.objects.exists()
+
+
+def test_the_coupon_admin_shows_the_account(settings, staff):
+    two_accounts(settings)
+    coupons.get_or_create_coupon("WELCOME", account="eu")
+
+    page = staff.get(reverse("admin:django_klaviyo_klaviyocoupon_changelist"))
+
+    assert page.status_code == 200
+    assert "column-account_name" in page.content.decode()
+    assert page.context["cl"].result_list[0].account == "eu"
+
+
+def test_an_accounts_codes_never_wait_for_another_accounts_coupon_row(settings, sandboxes):
+    us, eu = sandboxes
+    two_accounts(settings, us.url, eu.url)
+    coupon_command("create", "SPRING", "--account", "eu", "--flush")
+    coupon_command("generate", "SPRING", "--count", "2")  # the default account's, unsent
+    coupon_command("generate", "SPRING", "--count", "2", "--account", "eu")
+
+    flush_outbox(account="eu")
+
+    assert len(catalog_store(eu.state).coupon_codes("SPRING")) == 2
+    eu_codes = KlaviyoCouponCode.objects.filter(coupon__account="eu")
+    assert set(eu_codes.values_list("status", flat=True)) == {"UNASSIGNED"}
+    assert OutboxEvent.objects.filter(account="", status=S.PENDING).count() == 3

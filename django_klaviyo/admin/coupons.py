@@ -10,6 +10,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
+from django_klaviyo.admin.accounts import AccountColumnMixin
 from django_klaviyo.coupons import enqueue_codes, enqueue_coupon
 from django_klaviyo.exceptions import KlaviyoError
 from django_klaviyo.models import KlaviyoCoupon, KlaviyoCouponCode, OutboxEvent
@@ -18,7 +19,7 @@ Status = KlaviyoCouponCode.Status
 
 
 @admin.register(KlaviyoCoupon)
-class KlaviyoCouponAdmin(admin.ModelAdmin):
+class KlaviyoCouponAdmin(AccountColumnMixin, admin.ModelAdmin):
     list_display = (
         "external_id",
         "description",
@@ -29,7 +30,8 @@ class KlaviyoCouponAdmin(admin.ModelAdmin):
         "synced_at",
     )
     search_fields = ("external_id",)
-    readonly_fields = ("klaviyo_id", "created_at", "synced_at")
+    # The account is fixed once codes may have been sent with its key.
+    readonly_fields = ("account", "klaviyo_id", "created_at", "synced_at")
     actions = ["queue_for_klaviyo"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[KlaviyoCoupon]:

@@ -81,6 +81,7 @@ class AccountRotation:
             state.senders = make_senders(flusher.using)
             for sender in state.senders.values():
                 sender.flusher = flusher
+                sender.account = state.stored
         return state.senders
 
     def stop(self, state: AccountState, exc: FlushAborted) -> None:

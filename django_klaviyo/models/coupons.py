@@ -8,7 +8,10 @@ from django.utils import timezone
 
 class KlaviyoCoupon(models.Model):
     # Klaviyo's coupon id is its external id; ``klaviyo_id`` is set once Klaviyo has it.
-    external_id = models.CharField(max_length=255, unique=True)
+    external_id = models.CharField(max_length=255)
+    # The Klaviyo account the coupon lives in (``OutboxEvent.account``: "" is the default
+    # account). Coupon ids are per account, so one external id may exist in several.
+    account = models.CharField(max_length=64, blank=True, default="")
     description = models.CharField(max_length=255, blank=True)
     klaviyo_id = models.CharField(max_length=255, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
@@ -17,9 +20,14 @@ class KlaviyoCoupon(models.Model):
     class Meta:
         verbose_name = "Klaviyo coupon"
         ordering = ["external_id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account", "external_id"], name="klaviyo_coupon_account_external_id"
+            )
+        ]
 
     def __str__(self) -> str:
-        return self.external_id
+        return f"{self.external_id} ({self.account})" if self.account else self.external_id
 
 
 class KlaviyoCouponCode(models.Model):

@@ -76,6 +76,8 @@ class Sender:
     using: str = "default"
     # The flusher running this sender (set by the Flusher): waits, lease, report.
     flusher: Any = None
+    # The OutboxEvent.account of the rows it sends (set per account by the Flusher).
+    account: str = ""
 
     @property
     def mirrored(self) -> bool:

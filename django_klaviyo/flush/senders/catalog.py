@@ -119,7 +119,7 @@ def hold_for_parents(
     # Parents waiting in the outbox (not in this batch).
     open_rows = (
         OutboxEvent.objects.using(flusher.using)
-        .filter(kind=parent_kind, status__in=_OPEN)
+        .filter(kind=parent_kind, status__in=_OPEN, account=flusher.accounts.current.stored)
         .exclude(locked_by=flusher.owner)
     )
     for chunk in chunks(sorted(wanted), IN_CHUNK):

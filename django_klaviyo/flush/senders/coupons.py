@@ -11,7 +11,8 @@ first in a batch, so usually both go in one batch): sent before its coupon exist
 Klaviyo would refuse every code. The job's per-code errors (a code Klaviyo already has,
 an unknown coupon) dead-letter only their rows, with Klaviyo's code and detail.
 
-The mirror (``KlaviyoCoupon``, ``KlaviyoCouponCode``) follows the rows: a sent code takes
+The mirror (``KlaviyoCoupon``, ``KlaviyoCouponCode``) is per account (unlike profile ids,
+a coupon records its account), so it follows every account's rows: a sent code takes
 Klaviyo's id and status; a dead one becomes ``failed`` with the row's reason, in the
 transaction that records the row dead (``dead_lettered``). A requeued row that is then
 sent updates the mirror again.
@@ -70,6 +71,7 @@ def _latest(rows: list[ClaimedRow], key: Any, outcomes: Outcomes) -> list[Claime
 
 class CouponSender(Sender):
     kind = Kind.COUPON
+    mirrored = True  # the coupon mirror records its account
 
     def prepare(self, row: ClaimedRow) -> dict[str, Any]:
         return {
@@ -96,12 +98,13 @@ class CouponSender(Sender):
 
     def succeeded(self, request: Request, result: Any, now: datetime) -> None:
         KlaviyoCoupon.objects.using(self.using).filter(
-            external_id=request.body["external_id"]
+            account=self.account, external_id=request.body["external_id"]
         ).update(klaviyo_id=result, synced_at=now)
 
 
 class CouponCodeSender(Sender):
     kind = Kind.COUPON_CODE
+    mirrored = True  # the coupon mirror records its account
 
     def __init__(self) -> None:
         # Rows of this batch whose earlier attempt may have reached Klaviyo.
@@ -198,7 +201,7 @@ class CouponCodeSender(Sender):
         created = {_code(c): c for c in result.get("included") or [] if isinstance(c, Mapping)}
         codes = [code for code, _ in request.body if code not in refused_codes]
         changed = []
-        for code in _mirror(self.using, request.key, codes):
+        for code in _mirror(self.using, self.account, request.key, codes):
             resource = created.get(code.code) or {}
             status = (resource.get("attributes") or {}).get("status")
             if code.code in adopted:
@@ -224,7 +227,7 @@ class CouponCodeSender(Sender):
                 by_coupon[coupon][code] = info
         for coupon, infos in by_coupon.items():
             changed = []
-            for code in _mirror(self.using, coupon, list(infos)):
+            for code in _mirror(self.using, self.account, coupon, list(infos)):
                 info = infos[code.code]
                 code.status = CodeStatus.FAILED
                 code.error_code = info.code[:64]
@@ -236,12 +239,13 @@ class CouponCodeSender(Sender):
             )
 
 
-def _mirror(using: str, coupon: str, codes: list[str]) -> list[KlaviyoCouponCode]:
-    """The mirror codes of ``coupon`` among ``codes`` (none for rows written by hand)."""
+def _mirror(using: str, account: str, coupon: str, codes: list[str]) -> list[KlaviyoCouponCode]:
+    """The mirror codes of ``account``'s ``coupon`` among ``codes`` (none for rows
+    written by hand)."""
     found: list[KlaviyoCouponCode] = []
     for chunk in chunks(codes, IN_CHUNK):
         found += KlaviyoCouponCode.objects.using(using).filter(
-            coupon__external_id=coupon, code__in=list(chunk)
+            coupon__account=account, coupon__external_id=coupon, code__in=list(chunk)
         )
     return found
 

@@ -7,6 +7,7 @@
     klaviyo_coupons generate SUMMER10 --count 500 --prefix SUM-
     klaviyo_coupons push SUMMER10 [--retry-failed]        # queue pending (and failed) codes
     klaviyo_coupons status SUMMER10
+    klaviyo_coupons create SUMMER10 --account eu          # a coupon of another account
 
 ``import`` and ``generate`` queue the new codes at once unless ``--no-push``; ``klaviyo_flush``
 (or a flush worker) sends them. With ``--flush`` the command sends the coupon's rows itself,
@@ -24,7 +25,7 @@ from typing import Any
 from django.core.management.base import CommandError, CommandParser
 from django.utils.dateparse import parse_datetime
 
-from django_klaviyo import coupons
+from django_klaviyo import accounts, coupons
 from django_klaviyo.exceptions import KlaviyoError, KlaviyoValidationError
 from django_klaviyo.flush import FlushAborted
 from django_klaviyo.management.base import LongRunningCommand
@@ -86,22 +87,30 @@ class Command(LongRunningCommand):
             )
         status = sub.add_parser("status")
         status.add_argument("coupon")
+        for p in (create, imported, generate, push, status):
+            p.add_argument(
+                "--account",
+                help="The Klaviyo account the coupon lives in (a name of "
+                "KLAVIYO['ACCOUNTS'], or 'default', the default).",
+            )
 
     def handle(self, *args: Any, **options: Any) -> None:
         action = options["action"]
         try:
             if action == "status":
-                self._status(self._coupon(options["coupon"], create=False))
+                self._status(self._coupon(options, create=False))
                 return
             if action == "create":
-                coupon = coupons.get_or_create_coupon(options["coupon"], options["description"])
+                coupon = coupons.get_or_create_coupon(
+                    options["coupon"], options["description"], account=options["account"]
+                )
                 queued = coupons.enqueue_coupon(coupon)
                 self.stdout.write(
                     f"Coupon {coupon.external_id} "
                     + ("queued for Klaviyo." if queued else "is in Klaviyo or queued already.")
                 )
             else:
-                coupon = self._coupon(options["coupon"], create=action != "push")
+                coupon = self._coupon(options, create=action != "push")
                 self._save_codes(action, coupon, options)
                 if action == "push" or not options["no_push"]:
                     queued = coupons.enqueue_codes(coupon)
@@ -120,13 +129,16 @@ class Command(LongRunningCommand):
         except KlaviyoError as exc:
             raise CommandError(str(exc)) from exc
 
-    def _coupon(self, external_id: str, *, create: bool) -> KlaviyoCoupon:
+    def _coupon(self, options: dict[str, Any], *, create: bool) -> KlaviyoCoupon:
+        external_id, account = options["coupon"], options["account"]
         if create:
-            return coupons.get_or_create_coupon(external_id)
+            return coupons.get_or_create_coupon(external_id, account=account)
+        stored = accounts.get_account(account).stored
         try:
-            return KlaviyoCoupon.objects.get(external_id=external_id)
+            return KlaviyoCoupon.objects.get(account=stored, external_id=external_id)
         except KlaviyoCoupon.DoesNotExist:
-            raise CommandError(f"No coupon {external_id!r}; create it first.") from None
+            where = f" in account {account!r}" if stored else ""
+            raise CommandError(f"No coupon {external_id!r}{where}; create it first.") from None
 
     def _save_codes(self, action: str, coupon: KlaviyoCoupon, options: dict[str, Any]) -> None:
         if action == "import":
