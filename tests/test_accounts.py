@@ -8,6 +8,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import re
 from decimal import Decimal
 from io import StringIO
 from typing import Any
@@ -708,3 +709,63 @@ def test_an_accounts_codes_never_wait_for_another_accounts_coupon_row(settings, 
     eu_codes = KlaviyoCouponCode.objects.filter(coupon__account="eu")
     assert set(eu_codes.values_list("status", flat=True)) == {"UNASSIGNED"}
     assert OutboxEvent.objects.filter(account="", status=S.PENDING).count() == 3
+
+
+# --- klaviyo_webhooks per account ------------------------------------------------------------
+
+
+def test_klaviyo_webhooks_manages_another_accounts_webhooks_with_its_key_and_secret(
+    settings, sandboxes
+):
+    us, eu = sandboxes
+    two_accounts(settings, us.url, eu.url)
+    out, err = StringIO(), StringIO()
+    call_command(
+        "klaviyo_webhooks",
+        "create",
+        "--account",
+        "eu",
+        "--name",
+        "eu-shop",
+        "--url",
+        "https://shop.example.eu/klaviyo/webhooks/eu/",
+        "--topic",
+        "event:klaviyo.unsubscribed_from_email_marketing",
+        stdout=out,
+        stderr=err,
+    )
+
+    (webhook_id,) = eu.state.webhooks()
+    assert eu.state.webhook_secret(webhook_id) == EU_SECRET  # the account's own secret
+    assert us.state.webhooks() == {}
+    assert eu.state.key_counts().keys() == {account_scope(EU_KEY)}
+    assert EU_SECRET not in out.getvalue() + err.getvalue()
+    assert err.getvalue() == ""  # the secret is eu's, so the receiver accepts it
+
+    listed = StringIO()
+    call_command("klaviyo_webhooks", "list", "--account", "eu", stdout=listed)
+    assert f"{webhook_id}  eu-shop  enabled" in listed.getvalue()
+    call_command("klaviyo_webhooks", "delete", webhook_id, "--account", "eu", stdout=StringIO())
+    assert eu.state.webhooks() == {}
+
+
+def test_klaviyo_webhooks_refuses_an_unknown_account_or_one_without_a_secret(settings):
+    two_accounts(settings, WEBHOOK_SECRETS=[])
+    with pytest.raises(CommandError, match="unknown Klaviyo account 'mars'; configured"):
+        call_command("klaviyo_webhooks", "list", "--account", "mars", stdout=StringIO())
+    with pytest.raises(
+        CommandError, match=re.escape("set KLAVIYO['ACCOUNTS']['eu']['WEBHOOK_SECRETS']")
+    ):
+        call_command(
+            "klaviyo_webhooks",
+            "create",
+            "--account",
+            "eu",
+            "--name",
+            "eu-shop",
+            "--url",
+            "https://shop.example.eu/klaviyo/webhooks/eu/",
+            "--topic",
+            "event:klaviyo.bounced_email",
+            stdout=StringIO(),
+        )

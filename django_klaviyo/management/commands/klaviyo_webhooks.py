@@ -8,9 +8,12 @@ the handlers of received items: ``process``.
         --url https://shop.example.com/klaviyo/webhooks/ \\
         --topic event:klaviyo.unsubscribed_from_email_marketing --secret-env KLAVIYO_WEBHOOK_SECRET
     manage.py klaviyo_webhooks delete 01KP4EGG9B0AEF4VJD749M6H9D
+    manage.py klaviyo_webhooks list --account eu      # another Klaviyo account's webhooks
 
 The signing secret is read from the environment variable named by ``--secret-env`` (or the
-first of KLAVIYO['WEBHOOK_SECRETS']); it is never printed. Klaviyo's Webhooks API needs
+first of the account's WEBHOOK_SECRETS); it is never printed. ``--account NAME`` (``list``,
+``topics``, ``create``, ``delete``) acts on that account of KLAVIYO['ACCOUNTS'] with its
+own key; its deliveries go to ``webhooks/<account>/``. Klaviyo's Webhooks API needs
 Advanced KDP or an OAuth app, and allows 1 request/s.
 
 ``process`` handles pending items (those of large deliveries, acknowledged before their
@@ -29,9 +32,10 @@ from urllib.parse import urlsplit
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from django_klaviyo.client import get_client
-from django_klaviyo.conf import klaviyo_settings
-from django_klaviyo.exceptions import KlaviyoError
+from django_klaviyo import accounts
+from django_klaviyo.accounts import Account
+from django_klaviyo.client import KlaviyoClient, get_client
+from django_klaviyo.exceptions import KlaviyoError, KlaviyoValidationError
 from django_klaviyo.models import WebhookItem
 from django_klaviyo.webhooks.dispatch import ProcessResult, process_items, process_pending
 
@@ -47,17 +51,20 @@ def check_endpoint_url(url: str) -> str:
     return url
 
 
-def resolve_secret(secret_env: str | None) -> str:
-    """The signing secret, from ``$secret_env`` or settings; checked, never shown."""
+def resolve_secret(secret_env: str | None, account: Account | None = None) -> str:
+    """The signing secret, from ``$secret_env`` or ``account``'s settings (default: the
+    default account's); checked, never shown."""
+    account = account or accounts.get_account()
     if secret_env:
         secret = os.environ.get(secret_env, "")
         if not secret:
             raise CommandError(f"The environment variable {secret_env} is empty or not set.")
     else:
-        secrets = klaviyo_settings.webhook_secrets()
+        secrets = account.webhook_secrets
         if not secrets:
             raise CommandError(
-                "No signing secret: pass --secret-env VAR or set KLAVIYO['WEBHOOK_SECRETS']."
+                "No signing secret: pass --secret-env VAR or set "
+                f"{account.setting('WEBHOOK_SECRETS')}."
             )
         secret = secrets[0]
     if len(secret) < MIN_SECRET_LENGTH:
@@ -92,8 +99,8 @@ class Command(BaseCommand):
         process.add_argument(
             "--failed", action="store_true", help="Also run the items that failed before."
         )
-        sub.add_parser("list", help="List this account's webhooks.")
-        sub.add_parser("topics", help="List the webhook topics this account offers.")
+        listed = sub.add_parser("list", help="List this account's webhooks.")
+        topics = sub.add_parser("topics", help="List the webhook topics this account offers.")
         create = sub.add_parser("create", help="Create a webhook.")
         create.add_argument("--name", required=True)
         create.add_argument(
@@ -115,8 +122,19 @@ class Command(BaseCommand):
         delete = sub.add_parser("delete", help="Delete webhooks by id.")
         delete.add_argument("webhook_ids", nargs="+", metavar="ID")
 
+        for p in (listed, topics, create, delete):
+            p.add_argument(
+                "--account",
+                help="The Klaviyo account (a name of KLAVIYO['ACCOUNTS'], or 'default', the "
+                "default); its key is used and, for create, its WEBHOOK_SECRETS.",
+            )
+
     def handle(self, *args: Any, **options: Any) -> None:
         action = options["action"]
+        try:
+            self.account = accounts.get_account(options.get("account"))
+        except KlaviyoValidationError as exc:
+            raise CommandError(str(exc)) from exc
         try:
             getattr(self, f"handle_{action}")(options)
         except KlaviyoError as exc:
@@ -142,7 +160,7 @@ class Command(BaseCommand):
 
     def handle_list(self, options: dict[str, Any]) -> None:
         count = 0
-        for webhook in get_client().get_webhooks():
+        for webhook in self.client().get_webhooks():
             attributes = webhook.get("attributes") or {}
             state = "enabled" if attributes.get("enabled") else "disabled"
             self.stdout.write(
@@ -153,13 +171,13 @@ class Command(BaseCommand):
         self.stdout.write(f"{count} webhook(s).")
 
     def handle_topics(self, options: dict[str, Any]) -> None:
-        for topic in get_client().get_webhook_topics():
+        for topic in self.client().get_webhook_topics():
             self.stdout.write(str(topic.get("id")))
 
     def handle_create(self, options: dict[str, Any]) -> None:
         url = check_endpoint_url(options["url"])
-        secret = resolve_secret(options.get("secret_env"))
-        client = get_client()
+        secret = resolve_secret(options.get("secret_env"), self.account)
+        client = self.client()
         available = [str(topic.get("id")) for topic in client.get_webhook_topics()]
         topics = check_topics(options["topics"], available)
         created = client.create_webhook(
@@ -174,16 +192,20 @@ class Command(BaseCommand):
                 f"Created webhook {created.get('id')} for {len(topics)} topic(s) -> {url}"
             )
         )
-        if secret not in klaviyo_settings.webhook_secrets():
+        if secret not in self.account.webhook_secrets:
             self.stderr.write(
                 self.style.WARNING(
-                    "This secret is not in KLAVIYO['WEBHOOK_SECRETS']: the receiver will refuse "
-                    "these deliveries until you add it."
+                    f"This secret is not in {self.account.setting('WEBHOOK_SECRETS')}: the "
+                    "receiver will refuse these deliveries until you add it."
                 )
             )
 
     def handle_delete(self, options: dict[str, Any]) -> None:
-        client = get_client()
+        client = self.client()
         for webhook_id in options["webhook_ids"]:
             client.delete_webhook(webhook_id)
             self.stdout.write(self.style.SUCCESS(f"Deleted webhook {webhook_id}."))
+
+    def client(self) -> KlaviyoClient:
+        """The chosen account's client: its key, API URL and revision."""
+        return get_client() if self.account.is_default else get_client(self.account.name)
