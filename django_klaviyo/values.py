@@ -189,19 +189,23 @@ def aware(value: dt.datetime) -> dt.datetime:
     return timezone.make_aware(value) if timezone.is_naive(value) else value
 
 
+def parse_iso(text: str, path: str) -> dt.datetime:
+    """An ISO-8601 string (with or without offset) as a datetime, or a
+    ``KlaviyoValidationError`` naming the field."""
+    try:
+        parsed = parse_datetime(text.strip())
+    except ValueError:
+        parsed = None
+    if parsed is None:
+        raise KlaviyoValidationError(f"{path} {text!r} is not an ISO-8601 date-time.", field=path)
+    return parsed
+
+
 def iso_time(value: Any, path: str = "time", *, allow_future: bool = True) -> str:
     """An aware or naive datetime, or an ISO-8601 string (with or without offset) → an
     ISO-8601 UTC string inside Klaviyo's window (after 1990, at most a year ahead)."""
     if isinstance(value, str):
-        try:
-            parsed = parse_datetime(value.strip())
-        except ValueError:
-            parsed = None
-        if parsed is None:
-            raise KlaviyoValidationError(
-                f"{path} {value!r} is not an ISO-8601 date-time.", field=path
-            )
-        value = parsed
+        value = parse_iso(value, path)
     elif not isinstance(value, dt.datetime):
         raise KlaviyoValidationError(
             f"{path} must be a datetime or an ISO-8601 string, not {type(value).__name__}.",

@@ -13,10 +13,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from django.utils.dateparse import parse_datetime
-
 from django_klaviyo.exceptions import KlaviyoValidationError
-from django_klaviyo.values import aware, check_text
+from django_klaviyo.values import aware, check_text, parse_iso
 
 # Letters, digits, '-' and '_': what a shopper can type from an email, and what fits
 # Klaviyo's ids (a coupon's id is its external id).
@@ -39,15 +37,7 @@ def clean_expiry(value: Any, path: str = "expires_at") -> str | None:
     if value is None or value == "":
         return None
     if isinstance(value, str):
-        try:
-            parsed = parse_datetime(value.strip())
-        except ValueError:
-            parsed = None
-        if parsed is None:
-            raise KlaviyoValidationError(
-                f"{path} {value!r} is not an ISO-8601 date-time.", field=path
-            )
-        value = parsed
+        value = parse_iso(value, path)
     if not isinstance(value, dt.datetime):
         raise KlaviyoValidationError(f"{path} must be a date-time or null.", field=path)
     return aware(value).astimezone(dt.timezone.utc).isoformat()
