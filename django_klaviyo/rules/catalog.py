@@ -15,6 +15,7 @@ from typing import Any
 
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.identifiers import PROFILE_IDENTIFIERS, clean_profile
+from django_klaviyo.rules.shapes import unknown_keys
 from django_klaviyo.values import check_text, number, to_json
 
 BACK_IN_STOCK_CHANNELS = ("EMAIL", "PUSH", "SMS", "WHATSAPP")
@@ -166,12 +167,54 @@ clean_catalog_category = _catalog_cleaner("category")
 
 def clean_back_in_stock(payload: Mapping[str, Any]) -> dict[str, Any]:
     """``{"profile", "variant", "channels"}``: identifiers only (Klaviyo takes email,
-    phone_number, external_id here), the variant's external id, Klaviyo's channel names."""
+    phone_number, external_id here; a row written from a user's whole profile drops the
+    rest), the variant's external id, Klaviyo's channel names."""
     if not isinstance(payload, Mapping):
         raise KlaviyoValidationError("payload must be a dict.", field="payload")
-    identifiers = clean_profile(payload.get("profile"))
+    return _subscription(
+        payload.get("profile"), payload.get("variant"), payload.get("channels"), _ROW_FIELDS
+    )
+
+
+# Where a back-in-stock subscription's fields come from: a row's payload keys, or the
+# arguments of ``KlaviyoClient.create_back_in_stock_subscription``.
+_ROW_FIELDS: dict[str, str] = {}
+_REQUEST_FIELDS = {
+    "variant": "variant_external_id",
+    **{name: f"profile.{name}" for name in PROFILE_IDENTIFIERS},
+}
+
+
+def clean_back_in_stock_request(
+    profile: Any, variant_external_id: Any, channels: Any
+) -> dict[str, Any]:
+    """``KlaviyoClient.create_back_in_stock_subscription``'s arguments, by the
+    ``back_in_stock`` row's rule, as ``{"profile", "variant", "channels"}``; errors name
+    the argument (``profile.email``, ``variant_external_id``). Stricter than a row in one
+    way: a profile key Klaviyo's subscription does not take is refused, not dropped."""
+    if isinstance(profile, Mapping):
+        unknown_keys(
+            profile,
+            PROFILE_IDENTIFIERS,
+            "profile",
+            "an identifier (email, phone_number, external_id)",
+        )
+    return _subscription(profile, variant_external_id, channels, _REQUEST_FIELDS)
+
+
+def _subscription(
+    profile: Any, variant: Any, channels: Any, names: Mapping[str, str]
+) -> dict[str, Any]:
+    """The one back-in-stock rule; ``names`` maps a field to the caller's name for it."""
+
+    def name(field: str) -> str:
+        return names.get(field, field)
+
+    try:
+        identifiers = clean_profile(profile)
+    except KlaviyoValidationError as exc:
+        raise KlaviyoValidationError(str(exc), field=name(exc.field or "profile")) from None
     identifiers = {k: v for k, v in identifiers.items() if k in PROFILE_IDENTIFIERS}
-    channels = payload.get("channels")
     if isinstance(channels, str) or not isinstance(channels, (list, tuple)) or not channels:
         raise KlaviyoValidationError("channels must be a non-empty list.", field="channels")
     upper = sorted({str(c).strip().upper() for c in channels})
@@ -183,11 +226,13 @@ def clean_back_in_stock(payload: Mapping[str, Any]) -> dict[str, Any]:
             field="channels",
         )
     if "EMAIL" in upper and not identifiers.get("email"):
-        raise KlaviyoValidationError("the email channel needs an email.", field="email")
+        raise KlaviyoValidationError("the email channel needs an email.", field=name("email"))
     if "SMS" in upper and not identifiers.get("phone_number"):
-        raise KlaviyoValidationError("the sms channel needs a phone_number.", field="phone_number")
+        raise KlaviyoValidationError(
+            "the sms channel needs a phone_number.", field=name("phone_number")
+        )
     return {
         "profile": to_json(identifiers, "profile"),
-        "variant": external_id(payload.get("variant"), "variant"),
+        "variant": external_id(variant, name("variant")),
         "channels": upper,
     }

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from django_klaviyo import limits
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.values import aware, check_text, parse_iso
 
@@ -72,3 +73,32 @@ def clean_coupon_code(payload: Mapping[str, Any]) -> dict[str, Any]:
         "code": clean_code(payload.get("code")),
         "expires_at": clean_expiry(payload.get("expires_at")),
     }
+
+
+def clean_coupon_codes_request(
+    coupon_id: Any, codes: Any
+) -> tuple[str, list[tuple[str, str | None]]]:
+    """``KlaviyoClient.run_coupon_code_job``'s arguments, by the ``coupon_code`` row's
+    rules (``clean_code``, ``clean_expiry``): the coupon's id and ``(code, expires_at)``
+    pairs, 1 to 1,000 of them; errors name the argument (``coupon_id``, ``codes[3]``,
+    ``codes[3].expires_at``)."""
+    coupon = clean_code(coupon_id, "coupon_id")
+    if isinstance(codes, (str, bytes, Mapping)) or not isinstance(codes, Sequence):
+        raise KlaviyoValidationError("codes must be a list of (code, expires_at).", field="codes")
+    if not 1 <= len(codes) <= limits.COUPON_CODES_PER_JOB:
+        raise KlaviyoValidationError(
+            f"a coupon code job takes 1 to {limits.COUPON_CODES_PER_JOB} codes "
+            f"({len(codes)} given).",
+            field="codes",
+        )
+    cleaned = []
+    for i, pair in enumerate(codes):
+        if isinstance(pair, (str, bytes)) or not isinstance(pair, Sequence) or len(pair) != 2:
+            raise KlaviyoValidationError(
+                f"codes[{i}] must be a (code, expires_at) pair.", field=f"codes[{i}]"
+            )
+        code, expires_at = pair
+        cleaned.append(
+            (clean_code(code, f"codes[{i}]"), clean_expiry(expires_at, f"codes[{i}].expires_at"))
+        )
+    return coupon, cleaned
