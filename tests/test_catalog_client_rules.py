@@ -24,9 +24,11 @@ from django.utils import timezone
 import django_klaviyo as klaviyo
 from django_klaviyo import coupons, rules
 from django_klaviyo.client import KlaviyoClient, UnlimitedRateLimiter
+from django_klaviyo.client.catalog import catalog_resource, related
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.flush import flush_outbox
 from django_klaviyo.models import OutboxEvent
+from django_klaviyo.outbox import OutboxRow, enqueue_many
 from django_klaviyo.rules import catalog as catalog_rules
 from django_klaviyo.rules import coupons as coupon_rules
 from django_klaviyo.sandbox.catalog_routes import catalog_store
@@ -221,6 +223,106 @@ def test_coupon_code_job_refuses_what_a_coupon_code_row_refuses(
     assert sent_bodies(mocked, CODE_JOBS_URL) == []
 
 
+# --- start_catalog_job / run_catalog_job ------------------------------------------------
+
+MUG = {"title": "Mug", "url": "https://shop.example/p/MUG", "price": 12.5, "description": ""}
+MUG_VARIANT = {**MUG, "sku": "MUG", "inventory_quantity": 3.0}
+
+
+def item_link(external_id: str) -> dict[str, Any]:
+    return {"data": related("item", [external_id])["data"][0]}
+
+
+def test_a_catalog_job_sends_the_resources_it_was_given_cleaned(client, mocked):
+    mocked.add(
+        responses.POST,
+        re.compile(r"^https://a\.klaviyo\.com/api/catalog-item-bulk-create-jobs"),
+        status=202,
+        json={"data": {"type": "catalog-item-bulk-create-job", "id": "J1", "attributes": {}}},
+    )
+    built = catalog_resource(
+        "item", "create", "MUG", MUG, {"categories": related("category", ["kitchen"])}
+    )
+    spaced = catalog_resource("item", "create", " CUP ", {**MUG, "title": "Cup"})
+
+    client.start_catalog_job("item", "create", [built, spaced])
+
+    (body,) = [json.loads(c.request.body) for c in mocked.calls]
+    # A valid resource goes as built; an external id loses its spaces, as a row's does.
+    assert body["data"]["attributes"]["items"]["data"] == [
+        built,
+        {**spaced, "attributes": {**spaced["attributes"], "external_id": "CUP"}},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("kind", "op", "resource", "field"),
+    [
+        (
+            "item",
+            "create",
+            catalog_resource("item", "create", "MUG", {**MUG, "price": -1}),
+            "resources[0].attributes.price",
+        ),
+        (
+            "item",
+            "create",
+            catalog_resource("item", "create", "MUG", {"url": MUG["url"]}),
+            "resources[0].attributes.title",
+        ),
+        (
+            "item",
+            "create",
+            catalog_resource("item", "create", "MUG", {**MUG, "title": "M\x00g"}),
+            "resources[0].attributes.title",
+        ),
+        (
+            "item",
+            "update",
+            catalog_resource("item", "update", "MUG", {"colour": "blue"}),
+            "resources[0].attributes.colour",
+        ),
+        (
+            "item",
+            "update",
+            {"type": "catalog-item", "id": "MUG", "attributes": {"price": 3}},
+            "resources[0].id",
+        ),
+        (
+            "item",
+            "delete",
+            {"type": "catalog-variant", "id": "$custom:::$default:::MUG"},
+            "resources[0].type",
+        ),
+        (
+            "variant",
+            "create",
+            catalog_resource("variant", "create", "MUG", MUG_VARIANT),
+            "resources[0].relationships.item",
+        ),
+        (
+            "variant",
+            "create",
+            catalog_resource("variant", "create", "MUG", MUG_VARIANT, {"item": item_link(" ")}),
+            "resources[0].relationships.item.data.id",
+        ),
+        (
+            "variant",
+            "update",
+            catalog_resource("variant", "update", "MUG", {"inventory_quantity": "3"}),
+            "resources[0].attributes.inventory_quantity",
+        ),
+    ],
+)
+def test_a_catalog_job_refuses_what_a_catalog_row_refuses(
+    client, mocked, kind, op, resource, field
+):
+    error = refused(lambda: client.run_catalog_job(kind, op, [resource], poll_interval=0))
+
+    assert error.field == field
+    assert [c for c in mocked.calls if "catalog" in c.request.url] == []
+
+
 # --- the flusher sends rows as they were cleaned when written --------------------------
 
 
@@ -328,3 +430,54 @@ def test_old_coupon_code_rows_are_cleaned_once_before_they_are_sent(monkeypatch,
     assert cleaned == ["SUMMER", " SUM-9 "]  # the row's coupon and code, once
     (code,) = catalog_store(klaviyo_sandbox.state).coupon_codes("SUMMER")
     assert code["unique_code"] == "SUM-9"
+
+
+@pytest.mark.django_db
+def test_current_catalog_rows_are_sent_without_being_cleaned_again(monkeypatch, klaviyo_sandbox):
+    (row,) = enqueue_many(
+        [
+            OutboxRow(
+                kind=Kind.CATALOG_CATEGORY,
+                payload={
+                    "op": "upsert",
+                    "external_id": " kitchen ",
+                    "create": True,
+                    "attributes": {"name": "Kitchen"},
+                },
+            )
+        ]
+    )
+    assert row.rules_version == rules.RULES_VERSION
+    cleaned = count_calls(monkeypatch, catalog_rules, "external_id")
+
+    flush()
+
+    row.refresh_from_db()
+    assert row.status == Status.SENT
+    assert cleaned == []
+    categories = catalog_store(klaviyo_sandbox.state).categories()
+    assert [c["external_id"] for c in categories.values()] == ["kitchen"]
+
+
+@pytest.mark.django_db
+def test_an_old_catalog_row_is_cleaned_once_before_it_is_sent(monkeypatch, klaviyo_sandbox):
+    row = OutboxEvent.objects.create(
+        kind=Kind.CATALOG_CATEGORY,
+        # Written under older rules: the external id keeps its spaces.
+        payload={
+            "op": "upsert",
+            "external_id": " kitchen ",
+            "create": True,
+            "attributes": {"name": "Kitchen"},
+        },
+        rules_version=0,
+    )
+    cleaned = count_calls(monkeypatch, catalog_rules, "external_id")
+
+    flush()
+
+    row.refresh_from_db()
+    assert row.status == Status.SENT
+    assert cleaned == [" kitchen "]
+    categories = catalog_store(klaviyo_sandbox.state).categories()
+    assert [c["external_id"] for c in categories.values()] == ["kitchen"]

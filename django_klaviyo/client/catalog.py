@@ -16,19 +16,22 @@ from urllib.parse import quote
 
 from django_klaviyo import limits, payloads
 from django_klaviyo.exceptions import KlaviyoError, KlaviyoValidationError
-from django_klaviyo.rules.catalog import clean_back_in_stock_request
+from django_klaviyo.rules.catalog import (
+    CATALOG_ID_PREFIX,
+    CATALOG_OPS,
+    RESOURCE_TYPES,
+    clean_back_in_stock_request,
+    clean_catalog_resources,
+)
 from django_klaviyo.rules.coupons import clean_coupon, clean_coupon_codes_request
 
 if TYPE_CHECKING:
     from django_klaviyo.client.transport import Transport
 
 CATALOG_KINDS = ("item", "variant", "category")
-CATALOG_OPS = ("create", "update", "delete")
 JOB_DONE = ("complete", "cancelled")
-# Klaviyo's ids of $custom catalog resources: integration, catalog, then the store's id.
-CATALOG_ID_PREFIX = "$custom:::$default:::"
 
-_RESOURCE = {"item": "catalog-item", "variant": "catalog-variant", "category": "catalog-category"}
+_RESOURCE = RESOURCE_TYPES
 _MEMBERS = {"item": "items", "variant": "variants", "category": "categories"}
 _PATH_NOUN = {"item": "item", "variant": "variant", "category": "category"}
 # operationIds of the job GETs, as the spec names them.
@@ -181,7 +184,16 @@ class CatalogMethods:
     ) -> dict[str, Any]:
         """``POST /api/catalog-<kind>-bulk-<op>-jobs``; returns the job resource.
         Not idempotent for create (a repeated create job fails as duplicates, which
-        the flusher turns into an update), idempotent for update and delete."""
+        the flusher turns into an update), idempotent for update and delete.
+
+        ``resources`` (built by ``catalog_resource``) are cleaned first by the catalog
+        rows' rules (``rules.catalog.clean_catalog_resources``); ``KlaviyoValidationError``
+        names the resource (``resources[3].attributes.price``)."""
+        return self._start_catalog_job(kind, op, clean_catalog_resources(kind, op, resources))
+
+    def _start_catalog_job(
+        self, kind: str, op: str, resources: Sequence[Mapping[str, Any]]
+    ) -> dict[str, Any]:
         body = catalog_job_body(kind, op, resources)
         operation = f"bulk_{op}_catalog_{_MEMBERS[kind]}"
         path = f"/api/catalog-{_PATH_NOUN[kind]}-bulk-{op}-jobs"
@@ -238,8 +250,30 @@ class CatalogMethods:
     ) -> dict[str, Any]:
         """Start a catalog job and poll it until it is complete or cancelled; raise
         ``CatalogJobTimeout`` (retryable) after ``timeout`` seconds of the client's clock.
-        ``between_polls`` runs before each poll (the flusher renews its lease there)."""
-        job = self.start_catalog_job(kind, op, resources)
+        ``between_polls`` runs before each poll (the flusher renews its lease there).
+        ``resources`` are cleaned first, as by ``start_catalog_job``."""
+        return self.send_catalog_job(
+            kind,
+            op,
+            clean_catalog_resources(kind, op, resources),
+            timeout=timeout,
+            poll_interval=poll_interval,
+            between_polls=between_polls,
+        )
+
+    def send_catalog_job(
+        self,
+        kind: str,
+        op: str,
+        resources: Sequence[Mapping[str, Any]],
+        *,
+        timeout: float = 300.0,
+        poll_interval: float = 2.0,
+        between_polls: Callable[[], None] | None = None,
+    ) -> dict[str, Any]:
+        """``run_catalog_job`` for resources ``catalog_resource`` built from what the rules
+        already cleaned (outbox rows: the flusher); checks only the job's size."""
+        job = self._start_catalog_job(kind, op, resources)
         return self._wait(
             lambda job_id: self.get_catalog_job(kind, op, job_id),
             job,

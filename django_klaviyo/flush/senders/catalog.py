@@ -184,7 +184,7 @@ class CatalogSender(Sender):
         return requests
 
     def _run(self, client: Any, op: str, body: list[dict[str, Any]]) -> dict[str, Any]:
-        job = client.run_catalog_job(
+        job = client.send_catalog_job(
             self.noun,
             op,
             body,
