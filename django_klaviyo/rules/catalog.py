@@ -6,6 +6,11 @@ A catalog row is ``{"op": "upsert" | "delete", "external_id", "create", "attribu
 the flusher falls back to the other one when Klaviyo answers "already exists" or "does
 not exist". Attributes are the ones Klaviyo's create jobs require, so a row can always
 become either job.
+
+The client's calls of these kinds are cleaned by the same rules, errors naming their
+arguments: ``clean_catalog_resources`` (the resources of ``start_catalog_job`` and
+``run_catalog_job``) and ``clean_back_in_stock_request``
+(``create_back_in_stock_subscription``).
 """
 
 from __future__ import annotations
@@ -299,6 +304,14 @@ def _catalog_id(value: Any, field: str) -> str:
 
 # --- back in stock -------------------------------------------------------------------
 
+# Where a back-in-stock subscription's fields come from: a row's payload keys, or the
+# arguments of ``KlaviyoClient.create_back_in_stock_subscription``.
+_ROW_FIELDS: dict[str, str] = {}
+_REQUEST_FIELDS = {
+    "variant": "variant_external_id",
+    **{name: f"profile.{name}" for name in PROFILE_IDENTIFIERS},
+}
+
 
 def clean_back_in_stock(payload: Mapping[str, Any]) -> dict[str, Any]:
     """``{"profile", "variant", "channels"}``: identifiers only (Klaviyo takes email,
@@ -309,15 +322,6 @@ def clean_back_in_stock(payload: Mapping[str, Any]) -> dict[str, Any]:
     return _subscription(
         payload.get("profile"), payload.get("variant"), payload.get("channels"), _ROW_FIELDS
     )
-
-
-# Where a back-in-stock subscription's fields come from: a row's payload keys, or the
-# arguments of ``KlaviyoClient.create_back_in_stock_subscription``.
-_ROW_FIELDS: dict[str, str] = {}
-_REQUEST_FIELDS = {
-    "variant": "variant_external_id",
-    **{name: f"profile.{name}" for name in PROFILE_IDENTIFIERS},
-}
 
 
 def clean_back_in_stock_request(

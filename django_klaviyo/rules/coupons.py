@@ -4,6 +4,9 @@ A ``coupon`` row is ``{"external_id", "description"}``: the coupon to create in 
 (whose coupon id is its external id). A ``coupon_code`` row is ``{"coupon", "code",
 "expires_at"}``: one unique code of that coupon; the flusher packs a coupon's code rows
 into coupon-code bulk jobs.
+
+The client's ``create_coupon`` is cleaned by ``clean_coupon``, and ``run_coupon_code_job``
+by ``clean_coupon_codes_request`` (the same code and expiry rules).
 """
 
 from __future__ import annotations
