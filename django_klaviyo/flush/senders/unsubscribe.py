@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from django_klaviyo import payloads
 from django_klaviyo.client.filters import any_
 from django_klaviyo.consent import set_global_consent, set_list_consent
 from django_klaviyo.exceptions import KlaviyoAuthError, KlaviyoError
@@ -169,7 +170,8 @@ class UnsubscribeSender(SubscribeSender):
         ).update(outcome_note=note)
 
     def send(self, client: Any, request: Request) -> Any:
-        return client.unsubscribe_profiles(request.body, list_id=request.key[0])
+        body = payloads.build_unsubscribe(request.body, list_id=request.key[0])
+        return client.send_unsubscribe_job(body)
 
     def succeeded(self, request: Request, result: Any, now: datetime) -> None:
         list_id = request.key[0]
