@@ -142,3 +142,25 @@ def test_a_duplicate_profile_takes_the_rows_update_without_the_exchange_id() -> 
         assert sent["id"] == "01ADA"
         assert sent["attributes"] == {"email": "ada@example.com", "first_name": "Ada"}
     assert OutboxEvent.objects.get(pk=row.pk).status == Status.SENT
+
+
+@pytest.mark.klaviyo_sandbox()
+def test_a_mirror_update_that_fails_after_sending_is_noted_on_the_sent_rows(
+    klaviyo_sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Klaviyo took the request, so the row is sent; but the local mirror (memberships,
+    consent, profile ids) missed the change, and a log line alone would hide that."""
+    newsletter = klaviyo_sandbox.state.create_list("Newsletter")["id"]
+    row = django_klaviyo.add_to_list(newsletter, {"email": "cy@example.com"})
+
+    def broken_mirror(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("membership table locked")
+
+    monkeypatch.setattr("django_klaviyo.flush.senders.lists.ListSender.succeeded", broken_mirror)
+
+    flush_outbox()
+
+    row.refresh_from_db()
+    assert row.status == Status.SENT
+    assert "local mirror was not updated" in row.outcome_note
+    assert "membership table locked" in row.outcome_note
