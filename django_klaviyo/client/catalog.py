@@ -5,6 +5,11 @@ accepted with 202 and then polled (``GET .../<job_id>``) until it is ``complete`
 ``cancelled``. Per-resource failures come back in the job's ``attributes.errors``.
 The JSON:API bodies are built here by small pure functions, so the flusher, the
 commands and the tests share them.
+
+Each public call cleans its arguments with the matching outbox kind's rules
+(``django_klaviyo.rules``) and raises ``KlaviyoValidationError`` naming the argument; its
+``send_...`` twin sends a body built from input the rules already cleaned (the
+flusher's rows, cleaned when written) and checks nothing again.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from django_klaviyo.rules.coupons import clean_coupon, clean_coupon_codes_reques
 if TYPE_CHECKING:
     from django_klaviyo.client.transport import Transport
 
-CATALOG_KINDS = ("item", "variant", "category")
+CATALOG_KINDS = tuple(RESOURCE_TYPES)
 JOB_DONE = ("complete", "cancelled")
 
 _RESOURCE = RESOURCE_TYPES
