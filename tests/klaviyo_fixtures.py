@@ -8,6 +8,8 @@
 - ``fresh_rate_limits``: empties the default cache, where rate-limit windows and holds live.
   Not autouse: a module that wants it says ``pytest.mark.usefixtures("fresh_rate_limits")``.
 - ``flush(client, clock, **kwargs)``: ``flush_outbox`` on the fake clock, without jitter.
+- ``fast_client()`` and ``flush_now(**options)``: for tests that only need the rows sent
+  (to the sandbox or a mock): no rate-limit waits, no retries, no sleeps.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import responses
 from django.core.cache import caches
 from django.utils import timezone
 
-from django_klaviyo.client import KlaviyoClient
+from django_klaviyo.client import KlaviyoClient, UnlimitedRateLimiter
 from django_klaviyo.flush import flush_outbox
 
 
@@ -73,3 +75,15 @@ def flush(client: KlaviyoClient, clock: FakeClock, **kwargs: Any) -> Any:
     """One ``flush_outbox`` pass on the fake clock; jitter is fixed so waits are exact."""
     kwargs.setdefault("jitter", lambda: 1.0)
     return flush_outbox(client=client, clock=clock, sleep=clock.sleep, **kwargs)
+
+
+def fast_client() -> KlaviyoClient:
+    """A client that never waits: no rate limiter, one attempt, no sleeps."""
+    return KlaviyoClient(
+        rate_limiter=UnlimitedRateLimiter(), sleep=lambda seconds: None, max_attempts=1
+    )
+
+
+def flush_now(**options: Any) -> Any:
+    """One ``flush_outbox`` pass through ``fast_client()``, without sleeping between rounds."""
+    return flush_outbox(client=fast_client(), sleep=lambda seconds: None, **options)
