@@ -7,6 +7,8 @@
 - ``mocked``: a ``responses`` mock of Klaviyo's API; a test registers the answers it needs.
 - ``fresh_rate_limits``: empties the default cache, where rate-limit windows and holds live.
   Not autouse: a module that wants it says ``pytest.mark.usefixtures("fresh_rate_limits")``.
+  ``isolated_rate_limits`` also empties it after the test, for tests whose rate-limit logs
+  (on a fake clock) must not reach the modules that run next.
 - ``flush(client, clock, **kwargs)``: ``flush_outbox`` on the fake clock, without jitter.
 - ``fast_client()`` and ``flush_now(**options)``: for tests that only need the rows sent
   (to the sandbox or a mock): no rate-limit waits, no retries, no sleeps.
@@ -68,6 +70,13 @@ def mocked() -> Iterator[responses.RequestsMock]:
 @pytest.fixture
 def fresh_rate_limits() -> None:
     """Rate-limit windows and holds live in the cache; each test starts from none."""
+    caches["default"].clear()
+
+
+@pytest.fixture
+def isolated_rate_limits(fresh_rate_limits: None) -> Iterator[None]:
+    """``fresh_rate_limits``, and the cache emptied again after the test."""
+    yield
     caches["default"].clear()
 
 
