@@ -183,20 +183,14 @@ def enqueue_codes(coupon: KlaviyoCoupon, *, using: str = DEFAULT_DB_ALIAS) -> li
 
 def requeue_failed(coupon: KlaviyoCoupon, *, using: str = DEFAULT_DB_ALIAS) -> int:
     """Give the dead outbox rows of the coupon's failed codes another full set of
-    attempts (as the outbox admin's "Requeue dead" does); those codes turn ``queued``.
-    Returns how many rows were requeued."""
-    with transaction.atomic(using=using):
-        failed = KlaviyoCouponCode.objects.using(using).filter(
-            coupon=coupon, status=Status.FAILED, outbox_id__isnull=False
-        )
-        ids = list(failed.values_list("outbox_id", flat=True))
-        requeued = operations.requeue_dead(OutboxEvent.objects.using(using).filter(pk__in=ids))
-        failed.filter(
-            outbox_id__in=OutboxEvent.objects.using(using)
-            .filter(pk__in=ids, status=OutboxEvent.Status.PENDING)
-            .values("pk")
-        ).update(status=Status.QUEUED)
-    return requeued
+    attempts (``operations.requeue_dead``, as the outbox admin's "Requeue dead"); those
+    codes turn ``queued``. Returns how many rows were requeued."""
+    failed = KlaviyoCouponCode.objects.using(using).filter(
+        coupon=coupon, status=Status.FAILED, outbox_id__isnull=False
+    )
+    # Listed first: requeueing turns these codes queued, which a subquery would then miss.
+    ids = list(failed.values_list("outbox_id", flat=True))
+    return operations.requeue_dead(OutboxEvent.objects.using(using).filter(pk__in=ids))
 
 
 def open_rows(coupon: KlaviyoCoupon, *, using: str = DEFAULT_DB_ALIAS) -> int:

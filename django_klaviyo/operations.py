@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
 from django_klaviyo.invalid_rows import REFUSED_ON_SAVE_CODES
-from django_klaviyo.models import OutboxEvent
+from django_klaviyo.models import KlaviyoCouponCode, OutboxEvent
 
 Status = OutboxEvent.Status
 
@@ -21,14 +22,20 @@ Status = OutboxEvent.Status
 def _requeue(queryset: QuerySet[OutboxEvent], statuses: Iterable[str]) -> int:
     # Rows refused on save never held a valid payload (see invalid_rows): nothing to retry.
     queryset = queryset.exclude(last_error_code__in=REFUSED_ON_SAVE_CODES)
-    return queryset.filter(status__in=list(statuses)).update(
-        status=Status.PENDING,
-        attempts=0,
-        next_attempt_at=timezone.now(),
-        locked_at=None,
-        locked_by="",
-        updated_at=timezone.now(),
-    )
+    requeued = queryset.filter(status__in=list(statuses))
+    with transaction.atomic(using=queryset.db):
+        # A failed coupon code whose row goes back to the queue is queued again.
+        KlaviyoCouponCode.objects.using(queryset.db).filter(
+            status=KlaviyoCouponCode.Status.FAILED, outbox_id__in=requeued.values("pk")
+        ).update(status=KlaviyoCouponCode.Status.QUEUED)
+        return requeued.update(
+            status=Status.PENDING,
+            attempts=0,
+            next_attempt_at=timezone.now(),
+            locked_at=None,
+            locked_by="",
+            updated_at=timezone.now(),
+        )
 
 
 def retry_now(queryset: QuerySet[OutboxEvent]) -> int:

@@ -10,16 +10,15 @@ runs, so a bad value raises :class:`KlaviyoValidationError` naming the field and
 reaches the database (where, on PostgreSQL, it would abort the caller's transaction).
 Rows record the rules version they passed.
 
-Every row of one call goes in ONE ``INSERT``. Rows carrying a ``dedupe_key`` are inserted
-with ``ON CONFLICT DO NOTHING`` on its unique constraint, so saving the same state again
-adds nothing.
+Every row of one call goes in ONE ``INSERT`` (``django_klaviyo.outbox_insert``). Rows
+carrying a ``dedupe_key`` are inserted with ``ON CONFLICT DO NOTHING`` on its unique
+constraint, so saving the same state again adds nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -34,6 +33,15 @@ from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.identifiers import profile_key
 from django_klaviyo.models import OutboxEvent
 from django_klaviyo.models.outbox import new_outbox_id
+from django_klaviyo.outbox_insert import (
+    ENCODED,
+    NEW_ROW,
+    TIMESTAMPS,
+    insert_rows,
+    layout,
+    supports_fast_insert,
+    supports_returning,
+)
 from django_klaviyo.rules.profiles import deletion_payload
 from django_klaviyo.signals import outbox_ready
 from django_klaviyo.values import to_json  # noqa: F401  (re-exported for mappers)
@@ -239,46 +247,14 @@ def _columns(row: OutboxRow) -> dict[str, Any]:
         "profile_key": key[:320],
         "rules_version": rules.RULES_VERSION,
         "account": "",
-        _ENCODED: encoded,
+        ENCODED: encoded,
     }
-
-
-# The columns ``_columns`` sets.
-_COLUMN_NAMES = (
-    "id",
-    "kind",
-    "payload",
-    "metric",
-    "unique_id",
-    "dedupe_key",
-    "profile_key",
-    "rules_version",
-    "account",
-)
 
 
 def _encode(payload: Mapping[str, Any]) -> str:
     # Compact, and ASCII-only: its length is its size in bytes, an upper bound of what the
     # client sends for it.
     return json.dumps(payload, allow_nan=False, separators=(",", ":"))
-
-
-# Column values every new row shares; the timestamps are filled in per call.
-_NEW_ROW = {
-    "status": OutboxEvent.Status.PENDING.value,
-    "attempts": 0,
-    "locked_at": None,
-    "locked_by": "",
-    "last_error_status": None,
-    "last_error_code": "",
-    "last_error_detail": "",
-    "sent_at": None,
-}
-_TIMESTAMPS = ("next_attempt_at", "created_at", "updated_at")
-# Key (not a column) carrying a row's JSON text from its check to the INSERT.
-_ENCODED = "__encoded__"
-# Rows per statement: PostgreSQL takes at most 65535 parameters, old SQLite 999.
-_MAX_ROWS_PER_INSERT = 1000
 
 
 def enqueue_many(
@@ -334,23 +310,23 @@ def _write(
     if not values:
         return []
     now = timezone.now()
-    fields, defaulted = _layout()
+    fields, defaulted = layout()
     for columns in values:
-        columns.update(_NEW_ROW)
-        for name in _TIMESTAMPS:
+        columns.update(NEW_ROW)
+        for name in TIMESTAMPS:
             columns[name] = now
         for f in defaulted:
             columns[f.attname] = f.get_default()
     connection = connections[alias]
-    fast = _supports_fast_insert(connection)
+    fast = supports_fast_insert(connection)
     objs: list[Any] = values
     if build_objects or not fast:
         objs = [OutboxEvent(*(columns[f.attname] for f in fields)) for columns in values]
     # Which deduplicated rows went in: needed only to hand the caller the stored rows.
-    returning = build_objects and bool(seen) and _supports_returning(connection)
+    returning = build_objects and bool(seen) and supports_returning(connection)
     inserted: set[uuid.UUID] | None = None
     if fast:
-        inserted = _insert(connection, values, ignore_conflicts=bool(seen), returning=returning)
+        inserted = insert_rows(connection, values, ignore_conflicts=bool(seen), returning=returning)
     else:
         OutboxEvent.objects.using(alias).bulk_create(objs, ignore_conflicts=bool(seen))
     kinds = frozenset(columns["kind"] for columns in values)
@@ -358,31 +334,6 @@ def _write(
     if build_objects:
         objs = _saved(objs, alias, inserted)
     return objs
-
-
-_LAYOUT: tuple[Any, ...] = ()
-
-
-def _layout() -> tuple[Any, ...]:
-    """(the model's concrete fields, those no writer step sets), computed once: a column
-    added to the model later starts at its default."""
-    global _LAYOUT
-    if not _LAYOUT:
-        fields = tuple(OutboxEvent._meta.concrete_fields)
-        known = {*_COLUMN_NAMES, *_NEW_ROW, *_TIMESTAMPS}
-        _LAYOUT = (fields, tuple(f for f in fields if f.attname not in known))
-    return _LAYOUT
-
-
-def fields_by_name() -> dict[str, Any]:
-    """The model's concrete fields by attname (computed once)."""
-    global _FIELDS_BY_NAME
-    if not _FIELDS_BY_NAME:
-        _FIELDS_BY_NAME = {f.attname: f for f in _layout()[0]}
-    return _FIELDS_BY_NAME
-
-
-_FIELDS_BY_NAME: dict[str, Any] = {}
 
 
 def _saved(
@@ -401,90 +352,6 @@ def _saved(
         return objs
     stored = OutboxEvent.objects.using(alias).in_bulk(refused, field_name="dedupe_key")
     return [stored.get(obj.dedupe_key, obj) if obj.dedupe_key else obj for obj in objs]
-
-
-def _insert(
-    connection: Any, values: list[dict[str, Any]], *, ignore_conflicts: bool, returning: bool
-) -> set[uuid.UUID] | None:
-    """One INSERT ... VALUES (...), (...) [ON CONFLICT (dedupe_key) DO NOTHING]
-    [RETURNING id]; returns the inserted ids when ``returning``.
-
-    Written by hand because ``bulk_create``'s per-call SQL compilation costs several
-    times the statement itself, and this runs inside every tracked checkout. Values
-    are prepared by the model fields, exactly as the ORM would.
-    """
-    fields = _layout()[0]
-    # The timestamps of one call share one value: prepared once.
-    now = values[0][_TIMESTAMPS[0]]
-    prepared_now = fields_by_name()[_TIMESTAMPS[0]].get_db_prep_save(now, connection)
-    params: list[Any] = []
-    for columns in values:
-        for f in fields:
-            name = f.attname
-            if name in _TIMESTAMPS:
-                value = prepared_now
-            elif name == "payload":
-                # JSON text, cast to jsonb in the SQL on PostgreSQL: encoded once.
-                value = columns[_ENCODED]
-            else:
-                value = columns[name]
-                if value is not None and not isinstance(value, (str, int)):
-                    value = f.get_db_prep_save(value, connection)  # uuid
-            params.append(value)
-    width = len(fields)
-    max_params = connection.features.max_query_params or 65535
-    per_statement = max(1, min(_MAX_ROWS_PER_INSERT, max_params // width))
-    inserted: set[uuid.UUID] = set()
-    with transaction.atomic(using=connection.alias, savepoint=False):
-        for start in range(0, len(values), per_statement):
-            count = min(per_statement, len(values) - start)
-            sql = _insert_sql(connection, count, ignore_conflicts)
-            if returning:
-                sql += f" RETURNING {connection.ops.quote_name('id')}"
-            chunk = params[start * width : (start + count) * width]
-            with connection.cursor() as cursor:
-                cursor.execute(sql, chunk)
-                if returning:
-                    # SQLite keeps a UUID as 32 hex digits.
-                    inserted.update(uuid.UUID(str(pk)) for (pk,) in cursor.fetchall())
-    return inserted if returning else None
-
-
-def _supports_returning(connection: Any) -> bool:
-    return connection.vendor == "postgresql" or sqlite3.sqlite_version_info >= (3, 35)
-
-
-def _supports_fast_insert(connection: Any) -> bool:
-    if connection.vendor == "postgresql":
-        return True
-    # SQLite understands ON CONFLICT (column) DO NOTHING from 3.24.
-    return connection.vendor == "sqlite" and sqlite3.sqlite_version_info >= (3, 24)
-
-
-_SQL_CACHE: dict[tuple[str, int, bool], str] = {}
-
-
-def _insert_sql(connection: Any, count: int, ignore_conflicts: bool) -> str:
-    cache_key = (connection.vendor, count, ignore_conflicts)
-    sql = _SQL_CACHE.get(cache_key)
-    if sql is None:
-        qn = connection.ops.quote_name
-        fields = OutboxEvent._meta.concrete_fields
-        columns = ", ".join(qn(f.column) for f in fields)
-        json_placeholder = "CAST(%s AS jsonb)" if connection.vendor == "postgresql" else "%s"
-        row = (
-            "("
-            + ", ".join(json_placeholder if f.attname == "payload" else "%s" for f in fields)
-            + ")"
-        )
-        # Names come from the model and are quoted; every value is a parameter.
-        sql = f"INSERT INTO {qn(OutboxEvent._meta.db_table)} ({columns}) VALUES "  # noqa: S608
-        sql += ", ".join([row] * count)
-        if ignore_conflicts:
-            # Only a repeated dedupe key is ignored; any other error still raises.
-            sql += f" ON CONFLICT ({qn('dedupe_key')}) DO NOTHING"
-        _SQL_CACHE[cache_key] = sql
-    return sql
 
 
 def enqueue(

@@ -2,8 +2,9 @@
 
 Each ``*_body`` function takes a client call's input, cleans it with the rules of its
 kind (``django_klaviyo.rules``: the same cleaners that check outbox rows, raising
-``KlaviyoValidationError`` naming the field) and builds the body from the clean values.
-``assemble_bulk_events`` builds from outbox rows, cleaned when they were written. The
+``KlaviyoValidationError`` naming the field), then builds the body from the clean values
+with its ``build_*`` function. The flusher calls only the builders (and
+``assemble_bulk_events``): outbox rows were cleaned when they were written. The
 shapes follow the request schemas of the OpenAPI spec; ``tests/test_payloads_spec.py``
 checks each one against it.
 """
@@ -224,15 +225,29 @@ def assemble_bulk_events(entries: Sequence[Mapping[str, Any]]) -> dict[str, Any]
 # -- profiles ---------------------------------------------------------------------------
 
 
-def _profile_resource(
-    profile_id: str | None, meta: dict[str, Any] | None, attributes: dict[str, Any]
+def build_profile(
+    attributes: Mapping[str, Any],
+    *,
+    profile_id: str | None = None,
+    meta: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    data: dict[str, Any] = {"type": "profile", "attributes": attributes}
+    """A profile resource from clean values (``profile-import``, bulk imports)."""
+    data: dict[str, Any] = {"type": "profile", "attributes": dict(attributes)}
     if profile_id:
         data["id"] = profile_id
     if meta:
-        data["meta"] = meta
+        data["meta"] = dict(meta)
     return data
+
+
+def build_profile_import(
+    attributes: Mapping[str, Any],
+    *,
+    profile_id: str | None = None,
+    meta: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """``POST /api/profile-import`` from clean values."""
+    return {"data": build_profile(attributes, profile_id=profile_id, meta=meta)}
 
 
 def profile_upsert_body(
@@ -240,16 +255,44 @@ def profile_upsert_body(
 ) -> dict[str, Any]:
     """Body of ``POST /api/profile-import``; an ``id`` key in ``attributes`` counts as
     ``profile_id``, a ``meta`` key becomes the resource's meta (patch_properties)."""
-    return {"data": _profile_resource(*clean_upsert_request(attributes, profile_id))}
+    profile_id, meta, cleaned = clean_upsert_request(attributes, profile_id)
+    return build_profile_import(cleaned, profile_id=profile_id, meta=meta)
+
+
+def build_profile_update(
+    profile_id: str, attributes: Mapping[str, Any], meta: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """``PATCH /api/profiles/{id}`` from clean values, keeping only the attributes a
+    PATCH takes (``limits.UPDATE_PROFILE_ATTRIBUTES``: no ``_kx``). ``data.id`` repeats
+    the path id, as required."""
+    kept = {k: v for k, v in attributes.items() if k in limits.UPDATE_PROFILE_ATTRIBUTES}
+    data: dict[str, Any] = {"type": "profile", "id": profile_id, "attributes": kept}
+    if meta is not None:
+        data["meta"] = dict(meta)
+    return {"data": data}
 
 
 def profile_update_body(profile_id: str, attributes: Mapping[str, Any]) -> dict[str, Any]:
-    """Body of ``PATCH /api/profiles/{id}``: ``data.id`` repeats the path id, as required."""
+    """Body of ``PATCH /api/profiles/{id}``, cleaned (an ``_kx`` is refused)."""
     profile_id, meta, cleaned = clean_update_request(profile_id, attributes)
-    data: dict[str, Any] = {"type": "profile", "id": profile_id, "attributes": cleaned}
-    if meta is not None:
-        data["meta"] = meta
-    return {"data": data}
+    return build_profile_update(profile_id, cleaned, meta)
+
+
+def build_bulk_import(
+    profiles: Sequence[Mapping[str, Any]], list_ids: Sequence[str] = ()
+) -> dict[str, Any]:
+    """A bulk import job from clean profile resources (``build_profile``)."""
+    body: dict[str, Any] = {
+        "data": {
+            "type": "profile-bulk-import-job",
+            "attributes": {"profiles": {"data": [dict(p) for p in profiles]}},
+        }
+    }
+    if list_ids:
+        body["data"]["relationships"] = {
+            "lists": {"data": [{"type": "list", "id": x} for x in list_ids]}
+        }
+    return body
 
 
 def bulk_import_body(
@@ -257,15 +300,8 @@ def bulk_import_body(
 ) -> dict[str, Any]:
     """Body of ``POST /api/profile-bulk-import-jobs`` (at most 10,000 profiles)."""
     cleaned, ids = clean_import_request(profiles, list_ids)
-    data = [_profile_resource(*profile) for profile in cleaned]
-    body: dict[str, Any] = {
-        "data": {"type": "profile-bulk-import-job", "attributes": {"profiles": {"data": data}}}
-    }
-    if ids:
-        body["data"]["relationships"] = {
-            "lists": {"data": [{"type": "list", "id": x} for x in ids]}
-        }
-    return body
+    resources = [build_profile(a, profile_id=i, meta=m) for i, m, a in cleaned]
+    return build_bulk_import(resources, ids)
 
 
 # -- consent ----------------------------------------------------------------------------
@@ -274,7 +310,7 @@ def bulk_import_body(
 def _consent_job(
     job_type: str,
     consent: str,
-    profiles: list[dict[str, Any]],
+    profiles: Sequence[Mapping[str, Any]],
     list_id: str | None,
     job_attributes: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -295,9 +331,27 @@ def _consent_job(
         }
     }
     if list_id is not None:
-        list_data = {"type": "list", "id": clean_list_id(list_id)}
-        body["data"]["relationships"] = {"list": {"data": list_data}}
+        body["data"]["relationships"] = {"list": {"data": {"type": "list", "id": list_id}}}
     return body
+
+
+def build_subscribe(
+    profiles: Sequence[Mapping[str, Any]],
+    *,
+    list_id: str | None = None,
+    custom_source: str | None = None,
+    historical_import: bool = False,
+) -> dict[str, Any]:
+    """A subscribe job from clean items (``rules.consent``): each ``{"email"?,
+    "phone_number"?, "channels", "consented_at"?}``."""
+    job_attributes: dict[str, Any] = {}
+    if custom_source is not None:
+        job_attributes["custom_source"] = custom_source
+    if historical_import:
+        job_attributes["historical_import"] = True
+    return _consent_job(
+        "profile-subscription-bulk-create-job", "SUBSCRIBED", profiles, list_id, job_attributes
+    )
 
 
 def subscribe_body(
@@ -317,14 +371,19 @@ def subscribe_body(
     cleaned = clean_consent_request(
         profiles, subscribe=True, historical_import=historical_import, now=now
     )
-    job_attributes: dict[str, Any] = {}
-    if custom_source is not None:
-        job_attributes["custom_source"] = clean_custom_source(custom_source)
-    if historical_import:
-        job_attributes["historical_import"] = True
-    return _consent_job(
-        "profile-subscription-bulk-create-job", "SUBSCRIBED", cleaned, list_id, job_attributes
+    return build_subscribe(
+        cleaned,
+        list_id=None if list_id is None else clean_list_id(list_id),
+        custom_source=clean_custom_source(custom_source),
+        historical_import=historical_import,
     )
+
+
+def build_unsubscribe(
+    profiles: Sequence[Mapping[str, Any]], *, list_id: str | None = None
+) -> dict[str, Any]:
+    """An unsubscribe job from clean items (``rules.consent``)."""
+    return _consent_job("profile-subscription-bulk-delete-job", "UNSUBSCRIBED", profiles, list_id)
 
 
 def unsubscribe_body(
@@ -335,15 +394,20 @@ def unsubscribe_body(
     Without ``list_id`` Klaviyo unsubscribes the profiles globally from the channels.
     """
     cleaned = clean_consent_request(profiles, subscribe=False)
-    return _consent_job("profile-subscription-bulk-delete-job", "UNSUBSCRIBED", cleaned, list_id)
+    return build_unsubscribe(cleaned, list_id=None if list_id is None else clean_list_id(list_id))
 
 
 # -- lists ------------------------------------------------------------------------------
 
 
+def build_list_relationship(profile_ids: Iterable[str]) -> dict[str, Any]:
+    """A list membership change from Klaviyo profile ids, each given once."""
+    return {"data": [{"type": "profile", "id": x} for x in profile_ids]}
+
+
 def list_relationship_body(profile_ids: Iterable[str]) -> dict[str, Any]:
     """Body of ``POST|DELETE /api/lists/{id}/relationships/profiles`` (at most 1000 ids)."""
-    return {"data": [{"type": "profile", "id": x} for x in clean_profile_ids(profile_ids)]}
+    return build_list_relationship(clean_profile_ids(profile_ids))
 
 
 def create_list_body(name: str, *, opt_in_process: str | None = None) -> dict[str, Any]:
@@ -385,20 +449,26 @@ def create_webhook_body(
     }
 
 
-def profile_deletion_body(
-    *, email: str | None = None, phone_number: str | None = None, profile_id: str | None = None
-) -> dict[str, Any]:
-    """Body of ``POST /api/data-privacy-deletion-jobs``: exactly one identifier."""
-    payload = deletion_payload(email=email, phone_number=phone_number, profile_id=profile_id)
-    ((name, value),) = clean_deletion(payload)["profile"].items()
+def build_deletion(identifier: str, value: str) -> dict[str, Any]:
+    """A deletion job naming one clean identifier: ``email``, ``phone_number`` or ``id``
+    (Klaviyo's profile id, which goes in the resource's ``id``)."""
     data: dict[str, Any] = {"type": "profile", "attributes": {}}
-    if name == "id":
+    if identifier == "id":
         data["id"] = value
     else:
-        data["attributes"][name] = value
+        data["attributes"][identifier] = value
     return {
         "data": {
             "type": "data-privacy-deletion-job",
             "attributes": {"profile": {"data": data}},
         }
     }
+
+
+def profile_deletion_body(
+    *, email: str | None = None, phone_number: str | None = None, profile_id: str | None = None
+) -> dict[str, Any]:
+    """Body of ``POST /api/data-privacy-deletion-jobs``: exactly one identifier."""
+    payload = deletion_payload(email=email, phone_number=phone_number, profile_id=profile_id)
+    ((name, value),) = clean_deletion(payload)["profile"].items()
+    return build_deletion(name, value)

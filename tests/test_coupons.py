@@ -152,6 +152,8 @@ def test_a_requeued_dead_code_is_sent_and_its_mirror_follows(klaviyo_sandbox, ad
         "/admin/django_klaviyo/outboxevent/",
         {"action": "requeue_dead", "_selected_action": [row.pk]},
     )
+    # Requeued, the code is waiting again, no longer "failed".
+    assert KlaviyoCouponCode.objects.get(code="VIP-AAA").status == Status.QUEUED
     flush_now()
 
     row.refresh_from_db()

@@ -54,23 +54,27 @@ class AccountMethods:
 
     # -- lists ------------------------------------------------------------------------
 
-    def _list_relationship(
-        self, operation: str, method: str, list_id: str, profile_ids: Iterable[str]
-    ) -> None:
-        body = payloads.list_relationship_body(profile_ids)
-        if not body["data"]:
-            return
-        path = f"/api/lists/{path_segment(list_id, 'list_id')}/relationships/profiles"
-        self._send(operation, method, path, body=body, idempotent=True)
-
     def add_profiles_to_list(self, list_id: str, profile_ids: Iterable[str]) -> None:
         """``POST /api/lists/{id}/relationships/profiles`` (at most 1000 ids). Idempotent:
         membership is a set. Does not give consent (use subscribe_profiles)."""
-        self._list_relationship("add_profiles_to_list", "POST", list_id, profile_ids)
+        self.send_list_change(list_id, payloads.list_relationship_body(profile_ids))
 
     def remove_profiles_from_list(self, list_id: str, profile_ids: Iterable[str]) -> None:
         """``DELETE /api/lists/{id}/relationships/profiles`` (at most 1000 ids). Idempotent."""
-        self._list_relationship("remove_profiles_from_list", "DELETE", list_id, profile_ids)
+        self.send_list_change(list_id, payloads.list_relationship_body(profile_ids), remove=True)
+
+    def send_list_change(
+        self, list_id: str, body: Mapping[str, Any], *, remove: bool = False
+    ) -> None:
+        """Add (or ``remove``) the profiles of a body built from Klaviyo profile ids
+        (``payloads.build_list_relationship``); an empty one sends nothing."""
+        if not body["data"]:
+            return
+        path = f"/api/lists/{path_segment(list_id, 'list_id')}/relationships/profiles"
+        if remove:
+            self._send("remove_profiles_from_list", "DELETE", path, body=body, idempotent=True)
+        else:
+            self._send("add_profiles_to_list", "POST", path, body=body, idempotent=True)
 
     def create_list(self, name: str, *, opt_in_process: str | None = None) -> dict[str, Any]:
         """``POST /api/lists``. NOT idempotent (list names are not unique, so a repeat

@@ -224,7 +224,14 @@ class KlaviyoClient(AccountMethods, CatalogMethods):
     ) -> dict[str, Any]:
         """``POST /api/profile-import``: create or update; returns JSON:API ``data``
         (with ``id``). Idempotent (an upsert). A 409 raises KlaviyoDuplicateProfileError."""
-        body = payloads.profile_upsert_body(attributes, profile_id=profile_id)
+        return self.send_profile_import(
+            payloads.profile_upsert_body(attributes, profile_id=profile_id)
+        )
+
+    def send_profile_import(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """``upsert_profile`` for a body built from clean values
+        (``payloads.build_profile_import``; the flusher's outbox rows). Only the
+        request's size is checked here."""
         document = self._send(
             "create_or_update_profile",
             "POST",
@@ -311,7 +318,13 @@ class KlaviyoClient(AccountMethods, CatalogMethods):
     def update_profile(self, profile_id: str, attributes: Mapping[str, Any]) -> dict[str, Any]:
         """``PATCH /api/profiles/{id}``: a partial update (``None`` clears a field).
         Idempotent: the same PATCH twice leaves the same profile."""
-        body = payloads.profile_update_body(profile_id, attributes)
+        return self.send_profile_update(
+            profile_id, payloads.profile_update_body(profile_id, attributes)
+        )
+
+    def send_profile_update(self, profile_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """``update_profile`` for a body built from clean values
+        (``payloads.build_profile_update``)."""
         path = f"/api/profiles/{path_segment(profile_id, 'profile_id')}"
         return self._data(self._send("update_profile", "PATCH", path, body=body, idempotent=True))
 
@@ -320,7 +333,11 @@ class KlaviyoClient(AccountMethods, CatalogMethods):
     ) -> dict[str, Any]:
         """``POST /api/profile-bulk-import-jobs`` (at most 10,000 profiles and 5 MB);
         returns the job resource. Idempotent: a repeated job upserts the same profiles."""
-        body = payloads.bulk_import_body(profiles, list_ids=list_ids)
+        return self.send_bulk_import(payloads.bulk_import_body(profiles, list_ids=list_ids))
+
+    def send_bulk_import(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """``bulk_import_profiles`` for a body built from clean values
+        (``payloads.build_bulk_import``). Only the request's size is checked here."""
         return self._data(
             self._send(
                 "bulk_import_profiles",
@@ -388,6 +405,11 @@ class KlaviyoClient(AccountMethods, CatalogMethods):
             historical_import=historical_import,
             now=now,
         )
+        self.send_subscribe_job(body)
+
+    def send_subscribe_job(self, body: Mapping[str, Any]) -> None:
+        """``subscribe_profiles`` for a body built from clean values
+        (``payloads.build_subscribe``; the flusher's outbox rows)."""
         self._send(
             "bulk_subscribe_profiles",
             "POST",
@@ -405,7 +427,11 @@ class KlaviyoClient(AccountMethods, CatalogMethods):
         flusher does, see flush/senders/unsubscribe.py). Idempotent. Empty sends nothing."""
         if _empty_batch(profiles):
             return
-        body = payloads.unsubscribe_body(profiles, list_id=list_id)
+        self.send_unsubscribe_job(payloads.unsubscribe_body(profiles, list_id=list_id))
+
+    def send_unsubscribe_job(self, body: Mapping[str, Any]) -> None:
+        """``unsubscribe_profiles`` for a body built from clean values
+        (``payloads.build_unsubscribe``; the flusher's outbox rows)."""
         self._send(
             "bulk_unsubscribe_profiles",
             "POST",
@@ -428,9 +454,15 @@ class KlaviyoClient(AccountMethods, CatalogMethods):
         Treated as idempotent: the end state (the profile erased) is the same after a
         second job, and failing to resend an erasure request is the worse outcome.
         """
-        body = payloads.profile_deletion_body(
-            email=email, phone_number=phone_number, profile_id=profile_id
+        self.send_deletion_job(
+            payloads.profile_deletion_body(
+                email=email, phone_number=phone_number, profile_id=profile_id
+            )
         )
+
+    def send_deletion_job(self, body: Mapping[str, Any]) -> None:
+        """``request_profile_deletion`` for a body built from a clean identifier
+        (``payloads.build_deletion``; the flusher's outbox rows)."""
         self._send(
             "request_profile_deletion",
             "POST",

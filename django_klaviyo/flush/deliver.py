@@ -26,6 +26,7 @@ from django_klaviyo.exceptions import (
 from django_klaviyo.flush.claim import ClaimedRow
 from django_klaviyo.flush.outages import missing_scope_info
 from django_klaviyo.flush.outcomes import ErrorInfo, Outcomes, error_info, is_retryable, splittable
+from django_klaviyo.flush.record import note_rows
 from django_klaviyo.flush.senders import Request, Sender, prepare_rows
 from django_klaviyo.models import OutboxEvent
 
@@ -175,10 +176,13 @@ def deliver(flusher: Flusher, sender: Sender, requests: list[Request], outcomes:
                     sender.succeeded(request, result, flusher.clock())
             except (OperationalError, InterfaceError):
                 raise
-            except Exception:
+            except Exception as exc:
+                # Klaviyo has the change; the mirror (memberships, consent, profile ids)
+                # missed it. Said on the rows, where the admin shows it.
                 logger.exception(
                     "Updating the local mirror after a %s request failed.", sender.kind
                 )
+                note_rows(flusher, request.rows, f"Sent; the local mirror was not updated: {exc!r}")
 
 
 def _split(

@@ -29,6 +29,14 @@ Kind = OutboxEvent.Kind
 Status = OutboxEvent.Status
 
 
+def note_rows(flusher: Flusher, rows: Sequence[ClaimedRow], note: str) -> None:
+    """Write ``note`` (``outcome_note``, shown in the admin) now, on ``rows`` this flusher
+    still holds; their outcome is written with the batch and keeps it."""
+    OutboxEvent.objects.using(flusher.using).filter(
+        pk__in=[r.pk for r in rows], status=Status.SENDING, locked_by=flusher.owner
+    ).update(outcome_note=note[:255])
+
+
 def record_outcomes(flusher: Flusher, outcomes: Outcomes, claimed: int | None = None) -> None:
     """Write every outcome of a batch, one UPDATE per outcome group.
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 
+from django_klaviyo import payloads
 from django_klaviyo.consent import lift_list_unsubscribe
 from django_klaviyo.exceptions import KlaviyoError
 from django_klaviyo.flush.claim import ClaimedRow, chunks
@@ -72,9 +73,10 @@ class SubscribeSender(Sender):
 
     def send(self, client: Any, request: Request) -> Any:
         list_id, source, historical = request.key
-        return client.subscribe_profiles(
+        body = payloads.build_subscribe(
             request.body, list_id=list_id, custom_source=source, historical_import=historical
         )
+        return client.send_subscribe_job(body)
 
     def locate(self, err: KlaviyoError, request: Request) -> Located | None:
         return locate_rows(err, request.index, pointer=PROFILES_POINTER, field=PROFILES_FIELD)

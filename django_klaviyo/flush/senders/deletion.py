@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django_klaviyo import payloads
 from django_klaviyo.flush.claim import ClaimedRow
 from django_klaviyo.flush.senders.base import Request, Sender
 from django_klaviyo.models import OutboxEvent
@@ -14,15 +15,13 @@ Kind = OutboxEvent.Kind
 class DeletionSender(Sender):
     kind = Kind.PROFILE_DELETION
 
-    def prepare(self, row: ClaimedRow) -> dict[str, str]:
+    def prepare(self, row: ClaimedRow) -> dict[str, Any]:
         # Cleaned when written (rules.profiles): exactly one identifier.
-        given = row.payload["profile"]
-        if "id" in given:
-            return {"profile_id": str(given["id"])}
-        return dict(given)
+        ((identifier, value),) = row.payload["profile"].items()
+        return payloads.build_deletion(identifier, value)
 
     def plan(self, rows: list[ClaimedRow]) -> list[Request]:
         return [Request(self.kind, None, [r], r.flush_item, [[r]]) for r in rows]
 
     def send(self, client: Any, request: Request) -> Any:
-        return client.request_profile_deletion(**request.body)
+        return client.send_deletion_job(request.body)

@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from django_klaviyo import payloads
 from django_klaviyo.exceptions import KlaviyoAuthError, KlaviyoDuplicateProfileError, KlaviyoError
 from django_klaviyo.flush.claim import chunks
 from django_klaviyo.flush.outcomes import ErrorInfo, is_retryable
@@ -65,27 +66,31 @@ class ImportNotFinished(KlaviyoError):
 
 
 def upsert_profile(flusher: Flusher, attributes: Mapping[str, Any]) -> dict[str, Any]:
-    """``profile-import``; on 409 duplicate_profile, update the profile Klaviyo names
-    (e.g. a user changing to an email an earlier guest profile holds). The caller
-    counts the first request, as for every other request."""
+    """``profile-import`` of a row's clean ``attributes``; on 409 duplicate_profile,
+    update the profile Klaviyo names (e.g. a user changing to an email an earlier guest
+    profile holds). The caller counts the first request, as for every other request."""
     try:
-        return flusher.client.upsert_profile(attributes)
+        return flusher.client.send_profile_import(payloads.build_profile_import(attributes))
     except KlaviyoDuplicateProfileError as err:
-        if not err.duplicate_profile_id:
+        duplicate = err.duplicate_profile_id
+        if not duplicate:
             raise
         flusher.report.requests += 1
         flusher.lease_keep()
-        data = flusher.client.update_profile(err.duplicate_profile_id, attributes)
-        return data if data.get("id") else {**data, "id": err.duplicate_profile_id}
+        body = payloads.build_profile_update(duplicate, attributes)
+        data = flusher.client.send_profile_update(duplicate, body)
+        return data if data.get("id") else {**data, "id": duplicate}
 
 
 def import_profiles(
     flusher: Flusher, profiles: Sequence[Mapping[str, Any]]
 ) -> list[ErrorInfo | None]:
-    """Import ``profiles`` in one job and follow it to its end: for each profile, None
-    when imported, else what Klaviyo said about it. Raises ``ImportNotFinished``. The
-    caller counts the import's request; the polls and reads are counted here."""
-    job = flusher.client.bulk_import_profiles(list(profiles))
+    """Import ``profiles`` (rows' clean attributes) in one job and follow it to its end:
+    for each profile, None when imported, else what Klaviyo said about it. Raises
+    ``ImportNotFinished``. The caller counts the import's request; the polls and reads
+    are counted here."""
+    body = payloads.build_bulk_import([payloads.build_profile(p) for p in profiles])
+    job = flusher.client.send_bulk_import(body)
     job_id = str(job.get("id") or "")
     if not job_id:
         raise ImportNotFinished("Klaviyo's bulk import answer carried no job id.")

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from django_klaviyo import payloads
 from django_klaviyo.exceptions import KlaviyoAuthError, KlaviyoError, KlaviyoValidationError
 from django_klaviyo.flush.claim import IN_CHUNK, ClaimedRow, chunks
 from django_klaviyo.flush.outcomes import (
@@ -182,9 +183,8 @@ class ListSender(Sender):
         return requests
 
     def send(self, client: Any, request: Request) -> Any:
-        if self.kind == Kind.LIST_ADD:
-            return client.add_profiles_to_list(request.key, request.body)
-        return client.remove_profiles_from_list(request.key, request.body)
+        body = payloads.build_list_relationship(request.body)
+        return client.send_list_change(request.key, body, remove=self.kind == Kind.LIST_REMOVE)
 
     def locate(self, err: KlaviyoError, request: Request) -> Located | None:
         return locate_rows(err, request.index, pointer=_IDS_POINTER, field=_IDS_FIELD)

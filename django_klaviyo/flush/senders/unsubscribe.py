@@ -20,11 +20,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from django_klaviyo import payloads
 from django_klaviyo.client.filters import any_
 from django_klaviyo.consent import set_global_consent, set_list_consent
 from django_klaviyo.exceptions import KlaviyoAuthError, KlaviyoError
 from django_klaviyo.flush.claim import ClaimedRow, chunks
 from django_klaviyo.flush.outcomes import Outcomes, fail
+from django_klaviyo.flush.record import note_rows
 from django_klaviyo.flush.senders.base import PROFILES_PER_UNSUBSCRIBE_JOB, Request, optional_str
 from django_klaviyo.flush.senders.consent import ConsentItem, SubscribeSender
 from django_klaviyo.flush.senders.profiles import link_for
@@ -157,19 +159,13 @@ class UnsubscribeSender(SubscribeSender):
                 continue
             off_list = [r for r in group if not members.includes(r.flush_item.profile)]
             if off_list:
-                self._note(flusher, off_list, not_on_list_note(list_id))
+                note_rows(flusher, off_list, not_on_list_note(list_id))
                 outcomes.mark_sent(off_list)
         return [r for r in rows if r.pk not in outcomes.decided]
 
-    @staticmethod
-    def _note(flusher: Flusher, rows: list[ClaimedRow], note: str) -> None:
-        """Written now, on rows this flusher still holds; the outcome follows with the batch."""
-        OutboxEvent.objects.using(flusher.using).filter(
-            pk__in=[r.pk for r in rows], status=Status.SENDING, locked_by=flusher.owner
-        ).update(outcome_note=note)
-
     def send(self, client: Any, request: Request) -> Any:
-        return client.unsubscribe_profiles(request.body, list_id=request.key[0])
+        body = payloads.build_unsubscribe(request.body, list_id=request.key[0])
+        return client.send_unsubscribe_job(body)
 
     def succeeded(self, request: Request, result: Any, now: datetime) -> None:
         list_id = request.key[0]
