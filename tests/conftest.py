@@ -8,7 +8,8 @@ import pytest
 from django.db import connection, connections
 
 # The klaviyo_sandbox fixture (django_klaviyo/sandbox/pytest_plugin.py); the flusher tests'
-# clock, klaviyo_client, mocked and fresh_rate_limits fixtures (tests/klaviyo_fixtures.py).
+# clock, klaviyo_client, mocked, fresh_rate_limits and isolated_rate_limits fixtures
+# (tests/klaviyo_fixtures.py, which also holds FakeClock and the flush helpers).
 pytest_plugins = ["django_klaviyo.sandbox.pytest_plugin", "tests.klaviyo_fixtures"]
 
 
