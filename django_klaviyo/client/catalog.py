@@ -5,28 +5,38 @@ accepted with 202 and then polled (``GET .../<job_id>``) until it is ``complete`
 ``cancelled``. Per-resource failures come back in the job's ``attributes.errors``.
 The JSON:API bodies are built here by small pure functions, so the flusher, the
 commands and the tests share them.
+
+Each public call cleans its arguments with the matching outbox kind's rules
+(``django_klaviyo.rules``) and raises ``KlaviyoValidationError`` naming the argument; its
+``send_...`` twin sends a body built from input the rules already cleaned (the
+flusher's rows, cleaned when written) and checks nothing again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from django_klaviyo import limits, payloads
 from django_klaviyo.exceptions import KlaviyoError, KlaviyoValidationError
+from django_klaviyo.rules.catalog import (
+    CATALOG_ID_PREFIX,
+    CATALOG_OPS,
+    RESOURCE_TYPES,
+    clean_back_in_stock_request,
+    clean_catalog_resources,
+)
+from django_klaviyo.rules.coupons import clean_coupon, clean_coupon_codes_request
 
 if TYPE_CHECKING:
     from django_klaviyo.client.transport import Transport
 
-CATALOG_KINDS = ("item", "variant", "category")
-CATALOG_OPS = ("create", "update", "delete")
+CATALOG_KINDS = tuple(RESOURCE_TYPES)
 JOB_DONE = ("complete", "cancelled")
-# Klaviyo's ids of $custom catalog resources: integration, catalog, then the store's id.
-CATALOG_ID_PREFIX = "$custom:::$default:::"
-BACK_IN_STOCK_CHANNELS = ("EMAIL", "PUSH", "SMS", "WHATSAPP")
 
-_RESOURCE = {"item": "catalog-item", "variant": "catalog-variant", "category": "catalog-category"}
+_RESOURCE = RESOURCE_TYPES
 _MEMBERS = {"item": "items", "variant": "variants", "category": "categories"}
 _PATH_NOUN = {"item": "item", "variant": "variant", "category": "category"}
 # operationIds of the job GETs, as the spec names them.
@@ -179,7 +189,16 @@ class CatalogMethods:
     ) -> dict[str, Any]:
         """``POST /api/catalog-<kind>-bulk-<op>-jobs``; returns the job resource.
         Not idempotent for create (a repeated create job fails as duplicates, which
-        the flusher turns into an update), idempotent for update and delete."""
+        the flusher turns into an update), idempotent for update and delete.
+
+        ``resources`` (built by ``catalog_resource``) are cleaned first by the catalog
+        rows' rules (``rules.catalog.clean_catalog_resources``); ``KlaviyoValidationError``
+        names the resource (``resources[3].attributes.price``)."""
+        return self._start_catalog_job(kind, op, clean_catalog_resources(kind, op, resources))
+
+    def _start_catalog_job(
+        self, kind: str, op: str, resources: Sequence[Mapping[str, Any]]
+    ) -> dict[str, Any]:
         body = catalog_job_body(kind, op, resources)
         operation = f"bulk_{op}_catalog_{_MEMBERS[kind]}"
         path = f"/api/catalog-{_PATH_NOUN[kind]}-bulk-{op}-jobs"
@@ -236,8 +255,30 @@ class CatalogMethods:
     ) -> dict[str, Any]:
         """Start a catalog job and poll it until it is complete or cancelled; raise
         ``CatalogJobTimeout`` (retryable) after ``timeout`` seconds of the client's clock.
-        ``between_polls`` runs before each poll (the flusher renews its lease there)."""
-        job = self.start_catalog_job(kind, op, resources)
+        ``between_polls`` runs before each poll (the flusher renews its lease there).
+        ``resources`` are cleaned first, as by ``start_catalog_job``."""
+        return self.send_catalog_job(
+            kind,
+            op,
+            clean_catalog_resources(kind, op, resources),
+            timeout=timeout,
+            poll_interval=poll_interval,
+            between_polls=between_polls,
+        )
+
+    def send_catalog_job(
+        self,
+        kind: str,
+        op: str,
+        resources: Sequence[Mapping[str, Any]],
+        *,
+        timeout: float = 300.0,
+        poll_interval: float = 2.0,
+        between_polls: Callable[[], None] | None = None,
+    ) -> dict[str, Any]:
+        """``run_catalog_job`` for resources ``catalog_resource`` built from what the rules
+        already cleaned (outbox rows: the flusher); checks only the job's size."""
+        job = self._start_catalog_job(kind, op, resources)
         return self._wait(
             lambda job_id: self.get_catalog_job(kind, op, job_id),
             job,
@@ -253,14 +294,20 @@ class CatalogMethods:
         channels: Sequence[str] = ("EMAIL",),
     ) -> None:
         """``POST /api/back-in-stock-subscriptions`` (202, no body). Idempotent:
-        subscribing twice leaves one subscription."""
-        channels = [str(c).upper() for c in channels]
-        bad = [c for c in channels if c not in BACK_IN_STOCK_CHANNELS]
-        if not channels or bad:
-            raise KlaviyoValidationError(
-                f"channels must be among {', '.join(BACK_IN_STOCK_CHANNELS)}.", field="channels"
-            )
-        body = back_in_stock_body(profile, variant_external_id, channels)
+        subscribing twice leaves one subscription.
+
+        Cleaned first by the ``back_in_stock`` row's rule
+        (``rules.catalog.clean_back_in_stock_request``): identifiers normalised, only
+        email, phone_number and external_id, the email channel needs an email and sms a
+        phone number; ``KlaviyoValidationError`` names the argument (``profile.email``)."""
+        cleaned = clean_back_in_stock_request(profile, variant_external_id, channels)
+        self.send_back_in_stock_subscription(
+            back_in_stock_body(cleaned["profile"], cleaned["variant"], cleaned["channels"])
+        )
+
+    def send_back_in_stock_subscription(self, body: Mapping[str, Any]) -> None:
+        """``create_back_in_stock_subscription`` for a body ``back_in_stock_body`` built
+        from what the rules already cleaned (an outbox row: the flusher); checks nothing."""
         self._send(  # type: ignore[attr-defined]
             "create_back_in_stock_subscription",
             "POST",
@@ -270,18 +317,20 @@ class CatalogMethods:
         )
 
     def create_coupon(self, external_id: str, description: str = "") -> dict[str, Any]:
-        """``POST /api/coupons`` (201); returns the coupon resource. Not idempotent."""
-        if not isinstance(external_id, str) or not external_id.strip():
-            raise KlaviyoValidationError(
-                "external_id must be a non-empty string.", field="external_id"
-            )
+        """``POST /api/coupons`` (201); returns the coupon resource. Not idempotent.
+
+        Cleaned first by the ``coupon`` row's rule (``rules.coupons.clean_coupon``): the
+        external id is 1 to 255 letters, digits, '-' or '_', the description text of at
+        most 255 characters; ``KlaviyoValidationError`` names the argument."""
+        cleaned = clean_coupon({"external_id": external_id, "description": description})
+        return self.send_coupon(coupon_body(cleaned["external_id"], cleaned["description"]))
+
+    def send_coupon(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """``create_coupon`` for a body ``coupon_body`` built from what the rules already
+        cleaned (an outbox row: the flusher); checks nothing."""
         return self._data(  # type: ignore[attr-defined, no-any-return]
             self._send(  # type: ignore[attr-defined]
-                "create_coupon",
-                "POST",
-                "/api/coupons",
-                body=coupon_body(external_id.strip(), description),
-                idempotent=False,
+                "create_coupon", "POST", "/api/coupons", body=body, idempotent=False
             )
         )
 
@@ -303,20 +352,43 @@ class CatalogMethods:
     def run_coupon_code_job(
         self,
         coupon_id: str,
-        codes: Sequence[tuple[str, str | None]],
+        codes: Sequence[tuple[str, str | datetime | None]],
         *,
         timeout: float = 300.0,
         poll_interval: float = 2.0,
         between_polls: Callable[[], None] | None = None,
     ) -> dict[str, Any]:
-        """``POST /api/coupon-code-bulk-create-jobs`` (at most 1,000 codes), then poll
-        (``between_polls``: as for ``run_catalog_job``)."""
+        """``POST /api/coupon-code-bulk-create-jobs`` (1 to 1,000 ``(code, expires_at)``),
+        then poll (``between_polls``: as for ``run_catalog_job``).
+
+        Cleaned first by the ``coupon_code`` row's rules
+        (``rules.coupons.clean_coupon_codes_request``): codes as coupon ids, expiries as
+        aware date-times sent in UTC; ``KlaviyoValidationError`` names the argument
+        (``codes[3]``, ``codes[3].expires_at``)."""
+        coupon, cleaned = clean_coupon_codes_request(coupon_id, codes)
+        return self.send_coupon_code_job(
+            coupon_codes_body(coupon, cleaned),
+            timeout=timeout,
+            poll_interval=poll_interval,
+            between_polls=between_polls,
+        )
+
+    def send_coupon_code_job(
+        self,
+        body: Mapping[str, Any],
+        *,
+        timeout: float = 300.0,
+        poll_interval: float = 2.0,
+        between_polls: Callable[[], None] | None = None,
+    ) -> dict[str, Any]:
+        """``run_coupon_code_job`` for a body ``coupon_codes_body`` built from what the
+        rules already cleaned (outbox rows: the flusher); checks only the request's size."""
         job = self._data(  # type: ignore[attr-defined]
             self._send(  # type: ignore[attr-defined]
                 "bulk_create_coupon_codes",
                 "POST",
                 "/api/coupon-code-bulk-create-jobs",
-                body=coupon_codes_body(coupon_id, codes),
+                body=body,
                 idempotent=False,
                 max_bytes=payloads.MAX_BULK_REQUEST_BYTES,
                 what="The coupon code job",

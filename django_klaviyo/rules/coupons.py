@@ -4,15 +4,19 @@ A ``coupon`` row is ``{"external_id", "description"}``: the coupon to create in 
 (whose coupon id is its external id). A ``coupon_code`` row is ``{"coupon", "code",
 "expires_at"}``: one unique code of that coupon; the flusher packs a coupon's code rows
 into coupon-code bulk jobs.
+
+The client's ``create_coupon`` is cleaned by ``clean_coupon``, and ``run_coupon_code_job``
+by ``clean_coupon_codes_request`` (the same code and expiry rules).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from django_klaviyo import limits
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.values import aware, check_text, parse_iso
 
@@ -72,3 +76,32 @@ def clean_coupon_code(payload: Mapping[str, Any]) -> dict[str, Any]:
         "code": clean_code(payload.get("code")),
         "expires_at": clean_expiry(payload.get("expires_at")),
     }
+
+
+def clean_coupon_codes_request(
+    coupon_id: Any, codes: Any
+) -> tuple[str, list[tuple[str, str | None]]]:
+    """``KlaviyoClient.run_coupon_code_job``'s arguments, by the ``coupon_code`` row's
+    rules (``clean_code``, ``clean_expiry``): the coupon's id and ``(code, expires_at)``
+    pairs, 1 to 1,000 of them; errors name the argument (``coupon_id``, ``codes[3]``,
+    ``codes[3].expires_at``)."""
+    coupon = clean_code(coupon_id, "coupon_id")
+    if isinstance(codes, (str, bytes, Mapping)) or not isinstance(codes, Sequence):
+        raise KlaviyoValidationError("codes must be a list of (code, expires_at).", field="codes")
+    if not 1 <= len(codes) <= limits.COUPON_CODES_PER_JOB:
+        raise KlaviyoValidationError(
+            f"a coupon code job takes 1 to {limits.COUPON_CODES_PER_JOB} codes "
+            f"({len(codes)} given).",
+            field="codes",
+        )
+    cleaned = []
+    for i, pair in enumerate(codes):
+        if isinstance(pair, (str, bytes)) or not isinstance(pair, Sequence) or len(pair) != 2:
+            raise KlaviyoValidationError(
+                f"codes[{i}] must be a (code, expires_at) pair.", field=f"codes[{i}]"
+            )
+        code, expires_at = pair
+        cleaned.append(
+            (clean_code(code, f"codes[{i}]"), clean_expiry(expires_at, f"codes[{i}].expires_at"))
+        )
+    return coupon, cleaned

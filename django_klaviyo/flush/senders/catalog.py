@@ -10,6 +10,10 @@ what Klaviyo does not have is done already.
 
 back_in_stock: one ``POST /api/back-in-stock-subscriptions`` per row (there is no bulk
 endpoint); Klaviyo's refusal (unknown variant, bad identifier) dead-letters the row.
+
+Rows were cleaned by the rulebook when written (``prepare_rows`` cleans rows of an older
+rules version once): bodies are only assembled here, with the client's builders, and
+sent with its ``send_...`` methods, which check nothing again.
 """
 
 from __future__ import annotations
@@ -20,7 +24,12 @@ from datetime import datetime
 from typing import Any
 
 from django_klaviyo import limits
-from django_klaviyo.client.catalog import catalog_resource, job_status, related
+from django_klaviyo.client.catalog import (
+    back_in_stock_body,
+    catalog_resource,
+    job_status,
+    related,
+)
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoAuthError, KlaviyoError
 from django_klaviyo.flush.claim import IN_CHUNK, ClaimedRow, chunks
@@ -175,7 +184,7 @@ class CatalogSender(Sender):
         return requests
 
     def _run(self, client: Any, op: str, body: list[dict[str, Any]]) -> dict[str, Any]:
-        job = client.run_catalog_job(
+        job = client.send_catalog_job(
             self.noun,
             op,
             body,
@@ -278,8 +287,19 @@ class BackInStockSender(Sender):
         return hold_for_parents(flusher, rows, outcomes, self.kind)
 
     def plan(self, rows: list[ClaimedRow]) -> list[Request]:
-        return [Request(self.kind, "one", [r], r.flush_item, [[r]]) for r in rows]
+        """One request per row, its body built as the row was cleaned when written."""
+        return [
+            Request(
+                self.kind,
+                "one",
+                [r],
+                back_in_stock_body(
+                    r.flush_item["profile"], r.flush_item["variant"], r.flush_item["channels"]
+                ),
+                [[r]],
+            )
+            for r in rows
+        ]
 
     def send(self, client: Any, request: Request) -> None:
-        item = request.body
-        client.create_back_in_stock_subscription(item["profile"], item["variant"], item["channels"])
+        client.send_back_in_stock_subscription(request.body)

@@ -11,6 +11,9 @@ first in a batch, so usually both go in one batch): sent before its coupon exist
 Klaviyo would refuse every code. The job's per-code errors (a code Klaviyo already has,
 an unknown coupon) dead-letter only their rows, with Klaviyo's code and detail.
 
+Rows were cleaned by the rulebook when written: bodies are only built here
+(``coupon_body``, ``coupon_codes_body``) and sent with the client's ``send_...`` methods.
+
 The mirror (``KlaviyoCoupon``, ``KlaviyoCouponCode``) is per account (unlike profile ids,
 a coupon records its account), so it follows every account's rows: a sent code takes
 Klaviyo's id and status; a dead one becomes ``failed`` with the row's reason, in the
@@ -27,7 +30,7 @@ from datetime import datetime
 from typing import Any
 
 from django_klaviyo import limits
-from django_klaviyo.client.catalog import job_status
+from django_klaviyo.client.catalog import coupon_body, coupon_codes_body, job_status
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoAPIError, KlaviyoError
 from django_klaviyo.flush.claim import IN_CHUNK, ClaimedRow, chunks
@@ -89,7 +92,7 @@ class CouponSender(Sender):
         """Create the coupon; returns its Klaviyo id."""
         item = request.body
         try:
-            data = client.create_coupon(item["external_id"], item["description"])
+            data = client.send_coupon(coupon_body(item["external_id"], item["description"]))
         except KlaviyoAPIError as err:
             if err.status != 409:
                 raise
@@ -132,9 +135,8 @@ class CouponCodeSender(Sender):
 
     def send(self, client: Any, request: Request) -> dict[str, Any]:
         """Run the job to completion; returns it (its errors name the refused codes)."""
-        job = client.run_coupon_code_job(
-            request.key,
-            request.body,
+        job = client.send_coupon_code_job(
+            coupon_codes_body(request.key, request.body),
             timeout=float(klaviyo_settings.CATALOG_JOB_TIMEOUT),
             poll_interval=float(klaviyo_settings.CATALOG_JOB_POLL_SECONDS),
             # A job may run for minutes: the rows' lease is kept between polls.
