@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.core.cache import cache
 from django.core.checks import run_checks
 from django.core.management import call_command
 from django.core.management.base import CommandError
@@ -41,7 +40,9 @@ from django_klaviyo.models import (
 from django_klaviyo.sandbox.catalog_routes import catalog_store
 from django_klaviyo.sandbox.server import SandboxServer
 
-pytestmark = pytest.mark.django_db
+# The limiter's windows live in the (LocMem) cache, keyed by each key's digest: each test
+# starts with none and leaves none behind.
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("isolated_rate_limits")]
 
 User = get_user_model()
 S = OutboxEvent.Status
@@ -88,14 +89,6 @@ def two_accounts(settings: Any, us_url: str = "", eu_url: str = "", **eu: Any) -
             }
         },
     }
-
-
-@pytest.fixture(autouse=True)
-def _fresh_rate_limits():
-    # The limiter's windows live in the (LocMem) cache, keyed by each key's digest.
-    cache.clear()
-    yield
-    cache.clear()
 
 
 @pytest.fixture

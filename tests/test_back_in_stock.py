@@ -10,37 +10,24 @@ from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.core.cache import caches
 from django.template import Context, Template
 from django.test import Client, RequestFactory
 from shop.models import Product
 
 import django_klaviyo as klaviyo
 from django_klaviyo.catalog import subscribe_back_in_stock
-from django_klaviyo.client import KlaviyoClient, UnlimitedRateLimiter
 from django_klaviyo.exceptions import KlaviyoValidationError
-from django_klaviyo.flush import flush_outbox
 from django_klaviyo.models import OutboxEvent
 from django_klaviyo.sandbox.catalog_routes import catalog_store
+from tests.klaviyo_fixtures import flush_now
 
 Kind = OutboxEvent.Kind
 Status = OutboxEvent.Status
 VARIANT = "$custom:::$default:::"
 ENDPOINT = "/klaviyo/back-in-stock/"
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def fresh_cache() -> None:
-    caches["default"].clear()  # rate-limit windows and DRF throttle history
-
-
-def flush() -> Any:
-    client = KlaviyoClient(
-        rate_limiter=UnlimitedRateLimiter(), sleep=lambda seconds: None, max_attempts=1
-    )
-    return flush_outbox(client=client, sleep=lambda seconds: None)
+# Rate-limit windows and DRF throttle history live in the cache: every test starts with none.
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_rate_limits")]
 
 
 def sold_out(sku: str = "MUG-1") -> Product:
@@ -71,13 +58,13 @@ def csrf_client(user: Any = None) -> tuple[Client, str]:
 
 def test_a_subscription_reaches_klaviyo_and_the_restock_reaches_the_variant(klaviyo_sandbox):
     mug = sold_out()
-    flush()
+    flush_now()
 
     klaviyo.subscribe_back_in_stock({"email": " ada@example.com "}, mug)
-    flush()
+    flush_now()
     mug.inventory = 8
     mug.save()
-    flush()
+    flush_now()
 
     store = catalog_store(klaviyo_sandbox.state)
     (subscription,) = store.back_in_stock_subscriptions()
@@ -93,7 +80,7 @@ def test_a_subscription_to_a_variant_klaviyo_does_not_know_is_dead_with_its_reas
 ):
     subscribe_back_in_stock({"email": "ada@example.com"}, "NOT-IN-CATALOG")
 
-    flush()
+    flush_now()
 
     (row,) = bis_rows()
     assert row.status == Status.DEAD

@@ -10,10 +10,9 @@ import pytest
 from selenium.webdriver.common.by import By
 from shop.models import Product
 
-from django_klaviyo.client import KlaviyoClient, UnlimitedRateLimiter
-from django_klaviyo.flush import flush_outbox
 from django_klaviyo.models import OutboxEvent
 from django_klaviyo.sandbox.catalog_routes import catalog_store
+from tests.klaviyo_fixtures import flush_now
 from tests.test_storefront_browser import element, shop, wait_for  # noqa: F401  (fixture)
 
 pytestmark = [
@@ -44,10 +43,7 @@ def test_a_shopper_subscribes_on_a_sold_out_product_page(browser, shop, klaviyo_
     assert answer.text == "We'll let you know when it's back."
     row = OutboxEvent.objects.get(kind=OutboxEvent.Kind.BACK_IN_STOCK)
     assert row.payload["variant"] == "STK-SET"
-    client = KlaviyoClient(
-        rate_limiter=UnlimitedRateLimiter(), sleep=lambda seconds: None, max_attempts=1
-    )
-    flush_outbox(client=client, sleep=lambda seconds: None)
+    flush_now()
     (subscription,) = catalog_store(klaviyo_sandbox.state).back_in_stock_subscriptions()
     assert subscription["profile"] == {"email": "ada@example.com"}
     assert subscription["variant_id"] == "$custom:::$default:::STK-SET"

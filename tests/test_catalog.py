@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 import responses
-from django.core.cache import caches
 from django.core.management import CommandError, call_command
 from django.db import transaction
 from shop.models import Product
@@ -24,27 +23,14 @@ from django_klaviyo.client import KlaviyoClient, UnlimitedRateLimiter
 from django_klaviyo.flush import flush_outbox
 from django_klaviyo.models import OutboxEvent
 from django_klaviyo.sandbox.catalog_routes import catalog_store
+from tests.klaviyo_fixtures import fast_client, flush_now
 
 Kind = OutboxEvent.Kind
 Status = OutboxEvent.Status
 ITEM = "$custom:::$default:::"
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def fresh_rate_limits() -> None:
-    caches["default"].clear()
-
-
-def client() -> KlaviyoClient:
-    return KlaviyoClient(
-        rate_limiter=UnlimitedRateLimiter(), sleep=lambda seconds: None, max_attempts=1
-    )
-
-
-def flush() -> Any:
-    return flush_outbox(client=client(), sleep=lambda seconds: None)
+# Rate-limit windows live in the cache: every test starts with none.
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_rate_limits")]
 
 
 def product(sku: str = "MUG-1", **fields: Any) -> Product:
@@ -69,7 +55,7 @@ def rows(kind: str) -> list[OutboxEvent]:
 def test_a_new_product_becomes_a_catalog_item_variant_and_category(klaviyo_sandbox):
     product()
 
-    report = flush()
+    report = flush_now()
 
     store = catalog_store(klaviyo_sandbox.state)
     item = store.items()[f"{ITEM}MUG-1"]
@@ -94,15 +80,15 @@ def test_a_new_product_becomes_a_catalog_item_variant_and_category(klaviyo_sandb
 
 def test_price_and_inventory_changes_update_the_item_and_variant(klaviyo_sandbox):
     mug = product()
-    flush()
+    flush_now()
 
     mug.price = Decimal("9.99")
     mug.inventory = 0
     mug.save()
-    flush()
+    flush_now()
     mug.inventory = 12  # back in stock: Klaviyo's back-in-stock flow watches this number
     mug.save()
-    flush()
+    flush_now()
 
     store = catalog_store(klaviyo_sandbox.state)
     assert store.items()[f"{ITEM}MUG-1"]["price"] == 9.99
@@ -118,7 +104,7 @@ def test_saves_before_a_flush_coalesce_into_the_latest_state(klaviyo_sandbox):
         mug.inventory = stock
         mug.save()
 
-    flush()
+    flush_now()
 
     assert (
         catalog_store(klaviyo_sandbox.state).variants()[f"{ITEM}MUG-1"]["inventory_quantity"] == 2
@@ -132,10 +118,10 @@ def test_saves_before_a_flush_coalesce_into_the_latest_state(klaviyo_sandbox):
 def test_deleting_a_product_deletes_its_item_and_variant(klaviyo_sandbox):
     mug = product()
     product("CUP-2", name="Cup")
-    flush()
+    flush_now()
 
     mug.delete()
-    flush()
+    flush_now()
 
     store = catalog_store(klaviyo_sandbox.state)
     assert set(store.items()) == {f"{ITEM}CUP-2"}
@@ -145,7 +131,7 @@ def test_deleting_a_product_deletes_its_item_and_variant(klaviyo_sandbox):
 
 def test_an_existing_item_is_updated_when_the_create_job_says_it_exists(klaviyo_sandbox):
     product(inventory=1)
-    flush()
+    flush_now()
     # The store lost track (e.g. a restored database): the same sku is created again.
     Product.objects.filter(sku="MUG-1").delete()
     OutboxEvent.objects.all().delete()
@@ -153,7 +139,7 @@ def test_an_existing_item_is_updated_when_the_create_job_says_it_exists(klaviyo_
     assert f"{ITEM}MUG-1" in klaviyo_sandbox_items  # deletes were not flushed
 
     product(name="Blue mug v2", inventory=7)
-    flush()
+    flush_now()
 
     store = catalog_store(klaviyo_sandbox.state)
     assert store.items()[f"{ITEM}MUG-1"]["title"] == "Blue mug v2"
@@ -167,7 +153,7 @@ def test_an_item_klaviyo_refuses_is_dead_with_klaviyos_reason_and_the_rest_is_se
 ):
     product("OK-1")
     product("OK-2")
-    flush()
+    flush_now()
     # The variant of an item Klaviyo does not have: the job fails that one variant.
     with transaction.atomic():
         from django_klaviyo.outbox import OutboxRow, enqueue_many
@@ -196,7 +182,7 @@ def test_an_item_klaviyo_refuses_is_dead_with_klaviyos_reason_and_the_rest_is_se
     mug.inventory = 99
     mug.save()
 
-    flush()
+    flush_now()
 
     dead = OutboxEvent.objects.get(status=Status.DEAD)
     assert dead.payload["external_id"] == "GHOST-V"
@@ -237,7 +223,7 @@ def test_a_cancelled_job_is_retried_not_lost():
             status=202,
         )
 
-        flush()
+        flush_now()
 
     row = OutboxEvent.objects.get()
     assert row.status == Status.RETRYING
@@ -276,7 +262,7 @@ def test_a_refused_job_request_pointing_at_one_resource_kills_only_its_row():
         first = mock.post(url, json=refused, status=400)
         mock.post(url, json={"data": done}, status=202)
 
-        flush()
+        flush_now()
 
         resent = json.loads(mock.calls[1].request.body)["data"]["attributes"]["categories"]
     assert first.call_count == 1
@@ -328,7 +314,7 @@ def test_when_the_update_after_already_exists_is_refused_the_row_is_dead_with_th
         mock.post(url.format("create"), json={"data": exists}, status=202)
         mock.post(url.format("update"), json=refused, status=400)
 
-        flush()
+        flush_now()
 
     row = OutboxEvent.objects.get()
     assert row.status == Status.DEAD
@@ -358,7 +344,7 @@ def test_a_variant_waits_uncounted_while_its_item_is_not_in_klaviyo_yet():
             headers={"Retry-After": "1"},
         )
 
-        flush()
+        flush_now()
 
     item, variant = rows(Kind.CATALOG_ITEM)[0], rows(Kind.CATALOG_VARIANT)[0]
     assert item.status == Status.RETRYING
@@ -437,7 +423,7 @@ def test_a_job_error_without_a_pointer_fails_the_rows_it_leaves_unknown():
             status=202,
         )
 
-        flush()
+        flush_now()
 
     row = OutboxEvent.objects.get()
     assert row.status == Status.DEAD
@@ -454,7 +440,7 @@ def test_full_sync_streams_every_product_in_pk_order_with_progress(klaviyo_sandb
     for i in range(250):
         product(f"SKU-{i:03}", categories=["Kitchen", "Gifts"] if i % 2 else ["Kitchen"])
     OutboxEvent.objects.all().delete()  # as if the products existed before the mapping
-    monkeypatch.setattr(klaviyo_catalog, "get_client", client)
+    monkeypatch.setattr(klaviyo_catalog, "get_client", fast_client)
     out, err = StringIO(), StringIO()
 
     call_command(

@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 import responses
-from django.core.cache import caches
 from django.utils import timezone
 
 import django_klaviyo as klaviyo
@@ -26,12 +25,12 @@ from django_klaviyo import coupons, rules
 from django_klaviyo.client import KlaviyoClient, UnlimitedRateLimiter
 from django_klaviyo.client.catalog import catalog_resource, related
 from django_klaviyo.exceptions import KlaviyoValidationError
-from django_klaviyo.flush import flush_outbox
 from django_klaviyo.models import OutboxEvent
 from django_klaviyo.outbox import OutboxRow, enqueue_many
 from django_klaviyo.rules import catalog as catalog_rules
 from django_klaviyo.rules import coupons as coupon_rules
 from django_klaviyo.sandbox.catalog_routes import catalog_store
+from tests.klaviyo_fixtures import flush_now
 
 Kind = OutboxEvent.Kind
 Status = OutboxEvent.Status
@@ -40,9 +39,12 @@ COUPONS_URL = re.compile(r"^https://a\.klaviyo\.com/api/coupons/?$")
 CODE_JOBS_URL = re.compile(r"^https://a\.klaviyo\.com/api/coupon-code-bulk-create-jobs")
 
 
+# Rate-limit windows live in the cache: every test starts with none.
+pytestmark = pytest.mark.usefixtures("fresh_rate_limits")
+
+
 @pytest.fixture(autouse=True)
-def fresh_rate_limits(settings: Any) -> None:
-    caches["default"].clear()  # rate-limit windows
+def quick_jobs(settings: Any) -> None:
     settings.KLAVIYO = {**settings.KLAVIYO, "CATALOG_JOB_POLL_SECONDS": 0.01}
 
 
@@ -54,22 +56,23 @@ def client() -> KlaviyoClient:
 
 
 @pytest.fixture
-def mocked() -> Any:
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        rsps.add(responses.POST, BIS_URL, status=202)
-        rsps.add(
-            responses.POST,
-            COUPONS_URL,
-            status=201,
-            json={"data": {"type": "coupon", "id": "SUMMER", "attributes": {}}},
-        )
-        rsps.add(
-            responses.POST,
-            CODE_JOBS_URL,
-            status=202,
-            json={"data": {"type": "coupon-code-bulk-create-job", "id": "J1", "attributes": {}}},
-        )
-        yield rsps
+def mocked(mocked: responses.RequestsMock) -> responses.RequestsMock:
+    """The shared Klaviyo mock (tests/klaviyo_fixtures.py), accepting back-in-stock
+    subscriptions, coupons and code jobs."""
+    mocked.add(responses.POST, BIS_URL, status=202)
+    mocked.add(
+        responses.POST,
+        COUPONS_URL,
+        status=201,
+        json={"data": {"type": "coupon", "id": "SUMMER", "attributes": {}}},
+    )
+    mocked.add(
+        responses.POST,
+        CODE_JOBS_URL,
+        status=202,
+        json={"data": {"type": "coupon-code-bulk-create-job", "id": "J1", "attributes": {}}},
+    )
+    return mocked
 
 
 def sent_bodies(mocked: Any, pattern: re.Pattern[str]) -> list[dict[str, Any]]:
@@ -341,20 +344,13 @@ def count_calls(monkeypatch: Any, module: Any, name: str) -> list[Any]:
     return calls
 
 
-def flush() -> Any:
-    client = KlaviyoClient(
-        rate_limiter=UnlimitedRateLimiter(), sleep=lambda seconds: None, max_attempts=1
-    )
-    return flush_outbox(client=client, sleep=lambda seconds: None)
-
-
 @pytest.mark.django_db
 def test_a_current_back_in_stock_row_is_sent_without_being_cleaned_again(monkeypatch, mocked):
     row = klaviyo.subscribe_back_in_stock({"email": " ada@example.com "}, "MUG")
     assert row is not None and row.rules_version == rules.RULES_VERSION
     cleaned = count_calls(monkeypatch, catalog_rules, "clean_profile")
 
-    flush()
+    flush_now()
 
     row.refresh_from_db()
     assert row.status == Status.SENT
@@ -380,7 +376,7 @@ def test_an_old_back_in_stock_row_is_cleaned_once_before_it_is_sent(monkeypatch,
     )
     cleaned = count_calls(monkeypatch, catalog_rules, "clean_profile")
 
-    flush()
+    flush_now()
 
     row.refresh_from_db()
     assert row.status == Status.SENT
@@ -400,7 +396,7 @@ def test_current_coupon_rows_are_sent_without_being_cleaned_again(monkeypatch, k
     assert set(OutboxEvent.objects.values_list("rules_version", flat=True)) == {rules.RULES_VERSION}
     cleaned = count_calls(monkeypatch, coupon_rules, "clean_code")
 
-    flush()
+    flush_now()
 
     assert not OutboxEvent.objects.exclude(status=Status.SENT).exists()
     assert cleaned == []
@@ -413,7 +409,7 @@ def test_current_coupon_rows_are_sent_without_being_cleaned_again(monkeypatch, k
 def test_old_coupon_code_rows_are_cleaned_once_before_they_are_sent(monkeypatch, klaviyo_sandbox):
     coupon = coupons.get_or_create_coupon("SUMMER")
     coupons.enqueue_coupon(coupon)
-    flush()
+    flush_now()
     expiry = (timezone.now() + timezone.timedelta(days=30)).replace(microsecond=0)
     row = OutboxEvent.objects.create(
         kind=Kind.COUPON_CODE,
@@ -423,7 +419,7 @@ def test_old_coupon_code_rows_are_cleaned_once_before_they_are_sent(monkeypatch,
     )
     cleaned = count_calls(monkeypatch, coupon_rules, "clean_code")
 
-    flush()
+    flush_now()
 
     row.refresh_from_db()
     assert row.status == Status.SENT
@@ -450,7 +446,7 @@ def test_current_catalog_rows_are_sent_without_being_cleaned_again(monkeypatch, 
     assert row.rules_version == rules.RULES_VERSION
     cleaned = count_calls(monkeypatch, catalog_rules, "external_id")
 
-    flush()
+    flush_now()
 
     row.refresh_from_db()
     assert row.status == Status.SENT
@@ -474,7 +470,7 @@ def test_an_old_catalog_row_is_cleaned_once_before_it_is_sent(monkeypatch, klavi
     )
     cleaned = count_calls(monkeypatch, catalog_rules, "external_id")
 
-    flush()
+    flush_now()
 
     row.refresh_from_db()
     assert row.status == Status.SENT

@@ -12,10 +12,9 @@ from shop.models import Product
 
 from django_klaviyo.models import OutboxEvent
 from django_klaviyo.sandbox.catalog_routes import catalog_store
-from tests.test_reliability import (  # noqa: F401  (fixtures)
+from tests.klaviyo_fixtures import FakeClock
+from tests.test_reliability import (  # noqa: F401  (sandbox is a fixture)
     THIRTY_PERCENT_FAULTS,
-    FakeClock,
-    clock,
     flush_until_idle,
     make_client,
     sandbox,

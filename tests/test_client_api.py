@@ -10,7 +10,6 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 import responses
-from django.core.cache import caches
 from django.test import override_settings
 
 from django_klaviyo.client import (
@@ -27,11 +26,8 @@ API = "https://a.klaviyo.com"
 API_KEY = "pk_api_test_key_abcdef0123456789"
 
 
-@pytest.fixture(autouse=True)
-def _clear_cache():
-    caches["default"].clear()
-    yield
-    caches["default"].clear()
+# Rate-limit windows live in the cache: each test starts with none and leaves none behind.
+pytestmark = pytest.mark.usefixtures("isolated_rate_limits")
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from email.utils import format_datetime
 import pytest
 import requests
 import responses
-from django.core.cache import caches
 from urllib3.exceptions import NewConnectionError
 
 from django_klaviyo import __version__
@@ -33,22 +32,13 @@ EVENTS = "https://a.klaviyo.com/api/events"
 LISTS = "https://a.klaviyo.com/api/lists"
 
 
-@pytest.fixture(autouse=True)
-def _clear_cache():
-    caches["default"].clear()
-    yield
-    caches["default"].clear()
+# Rate-limit windows live in the cache: each test starts with none and leaves none behind.
+pytestmark = pytest.mark.usefixtures("isolated_rate_limits")
 
 
 @pytest.fixture
 def clock():
     return FakeClock()
-
-
-@pytest.fixture
-def mock():
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as m:
-        yield m
 
 
 def make_client(clock, *, fraction=0.0, **kwargs):
@@ -84,11 +74,11 @@ def error_body(status, code, detail="Something.", pointer="/data", meta=None):
     return {"errors": [error]}
 
 
-def test_headers_timeouts_and_path(mock, clock):
-    mock.add(responses.POST, EVENTS, status=202)
+def test_headers_timeouts_and_path(mocked, clock):
+    mocked.add(responses.POST, EVENTS, status=202)
     client = make_client(clock, timeout=(3.0, 12.0))
     event(client)
-    request = mock.calls[0].request
+    request = mocked.calls[0].request
     assert request.url == EVENTS  # no trailing slash
     assert request.headers["Authorization"] == f"Klaviyo-API-Key {API_KEY}"
     assert request.headers["revision"] == "2026-07-15"
@@ -98,45 +88,45 @@ def test_headers_timeouts_and_path(mock, clock):
     assert request.req_kwargs["timeout"] == (3.0, 12.0)
 
 
-def test_timeout_defaults_to_the_setting(mock, clock, settings):
+def test_timeout_defaults_to_the_setting(mocked, clock, settings):
     settings.KLAVIYO = {**settings.KLAVIYO, "TIMEOUT": 7, "REVISION": "2026-07-15"}
-    mock.add(responses.POST, EVENTS, status=202)
+    mocked.add(responses.POST, EVENTS, status=202)
     event(make_client(clock))
-    assert mock.calls[0].request.req_kwargs["timeout"] == (7.0, 7.0)
+    assert mocked.calls[0].request.req_kwargs["timeout"] == (7.0, 7.0)
 
 
-def test_429_waits_retry_after_seconds_of_the_clock(mock, clock):
-    mock.add(
+def test_429_waits_retry_after_seconds_of_the_clock(mocked, clock):
+    mocked.add(
         responses.POST,
         EVENTS,
         status=429,
         headers={"Retry-After": "2"},
         json=error_body(429, "throttled"),
     )
-    mock.add(responses.POST, EVENTS, status=202)
+    mocked.add(responses.POST, EVENTS, status=202)
     start = clock()
     event(make_client(clock))
-    assert len(mock.calls) == 2
+    assert len(mocked.calls) == 2
     assert clock.sleeps == [2.0]
     assert clock() - start == 2.0
 
 
-def test_429_with_http_date_retry_after(mock, clock):
+def test_429_with_http_date_retry_after(mocked, clock):
     when = datetime.fromtimestamp(clock() + 5, tz=timezone.utc)
-    mock.add(
+    mocked.add(
         responses.POST,
         EVENTS,
         status=429,
         headers={"Retry-After": format_datetime(when, usegmt=True)},
         json=error_body(429, "throttled"),
     )
-    mock.add(responses.POST, EVENTS, status=202)
+    mocked.add(responses.POST, EVENTS, status=202)
     event(make_client(clock))
     assert clock.sleeps == [pytest.approx(5.0)]
 
 
-def test_429_retry_after_also_holds_the_operation_for_other_callers(mock, clock):
-    mock.add(
+def test_429_retry_after_also_holds_the_operation_for_other_callers(mocked, clock):
+    mocked.add(
         responses.POST,
         EVENTS,
         status=429,
@@ -150,8 +140,8 @@ def test_429_retry_after_also_holds_the_operation_for_other_callers(mock, clock)
     assert client.rate_limiter.wait_time("create_event") == pytest.approx(3.0)
 
 
-def test_429_longer_than_max_wait_is_raised_at_once(mock, clock):
-    mock.add(
+def test_429_longer_than_max_wait_is_raised_at_once(mocked, clock):
+    mocked.add(
         responses.POST,
         EVENTS,
         status=429,
@@ -160,14 +150,14 @@ def test_429_longer_than_max_wait_is_raised_at_once(mock, clock):
     )
     with pytest.raises(KlaviyoRateLimitError) as info:
         event(make_client(clock, max_wait=30))
-    assert len(mock.calls) == 1 and clock.sleeps == []
+    assert len(mocked.calls) == 1 and clock.sleeps == []
     assert info.value.retry_after == 120.0
 
 
-def test_full_jitter_exponential_backoff_is_capped(mock, clock):
+def test_full_jitter_exponential_backoff_is_capped(mocked, clock):
     for _ in range(4):
-        mock.add(responses.POST, EVENTS, status=503, json=error_body(503, "unavailable"))
-    mock.add(responses.POST, EVENTS, status=202)
+        mocked.add(responses.POST, EVENTS, status=503, json=error_body(503, "unavailable"))
+    mocked.add(responses.POST, EVENTS, status=202)
     client = make_client(clock, max_attempts=5, fraction=1.0)
     client._transport.backoff_cap = 3.0
     event(client)
@@ -176,21 +166,21 @@ def test_full_jitter_exponential_backoff_is_capped(mock, clock):
     assert client._transport.random.calls == [(0.0, 1.0), (0.0, 2.0), (0.0, 3.0), (0.0, 3.0)]
 
 
-def test_5xx_then_success(mock, clock):
-    mock.add(responses.POST, EVENTS, status=500, json=error_body(500, "error"))
-    mock.add(responses.POST, EVENTS, status=524, body="<html>timeout</html>")
-    mock.add(responses.POST, EVENTS, status=202)
+def test_5xx_then_success(mocked, clock):
+    mocked.add(responses.POST, EVENTS, status=500, json=error_body(500, "error"))
+    mocked.add(responses.POST, EVENTS, status=524, body="<html>timeout</html>")
+    mocked.add(responses.POST, EVENTS, status=202)
     event(make_client(clock))
-    assert len(mock.calls) == 3
+    assert len(mocked.calls) == 3
 
 
-def test_exhaustion_raises_the_last_error(mock, clock):
+def test_exhaustion_raises_the_last_error(mocked, clock):
     for n in range(3):
         body = error_body(503, "unavailable", detail=f"attempt {n}")
-        mock.add(responses.POST, EVENTS, status=503, json=body)
+        mocked.add(responses.POST, EVENTS, status=503, json=body)
     with pytest.raises(KlaviyoServerError) as info:
         event(make_client(clock))
-    assert len(mock.calls) == 3
+    assert len(mocked.calls) == 3
     assert info.value.detail == "attempt 2" and info.value.retryable
 
 
@@ -204,9 +194,9 @@ def test_exhaustion_raises_the_last_error(mock, clock):
         (409, "duplicate_profile", KlaviyoDuplicateProfileError),
     ],
 )
-def test_client_errors_are_never_retried(mock, clock, status, code, expected):
+def test_client_errors_are_never_retried(mocked, clock, status, code, expected):
     meta = {"duplicate_profile_id": "01DUP"} if code == "duplicate_profile" else None
-    mock.add(
+    mocked.add(
         responses.POST,
         EVENTS,
         status=status,
@@ -215,7 +205,7 @@ def test_client_errors_are_never_retried(mock, clock, status, code, expected):
     )
     with pytest.raises(expected) as info:
         event(make_client(clock))
-    assert len(mock.calls) == 1 and clock.sleeps == []
+    assert len(mocked.calls) == 1 and clock.sleeps == []
     err = info.value
     assert type(err) is expected
     assert (err.status, err.code, err.detail, err.pointer) == (
@@ -230,8 +220,8 @@ def test_client_errors_are_never_retried(mock, clock, status, code, expected):
         assert err.duplicate_profile_id == "01DUP"
 
 
-def test_403_html_challenge_is_a_retryable_server_error(mock, clock):
-    mock.add(
+def test_403_html_challenge_is_a_retryable_server_error(mocked, clock):
+    mocked.add(
         responses.POST,
         EVENTS,
         status=403,
@@ -239,75 +229,75 @@ def test_403_html_challenge_is_a_retryable_server_error(mock, clock):
         content_type="text/html",
         headers={"cf-mitigated": "challenge"},
     )
-    mock.add(responses.POST, EVENTS, status=202)
+    mocked.add(responses.POST, EVENTS, status=202)
     event(make_client(clock))
-    assert len(mock.calls) == 2
+    assert len(mocked.calls) == 2
 
-    mock.add(responses.POST, EVENTS, status=403, body="<html>x</html>", content_type="text/html")
+    mocked.add(responses.POST, EVENTS, status=403, body="<html>x</html>", content_type="text/html")
     with pytest.raises(KlaviyoServerError) as info:
         event(make_client(clock, max_attempts=1))
     assert info.value.status == 403 and info.value.retryable
     assert not isinstance(info.value, KlaviyoAuthError)
 
 
-def test_read_timeout_resends_create_event_only_with_a_unique_id(mock, clock):
-    mock.add(responses.POST, EVENTS, body=requests.exceptions.ReadTimeout("read timed out"))
-    mock.add(responses.POST, EVENTS, status=202)
+def test_read_timeout_resends_create_event_only_with_a_unique_id(mocked, clock):
+    mocked.add(responses.POST, EVENTS, body=requests.exceptions.ReadTimeout("read timed out"))
+    mocked.add(responses.POST, EVENTS, status=202)
     event(make_client(clock), unique_id="order-1-placed")
-    assert len(mock.calls) == 2
+    assert len(mocked.calls) == 2
 
-    mock.add(responses.POST, EVENTS, body=requests.exceptions.ReadTimeout("read timed out"))
-    mock.add(responses.POST, EVENTS, status=202)
+    mocked.add(responses.POST, EVENTS, body=requests.exceptions.ReadTimeout("read timed out"))
+    mocked.add(responses.POST, EVENTS, status=202)
     with pytest.raises(KlaviyoTransportError) as info:
         event(make_client(clock), unique_id=None)
     assert info.value.timeout is True
-    assert len(mock.calls) == 3  # the second event was sent once
+    assert len(mocked.calls) == 3  # the second event was sent once
 
 
-def test_non_idempotent_create_list_retries_only_when_nothing_happened(mock, clock):
+def test_non_idempotent_create_list_retries_only_when_nothing_happened(mocked, clock):
     created = {"data": {"type": "list", "id": "L1", "attributes": {"name": "News"}}}
     refused = requests.exceptions.ConnectionError(
         NewConnectionError(None, "Failed to establish a new connection: Connection refused")
     )
-    mock.add(responses.POST, LISTS, body=refused)
-    mock.add(responses.POST, LISTS, body=requests.exceptions.ConnectTimeout("connect timed out"))
-    mock.add(responses.POST, LISTS, status=201, json=created)
+    mocked.add(responses.POST, LISTS, body=refused)
+    mocked.add(responses.POST, LISTS, body=requests.exceptions.ConnectTimeout("connect timed out"))
+    mocked.add(responses.POST, LISTS, status=201, json=created)
     assert make_client(clock).create_list("News")["id"] == "L1"
-    assert len(mock.calls) == 3
+    assert len(mocked.calls) == 3
 
     for failure in (
         requests.exceptions.ReadTimeout("read timed out"),
         requests.exceptions.ConnectionError("Connection aborted: RemoteDisconnected"),
     ):
-        mock.replace(responses.POST, LISTS, body=failure)
-        before = len(mock.calls)
+        mocked.replace(responses.POST, LISTS, body=failure)
+        before = len(mocked.calls)
         with pytest.raises(KlaviyoTransportError):
             make_client(clock).create_list("News")
-        assert len(mock.calls) == before + 1
+        assert len(mocked.calls) == before + 1
 
-    mock.replace(responses.POST, LISTS, status=504, body="gateway timeout")
-    before = len(mock.calls)
+    mocked.replace(responses.POST, LISTS, status=504, body="gateway timeout")
+    before = len(mocked.calls)
     with pytest.raises(KlaviyoServerError):
         make_client(clock).create_list("News")
-    assert len(mock.calls) == before + 1  # may have been created: not resent
+    assert len(mocked.calls) == before + 1  # may have been created: not resent
 
-    mock.replace(responses.POST, LISTS, status=503, json=error_body(503, "unavailable"))
-    before = len(mock.calls)
+    mocked.replace(responses.POST, LISTS, status=503, json=error_body(503, "unavailable"))
+    before = len(mocked.calls)
     with pytest.raises(KlaviyoServerError):
         make_client(clock).create_list("News")
-    assert len(mock.calls) == before + 3  # 503: Klaviyo did not act, safe to resend
+    assert len(mocked.calls) == before + 3  # 503: Klaviyo did not act, safe to resend
 
 
-def test_connection_errors_become_transport_errors(mock, clock):
-    mock.add(responses.POST, EVENTS, body=requests.exceptions.ConnectionError("boom"))
+def test_connection_errors_become_transport_errors(mocked, clock):
+    mocked.add(responses.POST, EVENTS, body=requests.exceptions.ConnectionError("boom"))
     with pytest.raises(KlaviyoTransportError) as info:
         event(make_client(clock))
-    assert len(mock.calls) == 3  # idempotent (unique_id): retried to exhaustion
+    assert len(mocked.calls) == 3  # idempotent (unique_id): retried to exhaustion
     assert info.value.timeout is False and info.value.retryable
 
 
-def test_rate_limit_remaining_zero_holds_until_reset(mock, clock):
-    mock.add(
+def test_rate_limit_remaining_zero_holds_until_reset(mocked, clock):
+    mocked.add(
         responses.POST,
         EVENTS,
         status=202,
@@ -317,7 +307,7 @@ def test_rate_limit_remaining_zero_holds_until_reset(mock, clock):
             "RateLimit-Reset": "9",
         },
     )
-    mock.add(responses.POST, EVENTS, status=202)
+    mocked.add(responses.POST, EVENTS, status=202)
     client = make_client(clock)
     event(client)
     start = clock()
@@ -325,8 +315,8 @@ def test_rate_limit_remaining_zero_holds_until_reset(mock, clock):
     assert clock() - start == pytest.approx(9.0)
 
 
-def test_pagination_refuses_links_to_another_host(mock, clock):
-    mock.add(
+def test_pagination_refuses_links_to_another_host(mocked, clock):
+    mocked.add(
         responses.GET,
         "https://a.klaviyo.com/api/flows",
         json={"data": [{"id": "F1"}], "links": {"next": "https://evil.example/api/flows?x=1"}},
@@ -335,11 +325,11 @@ def test_pagination_refuses_links_to_another_host(mock, clock):
     assert next(flows)["id"] == "F1"
     with pytest.raises(KlaviyoConfigurationError, match=r"evil\.example"):
         next(flows)
-    assert len(mock.calls) == 1
+    assert len(mocked.calls) == 1
 
 
-def test_success_with_a_non_json_body_is_a_server_error(mock, clock):
-    mock.add(responses.GET, "https://a.klaviyo.com/api/webhooks/W1", status=200, body="<html>")
+def test_success_with_a_non_json_body_is_a_server_error(mocked, clock):
+    mocked.add(responses.GET, "https://a.klaviyo.com/api/webhooks/W1", status=200, body="<html>")
     with pytest.raises(KlaviyoServerError, match="not JSON"):
         make_client(clock, max_attempts=1).get_webhook("W1")
 
@@ -384,9 +374,9 @@ FAILURES = [
 
 
 @pytest.mark.parametrize(("name", "response"), FAILURES, ids=[f[0] for f in FAILURES])
-def test_the_api_key_never_appears_in_errors_logs_or_reprs(mock, clock, caplog, name, response):
+def test_the_api_key_never_appears_in_errors_logs_or_reprs(mocked, clock, caplog, name, response):
     caplog.set_level(logging.DEBUG)
-    mock.add(responses.POST, EVENTS, **response)
+    mocked.add(responses.POST, EVENTS, **response)
     client = make_client(clock, max_attempts=2)
     with pytest.raises(Exception) as info:
         event(client)
@@ -400,19 +390,19 @@ def test_the_api_key_never_appears_in_errors_logs_or_reprs(mock, clock, caplog, 
     assert caplog.records or name in ("400", "401", "403-json", "409", "echo")
 
 
-def test_bulk_events_are_resent_after_a_read_timeout_only_when_all_have_unique_ids(mock, clock):
+def test_bulk_events_are_resent_after_a_read_timeout_only_when_all_have_unique_ids(mocked, clock):
     url = "https://a.klaviyo.com/api/event-bulk-create-jobs"
 
     def batch(*unique_ids):
         events = [{"metric": "Viewed", "unique_id": u} for u in unique_ids]
         return [{"profile": {"email": "a@example.com"}, "events": events}]
 
-    mock.add(responses.POST, url, body=requests.exceptions.ReadTimeout("read timed out"))
-    mock.add(responses.POST, url, status=202)
+    mocked.add(responses.POST, url, body=requests.exceptions.ReadTimeout("read timed out"))
+    mocked.add(responses.POST, url, status=202)
     make_client(clock).bulk_create_events(batch("e1", "e2"))
-    assert len(mock.calls) == 2
+    assert len(mocked.calls) == 2
 
-    mock.add(responses.POST, url, body=requests.exceptions.ReadTimeout("read timed out"))
+    mocked.add(responses.POST, url, body=requests.exceptions.ReadTimeout("read timed out"))
     with pytest.raises(KlaviyoTransportError):
         make_client(clock).bulk_create_events(batch("e3", None))
-    assert len(mock.calls) == 3
+    assert len(mocked.calls) == 3

@@ -15,40 +15,28 @@ from typing import Any
 
 import pytest
 import responses
-from django.core.cache import caches
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from django_klaviyo import coupons
-from django_klaviyo.client import KlaviyoClient, UnlimitedRateLimiter
 from django_klaviyo.exceptions import KlaviyoValidationError
-from django_klaviyo.flush import flush_outbox
 from django_klaviyo.models import KlaviyoCoupon, KlaviyoCouponCode, OutboxEvent
 from django_klaviyo.outbox import OutboxRow, enqueue_many
 from django_klaviyo.sandbox.catalog_routes import catalog_store
+from tests.klaviyo_fixtures import fast_client, flush_now
 
 Status = KlaviyoCouponCode.Status
 Kind = OutboxEvent.Kind
 Row = OutboxEvent.Status
 API = "https://a.klaviyo.com/api"
 
-pytestmark = pytest.mark.django_db
+# Rate-limit windows live in the cache: every test starts with none.
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_rate_limits")]
 
 
 @pytest.fixture(autouse=True)
 def quick_jobs(settings):
-    caches["default"].clear()  # rate-limit windows
     settings.KLAVIYO = {**settings.KLAVIYO, "CATALOG_JOB_POLL_SECONDS": 0.01}
-
-
-def fast_client() -> KlaviyoClient:
-    return KlaviyoClient(
-        rate_limiter=UnlimitedRateLimiter(), sleep=lambda seconds: None, max_attempts=1
-    )
-
-
-def flush(**options: Any) -> Any:
-    return flush_outbox(client=fast_client(), sleep=lambda seconds: None, **options)
 
 
 def run(*args: str) -> tuple[str, str]:
@@ -124,7 +112,7 @@ def test_a_code_klaviyo_refuses_is_dead_with_its_reason_and_the_rest_of_its_job_
     codes.write_text("VIP-AAA\nVIP-BBB\nVIP-CCC\n")
     run("import", "VIP", str(codes))
 
-    flush()
+    flush_now()
 
     dead = code_row("VIP-AAA")
     assert dead.status == Row.DEAD
@@ -149,7 +137,7 @@ def test_a_requeued_dead_code_is_sent_and_its_mirror_follows(klaviyo_sandbox, ad
     coupon = coupons.get_or_create_coupon("VIP")
     coupons.add_codes(coupon, ["VIP-AAA"])
     coupons.enqueue_codes(coupon)
-    flush()
+    flush_now()
     row = code_row("VIP-AAA")
     assert row.status == Row.DEAD
     # The outbox admin shows the dead row with Klaviyo's reason.
@@ -166,7 +154,7 @@ def test_a_requeued_dead_code_is_sent_and_its_mirror_follows(klaviyo_sandbox, ad
     )
     # Requeued, the code is waiting again, no longer "failed".
     assert KlaviyoCouponCode.objects.get(code="VIP-AAA").status == Status.QUEUED
-    flush()
+    flush_now()
 
     row.refresh_from_db()
     assert row.status == Row.SENT
@@ -184,7 +172,7 @@ def test_codes_wait_uncounted_while_their_coupon_is_throttled(settings):
         # No coupon-code request is registered: sending one would fail the test.
         mock.post(f"{API}/coupons", json=throttled(), status=429, headers={"Retry-After": "1"})
 
-        flush()
+        flush_now()
 
     assert OutboxEvent.objects.get(kind=Kind.COUPON).status == Row.RETRYING
     for code in ("FALL-1", "FALL-2"):
@@ -199,7 +187,7 @@ def test_a_429_from_the_coupon_code_endpoint_is_retried_then_sent():
     jobs = f"{API}/coupon-code-bulk-create-jobs"
     with responses.RequestsMock() as mock:
         mock.post(jobs, json=throttled(), status=429, headers={"Retry-After": "30"})
-        flush()
+        flush_now()
 
     row = code_row("FALL-1")
     assert (row.status, row.attempts, row.last_error_status) == (Row.RETRYING, 1, 429)
@@ -210,7 +198,7 @@ def test_a_429_from_the_coupon_code_endpoint_is_retried_then_sent():
     with responses.RequestsMock() as mock:
         mock.post(jobs, json=job("J1", "processing"), status=202)
         mock.get(f"{jobs}/J1", json=job("J1", "complete", codes=["FALL-1", "FALL-2"]))
-        flush(clock=lambda: later)
+        flush_now(clock=lambda: later)
 
     assert {code_row(c).status for c in ("FALL-1", "FALL-2")} == {Row.SENT}
     assert statuses("FALL") == {Status.UNASSIGNED: 2}
@@ -235,7 +223,7 @@ def test_already_exists_on_a_retry_counts_as_sent_only_if_the_first_try_may_have
     jobs = f"{API}/coupon-code-bulk-create-jobs"
     with responses.RequestsMock() as mock:
         mock.post(jobs, json=throttled(), status=first_failure, headers={"Retry-After": "1"})
-        flush()
+        flush_now()
     done = job("J1", "complete", codes=["FALL-2"])
     done["data"]["attributes"].update(failed_count=1)
     done["data"]["attributes"]["errors"] = [
@@ -252,7 +240,7 @@ def test_already_exists_on_a_retry_counts_as_sent_only_if_the_first_try_may_have
     with responses.RequestsMock() as mock:
         mock.post(jobs, json=job("J1", "processing"), status=202)
         mock.get(f"{jobs}/J1", json=done)
-        flush(clock=lambda: later)
+        flush_now(clock=lambda: later)
 
     assert code_row("FALL-1").status == then
     assert code_row("FALL-2").status == Row.SENT
@@ -278,7 +266,7 @@ def test_a_refused_job_request_dead_letters_its_codes_and_marks_them_failed():
     }
     with responses.RequestsMock() as mock:
         mock.post(f"{API}/coupon-code-bulk-create-jobs", json=refused, status=400)
-        flush()
+        flush_now()
 
     row = code_row("FALL-1")
     assert (row.status, row.last_error_status) == (Row.DEAD, 400)
@@ -298,7 +286,7 @@ def test_a_code_job_error_naming_no_code_fails_the_codes_the_job_did_not_create(
     with responses.RequestsMock() as mock:
         mock.post(jobs, json=job("J1", "processing"), status=202)
         mock.get(f"{jobs}/J1", json=done)
-        flush()
+        flush_now()
 
     assert code_row("FALL-1").status == Row.SENT
     assert code_row("FALL-2").status == Row.DEAD
@@ -311,7 +299,7 @@ def test_a_dry_run_counts_the_coupon_and_its_code_jobs_without_sending():
     coupons.generate_codes(coupon, 1500)
     coupons.enqueue_codes(coupon)
 
-    report = flush(dry_run=True)
+    report = flush_now(dry_run=True)
 
     assert report.planned == {Kind.COUPON: 1, Kind.COUPON_CODE: 1500}
     assert report.planned_requests == 3  # the coupon, then jobs of 1,000 and 500 codes
@@ -461,7 +449,7 @@ def test_the_admin_action_queues_the_pending_codes_for_the_flusher(klaviyo_sandb
         {"action": "queue_for_klaviyo", "_selected_action": [coupon.pk]},
         follow=True,
     )
-    flush()
+    flush_now()
 
     assert "3 code(s) queued" in response.content.decode()
     assert statuses("ADMIN10") == {Status.UNASSIGNED: 3}
@@ -473,7 +461,7 @@ def test_a_failed_code_shows_its_reason_and_links_to_its_outbox_row(klaviyo_sand
     coupon = coupons.get_or_create_coupon("VIP")
     coupons.add_codes(coupon, ["VIP-AAA"])
     coupons.enqueue_codes(coupon)
-    flush()
+    flush_now()
     code = KlaviyoCouponCode.objects.get()
 
     page = admin_client.get(f"/admin/django_klaviyo/klaviyocouponcode/{code.pk}/change/")

@@ -10,10 +10,9 @@ import pytest
 from django_klaviyo import coupons
 from django_klaviyo.models import KlaviyoCouponCode, OutboxEvent
 from django_klaviyo.sandbox.catalog_routes import catalog_store
-from tests.test_reliability import (  # noqa: F401  (fixtures)
+from tests.klaviyo_fixtures import FakeClock
+from tests.test_reliability import (  # noqa: F401  (sandbox is a fixture)
     THIRTY_PERCENT_FAULTS,
-    FakeClock,
-    clock,
     flush_until_idle,
     make_client,
     sandbox,

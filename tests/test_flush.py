@@ -8,15 +8,13 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
 import responses
-from django.core.cache import caches
 from django.db import OperationalError, connection
 from django.test import override_settings
-from django.utils import timezone
 
 from django_klaviyo.flush import (
     FlushAborted,
@@ -33,13 +31,15 @@ from django_klaviyo.models import (
     ListMembership,
     OutboxEvent,
 )
+from tests.klaviyo_fixtures import flush
 from tests.settings import KLAVIYO as TEST_KLAVIYO
 
 API = "https://a.klaviyo.com/api"
 Status = OutboxEvent.Status
 Kind = OutboxEvent.Kind
 
-pytestmark = pytest.mark.django_db
+# Rate-limit windows live in the cache: every test starts with none.
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_rate_limits")]
 
 
 def url(path: str) -> re.Pattern[str]:
@@ -57,57 +57,6 @@ DELETION_URL = url("/data-privacy-deletion-jobs")
 
 def list_url(list_id: str) -> re.Pattern[str]:
     return url(f"/lists/{list_id}/relationships/profiles")
-
-
-class FakeClock:
-    """Wall clock for the flusher and the client; moves only when told."""
-
-    def __init__(self) -> None:
-        # A little ahead of the real clock, so rows created during the test are due.
-        self.now = timezone.now() + timedelta(seconds=5)
-        self.slept: list[float] = []
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.advance(seconds)
-
-    def monotonic(self) -> float:
-        return self.now.timestamp()
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture(autouse=True)
-def fresh_rate_limits() -> None:
-    """Rate-limit windows and holds live in the cache; each test starts from none."""
-    caches["default"].clear()
-
-
-@pytest.fixture
-def client(clock: FakeClock) -> Any:
-    from django_klaviyo.client import KlaviyoClient
-
-    return KlaviyoClient(sleep=clock.sleep, clock=clock.monotonic)
-
-
-@pytest.fixture
-def mocked() -> Any:
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        yield rsps
-
-
-def flush(client: Any, clock: FakeClock, **kwargs: Any) -> Any:
-    kwargs.setdefault("jitter", lambda: 1.0)
-    return flush_outbox(client=client, clock=clock, sleep=clock.sleep, **kwargs)
 
 
 def make_event(
@@ -183,12 +132,12 @@ def error_body(status: int, code: str, detail: str, pointer: str | None = None) 
 # Events
 
 
-def test_every_event_is_delivered_once_with_its_unique_id(client, clock, mocked):
+def test_every_event_is_delivered_once_with_its_unique_id(klaviyo_client, clock, mocked):
     mocked.add(responses.POST, EVENTS_URL, status=202)
     rows = [make_event(email="ada@example.com", unique_id=f"order-1-{i}") for i in range(3)]
     rows += [make_event(email="bob@example.com", unique_id="order-2-0", metric="Started Checkout")]
 
-    report = flush(client, clock)
+    report = flush(klaviyo_client, clock)
 
     (call,) = calls_to(mocked, EVENTS_URL)
     sent = bulk_events(call)
@@ -213,7 +162,7 @@ def test_every_event_is_delivered_once_with_its_unique_id(client, clock, mocked)
         assert row.locked_by == "" and row.locked_at is None
 
 
-def test_ten_thousand_order_events_go_out_in_about_ten_requests(client, clock, mocked):
+def test_ten_thousand_order_events_go_out_in_about_ten_requests(klaviyo_client, clock, mocked):
     mocked.add(responses.POST, EVENTS_URL, status=202)
     rows = []
     for order in range(2500):
@@ -227,7 +176,7 @@ def test_ten_thousand_order_events_go_out_in_about_ten_requests(client, clock, m
             )
     OutboxEvent.objects.bulk_create(rows, batch_size=500)
 
-    report = flush(client, clock)
+    report = flush(klaviyo_client, clock)
 
     calls = calls_to(mocked, EVENTS_URL)
     assert len(calls) <= 12
@@ -238,13 +187,13 @@ def test_ten_thousand_order_events_go_out_in_about_ten_requests(client, clock, m
     assert OutboxEvent.objects.filter(status=Status.SENT).count() == 10_000
 
 
-def test_a_repeated_unique_id_waits_for_the_next_request(client, clock, mocked):
+def test_a_repeated_unique_id_waits_for_the_next_request(klaviyo_client, clock, mocked):
     mocked.add(responses.POST, EVENTS_URL, status=202)
     make_event(unique_id="same")
     make_event(unique_id="same")
     make_event(unique_id="other")
 
-    flush(client, clock)
+    flush(klaviyo_client, clock)
 
     calls = calls_to(mocked, EVENTS_URL)
     assert len(calls) == 2
@@ -254,7 +203,7 @@ def test_a_repeated_unique_id_waits_for_the_next_request(client, clock, mocked):
     assert OutboxEvent.objects.filter(status=Status.SENT).count() == 3
 
 
-def test_a_400_pointing_at_one_event_dead_letters_only_that_row(client, clock, mocked):
+def test_a_400_pointing_at_one_event_dead_letters_only_that_row(klaviyo_client, clock, mocked):
     rows = [make_event(email=f"p{i}@example.com", unique_id=f"u{i}") for i in range(4)]
     detail = "The phone number provided either does not exist or is ineligible to receive SMS"
 
@@ -272,7 +221,7 @@ def test_a_400_pointing_at_one_event_dead_letters_only_that_row(client, clock, m
 
     mocked.add_callback(responses.POST, EVENTS_URL, callback=answer)
 
-    report = flush(client, clock)
+    report = flush(klaviyo_client, clock)
 
     assert len(calls_to(mocked, EVENTS_URL)) == 2
     resent = [e["unique_id"] for _, e in bulk_events(calls_to(mocked, EVENTS_URL)[1])]
@@ -304,13 +253,13 @@ def make_order_row(
     return row
 
 
-def test_expanded_events_are_delivered_once_each_in_the_rows_entry(client, clock, mocked):
+def test_expanded_events_are_delivered_once_each_in_the_rows_entry(klaviyo_client, clock, mocked):
     mocked.add(responses.POST, EVENTS_URL, status=202)
     order = make_order_row("o1", lines=2)
     single = make_event(unique_id="viewed-1", metric="Viewed Product")
     other = make_order_row("o2", email="bob@example.com", lines=1)
 
-    report = flush(client, clock)
+    report = flush(klaviyo_client, clock)
 
     (call,) = calls_to(mocked, EVENTS_URL)
     sent = bulk_events(call)
@@ -334,7 +283,9 @@ def test_expanded_events_are_delivered_once_each_in_the_rows_entry(client, clock
         assert OutboxEvent.objects.get(pk=row.pk).status == Status.SENT
 
 
-def test_a_400_pointing_at_an_expanded_event_dead_letters_that_row_only(client, clock, mocked):
+def test_a_400_pointing_at_an_expanded_event_dead_letters_that_row_only(
+    klaviyo_client, clock, mocked
+):
     early = clock.now - timedelta(minutes=5)
     bad = make_order_row("o1", lines=3, next_attempt_at=early)
     good = make_order_row("o2", email="bob@example.com", lines=1)
@@ -354,7 +305,7 @@ def test_a_400_pointing_at_an_expanded_event_dead_letters_that_row_only(client, 
 
     mocked.add_callback(responses.POST, EVENTS_URL, callback=answer)
 
-    report = flush(client, clock)
+    report = flush(klaviyo_client, clock)
 
     first, second = calls_to(mocked, EVENTS_URL)
     assert len(bulk_events(first)) == 6
@@ -368,12 +319,12 @@ def test_a_400_pointing_at_an_expanded_event_dead_letters_that_row_only(client, 
     assert report.kinds["event"].dead == 1 and report.kinds["event"].sent == 1
 
 
-def test_a_repeat_among_expanded_events_waits_for_the_next_request(client, clock, mocked):
+def test_a_repeat_among_expanded_events_waits_for_the_next_request(klaviyo_client, clock, mocked):
     mocked.add(responses.POST, EVENTS_URL, status=202)
     make_order_row("o1", lines=2)
     again = make_event(unique_id="o1-line-1", metric="Ordered Product")  # same key as a line
 
-    flush(client, clock)
+    flush(klaviyo_client, clock)
 
     calls = calls_to(mocked, EVENTS_URL)
     assert len(calls) == 2
@@ -387,12 +338,14 @@ def test_a_repeat_among_expanded_events_waits_for_the_next_request(client, clock
     assert OutboxEvent.objects.filter(status=Status.SENT).count() == 2
 
 
-def test_a_row_expanding_beyond_one_request_is_split_by_events_not_rows(client, clock, mocked):
+def test_a_row_expanding_beyond_one_request_is_split_by_events_not_rows(
+    klaviyo_client, clock, mocked
+):
     mocked.add(responses.POST, EVENTS_URL, status=202)
     for order in range(3):  # 3 rows of 400 events: at most 2 rows per request
         make_order_row(f"o{order}", email=f"p{order}@example.com", lines=399)
 
-    flush(client, clock)
+    flush(klaviyo_client, clock)
 
     calls = calls_to(mocked, EVENTS_URL)
     assert [len(bulk_events(c)) for c in calls] == [800, 400]
@@ -413,13 +366,13 @@ def test_a_row_expanding_beyond_one_request_is_split_by_events_not_rows(client, 
     ],
 )
 def test_malformed_expand_lists_dead_letter_the_row_without_a_request(
-    client, clock, mocked, expand, reason
+    klaviyo_client, clock, mocked, expand, reason
 ):
     row = make_event(unique_id="placed", save=False)
     row.payload["expand"] = expand
     row.save()
 
-    flush(client, clock)
+    flush(klaviyo_client, clock)
 
     row.refresh_from_db()
     assert row.status == Status.DEAD
@@ -428,7 +381,7 @@ def test_malformed_expand_lists_dead_letter_the_row_without_a_request(
     assert len(mocked.calls) == 0
 
 
-def test_a_400_without_a_pointer_is_split_to_find_the_bad_row(client, clock, mocked):
+def test_a_400_without_a_pointer_is_split_to_find_the_bad_row(klaviyo_client, clock, mocked):
     rows = [make_event(email=f"p{i}@example.com", unique_id=f"u{i}") for i in range(8)]
 
     def answer(request: Any) -> tuple[int, dict, str]:
@@ -439,7 +392,7 @@ def test_a_400_without_a_pointer_is_split_to_find_the_bad_row(client, clock, moc
 
     mocked.add_callback(responses.POST, EVENTS_URL, callback=answer)
 
-    flush(client, clock)
+    flush(klaviyo_client, clock)
 
     assert OutboxEvent.objects.get(pk=rows[5].pk).status == Status.DEAD
     assert OutboxEvent.objects.get(pk=rows[5].pk).last_error_detail == "Bad event."
@@ -448,7 +401,7 @@ def test_a_400_without_a_pointer_is_split_to_find_the_bad_row(client, clock, moc
     assert len(calls_to(mocked, EVENTS_URL)) <= 7
 
 
-def test_a_429_reschedules_no_earlier_than_retry_after(client, clock, mocked):
+def test_a_429_reschedules_no_earlier_than_retry_after(klaviyo_client, clock, mocked):
     mocked.add(
         responses.POST,
         EVENTS_URL,
@@ -459,7 +412,7 @@ def test_a_429_reschedules_no_earlier_than_retry_after(client, clock, mocked):
     row = make_event()
     start = clock.now
 
-    report = flush(client, clock)
+    report = flush(klaviyo_client, clock)
 
     row.refresh_from_db()
     assert row.status == Status.RETRYING
@@ -474,20 +427,20 @@ def test_a_429_reschedules_no_earlier_than_retry_after(client, clock, mocked):
 @override_settings(
     KLAVIYO={**TEST_KLAVIYO, "MAX_ATTEMPTS": 3, "HTTP_MAX_ATTEMPTS": 1, "RETRY_MAX_SECONDS": 60}
 )
-def test_repeated_500s_dead_letter_the_row_after_max_attempts(client, clock, mocked):
+def test_repeated_500s_dead_letter_the_row_after_max_attempts(klaviyo_client, clock, mocked):
     mocked.add(responses.POST, EVENTS_URL, status=500, json=error_body(500, "error", "Oops."))
     row = make_event()
 
     for attempt in (1, 2):
-        flush(client, clock)
+        flush(klaviyo_client, clock)
         row.refresh_from_db()
         assert (row.status, row.attempts) == (Status.RETRYING, attempt)
         assert row.next_attempt_at > clock.now
         # Not due yet: a flush now leaves it alone.
-        assert flush(client, clock).requests == 0
+        assert flush(klaviyo_client, clock).requests == 0
         clock.advance(61)
 
-    flush(client, clock)
+    flush(klaviyo_client, clock)
     row.refresh_from_db()
     assert row.status == Status.DEAD
     assert row.attempts == 3
@@ -504,7 +457,7 @@ def test_backoff_doubles_per_attempt_up_to_the_cap(clock):
         assert flusher.retry_delay(1, retry_after=45) == 45
 
 
-def test_a_rejected_key_stops_and_puts_rows_back_uncounted(client, clock, mocked):
+def test_a_rejected_key_stops_and_puts_rows_back_uncounted(klaviyo_client, clock, mocked):
     mocked.add(
         responses.POST,
         EVENTS_URL,
@@ -516,7 +469,7 @@ def test_a_rejected_key_stops_and_puts_rows_back_uncounted(client, clock, mocked
     retried = make_event(status=Status.RETRYING, attempts=2, next_attempt_at=earlier)
 
     with pytest.raises(FlushAborted) as caught:
-        flush(client, clock)
+        flush(klaviyo_client, clock)
 
     assert caught.value.reason == "auth"
     assert "PRIVATE_API_KEY" in str(caught.value)
@@ -530,21 +483,21 @@ def test_a_rejected_key_stops_and_puts_rows_back_uncounted(client, clock, mocked
     assert len(mocked.calls) == 1
 
 
-def test_rows_marked_sent_before_a_key_rejection_stay_sent(client, clock, mocked):
+def test_rows_marked_sent_before_a_key_rejection_stay_sent(klaviyo_client, clock, mocked):
     mocked.add(responses.POST, PROFILE_IMPORT_URL, status=201, json={"data": {"id": "01P"}})
     mocked.add(responses.POST, EVENTS_URL, status=401, json=error_body(401, "auth", "No."))
     upsert = make_row(Kind.PROFILE_UPSERT, {"profile": {"email": "ada@example.com"}})
     event = make_event()
 
     with pytest.raises(FlushAborted):
-        flush(client, clock)
+        flush(klaviyo_client, clock)
 
     assert OutboxEvent.objects.get(pk=upsert.pk).status == Status.SENT
     assert OutboxEvent.objects.get(pk=event.pk).status == Status.PENDING
 
 
 def test_a_client_side_validation_error_dead_letters_the_row_without_a_request(
-    client, clock, mocked
+    klaviyo_client, clock, mocked
 ):
     mocked.add(responses.POST, EVENTS_URL, status=202)
     bad = make_row(
@@ -554,7 +507,7 @@ def test_a_client_side_validation_error_dead_letters_the_row_without_a_request(
     )
     good = make_event()
 
-    report = flush(client, clock)
+    report = flush(klaviyo_client, clock)
 
     bad.refresh_from_db()
     assert bad.status == Status.DEAD
@@ -576,10 +529,12 @@ def test_a_client_side_validation_error_dead_letters_the_row_without_a_request(
         {"metric": "M"},
     ],
 )
-def test_malformed_event_payloads_are_dead_lettered_not_crashing(client, clock, mocked, payload):
+def test_malformed_event_payloads_are_dead_lettered_not_crashing(
+    klaviyo_client, clock, mocked, payload
+):
     row = OutboxEvent.objects.create(kind=Kind.EVENT, payload=payload, unique_id="u")
 
-    flush(client, clock)
+    flush(klaviyo_client, clock)
 
     row.refresh_from_db()
     assert row.status == Status.DEAD
@@ -649,7 +604,7 @@ def test_the_conditional_update_keeps_a_racing_claimer_off_taken_rows(clock, cla
     assert all(r.attempts == 1 for r in OutboxEvent.objects.filter(pk__in=[r.pk for r in rows]))
 
 
-def test_expired_leases_are_reclaimed_and_then_sent(client, clock, mocked):
+def test_expired_leases_are_reclaimed_and_then_sent(klaviyo_client, clock, mocked):
     mocked.add(responses.POST, EVENTS_URL, status=202)
     stale = make_event(
         status=Status.SENDING,
@@ -669,7 +624,7 @@ def test_expired_leases_are_reclaimed_and_then_sent(client, clock, mocked):
     assert stale.status == Status.RETRYING and stale.next_attempt_at == clock.now
     assert stale.locked_by == ""
 
-    report = flush(client, clock)
+    report = flush(klaviyo_client, clock)
 
     assert OutboxEvent.objects.get(pk=stale.pk).status == Status.SENT
     assert OutboxEvent.objects.get(pk=stale.pk).attempts == 2
@@ -677,7 +632,9 @@ def test_expired_leases_are_reclaimed_and_then_sent(client, clock, mocked):
     assert report.sent == 1
 
 
-def test_a_database_failure_while_marking_stops_and_leaves_rows_leased(client, clock, mocked):
+def test_a_database_failure_while_marking_stops_and_leaves_rows_leased(
+    klaviyo_client, clock, mocked
+):
     mocked.add(responses.POST, EVENTS_URL, status=202)
     row = make_event()
 
@@ -687,7 +644,7 @@ def test_a_database_failure_while_marking_stops_and_leaves_rows_leased(client, c
         return execute(sql, params, many, context)
 
     with connection.execute_wrapper(database_gone), pytest.raises(FlushAborted) as caught:
-        flush(client, clock)
+        flush(klaviyo_client, clock)
 
     assert caught.value.reason == "database"
     row.refresh_from_db()
@@ -695,18 +652,18 @@ def test_a_database_failure_while_marking_stops_and_leaves_rows_leased(client, c
     assert row.locked_by != ""
     # After the lease, another flusher picks it up again.
     clock.advance(301)
-    flush(client, clock)
+    flush(klaviyo_client, clock)
     assert OutboxEvent.objects.get(pk=row.pk).status == Status.SENT
 
 
-def test_stop_is_honoured_between_batches(client, clock, mocked):
+def test_stop_is_honoured_between_batches(klaviyo_client, clock, mocked):
     mocked.add(responses.POST, EVENTS_URL, status=202)
     for _ in range(5):
         make_event()
     batches: list[int] = []
 
     report = flush(
-        client,
+        klaviyo_client,
         clock,
         batch_size=2,
         stop=lambda: len(batches) >= 1,
@@ -718,7 +675,7 @@ def test_stop_is_honoured_between_batches(client, clock, mocked):
     assert OutboxEvent.objects.filter(status=Status.PENDING).count() == 3
 
 
-def test_loop_mode_polls_with_idle_sleep_until_stopped(client, clock, mocked):
+def test_loop_mode_polls_with_idle_sleep_until_stopped(klaviyo_client, clock, mocked):
     mocked.add(responses.POST, EVENTS_URL, status=202)
     make_event()
 
@@ -729,20 +686,20 @@ def test_loop_mode_polls_with_idle_sleep_until_stopped(client, clock, mocked):
             arrived.append(make_event())  # arrives while the worker idles
         return len(clock.slept) >= 2
 
-    report = flush(client, clock, loop=True, idle_sleep=7, stop=stop_after_two_idle_sleeps)
+    report = flush(klaviyo_client, clock, loop=True, idle_sleep=7, stop=stop_after_two_idle_sleeps)
 
     assert clock.slept == [7, 7]
     assert report.sent == 2
     assert report.ended == "stopped"
 
 
-def test_dry_run_claims_nothing_and_sends_nothing(client, clock, mocked):
+def test_dry_run_claims_nothing_and_sends_nothing(klaviyo_client, clock, mocked):
     for i in range(3):
         make_event(unique_id=f"u{i}")
     make_row(Kind.PROFILE_UPSERT, {"profile": {"email": "ada@example.com"}})
     make_row(Kind.EVENT, {"metric": "M", "profile": {}})
 
-    report = flush(client, clock, dry_run=True)
+    report = flush(klaviyo_client, clock, dry_run=True)
 
     assert report.dry_run
     assert report.planned == {"event": 3, "profile_upsert": 1}
@@ -763,7 +720,7 @@ def test_an_unknown_kind_filter_is_a_clear_error(clock):
 # Profiles
 
 
-def test_profile_upsert_stores_the_klaviyo_id_on_the_link(client, clock, mocked):
+def test_profile_upsert_stores_the_klaviyo_id_on_the_link(klaviyo_client, clock, mocked):
     mocked.add(
         responses.POST,
         PROFILE_IMPORT_URL,
@@ -776,7 +733,7 @@ def test_profile_upsert_stores_the_klaviyo_id_on_the_link(client, clock, mocked)
         {"profile": {"external_id": "42", "email": "ada@example.com", "first_name": "Ada"}},
     )
 
-    flush(client, clock)
+    flush(klaviyo_client, clock)
 
     sent = body(mocked.calls[0])["data"]["attributes"]
     assert sent["external_id"] == "42" and sent["first_name"] == "Ada"
@@ -801,7 +758,7 @@ def duplicate_body(profile_id: str) -> dict[str, Any]:
     }
 
 
-def test_a_duplicate_profile_409_updates_the_profile_klaviyo_names(client, clock, mocked):
+def test_a_duplicate_profile_409_updates_the_profile_klaviyo_names(klaviyo_client, clock, mocked):
     """A user changes to an email an earlier guest profile holds: Klaviyo answers 409
     naming that profile, and the change goes to it (PATCH) instead of being dropped."""
     mocked.add(responses.POST, PROFILE_IMPORT_URL, status=409, json=duplicate_body("01GUEST"))
@@ -816,7 +773,7 @@ def test_a_duplicate_profile_409_updates_the_profile_klaviyo_names(client, clock
         Kind.PROFILE_UPSERT, {"profile": {"email": "a@example.com", "first_name": "Ada"}}
     )
 
-    report = flush(client, clock)
+    report = flush(klaviyo_client, clock)
 
     patch = calls_to(mocked, url("/profiles/01GUEST"))[0]
     assert body(patch)["data"]["id"] == "01GUEST"
@@ -829,7 +786,7 @@ def test_a_duplicate_profile_409_updates_the_profile_klaviyo_names(client, clock
 
 
 def test_a_duplicate_profile_that_cannot_be_updated_either_is_dead_with_the_reason(
-    client, clock, mocked
+    klaviyo_client, clock, mocked
 ):
     mocked.add(responses.POST, PROFILE_IMPORT_URL, status=409, json=duplicate_body("01GUEST"))
     mocked.add(
@@ -839,7 +796,7 @@ def test_a_duplicate_profile_that_cannot_be_updated_either_is_dead_with_the_reas
         Kind.PROFILE_UPSERT, {"profile": {"email": "a@example.com", "phone_number": "+14155550100"}}
     )
 
-    flush(client, clock)
+    flush(klaviyo_client, clock)
 
     row.refresh_from_db()
     assert row.status == Status.DEAD
@@ -854,7 +811,7 @@ def job(status: str) -> dict[str, Any]:
 
 
 def test_many_profile_upserts_are_sent_only_once_their_import_job_imported_them(
-    client, clock, mocked
+    klaviyo_client, clock, mocked
 ):
     """Accepted is not imported: the job is polled to its end and its import errors
     read; the profile Klaviyo failed is dead with Klaviyo's own error, the rest sent."""
@@ -888,7 +845,7 @@ def test_many_profile_upserts_are_sent_only_once_their_import_job_imported_them(
         for i in range(150)
     ]
 
-    report = flush(client, clock)
+    report = flush(klaviyo_client, clock)
 
     (post,) = calls_to(mocked, BULK_IMPORT_URL)
     profiles = body(post)["data"]["attributes"]["profiles"]["data"]
@@ -926,7 +883,7 @@ def finished_import_job(mocked: Any, errors: list[dict[str, Any]]) -> None:
 
 
 def test_an_import_jobs_transient_refusal_retries_only_that_profile_with_klaviyos_reason(
-    client, clock, mocked
+    klaviyo_client, clock, mocked
 ):
     """One rule settles an accepted job's refusals: a transient one (5xx) is retried,
     recording Klaviyo's own status and code; any other is dead; the rest are sent."""
@@ -942,7 +899,7 @@ def test_an_import_jobs_transient_refusal_retries_only_that_profile_with_klaviyo
         for i in range(101)
     ]
 
-    report = flush(client, clock)
+    report = flush(klaviyo_client, clock)
 
     transient = OutboxEvent.objects.get(pk=rows[3].pk)
     assert transient.status == Status.RETRYING
@@ -956,7 +913,7 @@ def test_an_import_jobs_transient_refusal_retries_only_that_profile_with_klaviyo
     assert (kind.sent, kind.retrying, kind.dead) == (99, 1, 1)
 
 
-def test_list_add_settles_its_import_jobs_refusals_by_the_same_rule(client, clock, mocked):
+def test_list_add_settles_its_import_jobs_refusals_by_the_same_rule(klaviyo_client, clock, mocked):
     """list_add imports profiles it has no Klaviyo id for: a transient refusal of one of
     them retries its rows (not dead); a permanent one ends them."""
     finished_import_job(
@@ -980,20 +937,20 @@ def test_list_add_settles_its_import_jobs_refusals_by_the_same_rule(client, cloc
         for i in range(3)
     ]
 
-    flush(client, clock)
+    flush(klaviyo_client, clock)
 
     statuses = [OutboxEvent.objects.get(pk=r.pk).status for r in rows]
     assert statuses == [Status.RETRYING, Status.DEAD, Status.SENT]
     assert OutboxEvent.objects.get(pk=rows[0].pk).last_error_code == "server_error"
 
 
-def test_a_cancelled_import_job_retries_its_rows(client, clock, mocked):
+def test_a_cancelled_import_job_retries_its_rows(klaviyo_client, clock, mocked):
     mocked.add(responses.POST, BULK_IMPORT_URL, status=202, json=job("queued"))
     mocked.add(responses.GET, url("/profile-bulk-import-jobs/JOB1"), json=job("cancelled"))
     for i in range(101):
         make_row(Kind.PROFILE_UPSERT, {"profile": {"email": f"c{i}@example.com"}})
 
-    report = flush(client, clock)
+    report = flush(klaviyo_client, clock)
 
     assert report.retrying == 101
     assert OutboxEvent.objects.filter(status=Status.RETRYING, attempts=1).count() == 101
@@ -1003,7 +960,7 @@ def test_a_cancelled_import_job_retries_its_rows(client, clock, mocked):
 # Lists
 
 
-def test_list_add_learns_the_profile_id_through_profile_import(client, clock, mocked):
+def test_list_add_learns_the_profile_id_through_profile_import(klaviyo_client, clock, mocked):
     mocked.add(
         responses.POST,
         PROFILE_IMPORT_URL,
@@ -1016,7 +973,7 @@ def test_list_add_learns_the_profile_id_through_profile_import(client, clock, mo
     membership = ListMembership.objects.create(klaviyo_list=newsletter, profile=link)
     row = make_row(Kind.LIST_ADD, {"list_id": "LIST1", "profile": {"email": "ada@example.com"}})
 
-    report = flush(client, clock)
+    report = flush(klaviyo_client, clock)
 
     imported = body(calls_to(mocked, PROFILE_IMPORT_URL)[0])["data"]["attributes"]
     assert imported["email"] == "ada@example.com"
@@ -1030,7 +987,7 @@ def test_list_add_learns_the_profile_id_through_profile_import(client, clock, mo
     assert report.requests == 2
 
 
-def test_list_requests_use_known_ids_and_group_per_list(client, clock, mocked):
+def test_list_requests_use_known_ids_and_group_per_list(klaviyo_client, clock, mocked):
     mocked.add(responses.POST, list_url("L1"), status=204)
     mocked.add(responses.DELETE, list_url("L2"), status=204)
     for i in range(3):
@@ -1038,7 +995,7 @@ def test_list_requests_use_known_ids_and_group_per_list(client, clock, mocked):
         make_row(Kind.LIST_ADD, {"list_id": "L1", "profile": {"email": f"P{i}@example.com"}})
     make_row(Kind.LIST_REMOVE, {"list_id": "L2", "profile": {"email": "p0@example.com"}})
 
-    flush(client, clock)
+    flush(klaviyo_client, clock)
 
     assert len(mocked.calls) == 2
     (add,) = calls_to(mocked, list_url("L1"))
@@ -1053,7 +1010,7 @@ def test_list_requests_use_known_ids_and_group_per_list(client, clock, mocked):
 # Consent and deletion
 
 
-def test_subscriptions_are_grouped_per_list_and_source(client, clock, mocked):
+def test_subscriptions_are_grouped_per_list_and_source(klaviyo_client, clock, mocked):
     mocked.add(responses.POST, SUBSCRIBE_URL, status=202)
     for i in range(3):
         make_row(
@@ -1077,7 +1034,7 @@ def test_subscriptions_are_grouped_per_list_and_source(client, clock, mocked):
         },
     )
 
-    flush(client, clock)
+    flush(klaviyo_client, clock)
 
     calls = calls_to(mocked, SUBSCRIBE_URL)
     assert len(calls) == 2
@@ -1086,7 +1043,7 @@ def test_subscriptions_are_grouped_per_list_and_source(client, clock, mocked):
     assert OutboxEvent.objects.filter(status=Status.SENT).count() == 4
 
 
-def test_unsubscribe_marks_the_link_unsubscribed_when_accepted(client, clock, mocked):
+def test_unsubscribe_marks_the_link_unsubscribed_when_accepted(klaviyo_client, clock, mocked):
     mocked.add(responses.POST, UNSUBSCRIBE_URL, status=202)
     link = KlaviyoProfileLink.objects.create(
         email="ada@example.com", email_consent=Consent.SUBSCRIBED, sms_consent=Consent.SUPPRESSED
@@ -1096,7 +1053,7 @@ def test_unsubscribe_marks_the_link_unsubscribed_when_accepted(client, clock, mo
         {"profile": {"email": "ada@example.com"}, "channels": ["email"], "list_id": None},
     )
 
-    flush(client, clock)
+    flush(klaviyo_client, clock)
 
     (call,) = mocked.calls
     (profile,) = body(call)["data"]["attributes"]["profiles"]["data"]
@@ -1107,13 +1064,13 @@ def test_unsubscribe_marks_the_link_unsubscribed_when_accepted(client, clock, mo
     assert link.sms_consent == Consent.SUPPRESSED
 
 
-def test_profile_deletion_sends_one_job_per_row(client, clock, mocked):
+def test_profile_deletion_sends_one_job_per_row(klaviyo_client, clock, mocked):
     mocked.add(responses.POST, DELETION_URL, status=202)
     make_row(Kind.PROFILE_DELETION, {"profile": {"email": "gone@example.com"}})
     make_row(Kind.PROFILE_DELETION, {"profile": {"id": "01GONE"}})
     bad = make_row(Kind.PROFILE_DELETION, {"profile": {"email": "x@example.com", "id": "01BOTH"}})
 
-    flush(client, clock)
+    flush(klaviyo_client, clock)
 
     sent = [
         body(c)["data"]["attributes"]["profile"]["data"] for c in calls_to(mocked, DELETION_URL)
@@ -1124,14 +1081,14 @@ def test_profile_deletion_sends_one_job_per_row(client, clock, mocked):
     assert OutboxEvent.objects.get(pk=bad.pk).status == Status.DEAD
 
 
-def test_requests_stay_under_five_megabytes(client, clock, mocked):
+def test_requests_stay_under_five_megabytes(klaviyo_client, clock, mocked):
     mocked.add(responses.POST, EVENTS_URL, status=202)
     # Strings of at most 100 KB each (Klaviyo's limit), 700 KB per event.
     blobs = {f"blob{n}": "x" * 100_000 for n in range(7)}
     for i in range(12):  # about 8.4 MB of properties in all
         make_event(email=f"p{i}@example.com", unique_id=f"u{i}", properties=blobs)
 
-    flush(client, clock)
+    flush(klaviyo_client, clock)
 
     calls = calls_to(mocked, EVENTS_URL)
     assert len(calls) == 2

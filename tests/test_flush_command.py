@@ -15,23 +15,12 @@ from django.test import override_settings
 
 from django_klaviyo.models import OutboxEvent
 from tests.settings import KLAVIYO as TEST_KLAVIYO
-from tests.test_flush import (  # noqa: F401  (fresh_rate_limits is an autouse fixture)
-    EVENTS_URL,
-    error_body,
-    fresh_rate_limits,
-    make_event,
-    make_row,
-)
+from tests.test_flush import EVENTS_URL, error_body, make_event, make_row
 
 Status = OutboxEvent.Status
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def mocked() -> Any:
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        yield rsps
+# Rate-limit windows live in the cache: every test starts with none.
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_rate_limits")]
 
 
 def run(*args: str) -> tuple[str, str]:

@@ -13,14 +13,13 @@ from django.db import connection
 
 from django_klaviyo.flush import claim_batch, flush_outbox
 from django_klaviyo.models import OutboxEvent
-from tests.test_flush import (  # noqa: F401  (fresh_rate_limits is an autouse fixture)
-    EVENTS_URL,
-    FakeClock,
-    fresh_rate_limits,
-    make_event,
-)
+from tests.klaviyo_fixtures import FakeClock
+from tests.test_flush import EVENTS_URL, make_event
 
 Status = OutboxEvent.Status
+
+# Rate-limit windows live in the cache: every test starts with none.
+pytestmark = pytest.mark.usefixtures("fresh_rate_limits")
 
 
 def _in_thread(target: Any, barrier: threading.Barrier, results: list[Any], errors: list[Any]):

@@ -21,16 +21,14 @@ from django.db import connection
 from django_klaviyo.flush import flush_outbox
 from django_klaviyo.models import OutboxEvent
 from django_klaviyo.sandbox import SandboxServer
-from tests.test_flush import (  # noqa: F401  (fresh_rate_limits is an autouse fixture)
-    EVENTS_URL,
-    FakeClock,
-    fresh_rate_limits,
-    make_event,
-    make_row,
-)
+from tests.klaviyo_fixtures import FakeClock
+from tests.test_flush import EVENTS_URL, make_event, make_row
 
 Status = OutboxEvent.Status
 Kind = OutboxEvent.Kind
+
+# Rate-limit windows live in the cache: every test starts with none.
+pytestmark = pytest.mark.usefixtures("fresh_rate_limits")
 
 # Each of the batch's requests is slow, so the batch outlives the lease unless renewed.
 LATENCY = 0.4

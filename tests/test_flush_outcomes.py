@@ -19,15 +19,14 @@ import django_klaviyo
 from django_klaviyo.flush import flush_outbox
 from django_klaviyo.models import OutboxEvent
 from django_klaviyo.sandbox import SandboxServer
-from tests.test_flush import (  # noqa: F401  (fresh_rate_limits is an autouse fixture)
+from tests.klaviyo_fixtures import FakeClock
+from tests.test_flush import (
     EVENTS_URL,
     PROFILE_IMPORT_URL,
-    FakeClock,
     body,
     calls_to,
     duplicate_body,
     error_body,
-    fresh_rate_limits,
     list_url,
     make_event,
     make_row,
@@ -37,7 +36,8 @@ from tests.test_flush import (  # noqa: F401  (fresh_rate_limits is an autouse f
 Status = OutboxEvent.Status
 Kind = OutboxEvent.Kind
 
-pytestmark = pytest.mark.django_db
+# Rate-limit windows live in the cache: every test starts with none.
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_rate_limits")]
 
 
 @pytest.mark.klaviyo_sandbox()

@@ -16,38 +16,14 @@ from django.test import override_settings
 from django_klaviyo import rules
 from django_klaviyo.flush import reclaim_expired_leases
 from django_klaviyo.models import OutboxEvent
+from tests.klaviyo_fixtures import flush
 from tests.settings import KLAVIYO as TEST_KLAVIYO
-from tests.test_flush import (  # noqa: F401  (fresh_rate_limits is an autouse fixture)
-    EVENTS_URL,
-    FakeClock,
-    bulk_events,
-    calls_to,
-    flush,
-    fresh_rate_limits,
-    make_event,
-)
+from tests.test_flush import EVENTS_URL, bulk_events, calls_to, make_event
 
 Status = OutboxEvent.Status
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def client(clock: FakeClock) -> Any:
-    from django_klaviyo.client import KlaviyoClient
-
-    return KlaviyoClient(sleep=clock.sleep, clock=clock.monotonic)
-
-
-@pytest.fixture
-def mocked() -> Any:
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        yield rsps
+# Rate-limit windows live in the cache: every test starts with none.
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_rate_limits")]
 
 
 def nested(depth: int) -> str:
@@ -90,7 +66,7 @@ def _now() -> Any:
     ids=["unclean", "current"],
 )
 def test_a_row_nested_too_deep_is_dead_and_its_batch_is_sent(
-    client, clock, mocked, rules_version, depth
+    klaviyo_client, clock, mocked, rules_version, depth
 ):
     mocked.add(responses.POST, EVENTS_URL, status=202)
     healthy = [make_event(unique_id=f"ok{i}") for i in range(5)]
@@ -100,7 +76,7 @@ def test_a_row_nested_too_deep_is_dead_and_its_batch_is_sent(
     )
     poison = insert_by_sql(payload, rules_version=rules_version)
 
-    report = flush(client, clock)
+    report = flush(klaviyo_client, clock)
 
     status, code, detail = OutboxEvent.objects.filter(pk=poison).values_list(
         "status", "last_error_code", "last_error_detail"

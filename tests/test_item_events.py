@@ -24,39 +24,25 @@ from shop.models import Order
 
 import django_klaviyo
 from django_klaviyo import ecommerce, limits, rules
-from django_klaviyo.client import KlaviyoClient
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.models import OutboxEvent
 from django_klaviyo.outbox import build_event, enqueue_many
 from django_klaviyo.rules.events import clean_expand
-from tests.test_flush import (  # noqa: F401  (fresh_rate_limits is an autouse fixture)
-    EVENTS_URL,
-    FakeClock,
-    bulk_events,
-    calls_to,
-    flush,
-    fresh_rate_limits,
-)
+from tests.klaviyo_fixtures import flush
+from tests.test_flush import EVENTS_URL, bulk_events, calls_to
 
 Status = OutboxEvent.Status
 PROFILE = {"email": "ada@example.com"}
 
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+# Rate-limit windows live in the cache: every test starts with none.
+pytestmark = pytest.mark.usefixtures("fresh_rate_limits")
 
 
 @pytest.fixture
-def client(clock: FakeClock) -> KlaviyoClient:
-    return KlaviyoClient(sleep=clock.sleep, clock=clock.monotonic)
-
-
-@pytest.fixture
-def mocked() -> Any:
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        rsps.add(responses.POST, EVENTS_URL, status=202)
-        yield rsps
+def mocked(mocked: responses.RequestsMock) -> responses.RequestsMock:
+    """The shared Klaviyo mock (tests/klaviyo_fixtures.py), accepting every bulk event."""
+    mocked.add(responses.POST, EVENTS_URL, status=202)
+    return mocked
 
 
 def version_1_expand(order: Order, payload: dict[str, Any]) -> list[dict[str, Any]]:
@@ -155,12 +141,12 @@ ORDERS = {
 @pytest.mark.django_db
 @pytest.mark.parametrize("kwargs", ORDERS.values(), ids=ORDERS.keys())
 def test_an_order_sends_the_same_bytes_as_with_its_ordered_products_written_out(
-    client, clock, mocked, kwargs
+    klaviyo_client, clock, mocked, kwargs
 ):
     customer = get_user_model().objects.create_user("ada", email="ada@example.com")
     order = services.place_order(customer=None if "email" in kwargs else customer, **kwargs)
 
-    now, before = flush_placed_order_both_ways(client, clock, mocked, order)
+    now, before = flush_placed_order_both_ways(klaviyo_client, clock, mocked, order)
 
     assert now == before
     metrics = [metric for body in now for metric in metric_names(body)]
@@ -184,7 +170,7 @@ def metric_names(body: bytes) -> list[str]:
 
 @pytest.mark.django_db
 def test_a_backfilled_order_and_a_mapper_adding_its_own_events_send_the_same_bytes(
-    client, clock, mocked
+    klaviyo_client, clock, mocked
 ):
     def with_a_gift(order, previous_status, created):
         events = ecommerce.default_order_events(order, previous_status, created)
@@ -197,7 +183,7 @@ def test_a_backfilled_order_and_a_mapper_adding_its_own_events_send_the_same_byt
     customer = get_user_model().objects.create_user("ada", email="ada@example.com")
     with override_settings(KLAVIYO={**settings.KLAVIYO, "ORDER_EVENTS_MAPPER": with_a_gift}):
         order = services.place_order(customer=customer, lines=lines(2))
-    now, before = flush_placed_order_both_ways(client, clock, mocked, order)
+    now, before = flush_placed_order_both_ways(klaviyo_client, clock, mocked, order)
     assert now == before
     assert metric_names(now[0]) == [
         "Placed Order",
@@ -208,7 +194,7 @@ def test_a_backfilled_order_and_a_mapper_adding_its_own_events_send_the_same_byt
 
     OutboxEvent.objects.all().delete()
     django_klaviyo.order_placed(order, backfill=True)
-    now, before = flush_placed_order_both_ways(client, clock, mocked, order)
+    now, before = flush_placed_order_both_ways(klaviyo_client, clock, mocked, order)
     assert now == before
     assert all(e["backfill"] is True for e in bulk_body(now[0]))
 
@@ -319,7 +305,9 @@ def test_item_events_that_klaviyo_would_refuse_are_refused_naming_the_field(chan
 
 
 @pytest.mark.django_db
-def test_an_order_whose_ordered_products_overflow_one_request_is_split(client, clock, mocked):
+def test_an_order_whose_ordered_products_overflow_one_request_is_split(
+    klaviyo_client, clock, mocked
+):
     """Stored, the row holds each item once and fits in one request; sent, each item is
     there twice (in Items and in its Ordered Product), and the events no longer fit in
     one: the flusher counts the Ordered Products' bytes and splits the row's events."""
@@ -334,7 +322,7 @@ def test_an_order_whose_ordered_products_overflow_one_request_is_split(client, c
     (stored,) = enqueue_many([row])
     assert len(django_klaviyo.outbox._encode(row.payload)) < limits.REQUEST_BYTES_BUDGET
 
-    flush(client, clock)
+    flush(klaviyo_client, clock)
 
     stored.refresh_from_db()
     assert stored.status == Status.SENT, stored.last_error_detail

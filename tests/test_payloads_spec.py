@@ -10,7 +10,6 @@ import re
 
 import pytest
 import responses
-from django.core.cache import caches
 
 from django_klaviyo import payloads
 from django_klaviyo.client import KlaviyoClient, UnlimitedRateLimiter
@@ -41,11 +40,8 @@ EVENT = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _clear_cache():
-    caches["default"].clear()
-    yield
-    caches["default"].clear()
+# Rate-limit windows live in the cache: each test starts with none and leaves none behind.
+pytestmark = pytest.mark.usefixtures("isolated_rate_limits")
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ from typing import Any
 import pytest
 from django.db import connection
 from django.test import Client
-from django.utils import timezone as dj_timezone
 
 from django_klaviyo import rules
 from django_klaviyo.client import KlaviyoClient
@@ -30,6 +29,7 @@ from django_klaviyo.models import OutboxEvent, WebhookItem
 from django_klaviyo.outbox import build_event, enqueue_many
 from django_klaviyo.sandbox import SandboxServer
 from django_klaviyo.webhooks.verify import compute_signature
+from tests.klaviyo_fixtures import FakeClock
 
 Status = OutboxEvent.Status
 OPEN_STATUSES = (Status.PENDING, Status.RETRYING, Status.SENDING)
@@ -48,33 +48,6 @@ THIRTY_PERCENT_FAULTS = {
     "retry_after": 1,
 }
 READ_TIMEOUT = 0.15
-
-
-class FakeClock:
-    """Wall clock of the flusher and the client (and of the client's rate limiter):
-    moves only when something sleeps or the test advances it."""
-
-    def __init__(self) -> None:
-        self.now = dj_timezone.now() + timedelta(seconds=5)
-        self.slept = 0.0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def timestamp(self) -> float:
-        return self.now.timestamp()
-
-    def sleep(self, seconds: float) -> None:
-        self.slept += seconds
-        self.now += timedelta(seconds=seconds)
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture
@@ -103,9 +76,9 @@ def make_client(clock: FakeClock, api_key: str = SANDBOX_KEY) -> KlaviyoClient:
     # A scope of its own: rate-limit logs on the fake clock must not leak into other
     # tests through the shared cache.
     limiter = RateLimiter(
-        scope=f"reliability-{uuid.uuid4().hex}", clock=clock.timestamp, sleep=clock.sleep
+        scope=f"reliability-{uuid.uuid4().hex}", clock=clock.monotonic, sleep=clock.sleep
     )
-    return KlaviyoClient(api_key, clock=clock.timestamp, sleep=clock.sleep, rate_limiter=limiter)
+    return KlaviyoClient(api_key, clock=clock.monotonic, sleep=clock.sleep, rate_limiter=limiter)
 
 
 def enqueue_events(count: int, *, prefix: str = "rel", customers: int = 1000) -> list[str]:

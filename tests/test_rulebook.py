@@ -22,38 +22,18 @@ from shop import services
 
 import django_klaviyo
 from django_klaviyo import rules
-from django_klaviyo.client import KlaviyoClient
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.identifiers import profile_key
 from django_klaviyo.models import OutboxEvent
 from django_klaviyo.rules.events import expansion_count
-from tests.test_flush import (  # noqa: F401  (fresh_rate_limits is an autouse fixture)
-    EVENTS_URL,
-    FakeClock,
-    bulk_events,
-    calls_to,
-    flush,
-    fresh_rate_limits,
-)
+from tests.klaviyo_fixtures import flush
+from tests.test_flush import EVENTS_URL, bulk_events, calls_to
 
 Status = OutboxEvent.Status
 PROFILE = {"email": "ada@example.com"}
 
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def client(clock: FakeClock) -> KlaviyoClient:
-    return KlaviyoClient(sleep=clock.sleep, clock=clock.monotonic)
-
-
-@pytest.fixture
-def mocked() -> Any:
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        yield rsps
+# Rate-limit windows live in the cache: every test starts with none.
+pytestmark = pytest.mark.usefixtures("fresh_rate_limits")
 
 
 def naive_noon() -> dt.datetime:
@@ -66,7 +46,7 @@ def naive_noon() -> dt.datetime:
 
 
 @pytest.mark.django_db
-def test_an_order_of_1000_lines_is_sent_in_several_requests(client, clock, mocked):
+def test_an_order_of_1000_lines_is_sent_in_several_requests(klaviyo_client, clock, mocked):
     """It was accepted at save time and dead at flush ("row carries 1001 events")."""
     mocked.add(responses.POST, EVENTS_URL, status=202)
     customer = get_user_model().objects.create_user("ada", email="ada@example.com")
@@ -78,7 +58,7 @@ def test_an_order_of_1000_lines_is_sent_in_several_requests(client, clock, mocke
     row = OutboxEvent.objects.get(kind="event", metric="Placed Order")
     assert expansion_count(row.payload) == 1000
 
-    flush(client, clock)
+    flush(klaviyo_client, clock)
 
     row.refresh_from_db()
     assert row.status == Status.SENT, row.last_error_detail
@@ -91,7 +71,7 @@ def test_an_order_of_1000_lines_is_sent_in_several_requests(client, clock, mocke
 
 
 @pytest.mark.django_db
-def test_a_split_row_is_retried_whole_when_one_part_fails(client, clock, mocked):
+def test_a_split_row_is_retried_whole_when_one_part_fails(klaviyo_client, clock, mocked):
     """Klaviyo keeps the first event per unique_id, so resending the accepted part is safe;
     marking the row sent after only one part would lose the other."""
     mocked.add(responses.POST, EVENTS_URL, status=202)
@@ -111,7 +91,7 @@ def test_a_split_row_is_retried_whole_when_one_part_fails(client, clock, mocked)
         )[0].pk
     )
 
-    flush(client, clock)
+    flush(klaviyo_client, clock)
 
     row.refresh_from_db()
     assert row.status == Status.RETRYING
@@ -123,7 +103,7 @@ def test_a_split_row_is_retried_whole_when_one_part_fails(client, clock, mocked)
 
 @pytest.mark.django_db
 def test_a_naive_time_is_read_in_the_current_time_zone_at_enqueue_and_at_send(
-    client, clock, mocked
+    klaviyo_client, clock, mocked
 ):
     """A naive datetime passed track() and was rejected at flush and by the client."""
     mocked.add(responses.POST, EVENTS_URL, status=202)
@@ -142,8 +122,8 @@ def test_a_naive_time_is_read_in_the_current_time_zone_at_enqueue_and_at_send(
             unique_id="old",
             profile_key=profile_key(PROFILE),
         )
-        flush(client, clock)
-        client.create_event(metric="Viewed", profile=PROFILE, time=noon, unique_id="direct")
+        flush(klaviyo_client, clock)
+        klaviyo_client.create_event(metric="Viewed", profile=PROFILE, time=noon, unique_id="direct")
 
     assert tracked.payload["time"] == expected_utc
     old.refresh_from_db()
@@ -219,7 +199,7 @@ def test_unstorable_text_is_refused_and_the_callers_transaction_goes_on(call, fi
 
 @pytest.mark.django_db
 def test_an_old_row_that_fails_the_rules_is_dead_with_the_reason_and_the_batch_goes_on(
-    client, clock, mocked
+    klaviyo_client, clock, mocked
 ):
     mocked.add(responses.POST, EVENTS_URL, status=202)
     good = django_klaviyo.track("Viewed", PROFILE, unique_id="good")
@@ -233,7 +213,7 @@ def test_an_old_row_that_fails_the_rules_is_dead_with_the_reason_and_the_batch_g
         rules_version=0,
     )
 
-    flush(client, clock)
+    flush(klaviyo_client, clock)
 
     bad.refresh_from_db()
     good.refresh_from_db()
@@ -258,12 +238,12 @@ def old_event_row(unique_id: str) -> OutboxEvent:
 
 @pytest.mark.django_db
 def test_an_old_row_cleaned_at_flush_is_saved_back_so_its_retries_take_it_as_it_is(
-    client, clock, mocked
+    klaviyo_client, clock, mocked
 ):
     mocked.add(responses.POST, EVENTS_URL, status=503)
     row = old_event_row("old")
 
-    flush(client, clock)
+    flush(klaviyo_client, clock)
 
     row.refresh_from_db()
     assert row.status == Status.RETRYING
@@ -273,7 +253,7 @@ def test_an_old_row_cleaned_at_flush_is_saved_back_so_its_retries_take_it_as_it_
 
 
 @pytest.mark.django_db
-def test_an_old_row_another_flusher_took_over_is_not_saved_back(client, clock, mocked):
+def test_an_old_row_another_flusher_took_over_is_not_saved_back(klaviyo_client, clock, mocked):
     """The cleaned payload is written with the outcomes, only for rows still held."""
     row = old_event_row("taken")
 
@@ -283,7 +263,7 @@ def test_an_old_row_another_flusher_took_over_is_not_saved_back(client, clock, m
 
     mocked.add_callback(responses.POST, EVENTS_URL, callback=taken_over_meanwhile)
 
-    flush(client, clock)
+    flush(klaviyo_client, clock)
 
     row.refresh_from_db()
     assert (row.status, row.locked_by) == (Status.SENDING, "other-host:2:abc")
@@ -322,16 +302,18 @@ def test_track_twice_with_a_dedupe_key_returns_the_saved_row():
 
 
 @pytest.mark.django_db(databases=["default", "other"])
-def test_rows_written_on_another_database_are_claimed_and_flushed_from_it(client, clock, mocked):
+def test_rows_written_on_another_database_are_claimed_and_flushed_from_it(
+    klaviyo_client, clock, mocked
+):
     mocked.add(responses.POST, EVENTS_URL, status=202)
     row = django_klaviyo.track("Viewed", PROFILE, unique_id="elsewhere", using="other")
     assert not OutboxEvent.objects.using("default").exists()
     assert row._state.db == "other"
 
-    idle = flush(client, clock)  # the default database's outbox is empty
+    idle = flush(klaviyo_client, clock)  # the default database's outbox is empty
     assert idle.claimed == 0
 
-    report = flush(client, clock, using="other")
+    report = flush(klaviyo_client, clock, using="other")
 
     assert report.sent == 1
     assert OutboxEvent.objects.using("other").get(pk=row.pk).status == Status.SENT
@@ -340,9 +322,9 @@ def test_rows_written_on_another_database_are_claimed_and_flushed_from_it(client
 
 
 @pytest.mark.django_db(databases=["default", "other"])
-def test_klaviyo_flush_takes_the_database_alias(client, mocked, monkeypatch):
+def test_klaviyo_flush_takes_the_database_alias(klaviyo_client, mocked, monkeypatch):
     mocked.add(responses.POST, EVENTS_URL, status=202)
-    monkeypatch.setattr("django_klaviyo.flush.loop.get_client", lambda: client)
+    monkeypatch.setattr("django_klaviyo.flush.loop.get_client", lambda: klaviyo_client)
     row = django_klaviyo.track("Viewed", PROFILE, using="other")
 
     call_command("klaviyo_flush", "--database", "other", verbosity=0)
@@ -353,16 +335,16 @@ def test_klaviyo_flush_takes_the_database_alias(client, mocked, monkeypatch):
 # --- the client's public methods use the same rules -----------------------------------
 
 
-def test_the_client_refuses_what_the_outbox_refuses_before_sending(client, mocked):
+def test_the_client_refuses_what_the_outbox_refuses_before_sending(klaviyo_client, mocked):
     with pytest.raises(KlaviyoValidationError) as info:
-        client.create_event(metric="Viewed", profile=PROFILE, properties={"note": "a\x00"})
+        klaviyo_client.create_event(metric="Viewed", profile=PROFILE, properties={"note": "a\x00"})
     assert info.value.field == "event.properties.note"
     with pytest.raises(KlaviyoValidationError) as info:
-        client.upsert_profile({**PROFILE, "first_name": "A\ud800"})
+        klaviyo_client.upsert_profile({**PROFILE, "first_name": "A\ud800"})
     assert info.value.field == "profile.first_name"
     big = {**PROFILE, "properties": {f"p{n}": "x" * 50_000 for n in range(3)}}
     with pytest.raises(KlaviyoValidationError, match="bytes"):
-        client.upsert_profile(big)
+        klaviyo_client.upsert_profile(big)
     assert len(mocked.calls) == 0
 
 

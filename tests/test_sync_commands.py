@@ -10,6 +10,7 @@ import responses
 from django.core.management import CommandError, call_command
 
 from django_klaviyo.models import KlaviyoCampaign, KlaviyoFlow, KlaviyoList
+from tests.klaviyo_fixtures import fast_client
 
 API = "https://a.klaviyo.com/api"
 SECRET = "a-long-enough-signing-secret-42"
@@ -29,17 +30,10 @@ def run(*args: str) -> tuple[str, str]:
 
 
 @pytest.fixture(autouse=True)
-def fast_client(monkeypatch):
+def commands_never_wait(monkeypatch):
     """The commands' client without rate-limit waits or retry sleeps (tests never sleep)."""
-    from django_klaviyo.client import KlaviyoClient, UnlimitedRateLimiter
-
-    def make():
-        return KlaviyoClient(
-            rate_limiter=UnlimitedRateLimiter(), sleep=lambda seconds: None, max_attempts=1
-        )
-
     for module in ("klaviyo_webhooks", "klaviyo_sync"):
-        monkeypatch.setattr(f"django_klaviyo.management.commands.{module}.get_client", make)
+        monkeypatch.setattr(f"django_klaviyo.management.commands.{module}.get_client", fast_client)
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 import responses
-from django.core.cache import caches
 
 from django_klaviyo import api
 from django_klaviyo.client import KlaviyoClient
@@ -30,13 +29,8 @@ from django_klaviyo.sandbox import SandboxServer
 
 Status = OutboxEvent.Status
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def fresh_rate_limits() -> None:
-    """The client's rate-limit windows live in the cache; start each test with none."""
-    caches["default"].clear()
+# Rate-limit windows live in the cache: every test starts with none.
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_rate_limits")]
 
 
 def shopper(sandbox: SandboxServer, email: str, phone: str, *lists: str) -> str:
