@@ -164,3 +164,28 @@ def test_a_mirror_update_that_fails_after_sending_is_noted_on_the_sent_rows(
     assert row.status == Status.SENT
     assert "local mirror was not updated" in row.outcome_note
     assert "membership table locked" in row.outcome_note
+
+
+@pytest.mark.klaviyo_sandbox()
+def test_a_bug_while_resolving_one_kind_retries_its_rows_and_the_other_kinds_are_sent(
+    klaviyo_sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A list sender that fails before any request (here: looking up profile ids) is a
+    bug, not Klaviyo's answer: its rows go back to the queue with the reason, counted as
+    an attempt, and the run goes on with the other kinds instead of ending."""
+    newsletter = klaviyo_sandbox.state.create_list("Newsletter")["id"]
+    listed = django_klaviyo.add_to_list(newsletter, {"email": "cy@example.com"})
+    order = django_klaviyo.track("Placed Order", {"email": "cy@example.com"}, unique_id="o1")
+
+    def broken_lookup(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("profile id cache corrupted")
+
+    monkeypatch.setattr("django_klaviyo.flush.senders.lists.ListSender.resolve", broken_lookup)
+
+    report = flush_outbox()
+
+    assert OutboxEvent.objects.get(pk=order.pk).status == Status.SENT
+    listed.refresh_from_db()
+    assert (listed.status, listed.attempts) == (Status.RETRYING, 1)
+    assert "profile id cache corrupted" in listed.last_error_detail
+    assert report.kinds["list_add"].retrying == 1

@@ -14,7 +14,7 @@ from collections import defaultdict, deque
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from django.db import InterfaceError, OperationalError
+from django.db import DatabaseError, InterfaceError, OperationalError
 
 from django_klaviyo.exceptions import (
     KlaviyoAuthError,
@@ -27,6 +27,7 @@ from django_klaviyo.flush.claim import ClaimedRow
 from django_klaviyo.flush.outages import missing_scope_info
 from django_klaviyo.flush.outcomes import ErrorInfo, Outcomes, error_info, is_retryable, splittable
 from django_klaviyo.flush.record import note_rows
+from django_klaviyo.flush.report import FlushAborted
 from django_klaviyo.flush.senders import Request, Sender, prepare_rows
 from django_klaviyo.models import OutboxEvent
 
@@ -86,6 +87,14 @@ def send_batch(flusher: Flusher, rows: list[ClaimedRow], outcomes: Outcomes) -> 
             # The key lacks a scope this kind's endpoint needs: only this kind waits.
             until = flusher.clock() + timedelta(seconds=MISSING_SCOPE_HOLD_SECONDS)
             outcomes.mark_hold(kind_rows, until, missing_scope_info(err))
+        except (KlaviyoAuthError, FlushAborted, DatabaseError):
+            raise
+        except Exception as exc:
+            # A bug in this kind's sender (not Klaviyo's answer, which deliver() settles):
+            # its undecided rows go back with the reason, counting an attempt
+            # (MAX_ATTEMPTS ends them), and the other kinds are still sent.
+            logger.exception("Sending %s rows failed in the flusher itself.", kind)
+            outcomes.mark_retry(kind_rows, _flusher_error(exc))
     for kind, leftover in by_kind.items():  # a kind this version does not know
         outcomes.mark_dead(leftover, ErrorInfo(None, "unknown_kind", f"Unknown kind {kind!r}."))
 
@@ -211,6 +220,14 @@ def _not_attempted(err: KlaviyoError) -> bool:
     if isinstance(err, KlaviyoTransportError):
         return err.nothing_sent
     return getattr(err, "code", None) == "client_rate_limited"
+
+
+def _flusher_error(exc: BaseException) -> ErrorInfo:
+    if isinstance(exc, KlaviyoError):
+        return error_info(exc)
+    return ErrorInfo(
+        None, "flusher_error", f"The flusher failed: {type(exc).__name__}: {exc}"[:2000]
+    )
 
 
 def _unexpected(exc: BaseException) -> ErrorInfo:
