@@ -428,18 +428,22 @@ def test_old_coupon_code_rows_are_cleaned_once_before_they_are_sent(monkeypatch,
     assert code["unique_code"] == "SUM-9"
 
 
+# A category row whose external id still has its spaces: cleaning changes it.
+KITCHEN_CATEGORY = {
+    "op": "upsert",
+    "external_id": " kitchen ",
+    "create": True,
+    "attributes": {"name": "Kitchen"},
+}
+
+
 @pytest.mark.django_db
 def test_current_catalog_rows_are_sent_without_being_cleaned_again(monkeypatch, klaviyo_sandbox):
     (row,) = enqueue_many(
         [
             OutboxRow(
                 kind=Kind.CATALOG_CATEGORY,
-                payload={
-                    "op": "upsert",
-                    "external_id": " kitchen ",
-                    "create": True,
-                    "attributes": {"name": "Kitchen"},
-                },
+                payload=dict(KITCHEN_CATEGORY),
             )
         ]
     )
@@ -460,12 +464,7 @@ def test_an_old_catalog_row_is_cleaned_once_before_it_is_sent(monkeypatch, klavi
     row = OutboxEvent.objects.create(
         kind=Kind.CATALOG_CATEGORY,
         # Written under older rules: the external id keeps its spaces.
-        payload={
-            "op": "upsert",
-            "external_id": " kitchen ",
-            "create": True,
-            "attributes": {"name": "Kitchen"},
-        },
+        payload=dict(KITCHEN_CATEGORY),
         rules_version=0,
     )
     cleaned = count_calls(monkeypatch, catalog_rules, "external_id")
