@@ -50,8 +50,8 @@ def run(size: int, max_seconds: float | None) -> None:
     from django.core.management import call_command
     from django.db import connection
 
-    from django_klaviyo import backfill
     from django_klaviyo.models import BackfillCheckpoint, OutboxEvent
+    from django_klaviyo.outbox import backfill
 
     truncate()
     BackfillCheckpoint.objects.all().delete()

@@ -163,7 +163,7 @@ def sandbox_process(**options: Any) -> Iterator[str]:
     """A SandboxServer in its own process (so its CPU is not the flusher's); yields its URL."""
     code = (
         "import json, sys\n"
-        "from django_klaviyo.sandbox import SandboxServer\n"
+        "from django_klaviyo.testing.sandbox import SandboxServer\n"
         "server = SandboxServer(**json.loads(sys.argv[1])).start()\n"
         "print(server.url, flush=True)\n"
         "server.serve_until_stopped()\n"

@@ -49,7 +49,7 @@ def main() -> None:
     from shop.models import Order
 
     from bench.enqueue_overhead import FloorWriter, place_orders
-    from django_klaviyo import receivers
+    from django_klaviyo.orders import receivers
 
     print_header(f"save receiver CPU ({args.db})")
     on_cfg = {**settings.KLAVIYO, "ENABLED": True}

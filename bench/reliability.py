@@ -112,7 +112,7 @@ def main() -> None:
 
     setup_django("postgres")
     from django_klaviyo.models import OutboxEvent
-    from django_klaviyo.sandbox import SandboxServer
+    from django_klaviyo.testing.sandbox import SandboxServer
 
     print_header("Reliability: 4 workers, 30% faults, SIGKILLs, a lease shorter than a batch")
     record = Path(tempfile.mkdtemp()) / "sandbox.jsonl"

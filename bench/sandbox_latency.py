@@ -1,4 +1,4 @@
-"""Sandbox answer time on a keep-alive connection (moved here from tests/test_sandbox.py,
+"""Sandbox answer time on a keep-alive connection (moved here from tests/testing/test_sandbox.py,
 which keeps only the behaviour: TCP_NODELAY on accepted sockets, one connection reused).
 
 Ours: ``GET /api/lists`` on the sandbox (auth, revision, route lookup, rate limiter off).
@@ -62,7 +62,7 @@ def _median_seconds(session, url: str) -> float:
 def main() -> None:
     import requests
 
-    from django_klaviyo.sandbox import SandboxServer
+    from django_klaviyo.testing.sandbox import SandboxServer
 
     print_header("sandbox latency (keep-alive)")
     bare = ThreadingHTTPServer(("127.0.0.1", 0), _Bare)

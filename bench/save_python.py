@@ -38,7 +38,8 @@ def main() -> None:
     from shop.models import Order
 
     from bench.enqueue_overhead import place_orders
-    from django_klaviyo import ecommerce, outbox
+    from django_klaviyo import outbox
+    from django_klaviyo.orders import mappers as ecommerce
 
     print_header(f"save path Python by step ({args.db})")
     with override_settings(KLAVIYO={**settings.KLAVIYO, "ENABLED": True}):

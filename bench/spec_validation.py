@@ -16,7 +16,7 @@ EVENTS = 1000
 
 
 def bulk_body() -> dict:
-    from tests.test_openapi import BULK_EVENTS
+    from tests.testing.test_openapi import BULK_EVENTS
 
     body = copy.deepcopy(BULK_EVENTS)
     entry = body["data"]["attributes"]["events-bulk-create"]["data"][0]
@@ -41,7 +41,7 @@ def best(fn, rounds: int = 5) -> float:
 
 
 def main() -> None:
-    from django_klaviyo import openapi
+    from django_klaviyo.testing import openapi
 
     print_header("spec validation (sandbox)")
     body = bulk_body()

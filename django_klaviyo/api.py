@@ -19,13 +19,19 @@ from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS
 from django.utils import timezone
 
-from django_klaviyo import accounts, cart, erasure, mapping, orders, outbox, refunds, values
+from django_klaviyo import accounts, outbox
 from django_klaviyo.catalog import subscribe_back_in_stock  # noqa: F401  (public API)
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoValidationError
-from django_klaviyo.identifiers import normalize_email, normalize_phone_number
 from django_klaviyo.models import Consent, KlaviyoProfileLink, ListMembership, OutboxEvent
 from django_klaviyo.models.profiles import effective_list_consent
+from django_klaviyo.orders import browse as cart
+from django_klaviyo.orders import fields as mapping
+from django_klaviyo.orders import placement as orders
+from django_klaviyo.orders import refunds
+from django_klaviyo.profiles import erasure
+from django_klaviyo.rules import values
+from django_klaviyo.rules.identifiers import normalize_email, normalize_phone_number
 
 Kind = OutboxEvent.Kind
 
@@ -187,7 +193,7 @@ def forget_profile(
     account: str | None = None,
 ) -> OutboxEvent | None:
     """Ask Klaviyo to delete a profile (GDPR); exactly one identifier. In the same
-    transaction the person is erased from the local mirror (``django_klaviyo.erasure``):
+    transaction the person is erased from the local mirror (``django_klaviyo.profiles.erasure``):
     profile links, memberships, unsent rows, sent rows' payloads, webhook items.
     ``account``: the Klaviyo account asked (default: the default account); call it once
     per account the person is in."""
@@ -225,7 +231,7 @@ def order_refunded(
     """Enqueue the **Refunded Order** of one refund of ``order`` (partial or full): its
     amount and the items refunded. ``refund`` is a refund record of the store (read
     through ``REFUND_FIELDS`` / ``REFUND_LINE_FIELDS``) or a dict with those keys. Each
-    refund is sent once; see ``django_klaviyo.refunds`` for its unique_id and CLV."""
+    refund is sent once; see ``django_klaviyo.orders.refunds`` for its unique_id and CLV."""
     try:
         specs = refunds.refund_events(order, refund)
     except ValueError as exc:
@@ -249,7 +255,7 @@ def viewed_product(
     using: str | None = None,
     account: str | None = None,
 ) -> OutboxEvent | None:
-    """**Viewed Product**; ``product`` keys: see ``django_klaviyo.ecommerce``. No event
+    """**Viewed Product**; ``product`` keys: see ``django_klaviyo.orders.mappers``. No event
     value, as in Klaviyo's guide: a view is not revenue (the price is a property)."""
     return track(
         mapping.metric("viewed_product"),

@@ -10,12 +10,15 @@ class DjangoKlaviyoConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # Registers system checks and connects the save receivers (both modules import
+        # Registers system checks and connects the save receivers (these modules import
         # models, so they load once the app registry is ready).
-        from django_klaviyo import checks, receivers, task_queue  # noqa: F401
-
-        receivers.connect_receivers()
-        task_queue.connect()
+        from django_klaviyo import checks  # noqa: F401
         from django_klaviyo.catalog.receivers import connect_catalog_receivers
+        from django_klaviyo.orders import receivers as order_receivers
+        from django_klaviyo.outbox import task_queue
+        from django_klaviyo.profiles import receivers as user_receivers
 
+        order_receivers.connect()
+        user_receivers.connect()
+        task_queue.connect()
         connect_catalog_receivers()

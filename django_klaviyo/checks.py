@@ -21,9 +21,9 @@ from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.urls import NoReverseMatch, reverse
 from django.utils.module_loading import import_string
 
-from django_klaviyo.account_checks import ACCOUNT_CHECKS
+from django_klaviyo.accounts.checks import ACCOUNT_CHECKS
 from django_klaviyo.conf import DEFAULTS, SANDBOX_API_URL, klaviyo_settings
-from django_klaviyo.order_checks import ORDER_CHECKS, did_you_mean
+from django_klaviyo.orders.checks import ORDER_CHECKS, did_you_mean
 
 REVISION_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(\.[a-z0-9]+)?$")
 # Klaviyo private keys look like "pk_" followed by letters and digits.

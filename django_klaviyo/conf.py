@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from django.apps import apps
 from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
@@ -54,8 +55,8 @@ DEFAULTS: dict[str, Any] = {
     # A signal sent once the order and its lines exist (e.g. django-oscar's
     # "oscar.apps.order.signals.order_placed"); it enqueues the Placed Order.
     "ORDER_PLACED_SIGNAL": None,
-    "ORDER_EVENTS_MAPPER": "django_klaviyo.ecommerce.default_order_events",
-    "USER_PROFILE_MAPPER": "django_klaviyo.ecommerce.default_user_profile",
+    "ORDER_EVENTS_MAPPER": "django_klaviyo.orders.mappers.default_order_events",
+    "USER_PROFILE_MAPPER": "django_klaviyo.profiles.mapper.default_user_profile",
     # The order attribute holding its status, and the status values events fire on.
     "ORDER_STATUS_FIELD": "status",
     "ORDER_STATUS_PLACED": "placed",
@@ -63,7 +64,7 @@ DEFAULTS: dict[str, Any] = {
     "ORDER_STATUS_CANCELLED": "cancelled",
     "ORDER_STATUS_REFUNDED": "refunded",
     # Declarative mapping (docs/mapping.md): where the default mapper reads each value.
-    # Only the keys you give replace the defaults (django_klaviyo.mapping.ORDER_FIELDS...).
+    # Only the keys you give replace the defaults (django_klaviyo.orders.fields.ORDER_FIELDS...).
     "ORDER_FIELDS": {},
     "ORDER_LINE_FIELDS": {},
     "REFUND_FIELDS": {},
@@ -242,3 +243,15 @@ def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
 
 
 setting_changed.connect(_on_setting_changed, dispatch_uid="django_klaviyo_settings_cache")
+
+
+def resolve_model(label: Any) -> Any:
+    """The installed model a setting names (``"app_label.Model"``), or None: an unset,
+    malformed or uninstalled label is reported by the system checks, not raised here."""
+    if not label or not isinstance(label, str):
+        return None
+    try:
+        return apps.get_model(label)
+    except (LookupError, ValueError):
+        # Reported by the django_klaviyo.E009 system check; startup must not crash.
+        return None

@@ -6,7 +6,7 @@ Mount under any prefix: ``path("klaviyo/", include("django_klaviyo.urls"))``.
 from django.urls import include, path
 
 from django_klaviyo.catalog.views import BackInStockView
-from django_klaviyo.status_view import status_view
+from django_klaviyo.health.views import status_view
 from django_klaviyo.webhooks.views import flow_webhook, klaviyo_webhook
 
 urlpatterns = [

@@ -103,7 +103,7 @@ def test_api_url_must_be_http(url):
 
 
 def test_webhook_url_mounted_without_secret():
-    # tests.urls includes django_klaviyo.urls
+    # tests.projects.urls includes django_klaviyo.urls
     assert ids(WEBHOOK_SECRETS=[]) == ["django_klaviyo.E007"]
 
 
@@ -270,10 +270,10 @@ def test_a_private_key_in_the_public_slot_is_named_without_echoing_it():
 
 
 def test_a_non_dict_klaviyo_is_reported_not_raised_at_startup():
-    from django_klaviyo import receivers
+    from django_klaviyo.orders import receivers
 
     with override_settings(KLAVIYO=["PRIVATE_API_KEY", "pk_..."]):
-        receivers.connect_receivers()  # AppConfig.ready: no traceback
+        receivers.connect()  # AppConfig.ready: no traceback
         assert [m.id for m in check_klaviyo_settings()] == ["django_klaviyo.E010"]
         with pytest.raises(ImproperlyConfigured, match="E010"):
             klaviyo_settings.ENABLED

@@ -6,8 +6,9 @@ import ast
 import re
 from pathlib import Path
 
-from django_klaviyo import checks, order_checks
+from django_klaviyo import checks
 from django_klaviyo.conf import DEFAULTS
+from django_klaviyo.orders import checks as order_checks
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 ROW = re.compile(r"^\| `([A-Z_]+)` \| `([^`]*)`", re.MULTILINE)

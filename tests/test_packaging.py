@@ -37,7 +37,7 @@ def test_build_makes_a_wheel_and_sdist_that_twine_accepts(tmp_path):
         "django_klaviyo/py.typed",
         "django_klaviyo/migrations/0001_initial.py",
         "django_klaviyo/templates/admin/django_klaviyo/outboxevent/change_list.html",
-        "django_klaviyo/spec/klaviyo-openapi-2026-07-15.subset.json",
+        "django_klaviyo/testing/spec/klaviyo-openapi-2026-07-15.subset.json",
         "django_klaviyo/management/commands/klaviyo_flush.py",
     ):
         assert needed in names

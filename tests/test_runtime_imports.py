@@ -12,9 +12,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_TOOLING = (
-    "django_klaviyo.sandbox",
-    "django_klaviyo.openapi",
-    "django_klaviyo.spec",
+    "django_klaviyo.testing.sandbox",
+    "django_klaviyo.testing.openapi",
+    "django_klaviyo.testing.spec",
     "django_klaviyo.management.commands.klaviyo_sandbox",
 )
 FORBIDDEN = (*TEST_TOOLING[:3], "jsonschema", "fastjsonschema")
@@ -46,7 +46,7 @@ print(json.dumps({{"imported": imported, "loaded": loaded}}))
 def test_runtime_modules_import_neither_the_sandbox_nor_the_spec_nor_a_validator() -> None:
     env = {
         **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "DJANGO_SETTINGS_MODULE": "tests.projects.settings",
         "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "example_project")]),
     }
     result = subprocess.run(

@@ -8,8 +8,8 @@ from __future__ import annotations
 from django.conf import settings
 from django.test import override_settings
 
-from django_klaviyo import mapping
 from django_klaviyo.conf import klaviyo_settings
+from django_klaviyo.orders import fields as mapping
 
 
 def _custom_mapper(order, previous_status, created):  # pragma: no cover - never called

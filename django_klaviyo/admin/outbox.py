@@ -18,7 +18,7 @@ from django.http import HttpRequest, HttpResponse
 from django.utils.html import format_html
 from django.utils.translation import gettext, ngettext
 
-from django_klaviyo import health, operations
+from django_klaviyo import health
 from django_klaviyo.admin.accounts import AccountColumnMixin
 from django_klaviyo.admin.base import ReadOnlyDetailAdmin, pretty_json
 from django_klaviyo.admin.dashboard import (
@@ -29,8 +29,9 @@ from django_klaviyo.admin.dashboard import (
     outbox_dashboard,
 )
 from django_klaviyo.exceptions import KlaviyoValidationError
-from django_klaviyo.identifiers import normalize_phone_number
 from django_klaviyo.models import OutboxEvent
+from django_klaviyo.outbox import actions as operations
+from django_klaviyo.rules.identifiers import normalize_phone_number
 
 # Timestamps the dashboard's hourly timeline reads at most, of sent and of dead rows.
 TIMELINE_ROWS = 20_000

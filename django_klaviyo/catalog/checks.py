@@ -10,7 +10,7 @@ from django.core.checks import CheckMessage, Error, Tags, register
 from django.core.exceptions import ImproperlyConfigured
 
 from django_klaviyo.catalog import mapping
-from django_klaviyo.mapping import path_problem
+from django_klaviyo.orders.fields import path_problem
 
 
 @register(Tags.compatibility)

@@ -31,11 +31,11 @@ from django.db.models import Model
 from django.utils.module_loading import import_string
 from django.utils.text import slugify
 
-from django_klaviyo import mapping as order_mapping
 from django_klaviyo import rules
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.models import OutboxEvent
+from django_klaviyo.orders import fields as order_mapping
 from django_klaviyo.outbox import OutboxRow
 
 Kind = OutboxEvent.Kind
@@ -129,7 +129,7 @@ def is_import_path(obj_or_model: Any, spec: Any) -> bool:
 
 def resolve(obj: Any, spec: Any) -> Any:
     """The value ``spec`` (path, callable or import path) names for ``obj``: attribute
-    paths are read like the order mapping's (``django_klaviyo.mapping.resolve``); a
+    paths are read like the order mapping's (``django_klaviyo.orders.fields.resolve``); a
     related manager gives its objects."""
     if is_import_path(obj, spec):
         return _import(spec)(obj)

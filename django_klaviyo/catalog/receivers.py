@@ -3,7 +3,7 @@
 Connected once at startup for the configured models; the mapping itself is read at
 save time. A save writes the object's catalog rows in the save's transaction (create
 job first for a new object, update otherwise); a delete writes delete rows. The
-failure policy is the order receivers' (``django_klaviyo.receivers``): bad mapped data
+failure policy is the order receivers' (``django_klaviyo.orders.receivers``): bad mapped data
 skips the Klaviyo update with a warning and never breaks the store's save; ``manage.py
 klaviyo_catalog sync`` reports the same objects with the reason and fails.
 """
@@ -22,8 +22,8 @@ from django.db.models.signals import post_delete, post_save
 from django_klaviyo import accounts
 from django_klaviyo.catalog import checks, mapping  # noqa: F401  (registers the checks)
 from django_klaviyo.exceptions import KlaviyoValidationError
-from django_klaviyo.invalid_rows import record_refused, source_label
 from django_klaviyo.outbox import OutboxRow, enqueue_rows
+from django_klaviyo.outbox.refused import record_refused, source_label
 
 logger = logging.getLogger("django_klaviyo.catalog")
 

@@ -9,7 +9,7 @@ import threading
 from typing import Any
 
 from django_klaviyo.accounts import get_account
-from django_klaviyo.client.api import BulkImportTimeout, KlaviyoClient
+from django_klaviyo.client.client import BulkImportTimeout, KlaviyoClient
 from django_klaviyo.client.filters import (
     Filter,
     and_,

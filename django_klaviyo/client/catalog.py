@@ -19,8 +19,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from django_klaviyo import limits, payloads
+from django_klaviyo.client import payloads
 from django_klaviyo.exceptions import KlaviyoError, KlaviyoValidationError
+from django_klaviyo.rules import limits
 from django_klaviyo.rules.catalog import (
     CATALOG_ID_PREFIX,
     CATALOG_OPS,

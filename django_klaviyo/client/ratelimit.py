@@ -64,7 +64,7 @@ def _windows(burst: str, steady: str, daily: str | None = None) -> tuple[Window,
 
 
 # From x-klaviyo-ratelimit of revision 2026-07-15, one entry per operation the client
-# calls; tests/test_client_ratelimit.py checks it against the spec file.
+# calls; tests/client/test_client_ratelimit.py checks it against the spec file.
 OPERATION_LIMITS: dict[str, tuple[Window, ...]] = {
     "create_event": _windows("350/s", "3500/m"),
     "bulk_create_events": _windows("10/s", "150/m"),

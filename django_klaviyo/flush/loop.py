@@ -23,7 +23,6 @@ from django.utils import timezone
 from django_klaviyo.client import KlaviyoClient, account_client
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoAuthError, KlaviyoValidationError
-from django_klaviyo.flush.accounts import AccountRotation, auth_hint, dead_letter_unknown
 from django_klaviyo.flush.claim import claim_batch, make_owner, reclaim_expired_leases
 from django_klaviyo.flush.deliver import send_batch
 from django_klaviyo.flush.lease import Lease
@@ -32,6 +31,7 @@ from django_klaviyo.flush.outcomes import Outcomes
 from django_klaviyo.flush.plan import plan_due
 from django_klaviyo.flush.record import record_outcomes
 from django_klaviyo.flush.report import FlushAborted, FlushReport, StopSignal
+from django_klaviyo.flush.rotation import AccountRotation, auth_hint, dead_letter_unknown
 from django_klaviyo.flush.senders import Sender
 from django_klaviyo.models import OutboxEvent
 

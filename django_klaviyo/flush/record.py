@@ -17,8 +17,8 @@ from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.flush.claim import IN_CHUNK, ClaimedRow, chunks
 from django_klaviyo.flush.outcomes import ErrorInfo, Outcomes
 from django_klaviyo.flush.report import FlushAborted
-from django_klaviyo.identifiers import profile_key
 from django_klaviyo.models import OutboxEvent
+from django_klaviyo.rules.identifiers import profile_key
 
 if TYPE_CHECKING:
     from django_klaviyo.flush.loop import Flusher

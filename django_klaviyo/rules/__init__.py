@@ -2,13 +2,13 @@
 
 ``clean(kind, payload, unique_id=...)`` returns the payload as it is stored and sent, or
 raises ``KlaviyoValidationError`` naming the field. Every limit comes from
-``django_klaviyo.limits``. Rows record ``RULES_VERSION``: the flusher sends rows of the
+``django_klaviyo.rules.limits``. Rows record ``RULES_VERSION``: the flusher sends rows of the
 current version as they are, and cleans a row of any other version once before sending
 (dead-lettering it, with the reason, if it no longer passes).
 
 The client's requests are cleaned by the same rules: each kind's module also holds the
 cleaners of its requests (``event_requests`` for events; ``shapes`` for the shapes every
-request shares), and ``django_klaviyo.payloads`` builds bodies from what they return.
+request shares), and ``django_klaviyo.client.payloads`` builds bodies from what they return.
 
 Bump ``RULES_VERSION`` whenever a cleaner accepts less, or stores differently, than before.
 """
@@ -18,8 +18,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from django_klaviyo import limits
 from django_klaviyo.exceptions import KlaviyoValidationError
+from django_klaviyo.rules import limits
 from django_klaviyo.rules.catalog import (
     clean_back_in_stock,
     clean_catalog_category,

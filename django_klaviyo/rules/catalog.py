@@ -18,11 +18,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from django_klaviyo import limits
 from django_klaviyo.exceptions import KlaviyoValidationError
-from django_klaviyo.identifiers import PROFILE_IDENTIFIERS, clean_profile
+from django_klaviyo.rules import limits
+from django_klaviyo.rules.identifiers import PROFILE_IDENTIFIERS, clean_profile
 from django_klaviyo.rules.shapes import batch, located, mapping, unknown_keys
-from django_klaviyo.values import check_text, number, to_json
+from django_klaviyo.rules.values import check_text, number, to_json
 
 BACK_IN_STOCK_CHANNELS = ("EMAIL", "PUSH", "SMS", "WHATSAPP")
 # Klaviyo's external ids end up in resource ids ("$custom:::$default:::<id>").

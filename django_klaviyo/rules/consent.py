@@ -7,12 +7,12 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from django_klaviyo import limits
 from django_klaviyo.exceptions import KlaviyoValidationError
-from django_klaviyo.identifiers import normalize_email, normalize_phone_number
+from django_klaviyo.rules import limits
+from django_klaviyo.rules.identifiers import normalize_email, normalize_phone_number
 from django_klaviyo.rules.lists import clean_list_id
 from django_klaviyo.rules.shapes import batch, mapping
-from django_klaviyo.values import check_text, iso_time
+from django_klaviyo.rules.values import check_text, iso_time
 
 CHANNELS = limits.CONSENT_CHANNELS
 CONTACT_KEYS = ("email", "phone_number")

@@ -16,9 +16,9 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from django_klaviyo import limits
 from django_klaviyo.exceptions import KlaviyoValidationError
-from django_klaviyo.values import aware, check_text, parse_iso
+from django_klaviyo.rules import limits
+from django_klaviyo.rules.values import aware, check_text, parse_iso
 
 # Letters, digits, '-' and '_': what a shopper can type from an email, and what fits
 # Klaviyo's ids (a coupon's id is its external id).

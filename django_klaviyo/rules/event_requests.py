@@ -7,12 +7,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from django_klaviyo import limits
 from django_klaviyo.exceptions import KlaviyoValidationError
+from django_klaviyo.rules import limits
 from django_klaviyo.rules.events import clean_currency, clean_metric, clean_properties
 from django_klaviyo.rules.profiles import clean_event_profile
 from django_klaviyo.rules.shapes import batch, located, mapping, unknown_keys
-from django_klaviyo.values import iso_time, key, number
+from django_klaviyo.rules.values import iso_time, key, number
 
 # What one event of a request may carry.
 EVENT_KEYS = frozenset(

@@ -19,10 +19,10 @@ from typing import Any
 
 from django.utils import timezone
 
-from django_klaviyo import limits
 from django_klaviyo.exceptions import KlaviyoValidationError
+from django_klaviyo.rules import limits
 from django_klaviyo.rules.profiles import clean_profile_attributes
-from django_klaviyo.values import check_text, iso_time, key, number, to_json
+from django_klaviyo.rules.values import check_text, iso_time, key, number, to_json
 
 EVENT_KEYS = frozenset(
     {

@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from django_klaviyo import limits
 from django_klaviyo.exceptions import KlaviyoValidationError
-from django_klaviyo.identifiers import PROFILE_IDENTIFIERS, clean_profile
+from django_klaviyo.rules import limits
+from django_klaviyo.rules.identifiers import PROFILE_IDENTIFIERS, clean_profile
 from django_klaviyo.rules.shapes import batch, text
-from django_klaviyo.values import to_json
+from django_klaviyo.rules.values import to_json
 
 OPT_IN_PROCESSES = ("double_opt_in", "single_opt_in")
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from django_klaviyo import limits
 from django_klaviyo.exceptions import KlaviyoValidationError
-from django_klaviyo.identifiers import (
+from django_klaviyo.rules import limits
+from django_klaviyo.rules.identifiers import (
     EVENT_IDENTIFIERS,
     PROFILE_IDENTIFIERS,
     clean_profile,
@@ -16,7 +16,7 @@ from django_klaviyo.identifiers import (
     normalize_phone_number,
 )
 from django_klaviyo.rules.shapes import batch, located, mapping, text, unknown_keys
-from django_klaviyo.values import to_json
+from django_klaviyo.rules.values import to_json
 
 # Events also take a Klaviyo profile "id".
 EVENT_PROFILE_ATTRIBUTES = limits.EVENT_PROFILE_ATTRIBUTES | frozenset(EVENT_IDENTIFIERS)

@@ -1,7 +1,7 @@
 """The shapes of a client call's input, shared by the request rules of every kind: a
 non-empty text (ids too: Klaviyo's ids are strings), an object, a list within one
 request's limit, and the item an error concerns (``located``). Values themselves follow
-``django_klaviyo.values``."""
+``django_klaviyo.rules.values``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from django_klaviyo.exceptions import KlaviyoValidationError
-from django_klaviyo.values import check_text
+from django_klaviyo.rules.values import check_text
 
 
 def text(value: Any, field: str, *, max_length: int | None = None) -> str:

@@ -36,10 +36,11 @@ from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html, json_script
 from django.utils.safestring import SafeString, mark_safe
 
-from django_klaviyo import accounts, cart
+from django_klaviyo import accounts
 from django_klaviyo.catalog import mapping
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoValidationError
+from django_klaviyo.orders import browse as cart
 from django_klaviyo.storefront import cartlinks, identity
 
 register = template.Library()

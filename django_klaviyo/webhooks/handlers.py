@@ -25,8 +25,8 @@ from typing import Any
 from django.dispatch import receiver
 from django.utils.dateparse import parse_datetime
 
-from django_klaviyo.consent import set_global_consent, set_list_consent
 from django_klaviyo.models import Consent, KlaviyoList, KlaviyoProfileLink
+from django_klaviyo.profiles.consent import set_global_consent, set_list_consent
 from django_klaviyo.webhooks.signals import klaviyo_webhook_event
 
 logger = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """A minimal store: orders and their lines, tracked by django-klaviyo.
 
 Status flow: pending → placed → fulfilled, or → cancelled / refunded. Klaviyo events fire
-on the transitions (see django_klaviyo.ecommerce); shop.services does the checkout. A
+on the transitions (see django_klaviyo.orders.mappers); shop.services does the checkout. A
 Refund (with RefundLines) records money given back, in parts or at once; each is sent to
 Klaviyo as a Refunded Order by shop.services.refund (django_klaviyo.order_refunded).
 """

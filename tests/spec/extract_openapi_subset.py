@@ -3,7 +3,7 @@
 The full spec is 3 MB; the subset keeps, for each operation below, its path item
 entry (with path-level parameters), every ``$ref`` it reaches (schemas, responses,
 parameters), the servers, the security schemes and each operation's
-``x-klaviyo-ratelimit``. The output ships in the package (``django_klaviyo/spec``)
+``x-klaviyo-ratelimit``. The output ships in the package (``django_klaviyo/testing/spec``)
 because the sandbox validates requests against it.
 
 Usage (from the repository root)::
@@ -11,7 +11,7 @@ Usage (from the repository root)::
     python tests/spec/extract_openapi_subset.py [SOURCE_JSON] [OUTPUT_JSON]
 
 Defaults: ``../shared/klaviyo-openapi/klaviyo-openapi-2026-07-15.json`` and
-``django_klaviyo/spec/klaviyo-openapi-2026-07-15.subset.json``. The output is
+``django_klaviyo/testing/spec/klaviyo-openapi-2026-07-15.subset.json``. The output is
 deterministic, so re-running it on the same source produces no diff.
 """
 
@@ -24,7 +24,9 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SOURCE = REPO_ROOT.parent / "shared" / "klaviyo-openapi" / "klaviyo-openapi-2026-07-15.json"
-DEFAULT_OUTPUT = REPO_ROOT / "django_klaviyo" / "spec" / "klaviyo-openapi-2026-07-15.subset.json"
+DEFAULT_OUTPUT = (
+    REPO_ROOT / "django_klaviyo" / "testing" / "spec" / "klaviyo-openapi-2026-07-15.subset.json"
+)
 
 OPERATION_IDS: tuple[str, ...] = (
     "create_event",

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from django_klaviyo import limits
 from django_klaviyo.exceptions import KlaviyoError
 from django_klaviyo.flush.claim import ClaimedRow
 from django_klaviyo.flush.outcomes import ErrorInfo, Located, Outcomes, RowOutcome
+from django_klaviyo.rules import limits
 
 if TYPE_CHECKING:
     from django_klaviyo.flush.loop import Flusher

@@ -23,7 +23,6 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from django_klaviyo import limits
 from django_klaviyo.client.catalog import (
     back_in_stock_body,
     catalog_resource,
@@ -45,6 +44,7 @@ from django_klaviyo.flush.outcomes import (
 )
 from django_klaviyo.flush.senders.base import Request, Sender
 from django_klaviyo.models import OutboxEvent
+from django_klaviyo.rules import limits
 
 Kind = OutboxEvent.Kind
 

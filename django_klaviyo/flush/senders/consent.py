@@ -8,8 +8,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 
-from django_klaviyo import payloads
-from django_klaviyo.consent import lift_list_unsubscribe
+from django_klaviyo.client import payloads
 from django_klaviyo.exceptions import KlaviyoError
 from django_klaviyo.flush.claim import ClaimedRow, chunks
 from django_klaviyo.flush.outcomes import Located, locate_rows
@@ -23,6 +22,7 @@ from django_klaviyo.flush.senders.base import (
 )
 from django_klaviyo.flush.senders.profiles import link_for
 from django_klaviyo.models import KlaviyoProfileLink, OutboxEvent
+from django_klaviyo.profiles.consent import lift_list_unsubscribe
 
 Kind = OutboxEvent.Kind
 

@@ -29,7 +29,6 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from django_klaviyo import limits
 from django_klaviyo.client.catalog import coupon_body, coupon_codes_body, job_status
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoAPIError, KlaviyoError
@@ -45,6 +44,7 @@ from django_klaviyo.flush.outcomes import (
 from django_klaviyo.flush.senders.base import Request, Sender
 from django_klaviyo.flush.senders.catalog import hold_for_parents
 from django_klaviyo.models import KlaviyoCoupon, KlaviyoCouponCode, OutboxEvent
+from django_klaviyo.rules import limits
 
 Kind = OutboxEvent.Kind
 CodeStatus = KlaviyoCouponCode.Status

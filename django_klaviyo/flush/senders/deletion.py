@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django_klaviyo import payloads
+from django_klaviyo.client import payloads
 from django_klaviyo.flush.claim import ClaimedRow
 from django_klaviyo.flush.senders.base import Request, Sender
 from django_klaviyo.models import OutboxEvent

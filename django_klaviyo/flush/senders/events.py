@@ -20,9 +20,9 @@ from django_klaviyo.flush.senders.base import (
     Request,
     Sender,
 )
-from django_klaviyo.identifiers import profile_key
 from django_klaviyo.models import OutboxEvent
 from django_klaviyo.rules.events import DERIVED_EVENT_EXTRA_BYTES, expansions
+from django_klaviyo.rules.identifiers import profile_key
 
 Kind = OutboxEvent.Kind
 

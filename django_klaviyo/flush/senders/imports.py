@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from django_klaviyo import payloads
+from django_klaviyo.client import payloads
 from django_klaviyo.exceptions import KlaviyoAuthError, KlaviyoDuplicateProfileError, KlaviyoError
 from django_klaviyo.flush.claim import chunks
 from django_klaviyo.flush.outcomes import ErrorInfo, is_retryable

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from django_klaviyo import payloads
+from django_klaviyo.client import payloads
 from django_klaviyo.exceptions import KlaviyoAuthError, KlaviyoError, KlaviyoValidationError
 from django_klaviyo.flush.claim import IN_CHUNK, ClaimedRow, chunks
 from django_klaviyo.flush.outcomes import (
@@ -31,8 +31,8 @@ from django_klaviyo.flush.senders.imports import (
     upsert_profile,
 )
 from django_klaviyo.flush.senders.profiles import profile_attributes, remember_profile_id
-from django_klaviyo.identifiers import profile_key
 from django_klaviyo.models import KlaviyoProfileLink, ListMembership, OutboxEvent
+from django_klaviyo.rules.identifiers import profile_key
 
 Kind = OutboxEvent.Kind
 

@@ -20,9 +20,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from django_klaviyo import payloads
+from django_klaviyo.client import payloads
 from django_klaviyo.client.filters import any_
-from django_klaviyo.consent import set_global_consent, set_list_consent
 from django_klaviyo.exceptions import KlaviyoAuthError, KlaviyoError
 from django_klaviyo.flush.claim import ClaimedRow, chunks
 from django_klaviyo.flush.outcomes import Outcomes, fail
@@ -31,6 +30,7 @@ from django_klaviyo.flush.senders.base import PROFILES_PER_UNSUBSCRIBE_JOB, Requ
 from django_klaviyo.flush.senders.consent import ConsentItem, SubscribeSender
 from django_klaviyo.flush.senders.profiles import link_for
 from django_klaviyo.models import Consent, OutboxEvent
+from django_klaviyo.profiles.consent import set_global_consent, set_list_consent
 
 if TYPE_CHECKING:
     from django_klaviyo.flush.loop import Flusher

@@ -16,8 +16,8 @@ from django.core.management.base import CommandError, CommandParser
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
-from django_klaviyo import backfill
 from django_klaviyo.management.base import LongRunningCommand
+from django_klaviyo.outbox import backfill
 
 
 def _moment(value: str) -> dt.datetime:

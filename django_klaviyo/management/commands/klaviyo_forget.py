@@ -1,7 +1,7 @@
 """``manage.py klaviyo_forget --email a@example.com``: GDPR erasure of one person.
 
 Queues Klaviyo's deletion request (sent by the next flush) and erases the person from the
-local mirror at once (``django_klaviyo.erasure``); prints what was erased.
+local mirror at once (``django_klaviyo.profiles.erasure``); prints what was erased.
 """
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from django_klaviyo import accounts, erasure
+from django_klaviyo import accounts
 from django_klaviyo.exceptions import KlaviyoValidationError
+from django_klaviyo.profiles import erasure
 
 
 class Command(BaseCommand):

@@ -8,7 +8,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from django_klaviyo.purge import purge
+from django_klaviyo.outbox.purge import purge
 
 
 def _positive_int(value: str) -> int:

@@ -11,8 +11,8 @@ from typing import Any
 from django.core.management.base import CommandError, CommandParser
 
 from django_klaviyo.management.base import LongRunningCommand
-from django_klaviyo.sandbox.faults import FaultConfig
-from django_klaviyo.sandbox.server import SandboxServer
+from django_klaviyo.testing.sandbox.faults import FaultConfig
+from django_klaviyo.testing.sandbox.server import SandboxServer
 
 
 def _share(value: str) -> float:

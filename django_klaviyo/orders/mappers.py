@@ -1,0 +1,432 @@
+"""The default order mapper: store orders to Klaviyo's e-commerce events, following
+Klaviyo's e-commerce conventions (docs/mapping.md; Klaviyo's guide "Integrate an ecommerce
+platform without a pre-built Klaviyo integration").
+
+The mapper is replaceable: point ``KLAVIYO["ORDER_EVENTS_MAPPER"]`` at your own function
+(or a dotted path to it) with the same signature. Most stores need no code: the default
+order mapper reads the order through the declarative mapping of
+``django_klaviyo.orders.fields`` (``ORDER_FIELDS``, ``ORDER_LINE_FIELDS``). A mapper
+raising ``KlaviyoValidationError`` skips that save's Klaviyo update with a logged warning;
+it never breaks the store's save.
+
+Order events (``default_order_events(order, previous_status, created) -> list[dict]``)
+    Events fire on status TRANSITIONS of ``order.<ORDER_STATUS_FIELD>``. Each returned
+    dict is an event spec: ``metric``, ``profile``, ``properties``, ``value``,
+    ``value_currency``, ``time``, ``unique_id``, ``dedupe_key``, and optionally further
+    events sharing the spec's profile, time and currency, stored in the spec's ONE outbox
+    row: ``item_events`` (``{"metric", "unique_ids"}``: one event per entry of
+    ``properties["Items"]``, made from it when sent, see ``django_klaviyo.rules.events``)
+    and ``expand`` (events written out in full: ``metric``, ``unique_id``,
+    ``properties``, ``value``).
+
+    ============================  ==========================================================
+    Order enters                  Events (unique_id; value)
+    ============================  ==========================================================
+    ``ORDER_STATUS_PLACED``       **Placed Order** (the order id; the order total) carrying
+                                  one **Ordered Product** per line in ``item_events``
+                                  (``<order id>-<line id>``; the line total)
+    ``ORDER_STATUS_FULFILLED``    **Fulfilled Order** (the order id; the total), + tracking
+    ``ORDER_STATUS_CANCELLED``    **Cancelled Order** (the order id; the total, POSITIVE),
+                                  + Reason
+    ``ORDER_STATUS_REFUNDED``     **Refunded Order** (the order id; the total, POSITIVE),
+                                  + Reason, unless refund records were already sent for
+                                  the order (``django_klaviyo.orders.refunds``)
+    ============================  ==========================================================
+
+    The order id is ``ORDER_FIELDS["number"]`` (else the primary key). Klaviyo subtracts a
+    Cancelled or Refunded Order from the customer's lifetime value only when its unique_id
+    equals the Placed Order's, and does the subtracting itself: values are positive.
+    Every status event carries the Placed Order's properties (its items, for templates).
+
+    Each (order, event) has a fixed dedupe key, so it is enqueued at most once, whichever
+    path (save signal, ``ORDER_PLACED_SIGNAL`` or ``django_klaviyo.order_placed(order)``)
+    produces it. The Ordered Products travel in the Placed Order's row and share its key.
+
+    Every mapper's output, this one's included, is cleaned once by the event rules
+    (``django_klaviyo.rules``) when its rows are written.
+
+    An order's first ``post_save`` fires before its lines exist. So checkouts create the
+    order in a pending status, save the lines, then set the placed status and save again,
+    in one ``transaction.atomic()``; or they name a signal sent after the lines exist
+    (``ORDER_PLACED_SIGNAL``); or they call ``django_klaviyo.order_placed(order)``.
+
+    Properties (Klaviyo's names): ``OrderId``, ``ItemNames``, ``Categories``, ``Brands``,
+    ``ItemCount``, ``DiscountCode``, ``DiscountValue``, ``Items`` (each ``ProductID``,
+    ``SKU``, ``ProductName``, ``Quantity``, ``ItemPrice``, ``RowTotal``, ``ProductURL``,
+    ``ImageURL``, ``Categories``, ``Brand``), ``BillingAddress`` / ``ShippingAddress``
+    (``FirstName``, ``LastName``, ``Company``, ``Address1``, ``Address2``, ``City``,
+    ``Region``, ``RegionCode``, ``Country``, ``CountryCode``, ``Zip``, ``Phone``). Ordered
+    Product: ``OrderId``, ``ProductID``, ``SKU``, ``ProductName``, ``Quantity``,
+    ``ItemPrice``, ``RowTotal``, ``ProductURL``, ``ImageURL``, ``Categories``,
+    ``ProductBrand``. Money is a float rounded to 2 decimals.
+
+Browse and cart events (``django_klaviyo.viewed_product`` etc.): see
+``django_klaviyo.orders.browse``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterable, Mapping
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any
+
+from django.utils import timezone
+
+from django_klaviyo.conf import klaviyo_settings
+from django_klaviyo.exceptions import KlaviyoValidationError
+from django_klaviyo.orders import fields as mapping
+from django_klaviyo.rules.events import item_event_properties
+from django_klaviyo.rules.values import to_json
+
+logger = logging.getLogger(__name__)
+
+CENT = Decimal("0.01")
+ADDRESS_KEYS = {
+    "first_name": "FirstName",
+    "last_name": "LastName",
+    "company": "Company",
+    "address1": "Address1",
+    "address2": "Address2",
+    "city": "City",
+    "region": "Region",
+    "region_code": "RegionCode",
+    "country": "Country",
+    "country_code": "CountryCode",
+    "zip": "Zip",
+    "phone": "Phone",
+}
+# Address attributes of an address OBJECT, by Klaviyo key: our snake_case names first,
+# then django-oscar's (line1, line4, state, postcode, country.iso_3166_1_a2).
+ADDRESS_ATTRIBUTES = {
+    "FirstName": ("first_name",),
+    "LastName": ("last_name",),
+    "Company": ("company",),
+    "Address1": ("address1", "line1"),
+    "Address2": ("address2", "line2"),
+    "City": ("city", "line4"),
+    "Region": ("region", "state"),
+    "RegionCode": ("region_code",),
+    "Country": ("country.printable_name", "country"),
+    "CountryCode": ("country_code", "country.iso_3166_1_a2"),
+    "Zip": ("zip", "postcode"),
+    "Phone": ("phone", "phone_number"),
+}
+# --- small converters -----------------------------------------------------------------
+
+
+def money(amount: Any) -> float | None:
+    """A Decimal/number as a float rounded half-up to 2 decimals (None stays None)."""
+    if amount is None or amount == "":
+        return None
+    try:
+        value = _decimal(amount).quantize(CENT, rounding=ROUND_HALF_UP)
+    except (InvalidOperation, ValueError) as exc:
+        raise KlaviyoValidationError(f"{amount!r} is not an amount.", field="value") from exc
+    return float(value)
+
+
+def _decimal(value: Any) -> Decimal:
+    """``Decimal(str(value))``, without the round trip through text for a Decimal or an
+    int (the same number either way)."""
+    kind = type(value)
+    if kind is Decimal or kind is int:
+        return Decimal(value)
+    return Decimal(str(value))
+
+
+def iso_utc(value: dt.datetime | None) -> str:
+    if value is None:
+        value = timezone.now()
+    if timezone.is_naive(value):
+        value = timezone.make_aware(value)
+    return value.astimezone(dt.timezone.utc).isoformat()
+
+
+def categories_list(value: Any) -> list[str]:
+    if not value:
+        return []
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return [str(item) for item in value]
+
+
+def address(value: Any) -> dict[str, Any] | str | None:
+    """A dict (snake_case keys) or an address object → Klaviyo's address properties."""
+    if not value:
+        return None
+    if isinstance(value, Mapping):
+        return {ADDRESS_KEYS.get(k, k): v for k, v in value.items() if v not in (None, "")}
+    if isinstance(value, str):
+        return value
+    result: dict[str, Any] = {}
+    for key, paths in ADDRESS_ATTRIBUTES.items():
+        for path in paths:
+            found = mapping.resolve(value, path)
+            if found not in (None, "") and not hasattr(found, "_meta"):
+                result[key] = str(found)
+                break
+    return result or None
+
+
+# --- orders ---------------------------------------------------------------------------
+
+
+def order_fields() -> dict[str, Any]:
+    return mapping.mapping("ORDER_FIELDS")
+
+
+def line_fields() -> dict[str, Any]:
+    return mapping.mapping("ORDER_LINE_FIELDS")
+
+
+def order_status(order: Any) -> Any:
+    return getattr(order, klaviyo_settings.ORDER_STATUS_FIELD, None)
+
+
+def order_profile(order: Any, fields: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Customer profile: the order's email (else the customer's) and the customer's id."""
+    fields = fields or order_fields()
+    profile: dict[str, Any] = {}
+    customer_id = mapping.resolve(order, fields["customer_id"])
+    email = mapping.resolve(order, fields["email"]) or ""
+    if customer_id is not None:
+        profile["external_id"] = str(customer_id)
+        if not email:
+            email = mapping.resolve(order, fields["customer_email"]) or ""
+    if email:
+        profile["email"] = str(email)
+    anonymous_id = mapping.resolve(order, fields["anonymous_id"])
+    if anonymous_id:
+        profile["anonymous_id"] = str(anonymous_id)
+    return profile
+
+
+def order_lines(order: Any, fields: dict[str, Any] | None = None) -> list[Any]:
+    return mapping.resolve_many(order, (fields or order_fields())["lines"])
+
+
+def order_id(order: Any, fields: dict[str, Any] | None = None) -> str:
+    """The order's id in Klaviyo: OrderId, and the unique_id of its order-level events."""
+    number = mapping.resolve(order, (fields or order_fields())["number"])
+    return str(number if number not in (None, "") else order.pk)
+
+
+def order_dedupe_key(order: Any, suffix: str) -> str:
+    return f"event:{order._meta.label_lower}:{order.pk}:{suffix}"
+
+
+def line_id(line: Any, fields: dict[str, Any] | None = None) -> str:
+    fields = fields or line_fields()
+    value = mapping.resolve(line, fields["id"])
+    if value in (None, ""):
+        value = mapping.resolve(line, fields["sku"]) or getattr(line, "pk", "")
+    return str(value)
+
+
+def line_item(line: Any, fields: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One order line as Klaviyo's Items[] entry."""
+    fields = fields or line_fields()
+    quantity = mapping.resolve(line, fields["quantity"])
+    quantity = 1 if quantity is None else quantity
+    unit_price = mapping.resolve(line, fields["unit_price"])
+    row_total = mapping.resolve(line, fields["row_total"])
+    if row_total in (None, "") and unit_price not in (None, ""):
+        row_total = _decimal(unit_price) * _decimal(quantity)
+    if unit_price in (None, "") and row_total not in (None, "") and quantity:
+        unit_price = _decimal(row_total) / _decimal(quantity)
+    sku = mapping.resolve(line, fields["sku"]) or ""
+    product_id = mapping.resolve(line, fields["product_id"])
+    return {
+        "ProductID": str(product_id if product_id not in (None, "") else sku or line_id(line)),
+        "SKU": str(sku),
+        "ProductName": str(mapping.resolve(line, fields["name"]) or ""),
+        "Quantity": quantity,
+        "ItemPrice": money(unit_price),
+        "RowTotal": money(row_total),
+        "ProductURL": str(mapping.resolve(line, fields["product_url"]) or ""),
+        "ImageURL": str(mapping.resolve(line, fields["image_url"]) or ""),
+        "Categories": categories_list(mapping.resolve(line, fields["categories"])),
+        "Brand": str(mapping.resolve(line, fields["brand"]) or ""),
+    }
+
+
+def unique_in_order(values: Iterable[Any]) -> list[Any]:
+    seen: list[Any] = []
+    for value in values:
+        if value and value not in seen:
+            seen.append(value)
+    return seen
+
+
+def items_properties(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """ItemNames, Categories, Brands, ItemCount and Items of an order's (or refund's) items."""
+    return {
+        "ItemNames": [item["ProductName"] for item in items],
+        "Categories": unique_in_order(c for item in items for c in item["Categories"]),
+        "Brands": unique_in_order(item["Brand"] for item in items),
+        "ItemCount": sum(
+            item["Quantity"] for item in items if isinstance(item["Quantity"], (int, float))
+        ),
+        "Items": items,
+    }
+
+
+def order_properties(
+    order: Any, items: list[dict[str, Any]], fields: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The Placed Order's properties, which every later event of the order repeats."""
+    fields = fields or order_fields()
+    properties: dict[str, Any] = {"OrderId": order_id(order, fields), **items_properties(items)}
+    discount_code = mapping.resolve(order, fields["discount_code"])
+    if discount_code:
+        properties["DiscountCode"] = str(discount_code)
+    discount_value = mapping.resolve(order, fields["discount_value"])
+    if discount_value not in (None, ""):
+        properties["DiscountValue"] = money(abs(Decimal(str(discount_value))))
+    for key, name in (
+        ("billing_address", "BillingAddress"),
+        ("shipping_address", "ShippingAddress"),
+    ):
+        value = address(mapping.resolve(order, fields[key]))
+        if value:
+            # Free-form store data, made plain JSON here (the event rules check it again).
+            properties[name] = to_json(value, f"properties.{name}", _depth=1)
+    return properties
+
+
+def order_event(
+    order: Any,
+    *,
+    name: str,
+    suffix: str,
+    properties: dict[str, Any],
+    value: float | None,
+    time: Any,
+    unique_id: str,
+    fields: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One order-level event spec (``name``: a key of METRIC_NAMES)."""
+    fields = fields or order_fields()
+    return {
+        "metric": mapping.metric(name),
+        "profile": order_profile(order, fields),
+        "properties": properties,
+        "value": value,
+        "value_currency": mapping.resolve(order, fields["currency"]) or None,
+        "time": iso_utc(time),
+        "unique_id": unique_id,
+        "dedupe_key": order_dedupe_key(order, suffix),
+    }
+
+
+def event_time(order: Any, key: str, fields: dict[str, Any]) -> Any:
+    return mapping.resolve(order, fields[key]) or mapping.resolve(order, fields["updated_at"])
+
+
+def placed_order_events(order: Any) -> list[dict[str, Any]]:
+    """Placed Order, carrying one Ordered Product per line: one outbox row per placed
+    order, sent as one bulk entry. The Ordered Products are given by reference
+    (``item_events``: their metric and one unique_id per entry of ``Items``); each is
+    made from its line's entry of ``Items`` when the row is sent, so the row holds every
+    line once."""
+    fields, lfields = order_fields(), line_fields()
+    lines = order_lines(order, fields)
+    items = [line_item(line, lfields) for line in lines]
+    properties = order_properties(order, items, fields)
+    oid = properties["OrderId"]
+    event = order_event(
+        order,
+        name="placed_order",
+        suffix="placed",
+        properties=properties,
+        value=money(mapping.resolve(order, fields["total"])),
+        time=event_time(order, "placed_at", fields),
+        unique_id=oid,
+        fields=fields,
+    )
+    if items:
+        event["item_events"] = {
+            "metric": mapping.metric("ordered_product"),
+            "unique_ids": [f"{oid}-{line_id(line, lfields)}" for line in lines],
+        }
+    return [event]
+
+
+def ordered_product_properties(oid: str, item: dict[str, Any]) -> dict[str, Any]:
+    """An Ordered Product's properties (``django_klaviyo.rules.events``, which derives
+    them when a Placed Order's row is sent)."""
+    return item_event_properties(oid, item)
+
+
+def status_event(order: Any, name: str, suffix: str, time_key: str) -> dict[str, Any]:
+    """Fulfilled / Cancelled / Refunded Order: the Placed Order's unique_id, properties and
+    (positive) value, so Klaviyo ties it to the order it follows."""
+    fields, lfields = order_fields(), line_fields()
+    items = [line_item(line, lfields) for line in order_lines(order, fields)]
+    properties = order_properties(order, items, fields)
+    if suffix == "fulfilled":
+        properties.update(
+            TrackingNumber=str(mapping.resolve(order, fields["tracking_number"]) or ""),
+            TrackingURL=str(mapping.resolve(order, fields["tracking_url"]) or ""),
+            Carrier=str(mapping.resolve(order, fields["carrier"]) or ""),
+        )
+    else:
+        properties["Reason"] = str(mapping.resolve(order, fields["cancel_reason"]) or "")
+    return order_event(
+        order,
+        name=name,
+        suffix=suffix,
+        properties=properties,
+        value=money(mapping.resolve(order, fields["total"])),
+        time=event_time(order, time_key, fields),
+        unique_id=properties["OrderId"],
+        fields=fields,
+    )
+
+
+def default_order_events(
+    order: Any, previous_status: str | None, created: bool
+) -> list[dict[str, Any]]:
+    status = order_status(order)
+    if not created and status == previous_status:
+        return []
+    if status in mapping.status_values("placed"):
+        if created:
+            if not klaviyo_settings.get("ORDER_PLACED_SIGNAL"):
+                logger.warning(
+                    "django-klaviyo: order %s was created directly in status %r, before its "
+                    "lines exist; no Placed Order is sent. Create it pending and move it to "
+                    "placed after saving the lines, set KLAVIYO['ORDER_PLACED_SIGNAL'], or "
+                    "call django_klaviyo.order_placed(order).",
+                    order.pk,
+                    status,
+                )
+            return []
+        return placed_order_events(order)
+    if status in mapping.status_values("fulfilled"):
+        return [status_event(order, "fulfilled_order", "fulfilled", "fulfilled_at")]
+    if status in mapping.status_values("cancelled"):
+        return [status_event(order, "cancelled_order", "cancelled", "cancelled_at")]
+    if status in mapping.status_values("refunded"):
+        from django_klaviyo.orders import refunds
+
+        return refunds.status_refund_events(order)
+    return []
+
+
+def empty_placed_order(spec: Mapping[str, Any]) -> str | None:
+    """Why a mapped Placed Order is empty (no value or no items), or None. Such a spec is
+    stored as a dead row with this reason, never sent as an empty event."""
+    if not isinstance(spec, Mapping) or spec.get("metric") != mapping.metric("placed_order"):
+        return None  # not a Placed Order (a non-dict is named by the event rules)
+    if spec.get("value") is None:
+        return "the Placed Order has no value: check ORDER_FIELDS['total']."
+    properties = spec.get("properties") or {}
+    if not properties.get("Items") and not spec.get("expand") and not spec.get("item_events"):
+        return (
+            "the Placed Order has no items: check ORDER_FIELDS['lines'], and save the "
+            "lines before the order is placed."
+        )
+    return None

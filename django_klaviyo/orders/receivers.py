@@ -1,0 +1,138 @@
+"""Save receivers of the ORDER_MODEL: store changes to orders become outbox rows.
+
+``connect()`` (called from ``AppConfig.ready``) connects:
+
+* the ORDER_MODEL (``KLAVIYO["ORDER_MODEL"] = "app_label.Model"``; nothing when unset or
+  not installed, which the system checks report): ``post_init`` remembers the loaded
+  status, ``post_save`` asks ORDER_EVENTS_MAPPER for events when the status changed
+  (or the order was created) and enqueues them in one INSERT;
+* ``ORDER_PLACED_SIGNAL`` (a store's "order placed" signal, sent after the lines exist):
+  enqueues the Placed Order through ``django_klaviyo.orders.placement``, as
+  ``order_placed()`` does.
+
+Failure policy (shared with the user receivers, ``django_klaviyo.profiles.receivers``;
+``django_klaviyo.outbox.refused.run_mapper``): the store's save must not depend on
+Klaviyo, and nothing is dropped. What a mapper or the rulebook refuses
+(``KlaviyoValidationError``: bad email, bad currency, nesting too deep) is kept as a dead
+outbox row with the reason (``django_klaviyo.outbox.refused``), and the valid events of
+the same save are enqueued as usual. Any other mapper error is re-raised when
+``settings.DEBUG`` is on (so developers see it) and otherwise logged with its traceback and
+kept as a dead row too. Database errors while writing the outbox row are NOT swallowed:
+the row is part of the store's transaction, and committing the order without it would
+silently lose the event.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+from django.db.models.signals import post_init, post_save
+
+from django_klaviyo import accounts
+from django_klaviyo.conf import klaviyo_settings, resolve_model
+from django_klaviyo.exceptions import KlaviyoValidationError
+from django_klaviyo.models import OutboxEvent
+from django_klaviyo.orders import placement
+from django_klaviyo.outbox.refused import record_refused, run_mapper, source_label
+
+STATUS_SNAPSHOT = "_klaviyo_loaded_status"
+_UNKNOWN = object()
+
+
+def connect() -> None:
+    """Connect the order receivers; safe to call more than once."""
+    try:
+        order_model = resolve_model(klaviyo_settings.get("ORDER_MODEL", None))
+    except ImproperlyConfigured:
+        return  # KLAVIYO is not a dict: `check` reports django_klaviyo.E010, no traceback
+    placement.connect_placed_signal()
+    if order_model is not None:
+        post_init.connect(
+            _order_post_init, sender=order_model, dispatch_uid="django_klaviyo_order_init"
+        )
+        post_save.connect(
+            _order_post_save, sender=order_model, dispatch_uid="django_klaviyo_order_save"
+        )
+
+
+def _order_post_init(sender: Any, instance: Any, **kwargs: Any) -> None:
+    # Deferred status: unknown; the fixed dedupe keys keep a re-sent event out.
+    field = klaviyo_settings.ORDER_STATUS_FIELD
+    instance.__dict__[STATUS_SNAPSHOT] = instance.__dict__.get(field, _UNKNOWN)
+
+
+def _order_post_save(
+    sender: Any,
+    instance: Any,
+    created: bool,
+    raw: bool = False,
+    using: str | None = None,
+    update_fields: Any = None,
+    **kwargs: Any,
+) -> None:
+    field = klaviyo_settings.ORDER_STATUS_FIELD
+    previous = instance.__dict__.get(STATUS_SNAPSHOT, _UNKNOWN)
+    current = instance.__dict__.get(field, _UNKNOWN)
+    instance.__dict__[STATUS_SNAPSHOT] = current
+    if raw or not klaviyo_settings.ENABLED:
+        return
+    if not created:
+        if update_fields is not None and field not in update_fields:
+            return
+        if previous == current:
+            return
+    # One mapper and one enqueue path with order_placed() and ORDER_PLACED_SIGNAL.
+    try:
+        mapper, _own = placement.order_mapper()
+    except ImproperlyConfigured:
+        mapper = None  # run_mapper applies the failure policy
+    specs = run_mapper(
+        "ORDER_EVENTS_MAPPER",
+        instance,
+        None if previous is _UNKNOWN else previous,
+        created,
+        mapper=mapper,
+        kind=OutboxEvent.Kind.EVENT,
+        using=using,
+    )
+    if specs:
+        enqueue_or_keep_refused(specs, instance, using=using)
+
+
+def enqueue_or_keep_refused(specs: list[dict[str, Any]], order: Any, *, using: str | None) -> None:
+    """Enqueue ``specs`` (``placement.enqueue_order_events``) for the order's Klaviyo account;
+    if any is refused (or no account can be named), each valid one is enqueued and each
+    refused one kept as a dead row."""
+    every = specs if isinstance(specs, (list, tuple)) else [specs]
+    try:
+        account = accounts.account_for(order)
+    except KlaviyoValidationError as exc:
+        # An unknown account or a failing ACCOUNT_RESOLVER: the save goes on, and the
+        # events are kept dead with the reason (docs/accounts.md).
+        for spec in every:
+            record_refused(
+                OutboxEvent.Kind.EVENT, spec, exc, source=source_label(order), using=using
+            )
+        return
+    try:
+        # Rows are checked before their INSERT runs, so a refusal leaves nothing behind.
+        placement.enqueue_order_events(specs, order, using=using, objects=False, account=account)
+        return
+    except KlaviyoValidationError:
+        pass
+    for spec in every:
+        try:
+            # Dedupe keys keep a row the first attempt already wrote from doubling.
+            placement.enqueue_order_events(
+                [spec], order, using=using, objects=False, account=account
+            )
+        except KlaviyoValidationError as exc:
+            record_refused(
+                OutboxEvent.Kind.EVENT,
+                spec,
+                exc,
+                source=source_label(order),
+                using=using,
+                account=account,
+            )

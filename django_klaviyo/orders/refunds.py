@@ -1,0 +1,151 @@
+"""Refunded Order events from the refunds a store records: partial and repeated refunds,
+each sent once, with the amount and the items refunded.
+
+A refund is a record of the store (a model instance read through ``REFUND_FIELDS`` and
+``REFUND_LINE_FIELDS``) or a dict with the same keys (``id``, ``amount``, ``reason``,
+``lines`` of ``{"line": <order line>, "quantity": n, "amount": x}``, ``created_at``), given
+to ``django_klaviyo.order_refunded(order, refund=...)``.
+
+unique_id scheme, and what it means for customer lifetime value (CLV)
+    Klaviyo subtracts a Refunded Order from CLV only when its unique_id equals the Placed
+    Order's, and keeps one event per (profile, metric, unique_id). So:
+
+    * the order's FIRST refund gets the order id (the Placed Order's unique_id): Klaviyo
+      subtracts its value from CLV;
+    * every LATER refund of the order gets ``<order id>-refund-<refund id>``: it is
+      recorded (flows, reports, the amount), but CLV does not subtract it. Its property
+      ``ReversesPlacedOrder`` is False (True on the first), so segments can tell them apart.
+
+    Each refund's dedupe key is ``event:<app>.<model>:<pk>:refund:<refund id>``: calling
+    ``order_refunded`` again for the same refund enqueues nothing. An order moved to
+    ``ORDER_STATUS_REFUNDED`` sends a full Refunded Order (the order total) only when no
+    refund record of it was sent: refunds recorded one by one are not counted twice.
+    "First" is decided from the outbox (rows older than ``klaviyo_purge``'s retention
+    are gone, and two refunds of one order committed concurrently may both claim it;
+    Klaviyo then keeps the first).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+from django_klaviyo.models import OutboxEvent
+from django_klaviyo.orders import fields as mapping
+from django_klaviyo.orders import mappers as ecommerce
+
+logger = logging.getLogger(__name__)
+
+
+def refund_prefix(order: Any) -> str:
+    return ecommerce.order_dedupe_key(order, "refund:")
+
+
+def earlier_refund_sent(order: Any) -> bool:
+    """Whether a Refunded Order of ``order`` is already in the outbox."""
+    return (
+        OutboxEvent.objects.using(order._state.db or "default")
+        .filter(dedupe_key__startswith=refund_prefix(order))
+        .exists()
+    )
+
+
+def _refund_id(refund: Any, fields: dict[str, Any]) -> str:
+    value = mapping.resolve(refund, fields["id"])
+    if value in (None, "") and isinstance(refund, Mapping):
+        value = refund.get("id")
+    if value in (None, ""):
+        raise ValueError("a refund needs an id (REFUND_FIELDS['id']).")
+    return str(value)
+
+
+def refunded_items(refund: Any) -> list[dict[str, Any]]:
+    """The refund's lines as Klaviyo Items[] entries: the order line's item with the
+    refunded Quantity and RowTotal."""
+    fields = mapping.mapping("REFUND_FIELDS")
+    rfields = mapping.mapping("REFUND_LINE_FIELDS")
+    lfields = ecommerce.line_fields()
+    items = []
+    for refund_line in mapping.resolve_many(refund, fields["lines"]):
+        line = mapping.resolve(refund_line, rfields["line"])
+        item = ecommerce.line_item(line, lfields) if line is not None else {}
+        quantity = mapping.resolve(refund_line, rfields["quantity"])
+        if quantity is not None:
+            item["Quantity"] = quantity
+        amount = mapping.resolve(refund_line, rfields["amount"])
+        if amount in (None, "") and item.get("ItemPrice") is not None:
+            amount = Decimal(str(item["ItemPrice"])) * Decimal(str(item.get("Quantity", 1)))
+        item["RowTotal"] = ecommerce.money(amount)
+        items.append(item)
+    return items
+
+
+def refund_events(order: Any, refund: Any) -> list[dict[str, Any]]:
+    """The Refunded Order spec of one refund record (see the module doc for its ids)."""
+    fields = mapping.mapping("REFUND_FIELDS")
+    ofields = ecommerce.order_fields()
+    refund_id = _refund_id(refund, fields)
+    items = refunded_items(refund)
+    amount = mapping.resolve(refund, fields["amount"])
+    if amount in (None, ""):
+        totals = [item["RowTotal"] for item in items if item.get("RowTotal") is not None]
+        amount = sum((Decimal(str(t)) for t in totals), Decimal(0)) if totals else None
+    oid = ecommerce.order_id(order, ofields)
+    first = not earlier_refund_sent(order)
+    properties = ecommerce.order_properties(order, items, ofields)
+    properties.update(
+        RefundId=refund_id,
+        Reason=str(mapping.resolve(refund, fields["reason"]) or ""),
+        ReversesPlacedOrder=first,
+        # The order's items (and quantities) this refund does not cover: Klaviyo's guide
+        # asks to tell what was and was not refunded.
+        NotRefundedItems=not_refunded(order, items, ofields),
+    )
+    return [
+        ecommerce.order_event(
+            order,
+            name="refunded_order",
+            suffix=f"refund:{refund_id}",
+            properties=properties,
+            value=ecommerce.money(abs(Decimal(str(amount))) if amount is not None else None),
+            time=mapping.resolve(refund, fields["created_at"])
+            or mapping.resolve(order, ofields["updated_at"]),
+            unique_id=oid if first else f"{oid}-refund-{refund_id}",
+            fields=ofields,
+        )
+    ]
+
+
+def not_refunded(
+    order: Any, refunded: list[dict[str, Any]], fields: dict[str, Any]
+) -> list[dict[str, Any]]:
+    taken: dict[tuple[Any, Any], Any] = {}
+    for item in refunded:
+        key = (item.get("ProductID"), item.get("SKU"))
+        taken[key] = taken.get(key, 0) + (item.get("Quantity") or 0)
+    remaining = []
+    for line in ecommerce.order_lines(order, fields):
+        item = ecommerce.line_item(line)
+        key = (item["ProductID"], item["SKU"])
+        left = item["Quantity"] - taken.pop(key, 0)
+        if left > 0:
+            item["Quantity"] = left
+            if item["ItemPrice"] is not None:
+                item["RowTotal"] = ecommerce.money(Decimal(str(item["ItemPrice"])) * left)
+            remaining.append(item)
+    return remaining
+
+
+def status_refund_events(order: Any) -> list[dict[str, Any]]:
+    """The full Refunded Order of an order moved to ORDER_STATUS_REFUNDED, unless its
+    refunds were already sent one by one."""
+    if earlier_refund_sent(order):
+        logger.info(
+            "django-klaviyo: order %s is refunded; its refunds were already sent.", order.pk
+        )
+        return []
+    event = ecommerce.status_event(order, "refunded_order", "refund:full", "refunded_at")
+    event["properties"]["ReversesPlacedOrder"] = True
+    return [event]

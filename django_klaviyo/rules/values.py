@@ -1,0 +1,248 @@
+"""Leaf value rules shared by the rulebook, the mappers and the client.
+
+``to_json`` is the one walk over a payload: it converts Python values to plain JSON and
+checks every limit that applies to a value (nesting, array length, string size, text
+PostgreSQL can store). ``iso_time`` is the one rule for times: a naive datetime is read
+in the current Django time zone (``timezone.make_aware``), at enqueue and in the client.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import uuid
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+from django.utils.functional import Promise
+
+from django_klaviyo.exceptions import KlaviyoValidationError
+from django_klaviyo.rules import limits
+
+
+def check_text(value: str, path: str) -> str:
+    """Refuse text that PostgreSQL cannot store (NUL, a lone surrogate) or Klaviyo refuses
+    (over 100 KB). Such text would abort the caller's transaction with a DataError at
+    INSERT time, so it is refused before, with the field named."""
+    if value.isascii():
+        size = len(value)
+        if "\x00" in value:
+            raise KlaviyoValidationError(
+                f"{path} contains a NUL character, which cannot be stored.", field=path
+            )
+    else:
+        try:
+            size = len(value.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise KlaviyoValidationError(
+                f"{path} contains a lone surrogate (invalid Unicode text).", field=path
+            ) from None
+        if "\x00" in value:
+            raise KlaviyoValidationError(
+                f"{path} contains a NUL character, which cannot be stored.", field=path
+            )
+    if size > limits.MAX_STRING_BYTES:
+        raise KlaviyoValidationError(
+            f"{path} is {size} bytes; Klaviyo accepts strings of at most "
+            f"{limits.MAX_STRING_BYTES} bytes.",
+            field=path,
+        )
+    return value
+
+
+_MAX_STRING_BYTES = limits.MAX_STRING_BYTES
+# Short dict keys already found to be plain text (see ``_container``); bounded, so
+# payloads with ever-new keys cannot grow it without end.
+_PLAIN_KEYS: set[str] = set()
+_PLAIN_KEYS_MAX = 4096
+# Leaf types returned as they are (exact types: subclasses take the general path).
+_PLAIN_LEAVES = frozenset({type(None), bool, int})
+
+
+def to_json(value: Any, path: str, *, _depth: int = 0) -> Any:
+    """``value`` as plain JSON types (Decimal → float, datetime → ISO string), or raise.
+
+    One walk that converts and checks; the error names the exact path of the offending
+    value ("properties.Items[2].Price"). Plain leaves (ASCII text, ints, finite floats)
+    are checked inline in their container's loop, and a child's path is only formatted
+    when the child needs a call of its own: this walk runs inside every tracked save.
+    """
+    kind = type(value)
+    if kind is str:
+        return check_text(value, path)
+    if kind in _PLAIN_LEAVES:
+        return value
+    if kind is float:
+        if not math.isfinite(value):
+            raise KlaviyoValidationError(f"{path} is {value!r}, not valid JSON.", field=path)
+        return value
+    if kind is dict or kind is list:
+        return _container(value, path, _depth)
+    if isinstance(value, (bool, int)):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise KlaviyoValidationError(f"{path} is {value!r}, not valid JSON.", field=path)
+        return value
+    if isinstance(value, str):  # a str subclass (SafeString)
+        return check_text(str(value), path)
+    if isinstance(value, (Mapping, list, tuple)):
+        return _container(value, path, _depth)
+    if _depth > limits.MAX_DEPTH:
+        raise KlaviyoValidationError(
+            f"{path} is nested more than {limits.MAX_DEPTH} levels deep.", field=path
+        )
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise KlaviyoValidationError(f"{path} is {value}, not a number.", field=path)
+        return float(value)
+    if isinstance(value, dt.datetime):
+        return aware(value).astimezone(dt.timezone.utc).isoformat()
+    if isinstance(value, (dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, Promise):
+        return check_text(str(value), path)
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    raise KlaviyoValidationError(
+        f"{path} holds a {type(value).__name__}, which is not JSON-serialisable; "
+        "convert it to a string, number, list or dict.",
+        field=path,
+    )
+
+
+def _container(value: Any, path: str, _depth: int) -> Any:
+    """``to_json`` of a mapping, list or tuple."""
+    if _depth > limits.MAX_DEPTH:
+        raise KlaviyoValidationError(
+            f"{path} is nested more than {limits.MAX_DEPTH} levels deep.", field=path
+        )
+    if type(value) is dict or isinstance(value, Mapping):
+        result = {}
+        depth = _depth + 1
+        for key, item in value.items():
+            # Keys repeat from payload to payload (a store's property names): one passed
+            # is known plain text. Others are checked inline (ASCII, no NUL, within the
+            # size limit) or by check_text, because this loop runs for every tracked save.
+            if key not in _PLAIN_KEYS:
+                if (
+                    type(key) is str
+                    and key.isascii()
+                    and len(key) <= _MAX_STRING_BYTES
+                    and "\x00" not in key
+                ):
+                    if len(_PLAIN_KEYS) < _PLAIN_KEYS_MAX and len(key) <= 64:
+                        _PLAIN_KEYS.add(key)
+                else:
+                    if not isinstance(key, str):
+                        raise KlaviyoValidationError(
+                            f"{path} has a key {key!r} that is not a string.", field=path
+                        )
+                    check_text(key, f"{path} key")
+            leaf = type(item)
+            if (
+                leaf in _PLAIN_LEAVES
+                or (
+                    leaf is str
+                    and item.isascii()
+                    and len(item) <= _MAX_STRING_BYTES
+                    and "\x00" not in item
+                )
+                or (leaf is float and math.isfinite(item))
+            ):
+                result[key] = item
+            else:
+                result[key] = to_json(item, f"{path}.{key}", _depth=depth)
+        return result
+    if len(value) > limits.MAX_ARRAY_ITEMS:
+        raise KlaviyoValidationError(
+            f"{path} has {len(value)} items; Klaviyo accepts at most {limits.MAX_ARRAY_ITEMS}.",
+            field=path,
+        )
+    items = []
+    depth = _depth + 1
+    for i, item in enumerate(value):
+        leaf = type(item)
+        if (
+            leaf in _PLAIN_LEAVES
+            or (
+                leaf is str
+                and item.isascii()
+                and len(item) <= _MAX_STRING_BYTES
+                and "\x00" not in item
+            )
+            or (leaf is float and math.isfinite(item))
+        ):
+            items.append(item)
+        else:
+            items.append(to_json(item, f"{path}[{i}]", _depth=depth))
+    return items
+
+
+def aware(value: dt.datetime) -> dt.datetime:
+    """The one rule for naive datetimes: they are in the current Django time zone."""
+    return timezone.make_aware(value) if timezone.is_naive(value) else value
+
+
+def parse_iso(text: str, path: str) -> dt.datetime:
+    """An ISO-8601 string (with or without offset) as a datetime, or a
+    ``KlaviyoValidationError`` naming the field."""
+    try:
+        parsed = parse_datetime(text.strip())
+    except ValueError:
+        parsed = None
+    if parsed is None:
+        raise KlaviyoValidationError(f"{path} {text!r} is not an ISO-8601 date-time.", field=path)
+    return parsed
+
+
+def iso_time(value: Any, path: str = "time", *, allow_future: bool = True) -> str:
+    """An aware or naive datetime, or an ISO-8601 string (with or without offset) → an
+    ISO-8601 UTC string inside Klaviyo's window (after 1990, at most a year ahead)."""
+    if isinstance(value, str):
+        value = parse_iso(value, path)
+    elif not isinstance(value, dt.datetime):
+        raise KlaviyoValidationError(
+            f"{path} must be a datetime or an ISO-8601 string, not {type(value).__name__}.",
+            field=path,
+        )
+    value = aware(value).astimezone(dt.timezone.utc)
+    if value < limits.EARLIEST_EVENT_TIME:
+        raise KlaviyoValidationError(f"{path} must be after 1990.", field=path)
+    now = timezone.now()
+    latest = now + limits.LATEST_EVENT_TIME_AHEAD if allow_future else now
+    if value > latest:
+        which = "more than a year in the future" if allow_future else "in the future"
+        raise KlaviyoValidationError(f"{path} must not be {which}.", field=path)
+    return value.isoformat()
+
+
+def number(value: Any, path: str = "value") -> float | None:
+    """A finite number (Decimal and int become float), or None."""
+    if value is None:
+        return None
+    # bool is an int subclass, but True is not an amount of money.
+    if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
+        raise KlaviyoValidationError(
+            f"{path} must be a number, not {type(value).__name__}.", field=path
+        )
+    result = float(value)
+    if not math.isfinite(result):
+        raise KlaviyoValidationError(f"{path} must be a finite number.", field=path)
+    return result
+
+
+def key(value: Any, path: str) -> str:
+    """A non-empty string column value (unique_id, dedupe_key) of at most 255 characters."""
+    if not isinstance(value, str) or not value:
+        raise KlaviyoValidationError(f"{path} must be a non-empty string.", field=path)
+    if len(value) > limits.KEY_MAX_LENGTH:
+        raise KlaviyoValidationError(
+            f"{path} must be at most {limits.KEY_MAX_LENGTH} characters.", field=path
+        )
+    return check_text(value, path)

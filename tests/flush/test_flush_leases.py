@@ -1,0 +1,172 @@
+"""Leases that match the work.
+
+A flusher renews the lease of the rows it still holds while it works on them, so a slow
+batch is not reclaimed (and re-sent) by another flusher; it records outcomes only for rows
+it still holds, and its report counts only those. Unknown profiles of list adds are
+resolved in bulk, never one request per row.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import responses
+from django.db import connection
+
+from django_klaviyo.flush import flush_outbox
+from django_klaviyo.models import OutboxEvent
+from django_klaviyo.testing.sandbox import SandboxServer
+from tests.flush.test_flush import EVENTS_URL, make_event, make_row
+from tests.klaviyo_fixtures import FakeClock
+
+Status = OutboxEvent.Status
+Kind = OutboxEvent.Kind
+
+# Rate-limit windows live in the cache: every test starts with none.
+pytestmark = pytest.mark.usefixtures("fresh_rate_limits")
+
+# Each of the batch's requests is slow, so the batch outlives the lease unless renewed.
+LATENCY = 0.4
+LEASE_SECONDS = 2
+
+
+@pytest.mark.django_db
+def test_a_flusher_that_lost_its_lease_records_and_reports_nothing_for_those_rows() -> None:
+    """While the request is out, the rows' lease passes to another flusher (this one was
+    too slow): the answer must not overwrite that flusher's rows, nor count in the report."""
+    from django_klaviyo.client import KlaviyoClient
+
+    clock = FakeClock()
+    rows = [make_event(unique_id=f"u{i}") for i in range(5)]
+
+    def taken_over_meanwhile(request: Any) -> tuple[int, dict, str]:
+        OutboxEvent.objects.update(locked_by="other-host:2:abc", locked_at=clock.now)
+        return 202, {}, ""
+
+    with responses.RequestsMock() as mocked:
+        mocked.add_callback(responses.POST, EVENTS_URL, callback=taken_over_meanwhile)
+        report = flush_outbox(
+            client=KlaviyoClient(sleep=clock.sleep, clock=clock.monotonic),
+            clock=clock,
+            sleep=clock.sleep,
+        )
+
+    assert report.sent == 0
+    assert report.lost_leases == 5
+    assert "5 row(s) lost to another flusher" in report.summary_lines()[0]
+    for row in rows:
+        row.refresh_from_db()
+        assert (row.status, row.locked_by) == (Status.SENDING, "other-host:2:abc")
+
+
+def _added_ids(record: Path) -> Counter[str]:
+    """How many times each profile id was sent to add_profiles_to_list."""
+    added: Counter[str] = Counter()
+    for line in record.read_text().splitlines():
+        entry = json.loads(line)
+        if entry["operation"] == "add_profiles_to_list":
+            added.update(item["id"] for item in entry["body"]["data"])
+    return added
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_flushers_with_a_short_lease_never_resend_what_the_other_still_holds(
+    tmp_path: Path, settings: Any
+) -> None:
+    """The issue's livelock, scaled down: list adds for profiles Klaviyo does not know yet,
+    a slow Klaviyo, a lease shorter than a batch, two flushers."""
+    record = tmp_path / "sandbox.jsonl"
+    with SandboxServer(latency=LATENCY, record_path=record) as sandbox:
+        settings.KLAVIYO = {
+            **settings.KLAVIYO,
+            "API_URL": sandbox.url,
+            "LEASE_SECONDS": LEASE_SECONDS,
+        }
+        list_id = sandbox.state.create_list("Newsletter")["id"]
+        OutboxEvent.objects.bulk_create(
+            [
+                OutboxEvent(
+                    kind=Kind.LIST_ADD,
+                    payload={"list_id": list_id, "profile": {"email": f"new{i}@example.com"}},
+                    profile_key=f"email:new{i}@example.com",
+                )
+                for i in range(200)
+            ]
+        )
+        reports: list[Any] = []
+        errors: list[BaseException] = []
+
+        def flusher() -> None:
+            try:
+                reports.append(flush_outbox(batch_size=100, max_seconds=120))
+            except BaseException as exc:  # surfaced below
+                errors.append(exc)
+            finally:
+                connection.close()
+
+        threads = [threading.Thread(target=flusher) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=180)
+        counts = sandbox.state.request_counts()
+        members = sandbox.state.members(list_id)
+
+    assert not errors
+    assert OutboxEvent.objects.filter(status=Status.SENT).count() == 200
+    assert sorted(r.sent for r in reports) == [100, 100]
+    assert all(r.reclaimed == 0 and r.lost_leases == 0 for r in reports)
+    added = _added_ids(record)
+    assert len(added) == 200 and set(added.values()) == {1}  # no profile added twice
+    assert len(members) == 200
+    # In bulk: one import job per batch of 100, never one profile-import per row.
+    assert sum(counts["bulk_import_profiles"].values()) == 2
+    assert "create_or_update_profile" not in counts
+    assert sum(counts["get_profiles"].values()) == 2  # one lookup of 100 emails per batch
+
+
+@pytest.mark.django_db
+def test_a_catalog_job_being_polled_keeps_its_rows_lease(monkeypatch) -> None:
+    """A catalog job may be polled for minutes (CATALOG_JOB_TIMEOUT): the lease of its
+    rows is renewed between polls, as between any two requests, so another flusher does
+    not reclaim (and re-send) them meanwhile."""
+    from django_klaviyo.client import KlaviyoClient, UnlimitedRateLimiter
+    from django_klaviyo.flush import lease
+
+    monkeypatch.setattr(lease, "RENEW_AFTER", 0.0)  # renew at every chance
+    clock = FakeClock()
+    row = make_row(
+        Kind.CATALOG_CATEGORY,
+        {"op": "upsert", "external_id": "kitchen", "create": True, "attributes": {"name": "K"}},
+    )
+    url = "https://a.klaviyo.com/api/catalog-category-bulk-create-jobs"
+    leased_at: list[Any] = []
+
+    def job(status: str) -> dict[str, Any]:
+        return {"data": {"type": "x", "id": "job-1", "attributes": {"status": status}}}
+
+    def poll(request: Any) -> tuple[int, dict, str]:
+        leased_at.append(OutboxEvent.objects.get(pk=row.pk).locked_at)
+        return 200, {}, json.dumps(job("processing" if len(leased_at) < 3 else "complete"))
+
+    with responses.RequestsMock() as mocked:
+        mocked.add(responses.POST, url, status=202, json=job("queued"))
+        mocked.add_callback(responses.GET, f"{url}/job-1", callback=poll)
+        flush_outbox(
+            client=KlaviyoClient(
+                rate_limiter=UnlimitedRateLimiter(), clock=clock.monotonic, sleep=clock.sleep
+            ),
+            clock=clock,
+            sleep=clock.sleep,
+        )
+
+    assert len(leased_at) == 3
+    assert leased_at == sorted(set(leased_at))  # renewed before every poll
+    row.refresh_from_db()
+    assert row.status == Status.SENT

@@ -1,0 +1,159 @@
+"""Task-queue mode: outbox_ready enqueues a debounced flush task on the project's task
+backend, and a real worker (django-tasks-db's ``db_worker``) drains the outbox."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.core.cache import caches
+from django.db import connection, transaction
+from django.test import override_settings
+
+from django_klaviyo import api
+from django_klaviyo.outbox import task_queue
+from django_klaviyo.outbox.tasks import flush_outbox_task
+from django_klaviyo.testing.sandbox import SandboxServer
+from tests.flush.test_reliability_processes import EXAMPLE_PROJECT, flusher_env
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def klaviyo(**overrides: object) -> override_settings:
+    return override_settings(KLAVIYO={**settings.KLAVIYO, **overrides})
+
+
+@pytest.fixture
+def dummy_backend() -> Iterator[object]:
+    backend = flush_outbox_task.using(backend="default").get_backend()
+    backend.clear()
+    caches["default"].delete(task_queue.DEBOUNCE_KEY)
+    yield backend
+    backend.clear()
+    caches["default"].delete(task_queue.DEBOUNCE_KEY)
+
+
+def write_row(email: str) -> None:
+    with transaction.atomic():
+        api.track("Viewed Product", {"email": email})
+
+
+@pytest.mark.django_db(transaction=True)
+def test_without_the_setting_writing_rows_enqueues_no_task(dummy_backend):
+    write_row("a@example.com")
+    assert dummy_backend.results == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_committed_write_enqueues_one_deferred_flush_task_per_debounce_window(dummy_backend):
+    with klaviyo(FLUSH_TASK_BACKEND="default", FLUSH_TASK_DEBOUNCE_SECONDS=60):
+        write_row("a@example.com")
+        write_row("b@example.com")  # same window: no second task
+        (result,) = dummy_backend.results
+        assert result.task.func is flush_outbox_task.func
+        assert result.task.run_after is not None  # runs when the window closes
+        caches["default"].delete(task_queue.DEBOUNCE_KEY)  # the window ends
+        write_row("c@example.com")
+    assert len(dummy_backend.results) == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_rolled_back_write_enqueues_nothing(dummy_backend):
+    def failed_order() -> None:
+        with transaction.atomic():
+            api.track("Viewed Product", {"email": "a@example.com"})
+            raise RuntimeError("the order failed")
+
+    with klaviyo(FLUSH_TASK_BACKEND="default"), pytest.raises(RuntimeError):
+        failed_order()
+    assert dummy_backend.results == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_broken_task_backend_never_breaks_the_stores_save(dummy_backend, caplog):
+    with klaviyo(FLUSH_TASK_BACKEND="no-such-backend"):
+        write_row("a@example.com")
+    assert "could not enqueue the flush task" in caplog.text
+    from django_klaviyo.models import OutboxEvent
+
+    assert OutboxEvent.objects.count() == 1  # the row is there for the periodic flush
+
+
+# --- end to end: a real worker process ------------------------------------------------------
+
+PLACE_ORDERS = """
+from decimal import Decimal
+from shop import services
+for i in range({count}):
+    services.place_order(email=f"buyer{{i}}@example.com",
+                         lines=[{{"sku": "TEE", "name": "Tee", "unit_price": Decimal("5")}}])
+"""
+
+
+def task_env(database_url: str, api_url: str) -> dict[str, str]:
+    env = flusher_env(database_url, api_url)
+    env["DJANGO_SETTINGS_MODULE"] = "tests.projects.task_settings"
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(EXAMPLE_PROJECT)])
+    return env
+
+
+def manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=EXAMPLE_PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> str:
+    if connection.vendor == "postgresql":
+        s = connection.settings_dict
+        return f"postgres://{s['USER']}:{s['PASSWORD']}@{s['HOST']}:{s['PORT']}/{s['NAME']}"
+    return f"sqlite:///{tmp_path / 'shop.sqlite3'}"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_db_worker_drains_the_outbox_into_the_sandbox(database_url):
+    with SandboxServer(time_scale=0.05) as sandbox:
+        env = task_env(database_url, sandbox.url)
+        if database_url.startswith("sqlite"):
+            manage(env, "migrate", "--no-input", "-v", "0")
+        worker = subprocess.Popen(
+            [sys.executable, "manage.py", "db_worker", "--interval", "0.2", "--no-startup-delay"],
+            cwd=EXAMPLE_PROJECT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            # A separate process is the store: its commits enqueue the flush tasks.
+            manage(env, "shell", "-c", PLACE_ORDERS.format(count=5))
+            deadline = time.monotonic() + 120
+            while len(sandbox.state.events("Placed Order")) < 5:
+                assert worker.poll() is None, worker.stderr.read()
+                assert time.monotonic() < deadline, "the worker did not drain the outbox"
+                time.sleep(0.2)
+        finally:
+            worker.terminate()
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait(timeout=30)
+        placed = sandbox.state.events("Placed Order")
+        assert len({e["profile_id"] for e in placed}) == 5
+        assert sandbox.state.duplicate_events == 0
+        state = manage(env, "klaviyo_status", "--json", "--max-dead", "0")
+        assert '"due": 0' in state.stdout and '"dead": 0' in state.stdout

@@ -1,0 +1,1 @@
+"""The test projects: settings variants, URL confs and the test apps they install."""
