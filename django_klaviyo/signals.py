@@ -1,4 +1,5 @@
-"""Signals django-klaviyo sends (definitions only; the save receivers are in ``receivers``).
+"""Signals django-klaviyo sends (definitions only; the save receivers are in
+``orders.receivers``, ``profiles.receivers`` and ``catalog.receivers``).
 
 ``outbox_ready``: sent after a transaction that wrote outbox rows commits, a wake-up hint
 for flushers. kwargs: ``count`` (rows written by that call), ``kinds`` (frozenset of kinds).

@@ -5,6 +5,8 @@ Every query is bounded by an index, so a probe every few seconds stays cheap at 
 rows: due rows through the partial "due" index, dead rows through the partial "failing"
 index, the last send and the timeline through the partial "sent" index. Nothing counts the
 whole table; the dashboard's timeline counts at most ``cap`` rows an hour.
+
+``health.views``: the same figures as JSON, the status endpoint for monitors and probes.
 """
 
 from __future__ import annotations

@@ -13,6 +13,12 @@ Rows record the rules version they passed.
 Every row of one call goes in ONE ``INSERT`` (``django_klaviyo.outbox.insert``). Rows
 carrying a ``dedupe_key`` are inserted with ``ON CONFLICT DO NOTHING`` on its unique
 constraint, so saving the same state again adds nothing.
+
+The rest of the outbox package: ``insert`` (the hand-written INSERT), ``refused`` (dead
+rows for what the save path could not enqueue, and the save receivers' failure policy),
+``actions`` (operator actions shared by the admin and the commands), ``purge`` (deleting
+old finished rows), ``backfill`` (history into the outbox), ``tasks`` and ``task_queue``
+(the flush as a task of Django's Tasks framework).
 """
 
 from __future__ import annotations
