@@ -326,14 +326,18 @@ class KlaviyoClient(AccountMethods, CatalogMethods):
 
     def find_profiles(self, field: str, values: Sequence[str]) -> list[dict[str, Any]]:
         """The profiles whose ``field`` (email, phone_number, external_id) is one of
-        ``values`` (at most 100, one ``GET /api/profiles?filter=any(...)``; all pages)."""
+        ``values`` (at most ``limits.VALUES_PER_PROFILE_LOOKUP``, one
+        ``GET /api/profiles?filter=any(...)``; all pages)."""
         if field not in ("email", "phone_number", "external_id"):
             raise KlaviyoValidationError(f"Cannot look profiles up by {field!r}.", field="field")
         values = [str(v) for v in values]
         if not values:
             return []
-        if len(values) > 100:
-            raise KlaviyoValidationError("At most 100 values per profile lookup.", field="values")
+        if len(values) > limits.VALUES_PER_PROFILE_LOOKUP:
+            raise KlaviyoValidationError(
+                f"At most {limits.VALUES_PER_PROFILE_LOOKUP} values per profile lookup.",
+                field="values",
+            )
         params = collection_params(
             filter=any_(field, values),
             fields={"profile": ["email", "phone_number", "external_id"]},
