@@ -41,6 +41,12 @@ def __getattr__(name: str) -> Any:
 # the old layout still imports, as the module that holds its code now, with a
 # DeprecationWarning: settings that name a mapper or a task by its old path, and imports
 # in a store's code, keep working. One table, one finder; nothing else knows the old names.
+# What payloads.py held went to one body module per Klaviyo resource (its ``*_body``
+# functions, which cleaned then built, are the client's methods now).
+_PAYLOADS = tuple(
+    f"client.bodies.{m}"
+    for m in ("events", "profiles", "consent", "lists", "privacy", "webhooks", "encoding")
+)
 MOVED_MODULES: dict[str, tuple[str, ...]] = {
     "account_checks": ("accounts.checks",),
     "backfill": ("outbox.backfill",),
@@ -56,7 +62,7 @@ MOVED_MODULES: dict[str, tuple[str, ...]] = {
     "operations": ("outbox.actions",),
     "order_checks": ("orders.checks",),
     "outbox_insert": ("outbox.insert",),
-    "payloads": ("client.payloads",),
+    "payloads": _PAYLOADS,
     "purge": ("outbox.purge",),
     "receivers": ("orders.receivers", "profiles.receivers"),
     "refunds": ("orders.refunds",),
@@ -68,6 +74,7 @@ MOVED_MODULES: dict[str, tuple[str, ...]] = {
     "spec": ("testing.spec",),
     "client.api": ("client.client",),
     "client.account": ("client.resources",),
+    "client.payloads": _PAYLOADS,
     "flush.accounts": ("flush.rotation",),
 }
 
@@ -77,11 +84,12 @@ class _MovedModuleFinder:
     whose code went to several modules is a thin module that looks names up in each."""
 
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
-        import importlib.util
-
         prefix, _, old = fullname.partition(".")
         if prefix != __name__:
             return None
+        # Imported after the prefix test: importing it first asks this finder again.
+        import importlib.util
+
         for moved, targets in MOVED_MODULES.items():
             if old == moved or (len(targets) == 1 and old.startswith(moved + ".")):
                 new = [f"{__name__}.{t}{old[len(moved) :]}" for t in targets]

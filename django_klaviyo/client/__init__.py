@@ -1,6 +1,22 @@
 """Klaviyo HTTP client: ``KlaviyoClient``, ``get_client()`` and the filter builder.
 
-The client knows HTTP and Klaviyo, and nothing of this app's models.
+The client knows HTTP and Klaviyo, and nothing of this app's models. Where each wire
+concern lives:
+
+- ``client.py``: ``KlaviyoClient``, one method per operation (events, profiles,
+  consent, privacy); ``resources.py`` (lists, campaigns, flows, webhooks) and
+  ``catalog.py`` (catalog jobs, back in stock, coupons) are mixed into it. A public
+  method cleans its arguments with the rules (``django_klaviyo.rules``), builds the body
+  and sends it; its ``send_*`` twin sends a body built from clean values (the flusher).
+- ``bodies/``: every JSON:API request body, one module per Klaviyo resource, pure
+  functions from clean values to a dict; ``bodies/encoding.py``: the bytes sent.
+- ``transport.py``: headers, timeouts, retries and Klaviyo's errors;
+  ``ratelimit.py``: each operation's rate limits, shared through the cache.
+- ``filters.py``: the escaped ``filter`` builder; ``pagination.py``: collection
+  parameters and following pages.
+
+Klaviyo's limits and value rules are not here: they are ``django_klaviyo.rules``
+(``rules/limits.py``, ``rules/values.py``, ``rules/identifiers.py``).
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 Catalog writes go through Klaviyo's bulk jobs (at most 100 resources a job); a job is
 accepted with 202 and then polled (``GET .../<job_id>``) until it is ``complete`` or
 ``cancelled``. Per-resource failures come back in the job's ``attributes.errors``.
-The JSON:API bodies are built here by small pure functions, so the flusher, the
-commands and the tests share them.
+The JSON:API bodies are built by ``client.bodies.catalog``, ``.back_in_stock`` and
+``.coupons``, which the flusher's senders use too.
 
 Each public call cleans its arguments with the matching outbox kind's rules
 (``django_klaviyo.rules``) and raises ``KlaviyoValidationError`` naming the argument; its
@@ -14,18 +14,18 @@ flusher's rows, cleaned when written) and checks nothing again.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from django_klaviyo.client import payloads
-from django_klaviyo.exceptions import KlaviyoError, KlaviyoValidationError
+from django_klaviyo.client.bodies.back_in_stock import back_in_stock_body
+from django_klaviyo.client.bodies.catalog import MEMBERS, catalog_job_body
+from django_klaviyo.client.bodies.coupons import coupon_body, coupon_codes_body
+from django_klaviyo.exceptions import KlaviyoError
 from django_klaviyo.rules import limits
 from django_klaviyo.rules.catalog import (
-    CATALOG_ID_PREFIX,
-    CATALOG_OPS,
-    RESOURCE_TYPES,
+    check_job,
     clean_back_in_stock_request,
     clean_catalog_resources,
 )
@@ -34,11 +34,8 @@ from django_klaviyo.rules.coupons import clean_coupon, clean_coupon_codes_reques
 if TYPE_CHECKING:
     from django_klaviyo.client.transport import Transport
 
-CATALOG_KINDS = tuple(RESOURCE_TYPES)
 JOB_DONE = ("complete", "cancelled")
 
-_RESOURCE = RESOURCE_TYPES
-_MEMBERS = {"item": "items", "variant": "variants", "category": "categories"}
 _PATH_NOUN = {"item": "item", "variant": "variant", "category": "category"}
 # operationIds of the job GETs, as the spec names them.
 _JOB_GET = {
@@ -64,117 +61,6 @@ class CatalogJobTimeout(KlaviyoError, TimeoutError):
         self.job = dict(job or {})
 
 
-def catalog_id(external_id: str) -> str:
-    """Klaviyo's id of the store's catalog resource ``external_id``."""
-    return f"{CATALOG_ID_PREFIX}{external_id}"
-
-
-def _check(kind: str, op: str) -> None:
-    if kind not in CATALOG_KINDS:
-        raise KlaviyoValidationError(f"unknown catalog kind {kind!r}.", field="kind")
-    if op not in CATALOG_OPS:
-        raise KlaviyoValidationError(f"unknown catalog operation {op!r}.", field="op")
-
-
-def catalog_resource(
-    kind: str,
-    op: str,
-    external_id: str,
-    attributes: Mapping[str, Any] | None = None,
-    relationships: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """One resource of a bulk job: create sends ``external_id`` in the attributes,
-    update and delete address the resource by Klaviyo's id."""
-    _check(kind, op)
-    resource: dict[str, Any] = {"type": _RESOURCE[kind]}
-    if op == "delete":
-        resource["id"] = catalog_id(external_id)
-        return resource
-    if op == "create":
-        resource["attributes"] = {"external_id": external_id, **dict(attributes or {})}
-    else:
-        resource["id"] = catalog_id(external_id)
-        resource["attributes"] = dict(attributes or {})
-    if relationships:
-        resource["relationships"] = dict(relationships)
-    return resource
-
-
-def catalog_job_body(kind: str, op: str, resources: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    _check(kind, op)
-    if not resources or len(resources) > limits.CATALOG_RESOURCES_PER_JOB:
-        raise KlaviyoValidationError(
-            f"a catalog job takes 1 to {limits.CATALOG_RESOURCES_PER_JOB} resources "
-            f"({len(resources)} given).",
-            field=_MEMBERS[kind],
-        )
-    return {
-        "data": {
-            "type": f"{_RESOURCE[kind]}-bulk-{op}-job",
-            "attributes": {_MEMBERS[kind]: {"data": [dict(r) for r in resources]}},
-        }
-    }
-
-
-def related(kind: str, external_ids: Iterable[str]) -> dict[str, Any]:
-    """A to-many relationship to catalog resources (an item's categories)."""
-    return {"data": [{"type": _RESOURCE[kind], "id": catalog_id(e)} for e in external_ids]}
-
-
-def back_in_stock_body(
-    profile: Mapping[str, Any], variant_external_id: str, channels: Sequence[str]
-) -> dict[str, Any]:
-    return {
-        "data": {
-            "type": "back-in-stock-subscription",
-            "attributes": {
-                "channels": [str(c).upper() for c in channels],
-                "profile": {"data": {"type": "profile", "attributes": dict(profile)}},
-            },
-            "relationships": {
-                "variant": {
-                    "data": {"type": "catalog-variant", "id": catalog_id(variant_external_id)}
-                }
-            },
-        }
-    }
-
-
-def coupon_body(external_id: str, description: str = "") -> dict[str, Any]:
-    attributes = {"external_id": external_id}
-    if description:
-        attributes["description"] = description
-    return {"data": {"type": "coupon", "attributes": attributes}}
-
-
-def coupon_codes_body(coupon_id: str, codes: Sequence[tuple[str, str | None]]) -> dict[str, Any]:
-    """``codes``: (unique_code, expires_at ISO 8601 or None)."""
-    if not codes or len(codes) > limits.COUPON_CODES_PER_JOB:
-        raise KlaviyoValidationError(
-            f"a coupon code job takes 1 to {limits.COUPON_CODES_PER_JOB} codes "
-            f"({len(codes)} given).",
-            field="coupon-codes",
-        )
-    data = []
-    for code, expires_at in codes:
-        attributes: dict[str, Any] = {"unique_code": code}
-        if expires_at:
-            attributes["expires_at"] = expires_at
-        data.append(
-            {
-                "type": "coupon-code",
-                "attributes": attributes,
-                "relationships": {"coupon": {"data": {"type": "coupon", "id": coupon_id}}},
-            }
-        )
-    return {
-        "data": {
-            "type": "coupon-code-bulk-create-job",
-            "attributes": {"coupon-codes": {"data": data}},
-        }
-    }
-
-
 def job_status(job: Mapping[str, Any]) -> str:
     return str((job.get("attributes") or {}).get("status") or "")
 
@@ -192,16 +78,16 @@ class CatalogMethods:
         Not idempotent for create (a repeated create job fails as duplicates, which
         the flusher turns into an update), idempotent for update and delete.
 
-        ``resources`` (built by ``catalog_resource``) are cleaned first by the catalog
-        rows' rules (``rules.catalog.clean_catalog_resources``); ``KlaviyoValidationError``
-        names the resource (``resources[3].attributes.price``)."""
+        ``resources`` (built by ``bodies.catalog.catalog_resource``) are cleaned first by
+        the catalog rows' rules (``rules.catalog.clean_catalog_resources``);
+        ``KlaviyoValidationError`` names the resource (``resources[3].attributes.price``)."""
         return self._start_catalog_job(kind, op, clean_catalog_resources(kind, op, resources))
 
     def _start_catalog_job(
         self, kind: str, op: str, resources: Sequence[Mapping[str, Any]]
     ) -> dict[str, Any]:
         body = catalog_job_body(kind, op, resources)
-        operation = f"bulk_{op}_catalog_{_MEMBERS[kind]}"
+        operation = f"bulk_{op}_catalog_{MEMBERS[kind]}"
         path = f"/api/catalog-{_PATH_NOUN[kind]}-bulk-{op}-jobs"
         return self._data(  # type: ignore[attr-defined, no-any-return]
             self._send(  # type: ignore[attr-defined]
@@ -216,7 +102,7 @@ class CatalogMethods:
         )
 
     def get_catalog_job(self, kind: str, op: str, job_id: str) -> dict[str, Any]:
-        _check(kind, op)
+        check_job(kind, op)
         path = f"/api/catalog-{_PATH_NOUN[kind]}-bulk-{op}-jobs/{quote(str(job_id), safe='')}"
         return self._data(  # type: ignore[attr-defined, no-any-return]
             self._transport.request(_JOB_GET[(kind, op)], "GET", path, idempotent=True)
@@ -391,7 +277,7 @@ class CatalogMethods:
                 "/api/coupon-code-bulk-create-jobs",
                 body=body,
                 idempotent=False,
-                max_bytes=payloads.MAX_BULK_REQUEST_BYTES,
+                max_bytes=limits.MAX_REQUEST_BYTES,
                 what="The coupon code job",
             )
         )

@@ -1,11 +1,13 @@
 """``KlaviyoClient``: one method per Klaviyo operation (revision 2026-07-15).
 
 Every method validates its input before anything is sent, with the same rules that
-check outbox rows (``django_klaviyo.rules``, applied by ``django_klaviyo.client.payloads`` as it
-builds the body), and sends the body through the transport,
-which rate-limits and retries. Each docstring states whether the request is idempotent,
-i.e. whether it is sent again after an answer was lost (read timeout, dropped
-connection, 500/502/504): see ``transport`` for the policy.
+check outbox rows (``django_klaviyo.rules``), builds the body from the clean values
+(``client.bodies``) and sends it through the transport, which rate-limits and retries.
+Each ``send_*`` method sends a body built from values the rules already cleaned (the
+flusher's outbox rows) and checks only what the request as a whole must hold. Each
+docstring states whether the request is idempotent, i.e. whether it is sent again after
+an answer was lost (read timeout, dropped connection, 500/502/504): see ``transport``
+for the policy.
 """
 
 from __future__ import annotations
@@ -18,7 +20,16 @@ from typing import Any
 
 import requests
 
-from django_klaviyo.client import payloads
+from django_klaviyo.client.bodies.consent import build_subscribe, build_unsubscribe
+from django_klaviyo.client.bodies.encoding import encode, ensure_size
+from django_klaviyo.client.bodies.events import assemble_bulk_events, build_event
+from django_klaviyo.client.bodies.privacy import build_deletion
+from django_klaviyo.client.bodies.profiles import (
+    build_bulk_import,
+    build_profile,
+    build_profile_import,
+    build_profile_update,
+)
 from django_klaviyo.client.catalog import CatalogMethods
 from django_klaviyo.client.filters import any_, equals
 from django_klaviyo.client.pagination import collection_params, iterate
@@ -28,7 +39,18 @@ from django_klaviyo.client.transport import DEFAULT_MAX_WAIT, RandomSource, Tran
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoError, KlaviyoValidationError
 from django_klaviyo.rules import limits
+from django_klaviyo.rules.consent import clean_consent_request, clean_custom_source
+from django_klaviyo.rules.event_requests import clean_event_entries, clean_request_event
 from django_klaviyo.rules.identifiers import normalize_email, normalize_phone_number
+from django_klaviyo.rules.lists import clean_list_id
+from django_klaviyo.rules.profiles import (
+    clean_deletion,
+    clean_event_profile,
+    clean_import_request,
+    clean_update_request,
+    clean_upsert_request,
+    deletion_payload,
+)
 
 BULK_IMPORT_DONE = ("complete", "cancelled")
 
@@ -123,9 +145,9 @@ class KlaviyoClient(AccountMethods, CatalogMethods):
     ) -> Any:
         encoded = None
         if body is not None:
-            encoded = payloads.encode(body)
+            encoded = encode(body)
             if max_bytes is not None:
-                payloads.ensure_size(encoded, max_bytes, what)
+                ensure_size(encoded, max_bytes, what)
         return self._transport.request(
             operation, method, path, params=params, body=encoded, idempotent=idempotent
         )
@@ -160,15 +182,18 @@ class KlaviyoClient(AccountMethods, CatalogMethods):
         """``POST /api/events``. Idempotent only with ``unique_id`` (Klaviyo records the
         first event per profile, metric and unique_id); without one, a lost answer is not
         resent, as the repeat would count the event twice."""
-        body = payloads.event_body(
-            metric=metric,
-            profile=profile,
-            properties=properties,
-            time=time,
-            value=value,
-            value_currency=value_currency,
-            unique_id=unique_id,
+        event = clean_request_event(
+            {
+                "backfill": False,
+                "metric": metric,
+                "properties": properties,
+                "time": time,
+                "value": value,
+                "value_currency": value_currency,
+                "unique_id": unique_id,
+            }
         )
+        body = build_event(event, clean_event_profile(profile))
         has_unique_id = "unique_id" in body["data"]["attributes"]
         self._send(
             "create_event",
@@ -176,7 +201,7 @@ class KlaviyoClient(AccountMethods, CatalogMethods):
             "/api/events",
             body=body,
             idempotent=has_unique_id,
-            max_bytes=payloads.MAX_BULK_REQUEST_BYTES,
+            max_bytes=limits.MAX_REQUEST_BYTES,
             what="The event",
         )
 
@@ -189,7 +214,7 @@ class KlaviyoClient(AccountMethods, CatalogMethods):
         """
         if _empty_batch(entries):
             return
-        body = payloads.bulk_events_body(entries)
+        body = assemble_bulk_events(clean_event_entries(entries))
         idempotent = all(
             "unique_id" in event["attributes"]
             for entry in body["data"]["attributes"]["events-bulk-create"]["data"]
@@ -203,7 +228,7 @@ class KlaviyoClient(AccountMethods, CatalogMethods):
         request-level limits (1000 events, 5 MB, no repeated unique_id) still hold."""
         if _empty_batch(entries):
             return
-        body = payloads.assemble_bulk_events(entries)
+        body = assemble_bulk_events(entries)
         idempotent = all(e.get("unique_id") for entry in entries for e in entry["events"])
         self._send_bulk_events(body, idempotent)
 
@@ -214,7 +239,7 @@ class KlaviyoClient(AccountMethods, CatalogMethods):
             "/api/event-bulk-create-jobs",
             body=body,
             idempotent=idempotent,
-            max_bytes=payloads.MAX_BULK_REQUEST_BYTES,
+            max_bytes=limits.MAX_REQUEST_BYTES,
             what="The bulk event request",
         )
 
@@ -225,13 +250,14 @@ class KlaviyoClient(AccountMethods, CatalogMethods):
     ) -> dict[str, Any]:
         """``POST /api/profile-import``: create or update; returns JSON:API ``data``
         (with ``id``). Idempotent (an upsert). A 409 raises KlaviyoDuplicateProfileError."""
+        profile_id, meta, cleaned = clean_upsert_request(attributes, profile_id)
         return self.send_profile_import(
-            payloads.profile_upsert_body(attributes, profile_id=profile_id)
+            build_profile_import(cleaned, profile_id=profile_id, meta=meta)
         )
 
     def send_profile_import(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """``upsert_profile`` for a body built from clean values
-        (``payloads.build_profile_import``; the flusher's outbox rows). Only the
+        (``bodies.profiles.build_profile_import``; the flusher's outbox rows). Only the
         request's size is checked here."""
         document = self._send(
             "create_or_update_profile",
@@ -300,14 +326,18 @@ class KlaviyoClient(AccountMethods, CatalogMethods):
 
     def find_profiles(self, field: str, values: Sequence[str]) -> list[dict[str, Any]]:
         """The profiles whose ``field`` (email, phone_number, external_id) is one of
-        ``values`` (at most 100, one ``GET /api/profiles?filter=any(...)``; all pages)."""
+        ``values`` (at most ``limits.VALUES_PER_PROFILE_LOOKUP``, one
+        ``GET /api/profiles?filter=any(...)``; all pages)."""
         if field not in ("email", "phone_number", "external_id"):
             raise KlaviyoValidationError(f"Cannot look profiles up by {field!r}.", field="field")
         values = [str(v) for v in values]
         if not values:
             return []
-        if len(values) > 100:
-            raise KlaviyoValidationError("At most 100 values per profile lookup.", field="values")
+        if len(values) > limits.VALUES_PER_PROFILE_LOOKUP:
+            raise KlaviyoValidationError(
+                f"At most {limits.VALUES_PER_PROFILE_LOOKUP} values per profile lookup.",
+                field="values",
+            )
         params = collection_params(
             filter=any_(field, values),
             fields={"profile": ["email", "phone_number", "external_id"]},
@@ -319,13 +349,12 @@ class KlaviyoClient(AccountMethods, CatalogMethods):
     def update_profile(self, profile_id: str, attributes: Mapping[str, Any]) -> dict[str, Any]:
         """``PATCH /api/profiles/{id}``: a partial update (``None`` clears a field).
         Idempotent: the same PATCH twice leaves the same profile."""
-        return self.send_profile_update(
-            profile_id, payloads.profile_update_body(profile_id, attributes)
-        )
+        clean_id, meta, cleaned = clean_update_request(profile_id, attributes)
+        return self.send_profile_update(profile_id, build_profile_update(clean_id, cleaned, meta))
 
     def send_profile_update(self, profile_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """``update_profile`` for a body built from clean values
-        (``payloads.build_profile_update``)."""
+        (``bodies.profiles.build_profile_update``)."""
         path = f"/api/profiles/{path_segment(profile_id, 'profile_id')}"
         return self._data(self._send("update_profile", "PATCH", path, body=body, idempotent=True))
 
@@ -334,11 +363,13 @@ class KlaviyoClient(AccountMethods, CatalogMethods):
     ) -> dict[str, Any]:
         """``POST /api/profile-bulk-import-jobs`` (at most 10,000 profiles and 5 MB);
         returns the job resource. Idempotent: a repeated job upserts the same profiles."""
-        return self.send_bulk_import(payloads.bulk_import_body(profiles, list_ids=list_ids))
+        cleaned, ids = clean_import_request(profiles, list_ids)
+        resources = [build_profile(a, profile_id=i, meta=m) for i, m, a in cleaned]
+        return self.send_bulk_import(build_bulk_import(resources, ids))
 
     def send_bulk_import(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """``bulk_import_profiles`` for a body built from clean values
-        (``payloads.build_bulk_import``). Only the request's size is checked here."""
+        (``bodies.profiles.build_bulk_import``). Only the request's size is checked here."""
         return self._data(
             self._send(
                 "bulk_import_profiles",
@@ -346,7 +377,7 @@ class KlaviyoClient(AccountMethods, CatalogMethods):
                 "/api/profile-bulk-import-jobs",
                 body=body,
                 idempotent=True,
-                max_bytes=payloads.MAX_BULK_REQUEST_BYTES,
+                max_bytes=limits.MAX_REQUEST_BYTES,
                 what="The bulk profile import",
             )
         )
@@ -399,18 +430,20 @@ class KlaviyoClient(AccountMethods, CatalogMethods):
         if _empty_batch(profiles):
             return
         now = datetime.fromtimestamp(self.clock(), tz=timezone.utc)
-        body = payloads.subscribe_body(
-            profiles,
-            list_id=list_id,
-            custom_source=custom_source,
+        cleaned = clean_consent_request(
+            profiles, subscribe=True, historical_import=historical_import, now=now
+        )
+        body = build_subscribe(
+            cleaned,
+            list_id=None if list_id is None else clean_list_id(list_id),
+            custom_source=clean_custom_source(custom_source),
             historical_import=historical_import,
-            now=now,
         )
         self.send_subscribe_job(body)
 
     def send_subscribe_job(self, body: Mapping[str, Any]) -> None:
         """``subscribe_profiles`` for a body built from clean values
-        (``payloads.build_subscribe``; the flusher's outbox rows)."""
+        (``bodies.consent.build_subscribe``; the flusher's outbox rows)."""
         self._send(
             "bulk_subscribe_profiles",
             "POST",
@@ -428,11 +461,13 @@ class KlaviyoClient(AccountMethods, CatalogMethods):
         flusher does, see flush/senders/unsubscribe.py). Idempotent. Empty sends nothing."""
         if _empty_batch(profiles):
             return
-        self.send_unsubscribe_job(payloads.unsubscribe_body(profiles, list_id=list_id))
+        cleaned = clean_consent_request(profiles, subscribe=False)
+        list_id = None if list_id is None else clean_list_id(list_id)
+        self.send_unsubscribe_job(build_unsubscribe(cleaned, list_id=list_id))
 
     def send_unsubscribe_job(self, body: Mapping[str, Any]) -> None:
         """``unsubscribe_profiles`` for a body built from clean values
-        (``payloads.build_unsubscribe``; the flusher's outbox rows)."""
+        (``bodies.consent.build_unsubscribe``; the flusher's outbox rows)."""
         self._send(
             "bulk_unsubscribe_profiles",
             "POST",
@@ -455,15 +490,13 @@ class KlaviyoClient(AccountMethods, CatalogMethods):
         Treated as idempotent: the end state (the profile erased) is the same after a
         second job, and failing to resend an erasure request is the worse outcome.
         """
-        self.send_deletion_job(
-            payloads.profile_deletion_body(
-                email=email, phone_number=phone_number, profile_id=profile_id
-            )
-        )
+        payload = deletion_payload(email=email, phone_number=phone_number, profile_id=profile_id)
+        ((identifier, value),) = clean_deletion(payload)["profile"].items()
+        self.send_deletion_job(build_deletion(identifier, value))
 
     def send_deletion_job(self, body: Mapping[str, Any]) -> None:
         """``request_profile_deletion`` for a body built from a clean identifier
-        (``payloads.build_deletion``; the flusher's outbox rows)."""
+        (``bodies.privacy.build_deletion``; the flusher's outbox rows)."""
         self._send(
             "request_profile_deletion",
             "POST",

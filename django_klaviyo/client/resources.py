@@ -1,6 +1,7 @@
 """The account's lists, campaigns, flows and webhooks: the ``KlaviyoClient`` operations
-that are not about one profile's data (revision 2026-07-15). Bodies are built, and input
-cleaned, by ``django_klaviyo.client.payloads`` as for every other operation."""
+that are not about one profile's data (revision 2026-07-15). As for every other
+operation, input is cleaned by the rules (``rules.lists``, ``rules.webhooks``) and bodies
+are built by ``client.bodies`` (``lists``, ``webhooks``)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from django_klaviyo.client import payloads
+from django_klaviyo.client.bodies.lists import build_create_list, build_list_relationship
+from django_klaviyo.client.bodies.webhooks import build_webhook
 from django_klaviyo.client.filters import Filter, and_, equals
 from django_klaviyo.client.pagination import collection_params
 from django_klaviyo.exceptions import KlaviyoValidationError
+from django_klaviyo.rules.lists import clean_new_list, clean_profile_ids
+from django_klaviyo.rules.webhooks import clean_webhook
 
 if TYPE_CHECKING:
     from django_klaviyo.client.transport import Transport
@@ -57,17 +61,19 @@ class AccountMethods:
     def add_profiles_to_list(self, list_id: str, profile_ids: Iterable[str]) -> None:
         """``POST /api/lists/{id}/relationships/profiles`` (at most 1000 ids). Idempotent:
         membership is a set. Does not give consent (use subscribe_profiles)."""
-        self.send_list_change(list_id, payloads.list_relationship_body(profile_ids))
+        body = build_list_relationship(clean_profile_ids(profile_ids))
+        self.send_list_change(list_id, body)
 
     def remove_profiles_from_list(self, list_id: str, profile_ids: Iterable[str]) -> None:
         """``DELETE /api/lists/{id}/relationships/profiles`` (at most 1000 ids). Idempotent."""
-        self.send_list_change(list_id, payloads.list_relationship_body(profile_ids), remove=True)
+        body = build_list_relationship(clean_profile_ids(profile_ids))
+        self.send_list_change(list_id, body, remove=True)
 
     def send_list_change(
         self, list_id: str, body: Mapping[str, Any], *, remove: bool = False
     ) -> None:
         """Add (or ``remove``) the profiles of a body built from Klaviyo profile ids
-        (``payloads.build_list_relationship``); an empty one sends nothing."""
+        (``bodies.lists.build_list_relationship``); an empty one sends nothing."""
         if not body["data"]:
             return
         path = f"/api/lists/{path_segment(list_id, 'list_id')}/relationships/profiles"
@@ -79,7 +85,7 @@ class AccountMethods:
     def create_list(self, name: str, *, opt_in_process: str | None = None) -> dict[str, Any]:
         """``POST /api/lists``. NOT idempotent (list names are not unique, so a repeat
         after a lost answer could make a second list; Klaviyo also caps lists at 150/day)."""
-        body = payloads.create_list_body(name, opt_in_process=opt_in_process)
+        body = build_create_list(*clean_new_list(name, opt_in_process))
         return self._data(
             self._send("create_list", "POST", "/api/lists", body=body, idempotent=False)
         )
@@ -192,14 +198,16 @@ class AccountMethods:
         description: str | None = None,
     ) -> dict[str, Any]:
         """``POST /api/webhooks``. NOT idempotent: a repeat after a lost answer would
-        register a second webhook and double every delivery."""
-        body = payloads.create_webhook_body(
+        register a second webhook and double every delivery. Error messages never echo
+        ``secret_key``."""
+        webhook = clean_webhook(
             name=name,
             endpoint_url=endpoint_url,
             secret_key=secret_key,
             topics=topics,
             description=description,
         )
+        body = build_webhook(webhook)
         return self._data(
             self._send("create_webhook", "POST", "/api/webhooks", body=body, idempotent=False)
         )

@@ -18,6 +18,7 @@ from django.utils.module_loading import import_string
 
 from django_klaviyo.conf import DEFAULTS, klaviyo_settings
 from django_klaviyo.orders import fields as mapping
+from django_klaviyo.rules.limits import METRIC_MAX_LENGTH
 
 
 def _get(key: str) -> Any:
@@ -66,11 +67,11 @@ def check_mapping_settings() -> list[CheckMessage]:
                 )
         if setting == "METRIC_NAMES":
             for key, name in given.items():
-                if not isinstance(name, str) or not name.strip() or len(name) > 127:
+                if not isinstance(name, str) or not name.strip() or len(name) > METRIC_MAX_LENGTH:
                     messages.append(
                         Error(
                             f"KLAVIYO['METRIC_NAMES'][{key!r}] must be a metric name "
-                            "(1 to 127 characters).",
+                            f"(1 to {METRIC_MAX_LENGTH} characters).",
                             hint="Klaviyo's reports and CLV look for its default names "
                             f"({mapping.METRIC_NAMES.get(key, 'see docs')!r}); change them "
                             "only for an account that already uses others.",

@@ -78,7 +78,7 @@ from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.orders import fields as mapping
 from django_klaviyo.rules.events import item_event_properties
-from django_klaviyo.rules.values import to_json
+from django_klaviyo.rules.values import to_json, utc_iso
 
 logger = logging.getLogger(__name__)
 
@@ -137,11 +137,8 @@ def _decimal(value: Any) -> Decimal:
 
 
 def iso_utc(value: dt.datetime | None) -> str:
-    if value is None:
-        value = timezone.now()
-    if timezone.is_naive(value):
-        value = timezone.make_aware(value)
-    return value.astimezone(dt.timezone.utc).isoformat()
+    """``value`` (None: now) as Klaviyo gets every time (``rules.values.utc_iso``)."""
+    return utc_iso(timezone.now() if value is None else value)
 
 
 def categories_list(value: Any) -> list[str]:

@@ -7,8 +7,21 @@ current version as they are, and cleans a row of any other version once before s
 (dead-lettering it, with the reason, if it no longer passes).
 
 The client's requests are cleaned by the same rules: each kind's module also holds the
-cleaners of its requests (``event_requests`` for events; ``shapes`` for the shapes every
-request shares), and ``django_klaviyo.client.payloads`` builds bodies from what they return.
+cleaners of its requests, and ``django_klaviyo.client.bodies`` builds request bodies from
+what they return (bodies check no values; the rules send nothing).
+
+Where each rule lives (each is written once; everything else imports it):
+
+- ``limits``: every Klaviyo limit (sizes, counts, lengths, the event time window) and
+  the profile attributes Klaviyo accepts.
+- ``values``: leaf values: ``to_json`` (a payload as plain JSON), text PostgreSQL can
+  store, times (``aware``, ``utc_iso``, ``iso_time``), numbers, key columns.
+- ``identifiers``: email and phone normalisation, a profile's identifiers and its key.
+- ``shapes``: the shapes of a client call's input (text, object, a list within a limit).
+- one module per outbox kind, its rows and its client requests: ``events`` (and
+  ``event_requests`` for the client's events), ``profiles`` (upserts, deletions),
+  ``lists``, ``consent``, ``catalog`` (catalog and back in stock), ``coupons``;
+  ``webhooks`` for the client's webhook requests.
 
 Bump ``RULES_VERSION`` whenever a cleaner accepts less, or stores differently, than before.
 """

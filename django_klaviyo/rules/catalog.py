@@ -198,15 +198,20 @@ RELATIONSHIPS: dict[tuple[str, str], dict[str, tuple[str, bool]]] = {
 }
 
 
+def check_job(kind: str, op: str) -> None:
+    """Refuse a catalog kind or job operation Klaviyo does not have."""
+    if kind not in RESOURCE_TYPES:
+        raise KlaviyoValidationError(f"unknown catalog kind {kind!r}.", field="kind")
+    if op not in CATALOG_OPS:
+        raise KlaviyoValidationError(f"unknown catalog operation {op!r}.", field="op")
+
+
 def clean_catalog_resources(kind: str, op: str, resources: Any) -> list[dict[str, Any]]:
     """The resources of a client's catalog ``op`` job (as ``catalog_resource`` builds
     them), by the catalog rows' rules: external ids, then each attribute as a row's; a
     create carries what Klaviyo requires, an update only known attributes. Errors name
     the resource (``resources[3].attributes.price``)."""
-    if kind not in RESOURCE_TYPES:
-        raise KlaviyoValidationError(f"unknown catalog kind {kind!r}.", field="kind")
-    if op not in CATALOG_OPS:
-        raise KlaviyoValidationError(f"unknown catalog operation {op!r}.", field="op")
+    check_job(kind, op)
     return [
         _resource(kind, op, resource, f"resources[{i}]")
         for i, resource in enumerate(

@@ -18,7 +18,7 @@ from typing import Any
 
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.rules import limits
-from django_klaviyo.rules.values import aware, check_text, parse_iso
+from django_klaviyo.rules.values import check_text, parse_iso, utc_iso
 
 # Letters, digits, '-' and '_': what a shopper can type from an email, and what fits
 # Klaviyo's ids (a coupon's id is its external id).
@@ -44,7 +44,7 @@ def clean_expiry(value: Any, path: str = "expires_at") -> str | None:
         value = parse_iso(value, path)
     if not isinstance(value, dt.datetime):
         raise KlaviyoValidationError(f"{path} must be a date-time or null.", field=path)
-    return aware(value).astimezone(dt.timezone.utc).isoformat()
+    return utc_iso(value)
 
 
 def _mapping(payload: Any) -> Mapping[str, Any]:

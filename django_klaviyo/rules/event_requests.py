@@ -1,6 +1,6 @@
 """The client's event requests (``create_event``, ``bulk_create_events``), cleaned by the
 outbox's event rules (``rules.events``, ``rules.profiles``) with the field paths of the
-request, into the flat shape ``payloads`` builds bodies from."""
+request, into the flat shape ``client.bodies.events`` builds bodies from."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def clean_event_entries(entries: Any) -> list[dict[str, Any]]:
     """``[{"profile": {...}, "events": [{...}, ...]}, ...]`` of a bulk request, each
     profile as ``clean_event_profile`` and each event as ``clean_request_event``. What
     guards the whole request (1000 events, no empty entry, no repeated unique id) is
-    checked as the body is assembled (``payloads.assemble_bulk_events``)."""
+    checked as the body is assembled (``client.bodies.events.assemble_bulk_events``)."""
     cleaned = []
     for i, entry in enumerate(batch(entries, "entries", limits.EVENTS_PER_REQUEST)):
         field = f"entries[{i}]"

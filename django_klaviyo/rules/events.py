@@ -51,7 +51,9 @@ def clean_metric(metric: Any, path: str = "metric") -> str:
     metric = metric.strip()
     if len(metric) > limits.METRIC_MAX_LENGTH:
         raise KlaviyoValidationError(
-            f"{path} must be shorter than 128 characters (got {len(metric)}).", field=path
+            f"{path} must be shorter than {limits.METRIC_MAX_LENGTH + 1} characters "
+            f"(got {len(metric)}).",
+            field=path,
         )
     return check_text(metric, path)
 

@@ -27,6 +27,9 @@ PROFILES_PER_UNSUBSCRIBE_JOB = 100
 CATALOG_RESOURCES_PER_JOB = 100
 # "Max number of coupon codes per job we allow for is 1000."
 COUPON_CODES_PER_JOB = 1000
+# Profile lookups (GET /api/profiles, a list's profiles) by any(field, [...]): at most 100
+# values, and a page holds at most 100 profiles, so every match comes back on one page.
+VALUES_PER_PROFILE_LOOKUP = 100
 
 # -- one event --------------------------------------------------------------------------
 # "must be shorter than 128 characters"

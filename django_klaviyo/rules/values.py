@@ -2,8 +2,10 @@
 
 ``to_json`` is the one walk over a payload: it converts Python values to plain JSON and
 checks every limit that applies to a value (nesting, array length, string size, text
-PostgreSQL can store). ``iso_time`` is the one rule for times: a naive datetime is read
-in the current Django time zone (``timezone.make_aware``), at enqueue and in the client.
+PostgreSQL can store). ``aware`` is the one rule for naive datetimes (read in the
+current Django time zone), ``utc_iso`` the one way a datetime is stored and sent (ISO 8601
+in UTC), and ``iso_time`` the rule for event times (those, inside Klaviyo's window), at
+enqueue, in the mappers and in the client.
 """
 
 from __future__ import annotations
@@ -100,7 +102,7 @@ def to_json(value: Any, path: str, *, _depth: int = 0) -> Any:
             raise KlaviyoValidationError(f"{path} is {value}, not a number.", field=path)
         return float(value)
     if isinstance(value, dt.datetime):
-        return aware(value).astimezone(dt.timezone.utc).isoformat()
+        return utc_iso(value)
     if isinstance(value, (dt.date, dt.time)):
         return value.isoformat()
     if isinstance(value, Promise):
@@ -189,6 +191,16 @@ def aware(value: dt.datetime) -> dt.datetime:
     return timezone.make_aware(value) if timezone.is_naive(value) else value
 
 
+def in_utc(value: dt.datetime) -> dt.datetime:
+    """``value`` in UTC, a naive one read in the current Django time zone (``aware``)."""
+    return aware(value).astimezone(dt.timezone.utc)
+
+
+def utc_iso(value: dt.datetime) -> str:
+    """The one way a datetime is stored and sent: ISO 8601 in UTC (``in_utc``)."""
+    return in_utc(value).isoformat()
+
+
 def parse_iso(text: str, path: str) -> dt.datetime:
     """An ISO-8601 string (with or without offset) as a datetime, or a
     ``KlaviyoValidationError`` naming the field."""
@@ -211,7 +223,7 @@ def iso_time(value: Any, path: str = "time", *, allow_future: bool = True) -> st
             f"{path} must be a datetime or an ISO-8601 string, not {type(value).__name__}.",
             field=path,
         )
-    value = aware(value).astimezone(dt.timezone.utc)
+    value = in_utc(value)
     if value < limits.EARLIEST_EVENT_TIME:
         raise KlaviyoValidationError(f"{path} must be after 1990.", field=path)
     now = timezone.now()

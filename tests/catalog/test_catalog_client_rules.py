@@ -23,7 +23,7 @@ from django.utils import timezone
 import django_klaviyo as klaviyo
 from django_klaviyo import coupons, rules
 from django_klaviyo.client import KlaviyoClient, UnlimitedRateLimiter
-from django_klaviyo.client.catalog import catalog_resource, related
+from django_klaviyo.client.bodies.catalog import catalog_resource, related
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.models import OutboxEvent
 from django_klaviyo.outbox import OutboxRow, enqueue_many

@@ -11,8 +11,16 @@ import re
 import pytest
 import responses
 
-from django_klaviyo.client import KlaviyoClient, UnlimitedRateLimiter, payloads
+from django_klaviyo.client import KlaviyoClient, UnlimitedRateLimiter
+from django_klaviyo.client.bodies.catalog import catalog_resource, related
+from django_klaviyo.client.bodies.consent import build_subscribe
+from django_klaviyo.client.bodies.events import assemble_bulk_events, build_event
+from django_klaviyo.client.bodies.profiles import build_profile_import
+from django_klaviyo.client.catalog import CatalogJobTimeout
 from django_klaviyo.client.ratelimit import OPERATION_LIMITS
+from django_klaviyo.rules.consent import clean_consent_request
+from django_klaviyo.rules.event_requests import clean_event_entries, clean_request_event
+from django_klaviyo.rules.profiles import clean_event_profile
 from django_klaviyo.testing.openapi import find_operation, validate_request
 
 API = "https://a.klaviyo.com"
@@ -51,8 +59,6 @@ def client():
 def _catalog_calls() -> dict:
     """Every catalog, back-in-stock and coupon operation: each job started (and polled
     separately: the mocked answer is no finished job)."""
-    from django_klaviyo.client.catalog import CatalogJobTimeout, catalog_resource, related
-
     item = {
         "title": "Mug",
         "description": "",
@@ -246,8 +252,12 @@ def test_request_matches_the_spec(client, name):
 
 # -- the validator is not a rubber stamp ---------------------------------------------------
 
-GOOD_EVENT = payloads.event_body(metric="Viewed", profile={"email": "a@example.com"})
-GOOD_SUBSCRIBE = payloads.subscribe_body([{"email": "a@example.com", "channels": ["email"]}])
+GOOD_EVENT = build_event(
+    clean_request_event({"metric": "Viewed"}), clean_event_profile({"email": "a@example.com"})
+)
+GOOD_SUBSCRIBE = build_subscribe(
+    clean_consent_request([{"email": "a@example.com", "channels": ["email"]}], subscribe=True)
+)
 
 
 def _without(body, *path):
@@ -294,7 +304,7 @@ def _with(body, value, *path):
             "consent",
         ),
         ("add_profiles_to_list", {"data": [{"type": "profile"}]}, "/data/0"),
-        ("update_profile", payloads.profile_upsert_body({"email": "a@example.com"}), "/data"),
+        ("update_profile", build_profile_import({"email": "a@example.com"}), "/data"),
         ("create_webhook", {"data": {"type": "webhook", "attributes": {"name": "x"}}}, "/data"),
     ],
 )
@@ -318,4 +328,4 @@ def test_assembling_clean_entries_sends_what_the_public_method_sends():
         },
         {"profile": {"anonymous_id": "anon"}, "events": [{"metric": "Viewed", "value": 0}]},
     ]
-    assert payloads.assemble_bulk_events(entries) == payloads.bulk_events_body(entries)
+    assert assemble_bulk_events(entries) == assemble_bulk_events(clean_event_entries(entries))

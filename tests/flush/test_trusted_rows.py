@@ -16,7 +16,8 @@ import responses
 
 import django_klaviyo
 from django_klaviyo import rules
-from django_klaviyo.client import payloads
+from django_klaviyo.client import client as client_methods
+from django_klaviyo.client import resources
 from django_klaviyo.flush import flush_outbox
 from django_klaviyo.models import OutboxEvent
 from django_klaviyo.rules.identifiers import profile_key
@@ -28,17 +29,17 @@ Kind = OutboxEvent.Kind
 
 pytestmark = pytest.mark.django_db
 
-# What the client's public methods clean with (``payloads.*_body``), and the rulebook's
+# What the client's public methods clean with (where they look it up), and the rulebook's
 # own entry point: none of it may run for a row written under the current rules.
 REQUEST_CLEANERS = (
-    "clean_upsert_request",
-    "clean_update_request",
-    "clean_import_request",
-    "clean_consent_request",
-    "clean_custom_source",
-    "clean_list_id",
-    "clean_profile_ids",
-    "clean_deletion",
+    (client_methods, "clean_upsert_request"),
+    (client_methods, "clean_update_request"),
+    (client_methods, "clean_import_request"),
+    (client_methods, "clean_consent_request"),
+    (client_methods, "clean_custom_source"),
+    (client_methods, "clean_list_id"),
+    (resources, "clean_profile_ids"),
+    (client_methods, "clean_deletion"),
 )
 
 
@@ -54,8 +55,8 @@ def refuse_cleaning(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
         return cleaner
 
-    for name in REQUEST_CLEANERS:
-        monkeypatch.setattr(payloads, name, refusing(name))
+    for module, name in REQUEST_CLEANERS:
+        monkeypatch.setattr(module, name, refusing(name))
     monkeypatch.setattr(rules, "clean", refusing("rules.clean"))
     return called
 

@@ -146,17 +146,19 @@ def test_backfilled_orders_reach_klaviyo_marked_as_backfill(klaviyo_sandbox, cus
 def test_backfill_is_where_the_openapi_spec_puts_it():
     """In each event's attributes, for both create_event and the bulk job; the bodies
     the client builds validate against Klaviyo's spec."""
-    from django_klaviyo.client import payloads
+    from django_klaviyo.client.bodies.events import assemble_bulk_events, build_event
+    from django_klaviyo.rules.event_requests import clean_event_entries, clean_request_event
+    from django_klaviyo.rules.profiles import clean_event_profile
     from django_klaviyo.testing.openapi import validate_request
 
     event = {"metric": "Placed Order", "value": 5.0, "unique_id": "1", "backfill": True}
-    single = payloads.event_body(
-        metric="Placed Order", profile={"email": "a@example.com"}, backfill=True
+    single = build_event(
+        clean_request_event({"metric": "Placed Order", "backfill": True}),
+        clean_event_profile({"email": "a@example.com"}),
     )
-    bulk = payloads.bulk_events_body([{"profile": {"email": "a@example.com"}, "events": [event]}])
-    trusted = payloads.assemble_bulk_events(
-        [{"profile": {"email": "a@example.com"}, "events": [event]}]
-    )
+    entries = [{"profile": {"email": "a@example.com"}, "events": [event]}]
+    bulk = assemble_bulk_events(clean_event_entries(entries))
+    trusted = assemble_bulk_events(entries)
     assert single["data"]["attributes"]["backfill"] is True
     for body in (bulk, trusted):
         (entry,) = body["data"]["attributes"]["events-bulk-create"]["data"]

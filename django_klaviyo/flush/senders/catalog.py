@@ -23,12 +23,9 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from django_klaviyo.client.catalog import (
-    back_in_stock_body,
-    catalog_resource,
-    job_status,
-    related,
-)
+from django_klaviyo.client.bodies.back_in_stock import back_in_stock_body
+from django_klaviyo.client.bodies.catalog import catalog_resource, related
+from django_klaviyo.client.catalog import job_status
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoAuthError, KlaviyoError
 from django_klaviyo.flush.claim import IN_CHUNK, ClaimedRow, chunks

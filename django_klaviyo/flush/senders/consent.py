@@ -8,7 +8,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 
-from django_klaviyo.client import payloads
+from django_klaviyo.client.bodies.consent import build_subscribe
 from django_klaviyo.exceptions import KlaviyoError
 from django_klaviyo.flush.claim import ClaimedRow, chunks
 from django_klaviyo.flush.outcomes import Located, locate_rows
@@ -73,7 +73,7 @@ class SubscribeSender(Sender):
 
     def send(self, client: Any, request: Request) -> Any:
         list_id, source, historical = request.key
-        body = payloads.build_subscribe(
+        body = build_subscribe(
             request.body, list_id=list_id, custom_source=source, historical_import=historical
         )
         return client.send_subscribe_job(body)

@@ -29,7 +29,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from django_klaviyo.client.catalog import coupon_body, coupon_codes_body, job_status
+from django_klaviyo.client.bodies.coupons import coupon_body, coupon_codes_body
+from django_klaviyo.client.catalog import job_status
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoAPIError, KlaviyoError
 from django_klaviyo.flush.claim import IN_CHUNK, ClaimedRow, chunks

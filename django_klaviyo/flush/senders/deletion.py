@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django_klaviyo.client import payloads
+from django_klaviyo.client.bodies.privacy import build_deletion
 from django_klaviyo.flush.claim import ClaimedRow
 from django_klaviyo.flush.senders.base import Request, Sender
 from django_klaviyo.models import OutboxEvent
@@ -18,7 +18,7 @@ class DeletionSender(Sender):
     def prepare(self, row: ClaimedRow) -> dict[str, Any]:
         # Cleaned when written (rules.profiles): exactly one identifier.
         ((identifier, value),) = row.payload["profile"].items()
-        return payloads.build_deletion(identifier, value)
+        return build_deletion(identifier, value)
 
     def plan(self, rows: list[ClaimedRow]) -> list[Request]:
         return [Request(self.kind, None, [r], r.flush_item, [[r]]) for r in rows]

@@ -14,7 +14,12 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from django_klaviyo.client import payloads
+from django_klaviyo.client.bodies.profiles import (
+    build_bulk_import,
+    build_profile,
+    build_profile_import,
+    build_profile_update,
+)
 from django_klaviyo.exceptions import KlaviyoAuthError, KlaviyoDuplicateProfileError, KlaviyoError
 from django_klaviyo.flush.claim import chunks
 from django_klaviyo.flush.outcomes import ErrorInfo, is_retryable
@@ -70,14 +75,14 @@ def upsert_profile(flusher: Flusher, attributes: Mapping[str, Any]) -> dict[str,
     update the profile Klaviyo names (e.g. a user changing to an email an earlier guest
     profile holds). The caller counts the first request, as for every other request."""
     try:
-        return flusher.client.send_profile_import(payloads.build_profile_import(attributes))
+        return flusher.client.send_profile_import(build_profile_import(attributes))
     except KlaviyoDuplicateProfileError as err:
         duplicate = err.duplicate_profile_id
         if not duplicate:
             raise
         flusher.report.requests += 1
         flusher.lease_keep()
-        body = payloads.build_profile_update(duplicate, attributes)
+        body = build_profile_update(duplicate, attributes)
         data = flusher.client.send_profile_update(duplicate, body)
         return data if data.get("id") else {**data, "id": duplicate}
 
@@ -89,7 +94,7 @@ def import_profiles(
     for each profile, None when imported, else what Klaviyo said about it. Raises
     ``ImportNotFinished``. The caller counts the import's request; the polls and reads
     are counted here."""
-    body = payloads.build_bulk_import([payloads.build_profile(p) for p in profiles])
+    body = build_bulk_import([build_profile(p) for p in profiles])
     job = flusher.client.send_bulk_import(body)
     job_id = str(job.get("id") or "")
     if not job_id:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from django_klaviyo.client import payloads
+from django_klaviyo.client.bodies.lists import build_list_relationship
 from django_klaviyo.exceptions import KlaviyoAuthError, KlaviyoError, KlaviyoValidationError
 from django_klaviyo.flush.claim import IN_CHUNK, ClaimedRow, chunks
 from django_klaviyo.flush.outcomes import (
@@ -183,7 +183,7 @@ class ListSender(Sender):
         return requests
 
     def send(self, client: Any, request: Request) -> Any:
-        body = payloads.build_list_relationship(request.body)
+        body = build_list_relationship(request.body)
         return client.send_list_change(request.key, body, remove=self.kind == Kind.LIST_REMOVE)
 
     def locate(self, err: KlaviyoError, request: Request) -> Located | None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from django_klaviyo.client import payloads
+from django_klaviyo.client.bodies.consent import build_unsubscribe
 from django_klaviyo.client.filters import any_
 from django_klaviyo.exceptions import KlaviyoAuthError, KlaviyoError
 from django_klaviyo.flush.claim import ClaimedRow, chunks
@@ -164,7 +164,7 @@ class UnsubscribeSender(SubscribeSender):
         return [r for r in rows if r.pk not in outcomes.decided]
 
     def send(self, client: Any, request: Request) -> Any:
-        body = payloads.build_unsubscribe(request.body, list_id=request.key[0])
+        body = build_unsubscribe(request.body, list_id=request.key[0])
         return client.send_unsubscribe_job(body)
 
     def succeeded(self, request: Request, result: Any, now: datetime) -> None:
