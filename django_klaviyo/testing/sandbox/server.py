@@ -30,15 +30,19 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from django_klaviyo.testing import openapi
+from django_klaviyo.testing.sandbox import catalog_routes, routes
 from django_klaviyo.testing.sandbox.dashboard import render_dashboard
 from django_klaviyo.testing.sandbox.faults import FaultConfig, FaultInjector
+from django_klaviyo.testing.sandbox.jsonapi import ApiError, Request, Response
 from django_klaviyo.testing.sandbox.ratelimit import FixedWindowLimiter, RateDecision
-from django_klaviyo.testing.sandbox.routes import HANDLERS, ApiError, Request, Response
 from django_klaviyo.testing.sandbox.state import SandboxState
 
 MAX_BODY_BYTES = 10 * 1024 * 1024  # twice Klaviyo's largest documented payload (5 MB)
 REVISION = re.compile(r"^\d{4}-\d{2}-\d{2}(\.[A-Za-z0-9]+)?$")
 JSON_API = "application/vnd.api+json"
+# Every operation the sandbox answers: the route modules' tables, joined here.
+HANDLERS = {**routes.ROUTES, **catalog_routes.ROUTES}
+assert not routes.ROUTES.keys() & catalog_routes.ROUTES.keys(), "an operation routed twice"
 
 
 def _reject_non_json_constant(name: str) -> Any:
