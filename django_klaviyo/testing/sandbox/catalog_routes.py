@@ -27,7 +27,8 @@ from django_klaviyo.testing.sandbox.jsonapi import (
     invalid,
     registrar,
 )
-from django_klaviyo.testing.sandbox.state import DuplicateProfile, SandboxState, now_iso
+from django_klaviyo.testing.sandbox.records import DuplicateProfile, now_iso
+from django_klaviyo.testing.sandbox.state import SandboxState
 
 MAX_CATALOG_JOB = 100
 MAX_COUPON_CODES_JOB = 1000

@@ -28,14 +28,15 @@ from django_klaviyo.testing.sandbox.jsonapi import (
     registrar,
     rel_links,
 )
-from django_klaviyo.testing.sandbox.state import (
+from django_klaviyo.testing.sandbox.records import (
+    PROFILE_ATTRIBUTES,
     WEBHOOK_TOPICS,
     DuplicateProfile,
     EventRecord,
     NotFound,
-    SandboxState,
     now_iso,
 )
+from django_klaviyo.testing.sandbox.state import SandboxState
 
 EVENT_IDENTIFIERS = ("email", "phone_number", "external_id", "anonymous_id", "_kx")
 MAX_BULK_EVENTS = 1000
@@ -76,23 +77,7 @@ def _check_event_time(value: str | None, pointer: str) -> str:
 
 
 def _profile_resource(profile: dict[str, Any], base: str, *, subscriptions: bool = False):
-    attributes = {
-        name: profile.get(name)
-        for name in (
-            "email",
-            "phone_number",
-            "external_id",
-            "anonymous_id",
-            "first_name",
-            "last_name",
-            "organization",
-            "locale",
-            "title",
-            "image",
-            "created",
-            "updated",
-        )
-    }
+    attributes = {name: profile.get(name) for name in (*PROFILE_ATTRIBUTES, "created", "updated")}
     attributes["location"] = profile.get("location") or {}
     attributes["properties"] = profile.get("properties") or {}
     attributes["last_event_date"] = profile.get("last_event_date")
