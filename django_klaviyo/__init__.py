@@ -87,7 +87,8 @@ class _MovedModuleFinder:
         prefix, _, old = fullname.partition(".")
         if prefix != __name__:
             return None
-        # Imported after the prefix test: importing it first asks this finder again.
+        # Only now: importing importlib.util asks this finder again, which must answer None
+        # before importing anything (else a fresh interpreter recurses without end).
         import importlib.util
 
         for moved, targets in MOVED_MODULES.items():

@@ -15,13 +15,11 @@ import datetime as dt
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS
 from django.utils import timezone
 
 from django_klaviyo import accounts, outbox
 from django_klaviyo.catalog import subscribe_back_in_stock  # noqa: F401  (public API)
-from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.models import Consent, KlaviyoProfileLink, ListMembership, OutboxEvent
 from django_klaviyo.models.profiles import effective_list_consent
@@ -30,27 +28,11 @@ from django_klaviyo.orders import fields as mapping
 from django_klaviyo.orders import placement as orders
 from django_klaviyo.orders import refunds
 from django_klaviyo.profiles import erasure
+from django_klaviyo.profiles.argument import as_profile
 from django_klaviyo.rules import values
 from django_klaviyo.rules.identifiers import normalize_email, normalize_phone_number
 
 Kind = OutboxEvent.Kind
-
-
-def _profile(profile: Any) -> Any:
-    """A mapping as is; a user instance through USER_PROFILE_MAPPER."""
-    if profile is None or isinstance(profile, Mapping):
-        return profile
-    meta = getattr(profile, "_meta", None)
-    if meta is not None and meta.label == settings.AUTH_USER_MODEL:
-        mapped = klaviyo_settings.callable("USER_PROFILE_MAPPER")(profile)
-        if not mapped:
-            raise KlaviyoValidationError(
-                "USER_PROFILE_MAPPER found no identifier for this user.", field="profile"
-            )
-        return mapped
-    raise KlaviyoValidationError(
-        f"profile must be a dict or a user, not {type(profile).__name__}.", field="profile"
-    )
 
 
 def _write(
@@ -83,7 +65,7 @@ def track(
     flows (use it when importing past orders)."""
     row = outbox.build_event(
         metric=metric,
-        profile=_profile(profile),
+        profile=as_profile(profile),
         properties=properties,
         value=value,
         value_currency=value_currency,
@@ -105,7 +87,7 @@ def upsert_profile(
 ) -> OutboxEvent | None:
     """Create or update a profile: ``upsert_profile({"email": ..., "first_name": ...})``
     or ``upsert_profile(email=..., first_name=...)``."""
-    merged = {**(_profile(profile) or {}), **attributes}
+    merged = {**(as_profile(profile) or {}), **attributes}
     return _write(
         outbox.build_profile_upsert(merged, dedupe_key=dedupe_key), using, account, profile
     )
@@ -120,7 +102,9 @@ def add_to_list(
     account: str | None = None,
 ) -> OutboxEvent | None:
     """Add a profile to a list (no consent change; use ``subscribe`` for marketing)."""
-    row = outbox.build_list_change(Kind.LIST_ADD, list_id, _profile(profile), dedupe_key=dedupe_key)
+    row = outbox.build_list_change(
+        Kind.LIST_ADD, list_id, as_profile(profile), dedupe_key=dedupe_key
+    )
     return _write(row, using, account, profile)
 
 
@@ -133,7 +117,7 @@ def remove_from_list(
     account: str | None = None,
 ) -> OutboxEvent | None:
     row = outbox.build_list_change(
-        Kind.LIST_REMOVE, list_id, _profile(profile), dedupe_key=dedupe_key
+        Kind.LIST_REMOVE, list_id, as_profile(profile), dedupe_key=dedupe_key
     )
     return _write(row, using, account, profile)
 

@@ -21,13 +21,12 @@ from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.urls import NoReverseMatch, reverse
 from django.utils.module_loading import import_string
 
+from django_klaviyo.accounts import PRIVATE_KEY_RE
 from django_klaviyo.accounts.checks import ACCOUNT_CHECKS
 from django_klaviyo.conf import DEFAULTS, SANDBOX_API_URL, klaviyo_settings
 from django_klaviyo.orders.checks import ORDER_CHECKS, did_you_mean
 
 REVISION_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(\.[a-z0-9]+)?$")
-# Klaviyo private keys look like "pk_" followed by letters and digits.
-PRIVATE_KEY_RE = re.compile(r"^pk_[A-Za-z0-9_]{16,}$")
 CALLABLE_SETTINGS = ("ORDER_EVENTS_MAPPER", "USER_PROFILE_MAPPER")
 # The storefront's cart hooks: checked like the mappers when set.
 OPTIONAL_CALLABLE_SETTINGS = ("CART_TOKEN", "RESTORE_CART")

@@ -14,6 +14,7 @@ account (the single-account row stays as small as before). Settings are read thr
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,8 @@ ACCOUNT_KEYS = frozenset(
     {"PRIVATE_API_KEY", "PUBLIC_API_KEY", "WEBHOOK_SECRETS", "REVISION", "API_URL", "TIMEOUT"}
 )
 FALLBACK = ("REVISION", "API_URL", "TIMEOUT")
+# The shape of a Klaviyo private key, for every account's key (checks E002 and E061).
+PRIVATE_KEY_RE = re.compile(r"^pk_[A-Za-z0-9_]{16,}$")
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from typing import Any
 from django.core.checks import CheckMessage, Error
 from django.utils.module_loading import import_string
 
-from django_klaviyo.accounts import ACCOUNT_KEYS
+from django_klaviyo.accounts import ACCOUNT_KEYS, PRIVATE_KEY_RE
 from django_klaviyo.conf import DEFAULTS, klaviyo_settings
 
 
@@ -27,8 +27,6 @@ RESERVED_ACCOUNT_NAMES = ("default", "flow")
 
 def check_accounts() -> list[CheckMessage]:
     """``ACCOUNTS`` and ``ACCOUNT_RESOLVER`` (docs/accounts.md); keys are never echoed."""
-    from django_klaviyo.checks import PRIVATE_KEY_RE  # the one shape of a key (E002)
-
     messages: list[CheckMessage] = []
     resolver = _get("ACCOUNT_RESOLVER")
     if resolver is not None:

@@ -19,6 +19,7 @@ from django.db.models import Model
 from django_klaviyo import accounts
 from django_klaviyo.models import OutboxEvent
 from django_klaviyo.outbox import OutboxRow, enqueue_many, enqueue_rows
+from django_klaviyo.profiles.argument import as_profile
 
 __all__ = ["subscribe_back_in_stock", "sync_objects"]
 
@@ -58,12 +59,11 @@ def subscribe_back_in_stock(
     ``variant`` (a mapped variant object, or its external id). Validates now and writes
     one ``back_in_stock`` row; Klaviyo's back-in-stock flow sends the alert when the
     variant's inventory returns."""
-    from django_klaviyo.api import _profile
     from django_klaviyo.catalog import mapping
 
     if isinstance(variant, Model):
         variant = mapping.external_id_of(variant, "VARIANTS")
-    payload = {"profile": _profile(profile), "variant": variant, "channels": list(channels)}
+    payload = {"profile": as_profile(profile), "variant": variant, "channels": list(channels)}
     about = None if profile is None or isinstance(profile, Mapping) else profile
     written = enqueue_many(
         [OutboxRow(kind=OutboxEvent.Kind.BACK_IN_STOCK, payload=payload)],

@@ -383,6 +383,36 @@ def status_event(order: Any, name: str, suffix: str, time_key: str) -> dict[str,
     )
 
 
+def refund_prefix(order: Any) -> str:
+    return order_dedupe_key(order, "refund:")
+
+
+def earlier_refund_sent(order: Any) -> bool:
+    """Whether a Refunded Order of ``order`` is already in the outbox."""
+    # Here, not at the top: a store's module wrapping this mapper may be imported before
+    # Django's app registry is ready.
+    from django_klaviyo.models import OutboxEvent
+
+    return (
+        OutboxEvent.objects.using(order._state.db or "default")
+        .filter(dedupe_key__startswith=refund_prefix(order))
+        .exists()
+    )
+
+
+def status_refund_events(order: Any) -> list[dict[str, Any]]:
+    """The full Refunded Order of an order moved to ORDER_STATUS_REFUNDED, unless its
+    refunds were already sent one by one."""
+    if earlier_refund_sent(order):
+        logger.info(
+            "django-klaviyo: order %s is refunded; its refunds were already sent.", order.pk
+        )
+        return []
+    event = status_event(order, "refunded_order", "refund:full", "refunded_at")
+    event["properties"]["ReversesPlacedOrder"] = True
+    return [event]
+
+
 def default_order_events(
     order: Any, previous_status: str | None, created: bool
 ) -> list[dict[str, Any]]:
@@ -407,9 +437,7 @@ def default_order_events(
     if status in mapping.status_values("cancelled"):
         return [status_event(order, "cancelled_order", "cancelled", "cancelled_at")]
     if status in mapping.status_values("refunded"):
-        from django_klaviyo.orders import refunds
-
-        return refunds.status_refund_events(order)
+        return status_refund_events(order)
     return []
 
 

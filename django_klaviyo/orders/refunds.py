@@ -23,33 +23,20 @@ unique_id scheme, and what it means for customer lifetime value (CLV)
     "First" is decided from the outbox (rows older than ``klaviyo_purge``'s retention
     are gone, and two refunds of one order committed concurrently may both claim it;
     Klaviyo then keeps the first).
+
+The status path (``ORDER_STATUS_REFUNDED``) is the default mapper's
+(``django_klaviyo.orders.mappers.status_refund_events``); this module builds on the
+mapper's order reading, and the mapper does not import it.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from django_klaviyo.models import OutboxEvent
 from django_klaviyo.orders import fields as mapping
 from django_klaviyo.orders import mappers as ecommerce
-
-logger = logging.getLogger(__name__)
-
-
-def refund_prefix(order: Any) -> str:
-    return ecommerce.order_dedupe_key(order, "refund:")
-
-
-def earlier_refund_sent(order: Any) -> bool:
-    """Whether a Refunded Order of ``order`` is already in the outbox."""
-    return (
-        OutboxEvent.objects.using(order._state.db or "default")
-        .filter(dedupe_key__startswith=refund_prefix(order))
-        .exists()
-    )
 
 
 def _refund_id(refund: Any, fields: dict[str, Any]) -> str:
@@ -93,7 +80,7 @@ def refund_events(order: Any, refund: Any) -> list[dict[str, Any]]:
         totals = [item["RowTotal"] for item in items if item.get("RowTotal") is not None]
         amount = sum((Decimal(str(t)) for t in totals), Decimal(0)) if totals else None
     oid = ecommerce.order_id(order, ofields)
-    first = not earlier_refund_sent(order)
+    first = not ecommerce.earlier_refund_sent(order)
     properties = ecommerce.order_properties(order, items, ofields)
     properties.update(
         RefundId=refund_id,
@@ -136,16 +123,3 @@ def not_refunded(
                 item["RowTotal"] = ecommerce.money(Decimal(str(item["ItemPrice"])) * left)
             remaining.append(item)
     return remaining
-
-
-def status_refund_events(order: Any) -> list[dict[str, Any]]:
-    """The full Refunded Order of an order moved to ORDER_STATUS_REFUNDED, unless its
-    refunds were already sent one by one."""
-    if earlier_refund_sent(order):
-        logger.info(
-            "django-klaviyo: order %s is refunded; its refunds were already sent.", order.pk
-        )
-        return []
-    event = ecommerce.status_event(order, "refunded_order", "refund:full", "refunded_at")
-    event["properties"]["ReversesPlacedOrder"] = True
-    return [event]

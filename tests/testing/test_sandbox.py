@@ -16,8 +16,8 @@ import pytest
 import requests
 
 from django_klaviyo.testing.sandbox import FaultConfig, SandboxServer
+from django_klaviyo.testing.sandbox.jsonapi import parse_filter
 from django_klaviyo.testing.sandbox.ratelimit import FixedWindowLimiter
-from django_klaviyo.testing.sandbox.routes import parse_filter
 from tests.processes import read_line
 from tests.testing.test_openapi import (
     BULK_EVENTS,

@@ -18,19 +18,25 @@ import threading
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from django_klaviyo.testing.sandbox.routes import (
+from django_klaviyo.testing.sandbox.jsonapi import (
     ApiError,
+    Handler,
     Request,
     Response,
-    _check_identifiers,
-    handles,
+    check_identifiers,
     invalid,
+    registrar,
 )
-from django_klaviyo.testing.sandbox.state import DuplicateProfile, SandboxState, now_iso
+from django_klaviyo.testing.sandbox.records import DuplicateProfile, now_iso
+from django_klaviyo.testing.sandbox.state import SandboxState
 
 MAX_CATALOG_JOB = 100
 MAX_COUPON_CODES_JOB = 1000
 CATALOG_ID_PREFIX = "$custom:::$default:::"
+
+# This module's operations; the server joins them with routes.ROUTES.
+ROUTES: dict[str, Handler] = {}
+handles = registrar(ROUTES)
 
 _KINDS = {"item": "items", "variant": "variants", "category": "categories"}
 _NOUNS = {"catalog-item": "item", "catalog-variant": "variant", "catalog-category": "category"}
@@ -256,7 +262,7 @@ def create_back_in_stock_subscription(state: SandboxState, request: Request) -> 
     if not profile:
         raise invalid("A profile is required.", "/data/attributes/profile")
     pointer = "/data/attributes/profile/data"
-    _check_identifiers(profile, pointer, allowed=("email", "phone_number", "external_id"))
+    check_identifiers(profile, pointer, allowed=("email", "phone_number", "external_id"))
     identifiers = {k: v for k, v in (profile.get("attributes") or {}).items() if v}
     channels = attributes["channels"]
     if not channels:

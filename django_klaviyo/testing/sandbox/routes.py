@@ -9,25 +9,35 @@ answer with Klaviyo's status codes and JSON:API bodies, or raise ApiError.
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
-from urllib.parse import urlencode
 
 from django_klaviyo.testing.openapi import parse_date_time
-from django_klaviyo.testing.sandbox.state import (
+from django_klaviyo.testing.sandbox.jsonapi import (
+    ApiError,
+    Handler,
+    Request,
+    Response,
+    check_identifiers,
+    clean_email,
+    clean_phone,
+    filters,
+    invalid,
+    matches,
+    paginate,
+    registrar,
+    rel_links,
+)
+from django_klaviyo.testing.sandbox.records import (
+    PROFILE_ATTRIBUTES,
     WEBHOOK_TOPICS,
     DuplicateProfile,
     EventRecord,
     NotFound,
-    SandboxState,
     now_iso,
 )
+from django_klaviyo.testing.sandbox.state import SandboxState
 
-E164 = re.compile(r"^\+[1-9]\d{1,14}$")
-EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 EVENT_IDENTIFIERS = ("email", "phone_number", "external_id", "anonymous_id", "_kx")
 MAX_BULK_EVENTS = 1000
 MAX_BULK_IMPORT = 10_000
@@ -36,124 +46,12 @@ MAX_UNSUBSCRIBE = 100
 MAX_LIST_RELATIONSHIPS = 1000
 CAMPAIGN_CHANNELS = ("email", "sms", "mobile_push")
 
-
-class ApiError(Exception):
-    """An error answer in Klaviyo's JSON:API shape."""
-
-    TITLES = {
-        400: "Invalid input.",
-        401: "Incorrect authentication credentials.",
-        404: "Not found.",
-        405: "Method not allowed.",
-        409: "Conflict.",
-        413: "Request entity too large.",
-        429: "Request was throttled.",
-        500: "A server error occurred.",
-        503: "Service unavailable.",
-        504: "Gateway timeout.",
-    }
-
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        detail: str,
-        *,
-        pointer: str | None = "/data",
-        parameter: str | None = None,
-        meta: dict[str, Any] | None = None,
-        title: str | None = None,
-    ) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.code = code
-        self.detail = detail
-        self.pointer = pointer
-        self.parameter = parameter
-        self.meta = meta or {}
-        self.title = title or self.TITLES.get(status, "Error.")
-
-    def error_object(self, error_id: str) -> dict[str, Any]:
-        source: dict[str, str] = {}
-        if self.pointer is not None:
-            source["pointer"] = self.pointer
-        if self.parameter is not None:
-            source["parameter"] = self.parameter
-        return {
-            "id": error_id,
-            "status": self.status,
-            "code": self.code,
-            "title": self.title,
-            "detail": self.detail,
-            "source": source,
-            "links": {},
-            "meta": self.meta,
-        }
-
-
-def invalid(detail: str, pointer: str = "/data", **kw: Any) -> ApiError:
-    return ApiError(400, "invalid", detail, pointer=pointer, **kw)
-
-
-@dataclass
-class Request:
-    operation: str
-    method: str
-    path: str
-    path_params: dict[str, str]
-    query: dict[str, str]
-    body: Any
-    base_url: str
-
-
-@dataclass
-class Response:
-    status: int
-    body: Any = None  # JSON-serialisable, or None for an empty body
-    headers: dict[str, str] = field(default_factory=dict)
-
-    def encoded(self) -> bytes:
-        return b"" if self.body is None else json.dumps(self.body).encode("utf-8")
-
-
-Handler = Callable[[SandboxState, Request], Response]
-HANDLERS: dict[str, Handler] = {}
-
-
-def handles(operation_id: str) -> Callable[[Handler], Handler]:
-    def register(func: Handler) -> Handler:
-        HANDLERS[operation_id] = func
-        return func
-
-    return register
+# This module's operations; the server joins them with catalog_routes.ROUTES.
+ROUTES: dict[str, Handler] = {}
+handles = registrar(ROUTES)
 
 
 # --- shared helpers ------------------------------------------------------------------
-
-
-def _clean_phone(value: Any, pointer: str) -> None:
-    if value is not None and not E164.match(value):
-        raise invalid(
-            f"Invalid phone number format {value!r}: use E.164, e.g. +14155550100.", pointer
-        )
-
-
-def _clean_email(value: Any, pointer: str) -> None:
-    if value is not None and not EMAIL.match(value):
-        raise invalid(f"Invalid email address {value!r}.", pointer)
-
-
-def _check_identifiers(profile: dict[str, Any], pointer: str, *, allowed: tuple[str, ...]):
-    """profile = a JSON:API profile resource (``{"type", "id"?, "attributes"}``)."""
-    attributes = profile.get("attributes") or {}
-    present = [name for name in allowed if attributes.get(name)]
-    if not present and not profile.get("id"):
-        names = ", ".join(allowed)
-        raise invalid(
-            f"A profile needs at least one identifier: id, {names}.", f"{pointer}/attributes"
-        )
-    _clean_email(attributes.get("email"), f"{pointer}/attributes/email")
-    _clean_phone(attributes.get("phone_number"), f"{pointer}/attributes/phone_number")
 
 
 def _check_metric_name(name: str, pointer: str) -> None:
@@ -179,23 +77,7 @@ def _check_event_time(value: str | None, pointer: str) -> str:
 
 
 def _profile_resource(profile: dict[str, Any], base: str, *, subscriptions: bool = False):
-    attributes = {
-        name: profile.get(name)
-        for name in (
-            "email",
-            "phone_number",
-            "external_id",
-            "anonymous_id",
-            "first_name",
-            "last_name",
-            "organization",
-            "locale",
-            "title",
-            "image",
-            "created",
-            "updated",
-        )
-    }
+    attributes = {name: profile.get(name) for name in (*PROFILE_ATTRIBUTES, "created", "updated")}
     attributes["location"] = profile.get("location") or {}
     attributes["properties"] = profile.get("properties") or {}
     attributes["last_event_date"] = profile.get("last_event_date")
@@ -206,17 +88,10 @@ def _profile_resource(profile: dict[str, Any], base: str, *, subscriptions: bool
         "id": profile["id"],
         "attributes": attributes,
         "relationships": {
-            "lists": {"links": _rel_links(base, "profiles", profile["id"], "lists")},
-            "segments": {"links": _rel_links(base, "profiles", profile["id"], "segments")},
+            "lists": {"links": rel_links(base, "profiles", profile["id"], "lists")},
+            "segments": {"links": rel_links(base, "profiles", profile["id"], "segments")},
         },
         "links": {"self": f"{base}/api/profiles/{profile['id']}/"},
-    }
-
-
-def _rel_links(base: str, kind: str, resource_id: str, relation: str) -> dict[str, str]:
-    return {
-        "self": f"{base}/api/{kind}/{resource_id}/relationships/{relation}/",
-        "related": f"{base}/api/{kind}/{resource_id}/{relation}/",
     }
 
 
@@ -231,7 +106,7 @@ def _list_resource(data: dict[str, Any], base: str) -> dict[str, Any]:
             "opt_in_process": data["opt_in_process"],
         },
         "relationships": {
-            "profiles": {"links": _rel_links(base, "lists", data["id"], "profiles")},
+            "profiles": {"links": rel_links(base, "lists", data["id"], "profiles")},
         },
         "links": {"self": f"{base}/api/lists/{data['id']}/"},
     }
@@ -252,179 +127,18 @@ def _webhook_resource(data: dict[str, Any], base: str) -> dict[str, Any]:
         "relationships": {
             "webhook-topics": {
                 "data": [{"type": "webhook-topic", "id": t} for t in data["topics"]],
-                "links": _rel_links(base, "webhooks", data["id"], "webhook-topics"),
+                "links": rel_links(base, "webhooks", data["id"], "webhook-topics"),
             }
         },
         "links": {"self": f"{base}/api/webhooks/{data['id']}/"},
     }
 
 
-def _page_size(request: Request, default: int, maximum: int) -> int:
-    raw = request.query.get("page[size]")
-    if raw is None:
-        return default
-    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
-        raise invalid(
-            f"page[size] must be an integer between 1 and {maximum}.", None, parameter="page[size]"
-        )
-    return int(raw)
-
-
-def _paginate(
-    request: Request, items: list[Any], *, default: int, maximum: int
-) -> tuple[list[Any], dict[str, Any]]:
-    """Cursor pagination with full-URL ``links.next`` like Klaviyo's."""
-    size = _page_size(request, default, maximum)
-    cursor = request.query.get("page[cursor]", "")
-    offset = 0
-    if cursor:
-        match = re.fullmatch(r"sbx(\d+)", cursor)
-        if not match:
-            raise invalid("Invalid page cursor.", None, parameter="page[cursor]")
-        offset = int(match.group(1))
-    page = items[offset : offset + size]
-
-    def link(to_offset: int | None) -> str | None:
-        if to_offset is None:
-            return None
-        query = {k: v for k, v in request.query.items() if k != "page[cursor]"}
-        if to_offset:
-            query["page[cursor]"] = f"sbx{to_offset}"
-        encoded = urlencode(query, safe="[],()'\"")
-        return f"{request.base_url}{request.path}" + (f"?{encoded}" if encoded else "")
-
-    next_offset = offset + size if offset + size < len(items) else None
-    prev_offset = max(offset - size, 0) if offset else None
-    links = {"self": link(offset), "next": link(next_offset), "prev": link(prev_offset)}
-    return page, links
-
-
-# --- filters -------------------------------------------------------------------------
-
-_TOKEN = re.compile(
-    r"""\s*(?:(?P<str>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")|(?P<punct>[(),\[\]])|"""
-    r"""(?P<word>[^\s(),\[\]'"]+))"""
-)
-
-
-def parse_filter(text: str) -> list[tuple[str, str, Any]]:
-    """``equals(email,"a@x.com"),any(id,["1","2"])`` -> [(op, field, value), ...].
-
-    Supports the JSON:API filter syntax Klaviyo documents: operator(field,value), nested
-    ``and(...)`` and top-level commas; strings in single or double quotes with backslash
-    escapes, lists in brackets, bare numbers, booleans, null and datetimes.
-    """
-    tokens: list[tuple[str, str]] = []
-    position = 0
-    while position < len(text):
-        match = _TOKEN.match(text, position)
-        if not match or match.end() == position:
-            if text[position:].strip() == "":
-                break
-            raise ValueError(f"unexpected character at {position}")
-        position = match.end()
-        kind = match.lastgroup or ""
-        tokens.append((kind, match.group(kind)))
-    conditions: list[tuple[str, str, Any]] = []
-    index = 0
-
-    def expect(value: str) -> None:
-        nonlocal index
-        if index >= len(tokens) or tokens[index][1] != value:
-            raise ValueError(f"expected {value!r}")
-        index += 1
-
-    def parse_value() -> Any:
-        nonlocal index
-        if index >= len(tokens):
-            raise ValueError("missing value")
-        kind, raw = tokens[index]
-        index += 1
-        if kind == "str":
-            return re.sub(r"\\(.)", r"\1", raw[1:-1])
-        if raw == "[":
-            values = []
-            while index < len(tokens) and tokens[index][1] != "]":
-                values.append(parse_value())
-                if index < len(tokens) and tokens[index][1] == ",":
-                    index += 1
-            expect("]")
-            return values
-        if kind == "word":
-            lowered = {"true": True, "false": False, "null": None}
-            if raw in lowered:
-                return lowered[raw]
-            try:
-                return int(raw) if re.fullmatch(r"-?\d+", raw) else float(raw)
-            except ValueError:
-                return raw  # datetimes and other bare words
-        raise ValueError(f"unexpected {raw!r}")
-
-    def parse_expression() -> None:
-        nonlocal index
-        if index >= len(tokens) or tokens[index][0] != "word":
-            raise ValueError("expected an operator")
-        operator = tokens[index][1]
-        index += 1
-        expect("(")
-        if operator in ("and",):
-            parse_expression()
-            while index < len(tokens) and tokens[index][1] == ",":
-                index += 1
-                parse_expression()
-        else:
-            if index >= len(tokens) or tokens[index][0] != "word":
-                raise ValueError("expected a field name")
-            field_name = tokens[index][1]
-            index += 1
-            expect(",")
-            conditions.append((operator, field_name, parse_value()))
-        expect(")")
-
-    parse_expression()
-    while index < len(tokens) and tokens[index][1] == ",":
-        index += 1
-        parse_expression()
-    if index != len(tokens):
-        raise ValueError("trailing input")
-    return conditions
-
-
-def _filters(request: Request, allowed: dict[str, tuple[str, ...]]) -> list[tuple[str, str, Any]]:
-    raw = request.query.get("filter")
-    if not raw:
-        return []
-    try:
-        conditions = parse_filter(raw)
-    except ValueError as exc:
-        raise invalid(f"Invalid filter: {exc}.", None, parameter="filter") from None
-    for operator, field_name, _ in conditions:
-        if operator not in allowed.get(field_name, ()):
-            raise invalid(
-                f"'{operator}' is not a valid operator for the field '{field_name}'.",
-                None,
-                parameter="filter",
-            )
-    return conditions
-
-
-def _matches(item: dict[str, Any], conditions: list[tuple[str, str, Any]]) -> bool:
-    for operator, field_name, value in conditions:
-        actual = item.get(field_name)
-        if operator == "equals" and actual != value:
-            return False
-        if operator == "any" and actual not in (value if isinstance(value, list) else [value]):
-            return False
-        if operator == "contains" and (not isinstance(actual, str) or str(value) not in actual):
-            return False
-    return True
-
-
 # --- events --------------------------------------------------------------------------
 
 
 def _event_profile(state: SandboxState, profile: dict[str, Any], pointer: str):
-    _check_identifiers(profile, pointer, allowed=EVENT_IDENTIFIERS)
+    check_identifiers(profile, pointer, allowed=EVENT_IDENTIFIERS)
     attributes = {k: v for k, v in (profile.get("attributes") or {}).items() if k != "meta"}
     profile_id = profile.get("id")
     if profile_id and state.profile(profile_id) is None:
@@ -467,7 +181,7 @@ def create_event(state: SandboxState, request: Request) -> Response:
     attrs = request.body["data"]["attributes"]
     pointer = "/data/attributes"
     # Check everything before touching state, as Klaviyo rejects the whole request.
-    _check_identifiers(
+    check_identifiers(
         attrs["profile"]["data"], f"{pointer}/profile/data", allowed=EVENT_IDENTIFIERS
     )
     _check_metric_name(
@@ -491,9 +205,7 @@ def bulk_create_events(state: SandboxState, request: Request) -> Response:
     seen: set[tuple[str, str, str]] = set()
     for i, entry in enumerate(entries):
         profile = entry["attributes"]["profile"]["data"]
-        _check_identifiers(
-            profile, f"{base}/{i}/attributes/profile/data", allowed=EVENT_IDENTIFIERS
-        )
+        check_identifiers(profile, f"{base}/{i}/attributes/profile/data", allowed=EVENT_IDENTIFIERS)
         identity = json.dumps(
             [profile.get("id")]
             + [(profile.get("attributes") or {}).get(k) for k in EVENT_IDENTIFIERS]
@@ -560,7 +272,7 @@ def _upsert_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
 @handles("create_or_update_profile")
 def create_or_update_profile(state: SandboxState, request: Request) -> Response:
     data = request.body["data"]
-    _check_identifiers(data, "/data", allowed=("email", "phone_number", "external_id", "_kx"))
+    check_identifiers(data, "/data", allowed=("email", "phone_number", "external_id", "_kx"))
     try:
         profile, created = state.upsert_profile(
             _upsert_attributes(data["attributes"]), data.get("id")
@@ -577,9 +289,9 @@ def create_or_update_profile(state: SandboxState, request: Request) -> Response:
 
 @handles("get_profiles")
 def get_profiles(state: SandboxState, request: Request) -> Response:
-    conditions = _filters(request, _PROFILE_FILTERS)
-    profiles = [p for p in state.profiles().values() if _matches(p, conditions)]
-    page, links = _paginate(request, profiles, default=20, maximum=100)
+    conditions = filters(request, _PROFILE_FILTERS)
+    profiles = [p for p in state.profiles().values() if matches(p, conditions)]
+    page, links = paginate(request, profiles, default=20, maximum=100)
     wants = _wants_subscriptions(request)
     return Response(
         200,
@@ -610,8 +322,8 @@ def update_profile(state: SandboxState, request: Request) -> Response:
             409, "conflict", "The id in the body does not match the URL.", pointer="/data/id"
         )
     attributes = data.get("attributes") or {}
-    _clean_email(attributes.get("email"), "/data/attributes/email")
-    _clean_phone(attributes.get("phone_number"), "/data/attributes/phone_number")
+    clean_email(attributes.get("email"), "/data/attributes/email")
+    clean_phone(attributes.get("phone_number"), "/data/attributes/phone_number")
     try:
         profile, _ = state.upsert_profile(_upsert_attributes(attributes), profile_id)
     except DuplicateProfile as exc:
@@ -641,13 +353,13 @@ def _job_resource(job: dict[str, Any], base: str) -> dict[str, Any]:
         "relationships": {
             "lists": {
                 "data": [{"type": "list", "id": i} for i in job["list_ids"]],
-                "links": _rel_links(base, "profile-bulk-import-jobs", job["id"], "lists"),
+                "links": rel_links(base, "profile-bulk-import-jobs", job["id"], "lists"),
             },
             "profiles": {
-                "links": _rel_links(base, "profile-bulk-import-jobs", job["id"], "profiles")
+                "links": rel_links(base, "profile-bulk-import-jobs", job["id"], "profiles")
             },
             "import-errors": {
-                "links": _rel_links(base, "profile-bulk-import-jobs", job["id"], "import-errors")
+                "links": rel_links(base, "profile-bulk-import-jobs", job["id"], "import-errors")
             },
         },
         "links": {"self": f"{base}/api/profile-bulk-import-jobs/{job['id']}/"},
@@ -686,7 +398,7 @@ def bulk_import_profiles(state: SandboxState, request: Request) -> Response:
     for i, item in enumerate(items):
         pointer = f"/data/attributes/profiles/data/{i}"
         try:
-            _check_identifiers(item, pointer, allowed=("email", "phone_number", "external_id"))
+            check_identifiers(item, pointer, allowed=("email", "phone_number", "external_id"))
             profile, _ = state.upsert_profile(
                 _upsert_attributes(item["attributes"]), item.get("id")
             )
@@ -757,7 +469,7 @@ def get_bulk_import_profiles_job(state: SandboxState, request: Request) -> Respo
 @handles("get_errors_for_bulk_import_profiles_job")
 def get_errors_for_bulk_import_profiles_job(state: SandboxState, request: Request) -> Response:
     job = _import_job(state, request.path_params["id"])
-    page, links = _paginate(request, job["errors"], default=20, maximum=100)
+    page, links = paginate(request, job["errors"], default=20, maximum=100)
     return Response(200, {"data": page, "links": links})
 
 
@@ -798,7 +510,7 @@ def bulk_subscribe_profiles(state: SandboxState, request: Request) -> Response:
     list_id = _list_relationship(state, data)
     for i, item in enumerate(items):
         pointer = f"{base}/{i}/attributes"
-        _check_identifiers(item, f"{base}/{i}", allowed=("email", "phone_number"))
+        check_identifiers(item, f"{base}/{i}", allowed=("email", "phone_number"))
         channels = _channels(item["attributes"]["subscriptions"])
         if not channels:
             raise invalid(
@@ -867,7 +579,7 @@ def bulk_unsubscribe_profiles(state: SandboxState, request: Request) -> Response
         raise invalid(f"At most {MAX_UNSUBSCRIBE} profiles per request ({len(items)} given).", base)
     list_id = _list_relationship(state, data)
     for i, item in enumerate(items):
-        _check_identifiers(item, f"{base}/{i}", allowed=("email", "phone_number"))
+        check_identifiers(item, f"{base}/{i}", allowed=("email", "phone_number"))
         if not _channels(item["attributes"]["subscriptions"]):
             raise invalid(
                 "At least one subscription channel is required.",
@@ -910,9 +622,9 @@ def create_list(state: SandboxState, request: Request) -> Response:
 
 @handles("get_lists")
 def get_lists(state: SandboxState, request: Request) -> Response:
-    conditions = _filters(request, {"name": ("any", "equals"), "id": ("any", "equals")})
-    items = [item for item in state.lists().values() if _matches(item, conditions)]
-    page, links = _paginate(request, items, default=10, maximum=10)
+    conditions = filters(request, {"name": ("any", "equals"), "id": ("any", "equals")})
+    items = [item for item in state.lists().values() if matches(item, conditions)]
+    page, links = paginate(request, items, default=10, maximum=10)
     return Response(
         200, {"data": [_list_resource(i, request.base_url) for i in page], "links": links}
     )
@@ -968,10 +680,10 @@ def remove_profiles_from_list(state: SandboxState, request: Request) -> Response
 def get_profiles_for_list(state: SandboxState, request: Request) -> Response:
     list_id = request.path_params["id"]
     _get_list(state, list_id)
-    conditions = _filters(request, {"email": ("any", "equals"), "phone_number": ("any", "equals")})
+    conditions = filters(request, {"email": ("any", "equals"), "phone_number": ("any", "equals")})
     profiles = [state.profile(pid) for pid in state.members(list_id)]
-    members = [p for p in profiles if p is not None and _matches(p, conditions)]
-    page, links = _paginate(request, members, default=20, maximum=100)
+    members = [p for p in profiles if p is not None and matches(p, conditions)]
+    page, links = paginate(request, members, default=20, maximum=100)
     wants = _wants_subscriptions(request)
     return Response(
         200,
@@ -987,7 +699,7 @@ def get_profiles_for_list(state: SandboxState, request: Request) -> Response:
 
 @handles("get_campaigns")
 def get_campaigns(state: SandboxState, request: Request) -> Response:
-    conditions = _filters(
+    conditions = filters(
         request,
         {
             "messages.channel": ("equals",),
@@ -1006,8 +718,8 @@ def get_campaigns(state: SandboxState, request: Request) -> Response:
             parameter="filter",
         )
     rest = [c for c in conditions if c[1] != "messages.channel"]
-    items = [c for c in state.campaigns(channels[0]) if _matches(c, rest)]
-    page, links = _paginate(request, items, default=100, maximum=100)
+    items = [c for c in state.campaigns(channels[0]) if matches(c, rest)]
+    page, links = paginate(request, items, default=100, maximum=100)
     data = [
         {
             "type": "campaign",
@@ -1025,7 +737,7 @@ def get_campaigns(state: SandboxState, request: Request) -> Response:
 
 @handles("get_flows")
 def get_flows(state: SandboxState, request: Request) -> Response:
-    conditions = _filters(
+    conditions = filters(
         request,
         {
             "id": ("any",),
@@ -1035,8 +747,8 @@ def get_flows(state: SandboxState, request: Request) -> Response:
             "trigger_type": ("equals",),
         },
     )
-    items = [f for f in state.flows() if _matches(f, conditions)]
-    page, links = _paginate(request, items, default=50, maximum=50)
+    items = [f for f in state.flows() if matches(f, conditions)]
+    page, links = paginate(request, items, default=50, maximum=50)
     data = [
         {
             "type": "flow",
@@ -1156,16 +868,12 @@ def request_profile_deletion(state: SandboxState, request: Request) -> Response:
         )
     ((field_name, value),) = given.items()
     if field_name == "email":
-        _clean_email(value, "/data/attributes/profile/data/attributes/email")
+        clean_email(value, "/data/attributes/profile/data/attributes/email")
     if field_name == "phone_number":
-        _clean_phone(value, "/data/attributes/profile/data/attributes/phone_number")
+        clean_phone(value, "/data/attributes/profile/data/attributes/phone_number")
     profile_id = state.find_profile_id(field_name, value)
     deleted = state.delete_profile(profile_id) if profile_id else False
     state.record_deletion(
         {field_name: value, "profile_id": profile_id, "deleted": deleted, "received_at": now_iso()}
     )
     return Response(202)
-
-
-# Catalog, back in stock and coupons live in their own module; importing it registers them.
-from django_klaviyo.testing.sandbox import catalog_routes  # noqa: E402, F401

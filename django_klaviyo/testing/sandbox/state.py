@@ -7,94 +7,30 @@ and write it concurrently; readers get copies, never live objects.
 from __future__ import annotations
 
 import copy
+import hashlib
 import random
 import threading
 from collections import Counter
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
-from django_klaviyo.client.ratelimit import account_scope
-
-IDENTIFIER_FIELDS = ("email", "phone_number", "external_id", "anonymous_id")
-PROFILE_ATTRIBUTES = (
-    "email",
-    "phone_number",
-    "external_id",
-    "anonymous_id",
-    "first_name",
-    "last_name",
-    "organization",
-    "locale",
-    "title",
-    "image",
-    "location",
-    "properties",
+from django_klaviyo.testing.sandbox.records import (
+    IDENTIFIER_FIELDS,
+    PROFILE_ATTRIBUTES,
+    DuplicateProfile,
+    EventRecord,
+    NotFound,
+    now_iso,
 )
+
+
+def key_digest(api_key: str) -> str:
+    """What the sandbox keeps of an API key: the digest the client keys its rate limits by
+    (``django_klaviyo.client.ratelimit.account_scope``, which tests hold this to; the
+    sandbox does not import the client, which needs Django's settings)."""
+    return hashlib.sha256(api_key.encode("utf-8")).hexdigest()[:16]
+
+
 _ULID_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-
-# Topics from Klaviyo's "Common webhook topics" list (see shared notes §10.1).
-WEBHOOK_TOPICS = tuple(
-    f"event:klaviyo.{name}"
-    for name in (
-        "received_email",
-        "opened_email",
-        "clicked_email",
-        "bounced_email",
-        "dropped_email",
-        "marked_email_as_spam",
-        "subscribed_to_email_marketing",
-        "unsubscribed_from_email_marketing",
-        "manually_suppressed_from_email_marketing",
-        "manually_unsuppressed_from_email_marketing",
-        "updated_email_preferences",
-        "sent_sms",
-        "received_sms",
-        "clicked_sms",
-        "failed_to_deliver_sms",
-        "subscribed_to_sms_marketing",
-        "unsubscribed_from_sms_marketing",
-        "received_push",
-        "opened_push",
-        "bounced_push",
-    )
-)
-
-
-class DuplicateProfile(Exception):
-    """An identifier of the request already belongs to another profile (Klaviyo's 409)."""
-
-    def __init__(self, duplicate_profile_id: str, field: str) -> None:
-        super().__init__(f"A profile already exists with one of these identifiers ({field}).")
-        self.duplicate_profile_id = duplicate_profile_id
-        self.field = field
-
-
-class NotFound(Exception):
-    """A resource named by the request does not exist (Klaviyo's 404)."""
-
-
-@dataclass
-class EventRecord:
-    metric: str
-    profile_id: str
-    profile: dict[str, Any]  # identifiers as sent
-    unique_id: str | None
-    properties: dict[str, Any]
-    value: float | None
-    value_currency: str | None
-    time: str
-    received_at: str
-    operation: str
-    # Klaviyo records a backfilled event without triggering flows.
-    backfill: bool = False
-
-    def as_dict(self) -> dict[str, Any]:
-        return copy.deepcopy(self.__dict__)
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 class SandboxState:
@@ -143,14 +79,14 @@ class SandboxState:
 
     def count_key(self, api_key: str) -> None:
         """One request sent with ``api_key``; only a digest is kept (see ``key_counts``)."""
-        digest = account_scope(api_key)
+        digest = key_digest(api_key)
         with self._lock:
             self._keys[digest] += 1
 
     def key_counts(self) -> dict[str, int]:
-        """Requests by the API key they carried, as ``client.ratelimit.account_scope(key)``
-        (the digest the client keys its rate limits by): several accounts can be told
-        apart without the sandbox keeping a key."""
+        """Requests by the API key they carried, as ``key_digest(key)`` (the digest the
+        client keys its rate limits by): several accounts can be told apart without the
+        sandbox keeping a key."""
         with self._lock:
             return dict(self._keys)
 
