@@ -1,10 +1,12 @@
 """docs/api.md is the public surface: it and the public modules' ``__all__`` say the same
-thing, and every ``django_klaviyo`` path the README and docs/ name still imports."""
+thing, with the code's signatures, and every ``django_klaviyo`` path the README and docs/
+name still imports."""
 
 from __future__ import annotations
 
 import ast
 import importlib
+import inspect
 import re
 import warnings
 from pathlib import Path
@@ -89,6 +91,45 @@ def test_a_documented_module_exports_exactly_its_documented_names(module_name: s
     )
     for name in documented:
         assert getattr(module, name) is not None, f"{module_name}.{name}"
+
+
+def signature_text(function: Any) -> str:
+    """A signature as docs/api.md writes it: annotations as written in the source."""
+    signature = inspect.signature(function)
+    parts, keyword_only = [], False
+    for parameter in signature.parameters.values():
+        if parameter.kind is parameter.KEYWORD_ONLY and not keyword_only:
+            parts.append("*")
+        keyword_only = keyword_only or parameter.kind in (
+            parameter.KEYWORD_ONLY,
+            parameter.VAR_POSITIONAL,
+        )
+        text = {parameter.VAR_POSITIONAL: "*", parameter.VAR_KEYWORD: "**"}.get(
+            parameter.kind, ""
+        ) + parameter.name
+        if parameter.annotation is not parameter.empty:
+            text += f": {parameter.annotation}"
+        if parameter.default is not parameter.empty:
+            text += f" = {parameter.default!r}"
+        parts.append(text)
+    returns = signature.return_annotation
+    return f"({', '.join(parts)})" + ("" if returns is signature.empty else f" -> {returns}")
+
+
+@pytest.mark.parametrize("module_name", sorted(documented_modules()))
+def test_each_documented_function_has_the_codes_signature(module_name: str) -> None:
+    module = importlib.import_module(module_name)
+    entries = re.findall(
+        r"^- `([a-z_][A-Za-z0-9_]*)(\([^`]*)`: ",
+        sections()[module_name],
+        flags=re.MULTILINE,
+    )
+    if module_name == "django_klaviyo":
+        assert len(entries) == len(module.__all__)  # the pattern reads every writer
+    for name, documented in entries:
+        function = getattr(module, name)
+        function = getattr(function, "func", function)  # a Django task wraps its function
+        assert documented == signature_text(function), f"{module_name}.{name}"
 
 
 def test_every_module_with_an_all_is_documented() -> None:
