@@ -65,7 +65,7 @@ def insert_due_rows(count: int) -> None:
 def claim_time() -> float:
     """Median time of CLAIMS successive claims of 1000 (after one warm-up claim). Claimed
     rows stay claimed, as in a real flush: each claim takes the next 1000 due rows."""
-    from django_klaviyo.flush import claim_batch
+    from django_klaviyo.flush.claim import claim_batch
 
     times = []
     for i in range(CLAIMS + 1):

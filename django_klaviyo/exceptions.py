@@ -8,6 +8,19 @@ from __future__ import annotations
 
 from typing import Any
 
+__all__ = [
+    "KlaviyoAPIError",
+    "KlaviyoAuthError",
+    "KlaviyoConfigurationError",
+    "KlaviyoDuplicateProfileError",
+    "KlaviyoError",
+    "KlaviyoPermissionError",
+    "KlaviyoRateLimitError",
+    "KlaviyoServerError",
+    "KlaviyoTransportError",
+    "KlaviyoValidationError",
+]
+
 
 class KlaviyoError(Exception):
     """Base class for every django-klaviyo error."""

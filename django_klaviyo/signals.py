@@ -9,4 +9,6 @@ from __future__ import annotations
 
 import django.dispatch
 
+__all__ = ["outbox_ready"]
+
 outbox_ready = django.dispatch.Signal()

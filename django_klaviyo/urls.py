@@ -9,6 +9,8 @@ from django_klaviyo.catalog.views import BackInStockView
 from django_klaviyo.health.views import status_view
 from django_klaviyo.webhooks.views import flow_webhook, klaviyo_webhook
 
+__all__ = ["urlpatterns"]
+
 urlpatterns = [
     path("webhooks/", klaviyo_webhook, name="klaviyo-webhook"),
     path("webhooks/flow/", flow_webhook, name="klaviyo-flow-webhook"),

@@ -40,35 +40,16 @@ requests and settles each row of an accepted one (``senders/imports`` handles pr
 in bulk); ``outcomes`` decides what a failure means for a row; ``loop`` is the
 ``Flusher`` (the run: batches, idling, stopping); ``deliver`` sends one batch, kind by
 kind; ``record`` writes the outcomes; ``outages`` rides out database and network
-outages; ``plan`` is the dry run; ``report`` is what a run reports; ``accounts`` sends
+outages; ``plan`` is the dry run; ``report`` is what a run reports; ``rotation`` sends
 each Klaviyo account's rows with its own client, in turn (a rejected key stops only its
 account).
 """
 
 from __future__ import annotations
 
-from django_klaviyo.flush.claim import ClaimedRow, claim_batch, make_owner, reclaim_expired_leases
-from django_klaviyo.flush.loop import Flusher, flush_outbox, validate_kinds
-from django_klaviyo.flush.outcomes import ErrorInfo, Outcomes, error_info, is_retryable
+# The public surface of the package (docs/api.md): run a flush and read its report. The
+# stages (claim, senders, outcomes, the Flusher loop) are imported from their own modules.
+from django_klaviyo.flush.loop import flush_outbox
 from django_klaviyo.flush.report import FlushAborted, FlushReport, KindCounts, StopSignal
-from django_klaviyo.flush.senders import Sender, make_senders
 
-__all__ = [
-    "ClaimedRow",
-    "ErrorInfo",
-    "FlushAborted",
-    "FlushReport",
-    "Flusher",
-    "KindCounts",
-    "Outcomes",
-    "Sender",
-    "StopSignal",
-    "claim_batch",
-    "error_info",
-    "flush_outbox",
-    "is_retryable",
-    "make_owner",
-    "make_senders",
-    "reclaim_expired_leases",
-    "validate_kinds",
-]
+__all__ = ["FlushAborted", "FlushReport", "KindCounts", "StopSignal", "flush_outbox"]

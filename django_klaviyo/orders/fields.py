@@ -27,6 +27,8 @@ from django.db import models
 
 from django_klaviyo.conf import klaviyo_settings
 
+__all__ = ["mapping", "metric", "read", "resolve", "resolve_many", "status_values"]
+
 ORDER_FIELDS: dict[str, Any] = {
     # OrderId and the unique_id of the order's events; the primary key when unset or empty.
     "number": "number",

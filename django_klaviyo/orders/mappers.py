@@ -80,6 +80,18 @@ from django_klaviyo.orders import fields as mapping
 from django_klaviyo.rules.events import item_event_properties
 from django_klaviyo.rules.values import to_json, utc_iso
 
+__all__ = [
+    "default_order_events",
+    "iso_utc",
+    "line_item",
+    "money",
+    "order_id",
+    "order_lines",
+    "order_profile",
+    "order_properties",
+    "placed_order_events",
+]
+
 logger = logging.getLogger(__name__)
 
 CENT = Decimal("0.01")

@@ -17,6 +17,8 @@ except ImportError:  # Django < 6.0
 
 from django_klaviyo.flush import flush_outbox
 
+__all__ = ["flush_outbox_task"]
+
 
 @task()
 def flush_outbox_task(max_seconds: float | None = None) -> dict[str, Any]:

@@ -18,6 +18,8 @@ from typing import Any
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.rules.identifiers import normalize_phone_number
 
+__all__ = ["default_user_profile"]
+
 logger = logging.getLogger(__name__)
 
 

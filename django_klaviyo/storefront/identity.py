@@ -23,6 +23,8 @@ from django.http import HttpRequest
 
 from django_klaviyo.conf import klaviyo_settings
 
+__all__ = ["remember_visitor", "user_profile", "visitor_anonymous_id", "visitor_profile"]
+
 SESSION_ANONYMOUS_ID = "klaviyo_anonymous_id"
 SESSION_KX = "klaviyo_kx"
 KLA_COOKIE = "__kla_id"

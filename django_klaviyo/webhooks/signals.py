@@ -21,4 +21,6 @@ from __future__ import annotations
 
 from django.dispatch import Signal
 
+__all__ = ["klaviyo_webhook_event"]
+
 klaviyo_webhook_event = Signal()

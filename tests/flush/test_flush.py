@@ -16,13 +16,9 @@ import responses
 from django.db import OperationalError, connection
 from django.test import override_settings
 
-from django_klaviyo.flush import (
-    FlushAborted,
-    Flusher,
-    claim_batch,
-    flush_outbox,
-    reclaim_expired_leases,
-)
+from django_klaviyo.flush import FlushAborted, flush_outbox
+from django_klaviyo.flush.claim import claim_batch, reclaim_expired_leases
+from django_klaviyo.flush.loop import Flusher
 from django_klaviyo.models import (
     Consent,
     KlaviyoList,

@@ -11,7 +11,8 @@ import pytest
 import responses
 from django.db import connection
 
-from django_klaviyo.flush import claim_batch, flush_outbox
+from django_klaviyo.flush import flush_outbox
+from django_klaviyo.flush.claim import claim_batch
 from django_klaviyo.models import OutboxEvent
 from tests.flush.test_flush import EVENTS_URL, make_event
 from tests.klaviyo_fixtures import FakeClock

@@ -14,7 +14,7 @@ from django.db import connection
 from django.test import override_settings
 
 from django_klaviyo import rules
-from django_klaviyo.flush import reclaim_expired_leases
+from django_klaviyo.flush.claim import reclaim_expired_leases
 from django_klaviyo.models import OutboxEvent
 from tests.flush.test_flush import EVENTS_URL, bulk_events, calls_to, make_event
 from tests.klaviyo_fixtures import flush

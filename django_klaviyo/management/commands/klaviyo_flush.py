@@ -14,7 +14,8 @@ from django.db import DEFAULT_DB_ALIAS, connections
 from django_klaviyo import accounts
 from django_klaviyo.checks import check_private_key
 from django_klaviyo.exceptions import KlaviyoConfigurationError, KlaviyoValidationError
-from django_klaviyo.flush import FlushAborted, FlushReport, flush_outbox, validate_kinds
+from django_klaviyo.flush import FlushAborted, FlushReport, flush_outbox
+from django_klaviyo.flush.loop import validate_kinds
 from django_klaviyo.management.base import LongRunningCommand
 
 # Seconds between progress lines at the default verbosity.

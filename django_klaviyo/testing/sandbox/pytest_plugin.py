@@ -32,6 +32,8 @@ import pytest
 
 from django_klaviyo.testing.sandbox.server import SandboxServer
 
+__all__ = ["klaviyo_sandbox"]
+
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
