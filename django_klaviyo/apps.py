@@ -10,9 +10,10 @@ class DjangoKlaviyoConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # Registers system checks and connects the save receivers (these modules import
-        # models, so they load once the app registry is ready).
+        # Registers the system checks and connects the save receivers (these modules
+        # import models, so they load once the app registry is ready).
         from django_klaviyo import checks  # noqa: F401
+        from django_klaviyo.catalog import checks as catalog_checks  # noqa: F401
         from django_klaviyo.catalog.receivers import connect_catalog_receivers
         from django_klaviyo.orders import receivers as order_receivers
         from django_klaviyo.outbox import task_queue

@@ -20,7 +20,7 @@ from django.db import DatabaseError
 from django.db.models.signals import post_delete, post_save
 
 from django_klaviyo import accounts
-from django_klaviyo.catalog import checks, mapping  # noqa: F401  (registers the checks)
+from django_klaviyo.catalog import mapping
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.outbox import OutboxRow, enqueue_rows
 from django_klaviyo.outbox.refused import record_refused, source_label
