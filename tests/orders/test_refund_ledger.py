@@ -125,6 +125,18 @@ def test_every_part_refunded_then_refunded_by_status_sends_nothing_more(klaviyo_
     ]
 
 
+def test_refunded_by_status_then_a_refund_recorded_reverses_nothing_twice(
+    klaviyo_sandbox, customer
+):
+    order = place(customer)
+    move(order, "refunded")
+    refund(order, "r1", "20.00")
+    assert received(klaviyo_sandbox) == [
+        ("Refunded Order", "L-1", 50.0),
+        ("Refunded Order", "L-1-refund-r1", 0.0),
+    ]
+
+
 def test_refunds_beyond_the_total_are_capped_at_what_is_left(klaviyo_sandbox, customer):
     order = place(customer)
     refund(order, "r1", "30.00")
