@@ -15,7 +15,6 @@ import datetime as dt
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from django.db import DEFAULT_DB_ALIAS
 from django.utils import timezone
 
 from django_klaviyo import accounts, outbox
@@ -217,16 +216,11 @@ def order_refunded(
     through ``REFUND_FIELDS`` / ``REFUND_LINE_FIELDS``) or a dict with those keys. Each
     refund is sent once; see ``django_klaviyo.orders.refunds`` for its unique_id and CLV."""
     try:
-        specs = refunds.refund_events(order, refund)
+        return refunds.enqueue_refund(
+            order, refund, using=using, backfill=backfill, account=account
+        )
     except ValueError as exc:
         raise KlaviyoValidationError(str(exc), field="refund") from exc
-    return orders.enqueue_order_events(
-        specs,
-        order,
-        using=using or order._state.db or DEFAULT_DB_ALIAS,
-        backfill=backfill,
-        account=account,
-    )
 
 
 def viewed_product(

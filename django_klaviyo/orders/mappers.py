@@ -26,11 +26,13 @@ Order events (``default_order_events(order, previous_status, created) -> list[di
                                   one **Ordered Product** per line in ``item_events``
                                   (``<order id>-<line id>``; the line total)
     ``ORDER_STATUS_FULFILLED``    **Fulfilled Order** (the order id; the total), + tracking
-    ``ORDER_STATUS_CANCELLED``    **Cancelled Order** (the order id; the total, POSITIVE),
-                                  + Reason
-    ``ORDER_STATUS_REFUNDED``     **Refunded Order** (the order id; the total, POSITIVE),
-                                  + Reason, unless refund records were already sent for
-                                  the order (``django_klaviyo.orders.refunds``)
+    ``ORDER_STATUS_CANCELLED``    **Cancelled Order** (the order id; what refunds left of
+                                  the total, POSITIVE), + Reason
+    ``ORDER_STATUS_REFUNDED``     **Refunded Order** (the order id, or
+                                  ``<order id>-refund-remainder`` after refund records;
+                                  what no earlier reversal covered, POSITIVE), + Reason;
+                                  nothing when refund records already cover the total
+                                  (``django_klaviyo.orders.ledger``)
     ============================  ==========================================================
 
     The order id is ``ORDER_FIELDS["number"]`` (else the primary key). Klaviyo subtracts a
@@ -77,6 +79,7 @@ from django.utils import timezone
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.orders import fields as mapping
+from django_klaviyo.orders import ledger
 from django_klaviyo.rules.events import item_event_properties
 from django_klaviyo.rules.values import to_json, utc_iso
 
@@ -371,10 +374,12 @@ def ordered_product_properties(oid: str, item: dict[str, Any]) -> dict[str, Any]
 
 def status_event(order: Any, name: str, suffix: str, time_key: str) -> dict[str, Any]:
     """Fulfilled / Cancelled / Refunded Order: the Placed Order's unique_id, properties and
-    (positive) value, so Klaviyo ties it to the order it follows."""
+    (positive) value, so Klaviyo ties it to the order it follows. A Cancelled Order is
+    worth what earlier refunds left (``django_klaviyo.orders.ledger``)."""
     fields, lfields = order_fields(), line_fields()
     items = [line_item(line, lfields) for line in order_lines(order, fields)]
     properties = order_properties(order, items, fields)
+    value = money(mapping.resolve(order, fields["total"]))
     if suffix == "fulfilled":
         properties.update(
             TrackingNumber=str(mapping.resolve(order, fields["tracking_number"]) or ""),
@@ -383,45 +388,45 @@ def status_event(order: Any, name: str, suffix: str, time_key: str) -> dict[str,
         )
     else:
         properties["Reason"] = str(mapping.resolve(order, fields["cancel_reason"]) or "")
+    if suffix == "cancelled":
+        book = ledger.read(order)
+        if book.total is not None:
+            value = money(book.left)
+        properties["ReversedBefore"] = money(book.reversed)
     return order_event(
         order,
         name=name,
         suffix=suffix,
         properties=properties,
-        value=money(mapping.resolve(order, fields["total"])),
+        value=value,
         time=event_time(order, time_key, fields),
         unique_id=properties["OrderId"],
         fields=fields,
     )
 
 
-def refund_prefix(order: Any) -> str:
-    return order_dedupe_key(order, "refund:")
-
-
-def earlier_refund_sent(order: Any) -> bool:
-    """Whether a Refunded Order of ``order`` is already in the outbox."""
-    # Here, not at the top: a store's module wrapping this mapper may be imported before
-    # Django's app registry is ready.
-    from django_klaviyo.models import OutboxEvent
-
-    return (
-        OutboxEvent.objects.using(order._state.db or "default")
-        .filter(dedupe_key__startswith=refund_prefix(order))
-        .exists()
-    )
-
-
 def status_refund_events(order: Any) -> list[dict[str, Any]]:
-    """The full Refunded Order of an order moved to ORDER_STATUS_REFUNDED, unless its
-    refunds were already sent one by one."""
-    if earlier_refund_sent(order):
+    """The Refunded Order of an order moved to ORDER_STATUS_REFUNDED ("refund the rest"):
+    what was not yet reported as refunded, worth what no earlier reversal covered
+    (``django_klaviyo.orders.ledger``). Nothing when earlier refunds cover the total. The
+    order id as unique_id only when no Refunded Order of the order came before."""
+    book = ledger.read(order)
+    if book.refunds and (book.total is None or book.refunded >= book.total):
         logger.info(
             "django-klaviyo: order %s is refunded; its refunds were already sent.", order.pk
         )
         return []
     event = status_event(order, "refunded_order", "refund:full", "refunded_at")
-    event["properties"]["ReversesPlacedOrder"] = True
+    first = not book.refunds
+    if not first:
+        event["unique_id"] = f"{event['properties']['OrderId']}-refund-remainder"
+    if book.total is not None:
+        event["value"] = money(book.left)
+    event["properties"].update(
+        ReversesPlacedOrder=first,
+        RefundAmount=money(None if book.total is None else book.total - book.refunded),
+        ReversedBefore=money(book.reversed),
+    )
     return [event]
 
 

@@ -17,14 +17,15 @@ unique_id scheme, and what it means for customer lifetime value (CLV)
       ``ReversesPlacedOrder`` is False (True on the first), so segments can tell them apart.
 
     Each refund's dedupe key is ``event:<app>.<model>:<pk>:refund:<refund id>``: calling
-    ``order_refunded`` again for the same refund enqueues nothing. An order moved to
-    ``ORDER_STATUS_REFUNDED`` sends a full Refunded Order (the order total) only when no
-    refund record of it was sent: refunds recorded one by one are not counted twice.
-    "First" is decided from the outbox (rows older than ``klaviyo_purge``'s retention
-    are gone, and two refunds of one order committed concurrently may both claim it;
-    Klaviyo then keeps the first).
+    ``order_refunded`` again for the same refund enqueues nothing.
 
-The status path (``ORDER_STATUS_REFUNDED``) is the default mapper's
+Values: the refund's amount, capped at what earlier Cancelled and Refunded Orders of the
+order left of its total (``django_klaviyo.orders.ledger``, which also says where "earlier"
+and "first" are read from and how concurrent refunds of one order wait for each other);
+``RefundAmount`` keeps the store's figure and ``ReversedBefore`` what was reported before.
+``enqueue_refund`` reads the ledger and writes the row in one transaction.
+
+The status path (``ORDER_STATUS_REFUNDED``, "refund the rest") is the default mapper's
 (``django_klaviyo.orders.mappers.status_refund_events``); this module builds on the
 mapper's order reading, and the mapper does not import it.
 """
@@ -35,8 +36,13 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
+from django.db import DEFAULT_DB_ALIAS, transaction
+
+from django_klaviyo.models import OutboxEvent
 from django_klaviyo.orders import fields as mapping
+from django_klaviyo.orders import ledger
 from django_klaviyo.orders import mappers as ecommerce
+from django_klaviyo.orders.placement import enqueue_order_events
 
 
 def _refund_id(refund: Any, fields: dict[str, Any]) -> str:
@@ -69,8 +75,30 @@ def refunded_items(refund: Any) -> list[dict[str, Any]]:
     return items
 
 
-def refund_events(order: Any, refund: Any) -> list[dict[str, Any]]:
-    """The Refunded Order spec of one refund record (see the module doc for its ids)."""
+def enqueue_refund(
+    order: Any,
+    refund: Any,
+    *,
+    using: str | None = None,
+    backfill: bool = False,
+    account: str | None = None,
+) -> list[OutboxEvent]:
+    """Enqueue the Refunded Order of ``refund`` (see api.order_refunded): the ledger is
+    read and the row written in one transaction, holding the order's row lock."""
+    alias = using or order._state.db or DEFAULT_DB_ALIAS
+    with transaction.atomic(using=alias):
+        return enqueue_order_events(
+            refund_events(order, refund, using=alias),
+            order,
+            using=alias,
+            backfill=backfill,
+            account=account,
+        )
+
+
+def refund_events(order: Any, refund: Any, *, using: str | None = None) -> list[dict[str, Any]]:
+    """The Refunded Order spec of one refund record (see the module doc for its ids and
+    value)."""
     fields = mapping.mapping("REFUND_FIELDS")
     ofields = ecommerce.order_fields()
     refund_id = _refund_id(refund, fields)
@@ -79,13 +107,17 @@ def refund_events(order: Any, refund: Any) -> list[dict[str, Any]]:
     if amount in (None, ""):
         totals = [item["RowTotal"] for item in items if item.get("RowTotal") is not None]
         amount = sum((Decimal(str(t)) for t in totals), Decimal(0)) if totals else None
+    amount = None if amount is None else abs(Decimal(str(amount)))
     oid = ecommerce.order_id(order, ofields)
-    first = not ecommerce.earlier_refund_sent(order)
+    book = ledger.read(order, using=using)
+    first = not book.refunds
     properties = ecommerce.order_properties(order, items, ofields)
     properties.update(
         RefundId=refund_id,
         Reason=str(mapping.resolve(refund, fields["reason"]) or ""),
         ReversesPlacedOrder=first,
+        RefundAmount=ecommerce.money(amount),
+        ReversedBefore=ecommerce.money(book.reversed),
         # The order's items (and quantities) this refund does not cover: Klaviyo's guide
         # asks to tell what was and was not refunded.
         NotRefundedItems=not_refunded(order, items, ofields),
@@ -96,7 +128,7 @@ def refund_events(order: Any, refund: Any) -> list[dict[str, Any]]:
             name="refunded_order",
             suffix=f"refund:{refund_id}",
             properties=properties,
-            value=ecommerce.money(abs(Decimal(str(amount))) if amount is not None else None),
+            value=ecommerce.money(book.cap(amount)),
             time=mapping.resolve(refund, fields["created_at"])
             or mapping.resolve(order, ofields["updated_at"]),
             unique_id=oid if first else f"{oid}-refund-{refund_id}",
