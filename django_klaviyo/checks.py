@@ -22,7 +22,7 @@ from django.urls import NoReverseMatch, reverse
 from django.utils.module_loading import import_string
 
 from django_klaviyo.accounts import PRIVATE_KEY_RE
-from django_klaviyo.accounts.checks import ACCOUNT_CHECKS
+from django_klaviyo.accounts.checks import ACCOUNT_CHECKS, public_key_messages
 from django_klaviyo.conf import DEFAULTS, SANDBOX_API_URL, klaviyo_settings
 from django_klaviyo.orders.checks import ORDER_CHECKS, did_you_mean
 
@@ -139,19 +139,7 @@ def check_unknown_keys() -> list[CheckMessage]:
 
 @_setting_check
 def check_public_key() -> list[CheckMessage]:
-    key = _get("PUBLIC_API_KEY")
-    if isinstance(key, str) and key.startswith("pk_"):
-        # The private key would be rendered into every page that loads klaviyo.js.
-        return [
-            Error(
-                "KLAVIYO['PUBLIC_API_KEY'] holds a private API key (it starts with 'pk_').",
-                hint="Put the 6-character public key (site id) there, keep the private key "
-                "in PRIVATE_API_KEY only, and revoke this key in Klaviyo: it may have been "
-                "exposed.",
-                id="django_klaviyo.E037",
-            )
-        ]
-    return []
+    return public_key_messages(_get("PUBLIC_API_KEY"), "KLAVIYO['PUBLIC_API_KEY']")
 
 
 @_setting_check
