@@ -28,7 +28,10 @@ DEFAULTS: dict[str, Any] = {
     "WEBHOOK_SECRETS": [],
     # Shared token guarding the (unsigned) flow-webhook endpoint.
     "FLOW_WEBHOOK_TOKEN": None,
-    "WEBHOOK_TOLERANCE_SECONDS": 300,
+    # How old a signed delivery's meta.timestamp may be. Wide enough for a day of Klaviyo's
+    # retries (docs/webhooks.md, "Freshness and replays"): a replay inside it is caught by
+    # the stored item ids, which klaviyo_purge keeps at least this long.
+    "WEBHOOK_TOLERANCE_SECONDS": 24 * 3600,
     "WEBHOOK_MAX_BODY_BYTES": 5 * 1024 * 1024,
     # Deliveries with at most this many new items are handled before the answer; larger
     # ones are acknowledged at once and handled by the worker (0: always the worker).
