@@ -22,7 +22,7 @@ from django.urls import NoReverseMatch, reverse
 from django.utils.module_loading import import_string
 
 from django_klaviyo.accounts import PRIVATE_KEY_RE
-from django_klaviyo.accounts.checks import ACCOUNT_CHECKS
+from django_klaviyo.accounts.checks import ACCOUNT_CHECKS, public_key_messages
 from django_klaviyo.conf import DEFAULTS, SANDBOX_API_URL, klaviyo_settings
 from django_klaviyo.orders.checks import ORDER_CHECKS, did_you_mean
 
@@ -32,6 +32,23 @@ CALLABLE_SETTINGS = ("ORDER_EVENTS_MAPPER", "USER_PROFILE_MAPPER")
 OPTIONAL_CALLABLE_SETTINGS = ("CART_TOKEN", "RESTORE_CART")
 WEBHOOK_URL_NAMES = ("klaviyo-webhook", "django_klaviyo:klaviyo-webhook")
 FLOW_WEBHOOK_URL_NAMES = ("klaviyo-flow-webhook", "django_klaviyo:klaviyo-flow-webhook")
+
+# Secrets published in this repository (the example shop's defaults): fine for the local
+# demo, never for a deployment. Any value naming itself a placeholder counts too.
+PUBLISHED_SECRETS = frozenset(
+    {
+        "demo-webhook-secret-change-me",
+        "demo-flow-token-change-me",
+        "example-shop-insecure-key-for-local-demo-only",
+    }
+)
+PLACEHOLDER_RE = re.compile(r"change[-_ ]?me|placeholder", re.IGNORECASE)
+MIN_SECRET_LENGTH = 16
+NEW_SECRET_HINT = (
+    "Generate a long random value, e.g. python -c 'import secrets; "
+    "print(secrets.token_urlsafe(32))', read it from the environment, and give the webhook "
+    "secret to Klaviyo too (manage.py klaviyo_webhooks)."
+)
 
 SHARED_CACHE_HINT = (
     "Point KLAVIYO['RATE_LIMIT_CACHE'] at a cache every process shares: Redis "
@@ -139,19 +156,7 @@ def check_unknown_keys() -> list[CheckMessage]:
 
 @_setting_check
 def check_public_key() -> list[CheckMessage]:
-    key = _get("PUBLIC_API_KEY")
-    if isinstance(key, str) and key.startswith("pk_"):
-        # The private key would be rendered into every page that loads klaviyo.js.
-        return [
-            Error(
-                "KLAVIYO['PUBLIC_API_KEY'] holds a private API key (it starts with 'pk_').",
-                hint="Put the 6-character public key (site id) there, keep the private key "
-                "in PRIVATE_API_KEY only, and revoke this key in Klaviyo: it may have been "
-                "exposed.",
-                id="django_klaviyo.E037",
-            )
-        ]
-    return []
+    return public_key_messages(_get("PUBLIC_API_KEY"), "KLAVIYO['PUBLIC_API_KEY']")
 
 
 @_setting_check
@@ -284,8 +289,8 @@ def check_webhook_secrets() -> list[CheckMessage]:
                 id="django_klaviyo.E007",
             )
         )
-    short = [s for s in secrets if s and len(s) < 16]
-    if short:
+    short = [s for s in secrets if s and len(s) < MIN_SECRET_LENGTH]
+    if short and not deployed():  # deployed: check_published_secrets' E041
         messages.append(
             Warning(
                 "A KLAVIYO['WEBHOOK_SECRETS'] entry is shorter than 16 characters.",
@@ -303,6 +308,64 @@ def check_webhook_secrets() -> list[CheckMessage]:
                 id="django_klaviyo.W003",
             )
         )
+    return messages
+
+
+def deployed() -> bool:
+    """DEBUG off, or a real Klaviyo key (not sandbox mode): the demo's secrets must go."""
+    if not settings.DEBUG:
+        return True
+    return not klaviyo_settings.sandbox() and bool(_get("PRIVATE_API_KEY"))
+
+
+def _named_secrets() -> list[tuple[str, Any]]:
+    """(where, value) of every secret and token: the webhook secrets (each account's
+    too), FLOW_WEBHOOK_TOKEN, HEALTH_TOKEN and Django's SECRET_KEY (it signs cart links)."""
+    from django_klaviyo.conf import normalize_key, normalize_secrets
+
+    named: list[tuple[str, Any]] = []
+    for secret in normalize_secrets(_get("WEBHOOK_SECRETS")) or []:
+        named.append(("KLAVIYO['WEBHOOK_SECRETS']", secret))
+    given = _get("ACCOUNTS")
+    if isinstance(given, dict):
+        for name, block in given.items():
+            if isinstance(block, dict):
+                for secret in normalize_secrets(block.get("WEBHOOK_SECRETS")) or []:
+                    named.append((f"KLAVIYO['ACCOUNTS'][{name!r}]['WEBHOOK_SECRETS']", secret))
+    for key in ("FLOW_WEBHOOK_TOKEN", "HEALTH_TOKEN"):
+        named.append((f"KLAVIYO[{key!r}]", normalize_key(_get(key))))
+    named.append(("settings.SECRET_KEY", getattr(settings, "SECRET_KEY", None)))
+    return [(where, value) for where, value in named if isinstance(value, str) and value]
+
+
+@_setting_check
+def check_published_secrets() -> list[CheckMessage]:
+    """Once deployed, a secret published in the repository (or named a placeholder) is
+    E040 and one shorter than 16 characters E041; the local demo keeps its own."""
+    if not deployed():
+        return []
+    messages: list[CheckMessage] = []
+    for where, value in _named_secrets():
+        if value in PUBLISHED_SECRETS or PLACEHOLDER_RE.search(value):
+            messages.append(
+                Error(
+                    f"{where} is a published example value (or a placeholder), and this "
+                    "project is deployed (DEBUG is off or a real Klaviyo key is set): anyone "
+                    "can read it in the django-klaviyo repository or your settings.",
+                    hint=NEW_SECRET_HINT,
+                    id="django_klaviyo.E040",
+                )
+            )
+        elif where != "settings.SECRET_KEY" and len(value) < MIN_SECRET_LENGTH:
+            # SECRET_KEY's own length rule is Django's (security.W009, check --deploy).
+            messages.append(
+                Error(
+                    f"{where} is shorter than {MIN_SECRET_LENGTH} characters, and this "
+                    "project is deployed (DEBUG is off or a real Klaviyo key is set).",
+                    hint=NEW_SECRET_HINT,
+                    id="django_klaviyo.E041",
+                )
+            )
     return messages
 
 

@@ -28,7 +28,10 @@ DEFAULTS: dict[str, Any] = {
     "WEBHOOK_SECRETS": [],
     # Shared token guarding the (unsigned) flow-webhook endpoint.
     "FLOW_WEBHOOK_TOKEN": None,
-    "WEBHOOK_TOLERANCE_SECONDS": 300,
+    # How old a signed delivery's meta.timestamp may be. Wide enough for a day of Klaviyo's
+    # retries (docs/webhooks.md, "Freshness and replays"): a replay inside it is caught by
+    # the stored item ids, which klaviyo_purge keeps at least this long.
+    "WEBHOOK_TOLERANCE_SECONDS": 24 * 3600,
     "WEBHOOK_MAX_BODY_BYTES": 5 * 1024 * 1024,
     # Deliveries with at most this many new items are handled before the answer; larger
     # ones are acknowledged at once and handled by the worker (0: always the worker).
@@ -114,6 +117,31 @@ DEFAULTS: dict[str, Any] = {
 
 REQUIRED: set[str] = {"PRIVATE_API_KEY"}
 
+# Settings holding a key, a secret or a token: read through ``normalize_key`` (every
+# account's too, see ``django_klaviyo.accounts``), so the checks and every use see one value.
+KEY_SETTINGS = ("PRIVATE_API_KEY", "PUBLIC_API_KEY", "FLOW_WEBHOOK_TOKEN", "HEALTH_TOKEN")
+SECRET_LIST_SETTINGS = ("WEBHOOK_SECRETS",)
+
+
+def normalize_key(value: Any) -> Any:
+    """A key as the project meant it: surrounding whitespace (a stray space or newline
+    from a .env file or a copy-paste) stripped; ``""`` after stripping is unset (None).
+    Anything but a string is returned as given, for the checks to name."""
+    if isinstance(value, str):
+        return value.strip() or None
+    return value
+
+
+def normalize_secrets(value: Any) -> Any:
+    """``WEBHOOK_SECRETS`` with each entry normalised and blank entries dropped; a single
+    string is a one-entry list. Anything else is returned as given (check E006)."""
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, (list, tuple)) and all(isinstance(s, str) for s in value):
+        return [s for s in (normalize_key(s) for s in value) if s]
+    return value
+
+
 # What sandbox mode sends instead of a private key (the sandbox accepts any key) and
 # where it points API_URL unless that is set.
 SANDBOX_API_KEY = "pk_sandbox_no_klaviyo_account_000000000"
@@ -157,6 +185,11 @@ class KlaviyoSettings:
 
     def _resolve(self, key: str, default: Any) -> Any:
         value = self._given(key)
+        if value is not _MISSING:
+            if key in KEY_SETTINGS:
+                value = normalize_key(value)
+            elif key in SECRET_LIST_SETTINGS:
+                value = normalize_secrets(value)
         if key in SANDBOX_DEFAULTS and value in (_MISSING, None, "") and self.sandbox():
             return SANDBOX_DEFAULTS[key]
         if value is not _MISSING:
@@ -221,9 +254,7 @@ class KlaviyoSettings:
             ) from exc
 
     def webhook_secrets(self) -> list[str]:
-        value = self.get("WEBHOOK_SECRETS")
-        if isinstance(value, str):
-            value = [value]
+        value = normalize_secrets(self.get("WEBHOOK_SECRETS"))
         return [s for s in (value or []) if s]
 
     def timeout(self) -> tuple[float, float]:

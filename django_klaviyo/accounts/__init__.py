@@ -21,7 +21,12 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
-from django_klaviyo.conf import SANDBOX_API_KEY, klaviyo_settings
+from django_klaviyo.conf import (
+    SANDBOX_API_KEY,
+    klaviyo_settings,
+    normalize_key,
+    normalize_secrets,
+)
 from django_klaviyo.exceptions import KlaviyoValidationError
 
 DEFAULT = "default"
@@ -36,6 +41,26 @@ ACCOUNT_KEYS = frozenset(
 FALLBACK = ("REVISION", "API_URL", "TIMEOUT")
 # The shape of a Klaviyo private key, for every account's key (checks E002 and E061).
 PRIVATE_KEY_RE = re.compile(r"^pk_[A-Za-z0-9_]{16,}$")
+# Klaviyo: "Your 6-character public key, sometimes referred to as a site ID, is a short
+# alphanumeric string" (https://developers.klaviyo.com/en/docs/retrieve_api_credentials).
+PUBLIC_KEY_RE = re.compile(r"^[A-Za-z0-9]{6}$")
+# A private key anywhere in a value, whatever its case or the quotes and prefixes around it
+# ("Private keys will have the prefix pk_", same page).
+PRIVATE_KEY_INSIDE_RE = re.compile(r"pk_[A-Za-z0-9_]{8,}", re.IGNORECASE)
+
+
+def holds_private_key(value: Any) -> bool:
+    """True when ``value`` contains something shaped like a private key (check E037)."""
+    return isinstance(value, str) and PRIVATE_KEY_INSIDE_RE.search(value) is not None
+
+
+def usable_public_key(value: Any) -> str | None:
+    """The public key (site id) to put on a page, or None: only a normalised value of
+    Klaviyo's public-key shape passes, so a private key never can (checks E037, E039)."""
+    value = normalize_key(value)
+    if not isinstance(value, str) or holds_private_key(value) or not PUBLIC_KEY_RE.match(value):
+        return None
+    return value
 
 
 @dataclass(frozen=True)
@@ -75,9 +100,8 @@ def _timeout(value: Any) -> tuple[float, float]:
 
 
 def _secrets(value: Any) -> tuple[str, ...]:
-    if isinstance(value, str):
-        value = [value]
-    return tuple(s for s in (value or []) if s)
+    value = normalize_secrets(value)
+    return tuple(s for s in (value or []) if isinstance(s, str) and s)
 
 
 def configured() -> dict[str, Mapping[str, Any]]:
@@ -107,14 +131,14 @@ def _build() -> dict[str, Account]:
     }
     sandbox = klaviyo_settings.sandbox()
     for name, given in configured().items():
-        key = given.get("PRIVATE_API_KEY") or None
+        key = normalize_key(given.get("PRIVATE_API_KEY")) or None
         if key is None and sandbox:
             # Each account its own placeholder, so their rate-limit windows stay apart.
             key = f"{SANDBOX_API_KEY}_{name}"
         accounts[str(name)] = Account(
             name=str(name),
             private_api_key=key,
-            public_api_key=given.get("PUBLIC_API_KEY") or None,
+            public_api_key=normalize_key(given.get("PUBLIC_API_KEY")) or None,
             webhook_secrets=_secrets(given.get("WEBHOOK_SECRETS")),
             api_url=given.get("API_URL") or klaviyo_settings.API_URL,
             revision=given.get("REVISION") or klaviyo_settings.REVISION,

@@ -12,12 +12,45 @@ from typing import Any
 from django.core.checks import CheckMessage, Error
 from django.utils.module_loading import import_string
 
-from django_klaviyo.accounts import ACCOUNT_KEYS, PRIVATE_KEY_RE
-from django_klaviyo.conf import DEFAULTS, klaviyo_settings
+from django_klaviyo.accounts import (
+    ACCOUNT_KEYS,
+    PRIVATE_KEY_RE,
+    holds_private_key,
+    usable_public_key,
+)
+from django_klaviyo.conf import DEFAULTS, klaviyo_settings, normalize_key
 
 
 def _get(key: str) -> Any:
     return klaviyo_settings.get(key, DEFAULTS.get(key))
+
+
+def public_key_messages(value: Any, where: str) -> list[CheckMessage]:
+    """E037 for a private key in a PUBLIC_API_KEY (however it is written: spaces, quotes,
+    case), E039 for any other value that is not a public key. Never echoes the value."""
+    if value is None:
+        return []
+    if holds_private_key(value):
+        # The private key would be rendered into every page that loads klaviyo.js.
+        return [
+            Error(
+                f"{where} holds a private API key (it contains 'pk_').",
+                hint="Put the 6-character public key (site id) there, keep the private key "
+                "in PRIVATE_API_KEY only, and revoke this key in Klaviyo: it may have been "
+                "exposed.",
+                id="django_klaviyo.E037",
+            )
+        ]
+    if usable_public_key(value) is None:
+        return [
+            Error(
+                f"{where} is not a Klaviyo public key (6 letters or digits), so "
+                "{% klaviyo_js %} does not load klaviyo.js.",
+                hint="Copy the public key (site id) from Klaviyo, Settings > API keys.",
+                id="django_klaviyo.E039",
+            )
+        ]
+    return []
 
 
 ACCOUNT_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -85,7 +118,12 @@ def check_accounts() -> list[CheckMessage]:
                     id="django_klaviyo.E060",
                 )
             )
-        key = block.get("PRIVATE_API_KEY")
+        messages.extend(
+            public_key_messages(
+                normalize_key(block.get("PUBLIC_API_KEY")), f"{where}['PUBLIC_API_KEY']"
+            )
+        )
+        key = normalize_key(block.get("PRIVATE_API_KEY"))
         if not key:
             if _get("ENABLED") and not klaviyo_settings.sandbox():
                 messages.append(

@@ -57,7 +57,10 @@ class KlaviyoCouponAdmin(AccountColumnMixin, admin.ModelAdmin):
     def failed(self, obj: Any) -> int:
         return int(obj._failed)
 
-    @admin.action(description="Queue the coupon and its pending codes for Klaviyo")
+    # Queuing writes outbox rows and changes the codes: the change permission, never view.
+    @admin.action(
+        description="Queue the coupon and its pending codes for Klaviyo", permissions=["change"]
+    )
     def queue_for_klaviyo(self, request: HttpRequest, queryset: QuerySet[KlaviyoCoupon]) -> None:
         for coupon in queryset:
             try:

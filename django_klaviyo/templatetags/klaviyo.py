@@ -65,18 +65,17 @@ def _nonce_attr(context: template.Context) -> SafeString:
 
 
 def public_key(request: Any = None) -> str | None:
-    """PUBLIC_API_KEY when it is usable on a page; never a private key (the system check
-    E037 reports one, and the tag renders nothing with it). With several accounts, the
-    public key of the account ACCOUNT_RESOLVER names for ``request``."""
+    """PUBLIC_API_KEY when it is usable on a page: only a key that passes the check
+    (``accounts.usable_public_key``: normalised, of Klaviyo's public-key shape), never a
+    private key however written (E037, E039 report the others; the tag renders nothing).
+    With several accounts, the public key of the account ACCOUNT_RESOLVER names."""
     key = klaviyo_settings.get("PUBLIC_API_KEY", None)
     if request is not None and klaviyo_settings.get("ACCOUNT_RESOLVER") is not None:
         try:
             key = accounts.get_account(accounts.account_for(request=request)).public_api_key
         except KlaviyoValidationError:
             return None
-    if not isinstance(key, str) or not key.strip() or key.startswith("pk_"):
-        return None
-    return key.strip()
+    return accounts.usable_public_key(key)
 
 
 def script_url(key: str) -> str:

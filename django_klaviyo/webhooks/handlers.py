@@ -7,12 +7,18 @@ nothing, so re-sent, replayed and out-of-order events leave the newest state in 
 The link is found by Klaviyo profile id (``payload.data.relationships.profile.data.id``);
 if no link has that id, by the email or phone number in ``event_properties``.
 
-List-scoped events: when ``event_properties`` name a list (``list_id``, ``List ID``,
-``$list_id``; or ``List``, the list's id or its mirrored name), an unsubscribe changes that
-list's :class:`ListMembership` consent only, never the global one; a subscribe through a
-list is global consent and also recorded on the list. ``unsubscribed_from_list`` is only
-ever list-scoped: without a recognisable list it changes nothing. Suppressions (bounce,
-spam, manual) are always global.
+Global or list consent is decided by the topic alone, from Klaviyo's documented system
+webhook topics: "Common webhook topics" in https://developers.klaviyo.com/en/docs/working_with_system_webhooks
+(and the Webhooks API overview, https://developers.klaviyo.com/en/reference/webhooks:
+"Consent events (e.g. Subscribed to sms marketing, Unsubscribed from email marketing,
+etc.)"; see /work/shared/notes/klaviyo-api.md section 10.1 and docs/webhooks.md). Every
+one of them is account-wide consent for a channel; none is scoped to a list, and no
+documented field of the event payload names one. So an unsubscribe is always global,
+whatever ``event_properties`` hold (a list property there must never keep someone
+subscribed), and ``unsubscribed_from_list``, which is not a documented topic, changes no
+consent (it is stored and signalled like any other topic for the project's receivers).
+A subscribe whose properties name a list is also recorded on that list's
+:class:`ListMembership`, a supplementary note that never withdraws anything.
 """
 
 from __future__ import annotations
@@ -45,10 +51,9 @@ class ConsentChange:
     consent: str
     # Apply only when the stored state is one of these (None: whatever it is).
     only_from: tuple[str, ...] | None = None
-    # Applies to one list or to nothing: never to the global consent.
-    list_only: bool = False
 
 
+# Klaviyo's documented consent topics only (module docstring), each global for its channel.
 CONSENT_TOPICS: dict[str, ConsentChange] = {
     "subscribed_to_email_marketing": ConsentChange("email", Consent.SUBSCRIBED),
     "unsubscribed_from_email_marketing": ConsentChange("email", Consent.UNSUBSCRIBED),
@@ -61,10 +66,7 @@ CONSENT_TOPICS: dict[str, ConsentChange] = {
     "marked_email_as_spam": ConsentChange("email", Consent.SUPPRESSED),
     "subscribed_to_sms_marketing": ConsentChange("sms", Consent.SUBSCRIBED),
     "unsubscribed_from_sms_marketing": ConsentChange("sms", Consent.UNSUBSCRIBED),
-    "unsubscribed_from_list": ConsentChange("email", Consent.UNSUBSCRIBED, list_only=True),
 }
-# Suppressions hold account-wide whatever list an event mentions.
-GLOBAL_ONLY = (Consent.SUPPRESSED,)
 
 
 class UnusableConsentEvent(ValueError):
@@ -173,15 +175,11 @@ def apply_consent_event(topic: str, payload: dict[str, Any]) -> int:
     if links is None:
         logger.debug("Klaviyo consent event %s names no known profile.", topic)
         return 0
-    list_id = None if change.consent in GLOBAL_ONLY else named_list(payload)
-    if change.list_only and list_id is None:
-        logger.info("Klaviyo event %s names no known list; consent left unchanged.", topic)
-        return 0
     changed = 0
+    # Only a subscribe is noted on a list its properties name; the decision stays global.
+    list_id = named_list(payload) if change.consent == Consent.SUBSCRIBED else None
     if list_id is not None:
         changed += set_list_consent(links, list_id, [change.channel], change.consent, happened_at)
-        if change.consent != Consent.SUBSCRIBED:
-            return changed  # withdrawn for this list only
     # One conditional UPDATE: order-safe under concurrent deliveries, no read-modify-write.
     return changed + set_global_consent(
         links, change.channel, change.consent, happened_at, only_from=change.only_from

@@ -23,6 +23,11 @@ WEBHOOK_ID_HEADER = "Klaviyo-Webhook-Id"
 FLOW_TOKEN_HEADER = "X-Klaviyo-Flow-Token"
 MAX_EXTERNAL_ID_LENGTH = 255
 MAX_TOPIC_LENGTH = 255
+# How far ahead of the receiver's clock a meta.timestamp may be: Klaviyo stamps a delivery
+# when it sends it, so only clock skew puts it in the future. Bounding this (instead of
+# using the whole WEBHOOK_TOLERANCE_SECONDS both ways) bounds how long a delivery can be
+# replayed after it arrived, which is what klaviyo_purge keeps the log for.
+MAX_FUTURE_SKEW_SECONDS = 300
 
 
 class WebhookRejected(Exception):
@@ -129,18 +134,29 @@ def parse_timestamp(value: Any, *, field: str) -> dt.datetime:
     return parsed
 
 
-def check_freshness(sent_at: dt.datetime, *, now: dt.datetime, tolerance_seconds: float) -> None:
-    """Refuse deliveries sent too long ago (or too far in the future): replay protection.
+def check_freshness(
+    sent_at: dt.datetime,
+    *,
+    now: dt.datetime,
+    tolerance_seconds: float,
+    future_seconds: float | None = None,
+) -> None:
+    """Refuse deliveries sent more than ``tolerance_seconds`` ago, or more than
+    ``future_seconds`` (default: the tolerance) ahead: replay protection, together with the
+    stored item ids that make a replay inside the window a duplicate.
 
     Uses the body's ``meta.timestamp``: Klaviyo's ``Klaviyo-Timestamp`` header has been seen
     off by hours (local time labelled GMT), so it only feeds the HMAC.
     """
-    skew = abs((now - sent_at).total_seconds())
-    if skew > tolerance_seconds:
+    age = (now - sent_at).total_seconds()
+    ahead = tolerance_seconds if future_seconds is None else future_seconds
+    if age > tolerance_seconds or -age > ahead:
+        skew = abs(age)
         raise WebhookRejected(
             403,
             f"The delivery's meta.timestamp is {int(skew)} s away from the receiver's clock "
-            f"(tolerance {int(tolerance_seconds)} s); refusing a possible replay.",
+            f"(tolerance {int(tolerance_seconds)} s back, {int(ahead)} s ahead); refusing a "
+            "possible replay.",
         )
 
 

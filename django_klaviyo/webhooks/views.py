@@ -188,6 +188,7 @@ class KlaviyoWebhookView(_WebhookView):
                 delivery.timestamp,
                 now=timezone.now(),
                 tolerance_seconds=float(klaviyo_settings.WEBHOOK_TOLERANCE_SECONDS),
+                future_seconds=verify.MAX_FUTURE_SKEW_SECONDS,
             )
         except WebhookRejected as exc:
             logger.warning(

@@ -2,7 +2,9 @@
 
 ``cart_token`` and ``restore_cart`` are the hooks django-klaviyo calls (settings
 ``KLAVIYO["CART_TOKEN"]`` / ``["RESTORE_CART"]``): the first names the cart a
-``CheckoutURL`` should restore, the second puts a signed link's cart back in the session.
+``CheckoutURL`` should restore, the second gives the visitor who opens a signed link a
+copy of that cart (or, when they chose to merge, its items in their own cart): never the
+linked cart itself, which stays its owner's alone.
 """
 
 from __future__ import annotations
@@ -77,10 +79,22 @@ def cart_token(request: HttpRequest) -> str | None:
     return cart.token if cart is not None else None
 
 
-def restore_cart(request: HttpRequest, token: str) -> str | None:
-    """Make the signed link's cart this session's cart; None when it no longer exists."""
-    cart = Cart.objects.filter(token=token, checked_out=False).first()
-    if cart is None:
+def restore_cart(request: HttpRequest, token: str, *, mode: str = "new") -> str | None:
+    """The visitor who opened a link to cart ``token``: ``"merge"`` adds its items to
+    their own cart; ``"new"`` / ``"replace"`` give them a copy as their cart. The linked
+    cart is only read. None when it no longer exists."""
+    linked = Cart.objects.filter(token=token, checked_out=False).first()
+    if linked is None:
         return None
-    request.session[SESSION_KEY] = cart.token
+    own = current_cart(request)
+    if mode == "merge" and own is not None and own.pk != linked.pk:
+        for sku, quantity in linked.items.items():
+            own.items[sku] = int(own.items.get(sku, 0)) + int(quantity)
+        own.save(update_fields=["items", "updated_at"])
+        return reverse("shop:cart")
+    user = request.user if request.user.is_authenticated else None
+    copy = Cart.objects.create(
+        token=secrets.token_urlsafe(24), customer=user, items=dict(linked.items)
+    )
+    request.session[SESSION_KEY] = copy.token
     return reverse("shop:cart")

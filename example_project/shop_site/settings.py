@@ -11,6 +11,11 @@ defaults that run the demo on SQLite against the local Klaviyo sandbox:
     KLAVIYO_API_URL           default http://127.0.0.1:8765 (the sandbox) when no real
                               key is given, else https://a.klaviyo.com
     KLAVIYO_LEASE_SECONDS     default 300 (how long a flusher owns its claimed rows)
+
+The defaults of DJANGO_SECRET_KEY, KLAVIYO_WEBHOOK_SECRET and KLAVIYO_FLOW_WEBHOOK_TOKEN are
+published in this repository: they serve the local demo only. With DJANGO_DEBUG off or a
+real KLAVIYO_PRIVATE_API_KEY, `manage.py check` fails on them (django_klaviyo.E040) until
+each is set from the environment to a long random value.
 """
 
 from __future__ import annotations

@@ -56,9 +56,9 @@ def test_purge_works_in_batches_and_dry_run_deletes_nothing():
     for _ in range(5):
         row(Status.SENT, age_days=10, sent_days=10)
 
-    assert purge(older_than=timedelta(days=1), dry_run=True)["outbox"] == 5
+    assert purge(older_than=timedelta(days=2), dry_run=True)["outbox"] == 5
     assert OutboxEvent.objects.count() == 5
-    assert purge(older_than=timedelta(days=1), batch_size=2)["outbox"] == 5
+    assert purge(older_than=timedelta(days=2), batch_size=2)["outbox"] == 5
     assert OutboxEvent.objects.count() == 0
 
 

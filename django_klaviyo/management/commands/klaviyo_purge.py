@@ -1,5 +1,9 @@
 """``manage.py klaviyo_purge --older-than DAYS``: delete old sent and dead outbox rows,
-and old webhook deliveries whose items were all processed."""
+and old webhook deliveries whose items were all processed.
+
+An age below the webhook replay window (``outbox.purge.minimum_webhook_age()``) is refused
+with the reason and exit status 1: those deliveries' stored ids are what make a replay a
+duplicate."""
 
 from __future__ import annotations
 
@@ -37,7 +41,8 @@ class Command(BaseCommand):
             type=_non_negative_float,
             required=True,
             metavar="DAYS",
-            help="Age in days (by delivery time for sent rows, last change for dead rows).",
+            help="Age in days (by delivery time for sent rows, last change for dead rows); "
+            "at least WEBHOOK_TOLERANCE_SECONDS plus a margin (about 1.05 by default).",
         )
         parser.add_argument("--batch-size", type=_positive_int, default=1000, metavar="N")
         parser.add_argument(
