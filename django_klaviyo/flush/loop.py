@@ -8,7 +8,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from django.db import (
@@ -24,6 +24,7 @@ from django_klaviyo.client import KlaviyoClient, account_client
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoAuthError, KlaviyoValidationError
 from django_klaviyo.flush.claim import claim_batch, make_owner, reclaim_expired_leases
+from django_klaviyo.flush.context import SendContext
 from django_klaviyo.flush.deliver import send_batch
 from django_klaviyo.flush.lease import Lease
 from django_klaviyo.flush.outages import Outage, Unreachable
@@ -113,7 +114,21 @@ class Flusher:
 
     @property
     def senders(self) -> dict[str, Sender]:
-        return self.accounts.senders(self)
+        return self.accounts.senders(self.using)
+
+    def _context(self, lease: Lease) -> SendContext:
+        """What the senders of the current account may use while sending a batch."""
+        return SendContext(
+            using=self.using,
+            lease=lease,
+            account=self.accounts.current.stored,
+            report=self.report,
+            clock=self.clock,
+            make_client=lambda: self.client,
+            retry_delay=self.retry_delay,
+            pause=self.pause,
+            stopping=self.stopping,
+        )
 
     # -- between requests ----------------------------------------------------------------
 
@@ -148,9 +163,6 @@ class Flusher:
         cap = float(klaviyo_settings.RETRY_MAX_SECONDS)
         backoff = min(cap, base * 2 ** max(attempts - 1, 0)) * self.jitter()
         return max(float(retry_after or 0.0), backoff)
-
-    def retry_at(self, attempts: int, retry_after: float | None = None) -> datetime:
-        return self.clock() + timedelta(seconds=self.retry_delay(attempts, retry_after))
 
     # -- running -------------------------------------------------------------------------
 
@@ -267,13 +279,14 @@ class Flusher:
         self.report.batches += 1
         self.report.claimed += len(rows)
         self.lease = Lease(rows, owner=self.owner, using=self.using, clock=self.clock)
+        ctx = self._context(self.lease)
         outcomes = Outcomes()
         try:
-            send_batch(self, rows, outcomes)
+            send_batch(ctx, self.senders, rows, outcomes, self.unreachable)
         except KlaviyoAuthError as err:
             # Nothing unsent counts as an attempt: the key is the problem, not the rows.
             outcomes.mark_release(rows)
-            self._persist(outcomes)
+            self._persist(ctx, outcomes)
             raise FlushAborted(
                 f"Klaviyo rejected the API key (HTTP {err.status}"
                 + (f", {err.code}" if err.code else "")
@@ -289,26 +302,33 @@ class Flusher:
             ) from exc
         except BaseException:
             # An unexpected bug: keep what was decided; the rest is reclaimed after the lease.
-            self._persist(outcomes)
+            self._persist(ctx, outcomes)
             raise
         # Rows not attempted because a stop was asked for go back as they were.
         outcomes.mark_release(rows)
-        self._persist(outcomes, claimed=len(rows))
+        self._persist(ctx, outcomes, claimed=len(rows))
         return len(rows)
 
     # -- marking -------------------------------------------------------------------------
 
-    def _persist(self, outcomes: Outcomes, claimed: int | None = None) -> None:
+    def _persist(self, ctx: SendContext, outcomes: Outcomes, claimed: int | None = None) -> None:
         """Write every outcome of a batch (see ``record``); ``claimed``: the batch size,
         when every claimed row has been decided."""
-        record_outcomes(self, outcomes, claimed)
+        record_outcomes(ctx, self.senders, outcomes, claimed)
         self.lease = None
 
     # -- dry run -------------------------------------------------------------------------
 
     def plan_due(self) -> FlushReport:
         """Count what a flush would send now, claiming nothing (see ``plan``)."""
-        self.report = plan_due(self)
+        self.report = plan_due(
+            self.senders,
+            now=self.clock(),
+            kinds=self.kinds,
+            using=self.using,
+            account=None if self.accounts.every_account else self.accounts.current.stored,
+            batch_size=self.batch_size,
+        )
         return self.report
 
 

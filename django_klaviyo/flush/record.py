@@ -8,20 +8,19 @@ import logging
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import F
 
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.flush.claim import IN_CHUNK, ClaimedRow, chunks
+from django_klaviyo.flush.context import SendContext
 from django_klaviyo.flush.outcomes import ErrorInfo, Outcomes
 from django_klaviyo.flush.report import FlushAborted
+from django_klaviyo.flush.senders import Sender
 from django_klaviyo.models import OutboxEvent
 from django_klaviyo.rules.identifiers import profile_key
-
-if TYPE_CHECKING:
-    from django_klaviyo.flush.loop import Flusher
 
 logger = logging.getLogger("django_klaviyo.flush")
 
@@ -29,36 +28,36 @@ Kind = OutboxEvent.Kind
 Status = OutboxEvent.Status
 
 
-def note_rows(flusher: Flusher, rows: Sequence[ClaimedRow], note: str) -> None:
-    """Write ``note`` (``outcome_note``, shown in the admin) now, on ``rows`` this flusher
-    still holds; their outcome is written with the batch and keeps it."""
-    OutboxEvent.objects.using(flusher.using).filter(
-        pk__in=[r.pk for r in rows], status=Status.SENDING, locked_by=flusher.owner
-    ).update(outcome_note=note[:255])
-
-
-def record_outcomes(flusher: Flusher, outcomes: Outcomes, claimed: int | None = None) -> None:
-    """Write every outcome of a batch, one UPDATE per outcome group.
+def record_outcomes(
+    ctx: SendContext,
+    senders: Mapping[str, Sender],
+    outcomes: Outcomes,
+    claimed: int | None = None,
+) -> None:
+    """Write every outcome of a batch, one UPDATE per outcome group; ``senders`` hear of
+    their rows recorded dead.
 
     ``claimed``: the batch size, when every claimed row has been decided."""
-    now = flusher.clock()
+    now = ctx.clock()
     max_attempts = int(klaviyo_settings.MAX_ATTEMPTS)
-    mine = OutboxEvent.objects.using(flusher.using).filter(
-        status=Status.SENDING, locked_by=flusher.owner
-    )
+    mine = OutboxEvent.objects.using(ctx.using).filter(status=Status.SENDING, locked_by=ctx.owner)
     try:
-        with transaction.atomic(using=flusher.using):
-            _write(flusher, outcomes, mine, now, max_attempts, claimed)
+        with transaction.atomic(using=ctx.using):
+            _write(ctx, senders, outcomes, mine, now, max_attempts, claimed)
     except (OperationalError, InterfaceError) as exc:
         raise FlushAborted(
             f"The database went away while recording outcomes ({type(exc).__name__}); the "
             "claimed rows stay 'sending' and are retried once their lease expires.",
             reason="database",
         ) from exc
-    flusher.lease = None
 
 
-def _tell_mirrors(flusher: Flusher, dead: dict[ErrorInfo, list[ClaimedRow]], now: datetime) -> None:
+def _tell_mirrors(
+    ctx: SendContext,
+    senders: Mapping[str, Sender],
+    dead: dict[ErrorInfo, list[ClaimedRow]],
+    now: datetime,
+) -> None:
     """Each kind's sender hears of its rows recorded dead, in the same transaction, so a
     local mirror (coupon codes) shows the failure with the row's reason."""
     by_kind: dict[str, list[tuple[ClaimedRow, ErrorInfo]]] = defaultdict(list)
@@ -66,11 +65,11 @@ def _tell_mirrors(flusher: Flusher, dead: dict[ErrorInfo, list[ClaimedRow]], now
         for row in rows:
             by_kind[row.kind].append((row, info))
     for kind, items in by_kind.items():
-        sender = flusher.senders.get(kind)
+        sender = senders.get(kind)
         if sender is None:
             continue
         try:
-            with transaction.atomic(using=flusher.using):  # a failed mirror update undone alone
+            with transaction.atomic(using=ctx.using):  # a failed mirror update undone alone
                 sender.dead_lettered(items, now)
         except (OperationalError, InterfaceError):
             raise
@@ -80,7 +79,8 @@ def _tell_mirrors(flusher: Flusher, dead: dict[ErrorInfo, list[ClaimedRow]], now
 
 
 def _write(
-    flusher: Flusher,
+    ctx: SendContext,
+    senders: Mapping[str, Sender],
     outcomes: Outcomes,
     mine: Any,
     now: datetime,
@@ -89,19 +89,18 @@ def _write(
 ) -> None:
     """The outcome UPDATEs (in the caller's transaction), then the report's counts:
     both only for rows this flusher still holds."""
-    if flusher.lease is not None:
-        decided = len(outcomes.decided)
-        outcomes.only(flusher.lease.confirm())
-        lost = decided - (
-            len(outcomes.sent)
-            + len(outcomes.dead)
-            + sum(len(r.rows) for r in outcomes.retry)
-            + len(outcomes.release)
-            + len(outcomes.hold)
-        )
-        flusher.report.lost_leases += lost
-        if lost:
-            claimed = None  # "the sent ones are the rest" no longer holds
+    decided = len(outcomes.decided)
+    outcomes.only(ctx.lease.confirm())
+    lost = decided - (
+        len(outcomes.sent)
+        + len(outcomes.dead)
+        + sum(len(r.rows) for r in outcomes.retry)
+        + len(outcomes.release)
+        + len(outcomes.hold)
+    )
+    ctx.report.lost_leases += lost
+    if lost:
+        claimed = None  # "the sent ones are the rest" no longer holds
     lease_cleared = {"locked_at": None, "locked_by": "", "updated_at": now}
     # A row cleaned under the current rules this time, and going back to the queue, is
     # saved so that its next attempt does not clean it again (sent and dead rows never
@@ -158,7 +157,7 @@ def _write(
             **lease_cleared,
         )
     for (attempts, retry_after, info), rows in retrying.items():
-        delay = timedelta(seconds=flusher.retry_delay(attempts, retry_after))
+        delay = timedelta(seconds=ctx.retry_delay(attempts, retry_after))
         update(
             rows,
             status=Status.RETRYING,
@@ -189,17 +188,17 @@ def _write(
         )
     if outcomes.sent and sent_are_the_rest:
         mine.update(status=Status.SENT, sent_at=now, **lease_cleared)
-    _tell_mirrors(flusher, dead, now)
+    _tell_mirrors(ctx, senders, dead, now)
 
     for kind, n in Counter(row.kind for row in outcomes.sent).items():
-        flusher.report.counts(kind).sent += n
+        ctx.report.counts(kind).sent += n
     for kind, n in Counter(row.kind for rows in dead.values() for row in rows).items():
-        flusher.report.counts(kind).dead += n
+        ctx.report.counts(kind).dead += n
     for kind, n in Counter(row.kind for rows in retrying.values() for row in rows).items():
-        flusher.report.counts(kind).retrying += n
+        ctx.report.counts(kind).retrying += n
     for kind, n in Counter(row.kind for row, _until in outcomes.release).items():
-        flusher.report.counts(kind).released += n
+        ctx.report.counts(kind).released += n
     for kind, n in Counter(row.kind for row, _until, _info in outcomes.hold).items():
-        flusher.report.counts(kind).held += n
+        ctx.report.counts(kind).held += n
     if dead:
         logger.warning("Dead-lettered %d outbox row(s).", sum(len(r) for r in dead.values()))

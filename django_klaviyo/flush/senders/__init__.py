@@ -39,8 +39,9 @@ __all__ = [
 ]
 
 
-def make_senders(using: str | None = None) -> dict[str, Sender]:
-    """One set per flusher: senders keep per-run caches and write to ``using``."""
+def make_senders(using: str | None = None, account: str = "") -> dict[str, Sender]:
+    """One set per flusher and account: senders keep per-run caches and write to
+    ``using``; ``account``: the ``OutboxEvent.account`` of the rows they send."""
     senders: dict[str, Sender] = {
         Kind.EVENT: EventSender(),
         Kind.PROFILE_UPSERT: ProfileUpsertSender(),
@@ -58,6 +59,7 @@ def make_senders(using: str | None = None) -> dict[str, Sender]:
     }
     for sender in senders.values():
         sender.using = using or DEFAULT_DB_ALIAS
+        sender.account = account
     return senders
 
 

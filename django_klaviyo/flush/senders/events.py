@@ -11,6 +11,7 @@ from django.db import connections
 
 from django_klaviyo.exceptions import KlaviyoError
 from django_klaviyo.flush.claim import ClaimedRow
+from django_klaviyo.flush.context import SendContext
 from django_klaviyo.flush.outcomes import Located, locate_rows
 from django_klaviyo.flush.senders.base import (
     EVENTS_PER_REQUEST,
@@ -244,9 +245,9 @@ class EventSender(Sender):
             ordered.extend(entry_rows)
         return Request(self.kind, None, ordered, body, index)
 
-    def send(self, client: Any, request: Request) -> Any:
+    def send(self, ctx: SendContext, request: Request) -> Any:
         # Rows were cleaned when written: the client only assembles the request.
-        return client.send_event_entries(request.body)
+        return ctx.client.send_event_entries(request.body)
 
     def locate(self, err: KlaviyoError, request: Request) -> Located | None:
         return locate_rows(err, request.index, pointer=_ENTRY_POINTER, field=_ENTRY_FIELD)
