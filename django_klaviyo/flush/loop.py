@@ -100,6 +100,10 @@ class Flusher:
         # A factor in [0.5, 1]: spreads retries of many rows without exceeding the cap.
         self.jitter = jitter or (lambda: random.uniform(0.5, 1.0))
         self.owner = owner or make_owner()
+        # Batches leased so far. Each batch is leased under its own owner id (``owner``
+        # and the batch's number): rows an aborted batch left leased (until their lease
+        # expires) are never taken for the current batch's when it records its outcomes.
+        self.leased_batches = 0
         self.report = FlushReport()
         self._stop: Any = None
         self.lease: Lease | None = None
@@ -261,8 +265,9 @@ class Flusher:
             self.report.reclaimed += reclaim_expired_leases(now=self.clock(), using=self.using)
             if self.accounts.sweep_once() and self.kinds is None:
                 dead_letter_unknown(now=self.clock(), using=self.using)
+            lease_owner = f"{self.owner}/{self.leased_batches + 1}"
             rows = claim_batch(
-                owner=self.owner,
+                owner=lease_owner,
                 batch_size=self.batch_size,
                 kinds=self.kinds,
                 now=self.clock(),
@@ -276,9 +281,10 @@ class Flusher:
             ) from exc
         if not rows:
             return 0
+        self.leased_batches += 1
         self.report.batches += 1
         self.report.claimed += len(rows)
-        self.lease = Lease(rows, owner=self.owner, using=self.using, clock=self.clock)
+        self.lease = Lease(rows, owner=lease_owner, using=self.using, clock=self.clock)
         ctx = self._context(self.lease)
         outcomes = Outcomes()
         try:
