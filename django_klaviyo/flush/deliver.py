@@ -106,7 +106,7 @@ def send_batch(
 def still_held(lease: Lease, sender: Sender, request: Request) -> list[Request]:
     """``request``, or its rows this flusher still holds re-planned (none: [])."""
     lease.keep()
-    if all(lease.holds(r) for r in request.rows):
+    if lease.holds_all(request.rows):
         return [request]
     if request.parts is not None:
         return []

@@ -82,7 +82,9 @@ def _confirm_lease(ctx: SendContext, outcomes: Outcomes) -> int:
     """Keep only the outcomes of rows this flusher still holds, locked until the
     transaction ends; returns how many were lost to another flusher (and reports them)."""
     decided = len(outcomes.decided)
-    outcomes.only(ctx.lease.confirm())
+    held = ctx.lease.confirm()
+    if ctx.lease.lost:  # else every row of the batch is still held
+        outcomes.only(held)
     lost = decided - (
         len(outcomes.sent)
         + len(outcomes.dead)
