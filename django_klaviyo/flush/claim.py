@@ -26,6 +26,9 @@ Status = OutboxEvent.Status
 # Keeps ``pk IN (...)`` lists far below SQLite's bound-variable limit.
 IN_CHUNK = 500
 
+# Read once per row of every batch.
+_PENDING, _RETRYING = Status.PENDING, Status.RETRYING
+
 
 def make_owner() -> str:
     """A lease owner id unique to this flusher: host, process and a random part."""
@@ -94,6 +97,7 @@ class ClaimedRow:
         locked_at: datetime | None = None,
         locked_by: str = "",
         size: int | None = None,
+        load_error: str = "",
     ) -> None:
         self.pk = pk
         self.kind = kind
@@ -109,11 +113,11 @@ class ClaimedRow:
         self.locked_by = locked_by
         # Every writer sets ``pending`` together with ``attempts = 0`` and the flusher counts
         # an attempt before a row can become ``retrying``: a first attempt was pending.
-        self.previous_status = Status.PENDING if attempts <= 1 else Status.RETRYING
+        self.previous_status = _PENDING if attempts <= 1 else _RETRYING
         self.size = size
         self.flush_item: Any = None
         # Why the stored payload could not be read (it is dead-lettered with this reason).
-        self.load_error = ""
+        self.load_error = load_error
 
     @property
     def id(self) -> Any:
@@ -148,9 +152,13 @@ def _escaped_size(text: str) -> int:
 def claimed_rows(
     records: Iterable[Sequence[Any]], *, owner: str, now: datetime | None
 ) -> list[ClaimedRow]:
-    rows = []
+    """``ClaimedRow``s of ``records`` (``CLAIMED_COLUMNS``, any further column ignored)."""
+    rows: list[ClaimedRow] = []
+    append = rows.append
     loads = json.loads
-    for pk, kind, payload, metric, unique_id, key, attempts, version in records:
+    uuid_ = uuid.UUID
+    for record in records:
+        pk, kind, payload, metric, unique_id, key, attempts, version = record[:8]
         size = None
         load_error = ""
         if isinstance(payload, str):
@@ -162,9 +170,9 @@ def claimed_rows(
                 # is dead-lettered with the reason, the rest of the batch goes on.
                 payload = None
                 load_error = f"the stored payload cannot be read ({type(exc).__name__}: {exc})"
-        if not isinstance(pk, uuid.UUID):
-            pk = uuid.UUID(str(pk))  # SQLite stores the UUID as hex text
-        rows.append(
+        if not isinstance(pk, uuid_):
+            pk = uuid_(pk if isinstance(pk, str) else str(pk))  # SQLite: the UUID's hex
+        append(
             ClaimedRow(
                 pk,
                 kind,
@@ -177,9 +185,9 @@ def claimed_rows(
                 locked_at=now,
                 locked_by=owner,
                 size=size,
+                load_error=load_error,
             )
         )
-        rows[-1].load_error = load_error
     return rows
 
 
@@ -286,7 +294,10 @@ def _claim_sqlite(
         f"{col('updated_at')} = %s WHERE +{status} IN ({due}) AND {pk} IN "
         f"(SELECT {pk} FROM {table} WHERE {status} IN ({due}) AND {due_at} <= %s{kind_filter} "
         f"ORDER BY {due_at} LIMIT %s) "
-        f"RETURNING {', '.join(col(c) for c in CLAIMED_COLUMNS)}, {due_at}, {created_at}"
+        # The times as text (an expression has no declared type): not parsed into
+        # datetimes only to be sorted.
+        f"RETURNING {', '.join(col(c) for c in CLAIMED_COLUMNS)}, "
+        f"CAST({due_at} AS TEXT), CAST({created_at} AS TEXT)"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
@@ -294,8 +305,7 @@ def _claim_sqlite(
     # RETURNING has no order. Stored times are "YYYY-MM-DD HH:MM:SS[.ffffff]" in UTC,
     # so their text sorts as the times do.
     records.sort(key=lambda r: (r[-2], r[-1]))
-    width = len(CLAIMED_COLUMNS)
-    return claimed_rows((r[:width] for r in records), owner=owner, now=now)
+    return claimed_rows(records, owner=owner, now=now)
 
 
 def _claim_elsewhere(
