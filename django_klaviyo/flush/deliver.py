@@ -186,7 +186,11 @@ def deliver(
                 request.parts.remaining -= 1
                 if request.parts.remaining:
                     continue  # sent once every part is accepted
-            outcomes.settle(sender.settle(request, result))
+            settled = sender.settle(request, result)
+            if settled is None:
+                outcomes.mark_sent(request.rows)
+            else:
+                outcomes.settle(settled)
             try:
                 if sender.mirrored:  # the local mirror is the default account's
                     sender.succeeded(request, result, ctx.clock())

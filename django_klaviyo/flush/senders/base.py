@@ -109,12 +109,12 @@ class Sender:
     def locate(self, err: KlaviyoError, request: Request) -> Located | None:
         return None
 
-    def settle(self, request: Request, result: Any) -> list[RowOutcome]:
+    def settle(self, request: Request, result: Any) -> list[RowOutcome] | None:
         """What an accepted request did for each of its rows (``result``: what ``send``
-        returned). Every row was taken unless the sender knows better: an import or
-        catalog job reports the items it refused after accepting the request
-        (``outcomes.refused``, ``outcomes.per_row``)."""
-        return [RowOutcome(row) for row in request.rows]
+        returned); None: every row was taken (the common case, with no object per row).
+        An import or catalog job reports the items it refused after accepting the
+        request (``outcomes.refused``, ``outcomes.per_row``)."""
+        return None
 
     def succeeded(self, request: Request, result: Any, now: datetime) -> None:
         return None

@@ -109,7 +109,7 @@ class ProfileUpsertSender(Sender):
             return import_profiles(ctx, request.body)
         return upsert_profile(ctx, request.body)
 
-    def settle(self, request: Request, result: Any) -> list[RowOutcome]:
+    def settle(self, request: Request, result: Any) -> list[RowOutcome] | None:
         if request.key != "bulk":
             return super().settle(request, result)
         # One outcome per imported profile (``import_profiles``), in the body's order.
