@@ -1095,3 +1095,28 @@ def test_requests_stay_under_five_megabytes(klaviyo_client, clock, mocked):
     assert all(len(c.request.body) <= 5 * 1024 * 1024 for c in calls)
     assert sum(len(bulk_events(c)) for c in calls) == 12
     assert OutboxEvent.objects.filter(status=Status.SENT).count() == 12
+
+
+def test_a_claimed_rows_id_read_from_sqlite_text_is_the_same_uuid():
+    """The claim converts SQLite's 32 hex digits with a shortcut; the UUID is the one
+    uuid.UUID makes (equal, same hash, text, version, pickles), and any other spelling
+    is left to uuid.UUID, errors included."""
+    import pickle
+
+    from django_klaviyo.flush.claim import _uuid_of_hex
+
+    for _ in range(200):
+        expected = uuid.uuid4()
+        found = _uuid_of_hex(expected.hex)
+        assert (found, hash(found), str(found), found.version) == (
+            expected,
+            hash(expected),
+            str(expected),
+            expected.version,
+        )
+        assert found.is_safe == uuid.UUID(expected.hex).is_safe
+        assert pickle.loads(pickle.dumps(found)) == expected
+    assert _uuid_of_hex(str(uuid.UUID(int=5))) == uuid.UUID(int=5)
+    for bad in ("z" * 32, "a" * 31, "-" * 32):
+        with pytest.raises(ValueError):
+            _uuid_of_hex(bad)
