@@ -94,18 +94,18 @@ class Lease:
         """How many rows are still leased to this batch, locked until the transaction
         ends where the database locks rows."""
         connection = connections[self.using]
-        if connection.vendor != "postgresql":
-            # SQLite has one writer at a time and no row locks; elsewhere the ids are read.
-            if not connection.features.has_select_for_update:
-                return self._mine().count()
+        if connection.vendor not in ("postgresql", "sqlite"):
             return len(self._mine().select_for_update().values_list("pk", flat=True))
         table = connection.ops.quote_name(OutboxEvent._meta.db_table)
         status = connection.ops.quote_name(OutboxEvent._meta.get_field("status").column)
         owner = connection.ops.quote_name(OutboxEvent._meta.get_field("locked_by").column)
-        # FOR UPDATE is not allowed with an aggregate: the rows are locked in a subquery.
+        # Names come quoted from the model's meta; every value is a parameter. FOR UPDATE
+        # is not allowed with an aggregate: the rows are locked in a subquery. SQLite has
+        # one writer at a time and no row locks.
+        lock = " FOR UPDATE" if connection.vendor == "postgresql" else ""
         sql = (
             f"SELECT count(*) FROM (SELECT 1 FROM {table} WHERE {status} = %s "  # noqa: S608
-            f"AND {owner} = %s FOR UPDATE) AS held"
+            f"AND {owner} = %s{lock}) AS held"
         )
         with connection.cursor() as cursor:
             cursor.execute(sql, [Status.SENDING, self.owner])

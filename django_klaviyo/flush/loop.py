@@ -311,7 +311,8 @@ class Flusher:
             self._persist(ctx, outcomes)
             raise
         # Rows not attempted because a stop was asked for go back as they were.
-        outcomes.mark_release(rows)
+        if len(outcomes.decided) < len(rows):
+            outcomes.mark_release(rows)
         self._persist(ctx, outcomes, claimed=len(rows))
         return len(rows)
 

@@ -100,6 +100,8 @@ def _save_recleaned(mine: Any, outcomes: Outcomes) -> None:
     """A row cleaned under the current rules this time, and going back to the queue, is
     saved so that its next attempt does not clean it again (sent and dead rows never
     have one: they are not written again)."""
+    if not outcomes.recleaned:
+        return
     finished = {row.pk for row in outcomes.sent} | {row.pk for row, _ in outcomes.dead}
     for row in outcomes.recleaned:
         if row.pk in finished:

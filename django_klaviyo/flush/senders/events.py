@@ -102,8 +102,9 @@ class EventSender(Sender):
             "unique_id": row.unique_id or None,
         }
         # A historical event (backfill=True): Klaviyo records it without triggering flows.
-        backfill = {"backfill": True} if payload.get("backfill") is True else {}
-        event.update(backfill)
+        backfill = payload.get("backfill") is True
+        if backfill:
+            event["backfill"] = True
         # Live rows keep their profile dicts alive, so ids cannot repeat within a batch.
         item = _EventItem(profile, identity, id(profile), event)
         if payload.get("item_events") or payload.get("expand"):
@@ -115,7 +116,7 @@ class EventSender(Sender):
                     "value": value,
                     "value_currency": currency,
                     "unique_id": unique_id,
-                    **backfill,
+                    **({"backfill": True} if backfill else {}),
                 }
                 for metric, unique_id, properties, value in expansions(payload)
             ]
@@ -224,7 +225,12 @@ class EventSender(Sender):
     def _request(self, rows: list[ClaimedRow]) -> Request:
         entries: dict[Any, list[ClaimedRow]] = {}
         for row in rows:
-            entries.setdefault(row.flush_item.entry_key, []).append(row)
+            key = row.flush_item.entry_key
+            group = entries.get(key)
+            if group is None:
+                entries[key] = [row]
+            else:
+                group.append(row)
         body = []
         index = []
         ordered = []
