@@ -44,6 +44,11 @@ Kind = OutboxEvent.Kind
 # request back (rescheduled, uncounted): short, so a stop request is honoured promptly.
 CLIENT_MAX_WAIT = 5.0
 
+# While outbox batches keep coming, the flusher looks for pending webhook items again at
+# most this often once it found none (a query and a transaction per batch otherwise);
+# every loop while some are pending, and whenever the outbox has nothing due.
+WEBHOOK_RECHECK_SECONDS = 1.0
+
 
 def get_client(account: str | None = None) -> KlaviyoClient:
     """A client for one flusher, from settings: one HTTP attempt per call (the flusher
@@ -108,6 +113,8 @@ class Flusher:
         self._stop: Any = None
         self.lease: Lease | None = None
         self.unreachable = Unreachable()
+        # When the last look for pending webhook items found none (monotonic seconds).
+        self._no_webhook_items_at: float | None = None
 
     @property
     def client(self) -> Any:
@@ -203,7 +210,7 @@ class Flusher:
                 if loop and not connections[self.using].in_atomic_block:
                     close_old_connections()  # a long-running worker drops stale connections
                 claimed = self.flush_batch()
-                claimed += self.process_webhook_items()
+                claimed += self.process_webhook_items(outbox_busy=claimed > 0)
             except FlushAborted as exc:
                 if not loop or exc.reason != "database":
                     raise
@@ -221,15 +228,23 @@ class Flusher:
         self.accounts.raise_stopped(self.report)  # a rejected key ends the run non-zero
         return self.report
 
-    def process_webhook_items(self) -> int:
+    def process_webhook_items(self, *, outbox_busy: bool = False) -> int:
         """One batch of pending webhook items (large deliveries are acknowledged first and
-        handled here); returns how many were handled. Skipped when flushing some kinds."""
+        handled here); returns how many were handled. Skipped when flushing some kinds,
+        and (``outbox_busy``: the outbox just gave a batch) for WEBHOOK_RECHECK_SECONDS
+        after a look that found none."""
         if self.kinds is not None:
+            return 0
+        now = time.monotonic()
+        idle_since = self._no_webhook_items_at
+        if outbox_busy and idle_since is not None and now - idle_since < WEBHOOK_RECHECK_SECONDS:
             return 0
         from django_klaviyo.webhooks.dispatch import process_pending
 
         try:
-            return process_pending(using=self.using).handled
+            handled = process_pending(using=self.using).handled
+            self._no_webhook_items_at = None if handled else now
+            return handled
         except (OperationalError, InterfaceError) as exc:
             raise FlushAborted(
                 f"The database is unavailable ({type(exc).__name__}); flushing stopped.",
