@@ -93,6 +93,7 @@ def prepare_rows(
     hand) is cleaned once here (and added to ``recleaned``, to be saved back), and
     dead-lettered with the reason if it fails."""
     ready, invalid = [], []
+    version, prepare = rules.RULES_VERSION, sender.prepare  # looked up once per batch
     for row in rows:
         if row.load_error:
             invalid.append(
@@ -102,11 +103,11 @@ def prepare_rows(
                 )
             )
             continue
-        old = row.rules_version != rules.RULES_VERSION
+        old = row.rules_version != version
         try:
             if old:
                 reclean(row)
-            row.flush_item = sender.prepare(row)
+            row.flush_item = prepare(row)
         except Exception as exc:
             invalid.append((row, ErrorInfo(None, "invalid_payload", _reason(row, exc)[:2000])))
         else:
