@@ -22,6 +22,8 @@ from django_klaviyo.models import OutboxEvent
 
 @dataclass(frozen=True)
 class SendContext:
+    """One batch's run, as senders see it (built by the ``Flusher`` per batch)."""
+
     # The database alias of the rows (local mirrors are updated there too).
     using: str
     # The batch's lease: its rows are leased to ``lease.owner`` (``OutboxEvent.locked_by``).
@@ -30,8 +32,7 @@ class SendContext:
     account: str
     report: FlushReport
     clock: Callable[[], datetime]
-    # The account's client, made on first use (a dry run or a batch of invalid rows
-    # never makes one).
+    # The account's client, made on first use (a batch of invalid rows never makes one).
     make_client: Callable[[], Any]
     # Seconds to wait before attempt ``attempts + 1`` (at least ``retry_after``).
     retry_delay: Callable[[int, float | None], float]
