@@ -38,11 +38,12 @@ The package, one concern per module: ``claim`` leases due rows; ``lease`` keeps 
 ``senders/`` holds one module per outbox kind that turns claimed rows into Klaviyo
 requests and settles each row of an accepted one (``senders/imports`` handles profiles
 in bulk); ``outcomes`` decides what a failure means for a row; ``loop`` is the
-``Flusher`` (the run: batches, idling, stopping); ``deliver`` sends one batch, kind by
-kind; ``record`` writes the outcomes; ``outages`` rides out database and network
-outages; ``plan`` is the dry run; ``report`` is what a run reports; ``rotation`` sends
-each Klaviyo account's rows with its own client, in turn (a rejected key stops only its
-account).
+``Flusher`` (the run: batches, idling, stopping); ``context`` is what senders get of the
+run (``SendContext``: client, lease, report, clock, waits), never the ``Flusher`` itself;
+``deliver`` sends one batch, kind by kind; ``record`` writes the outcomes; ``outages``
+rides out database and network outages; ``plan`` is the dry run; ``report`` is what a run
+reports; ``rotation`` sends each Klaviyo account's rows with its own client, in turn (a
+rejected key stops only its account).
 """
 
 from __future__ import annotations

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from collections import defaultdict, deque
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
 from django.db import DatabaseError, InterfaceError, OperationalError
 
@@ -24,15 +23,13 @@ from django_klaviyo.exceptions import (
     KlaviyoValidationError,
 )
 from django_klaviyo.flush.claim import ClaimedRow
-from django_klaviyo.flush.outages import missing_scope_info
+from django_klaviyo.flush.context import SendContext
+from django_klaviyo.flush.lease import Lease
+from django_klaviyo.flush.outages import Unreachable, missing_scope_info
 from django_klaviyo.flush.outcomes import ErrorInfo, Outcomes, error_info, is_retryable, splittable
-from django_klaviyo.flush.record import note_rows
 from django_klaviyo.flush.report import FlushAborted
 from django_klaviyo.flush.senders import Request, Sender, prepare_rows
 from django_klaviyo.models import OutboxEvent
-
-if TYPE_CHECKING:
-    from django_klaviyo.flush.loop import Flusher
 
 logger = logging.getLogger("django_klaviyo.flush")
 
@@ -64,9 +61,16 @@ KIND_ORDER = (
 )
 
 
-def send_batch(flusher: Flusher, rows: list[ClaimedRow], outcomes: Outcomes) -> None:
-    """Send ``rows`` kind by kind (``KIND_ORDER``), deciding each row's outcome; rows left
-    undecided (a stop was asked for) are released by the caller."""
+def send_batch(
+    ctx: SendContext,
+    senders: dict[str, Sender],
+    rows: list[ClaimedRow],
+    outcomes: Outcomes,
+    unreachable: Unreachable,
+) -> None:
+    """Send ``rows`` kind by kind (``KIND_ORDER``) with the account's ``senders``, deciding
+    each row's outcome; rows left undecided (a stop was asked for) are released by the
+    caller. ``unreachable`` follows Klaviyo's reachability from one batch to the next."""
     by_kind: dict[str, list[ClaimedRow]] = defaultdict(list)
     for row in rows:
         by_kind[row.kind].append(row)
@@ -74,18 +78,18 @@ def send_batch(flusher: Flusher, rows: list[ClaimedRow], outcomes: Outcomes) -> 
         if kind not in by_kind:
             continue
         kind_rows = by_kind.pop(kind)
-        if flusher.stopping():
+        if ctx.stopping():
             continue  # released by flush_batch, uncounted
-        sender = flusher.senders[kind]
+        sender = senders[kind]
         ready, invalid = prepare_rows(sender, kind_rows, outcomes.recleaned)
         for row, info in invalid:
             outcomes.mark_dead([row], info)
         try:
-            ready = sender.resolve(flusher, ready, outcomes)
-            deliver(flusher, sender, sender.plan(ready), outcomes)
+            ready = sender.resolve(ctx, ready, outcomes)
+            deliver(ctx, sender, sender.plan(ready), outcomes, unreachable)
         except KlaviyoPermissionError as err:
             # The key lacks a scope this kind's endpoint needs: only this kind waits.
-            until = flusher.clock() + timedelta(seconds=MISSING_SCOPE_HOLD_SECONDS)
+            until = ctx.clock() + timedelta(seconds=MISSING_SCOPE_HOLD_SECONDS)
             outcomes.mark_hold(kind_rows, until, missing_scope_info(err))
         except (KlaviyoAuthError, FlushAborted, DatabaseError):
             raise
@@ -99,44 +103,47 @@ def send_batch(flusher: Flusher, rows: list[ClaimedRow], outcomes: Outcomes) -> 
         outcomes.mark_dead(leftover, ErrorInfo(None, "unknown_kind", f"Unknown kind {kind!r}."))
 
 
-def still_held(flusher: Flusher, sender: Sender, request: Request) -> list[Request]:
+def still_held(lease: Lease, sender: Sender, request: Request) -> list[Request]:
     """``request``, or its rows this flusher still holds re-planned (none: [])."""
-    lease = flusher.lease
-    if lease is None:
-        return [request]
     lease.keep()
-    if all(lease.holds(r) for r in request.rows):
+    if lease.holds_all(request.rows):
         return [request]
     if request.parts is not None:
         return []
     return sender.plan([r for r in request.rows if lease.holds(r)])
 
 
-def deliver(flusher: Flusher, sender: Sender, requests: list[Request], outcomes: Outcomes) -> None:
+def deliver(
+    ctx: SendContext,
+    sender: Sender,
+    requests: list[Request],
+    outcomes: Outcomes,
+    unreachable: Unreachable,
+) -> None:
     """Send ``requests`` of one kind in turn, narrowing down refused ones."""
     queue = deque(requests)
     budget = SPLIT_BUDGET
     while queue:
-        if flusher.stopping():
+        if ctx.stopping():
             return  # the rest is released uncounted (flush_batch)
         request = queue.popleft()
         if request.parts is not None and request.rows[0].pk in outcomes.decided:
             continue  # an earlier part of this row failed: the row is retried whole
-        held = still_held(flusher, sender, request)
+        held = still_held(ctx.lease, sender, request)
         if len(held) != 1 or held[0] is not request:
             queue.extendleft(reversed(held))
             continue
-        flusher.report.requests += 1
+        ctx.request_made()
         try:
-            result = sender.send(flusher.client, request)
+            result = sender.send(ctx, request)
         except KlaviyoAuthError:
             raise
         except KlaviyoError as err:
             if _not_attempted(err):
                 # Nothing reached Klaviyo (local rate limit, network down): the rows
                 # wait, uncounted, and so does the rest of this kind.
-                failures = flusher.unreachable.failed(err)
-                until = flusher.retry_at(failures, getattr(err, "retry_after", None))
+                failures = unreachable.failed(err)
+                until = ctx.retry_at(failures, getattr(err, "retry_after", None))
                 outcomes.mark_release(request.rows, until)
                 for rest in queue:
                     outcomes.mark_release(rest.rows, until)
@@ -144,7 +151,7 @@ def deliver(flusher: Flusher, sender: Sender, requests: list[Request], outcomes:
             if is_retryable(err):
                 outcomes.mark_retry(request.rows, err)
                 # The endpoint is throttled or failing: the rest waits, uncounted.
-                until = flusher.retry_at(1, getattr(err, "retry_after", None))
+                until = ctx.retry_at(1, getattr(err, "retry_after", None))
                 for rest in queue:
                     outcomes.mark_release(rest.rows, until)
                 return
@@ -174,15 +181,19 @@ def deliver(flusher: Flusher, sender: Sender, requests: list[Request], outcomes:
                 continue
             outcomes.mark_dead(request.rows, _unexpected(exc))
         else:
-            flusher.unreachable.ended()
+            unreachable.ended()
             if request.parts is not None:
                 request.parts.remaining -= 1
                 if request.parts.remaining:
                     continue  # sent once every part is accepted
-            outcomes.settle(sender.settle(request, result))
+            settled = sender.settle(request, result)
+            if settled is None:
+                outcomes.mark_sent(request.rows)
+            else:
+                outcomes.settle(settled)
             try:
                 if sender.mirrored:  # the local mirror is the default account's
-                    sender.succeeded(request, result, flusher.clock())
+                    sender.succeeded(request, result, ctx.clock())
             except (OperationalError, InterfaceError):
                 raise
             except Exception as exc:
@@ -191,7 +202,7 @@ def deliver(flusher: Flusher, sender: Sender, requests: list[Request], outcomes:
                 logger.exception(
                     "Updating the local mirror after a %s request failed.", sender.kind
                 )
-                note_rows(flusher, request.rows, f"Sent; the local mirror was not updated: {exc!r}")
+                ctx.note_rows(request.rows, f"Sent; the local mirror was not updated: {exc!r}")
 
 
 def _split(

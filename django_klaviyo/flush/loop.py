@@ -8,7 +8,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from django.db import (
@@ -24,6 +24,7 @@ from django_klaviyo.client import KlaviyoClient, account_client
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoAuthError, KlaviyoValidationError
 from django_klaviyo.flush.claim import claim_batch, make_owner, reclaim_expired_leases
+from django_klaviyo.flush.context import SendContext
 from django_klaviyo.flush.deliver import send_batch
 from django_klaviyo.flush.lease import Lease
 from django_klaviyo.flush.outages import Outage, Unreachable
@@ -42,6 +43,11 @@ Kind = OutboxEvent.Kind
 # The longest the flusher's client waits for the local rate limit before it hands the
 # request back (rescheduled, uncounted): short, so a stop request is honoured promptly.
 CLIENT_MAX_WAIT = 5.0
+
+# While outbox batches keep coming, the flusher looks for pending webhook items again at
+# most this often once it found none (a query and a transaction per batch otherwise);
+# every loop while some are pending, and whenever the outbox has nothing due.
+WEBHOOK_RECHECK_SECONDS = 1.0
 
 
 def get_client(account: str | None = None) -> KlaviyoClient:
@@ -99,10 +105,16 @@ class Flusher:
         # A factor in [0.5, 1]: spreads retries of many rows without exceeding the cap.
         self.jitter = jitter or (lambda: random.uniform(0.5, 1.0))
         self.owner = owner or make_owner()
+        # Batches leased so far. Each batch is leased under its own owner id (``owner``
+        # and the batch's number): rows an aborted batch left leased (until their lease
+        # expires) are never taken for the current batch's when it records its outcomes.
+        self.leased_batches = 0
         self.report = FlushReport()
         self._stop: Any = None
         self.lease: Lease | None = None
         self.unreachable = Unreachable()
+        # When the last look for pending webhook items found none (monotonic seconds).
+        self._no_webhook_items_at: float | None = None
 
     @property
     def client(self) -> Any:
@@ -113,7 +125,21 @@ class Flusher:
 
     @property
     def senders(self) -> dict[str, Sender]:
-        return self.accounts.senders(self)
+        return self.accounts.senders(self.using)
+
+    def _context(self, lease: Lease) -> SendContext:
+        """What the senders of the current account may use while sending a batch."""
+        return SendContext(
+            using=self.using,
+            lease=lease,
+            account=self.accounts.current.stored,
+            report=self.report,
+            clock=self.clock,
+            make_client=lambda: self.client,
+            retry_delay=self.retry_delay,
+            pause=self.pause,
+            stopping=self.stopping,
+        )
 
     # -- between requests ----------------------------------------------------------------
 
@@ -148,9 +174,6 @@ class Flusher:
         cap = float(klaviyo_settings.RETRY_MAX_SECONDS)
         backoff = min(cap, base * 2 ** max(attempts - 1, 0)) * self.jitter()
         return max(float(retry_after or 0.0), backoff)
-
-    def retry_at(self, attempts: int, retry_after: float | None = None) -> datetime:
-        return self.clock() + timedelta(seconds=self.retry_delay(attempts, retry_after))
 
     # -- running -------------------------------------------------------------------------
 
@@ -187,7 +210,7 @@ class Flusher:
                 if loop and not connections[self.using].in_atomic_block:
                     close_old_connections()  # a long-running worker drops stale connections
                 claimed = self.flush_batch()
-                claimed += self.process_webhook_items()
+                claimed += self.process_webhook_items(outbox_busy=claimed > 0)
             except FlushAborted as exc:
                 if not loop or exc.reason != "database":
                     raise
@@ -205,15 +228,23 @@ class Flusher:
         self.accounts.raise_stopped(self.report)  # a rejected key ends the run non-zero
         return self.report
 
-    def process_webhook_items(self) -> int:
+    def process_webhook_items(self, *, outbox_busy: bool = False) -> int:
         """One batch of pending webhook items (large deliveries are acknowledged first and
-        handled here); returns how many were handled. Skipped when flushing some kinds."""
+        handled here); returns how many were handled. Skipped when flushing some kinds,
+        and (``outbox_busy``: the outbox just gave a batch) for WEBHOOK_RECHECK_SECONDS
+        after a look that found none."""
         if self.kinds is not None:
+            return 0
+        now = time.monotonic()
+        idle_since = self._no_webhook_items_at
+        if outbox_busy and idle_since is not None and now - idle_since < WEBHOOK_RECHECK_SECONDS:
             return 0
         from django_klaviyo.webhooks.dispatch import process_pending
 
         try:
-            return process_pending(using=self.using).handled
+            handled = process_pending(using=self.using).handled
+            self._no_webhook_items_at = None if handled else now
+            return handled
         except (OperationalError, InterfaceError) as exc:
             raise FlushAborted(
                 f"The database is unavailable ({type(exc).__name__}); flushing stopped.",
@@ -249,8 +280,9 @@ class Flusher:
             self.report.reclaimed += reclaim_expired_leases(now=self.clock(), using=self.using)
             if self.accounts.sweep_once() and self.kinds is None:
                 dead_letter_unknown(now=self.clock(), using=self.using)
+            lease_owner = f"{self.owner}/{self.leased_batches + 1}"
             rows = claim_batch(
-                owner=self.owner,
+                owner=lease_owner,
                 batch_size=self.batch_size,
                 kinds=self.kinds,
                 now=self.clock(),
@@ -264,16 +296,18 @@ class Flusher:
             ) from exc
         if not rows:
             return 0
+        self.leased_batches += 1
         self.report.batches += 1
         self.report.claimed += len(rows)
-        self.lease = Lease(rows, owner=self.owner, using=self.using, clock=self.clock)
+        self.lease = Lease(rows, owner=lease_owner, using=self.using, clock=self.clock)
+        ctx = self._context(self.lease)
         outcomes = Outcomes()
         try:
-            send_batch(self, rows, outcomes)
+            send_batch(ctx, self.senders, rows, outcomes, self.unreachable)
         except KlaviyoAuthError as err:
             # Nothing unsent counts as an attempt: the key is the problem, not the rows.
             outcomes.mark_release(rows)
-            self._persist(outcomes)
+            self._persist(ctx, outcomes)
             raise FlushAborted(
                 f"Klaviyo rejected the API key (HTTP {err.status}"
                 + (f", {err.code}" if err.code else "")
@@ -289,26 +323,34 @@ class Flusher:
             ) from exc
         except BaseException:
             # An unexpected bug: keep what was decided; the rest is reclaimed after the lease.
-            self._persist(outcomes)
+            self._persist(ctx, outcomes)
             raise
         # Rows not attempted because a stop was asked for go back as they were.
-        outcomes.mark_release(rows)
-        self._persist(outcomes, claimed=len(rows))
+        if len(outcomes.decided) < len(rows):
+            outcomes.mark_release(rows)
+        self._persist(ctx, outcomes, claimed=len(rows))
         return len(rows)
 
     # -- marking -------------------------------------------------------------------------
 
-    def _persist(self, outcomes: Outcomes, claimed: int | None = None) -> None:
+    def _persist(self, ctx: SendContext, outcomes: Outcomes, claimed: int | None = None) -> None:
         """Write every outcome of a batch (see ``record``); ``claimed``: the batch size,
         when every claimed row has been decided."""
-        record_outcomes(self, outcomes, claimed)
+        record_outcomes(ctx, self.senders, outcomes, claimed)
         self.lease = None
 
     # -- dry run -------------------------------------------------------------------------
 
     def plan_due(self) -> FlushReport:
         """Count what a flush would send now, claiming nothing (see ``plan``)."""
-        self.report = plan_due(self)
+        self.report = plan_due(
+            self.senders,
+            now=self.clock(),
+            kinds=self.kinds,
+            using=self.using,
+            account=None if self.accounts.every_account else self.accounts.current.stored,
+            batch_size=self.batch_size,
+        )
         return self.report
 
 

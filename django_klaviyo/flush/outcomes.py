@@ -146,8 +146,9 @@ class Outcomes:
     recleaned: list[ClaimedRow] = field(default_factory=list)
 
     def _take(self, rows: Iterable[ClaimedRow]) -> list[ClaimedRow]:
-        taken = [r for r in rows if r.pk not in self.decided]
-        self.decided.update(r.pk for r in taken)
+        decided = self.decided
+        taken = [r for r in rows if r.pk not in decided]
+        decided.update([r.pk for r in taken])
         return taken
 
     def mark_sent(self, rows: Iterable[ClaimedRow]) -> None:

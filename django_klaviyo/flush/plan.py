@@ -3,46 +3,51 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
 
 from django.db.models import TextField
 from django.db.models.functions import Cast
 
 from django_klaviyo.flush.claim import CLAIMED_COLUMNS, ClaimedRow, claimed_rows, due_rows
 from django_klaviyo.flush.report import FlushReport
-from django_klaviyo.flush.senders import ListItem, prepare_rows
-
-if TYPE_CHECKING:
-    from django_klaviyo.flush.loop import Flusher
+from django_klaviyo.flush.senders import ListItem, Sender, prepare_rows
 
 
-def plan_due(flusher: Flusher) -> FlushReport:
+def plan_due(
+    senders: Mapping[str, Sender],
+    *,
+    now: datetime,
+    kinds: Sequence[str] | None,
+    using: str,
+    account: str | None,
+    batch_size: int,
+) -> FlushReport:
+    """Plan the rows due at ``now`` (of ``kinds`` and ``account``; None: all) with
+    ``senders``, ``batch_size`` rows at a time."""
     report = FlushReport(dry_run=True)
-    account = None if flusher.accounts.every_account else flusher.accounts.current.stored
-    due = due_rows(flusher.clock(), flusher.kinds, flusher.using, account).order_by(
-        "next_attempt_at", "pk"
-    )
+    due = due_rows(now, kinds, using, account).order_by("next_attempt_at", "pk")
     batch: list[Sequence[Any]] = []
     # The payload as text, parsed row by row: one unreadable row must not end the plan.
     columns = ["payload_text" if c == "payload" else c for c in CLAIMED_COLUMNS]
     due = due.annotate(payload_text=Cast("payload", output_field=TextField()))
-    for record in due.values_list(*columns).iterator(chunk_size=flusher.batch_size):
+    for record in due.values_list(*columns).iterator(chunk_size=batch_size):
         batch.append(record)
-        if len(batch) >= flusher.batch_size:
-            _plan_batch(flusher, claimed_rows(batch, owner="", now=None), report)
+        if len(batch) >= batch_size:
+            _plan_batch(senders, claimed_rows(batch, owner="", now=None), report)
             batch = []
     if batch:
-        _plan_batch(flusher, claimed_rows(batch, owner="", now=None), report)
+        _plan_batch(senders, claimed_rows(batch, owner="", now=None), report)
     return report
 
 
-def _plan_batch(flusher: Flusher, rows: list[ClaimedRow], report: FlushReport) -> None:
+def _plan_batch(senders: Mapping[str, Sender], rows: list[ClaimedRow], report: FlushReport) -> None:
     by_kind: dict[str, list[ClaimedRow]] = defaultdict(list)
     for row in rows:
         by_kind[row.kind].append(row)
     for kind, kind_rows in by_kind.items():
-        sender = flusher.senders.get(kind)
+        sender = senders.get(kind)
         if sender is None:
             report.planned_invalid += len(kind_rows)
             continue

@@ -1,27 +1,32 @@
 """Recording a batch's outcomes: one UPDATE per outcome group, in one transaction, only
 for the rows the flusher still holds (the lease is confirmed, with the rows locked, first),
-and the report's counts for those rows alone."""
+and the report's counts for those rows alone.
+
+In order, in that transaction: confirm the lease (``_confirm_lease``), save back the rows
+cleaned again under the current rules (``_save_recleaned``), group the outcomes by the
+values they write (``_group``), write each group (``_update``), tell the senders of their
+dead rows (``_tell_mirrors``); then count them (``_count``)."""
 
 from __future__ import annotations
 
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import F
 
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.flush.claim import IN_CHUNK, ClaimedRow, chunks
+from django_klaviyo.flush.context import SendContext
 from django_klaviyo.flush.outcomes import ErrorInfo, Outcomes
 from django_klaviyo.flush.report import FlushAborted
+from django_klaviyo.flush.senders import Sender
 from django_klaviyo.models import OutboxEvent
 from django_klaviyo.rules.identifiers import profile_key
-
-if TYPE_CHECKING:
-    from django_klaviyo.flush.loop import Flusher
 
 logger = logging.getLogger("django_klaviyo.flush")
 
@@ -29,83 +34,74 @@ Kind = OutboxEvent.Kind
 Status = OutboxEvent.Status
 
 
-def note_rows(flusher: Flusher, rows: Sequence[ClaimedRow], note: str) -> None:
-    """Write ``note`` (``outcome_note``, shown in the admin) now, on ``rows`` this flusher
-    still holds; their outcome is written with the batch and keeps it."""
-    OutboxEvent.objects.using(flusher.using).filter(
-        pk__in=[r.pk for r in rows], status=Status.SENDING, locked_by=flusher.owner
-    ).update(outcome_note=note[:255])
-
-
-def record_outcomes(flusher: Flusher, outcomes: Outcomes, claimed: int | None = None) -> None:
-    """Write every outcome of a batch, one UPDATE per outcome group.
+def record_outcomes(
+    ctx: SendContext,
+    senders: Mapping[str, Sender],
+    outcomes: Outcomes,
+    claimed: int | None = None,
+) -> None:
+    """Write every outcome of a batch, one UPDATE per outcome group; ``senders`` hear of
+    their rows recorded dead.
 
     ``claimed``: the batch size, when every claimed row has been decided."""
-    now = flusher.clock()
-    max_attempts = int(klaviyo_settings.MAX_ATTEMPTS)
-    mine = OutboxEvent.objects.using(flusher.using).filter(
-        status=Status.SENDING, locked_by=flusher.owner
-    )
+    now = ctx.clock()
     try:
-        with transaction.atomic(using=flusher.using):
-            _write(flusher, outcomes, mine, now, max_attempts, claimed)
+        with transaction.atomic(using=ctx.using):
+            _write(ctx, senders, outcomes, now, claimed)
     except (OperationalError, InterfaceError) as exc:
         raise FlushAborted(
             f"The database went away while recording outcomes ({type(exc).__name__}); the "
             "claimed rows stay 'sending' and are retried once their lease expires.",
             reason="database",
         ) from exc
-    flusher.lease = None
-
-
-def _tell_mirrors(flusher: Flusher, dead: dict[ErrorInfo, list[ClaimedRow]], now: datetime) -> None:
-    """Each kind's sender hears of its rows recorded dead, in the same transaction, so a
-    local mirror (coupon codes) shows the failure with the row's reason."""
-    by_kind: dict[str, list[tuple[ClaimedRow, ErrorInfo]]] = defaultdict(list)
-    for info, rows in dead.items():
-        for row in rows:
-            by_kind[row.kind].append((row, info))
-    for kind, items in by_kind.items():
-        sender = flusher.senders.get(kind)
-        if sender is None:
-            continue
-        try:
-            with transaction.atomic(using=flusher.using):  # a failed mirror update undone alone
-                sender.dead_lettered(items, now)
-        except (OperationalError, InterfaceError):
-            raise
-        except Exception:
-            # The rows are still recorded dead with their reason (the outbox admin shows it).
-            logger.exception("Updating the local mirror of dead %s rows failed.", kind)
 
 
 def _write(
-    flusher: Flusher,
+    ctx: SendContext,
+    senders: Mapping[str, Sender],
     outcomes: Outcomes,
-    mine: Any,
     now: datetime,
-    max_attempts: int,
     claimed: int | None,
 ) -> None:
     """The outcome UPDATEs (in the caller's transaction), then the report's counts:
     both only for rows this flusher still holds."""
-    if flusher.lease is not None:
-        decided = len(outcomes.decided)
-        outcomes.only(flusher.lease.confirm())
-        lost = decided - (
-            len(outcomes.sent)
-            + len(outcomes.dead)
-            + sum(len(r.rows) for r in outcomes.retry)
-            + len(outcomes.release)
-            + len(outcomes.hold)
-        )
-        flusher.report.lost_leases += lost
-        if lost:
-            claimed = None  # "the sent ones are the rest" no longer holds
-    lease_cleared = {"locked_at": None, "locked_by": "", "updated_at": now}
-    # A row cleaned under the current rules this time, and going back to the queue, is
-    # saved so that its next attempt does not clean it again (sent and dead rows never
-    # have one: they are not written again).
+    if _confirm_lease(ctx, outcomes):
+        claimed = None  # "the sent ones are the rest" no longer holds
+    mine = OutboxEvent.objects.using(ctx.using).filter(status=Status.SENDING, locked_by=ctx.owner)
+    _save_recleaned(mine, outcomes)
+    groups = _group(outcomes, int(klaviyo_settings.MAX_ATTEMPTS))
+    # When every claimed row has an outcome, the sent ones are whatever is still
+    # leased once the other groups are written: one UPDATE without a long IN list.
+    sent_are_the_rest = claimed is not None and len(outcomes.decided) == claimed
+    _update(ctx, mine, outcomes.sent, groups, now, sent_are_the_rest=sent_are_the_rest)
+    _tell_mirrors(ctx, senders, groups.dead, now)
+    _count(ctx, outcomes, groups)
+
+
+def _confirm_lease(ctx: SendContext, outcomes: Outcomes) -> int:
+    """Keep only the outcomes of rows this flusher still holds, locked until the
+    transaction ends; returns how many were lost to another flusher (and reports them)."""
+    decided = len(outcomes.decided)
+    held = ctx.lease.confirm()
+    if ctx.lease.lost:  # else every row of the batch is still held
+        outcomes.only(held)
+    lost = decided - (
+        len(outcomes.sent)
+        + len(outcomes.dead)
+        + sum(len(r.rows) for r in outcomes.retry)
+        + len(outcomes.release)
+        + len(outcomes.hold)
+    )
+    ctx.report.lost_leases += lost
+    return lost
+
+
+def _save_recleaned(mine: Any, outcomes: Outcomes) -> None:
+    """A row cleaned under the current rules this time, and going back to the queue, is
+    saved so that its next attempt does not clean it again (sent and dead rows never
+    have one: they are not written again)."""
+    if not outcomes.recleaned:
+        return
     finished = {row.pk for row in outcomes.sent} | {row.pk for row, _ in outcomes.dead}
     for row in outcomes.recleaned:
         if row.pk in finished:
@@ -118,16 +114,32 @@ def _write(
             rules_version=row.rules_version,
         )
 
-    def update(rows: Sequence[ClaimedRow], **values: Any) -> int:
-        done = 0
-        for chunk in chunks([r.pk for r in rows], IN_CHUNK):
-            done += mine.filter(pk__in=chunk).update(**values)
-        return done
 
-    dead: dict[ErrorInfo, list[ClaimedRow]] = defaultdict(list)
+@dataclass
+class _Groups:
+    """A batch's unsent outcomes, grouped by the values their rows are written with: one
+    UPDATE per group."""
+
+    # By error (retries past MAX_ATTEMPTS included).
+    dead: dict[ErrorInfo, list[ClaimedRow]] = field(default_factory=lambda: defaultdict(list))
+    # By (attempts, Retry-After, error): the attempts give the back-off.
+    retrying: dict[tuple[int, float, ErrorInfo], list[ClaimedRow]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    # By (previous status, next attempt or None to keep it).
+    released: dict[tuple[str, datetime | None], list[ClaimedRow]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    # By (previous status, next attempt, why).
+    held: dict[tuple[str, datetime, ErrorInfo], list[ClaimedRow]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+
+
+def _group(outcomes: Outcomes, max_attempts: int) -> _Groups:
+    groups = _Groups()
     for row, info in outcomes.dead:
-        dead[info].append(row)
-    retrying: dict[tuple[int, float, ErrorInfo], list[ClaimedRow]] = defaultdict(list)
+        groups.dead[info].append(row)
     for retry in outcomes.retry:
         for row in retry.rows:
             if row.attempts >= max_attempts:
@@ -136,19 +148,38 @@ def _write(
                     retry.info.code,
                     f"Gave up after {row.attempts} attempts: {retry.info.detail}",
                 )
-                dead[info].append(row)
+                groups.dead[info].append(row)
             else:
-                retrying[(row.attempts, retry.retry_after, retry.info)].append(row)
-    released: dict[tuple[str, datetime | None], list[ClaimedRow]] = defaultdict(list)
+                groups.retrying[(row.attempts, retry.retry_after, retry.info)].append(row)
     for row, until in outcomes.release:
-        released[(row.previous_status, until)].append(row)
+        groups.released[(row.previous_status, until)].append(row)
+    for row, until, info in outcomes.hold:
+        groups.held[(row.previous_status, until, info)].append(row)
+    return groups
 
-    # When every claimed row has an outcome, the sent ones are whatever is still
-    # leased once the other groups are written: one UPDATE without a long IN list.
-    sent_are_the_rest = claimed is not None and len(outcomes.decided) == claimed
-    if outcomes.sent and not sent_are_the_rest:
-        update(outcomes.sent, status=Status.SENT, sent_at=now, **lease_cleared)
-    for info, rows in dead.items():
+
+def _update(
+    ctx: SendContext,
+    mine: Any,
+    sent: list[ClaimedRow],
+    groups: _Groups,
+    now: datetime,
+    *,
+    sent_are_the_rest: bool,
+) -> None:
+    """One UPDATE per group of rows (per chunk of a long one), each only of rows this
+    batch still holds; the sent ones last, all at once, when they are the rest."""
+    lease_cleared = {"locked_at": None, "locked_by": "", "updated_at": now}
+
+    def update(rows: Sequence[ClaimedRow], **values: Any) -> int:
+        done = 0
+        for chunk in chunks([r.pk for r in rows], IN_CHUNK):
+            done += mine.filter(pk__in=chunk).update(**values)
+        return done
+
+    if sent and not sent_are_the_rest:
+        update(sent, status=Status.SENT, sent_at=now, **lease_cleared)
+    for info, rows in groups.dead.items():
         update(
             rows,
             status=Status.DEAD,
@@ -157,8 +188,8 @@ def _write(
             last_error_detail=info.detail,
             **lease_cleared,
         )
-    for (attempts, retry_after, info), rows in retrying.items():
-        delay = timedelta(seconds=flusher.retry_delay(attempts, retry_after))
+    for (attempts, retry_after, info), rows in groups.retrying.items():
+        delay = timedelta(seconds=ctx.retry_delay(attempts, retry_after))
         update(
             rows,
             status=Status.RETRYING,
@@ -168,15 +199,12 @@ def _write(
             last_error_detail=info.detail,
             **lease_cleared,
         )
-    for (previous, until), rows in released.items():
+    for (previous, until), rows in groups.released.items():
         values: dict[str, Any] = {"status": previous, "attempts": F("attempts") - 1}
         if until is not None:
             values["next_attempt_at"] = until
         update(rows, **values, **lease_cleared)
-    held: dict[tuple[str, datetime, ErrorInfo], list[ClaimedRow]] = defaultdict(list)
-    for row, until, info in outcomes.hold:
-        held[(row.previous_status, until, info)].append(row)
-    for (previous, until, info), rows in held.items():
+    for (previous, until, info), rows in groups.held.items():
         update(
             rows,
             status=previous,
@@ -187,19 +215,48 @@ def _write(
             last_error_detail=info.detail,
             **lease_cleared,
         )
-    if outcomes.sent and sent_are_the_rest:
+    if sent and sent_are_the_rest:
         mine.update(status=Status.SENT, sent_at=now, **lease_cleared)
-    _tell_mirrors(flusher, dead, now)
 
+
+def _tell_mirrors(
+    ctx: SendContext,
+    senders: Mapping[str, Sender],
+    dead: dict[ErrorInfo, list[ClaimedRow]],
+    now: datetime,
+) -> None:
+    """Each kind's sender hears of its rows recorded dead, in the same transaction, so a
+    local mirror (coupon codes) shows the failure with the row's reason."""
+    by_kind: dict[str, list[tuple[ClaimedRow, ErrorInfo]]] = defaultdict(list)
+    for info, rows in dead.items():
+        for row in rows:
+            by_kind[row.kind].append((row, info))
+    for kind, items in by_kind.items():
+        sender = senders.get(kind)
+        if sender is None:
+            continue
+        try:
+            with transaction.atomic(using=ctx.using):  # a failed mirror update undone alone
+                sender.dead_lettered(items, now)
+        except (OperationalError, InterfaceError):
+            raise
+        except Exception:
+            # The rows are still recorded dead with their reason (the outbox admin shows it).
+            logger.exception("Updating the local mirror of dead %s rows failed.", kind)
+
+
+def _count(ctx: SendContext, outcomes: Outcomes, groups: _Groups) -> None:
+    """The report's counts per kind and outcome, of the rows just written."""
+    report = ctx.report
     for kind, n in Counter(row.kind for row in outcomes.sent).items():
-        flusher.report.counts(kind).sent += n
-    for kind, n in Counter(row.kind for rows in dead.values() for row in rows).items():
-        flusher.report.counts(kind).dead += n
-    for kind, n in Counter(row.kind for rows in retrying.values() for row in rows).items():
-        flusher.report.counts(kind).retrying += n
+        report.counts(kind).sent += n
+    for kind, n in Counter(row.kind for rows in groups.dead.values() for row in rows).items():
+        report.counts(kind).dead += n
+    for kind, n in Counter(row.kind for rows in groups.retrying.values() for row in rows).items():
+        report.counts(kind).retrying += n
     for kind, n in Counter(row.kind for row, _until in outcomes.release).items():
-        flusher.report.counts(kind).released += n
+        report.counts(kind).released += n
     for kind, n in Counter(row.kind for row, _until, _info in outcomes.hold).items():
-        flusher.report.counts(kind).held += n
-    if dead:
-        logger.warning("Dead-lettered %d outbox row(s).", sum(len(r) for r in dead.values()))
+        report.counts(kind).held += n
+    if groups.dead:
+        logger.warning("Dead-lettered %d outbox row(s).", sum(len(r) for r in groups.dead.values()))

@@ -74,14 +74,11 @@ class AccountRotation:
             state.client = make(None if state.name == accounts.DEFAULT else state.name)
         return state.client
 
-    def senders(self, flusher: Any) -> dict[str, Sender]:
+    def senders(self, using: str) -> dict[str, Sender]:
         """The current account's senders: their caches (learnt profile ids) are its own."""
         state = self.current
         if not state.senders:
-            state.senders = make_senders(flusher.using)
-            for sender in state.senders.values():
-                sender.flusher = flusher
-                sender.account = state.stored
+            state.senders = make_senders(using, state.stored)
         return state.senders
 
     def stop(self, state: AccountState, exc: FlushAborted) -> None:

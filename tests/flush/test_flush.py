@@ -1091,3 +1091,58 @@ def test_requests_stay_under_five_megabytes(klaviyo_client, clock, mocked):
     assert all(len(c.request.body) <= 5 * 1024 * 1024 for c in calls)
     assert sum(len(bulk_events(c)) for c in calls) == 12
     assert OutboxEvent.objects.filter(status=Status.SENT).count() == 12
+
+
+def test_a_claimed_rows_id_read_from_sqlite_text_is_the_same_uuid():
+    """The claim converts SQLite's 32 hex digits with a shortcut; the UUID is the one
+    uuid.UUID makes (equal, same hash, text, version, pickles), and any other spelling
+    is left to uuid.UUID, errors included."""
+    import pickle
+
+    from django_klaviyo.flush.claim import _uuid_of_hex
+
+    for _ in range(200):
+        expected = uuid.uuid4()
+        found = _uuid_of_hex(expected.hex)
+        assert (found, hash(found), str(found), found.version) == (
+            expected,
+            hash(expected),
+            str(expected),
+            expected.version,
+        )
+        assert found.is_safe == uuid.UUID(expected.hex).is_safe
+        assert pickle.loads(pickle.dumps(found)) == expected
+    assert _uuid_of_hex(str(uuid.UUID(int=5))) == uuid.UUID(int=5)
+    for bad in ("z" * 32, "a" * 31, "-" * 32):
+        with pytest.raises(ValueError):
+            _uuid_of_hex(bad)
+
+
+def test_webhook_items_are_looked_for_again_while_found_and_once_the_outbox_is_drained(
+    klaviyo_client, clock, mocked, monkeypatch
+):
+    """An empty webhook queue is not queried after every outbox batch (only after
+    WEBHOOK_RECHECK_SECONDS, here never); a queue that had items is looked at again after
+    each batch, and the queue is always looked at before the run ends as drained."""
+    from django_klaviyo.flush import loop
+    from django_klaviyo.webhooks import dispatch
+
+    monkeypatch.setattr(loop, "WEBHOOK_RECHECK_SECONDS", 1e9)
+    mocked.add(responses.POST, EVENTS_URL, status=202)
+    for i in range(6):
+        make_event(unique_id=f"u{i}")
+    found = [1, 0, 0]  # items handled by each look, in turn
+    looks: list[int] = []
+
+    def process_pending(**kwargs: Any) -> dispatch.ProcessResult:
+        looks.append(OutboxEvent.objects.filter(status=Status.SENT).count())
+        return dispatch.ProcessResult(processed=found[len(looks) - 1])
+
+    monkeypatch.setattr(dispatch, "process_pending", process_pending)
+
+    report = flush(klaviyo_client, clock, batch_size=2)
+
+    assert report.sent == 6 and report.ended == "drained"
+    # After batch 1 (an item); after batch 2, as the last look found one (none now); not
+    # after batch 3; then once the outbox has nothing due.
+    assert looks == [2, 4, 6]

@@ -170,3 +170,51 @@ def test_a_catalog_job_being_polled_keeps_its_rows_lease(monkeypatch) -> None:
     assert leased_at == sorted(set(leased_at))  # renewed before every poll
     row.refresh_from_db()
     assert row.status == Status.SENT
+
+
+@pytest.mark.django_db
+def test_rows_left_leased_by_a_failed_batch_are_not_marked_sent_by_the_next_one() -> None:
+    """The database went away mid-batch: its rows stay leased until the lease expires (they
+    may or may not have reached Klaviyo). The same flusher goes on, as a looping worker
+    does; its next batch, sent whole, must record only its own rows as sent."""
+    from django.db import OperationalError
+
+    from django_klaviyo.client import KlaviyoClient
+    from django_klaviyo.flush import FlushAborted, Flusher
+
+    clock = FakeClock()
+    first = [make_event(unique_id=f"first{i}") for i in range(2)]
+    clock.advance(1)
+    second = [make_event(unique_id=f"second{i}") for i in range(2)]
+    posted: list[str] = []
+
+    def gone_once(request: Any) -> tuple[int, dict, str]:
+        if not posted:
+            posted.append("gone")
+            raise OperationalError("server closed the connection unexpectedly")
+        for entry in json.loads(request.body)["data"]["attributes"]["events-bulk-create"]["data"]:
+            posted.extend(
+                e["attributes"]["unique_id"] for e in entry["attributes"]["events"]["data"]
+            )
+        return 202, {}, ""
+
+    flusher = Flusher(
+        client=KlaviyoClient(sleep=clock.sleep, clock=clock.monotonic),
+        clock=clock,
+        sleep=clock.sleep,
+        batch_size=2,
+    )
+    with responses.RequestsMock() as mocked:
+        mocked.add_callback(responses.POST, EVENTS_URL, callback=gone_once)
+        with pytest.raises(FlushAborted):
+            flusher.run()
+        report = flusher.run()
+
+    assert posted[1:] == ["second0", "second1"]
+    assert report.sent == 2
+    for row in first:
+        row.refresh_from_db()
+        assert row.status == Status.SENDING  # sent again once the lease expires
+    for row in second:
+        row.refresh_from_db()
+        assert row.status == Status.SENT

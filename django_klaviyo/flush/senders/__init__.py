@@ -39,8 +39,9 @@ __all__ = [
 ]
 
 
-def make_senders(using: str | None = None) -> dict[str, Sender]:
-    """One set per flusher: senders keep per-run caches and write to ``using``."""
+def make_senders(using: str | None = None, account: str = "") -> dict[str, Sender]:
+    """One set per flusher and account: senders keep per-run caches and write to
+    ``using``; ``account``: the ``OutboxEvent.account`` of the rows they send."""
     senders: dict[str, Sender] = {
         Kind.EVENT: EventSender(),
         Kind.PROFILE_UPSERT: ProfileUpsertSender(),
@@ -58,6 +59,7 @@ def make_senders(using: str | None = None) -> dict[str, Sender]:
     }
     for sender in senders.values():
         sender.using = using or DEFAULT_DB_ALIAS
+        sender.account = account
     return senders
 
 
@@ -91,6 +93,7 @@ def prepare_rows(
     hand) is cleaned once here (and added to ``recleaned``, to be saved back), and
     dead-lettered with the reason if it fails."""
     ready, invalid = [], []
+    version, prepare = rules.RULES_VERSION, sender.prepare  # looked up once per batch
     for row in rows:
         if row.load_error:
             invalid.append(
@@ -100,11 +103,11 @@ def prepare_rows(
                 )
             )
             continue
-        old = row.rules_version != rules.RULES_VERSION
+        old = row.rules_version != version
         try:
             if old:
                 reclean(row)
-            row.flush_item = sender.prepare(row)
+            row.flush_item = prepare(row)
         except Exception as exc:
             invalid.append((row, ErrorInfo(None, "invalid_payload", _reason(row, exc)[:2000])))
         else:

@@ -7,15 +7,13 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django_klaviyo.exceptions import KlaviyoError
 from django_klaviyo.flush.claim import ClaimedRow
+from django_klaviyo.flush.context import SendContext
 from django_klaviyo.flush.outcomes import ErrorInfo, Located, Outcomes, RowOutcome
 from django_klaviyo.rules import limits
-
-if TYPE_CHECKING:
-    from django_klaviyo.flush.loop import Flusher
 
 # Request sizes come from the one list of Klaviyo limits.
 EVENTS_PER_REQUEST = limits.EVENTS_PER_REQUEST
@@ -69,29 +67,29 @@ def encoded_size(value: Any) -> int:
 
 
 class Sender:
-    """How one kind of row becomes Klaviyo requests."""
+    """How one kind of row becomes Klaviyo requests. What it needs of the run sending it
+    (client, lease, report, waits) comes with each call of ``resolve`` and ``send``: a
+    ``SendContext``."""
 
     kind: str = ""
     # The database alias of the rows (set by make_senders); local mirrors are updated there.
     using: str = "default"
-    # The flusher running this sender (set by the Flusher): waits, lease, report.
-    flusher: Any = None
-    # The OutboxEvent.account of the rows it sends (set per account by the Flusher).
+    # The OutboxEvent.account of the rows it sends (set by make_senders): one set of
+    # senders per account.
     account: str = ""
 
     @property
     def mirrored(self) -> bool:
         """Whether the local mirror (profile links' Klaviyo ids, memberships, consent) is
         this account's: it is the default account's, as Klaviyo ids are per account."""
-        flusher = self.flusher
-        return flusher is None or not flusher.accounts.current.stored
+        return not self.account
 
     def prepare(self, row: ClaimedRow) -> Any:
         """Validate a row's payload and return what ``plan`` needs; raise to dead-letter it."""
         raise NotImplementedError
 
     def resolve(
-        self, flusher: Flusher, rows: list[ClaimedRow], outcomes: Outcomes
+        self, ctx: SendContext, rows: list[ClaimedRow], outcomes: Outcomes
     ) -> list[ClaimedRow]:
         """Look up what the requests need beyond the payload; returns the rows ready to plan."""
         return rows
@@ -103,18 +101,20 @@ class Sender:
     def plan(self, rows: list[ClaimedRow]) -> list[Request]:
         raise NotImplementedError
 
-    def send(self, client: Any, request: Request) -> Any:
+    def send(self, ctx: SendContext, request: Request) -> Any:
+        """Make the request(s) with ``ctx.client``; returns what ``settle`` and
+        ``succeeded`` need."""
         raise NotImplementedError
 
     def locate(self, err: KlaviyoError, request: Request) -> Located | None:
         return None
 
-    def settle(self, request: Request, result: Any) -> list[RowOutcome]:
+    def settle(self, request: Request, result: Any) -> list[RowOutcome] | None:
         """What an accepted request did for each of its rows (``result``: what ``send``
-        returned). Every row was taken unless the sender knows better: an import or
-        catalog job reports the items it refused after accepting the request
-        (``outcomes.refused``, ``outcomes.per_row``)."""
-        return [RowOutcome(row) for row in request.rows]
+        returned); None: every row was taken (the common case, with no object per row).
+        An import or catalog job reports the items it refused after accepting the
+        request (``outcomes.refused``, ``outcomes.per_row``)."""
+        return None
 
     def succeeded(self, request: Request, result: Any, now: datetime) -> None:
         return None

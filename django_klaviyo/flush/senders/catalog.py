@@ -29,6 +29,7 @@ from django_klaviyo.client.catalog import job_status
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoAuthError, KlaviyoError
 from django_klaviyo.flush.claim import IN_CHUNK, ClaimedRow, chunks
+from django_klaviyo.flush.context import SendContext
 from django_klaviyo.flush.outcomes import (
     ErrorInfo,
     Located,
@@ -96,7 +97,7 @@ _OPEN = (OutboxEvent.Status.PENDING, OutboxEvent.Status.RETRYING, OutboxEvent.St
 
 
 def hold_for_parents(
-    flusher: Any, rows: list[ClaimedRow], outcomes: Outcomes, kind: str
+    ctx: SendContext, rows: list[ClaimedRow], outcomes: Outcomes, kind: str
 ) -> list[ClaimedRow]:
     """Rows whose parent (a variant's item, an item's category, a subscription's variant,
     a coupon code's coupon) still has an unsent row wait for it, uncounted: sent now,
@@ -124,9 +125,9 @@ def hold_for_parents(
             waiting[row.payload["external_id"]] = None
     # Parents waiting in the outbox (not in this batch).
     open_rows = (
-        OutboxEvent.objects.using(flusher.using)
-        .filter(kind=parent_kind, status__in=_OPEN, account=flusher.accounts.current.stored)
-        .exclude(locked_by=flusher.owner)
+        OutboxEvent.objects.using(ctx.using)
+        .filter(kind=parent_kind, status__in=_OPEN, account=ctx.account)
+        .exclude(locked_by=ctx.owner)
     )
     for chunk in chunks(sorted(wanted), IN_CHUNK):
         found = open_rows.filter(payload__external_id__in=chunk).values_list(
@@ -138,7 +139,7 @@ def hold_for_parents(
     if not waiting:
         return rows
     ready = []
-    soon = flusher.retry_at(1)
+    soon = ctx.retry_at(1)
     for row in rows:
         blocking = [waiting[p] for p in parents_of(row.payload) if p in waiting]
         if blocking and row.payload.get("op") != "delete":
@@ -159,7 +160,9 @@ class CatalogSender(Sender):
             return {"op": "delete", "external_id": payload["external_id"]}
         return {**payload, "op": "create" if payload["create"] else "update"}
 
-    def resolve(self, flusher: Any, rows: list[ClaimedRow], outcomes: Outcomes) -> list[ClaimedRow]:
+    def resolve(
+        self, ctx: SendContext, rows: list[ClaimedRow], outcomes: Outcomes
+    ) -> list[ClaimedRow]:
         latest: dict[str, ClaimedRow] = {}
         for row in rows:  # claimed in the order they were written
             earlier = latest.get(row.payload["external_id"])
@@ -169,7 +172,7 @@ class CatalogSender(Sender):
                 if earlier.flush_item["op"] == "create" and row.flush_item["op"] == "update":
                     row.flush_item["op"] = "create"
             latest[row.payload["external_id"]] = row
-        return hold_for_parents(flusher, list(latest.values()), outcomes, self.kind)
+        return hold_for_parents(ctx, list(latest.values()), outcomes, self.kind)
 
     def plan(self, rows: list[ClaimedRow]) -> list[Request]:
         requests = []
@@ -180,29 +183,29 @@ class CatalogSender(Sender):
                 requests.append(Request(self.kind, op, list(chunk), body, [[r] for r in chunk]))
         return requests
 
-    def _run(self, client: Any, op: str, body: list[dict[str, Any]]) -> dict[str, Any]:
-        job = client.send_catalog_job(
+    def _run(self, ctx: SendContext, op: str, body: list[dict[str, Any]]) -> dict[str, Any]:
+        job = ctx.client.send_catalog_job(
             self.noun,
             op,
             body,
             timeout=float(klaviyo_settings.CATALOG_JOB_TIMEOUT),
             poll_interval=float(klaviyo_settings.CATALOG_JOB_POLL_SECONDS),
             # A job may run for minutes: the rows' lease is kept between polls.
-            between_polls=self.flusher.lease_keep if self.flusher is not None else None,
+            between_polls=ctx.keep_lease,
         )
         if job_status(job) == "cancelled":
             raise CatalogJobCancelled(f"Klaviyo cancelled catalog {self.noun} job {job.get('id')}.")
         return job
 
-    def send(self, client: Any, request: Request) -> dict[Any, ErrorInfo]:
+    def send(self, ctx: SendContext, request: Request) -> dict[Any, ErrorInfo]:
         """Run the job (and at most one fallback job); returns the failed rows."""
         failed: dict[Any, ErrorInfo] = {}
         op, rows, body = request.key, request.rows, request.body
         for attempt in range(2):
-            if attempt and self.flusher is not None:
-                self.flusher.lease_keep()  # between the two jobs, as between any requests
+            if attempt:
+                ctx.keep_lease()  # between the two jobs, as between any requests
             try:
-                job = self._run(client, op, body)
+                job = self._run(ctx, op, body)
             except KlaviyoError as err:
                 if attempt == 0 or is_retryable(err) or isinstance(err, KlaviyoAuthError):
                     raise  # the flush loop's policy: abort, retry, locate, split or dead-letter
@@ -280,8 +283,10 @@ class BackInStockSender(Sender):
             "channels": list(payload["channels"]),
         }
 
-    def resolve(self, flusher: Any, rows: list[ClaimedRow], outcomes: Outcomes) -> list[ClaimedRow]:
-        return hold_for_parents(flusher, rows, outcomes, self.kind)
+    def resolve(
+        self, ctx: SendContext, rows: list[ClaimedRow], outcomes: Outcomes
+    ) -> list[ClaimedRow]:
+        return hold_for_parents(ctx, rows, outcomes, self.kind)
 
     def plan(self, rows: list[ClaimedRow]) -> list[Request]:
         """One request per row, its body built as the row was cleaned when written."""
@@ -298,5 +303,5 @@ class BackInStockSender(Sender):
             for r in rows
         ]
 
-    def send(self, client: Any, request: Request) -> None:
-        client.send_back_in_stock_subscription(request.body)
+    def send(self, ctx: SendContext, request: Request) -> None:
+        ctx.client.send_back_in_stock_subscription(request.body)

@@ -11,6 +11,7 @@ from django.db.models import QuerySet
 from django_klaviyo.client.bodies.consent import build_subscribe
 from django_klaviyo.exceptions import KlaviyoError
 from django_klaviyo.flush.claim import ClaimedRow, chunks
+from django_klaviyo.flush.context import SendContext
 from django_klaviyo.flush.outcomes import Located, locate_rows
 from django_klaviyo.flush.senders.base import (
     PROFILES_FIELD,
@@ -71,12 +72,12 @@ class SubscribeSender(Sender):
             for chunk in chunks(group, self.per_job)
         ]
 
-    def send(self, client: Any, request: Request) -> Any:
+    def send(self, ctx: SendContext, request: Request) -> Any:
         list_id, source, historical = request.key
         body = build_subscribe(
             request.body, list_id=list_id, custom_source=source, historical_import=historical
         )
-        return client.send_subscribe_job(body)
+        return ctx.client.send_subscribe_job(body)
 
     def locate(self, err: KlaviyoError, request: Request) -> Located | None:
         return locate_rows(err, request.index, pointer=PROFILES_POINTER, field=PROFILES_FIELD)

@@ -34,6 +34,7 @@ from django_klaviyo.client.catalog import job_status
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoAPIError, KlaviyoError
 from django_klaviyo.flush.claim import IN_CHUNK, ClaimedRow, chunks
+from django_klaviyo.flush.context import SendContext
 from django_klaviyo.flush.outcomes import (
     ErrorInfo,
     Located,
@@ -83,17 +84,19 @@ class CouponSender(Sender):
             "description": row.payload.get("description") or "",
         }
 
-    def resolve(self, flusher: Any, rows: list[ClaimedRow], outcomes: Outcomes) -> list[ClaimedRow]:
+    def resolve(
+        self, ctx: SendContext, rows: list[ClaimedRow], outcomes: Outcomes
+    ) -> list[ClaimedRow]:
         return _latest(rows, lambda p: p["external_id"], outcomes)
 
     def plan(self, rows: list[ClaimedRow]) -> list[Request]:
         return [Request(self.kind, "one", [r], r.flush_item, [[r]]) for r in rows]
 
-    def send(self, client: Any, request: Request) -> str:
+    def send(self, ctx: SendContext, request: Request) -> str:
         """Create the coupon; returns its Klaviyo id."""
         item = request.body
         try:
-            data = client.send_coupon(coupon_body(item["external_id"], item["description"]))
+            data = ctx.client.send_coupon(coupon_body(item["external_id"], item["description"]))
         except KlaviyoAPIError as err:
             if err.status != 409:
                 raise
@@ -118,10 +121,12 @@ class CouponCodeSender(Sender):
         payload = row.payload
         return payload["coupon"], payload["code"], payload.get("expires_at")
 
-    def resolve(self, flusher: Any, rows: list[ClaimedRow], outcomes: Outcomes) -> list[ClaimedRow]:
+    def resolve(
+        self, ctx: SendContext, rows: list[ClaimedRow], outcomes: Outcomes
+    ) -> list[ClaimedRow]:
         rows = _latest(rows, lambda p: (p["coupon"], p["code"]), outcomes)
         self._maybe_landed = _maybe_landed(self.using, rows)
-        return hold_for_parents(flusher, rows, outcomes, self.kind)
+        return hold_for_parents(ctx, rows, outcomes, self.kind)
 
     def plan(self, rows: list[ClaimedRow]) -> list[Request]:
         by_coupon: dict[str, list[ClaimedRow]] = defaultdict(list)
@@ -134,14 +139,14 @@ class CouponCodeSender(Sender):
                 requests.append(Request(self.kind, coupon, list(chunk), body, [[r] for r in chunk]))
         return requests
 
-    def send(self, client: Any, request: Request) -> dict[str, Any]:
+    def send(self, ctx: SendContext, request: Request) -> dict[str, Any]:
         """Run the job to completion; returns it (its errors name the refused codes)."""
-        job = client.send_coupon_code_job(
+        job = ctx.client.send_coupon_code_job(
             coupon_codes_body(request.key, request.body),
             timeout=float(klaviyo_settings.CATALOG_JOB_TIMEOUT),
             poll_interval=float(klaviyo_settings.CATALOG_JOB_POLL_SECONDS),
             # A job may run for minutes: the rows' lease is kept between polls.
-            between_polls=self.flusher.lease_keep if self.flusher is not None else None,
+            between_polls=ctx.keep_lease,
         )
         if job_status(job) == "cancelled":
             raise CouponJobCancelled(f"Klaviyo cancelled coupon code job {job.get('id')}.")

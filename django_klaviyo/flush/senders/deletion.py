@@ -6,6 +6,7 @@ from typing import Any
 
 from django_klaviyo.client.bodies.privacy import build_deletion
 from django_klaviyo.flush.claim import ClaimedRow
+from django_klaviyo.flush.context import SendContext
 from django_klaviyo.flush.senders.base import Request, Sender
 from django_klaviyo.models import OutboxEvent
 
@@ -23,5 +24,5 @@ class DeletionSender(Sender):
     def plan(self, rows: list[ClaimedRow]) -> list[Request]:
         return [Request(self.kind, None, [r], r.flush_item, [[r]]) for r in rows]
 
-    def send(self, client: Any, request: Request) -> Any:
-        return client.send_deletion_job(request.body)
+    def send(self, ctx: SendContext, request: Request) -> Any:
+        return ctx.client.send_deletion_job(request.body)

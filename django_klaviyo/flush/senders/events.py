@@ -11,6 +11,7 @@ from django.db import connections
 
 from django_klaviyo.exceptions import KlaviyoError
 from django_klaviyo.flush.claim import ClaimedRow
+from django_klaviyo.flush.context import SendContext
 from django_klaviyo.flush.outcomes import Located, locate_rows
 from django_klaviyo.flush.senders.base import (
     EVENTS_PER_REQUEST,
@@ -101,8 +102,9 @@ class EventSender(Sender):
             "unique_id": row.unique_id or None,
         }
         # A historical event (backfill=True): Klaviyo records it without triggering flows.
-        backfill = {"backfill": True} if payload.get("backfill") is True else {}
-        event.update(backfill)
+        backfill = payload.get("backfill") is True
+        if backfill:
+            event["backfill"] = True
         # Live rows keep their profile dicts alive, so ids cannot repeat within a batch.
         item = _EventItem(profile, identity, id(profile), event)
         if payload.get("item_events") or payload.get("expand"):
@@ -114,7 +116,7 @@ class EventSender(Sender):
                     "value": value,
                     "value_currency": currency,
                     "unique_id": unique_id,
-                    **backfill,
+                    **({"backfill": True} if backfill else {}),
                 }
                 for metric, unique_id, properties, value in expansions(payload)
             ]
@@ -223,7 +225,12 @@ class EventSender(Sender):
     def _request(self, rows: list[ClaimedRow]) -> Request:
         entries: dict[Any, list[ClaimedRow]] = {}
         for row in rows:
-            entries.setdefault(row.flush_item.entry_key, []).append(row)
+            key = row.flush_item.entry_key
+            group = entries.get(key)
+            if group is None:
+                entries[key] = [row]
+            else:
+                group.append(row)
         body = []
         index = []
         ordered = []
@@ -244,9 +251,9 @@ class EventSender(Sender):
             ordered.extend(entry_rows)
         return Request(self.kind, None, ordered, body, index)
 
-    def send(self, client: Any, request: Request) -> Any:
+    def send(self, ctx: SendContext, request: Request) -> Any:
         # Rows were cleaned when written: the client only assembles the request.
-        return client.send_event_entries(request.body)
+        return ctx.client.send_event_entries(request.body)
 
     def locate(self, err: KlaviyoError, request: Request) -> Located | None:
         return locate_rows(err, request.index, pointer=_ENTRY_POINTER, field=_ENTRY_FIELD)

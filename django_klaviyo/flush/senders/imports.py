@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from django_klaviyo.client.bodies.profiles import (
     build_bulk_import,
@@ -22,10 +22,8 @@ from django_klaviyo.client.bodies.profiles import (
 )
 from django_klaviyo.exceptions import KlaviyoAuthError, KlaviyoDuplicateProfileError, KlaviyoError
 from django_klaviyo.flush.claim import chunks
+from django_klaviyo.flush.context import SendContext
 from django_klaviyo.flush.outcomes import ErrorInfo, is_retryable
-
-if TYPE_CHECKING:
-    from django_klaviyo.flush.loop import Flusher
 
 # How long a batch waits for one import job, and between polls (growing to the cap).
 JOB_WAIT_SECONDS = 120.0
@@ -46,11 +44,11 @@ _ITEM_POINTER = re.compile(r"/profiles/data/(\d+)")
 READ_ATTEMPTS = 4
 
 
-def read(flusher: Flusher, call: Callable[..., T], *args: Any) -> T:
+def read(ctx: SendContext, call: Callable[..., T], *args: Any) -> T:
     pause = FIRST_POLL_SECONDS
     for attempt in range(READ_ATTEMPTS):
-        flusher.report.requests += 1
-        flusher.lease_keep()
+        ctx.request_made()
+        ctx.keep_lease()
         try:
             return call(*args)
         except KlaviyoAuthError:
@@ -58,7 +56,7 @@ def read(flusher: Flusher, call: Callable[..., T], *args: Any) -> T:
         except KlaviyoError as err:
             if not is_retryable(err) or attempt + 1 == READ_ATTEMPTS:
                 raise
-            if not flusher.pause(max(pause, float(getattr(err, "retry_after", 0) or 0))):
+            if not ctx.pause(max(pause, float(getattr(err, "retry_after", 0) or 0))):
                 raise
             pause = min(pause * 2, POLL_CAP_SECONDS)
     raise AssertionError("unreachable")  # the loop returns or raises
@@ -70,49 +68,49 @@ class ImportNotFinished(KlaviyoError):
     retryable = True
 
 
-def upsert_profile(flusher: Flusher, attributes: Mapping[str, Any]) -> dict[str, Any]:
+def upsert_profile(ctx: SendContext, attributes: Mapping[str, Any]) -> dict[str, Any]:
     """``profile-import`` of a row's clean ``attributes``; on 409 duplicate_profile,
     update the profile Klaviyo names (e.g. a user changing to an email an earlier guest
     profile holds). The caller counts the first request, as for every other request."""
     try:
-        return flusher.client.send_profile_import(build_profile_import(attributes))
+        return ctx.client.send_profile_import(build_profile_import(attributes))
     except KlaviyoDuplicateProfileError as err:
         duplicate = err.duplicate_profile_id
         if not duplicate:
             raise
-        flusher.report.requests += 1
-        flusher.lease_keep()
+        ctx.request_made()
+        ctx.keep_lease()
         body = build_profile_update(duplicate, attributes)
-        data = flusher.client.send_profile_update(duplicate, body)
+        data = ctx.client.send_profile_update(duplicate, body)
         return data if data.get("id") else {**data, "id": duplicate}
 
 
 def import_profiles(
-    flusher: Flusher, profiles: Sequence[Mapping[str, Any]]
+    ctx: SendContext, profiles: Sequence[Mapping[str, Any]]
 ) -> list[ErrorInfo | None]:
     """Import ``profiles`` (rows' clean attributes) in one job and follow it to its end:
     for each profile, None when imported, else what Klaviyo said about it. Raises
     ``ImportNotFinished``. The caller counts the import's request; the polls and reads
     are counted here."""
     body = build_bulk_import([build_profile(p) for p in profiles])
-    job = flusher.client.send_bulk_import(body)
+    job = ctx.client.send_bulk_import(body)
     job_id = str(job.get("id") or "")
     if not job_id:
         raise ImportNotFinished("Klaviyo's bulk import answer carried no job id.")
     status = _status(job)
     waited, pause = 0.0, FIRST_POLL_SECONDS
     while status not in ("complete", "cancelled"):
-        if waited >= JOB_WAIT_SECONDS or not flusher.pause(pause):
+        if waited >= JOB_WAIT_SECONDS or not ctx.pause(pause):
             raise ImportNotFinished(
                 f"Klaviyo profile import job {job_id} was still {status!r} after {waited:.0f}s; "
                 "the rows are retried."
             )
         waited += pause
         pause = min(pause * 2, POLL_CAP_SECONDS)
-        status = _status(read(flusher, flusher.client.get_bulk_import_job, job_id))
+        status = _status(read(ctx, ctx.client.get_bulk_import_job, job_id))
     if status == "cancelled":
         raise ImportNotFinished(f"Klaviyo cancelled profile import job {job_id}.")
-    errors = read(flusher, flusher.client.get_bulk_import_errors, job_id)
+    errors = read(ctx, ctx.client.get_bulk_import_errors, job_id)
     return _per_profile(errors, profiles)
 
 
@@ -164,7 +162,7 @@ def identity(profile: Mapping[str, Any]) -> tuple[str, str, str]:
     )
 
 
-def lookup_ids(flusher: Flusher, profiles: Sequence[Mapping[str, Any]]) -> list[str | None]:
+def lookup_ids(ctx: SendContext, profiles: Sequence[Mapping[str, Any]]) -> list[str | None]:
     """Klaviyo's id of each profile, found by its identifiers, strongest first, with one
     ``GET /api/profiles?filter=any(field,[...])`` per 100 values (None: not found)."""
     found: list[str | None] = [None] * len(profiles)
@@ -176,7 +174,7 @@ def lookup_ids(flusher: Flusher, profiles: Sequence[Mapping[str, Any]]) -> list[
                 key = email_key(value) if field == "email" else str(value)
                 wanted.setdefault(key, []).append(i)
         for values in chunks(sorted(wanted), IDS_PER_LOOKUP):
-            for resource in read(flusher, flusher.client.find_profiles, field, list(values)):
+            for resource in read(ctx, ctx.client.find_profiles, field, list(values)):
                 attributes = resource.get("attributes") or {}
                 value = attributes.get(field)
                 if not value or not resource.get("id"):

@@ -6,11 +6,12 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django_klaviyo.client.bodies.lists import build_list_relationship
 from django_klaviyo.exceptions import KlaviyoAuthError, KlaviyoError, KlaviyoValidationError
 from django_klaviyo.flush.claim import IN_CHUNK, ClaimedRow, chunks
+from django_klaviyo.flush.context import SendContext
 from django_klaviyo.flush.outcomes import (
     ErrorInfo,
     Located,
@@ -35,9 +36,6 @@ from django_klaviyo.models import KlaviyoProfileLink, ListMembership, OutboxEven
 from django_klaviyo.rules.identifiers import profile_key
 
 Kind = OutboxEvent.Kind
-
-if TYPE_CHECKING:
-    from django_klaviyo.flush.loop import Flusher
 
 _IDS_POINTER = re.compile(r"^/data/(\d+)")
 _IDS_FIELD = re.compile(r"^profile_ids\[(\d+)\]")
@@ -106,7 +104,7 @@ class ListSender(Sender):
         return job + -(-unknown // IDS_PER_LOOKUP)
 
     def resolve(
-        self, flusher: Flusher, rows: list[ClaimedRow], outcomes: Outcomes
+        self, ctx: SendContext, rows: list[ClaimedRow], outcomes: Outcomes
     ) -> list[ClaimedRow]:
         """Learn the ids Klaviyo needs, in bulk: one profile-import for a single unknown
         profile, else (list_add) one import job for all of them followed to its end, then
@@ -122,8 +120,8 @@ class ListSender(Sender):
         profiles = [g[0].flush_item.identifiers for g in groups]
         try:
             if self.kind == Kind.LIST_ADD and len(groups) == 1:
-                flusher.report.requests += 1
-                data = upsert_profile(flusher, profiles[0])
+                ctx.request_made()
+                data = upsert_profile(ctx, profiles[0])
                 ids: list[str | None] = [str(data["id"]) if data.get("id") else None]
                 failures: list[ErrorInfo | None] = [None]
                 if ids[0] is None:
@@ -133,9 +131,9 @@ class ListSender(Sender):
             else:
                 failures = [None] * len(groups)
                 if self.kind == Kind.LIST_ADD:
-                    flusher.report.requests += 1
-                    failures = import_profiles(flusher, profiles)
-                ids = lookup_ids(flusher, profiles)
+                    ctx.request_made()
+                    failures = import_profiles(ctx, profiles)
+                ids = lookup_ids(ctx, profiles)
         except KlaviyoAuthError:
             raise
         except KlaviyoError as err:
@@ -182,9 +180,9 @@ class ListSender(Sender):
                 requests.append(Request(self.kind, list_id, rows_, list(chunk), index))
         return requests
 
-    def send(self, client: Any, request: Request) -> Any:
+    def send(self, ctx: SendContext, request: Request) -> Any:
         body = build_list_relationship(request.body)
-        return client.send_list_change(request.key, body, remove=self.kind == Kind.LIST_REMOVE)
+        return ctx.client.send_list_change(request.key, body, remove=self.kind == Kind.LIST_REMOVE)
 
     def locate(self, err: KlaviyoError, request: Request) -> Located | None:
         return locate_rows(err, request.index, pointer=_IDS_POINTER, field=_IDS_FIELD)

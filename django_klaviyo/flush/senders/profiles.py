@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from django_klaviyo.exceptions import KlaviyoError
 from django_klaviyo.flush.claim import ClaimedRow
+from django_klaviyo.flush.context import SendContext
 from django_klaviyo.flush.outcomes import Located, RowOutcome, locate_rows, refused
 from django_klaviyo.flush.senders.base import (
     ITEM_OVERHEAD_BYTES,
@@ -102,13 +103,13 @@ class ProfileUpsertSender(Sender):
             self.kind, "bulk", rows, [r.flush_item[0] for r in rows], [[r] for r in rows]
         )
 
-    def send(self, client: Any, request: Request) -> Any:
+    def send(self, ctx: SendContext, request: Request) -> Any:
         if request.key == "bulk":
             # Followed to its end: each profile's own outcome (see settle()).
-            return import_profiles(self.flusher, request.body)
-        return upsert_profile(self.flusher, request.body)
+            return import_profiles(ctx, request.body)
+        return upsert_profile(ctx, request.body)
 
-    def settle(self, request: Request, result: Any) -> list[RowOutcome]:
+    def settle(self, request: Request, result: Any) -> list[RowOutcome] | None:
         if request.key != "bulk":
             return super().settle(request, result)
         # One outcome per imported profile (``import_profiles``), in the body's order.

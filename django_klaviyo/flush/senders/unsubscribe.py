@@ -18,22 +18,19 @@ from collections import defaultdict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django_klaviyo.client.bodies.consent import build_unsubscribe
 from django_klaviyo.client.filters import any_
 from django_klaviyo.exceptions import KlaviyoAuthError, KlaviyoError
 from django_klaviyo.flush.claim import ClaimedRow, chunks
+from django_klaviyo.flush.context import SendContext
 from django_klaviyo.flush.outcomes import Outcomes, fail
-from django_klaviyo.flush.record import note_rows
 from django_klaviyo.flush.senders.base import PROFILES_PER_UNSUBSCRIBE_JOB, Request, optional_str
 from django_klaviyo.flush.senders.consent import ConsentItem, SubscribeSender
 from django_klaviyo.flush.senders.profiles import link_for
 from django_klaviyo.models import Consent, OutboxEvent
 from django_klaviyo.profiles.consent import set_global_consent, set_list_consent
-
-if TYPE_CHECKING:
-    from django_klaviyo.flush.loop import Flusher
 
 Kind = OutboxEvent.Kind
 Status = OutboxEvent.Status
@@ -87,23 +84,23 @@ def _batches(profiles: Iterable[dict[str, Any]], key: str) -> list[list[str]]:
     return [list(c) for c in chunks(sorted(values), VALUES_PER_MEMBER_LOOKUP)]
 
 
-def find_members(flusher: Flusher, list_id: str, profiles: list[dict[str, Any]]) -> ListMembers:
+def find_members(ctx: SendContext, list_id: str, profiles: list[dict[str, Any]]) -> ListMembers:
     """Ask Klaviyo which of ``profiles`` are on ``list_id``: one request per 100 emails,
     then one per 100 phone numbers of the profiles no email matched."""
     members = ListMembers()
     for batch in _batches(profiles, "email"):
-        members_of(flusher, list_id, "email", batch, members)
+        members_of(ctx, list_id, "email", batch, members)
     unmatched = [p for p in profiles if not members.includes(p)]
     for batch in _batches(unmatched, "phone_number"):
-        members_of(flusher, list_id, "phone_number", batch, members)
+        members_of(ctx, list_id, "phone_number", batch, members)
     return members
 
 
 def members_of(
-    flusher: Flusher, list_id: str, field_name: str, values: list[str], into: ListMembers
+    ctx: SendContext, list_id: str, field_name: str, values: list[str], into: ListMembers
 ) -> None:
-    flusher.report.requests += 1
-    for resource in flusher.client.get_list_profiles(
+    ctx.request_made()
+    for resource in ctx.client.get_list_profiles(
         list_id,
         filter=any_(field_name, values),
         fields=["email", "phone_number"],
@@ -139,33 +136,33 @@ class UnsubscribeSender(SubscribeSender):
         return needed
 
     def resolve(
-        self, flusher: Flusher, rows: list[ClaimedRow], outcomes: Outcomes
+        self, ctx: SendContext, rows: list[ClaimedRow], outcomes: Outcomes
     ) -> list[ClaimedRow]:
         groups = deque(self._by_list(rows).items())
         while groups:
             list_id, group = groups.popleft()
             try:
-                members = find_members(flusher, list_id, [r.flush_item.profile for r in group])
+                members = find_members(ctx, list_id, [r.flush_item.profile for r in group])
             except KlaviyoAuthError:
                 raise
             except KlaviyoError as err:
                 # A missing list (404) ends its rows dead with Klaviyo's answer.
                 if not fail(group, err, outcomes):
                     # Throttled or failing: the other lookups would fare no better now.
-                    until = flusher.retry_at(1, getattr(err, "retry_after", None))
+                    until = ctx.retry_at(1, getattr(err, "retry_after", None))
                     for _list_id, rest in groups:
                         outcomes.mark_release(rest, until)
                     groups.clear()
                 continue
             off_list = [r for r in group if not members.includes(r.flush_item.profile)]
             if off_list:
-                note_rows(flusher, off_list, not_on_list_note(list_id))
+                ctx.note_rows(off_list, not_on_list_note(list_id))
                 outcomes.mark_sent(off_list)
         return [r for r in rows if r.pk not in outcomes.decided]
 
-    def send(self, client: Any, request: Request) -> Any:
+    def send(self, ctx: SendContext, request: Request) -> Any:
         body = build_unsubscribe(request.body, list_id=request.key[0])
-        return client.send_unsubscribe_job(body)
+        return ctx.client.send_unsubscribe_job(body)
 
     def succeeded(self, request: Request, result: Any, now: datetime) -> None:
         list_id = request.key[0]
