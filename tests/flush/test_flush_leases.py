@@ -180,7 +180,8 @@ def test_rows_left_leased_by_a_failed_batch_are_not_marked_sent_by_the_next_one(
     from django.db import OperationalError
 
     from django_klaviyo.client import KlaviyoClient
-    from django_klaviyo.flush import FlushAborted, Flusher
+    from django_klaviyo.flush import FlushAborted
+    from django_klaviyo.flush.loop import Flusher
 
     clock = FakeClock()
     first = [make_event(unique_id=f"first{i}") for i in range(2)]

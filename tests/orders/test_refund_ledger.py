@@ -229,7 +229,7 @@ def test_purged_rows_are_forgotten(klaviyo_sandbox, customer):
     order = place(customer)
     refund(order, "r1", "20.00")
     assert received(klaviyo_sandbox) == [("Refunded Order", "L-1", 20.0)]
-    purge(older_than=timedelta(days=1), now=timezone.now() + timedelta(days=2))
+    purge(older_than=timedelta(days=2), now=timezone.now() + timedelta(days=3))
     move(order, "refunded")
     assert OutboxEvent.objects.get(metric="Refunded Order").payload["value"] == 50.0
     assert received(klaviyo_sandbox) == [("Refunded Order", "L-1", 20.0)]
