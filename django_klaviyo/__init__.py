@@ -77,11 +77,13 @@ class _MovedModuleFinder:
     whose code went to several modules is a thin module that looks names up in each."""
 
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
-        import importlib.util
-
         prefix, _, old = fullname.partition(".")
         if prefix != __name__:
             return None
+        # Imported here, after the check: importing it before would ask this finder about
+        # importlib.util itself, again and again, where nothing imported it yet.
+        import importlib.util
+
         for moved, targets in MOVED_MODULES.items():
             if old == moved or (len(targets) == 1 and old.startswith(moved + ".")):
                 new = [f"{__name__}.{t}{old[len(moved) :]}" for t in targets]
