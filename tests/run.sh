@@ -5,8 +5,8 @@
 #   browser test, checks ruff, then runs pytest on SQLite and on PostgreSQL side by side; then
 #   every benchmark in smoke mode (bench/smoke.py) on both databases side by side; then,
 #   through tox (tox.ini defines the matrix, once), the non-slow suite on the oldest and
-#   newest supported Python x Django combinations (py310-django42 and py313-django6, each
-#   -sqlite and -pg), two envs at a time. Each PostgreSQL run keeps its own database
+#   newest supported Python x Django combinations (py310-django42 and py313-django6), each
+#   combination's -sqlite and -pg envs side by side. Each PostgreSQL run keeps its own database
 #   (PG_URL, PG_URL + "_bench", PG_URL + "_<tox env>").
 # Usage: bash tests/run.sh [extra pytest args]
 # Environment: PYTHON (default python3), VENV (default .venv),
@@ -142,38 +142,38 @@ find_python() {  # prints a working pythonX.Y: on PATH, under pyenv, or from Deb
   return 1
 }
 
+run_corner() {  # label, python: its -sqlite and -pg envs through tox, side by side
+  local label=$1 python=$2 env log status=0
+  local envs=("$label-sqlite" "$label-pg")
+  # Each -pg env has its own database (PG_URL + "_" + the env's name, tox.ini). Only one
+  # -sqlite env at a time: it runs the demo tests, which share example_project/var/.
+  # --skip-missing-interpreters false: an env tox cannot make fails, never passes unrun.
+  echo "== tox: ${envs[*]} (not slow), side by side"
+  for env in "${envs[@]}"; do rm -rf ".tox/$env/log"; done  # no earlier run's log below
+  PG_URL="$PG_URL" PYTEST_MARKERS="not slow and not browser" "$VENV/bin/tox" run-parallel \
+    --parallel 2 --parallel-no-spinner --skip-missing-interpreters false \
+    --discover "$python" -e "$(IFS=,; echo "${envs[*]}")" \
+    ${EXTRA_ARGS[@]+-- "${EXTRA_ARGS[@]}"} || status=$?
+  # run-parallel shows only a failed env's output: print each env's pytest run from tox's
+  # log of it, so that every run's counts are in the output.
+  for env in "${envs[@]}"; do
+    log=$(ls -t ".tox/$env/log/"*commands*.log 2>/dev/null | head -1 || true)
+    echo "== tox $env: pytest"
+    if [ -n "$log" ]; then sed -n '/^cmd:/,$p' "$log"; else echo "(no pytest run logged)"; fi
+  done
+  return $status
+}
+
 if [ "$MATRIX" = 1 ]; then
-  envs=()
-  interpreters=()
+  matrix_failed=0
   for corner in "3.10 py310-django42" "3.13 py313-django6"; do
     read -r version label <<<"$corner"
     if python=$(find_python "$version"); then
-      interpreters+=("$python")
-      envs+=("$label-sqlite" "$label-pg")
+      run_corner "$label" "$python" || matrix_failed=1
     else
       echo "== SKIPPED $label: no Python $version on PATH, under pyenv, or in Debian's packages"
     fi
   done
-  if [ ${#envs[@]} -gt 0 ]; then
-    # Two envs at a time, in this order (a combination's SQLite env starts beside its
-    # PostgreSQL env); each -pg env has its own database (PG_URL + "_" + the env's name,
-    # tox.ini). --skip-missing-interpreters false: an env tox cannot make fails, never
-    # passes unrun. --discover hands tox the interpreters found above.
-    echo "== tox: ${envs[*]} (not slow), two at a time"
-    for env in "${envs[@]}"; do rm -rf ".tox/$env/log"; done  # no earlier run's log below
-    status=0
-    PG_URL="$PG_URL" PYTEST_MARKERS="not slow and not browser" "$VENV/bin/tox" run-parallel \
-      --parallel 2 --parallel-no-spinner --skip-missing-interpreters false \
-      --discover "${interpreters[@]}" -e "$(IFS=,; echo "${envs[*]}")" \
-      ${EXTRA_ARGS[@]+-- "${EXTRA_ARGS[@]}"} || status=$?
-    # run-parallel shows only a failed env's output: print each env's pytest run, from tox's
-    # log of it (its newest commands log), so every run's counts are in the output.
-    for env in "${envs[@]}"; do
-      log=$(ls -t ".tox/$env/log/"*commands*.log 2>/dev/null | head -1 || true)
-      echo "== tox $env: pytest"
-      if [ -n "$log" ]; then sed -n '/^cmd:/,$p' "$log"; else echo "(no pytest run logged)"; fi
-    done
-    [ "$status" = 0 ] || exit "$status"
-  fi
 fi
 rm -rf "$log_dir"
+[ "${matrix_failed:-0}" = 0 ]
