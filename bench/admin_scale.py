@@ -12,7 +12,7 @@ filter), i.e. what the page cost before this dashboard, without rendering.
 
 Also measured, because the primary key's type was chosen by it: the cost of inserting one
 outbox row per transaction into this 1M-row table with a random (uuid4) vs a time-ordered
-(UUIDv7) key, alternating rounds. Run: ``python -m bench.admin_scale [--rows N]``.
+(UUIDv7) key, alternating rounds. Run: ``python -m bench.admin_scale [--rows N] [--smoke]``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,15 @@ import os
 import time
 import uuid
 
-from bench.common import median, print_header, print_result, setup_django
+from bench.common import (
+    insert_select_sql,
+    median,
+    parse_bench_args,
+    print_header,
+    print_result,
+    setup_django,
+    sized,
+)
 
 WARMUP = 3
 ROUNDS = 15
@@ -64,34 +72,38 @@ def build_table(rows: int) -> None:
     table = OutboxEvent._meta.db_table
     status = """CASE WHEN g %% 1000 < 10 THEN 'pending' WHEN g %% 1000 < 13 THEN 'retrying'
                      WHEN g %% 1000 < 15 THEN 'dead' ELSE 'sent' END"""
+    # Columns not named here take what a new row saves (insert_select_sql), so a column
+    # added to OutboxEvent later does not break the benchmark.
+    sql, params = insert_select_sql(
+        OutboxEvent,
+        {
+            "id": """(lpad(to_hex((extract(epoch FROM c) * 1000)::bigint), 12, '0') || '7'
+                || substr(md5(g::text), 1, 3) || '8' || substr(md5(g::text), 4, 15))::uuid""",
+            "kind": "CASE WHEN g %% 7 = 0 THEN 'profile_upsert' ELSE 'event' END",
+            "payload": "CAST(%(payload)s AS jsonb)",
+            "metric": "'Placed Order'",
+            "unique_id": "'order-' || g || '-placed'",
+            "dedupe_key": "'order:' || g || ':placed'",
+            "profile_key": "'email:c' || (g %% 50000) || '@example.com'",
+            "status": "s",
+            "attempts": "CASE WHEN s = 'sent' THEN 1 ELSE 3 END",
+            "next_attempt_at": "c",
+            "locked_at": "CASE WHEN g %% 20000 = 0 THEN now() END",
+            "last_error_status": "CASE WHEN s IN ('retrying', 'dead') THEN 400 END",
+            "last_error_code": """CASE WHEN s IN ('retrying', 'dead')
+                THEN (ARRAY['invalid', 'throttled', 'server_error'])[1 + g %% 3] ELSE '' END""",
+            "created_at": "c",
+            "updated_at": "c",
+            "sent_at": "CASE WHEN s = 'sent' THEN c + interval '2 seconds' END",
+        },
+        f"""FROM (
+            SELECT g, now() - interval '30 days' * (1 - g::float / %(rows)s) AS c, {status} AS s
+            FROM generate_series(1, %(rows)s) AS g
+        ) AS r""",
+    )
     with connection.cursor() as cursor:
         cursor.execute(f"TRUNCATE {table}")
-        cursor.execute(
-            f"""
-            INSERT INTO {table} (id, kind, payload, metric, unique_id, dedupe_key, profile_key,
-                status, attempts, next_attempt_at, locked_at, locked_by, last_error_status,
-                last_error_code, last_error_detail, created_at, updated_at, sent_at)
-            SELECT
-                (lpad(to_hex((extract(epoch FROM c) * 1000)::bigint), 12, '0') || '7'
-                 || substr(md5(g::text), 1, 3) || '8' || substr(md5(g::text), 4, 15))::uuid,
-                CASE WHEN g %% 7 = 0 THEN 'profile_upsert' ELSE 'event' END,
-                CAST(%s AS jsonb), 'Placed Order', 'order-' || g || '-placed',
-                'order:' || g || ':placed', 'email:c' || (g %% 50000) || '@example.com',
-                s, CASE WHEN s = 'sent' THEN 1 ELSE 3 END,
-                c, CASE WHEN g %% 20000 = 0 THEN now() END, '',
-                CASE WHEN s IN ('retrying', 'dead') THEN 400 END,
-                CASE WHEN s IN ('retrying', 'dead')
-                     THEN (ARRAY['invalid', 'throttled', 'server_error'])[1 + g %% 3]
-                     ELSE '' END,
-                '', c, c, CASE WHEN s = 'sent' THEN c + interval '2 seconds' END
-            FROM (
-                SELECT g, now() - interval '30 days' * (1 - g::float / %s) AS c,
-                       {status} AS s
-                FROM generate_series(1, %s) AS g
-            ) AS r
-            """,
-            [json.dumps(PAYLOAD), rows, rows],
-        )
+        cursor.execute(sql, {**params, "payload": json.dumps(PAYLOAD), "rows": rows})
         # 50 leased rows (being sent), as while a flusher works.
         cursor.execute(
             f"UPDATE {table} SET status = 'sending', locked_at = now(), sent_at = NULL "
@@ -107,10 +119,10 @@ def time_page(client, params: dict[str, str]) -> tuple[float, float]:
     from django.urls import reverse
 
     url = reverse("admin:django_klaviyo_outboxevent_changelist")
-    for _ in range(WARMUP):
+    for _ in range(sized(WARMUP, 1)):
         assert client.get(url, params).status_code == 200
     times = []
-    for _ in range(ROUNDS):
+    for _ in range(sized(ROUNDS, 1)):
         start = time.perf_counter()
         response = client.get(url, params)
         times.append(time.perf_counter() - start)
@@ -148,26 +160,37 @@ def insert_cost(make_id, count: int = 300) -> float:
 
     from django_klaviyo.models import OutboxEvent
 
-    table = OutboxEvent._meta.db_table
-    text = json.dumps(PAYLOAD)
-    sql = (
-        f"INSERT INTO {table} (id, kind, payload, metric, unique_id, dedupe_key, profile_key, "
-        "status, attempts, next_attempt_at, locked_by, last_error_code, last_error_detail, "
-        "created_at, updated_at) VALUES (%s, 'event', CAST(%s AS jsonb), 'Placed Order', %s, "
-        "%s, %s, 'pending', 0, now(), '', '', '', now(), now())"
+    sql, params = insert_select_sql(
+        OutboxEvent,
+        {
+            "id": "%(id)s",
+            "kind": "'event'",
+            "payload": "CAST(%(payload)s AS jsonb)",
+            "metric": "'Placed Order'",
+            "unique_id": "%(key)s",
+            "dedupe_key": "%(key)s",
+            "profile_key": "%(profile_key)s",
+            "next_attempt_at": "now()",
+            "created_at": "now()",
+            "updated_at": "now()",
+        },
     )
+    params["payload"] = json.dumps(PAYLOAD)
     start = time.perf_counter()
     for _ in range(count):
         key = uuid.uuid4().hex
+        params.update(id=make_id(), key=key, profile_key=f"email:{key[:8]}@example.com")
         with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(sql, [make_id(), text, key, key, f"email:{key[:8]}@example.com"])
+            cursor.execute(sql, params)
     return (time.perf_counter() - start) / count
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    args = parser.parse_args()
+    parser.add_argument("--rows", type=int)
+    args = parse_bench_args(parser)
+    # Smoke: enough rows for the deepest page (50 pages of events).
+    args.rows = args.rows or sized(1_000_000, 10_000)
     setup_django("postgres")
     from django.contrib.auth import get_user_model
     from django.test import Client
@@ -203,10 +226,10 @@ def main() -> None:
     )
 
     costs: dict[str, list[float]] = {"uuid4": [], "uuid7": []}
-    for round_ in range(6):
+    for round_ in range(sized(6, 2)):
         pair = (("uuid4", uuid.uuid4), ("uuid7", new_outbox_id))
         for name, make_id in pair if round_ % 2 == 0 else reversed(pair):
-            costs[name].append(insert_cost(make_id))
+            costs[name].append(insert_cost(make_id, sized(300, 5)))
     v4, v7 = median(costs["uuid4"]), median(costs["uuid7"])
     print_result(
         "primary_key_insert_postgres",

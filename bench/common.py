@@ -4,6 +4,7 @@ out-of-process sandbox, machine facts and the figures' printing.
 Every script takes ``--db sqlite|postgres``. SQLite is a file under ``BENCH_DIR``
 (default /tmp/django-klaviyo-bench); PostgreSQL is ``BENCH_PG_URL`` (default
 postgres://postgres:postgres@127.0.0.1:5432/django_klaviyo_bench), created if missing.
+Every script also takes ``--smoke`` (or BENCH_SMOKE=1): tiny sizes, to check it still runs.
 """
 
 from __future__ import annotations
@@ -31,10 +32,84 @@ PG_URL = os.environ.get(
 )
 
 
+# Smoke mode (``--smoke`` or BENCH_SMOKE=1): every script at tiny sizes, in seconds, so CI
+# (tests/run.sh) runs them all and a schema or API change breaks the build, not the next
+# measurement. Its figures mean nothing.
+SMOKE = os.environ.get("BENCH_SMOKE", "") not in ("", "0")
+
+
+def parse_bench_args(parser: argparse.ArgumentParser) -> Any:
+    """``parser.parse_args()`` with ``--smoke`` added, which turns smoke mode on."""
+    global SMOKE
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny sizes, seconds: checks the script runs"
+    )
+    args = parser.parse_args()
+    if args.smoke:
+        SMOKE = True
+        os.environ["BENCH_SMOKE"] = "1"  # child processes (workers, sandboxes) too
+    return args
+
+
+def sized(full: Any, smoke: Any) -> Any:
+    """``full`` normally, ``smoke`` in smoke mode (read at call time, after parsing)."""
+    return smoke if SMOKE else full
+
+
+def default_sizes(args: Any, **sizes: tuple[Any, Any]) -> Any:
+    """Fills each option left unset (None) with ``sized(full, smoke)``: ``name=(full, smoke)``."""
+    for name, (full, smoke) in sizes.items():
+        if getattr(args, name) is None:
+            setattr(args, name, sized(full, smoke))
+    return args
+
+
 def parse_args(description: str, *, dbs: tuple[str, ...] = ("sqlite", "postgres")) -> Any:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--db", choices=dbs, default=dbs[0])
-    return parser.parse_args()
+    return parse_bench_args(parser)
+
+
+def insert_select_sql(model: Any, expressions: dict[str, str], tail: str = "") -> tuple[str, dict]:
+    """``INSERT INTO <model's table> (<every concrete column>) SELECT ... <tail>``.
+
+    ``expressions`` gives SQL for some columns (by column name); every other column gets the
+    value a new instance would save (its default, ``auto_now``'s now, '' or NULL) as a
+    parameter, so a column added to the model later fills itself instead of failing the
+    benchmark on NOT NULL. Auto-increment keys are left to the database; a primary key or
+    unique column without an expression is refused unless it saves NULL (one value for
+    every row would collide).
+    The SQL takes named parameters (``%(name)s``; write ``%%`` for a literal %): pass the
+    returned dict, updated with the ones ``expressions`` and ``tail`` use.
+    """
+    from django.db import connection
+    from django.db.models import AutoField, BigAutoField, SmallAutoField
+
+    blank = model()
+    columns, values, params = [], [], {}
+    for field in model._meta.concrete_fields:
+        if field.column in expressions:
+            columns.append(field.column)
+            values.append(expressions[field.column])
+        elif isinstance(field, (AutoField, BigAutoField, SmallAutoField)):
+            continue
+        else:
+            value = field.get_db_prep_save(field.pre_save(blank, add=True), connection)
+            if value is None and not field.null:
+                raise ValueError(f"{model.__name__}.{field.name} is NOT NULL without a default")
+            if value is not None and (field.primary_key or field.unique):
+                raise ValueError(f"{model.__name__}.{field.name} is unique: give an expression")
+            columns.append(field.column)
+            values.append(f"%(default_{field.column})s")
+            params[f"default_{field.column}"] = value
+    unknown = set(expressions) - set(columns)
+    if unknown:
+        raise ValueError(f"{model.__name__} has no column {', '.join(sorted(unknown))}")
+    sql = (
+        f"INSERT INTO {model._meta.db_table} ({', '.join(columns)}) "
+        f"SELECT {', '.join(values)} {tail}"
+    )
+    return sql, params
 
 
 def _ensure_pg_database(url: str) -> None:

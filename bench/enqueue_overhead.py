@@ -22,7 +22,7 @@ import sys
 import time
 from typing import Any
 
-from bench.common import median, print_header, print_result, setup_django
+from bench.common import median, parse_bench_args, print_header, print_result, setup_django, sized
 
 ROUNDS = 15
 ORDERS = 100
@@ -114,7 +114,7 @@ def main() -> None:
         "the commit's WAL flush, the same in all three, is left out, which on a shared "
         "disk is most of the noise.",
     )
-    args = parser.parse_args()
+    args = parse_bench_args(parser)  # --smoke reaches the per-database runs as BENCH_SMOKE
     if args.db == "both":
         extra = ["--async-commit"] if args.async_commit else []
         if args.floor_payload is not None:
@@ -157,13 +157,13 @@ def main() -> None:
         finally:
             post_save.disconnect(sender=Order, dispatch_uid="bench_floor")
 
-    for warm in range(2):  # warm caches, connections and the query planner
+    for warm in range(sized(2, 1)):  # warm caches, connections and the query planner
         for name in conditions:
-            run(name, 20, f"warm{warm}{name}")
-    for round_ in range(ROUNDS):
+            run(name, sized(20, 2), f"warm{warm}{name}")
+    for round_ in range(sized(ROUNDS, 1)):
         shift = round_ % 3
         for name in conditions[shift:] + conditions[:shift]:
-            times[name].append(run(name, ORDERS, f"r{round_}{name}"))
+            times[name].append(run(name, sized(ORDERS, 5), f"r{round_}{name}"))
             cpu_times[name].append(CPU_TIMES[-1])
     on, off, bare = (median(times[name]) for name in conditions)
     added, floor_added = on - off, bare - off

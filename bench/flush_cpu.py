@@ -22,6 +22,7 @@ from bench.common import (
     print_result,
     sandbox_process,
     setup_django,
+    sized,
 )
 
 EVENTS = 10_000
@@ -153,7 +154,9 @@ def our_flush(url: str) -> int:
 
 
 def main() -> None:
+    global EVENTS, ROUNDS
     args = parse_args(__doc__)
+    EVENTS, ROUNDS = sized(EVENTS, 300), sized(ROUNDS, 1)  # --smoke: seconds
     setup_django(args.db)
     from django.conf import settings
 

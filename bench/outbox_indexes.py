@@ -25,7 +25,7 @@ import json
 import time
 import uuid
 
-from bench.common import median, parse_args, print_header, print_result, setup_django
+from bench.common import median, parse_args, print_header, print_result, setup_django, sized
 
 ROUNDS = 12
 ROWS = 200
@@ -144,18 +144,19 @@ def main() -> None:
     for name in table_of:  # prefill, so that the indexes have some depth
         sql = insert_sql(name)
         with transaction.atomic(), connection.cursor() as cursor:
-            cursor.executemany(sql, [params(name, n, now) for n in range(PREFILL)])
+            cursor.executemany(sql, [params(name, n, now) for n in range(sized(PREFILL, 100))])
     times: dict[str, list[float]] = {name: [] for name in table_of}
     names = list(table_of)
-    for round_ in range(ROUNDS):
+    rows = sized(ROWS, 5)
+    for round_ in range(sized(ROUNDS, 1)):
         order = names[round_ % len(names) :] + names[: round_ % len(names)]
         for name in order:
             sql = insert_sql(name)
             start = time.perf_counter()
-            for n in range(ROWS):
+            for n in range(rows):
                 with transaction.atomic(), connection.cursor() as cursor:
                     cursor.execute(sql, params(name, n, now))
-            times[name].append((time.perf_counter() - start) / ROWS)
+            times[name].append((time.perf_counter() - start) / rows)
     current = median(times["current"])
     for name in names:
         print_result(

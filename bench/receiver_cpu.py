@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench.common import median, parse_args, print_header, print_result, setup_django
+from bench.common import median, parse_args, print_header, print_result, setup_django, sized
 
 ROUNDS = 12
 ORDERS = 100
@@ -64,18 +64,19 @@ def main() -> None:
         place_orders(1, "template")  # the real row the floor copies
     floor = clock.wrap(FloorWriter())
     times: dict[str, list[float]] = {"receiver": [], "floor": []}
-    for round_ in range(-2, ROUNDS):  # two warm-up rounds
+    orders = sized(ORDERS, 3)
+    for round_ in range(-2, sized(ROUNDS, 1)):  # two warm-up rounds
         for name in ("receiver", "floor"):
             clock.total = 0.0
             if name == "floor":
                 post_save.connect(floor, sender=Order, dispatch_uid="bench_floor", weak=False)
             try:
                 with override_settings(KLAVIYO=on_cfg if name == "receiver" else off_cfg):
-                    place_orders(ORDERS, f"c{round_}{name}")
+                    place_orders(orders, f"c{round_}{name}")
             finally:
                 post_save.disconnect(sender=Order, dispatch_uid="bench_floor")
             if round_ >= 0:
-                times[name].append(clock.total / ORDERS)
+                times[name].append(clock.total / orders)
     receiver, bare = median(times["receiver"]), median(times["floor"])
     print_result(
         f"receiver_cpu_{args.db}",

@@ -33,7 +33,15 @@ os.environ.setdefault(
     "BENCH_PG_URL", "postgres://postgres:postgres@127.0.0.1:5432/django_klaviyo_bench_reliability"
 )
 
-from bench.common import ROOT, print_header, print_result, setup_django
+from bench import common
+from bench.common import (
+    ROOT,
+    default_sizes,
+    parse_bench_args,
+    print_header,
+    print_result,
+    setup_django,
+)
 
 FAULTS = {
     # 30% of requests fail; few of them ambiguously (processed, then no answer).
@@ -99,22 +107,33 @@ def unfinished() -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=6000)
-    parser.add_argument("--list-adds", type=int, default=400)
-    parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--kills", type=int, default=4)
-    parser.add_argument("--kill-every", type=float, default=4.0)
+    parser.add_argument("--events", type=int)
+    parser.add_argument("--list-adds", type=int)
+    parser.add_argument("--workers", type=int)
+    parser.add_argument("--kills", type=int)
+    parser.add_argument("--kill-every", type=float)
     parser.add_argument("--lease", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=25)
-    parser.add_argument("--latency", type=float, default=0.3)
+    parser.add_argument("--latency", type=float)
     parser.add_argument("--timeout", type=float, default=900.0)
-    args = parser.parse_args()
+    # (full, smoke): smoke still kills a worker mid-run and checks nothing is lost.
+    args = default_sizes(
+        parse_bench_args(parser),
+        events=(6000, 100),
+        list_adds=(400, 20),
+        workers=(4, 2),
+        kills=(4, 1),
+        kill_every=(4.0, 1.0),
+        latency=(0.3, 0.01),
+    )
 
     setup_django("postgres")
     from django_klaviyo.models import OutboxEvent
     from django_klaviyo.testing.sandbox import SandboxServer
 
-    print_header("Reliability: 4 workers, 30% faults, SIGKILLs, a lease shorter than a batch")
+    print_header(
+        f"Reliability: {args.workers} workers, 30% faults, SIGKILLs, a lease shorter than a batch"
+    )
     record = Path(tempfile.mkdtemp()) / "sandbox.jsonl"
     log = (record.parent / "workers.log").open("w")
     print(f"workers' errors: {record.parent / 'workers.log'}")
@@ -182,8 +201,11 @@ def main() -> None:
         seconds_to_drain=round(drained, 1) if drained is not None else "not drained",
         unfinished=unfinished(),
     )
-    if drained is None or lost or duplicates >= 0.05 * expected:
-        raise SystemExit("FAILED: not drained, events lost, or duplicates reached 5% of events")
+    if drained is None or lost:
+        raise SystemExit("FAILED: not drained, or events lost")
+    # In smoke mode one killed batch is a large share of the few events: no verdict on it.
+    if duplicates >= 0.05 * expected and not common.SMOKE:
+        raise SystemExit("FAILED: duplicates reached 5% of events")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from bench.common import (
     print_result,
     sandbox_process,
     setup_django,
+    sized,
 )
 from bench.enqueue_overhead import LINES
 
@@ -94,7 +95,7 @@ def main() -> None:
         session = requests.Session()
         inline: list[float] = []
         with override_settings(KLAVIYO={**settings.KLAVIYO, "ENABLED": False}):
-            for i in range(INLINE_ORDERS + 2):
+            for i in range(sized(INLINE_ORDERS, 2) + 2):
                 start = time.perf_counter()
                 order = place_order(
                     email=f"inline{i}@example.com", lines=LINES, number=f"inline-{i}"
@@ -107,7 +108,7 @@ def main() -> None:
         ours: list[float] = []
         bare: list[float] = []
         off = {**settings.KLAVIYO, "ENABLED": False}
-        for i in range(OUR_ORDERS + 20):
+        for i in range(sized(OUR_ORDERS, 3) + 20):
             start = time.perf_counter()
             place_order(email=f"ours{i % 50}@example.com", lines=LINES, number=f"ours-{i}")
             if i >= 20:

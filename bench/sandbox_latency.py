@@ -16,7 +16,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from bench.common import median, print_header, print_result
+from bench.common import median, parse_bench_args, print_header, print_result, sized
 
 REQUESTS = 500
 KEY = "pk_sandbox_bench_key_0123456789"
@@ -48,10 +48,10 @@ class _Bare(BaseHTTPRequestHandler):
 
 
 def _median_seconds(session, url: str) -> float:
-    for _ in range(20):  # warm the connection
+    for _ in range(sized(20, 2)):  # warm the connection
         session.get(url, headers=HEADERS, timeout=10)
     timings = []
-    for _ in range(REQUESTS):
+    for _ in range(sized(REQUESTS, 5)):
         start = time.perf_counter()
         response = session.get(url, headers=HEADERS, timeout=10)
         timings.append(time.perf_counter() - start)
@@ -60,10 +60,13 @@ def _median_seconds(session, url: str) -> float:
 
 
 def main() -> None:
+    import argparse
+
     import requests
 
     from django_klaviyo.testing.sandbox import SandboxServer
 
+    parse_bench_args(argparse.ArgumentParser(description=__doc__))
     print_header("sandbox latency (keep-alive)")
     bare = ThreadingHTTPServer(("127.0.0.1", 0), _Bare)
     threading.Thread(target=bare.serve_forever, daemon=True).start()

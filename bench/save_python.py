@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench.common import parse_args, print_header, print_result, setup_django
+from bench.common import parse_args, print_header, print_result, setup_django, sized
 
 LOOPS = 2000
 REPEATS = 9
@@ -22,11 +22,12 @@ REPEATS = 9
 
 def best_us(step: Callable[[], Any]) -> float:
     best = float("inf")
-    for _ in range(REPEATS):
+    loops = sized(LOOPS, 5)
+    for _ in range(sized(REPEATS, 1)):
         start = time.process_time()
-        for _ in range(LOOPS):
+        for _ in range(loops):
             step()
-        best = min(best, (time.process_time() - start) / LOOPS)
+        best = min(best, (time.process_time() - start) / loops)
     return best * 1e6
 
 

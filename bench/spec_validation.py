@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import time
 
-from bench.common import print_header, print_result
+from bench.common import parse_bench_args, print_header, print_result, sized
 
 EVENTS = 1000
 
@@ -21,7 +21,7 @@ def bulk_body() -> dict:
     body = copy.deepcopy(BULK_EVENTS)
     entry = body["data"]["attributes"]["events-bulk-create"]["data"][0]
     entries = []
-    for i in range(EVENTS):
+    for i in range(sized(EVENTS, 10)):
         one = copy.deepcopy(entry)
         one["attributes"]["profile"]["data"]["attributes"]["email"] = f"c{i}@example.com"
         one["attributes"]["events"]["data"][0]["attributes"]["unique_id"] = f"order-{i}"
@@ -33,7 +33,7 @@ def bulk_body() -> dict:
 def best(fn, rounds: int = 5) -> float:
     fn()
     times = []
-    for _ in range(rounds):
+    for _ in range(sized(rounds, 1)):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
@@ -41,8 +41,11 @@ def best(fn, rounds: int = 5) -> float:
 
 
 def main() -> None:
+    import argparse
+
     from django_klaviyo.testing import openapi
 
+    parse_bench_args(argparse.ArgumentParser(description=__doc__))
     print_header("spec validation (sandbox)")
     body = bulk_body()
     start = time.perf_counter()
@@ -57,7 +60,7 @@ def main() -> None:
     explain = best(lambda: openapi.request_violations("bulk_create_events", broken))
     print_result(
         "spec_validation",
-        events=EVENTS,
+        events=sized(EVENTS, 10),
         jsonschema_ms=baseline * 1000,
         fastjsonschema_verdict_ms=ours * 1000,
         RATIO=ours / baseline,

@@ -2,14 +2,17 @@
 # Runs django-klaviyo's whole test suite on a fresh machine:
 #   makes .venv, installs the package with its test dependencies, installs and starts
 #   PostgreSQL (Debian packages) when none answers, installs Chromium for the admin
-#   browser test, checks ruff, then runs pytest on SQLite and on PostgreSQL side by side; then the
-#   non-slow suite again on the oldest and newest supported Python x Django combinations
-#   (Python 3.10 + Django 4.2, Python 3.13 + the newest Django 6.x), on both databases
-#   side by side. Each run keeps its own PostgreSQL database (PG_URL + "_<combination>").
+#   browser test, checks ruff, then runs pytest on SQLite and on PostgreSQL side by side; then
+#   every benchmark in smoke mode (bench/smoke.py) on both databases side by side; then,
+#   through tox (tox.ini defines the matrix, once), the non-slow suite on the oldest and
+#   newest supported Python x Django combinations (py310-django42 and py313-django6), each
+#   combination's -sqlite and -pg envs side by side. Each PostgreSQL run keeps its own database
+#   (PG_URL, PG_URL + "_bench", PG_URL + "_<tox env>").
 # Usage: bash tests/run.sh [extra pytest args]
 # Environment: PYTHON (default python3), VENV (default .venv),
 #   PG_URL (default postgres://postgres:postgres@127.0.0.1:5432/django_klaviyo),
 #   MATRIX=0 to skip the oldest/newest combinations (a quicker local run).
+#   tox comes from the test dependency group, into $VENV, like pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -62,8 +65,8 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
 fi
 
 echo "== ruff"
-"$VENV/bin/ruff" check django_klaviyo example_project tests bench
-"$VENV/bin/ruff" format --check django_klaviyo example_project tests bench
+"$VENV/bin/ruff" check django_klaviyo example_project tests bench toxfile.py
+"$VENV/bin/ruff" format --check django_klaviyo example_project tests bench toxfile.py
 
 echo "== package: wheel and sdist build, metadata passes twine check"
 dist_dir=$(mktemp -d)
@@ -108,12 +111,24 @@ start_logged "pytest on PostgreSQL" env DATABASE_URL="$PG_URL" \
   "$VENV/bin/pytest" -q -p no:cacheprovider -m "not browser and not demo" ${EXTRA_ARGS[@]+"${EXTRA_ARGS[@]}"}
 wait_logged
 
-# The supported matrix's corners: what README and the classifiers promise beyond the default.
+# Every benchmark at tiny sizes (seconds; under a minute in all), on both databases side by
+# side: a schema or API change that breaks a benchmark breaks the build.
+bench_dir=$(mktemp -d)
+start_logged "benchmarks, smoke mode, SQLite" env BENCH_DIR="$bench_dir" \
+  "$VENV/bin/python" -m bench.smoke --db sqlite
+start_logged "benchmarks, smoke mode, PostgreSQL" env BENCH_PG_URL="$(pg_url_for bench)" \
+  "$VENV/bin/python" -m bench.smoke --db postgres
+wait_logged
+rm -rf "$bench_dir"
+
+# The supported matrix's corners, through tox.ini's environments (the one definition of the
+# Python x Django matrix): what README and the classifiers promise beyond the default.
 find_python() {  # prints a working pythonX.Y: on PATH, under pyenv, or from Debian packages
   local version=$1 candidate
   for candidate in "python$version" "${PYENV_ROOT:-$HOME/.pyenv}/versions/$version".*/bin/"python$version"; do
     if "$candidate" -c "import venv, ensurepip" >/dev/null 2>&1; then
-      command -v "$candidate"
+      # A pyenv shim answers only for the active versions: hand tox the real binary.
+      "$candidate" -c "import sys; print(sys.executable)"
       return 0
     fi
   done
@@ -127,34 +142,38 @@ find_python() {  # prints a working pythonX.Y: on PATH, under pyenv, or from Deb
   return 1
 }
 
-make_combination() {  # python version, Django requirement, label: makes its venv
-  local version=$1 django=$2 label=$3 python venv
-  if ! python=$(find_python "$version"); then
-    echo "== SKIPPED $label: no Python $version on PATH, under pyenv, or in Debian's packages"
-    return 0
-  fi
-  venv=".venv-matrix/$label"
-  echo "== $label: making $venv"
-  [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
-  "$venv/bin/python" -m pip install -q --upgrade pip
-  "$venv/bin/python" -m pip install -q -e ".[sandbox]" --group test "$django"
-  echo "== $label: $("$venv/bin/python" -c 'import sys, django; print(f"Python {sys.version.split()[0]}, Django {django.get_version()}")')"
-}
-
-test_combination() {  # label: the non-slow suite on both databases, side by side
-  local label=$1 venv=".venv-matrix/$1"
-  [ -x "$venv/bin/pytest" ] || return 0  # skipped above, and said so
-  start_logged "pytest on SQLite ($label, not slow)" env DATABASE_URL=sqlite://:memory: \
-    "$venv/bin/pytest" -q -p no:cacheprovider -m "not slow and not browser" ${EXTRA_ARGS[@]+"${EXTRA_ARGS[@]}"}
-  start_logged "pytest on PostgreSQL ($label, not slow)" env DATABASE_URL="$(pg_url_for "${label//-/_}")" \
-    "$venv/bin/pytest" -q -p no:cacheprovider -m "not slow and not browser and not demo" ${EXTRA_ARGS[@]+"${EXTRA_ARGS[@]}"}
-  wait_logged
+run_corner() {  # label, python: its -sqlite and -pg envs through tox, side by side
+  local label=$1 python=$2 env log status=0
+  local envs=("$label-sqlite" "$label-pg")
+  # Each -pg env has its own database (PG_URL + "_" + the env's name, tox.ini). Only one
+  # -sqlite env at a time: it runs the demo tests, which share example_project/var/.
+  # --skip-missing-interpreters false: an env tox cannot make fails, never passes unrun.
+  echo "== tox: ${envs[*]} (not slow), side by side"
+  for env in "${envs[@]}"; do rm -rf ".tox/$env/log"; done  # no earlier run's log below
+  PG_URL="$PG_URL" PYTEST_MARKERS="not slow and not browser" "$VENV/bin/tox" run-parallel \
+    --parallel 2 --parallel-no-spinner --skip-missing-interpreters false \
+    --discover "$python" -e "$(IFS=,; echo "${envs[*]}")" \
+    ${EXTRA_ARGS[@]+-- "${EXTRA_ARGS[@]}"} || status=$?
+  # run-parallel shows only a failed env's output: print each env's pytest run from tox's
+  # log of it, so that every run's counts are in the output.
+  for env in "${envs[@]}"; do
+    log=$(ls -t ".tox/$env/log/"*commands*.log 2>/dev/null | head -1 || true)
+    echo "== tox $env: pytest"
+    if [ -n "$log" ]; then sed -n '/^cmd:/,$p' "$log"; else echo "(no pytest run logged)"; fi
+  done
+  return $status
 }
 
 if [ "$MATRIX" = 1 ]; then
-  make_combination 3.10 "Django>=4.2,<5.0" py310-django42
-  make_combination 3.13 "Django>=6.0,<7.0" py313-django6
-  test_combination py310-django42
-  test_combination py313-django6
+  matrix_failed=0
+  for corner in "3.10 py310-django42" "3.13 py313-django6"; do
+    read -r version label <<<"$corner"
+    if python=$(find_python "$version"); then
+      run_corner "$label" "$python" || matrix_failed=1
+    else
+      echo "== SKIPPED $label: no Python $version on PATH, under pyenv, or in Debian's packages"
+    fi
+  done
 fi
 rm -rf "$log_dir"
+[ "${matrix_failed:-0}" = 0 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import subprocess
 import sys
 import warnings
 from collections.abc import Iterator
@@ -204,3 +205,29 @@ def test_mapper_settings_with_old_paths_still_map_saves() -> None:
                 get_user_model().objects.create(username="ada", email="ada@example.com")
     row = OutboxEvent.objects.get(kind=OutboxEvent.Kind.PROFILE_UPSERT)
     assert row.payload["profile"]["email"] == "ada@example.com"
+
+
+# In a fresh interpreter nothing has imported importlib.util yet: the finder's own import
+# of it must not ask the finder again, without end.
+REPO = Path(__file__).resolve().parents[1]
+FRESH_PROBE = """
+import sys
+import django_klaviyo
+sys.modules.pop("importlib.util", None)  # as in a bare `python -c`
+from django_klaviyo.testing.sandbox import SandboxServer
+import django_klaviyo.sandbox as old
+assert old.SandboxServer is SandboxServer
+print("imported")
+"""
+
+
+def test_old_and_new_paths_import_in_a_fresh_interpreter():
+    result = subprocess.run(
+        [sys.executable, "-W", "ignore::DeprecationWarning", "-c", FRESH_PROBE],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "imported"
