@@ -25,6 +25,7 @@ from rest_framework.views import APIView
 from django_klaviyo import accounts, api
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoValidationError
+from django_klaviyo.models import OutboxEvent
 from django_klaviyo.storefront import cartlinks, identity
 from django_klaviyo.storefront.serializers import BrowseEventSerializer
 
@@ -83,10 +84,12 @@ class BrowseEventView(APIView):
         serializer = BrowseEventSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        profile = identity.visitor_profile(request._request)
         try:
             with transaction.atomic():
-                row = record(request, data, profile)
+                if data["event"] == "identify":
+                    row = identify(request, data)
+                else:
+                    row = record(request, data, identity.visitor_profile(request._request))
         except KlaviyoValidationError as exc:
             field = exc.field or "non_field_errors"
             return Response({field: [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
@@ -123,11 +126,30 @@ def record(request: Request, data: dict[str, Any], profile: dict[str, Any]) -> A
             checkout_url=link,
             account=account,
         )
-    return api.started_checkout(
+    row = api.started_checkout(
         profile,
         [dict(item) for item in data["items"]],
         checkout_id=checkout_id(request, data["checkout_id"]),
         currency=data.get("currency"),
         checkout_url=link,
+        visit=identity.visit_id(request._request),
         account=account,
     )
+    if row is not None:
+        request._request.session[identity.SESSION_OPEN_CHECKOUT] = str(row.pk)
+    return row
+
+
+def identify(request: Request, data: dict[str, Any]) -> Any:
+    """The identify step: from now on this guest is the email / phone they typed, and
+    this visit's open Started Checkout is sent again on that profile (the first event
+    after identification also carries the anonymous id, which links the two)."""
+    given = {k: data[k] for k in ("email", "phone_number") if data.get(k)}
+    if not identity.identify_visitor(request._request, given):
+        return None  # a logged-in user stays the user; the same email again is nothing new
+    open_id = request._request.session.get(identity.SESSION_OPEN_CHECKOUT)
+    checkout = OutboxEvent.objects.filter(pk=open_id).first() if open_id else None
+    if checkout is None or checkout.kind != OutboxEvent.Kind.EVENT:
+        return None
+    profile = identity.visitor_profile(request._request)
+    return api.restate_started_checkout(checkout, profile)
