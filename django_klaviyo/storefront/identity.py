@@ -46,6 +46,8 @@ SESSION_KX = "klaviyo_kx"
 SESSION_IDENTIFIED = "klaviyo_identified"
 # The guest's anonymous id, until one event has carried it next to what they typed.
 SESSION_LINK = "klaviyo_link_anonymous_id"
+# ... and after: the guest's order may carry it too (the same link, made again).
+SESSION_LINKED = "klaviyo_linked_anonymous_id"
 # A random id of this session's visit (a new session is a new visit: Started Checkout).
 SESSION_VISIT = "klaviyo_visit"
 # The Started Checkout row of this visit, sent again on the guest's profile at identify.
@@ -125,12 +127,15 @@ def remember_visitor(request: HttpRequest, *, create: bool = False) -> dict[str,
 
 def visitor_anonymous_id(request: HttpRequest) -> str | None:
     """The anonymous id this session's browse events carried (for the order's profile):
-    None for a logged-in user; for a guest who identified, the id until an event linked it."""
+    None for a logged-in user; for a guest who identified, the id that linked them."""
     if _is_user(request):
         return None
     session = getattr(request, "session", None)
-    pending = _clean_id(session.get(SESSION_LINK)) if session is not None else None
-    return pending or remember_visitor(request).get("anonymous_id")
+    if session is not None:
+        linked = _clean_id(session.get(SESSION_LINK)) or _clean_id(session.get(SESSION_LINKED))
+        if linked:
+            return linked
+    return remember_visitor(request).get("anonymous_id")
 
 
 def user_profile(user: Any) -> dict[str, Any]:
@@ -151,16 +156,17 @@ def visitor_profile(request: HttpRequest) -> dict[str, Any]:
     after, their anonymous id); else the anonymous ids (one is created if none exists)."""
     if _is_user(request):
         remember_visitor(request)  # forgets the session's anonymous ids
-        return user_profile(request.user)  # type: ignore[attr-defined]
+        return user_profile(request.user)
     session = getattr(request, "session", None)
     given = session.get(SESSION_IDENTIFIED) if session is not None else None
-    if given:
-        profile = dict(given)
-        link = _clean_id(session.pop(SESSION_LINK, None))  # type: ignore[union-attr]
-        if link:
-            profile["anonymous_id"] = link
-        return profile
-    return remember_visitor(request, create=True)
+    if session is None or not given:
+        return remember_visitor(request, create=True)
+    profile = dict(given)
+    link = _clean_id(session.pop(SESSION_LINK, None))
+    if link:
+        profile["anonymous_id"] = link
+        session[SESSION_LINKED] = link
+    return profile
 
 
 def identify_visitor(request: HttpRequest, identifiers: dict[str, str]) -> bool:

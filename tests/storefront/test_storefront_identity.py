@@ -7,11 +7,13 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+from decimal import Decimal
 
 import pytest
 from django.core.cache import cache
 from django.test import Client
 from django.urls import reverse
+from shop.models import Order, Product
 
 from django_klaviyo.models import OutboxEvent
 
@@ -261,3 +263,28 @@ def back_in_time(row, *, minutes):
     OutboxEvent.objects.filter(pk=row.pk).update(
         created_at=row.created_at - dt.timedelta(minutes=minutes)
     )
+
+
+def test_the_guest_s_order_still_carries_the_anonymous_id_that_linked_them(visitor, settings):
+    settings.KLAVIYO = {
+        **settings.KLAVIYO,
+        "ORDER_FIELDS": {"anonymous_id": "klaviyo_anonymous_id"},
+    }
+    Product.objects.create(sku="TEE-BLK", name="Black T-shirt", price=Decimal("19.99"), inventory=2)
+    visitor.post(reverse("shop:cart-add", args=["TEE-BLK"]), HTTP_X_CSRFTOKEN=csrf(visitor))
+    page = visitor.get(reverse("shop:checkout")).content.decode()
+    assert 'data-klaviyo-identify="email"' in page  # the example shop marks its field
+    post(visitor, CHECKOUT)
+    anonymous_id = checkouts()[0].payload["profile"]["anonymous_id"]
+    post(visitor, {"event": "identify", "email": "grace@example.com"})
+
+    visitor.post(
+        reverse("shop:checkout"),
+        {"email": "grace@example.com", "csrfmiddlewaretoken": csrf(visitor)},
+    )
+
+    assert Order.objects.get().klaviyo_anonymous_id == anonymous_id
+
+
+def csrf(client):
+    return client.cookies["csrftoken"].value
