@@ -149,7 +149,8 @@ def identify(request: Request, data: dict[str, Any]) -> Any:
         return None  # a logged-in user stays the user; the same email again is nothing new
     open_id = request._request.session.get(identity.SESSION_OPEN_CHECKOUT)
     checkout = OutboxEvent.objects.filter(pk=open_id).first() if open_id else None
-    if checkout is None or checkout.kind != OutboxEvent.Kind.EVENT:
-        return None
+    properties = checkout.payload.get("properties") if checkout is not None else None
+    if not isinstance(properties, dict) or "CheckoutId" not in properties:
+        return None  # gone, or erased (forget_profile) since: nothing to send again
     profile = identity.visitor_profile(request._request)
     return api.restate_started_checkout(checkout, profile)

@@ -11,6 +11,7 @@ from decimal import Decimal
 
 import pytest
 from django.core.cache import cache
+from django.core.checks import run_checks
 from django.test import Client
 from django.urls import reverse
 from shop.models import Order, Product
@@ -288,3 +289,19 @@ def test_the_guest_s_order_still_carries_the_anonymous_id_that_linked_them(visit
 
 def csrf(client):
     return client.cookies["csrftoken"].value
+
+
+@pytest.mark.parametrize("value", ["30 minutes", 0, None])
+def test_a_bad_repeat_time_fails_the_checks(settings, value):
+    settings.KLAVIYO = {**settings.KLAVIYO, "STARTED_CHECKOUT_REPEAT_AFTER": value}
+    messages = [m for m in run_checks() if "STARTED_CHECKOUT_REPEAT_AFTER" in m.msg]
+    assert [m.id for m in messages] == ["django_klaviyo.E011"]
+
+
+def test_an_erased_open_checkout_is_not_sent_again(visitor):
+    post(visitor, CHECKOUT)
+    OutboxEvent.objects.update(payload={"erased": True})
+    answer = post(visitor, {"event": "identify", "email": "grace@example.com"})
+    assert answer.status_code == 202
+    assert answer.json()["outbox_id"] is None
+    assert OutboxEvent.objects.count() == 1
