@@ -5,7 +5,9 @@ POST JSON (see ``serializers.BrowseEventSerializer``) with the CSRF token; the e
 profile is the logged-in user and/or the visitor's anonymous id (``identity``). 202 with
 the outbox row's id; 400 naming the field, with nothing stored; 429 over the per-visitor
 rate ``STOREFRONT_THROTTLE_RATE`` (and per client address
-over ``STOREFRONT_ADDRESS_THROTTLE_RATE``).
+over ``STOREFRONT_ADDRESS_THROTTLE_RATE``). ``{"event": "identify", "email": ...}`` is the
+identify step: the guest becomes that profile and the visit's open Started Checkout is
+sent again on it (docs/storefront.md).
 """
 
 from __future__ import annotations
