@@ -12,6 +12,7 @@ instance, mapped with ``USER_PROFILE_MAPPER``.
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -19,6 +20,7 @@ from django.utils import timezone
 
 from django_klaviyo import accounts, outbox
 from django_klaviyo.catalog import subscribe_back_in_stock  # noqa: F401  (public API)
+from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.models import Consent, KlaviyoProfileLink, ListMembership, OutboxEvent
 from django_klaviyo.models.profiles import effective_list_consent
@@ -29,7 +31,7 @@ from django_klaviyo.orders import refunds
 from django_klaviyo.profiles import erasure
 from django_klaviyo.profiles.argument import as_profile
 from django_klaviyo.rules import values
-from django_klaviyo.rules.identifiers import normalize_email, normalize_phone_number
+from django_klaviyo.rules.identifiers import normalize_email, normalize_phone_number, profile_key
 
 Kind = OutboxEvent.Kind
 
@@ -290,20 +292,26 @@ def started_checkout(
     checkout_url: str | None = None,
     value: Any = None,
     time: Any = None,
+    visit: str | None = None,
     backfill: bool = False,
     using: str | None = None,
     account: str | None = None,
 ) -> OutboxEvent | None:
     """**Started Checkout**. Its unique_id is the checkout (cart) id plus the Unix time,
-    as in Klaviyo's guide, so it fires again when the shopper comes back with a changed
-    cart; reloading the checkout with the same cart enqueues nothing more (the dedupe key
-    is the checkout id and the cart's content)."""
+    as in Klaviyo's guide. A start counts again when the shopper comes back: another
+    ``visit`` (e.g. a new session; the storefront endpoint passes one), more than
+    ``STARTED_CHECKOUT_REPEAT_AFTER`` seconds after this profile's last one, or a changed
+    cart. A repeat within the same visit with the same cart enqueues nothing and returns
+    the row of the start it repeats. With an explicit ``time`` (an import), only a start
+    at the same second with the same cart is a repeat."""
     if (
         not isinstance(checkout_id, (str, int))
         or isinstance(checkout_id, bool)
         or (checkout_id == "")
     ):
         raise KlaviyoValidationError("checkout_id must be a non-empty string.", field="checkout_id")
+    if visit is not None and not isinstance(visit, str):
+        raise KlaviyoValidationError("visit must be a string.", field="visit")
     basket = cart.cart_items(items)
     if not basket:
         raise KlaviyoValidationError("a checkout needs at least one item.", field="items")
@@ -313,19 +321,83 @@ def started_checkout(
         properties["CheckoutURL"] = checkout_url
     when = values.iso_time(timezone.now() if time is None else time)
     unix = int(dt.datetime.fromisoformat(when).timestamp())
-    return track(
-        mapping.metric("started_checkout"),
-        profile,
+    # One key per (checkout, cart, visit), bounded in length whatever the checkout id.
+    start = outbox.payload_digest({"c": str(checkout_id), "i": basket, "v": visit or ""})
+    prefix = f"{CHECKOUT_KEY}:{start}:"
+    row = outbox.build_event(
+        metric=mapping.metric("started_checkout"),
+        profile=as_profile(profile),
         properties=properties,
         value=cart.items_value(basket) if value is None else value,
         value_currency=currency,
         time=when,
         unique_id=f"{checkout_id}-{unix}",
-        dedupe_key=f"event:started-checkout:{checkout_id}:{outbox.payload_digest({'i': basket})}",
+        # An explicit time repeats exactly; "now" is unique (the window below decides).
+        dedupe_key=f"{prefix}{unix}" + ("" if time is not None else f":{uuid.uuid4().hex[:8]}"),
         backfill=backfill,
-        using=using,
-        account=account,
     )
+    if time is None and klaviyo_settings.ENABLED:
+        earlier = _recent_start(row, prefix, using, account, profile)
+        if earlier is not None:
+            return earlier
+    return _write(row, using, account, profile)
+
+
+CHECKOUT_KEY = "event:started-checkout"
+
+
+def _recent_start(
+    row: outbox.OutboxRow, prefix: str, using: str | None, account: str | None, about: Any
+) -> OutboxEvent | None:
+    """This profile's latest Started Checkout of the same checkout, cart and visit, if it
+    was written less than STARTED_CHECKOUT_REPEAT_AFTER seconds ago (read through the
+    profile_key index)."""
+    resolved = accounts.account_for(None if isinstance(about, Mapping) else about, account=account)
+    since = timezone.now() - dt.timedelta(seconds=klaviyo_settings.STARTED_CHECKOUT_REPEAT_AFTER)
+    return (
+        OutboxEvent.objects.using(using or DEFAULT_DB_ALIAS)
+        .filter(
+            profile_key=profile_key(row.payload["profile"])[:320],
+            kind=Kind.EVENT,
+            metric=row.payload["metric"],
+            account=resolved,
+            created_at__gt=since,
+            dedupe_key__startswith=outbox.account_dedupe_key(prefix, resolved),
+        )
+        .order_by("-created_at")
+        .first()
+    )
+
+
+def restate_started_checkout(
+    checkout: OutboxEvent, profile: Mapping[str, Any] | Any, *, using: str | None = None
+) -> OutboxEvent | None:
+    """The Started Checkout ``checkout`` again, on ``profile``: same unique_id, time,
+    properties and value. For a guest who identifies after starting checkout (the
+    storefront's identify step): Klaviyo deduplicates events by (profile, metric,
+    unique_id), so where the email's profile is the anonymous one this adds only the
+    link, and where the email already had a profile the checkout now reaches it.
+    Once per checkout and profile (a repeat returns the first row)."""
+    payload = checkout.payload
+    if checkout.kind != Kind.EVENT or not isinstance(payload, Mapping):
+        raise KlaviyoValidationError("checkout must be a Started Checkout row.", field="checkout")
+    own_key = checkout.dedupe_key or ""
+    account_prefix = f"@{checkout.account}:" if checkout.account else ""
+    own_key = own_key.removeprefix(account_prefix) or f"{CHECKOUT_KEY}:{checkout.pk}:"
+    cleaned = outbox.build_event(metric=checkout.metric, profile=as_profile(profile)).payload
+    who = outbox.payload_digest({"p": profile_key(cleaned["profile"])})[:12]
+    row = outbox.build_event(
+        metric=checkout.metric,
+        profile=cleaned["profile"],
+        properties=payload.get("properties"),
+        value=payload.get("value"),
+        value_currency=payload.get("value_currency"),
+        time=payload.get("time"),
+        unique_id=checkout.unique_id,
+        dedupe_key=values.key(f"{own_key}:to:{who}"[:255], "dedupe_key"),
+        backfill=payload.get("backfill", False),
+    )
+    return _write(row, using or checkout._state.db, checkout.account or None)
 
 
 def subscription_status(

@@ -452,7 +452,12 @@ def check_numbers() -> list[CheckMessage]:
                 id="django_klaviyo.E011",
             )
         )
-    for key in ("RETRY_BASE_SECONDS", "RETRY_MAX_SECONDS", "WEBHOOK_TOLERANCE_SECONDS"):
+    for key in (
+        "RETRY_BASE_SECONDS",
+        "RETRY_MAX_SECONDS",
+        "WEBHOOK_TOLERANCE_SECONDS",
+        "STARTED_CHECKOUT_REPEAT_AFTER",
+    ):
         value = _get(key)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
             messages.append(

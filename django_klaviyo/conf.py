@@ -93,6 +93,8 @@ DEFAULTS: dict[str, Any] = {
     "BROWSE_EVENTS_VIA": "server",
     "STOREFRONT_THROTTLE_RATE": "120/min",
     "STOREFRONT_ADDRESS_THROTTLE_RATE": "1200/min",
+    # Seconds after which the same cart's checkout start, in the same visit, counts again.
+    "STARTED_CHECKOUT_REPEAT_AFTER": 30 * 60,
     # Cart restore: callables (or dotted paths) the store provides, and the link's lifetime.
     "CART_TOKEN": None,
     "RESTORE_CART": None,

@@ -8,7 +8,10 @@ from urllib.parse import urlsplit
 
 from rest_framework import serializers
 
-EVENTS = ("viewed_product", "added_to_cart", "started_checkout")
+from django_klaviyo.exceptions import KlaviyoValidationError
+from django_klaviyo.rules.identifiers import normalize_email, normalize_phone_number
+
+EVENTS = ("viewed_product", "added_to_cart", "started_checkout", "identify")
 MAX_CART_ITEMS = 100
 
 
@@ -48,6 +51,8 @@ class BrowseEventSerializer(serializers.Serializer):
     """``{"event": "viewed_product", "product": {...}}``,
     ``{"event": "added_to_cart", "item": {...}, "items": [...the whole cart]}``,
     ``{"event": "started_checkout", "items": [...], "checkout_id": "..."}``;
+    ``{"event": "identify", "email": "..."}`` (or ``phone_number``, E.164 once cleaned):
+    a guest typed it into a field marked ``data-klaviyo-identify``;
     ``currency`` (ISO 4217) is optional for the cart events."""
 
     event = serializers.ChoiceField(choices=EVENTS)
@@ -56,11 +61,14 @@ class BrowseEventSerializer(serializers.Serializer):
     items = ProductSerializer(many=True, required=False, max_length=MAX_CART_ITEMS)
     checkout_id = serializers.RegexField(r"^[A-Za-z0-9_.:-]{1,100}$", required=False)
     currency = serializers.RegexField(r"^[A-Z]{3}$", required=False)
+    email = serializers.CharField(max_length=254, required=False, allow_blank=True)
+    phone_number = serializers.CharField(max_length=32, required=False, allow_blank=True)
 
     REQUIRED = {
         "viewed_product": ("product",),
         "added_to_cart": ("item",),
         "started_checkout": ("items", "checkout_id"),
+        "identify": (),
     }
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
@@ -71,4 +79,21 @@ class BrowseEventSerializer(serializers.Serializer):
         }
         if missing:
             raise serializers.ValidationError(missing)
+        if attrs["event"] == "identify":
+            attrs.update(identifiers(attrs))
         return attrs
+
+
+def identifiers(attrs: dict[str, Any]) -> dict[str, str]:
+    """The identify step's cleaned ``email`` / ``phone_number`` (at least one)."""
+    if not attrs.get("email") and not attrs.get("phone_number"):
+        raise serializers.ValidationError({"email": ["email or phone_number is required."]})
+    cleaned = {}
+    try:
+        if attrs.get("email"):
+            cleaned["email"] = normalize_email(attrs["email"]).lower()
+        if attrs.get("phone_number"):
+            cleaned["phone_number"] = normalize_phone_number(attrs["phone_number"])
+    except KlaviyoValidationError as exc:
+        raise serializers.ValidationError({exc.field or "email": [str(exc)]}) from None
+    return cleaned

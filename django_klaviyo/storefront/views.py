@@ -5,7 +5,9 @@ POST JSON (see ``serializers.BrowseEventSerializer``) with the CSRF token; the e
 profile is the logged-in user and/or the visitor's anonymous id (``identity``). 202 with
 the outbox row's id; 400 naming the field, with nothing stored; 429 over the per-visitor
 rate ``STOREFRONT_THROTTLE_RATE`` (and per client address
-over ``STOREFRONT_ADDRESS_THROTTLE_RATE``).
+over ``STOREFRONT_ADDRESS_THROTTLE_RATE``). ``{"event": "identify", "email": ...}`` is the
+identify step: the guest becomes that profile and the visit's open Started Checkout is
+sent again on it (docs/storefront.md).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from rest_framework.views import APIView
 from django_klaviyo import accounts, api
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoValidationError
+from django_klaviyo.models import OutboxEvent
 from django_klaviyo.storefront import cartlinks, identity
 from django_klaviyo.storefront.serializers import BrowseEventSerializer
 
@@ -83,10 +86,12 @@ class BrowseEventView(APIView):
         serializer = BrowseEventSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        profile = identity.visitor_profile(request._request)
         try:
             with transaction.atomic():
-                row = record(request, data, profile)
+                if data["event"] == "identify":
+                    row = identify(request, data)
+                else:
+                    row = record(request, data, identity.visitor_profile(request._request))
         except KlaviyoValidationError as exc:
             field = exc.field or "non_field_errors"
             return Response({field: [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
@@ -123,11 +128,31 @@ def record(request: Request, data: dict[str, Any], profile: dict[str, Any]) -> A
             checkout_url=link,
             account=account,
         )
-    return api.started_checkout(
+    row = api.started_checkout(
         profile,
         [dict(item) for item in data["items"]],
         checkout_id=checkout_id(request, data["checkout_id"]),
         currency=data.get("currency"),
         checkout_url=link,
+        visit=identity.visit_id(request._request),
         account=account,
     )
+    if row is not None:
+        request._request.session[identity.SESSION_OPEN_CHECKOUT] = str(row.pk)
+    return row
+
+
+def identify(request: Request, data: dict[str, Any]) -> Any:
+    """The identify step: from now on this guest is the email / phone they typed, and
+    this visit's open Started Checkout is sent again on that profile (the first event
+    after identification also carries the anonymous id, which links the two)."""
+    given = {k: data[k] for k in ("email", "phone_number") if data.get(k)}
+    if not identity.identify_visitor(request._request, given):
+        return None  # a logged-in user stays the user; the same email again is nothing new
+    open_id = request._request.session.get(identity.SESSION_OPEN_CHECKOUT)
+    checkout = OutboxEvent.objects.filter(pk=open_id).first() if open_id else None
+    properties = checkout.payload.get("properties") if checkout is not None else None
+    if not isinstance(properties, dict) or "CheckoutId" not in properties:
+        return None  # gone, or erased (forget_profile) since: nothing to send again
+    profile = identity.visitor_profile(request._request)
+    return api.restate_started_checkout(checkout, profile)

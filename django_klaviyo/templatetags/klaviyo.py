@@ -14,6 +14,17 @@ browse-events endpoint (``BROWSE_EVENTS_VIA = "server"``, the default: ad blocke
 drop it) or hands it to ``klaviyo.track`` ("browser"). Viewed Product also calls
 ``klaviyo.trackViewedItem`` for Klaviyo's "recently viewed" block.
 
+Browser mode sends what the server would: the metric names of ``METRIC_NAMES``, ``$value``
+(the cart total) on Added to Cart and Started Checkout, and Started Checkout's
+``$event_id`` (Klaviyo's unique id) by the server's rule: the checkout id plus the Unix
+time of the start, kept for reloads of the same visit with the same cart until
+``STARTED_CHECKOUT_REPEAT_AFTER`` has passed.
+
+``<input type="email" {% klaviyo_identify "email" %}>`` (or ``"phone_number"``) marks
+the field of a checkout where a guest types their email or phone: storefront.js sends
+it to the endpoint when it changes (the identify step, docs/storefront.md), and calls
+``klaviyo.identify`` with it.
+
 ``{% klaviyo_back_in_stock_form variant %}`` renders a small form that posts to the
 back-in-stock endpoint (``klaviyo-back-in-stock``) with the CSRF token and shows the
 answer in place (its script carries the CSP nonce too). ``variant`` is a mapped variant
@@ -23,6 +34,9 @@ not asked for an email.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlencode
@@ -41,6 +55,7 @@ from django_klaviyo.catalog import mapping
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.orders import browse as cart
+from django_klaviyo.orders import fields as order_fields
 from django_klaviyo.storefront import cartlinks, identity
 
 register = template.Library()
@@ -161,7 +176,7 @@ def klaviyo_viewed_product(product: Mapping[str, Any]) -> SafeString:
         {
             "event": "viewed_product",
             "body": {"event": "viewed_product", "product": dict(product)},
-            "metric": "Viewed Product",
+            "metric": order_fields.metric("viewed_product"),
             "properties": properties,
             "viewedItem": viewed_item(properties),
         },
@@ -177,7 +192,9 @@ def klaviyo_added_to_cart(
 ) -> SafeString:
     basket = [dict(i) for i in items] if items is not None else [dict(item)]
     properties = cart.added_item(item)
-    properties.update(cart.items_summary(cart.cart_items(basket)))
+    summary = cart.items_summary(cart.cart_items(basket))
+    properties.update(summary)
+    _with_value(properties, summary["Items"])
     body: dict[str, Any] = {"event": "added_to_cart", "item": dict(item), "items": basket}
     if currency:
         body["currency"] = currency
@@ -186,7 +203,7 @@ def klaviyo_added_to_cart(
         {
             "event": "added_to_cart",
             "body": body,
-            "metric": "Added to Cart",
+            "metric": order_fields.metric("added_to_cart"),
             "properties": _with_checkout_url(context, properties),
         },
     )
@@ -202,6 +219,10 @@ def klaviyo_started_checkout(
     basket = [dict(i) for i in items]
     properties = cart.items_summary(cart.cart_items(basket))
     properties["CheckoutId"] = str(checkout_id)
+    _with_value(properties, properties["Items"])
+    request = context.get("request")
+    if request is not None and klaviyo_settings.BROWSE_EVENTS_VIA == "browser":
+        properties["$event_id"] = f"{checkout_id}-{_checkout_start(request, checkout_id, basket)}"
     body: dict[str, Any] = {
         "event": "started_checkout",
         "items": basket,
@@ -214,10 +235,55 @@ def klaviyo_started_checkout(
         {
             "event": "started_checkout",
             "body": body,
-            "metric": "Started Checkout",
+            "metric": order_fields.metric("started_checkout"),
             "properties": _with_checkout_url(context, properties),
         },
     )
+
+
+SESSION_CHECKOUT_START = "klaviyo_checkout_start"
+
+
+def _with_value(properties: dict[str, Any], items: list[dict[str, Any]]) -> None:
+    # klaviyo.js takes the event value as the "$value" property (the server's `value`).
+    total = cart.items_value(items)
+    if total is not None:
+        properties["$value"] = total
+
+
+def _checkout_start(request: Any, checkout_id: Any, basket: list[dict[str, Any]]) -> int:
+    """The Unix time naming this checkout start: the session's earlier start when this is
+    a reload of the same cart within STARTED_CHECKOUT_REPEAT_AFTER (Klaviyo then keeps one
+    event for both), else now. The session is the visit, as on the server."""
+    now = int(time.time())
+    cart_json = json.dumps([str(checkout_id), basket], sort_keys=True, default=str)
+    key = hashlib.sha256(cart_json.encode()).hexdigest()[:24]
+    session = getattr(request, "session", None)
+    if session is None:
+        return now
+    last = session.get(SESSION_CHECKOUT_START)
+    if (
+        isinstance(last, dict)
+        and last.get("key") == key
+        and isinstance(last.get("at"), int)
+        and now - last["at"] < klaviyo_settings.STARTED_CHECKOUT_REPEAT_AFTER
+    ):
+        return last["at"]
+    session[SESSION_CHECKOUT_START] = {"key": key, "at": now}
+    return now
+
+
+IDENTIFY_FIELDS = ("email", "phone_number")
+
+
+@register.simple_tag
+def klaviyo_identify(field: str = "email") -> SafeString:
+    """`` data-klaviyo-identify="email"``: put it in a checkout's email (or phone) input."""
+    if field not in IDENTIFY_FIELDS:
+        raise template.TemplateSyntaxError(
+            f"klaviyo_identify takes one of {', '.join(IDENTIFY_FIELDS)}, not {field!r}."
+        )
+    return format_html(' data-klaviyo-identify="{}"', field)
 
 
 def _with_checkout_url(context: template.Context, properties: dict[str, Any]) -> dict[str, Any]:

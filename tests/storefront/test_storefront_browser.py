@@ -14,6 +14,7 @@ import pytest
 from django.conf import settings as django_settings
 from django.test import Client
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 from shop.models import Cart, Order, Product
@@ -204,3 +205,42 @@ def test_the_browser_path_hands_the_events_to_klaviyo_js(browser, shop, settings
     assert properties["ProductName"] == "Black T-shirt"
     assert properties["Price"] == 19.99
     assert not OutboxEvent.objects.filter(metric="Viewed Product").exists()
+
+
+def test_a_guest_who_types_an_email_and_leaves_gets_the_checkout_on_that_email(
+    browser, shop, klaviyo_sandbox
+):
+    # Issue 20, case 6: the abandoned checkout of a guest must reach their email.
+    browser.get(f"{shop.url}/store/p/TEE-BLK/")
+    wait_for(browser, lambda: outbox_row("Viewed Product"), "no Viewed Product was recorded")
+    element(browser, By.ID, "add-to-cart", clickable=True).click()
+    wait_for(browser, lambda: outbox_row("Added to Cart"), "no Added to Cart was recorded")
+    element(browser, By.ID, "checkout", clickable=True).click()
+    wait_for(browser, lambda: outbox_row("Started Checkout"), "no Started Checkout")
+    anonymous_id = outbox_row("Started Checkout").payload["profile"]["anonymous_id"]
+
+    email = element(browser, By.ID, "email", clickable=True)
+    email.send_keys("grace@example.com")
+    email.send_keys(Keys.TAB)
+    browser.get(f"{shop.url}/store/")  # and leaves without ordering
+
+    def on_email():
+        return [
+            row
+            for row in OutboxEvent.objects.filter(metric="Started Checkout")
+            if row.payload["profile"].get("email") == "grace@example.com"
+        ]
+
+    wait_for(browser, on_email, "no Started Checkout on the typed email")
+    assert not Order.objects.exists()
+    (linked,) = on_email()
+    assert linked.payload["profile"]["anonymous_id"] == anonymous_id
+
+    flush_outbox()
+
+    checkouts = klaviyo_sandbox.state.events("Started Checkout")
+    profiles = [klaviyo_sandbox.state.profile(event["profile_id"]) for event in checkouts]
+    assert "grace@example.com" in [profile.get("email") for profile in profiles]
+    # The anonymous browsing is on that profile too: one profile for the whole visit.
+    viewed = klaviyo_sandbox.state.events("Viewed Product")
+    assert klaviyo_sandbox.state.profile(viewed[0]["profile_id"])["email"] == "grace@example.com"

@@ -109,22 +109,6 @@ def test_an_unreadable_klaviyo_cookie_is_ignored(raw):
     assert kla_cookie_ids(raw) == {}
 
 
-def test_a_logged_in_user_keeps_the_anonymous_id_of_their_browsing(visitor, django_user_model):
-    post(visitor, {"event": "viewed_product", "product": PRODUCT})
-    anonymous_id = OutboxEvent.objects.get().payload["profile"]["anonymous_id"]
-    user = django_user_model.objects.create_user("ada", email="ada@example.com")
-    visitor.force_login(user)  # login keeps the session's data
-    OutboxEvent.objects.all().delete()
-
-    post(visitor, {"event": "viewed_product", "product": PRODUCT})
-
-    assert OutboxEvent.objects.get().payload["profile"] == {
-        "email": "ada@example.com",
-        "external_id": str(user.pk),
-        "anonymous_id": anonymous_id,
-    }
-
-
 def test_added_to_cart_carries_the_whole_cart_and_a_signed_cart_link(visitor, settings):
     settings.KLAVIYO = {**settings.KLAVIYO, "CART_TOKEN": "shop.cart.cart_token"}
     Cart.objects.create(token="cart-token-1")

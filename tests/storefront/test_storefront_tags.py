@@ -192,3 +192,68 @@ def test_the_browser_path_has_no_endpoint_and_signs_the_cart_link_into_the_event
     html = render("{% klaviyo_added_to_cart item %}", request_, item=item)
     link = embedded(html, "klaviyo-added-to-cart")["properties"]["CheckoutURL"]
     assert link.startswith("http://testserver/klaviyo/storefront/cart/")
+
+
+# --- browser mode speaks like the server (issue 20, case 7) ------------------------------
+
+
+@pytest.fixture
+def browser_mode(settings):
+    settings.KLAVIYO = {**settings.KLAVIYO, "BROWSE_EVENTS_VIA": "browser"}
+
+
+def test_browser_mode_sends_the_cart_value(request_, browser_mode):
+    item = {"product_id": "P1", "name": "Tee", "price": "10", "quantity": 2}
+    mug = {"product_id": "M1", "name": "Mug", "price": "4.50"}
+    html = render("{% klaviyo_added_to_cart item items %}", request_, item=item, items=[item, mug])
+    assert embedded(html, "klaviyo-added-to-cart")["properties"]["$value"] == 24.5
+    html = render("{% klaviyo_started_checkout items 42 %}", request_, items=[item, mug])
+    assert embedded(html, "klaviyo-started-checkout")["properties"]["$value"] == 24.5
+
+
+def test_browser_mode_honours_metric_names(request_, browser_mode, settings):
+    settings.KLAVIYO = {
+        **settings.KLAVIYO,
+        "METRIC_NAMES": {
+            "viewed_product": "Product Viewed",
+            "added_to_cart": "Cart Add",
+            "started_checkout": "Checkout Started",
+        },
+    }
+    item = {"product_id": "P1", "name": "Tee", "price": "10"}
+    metrics = [
+        embedded(render(source, request_, item=item, items=[item]), element_id)["metric"]
+        for source, element_id in (
+            ("{% klaviyo_viewed_product item %}", "klaviyo-viewed-product"),
+            ("{% klaviyo_added_to_cart item %}", "klaviyo-added-to-cart"),
+            ("{% klaviyo_started_checkout items 42 %}", "klaviyo-started-checkout"),
+        )
+    ]
+    assert metrics == ["Product Viewed", "Cart Add", "Checkout Started"]
+
+
+def test_browser_mode_started_checkout_has_the_server_s_unique_id_rule(request_, browser_mode):
+    items = [{"product_id": "P1", "name": "Tee", "price": "10"}]
+
+    def event_id(basket=items):
+        html = render("{% klaviyo_started_checkout items 42 %}", request_, items=basket)
+        return embedded(html, "klaviyo-started-checkout")["properties"]["$event_id"]
+
+    first = event_id()
+    checkout_id, unix = first.rsplit("-", 1)
+    assert checkout_id == "42" and unix.isdigit()  # cart id + Unix time, as the server's
+
+    # A reload in the same visit with the same cart: the same id, so Klaviyo keeps one.
+    assert event_id() == first
+
+    # A return after STARTED_CHECKOUT_REPEAT_AFTER (30 minutes) counts again.
+    request_.session["klaviyo_checkout_start"]["at"] -= 1801
+    later = event_id()
+    assert later != f"42-{int(unix) - 1801}"
+    assert later == f"42-{request_.session['klaviyo_checkout_start']['at']}"
+    # So does a changed cart, at once.
+    request_.session["klaviyo_checkout_start"]["at"] -= 1  # a second ago, well within
+    before = request_.session["klaviyo_checkout_start"]["at"]
+    changed = event_id([*items, {"product_id": "M1", "name": "Mug", "price": "4"}])
+    assert changed == f"42-{request_.session['klaviyo_checkout_start']['at']}"
+    assert changed != f"42-{before}"

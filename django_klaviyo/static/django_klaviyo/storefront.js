@@ -5,6 +5,11 @@
  * window.djangoKlaviyo.send(body) posts one event to the browse-events endpoint, for
  * stores whose carts live in JavaScript: body is {"event": "added_to_cart", "item": {...}}
  * etc. (see docs/storefront.md). It resolves to the endpoint's JSON answer.
+ *
+ * Fields marked {% klaviyo_identify "email" %} (data-klaviyo-identify) identify a guest:
+ * when such a field changes to a valid value, or the page is left with one, the value
+ * goes to klaviyo.identify and, through the server, to the endpoint ("identify"), which
+ * sends the visit's open Started Checkout on that profile.
  */
 (function () {
   "use strict";
@@ -48,13 +53,15 @@
 
   var config = readJSON("klaviyo-storefront-config") || {};
 
-  function send(body) {
+  function send(body, keepalive) {
     if (!config.eventsUrl) {
       return Promise.reject(new Error("django-klaviyo: the browse-events endpoint is not mounted"));
     }
     return fetch(config.eventsUrl, {
       method: "POST",
       credentials: "same-origin",
+      // A shopper who types an email and leaves: the request outlives the page.
+      keepalive: !!keepalive,
       headers: {
         "Content-Type": "application/json",
         "Accept": "application/json",
@@ -81,6 +88,32 @@
     }
   }
 
+  function watchIdentifyFields() {
+    var sent = {};
+    Array.prototype.forEach.call(document.querySelectorAll("[data-klaviyo-identify]"), function (field) {
+      var name = field.getAttribute("data-klaviyo-identify");
+      if (name !== "email" && name !== "phone_number") return;
+      function identify() {
+        var value = (field.value || "").trim();
+        if (!value || sent[name] === value) return;
+        if (typeof field.checkValidity === "function" && !field.checkValidity()) return;
+        sent[name] = value;
+        var who = {};
+        who[name] = value;
+        window.klaviyo.identify(who);
+        if (config.eventsUrl) {
+          var body = { event: "identify" };
+          body[name] = value;
+          send(body, true).catch(function (error) {
+            console.error("django-klaviyo: identify not sent", error);
+          });
+        }
+      }
+      field.addEventListener("change", identify);
+      window.addEventListener("pagehide", identify);
+    });
+  }
+
   installQueue();
   window.djangoKlaviyo = { send: send };
 
@@ -96,4 +129,5 @@
     var embedded = readJSON(id);
     if (embedded) report(embedded);
   });
+  watchIdentifyFields();
 })();
