@@ -79,6 +79,8 @@ DEFAULTS: dict[str, Any] = {
     "CATALOG_JOB_POLL_SECONDS": 2.0,
     # DRF rate of the back-in-stock endpoint, per visitor.
     "BACK_IN_STOCK_THROTTLE_RATE": "10/min",
+    # Subscriptions of one email address / phone number, by anyone (None: no limit).
+    "BACK_IN_STOCK_CONTACT_RATE": "10/hour",
     # Seconds a flusher owns the rows it claimed before another may reclaim them.
     "LEASE_SECONDS": 300,
     "BATCH_SIZE": 1000,
@@ -90,6 +92,12 @@ DEFAULTS: dict[str, Any] = {
     "BROWSE_EVENTS_VIA": "server",
     "STOREFRONT_THROTTLE_RATE": "120/min",
     "STOREFRONT_ADDRESS_THROTTLE_RATE": "1200/min",
+    # Bytes of events one client address may store through the storefront endpoint in any
+    # 60 seconds (None: no budget).
+    "STOREFRONT_ADDRESS_BYTES_PER_MINUTE": 2_000_000,
+    # Addresses/networks of the reverse proxies in front of the app: only their
+    # X-Forwarded-For is believed for per-address limits. []: REMOTE_ADDR is the client.
+    "TRUSTED_PROXIES": [],
     # Cart restore: callables (or dotted paths) the store provides, and the link's lifetime.
     "CART_TOKEN": None,
     "RESTORE_CART": None,
