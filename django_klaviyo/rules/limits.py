@@ -91,7 +91,8 @@ CONSENT_CHANNELS = ("email", "sms")
 # the database) hold megabytes (docs/deployment.md, "Byte budgets").
 # A request body, refused (413) before it is parsed.
 MAX_PUBLIC_BODY_BYTES = 64 * 1024
-# One stored event (its outbox payload as JSON): a cart of about 50 ordinary items.
+# One stored event (its outbox payload as JSON): an ordinary cart item stores about 310
+# bytes, so a full cart (100 items, MAX_CART_ITEMS) of ordinary items fits.
 MAX_PUBLIC_EVENT_BYTES = 32 * 1024
 # Nesting of any JSON the app parses from outside (public endpoints and webhooks): deeper
 # input is refused with a 400 before anything walks it. Klaviyo's own payloads nest at most

@@ -12,6 +12,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 
 from django_klaviyo.models import OutboxEvent
 from django_klaviyo.rules import limits
+from django_klaviyo.storefront.serializers import MAX_CART_ITEMS
 from tests.security.helpers import EVENTS, PRODUCT, VIEWED, post_json, visitor
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("isolated_rate_limits")]
@@ -40,7 +41,7 @@ def fat_item(n: int) -> dict:
 
 
 def test_an_event_over_the_stored_size_cap_is_refused_naming_the_field():
-    # 12 of the largest items each field allows: under the body cap, over the event cap.
+    # Two of the largest items the fields allow: under the body cap, over the event cap.
     body = {"event": "started_checkout", "items": [fat_item(n) for n in range(2)]}
     body["checkout_id"] = "c-1"
     assert len(json.dumps(body)) < limits.MAX_PUBLIC_BODY_BYTES
@@ -64,9 +65,10 @@ def test_a_body_over_the_cap_is_refused_before_it_is_parsed():
     assert OutboxEvent.objects.count() == 0
 
 
-def test_an_ordinary_large_cart_fits():
+def test_a_full_cart_of_ordinary_items_fits():
     items = [
-        {**PRODUCT, "product_id": f"SKU-{n}", "sku": f"SKU-{n}", "quantity": 1} for n in range(40)
+        {**PRODUCT, "product_id": f"SKU-{n}", "sku": f"SKU-{n}", "quantity": 1}
+        for n in range(MAX_CART_ITEMS)
     ]
     body = {"event": "started_checkout", "items": items, "checkout_id": "c-2"}
 
