@@ -77,7 +77,7 @@ DEFAULTS: dict[str, Any] = {
     # How long the flusher polls one catalog bulk job, and how often.
     "CATALOG_JOB_TIMEOUT": 300.0,
     "CATALOG_JOB_POLL_SECONDS": 2.0,
-    # DRF rate of the back-in-stock endpoint, per visitor.
+    # DRF rate of the back-in-stock endpoint, per user, else per client address.
     "BACK_IN_STOCK_THROTTLE_RATE": "10/min",
     # Subscriptions of one email address / phone number, by anyone (None: no limit).
     "BACK_IN_STOCK_CONTACT_RATE": "10/hour",
