@@ -4,6 +4,7 @@ flow webhooks."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 import hmac
@@ -13,11 +14,12 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from django_klaviyo.models import WebhookDelivery
+from django_klaviyo.models import OutboxEvent, WebhookDelivery
 from django_klaviyo.rules import limits
 from tests.security.helpers import (
     BACK_IN_STOCK,
     EVENTS,
+    PRODUCT,
     browse_events,
     post_json,
     product,
@@ -127,3 +129,19 @@ def test_a_deep_flow_webhook_is_a_400():
 
     assert answer.status_code == 400, answer.content[:200]
     assert WebhookDelivery.objects.count() == 0
+
+
+def test_a_deeply_nested_klaviyo_cookie_is_ignored_not_a_500():
+    # __kla_id is base64 JSON from the browser; 1,500 levels fit in its 4,096 characters.
+    cookie = base64.b64encode(nested(1500).encode()).decode()
+    client = visitor()
+    client.cookies["__kla_id"] = cookie
+
+    answer = post_json(client, EVENTS, {"event": "viewed_product", "product": PRODUCT})
+
+    assert answer.status_code == 202
+    assert "anonymous_id" in browse_event_profile()
+
+
+def browse_event_profile() -> dict:
+    return OutboxEvent.objects.get(kind=OutboxEvent.Kind.EVENT).payload["profile"]
