@@ -80,8 +80,10 @@ DEFAULTS: dict[str, Any] = {
     # How long the flusher polls one catalog bulk job, and how often.
     "CATALOG_JOB_TIMEOUT": 300.0,
     "CATALOG_JOB_POLL_SECONDS": 2.0,
-    # DRF rate of the back-in-stock endpoint, per visitor.
+    # DRF rate of the back-in-stock endpoint, per user, else per client address.
     "BACK_IN_STOCK_THROTTLE_RATE": "10/min",
+    # Subscriptions of one email address / phone number, by anyone (None: no limit).
+    "BACK_IN_STOCK_CONTACT_RATE": "10/hour",
     # Seconds a flusher owns the rows it claimed before another may reclaim them.
     "LEASE_SECONDS": 300,
     "BATCH_SIZE": 1000,
@@ -95,6 +97,12 @@ DEFAULTS: dict[str, Any] = {
     "STOREFRONT_ADDRESS_THROTTLE_RATE": "1200/min",
     # Seconds after which the same cart's checkout start, in the same visit, counts again.
     "STARTED_CHECKOUT_REPEAT_AFTER": 30 * 60,
+    # Bytes of events one client address may store through the storefront endpoint in any
+    # 60 seconds (None: no budget).
+    "STOREFRONT_ADDRESS_BYTES_PER_MINUTE": 2_000_000,
+    # Addresses/networks of the reverse proxies in front of the app: only their
+    # X-Forwarded-For is believed for per-address limits. []: REMOTE_ADDR is the client.
+    "TRUSTED_PROXIES": [],
     # Cart restore: callables (or dotted paths) the store provides, and the link's lifetime.
     "CART_TOKEN": None,
     "RESTORE_CART": None,

@@ -85,3 +85,35 @@ LOCATION_KEYS = frozenset(
     }
 )
 CONSENT_CHANNELS = ("email", "sms")
+
+# -- what the public endpoints take from anyone (storefront events, back in stock) --------
+# Not Klaviyo's limits: the app's own, so one anonymous post cannot make the outbox (and
+# the database) hold megabytes (docs/deployment.md, "Byte budgets").
+# A request body, refused (413) before it is parsed.
+MAX_PUBLIC_BODY_BYTES = 64 * 1024
+# One stored event (its outbox payload as JSON): an ordinary cart item stores about 310
+# bytes, so a full cart (100 items, MAX_CART_ITEMS) of ordinary items fits.
+MAX_PUBLIC_EVENT_BYTES = 32 * 1024
+# Nesting of any JSON the app parses from outside (public endpoints and webhooks): deeper
+# input is refused with a 400 before anything walks it. Klaviyo's own payloads nest at most
+# MAX_DEPTH levels of properties inside a few levels of wrapping.
+MAX_INPUT_DEPTH = 32
+
+
+def too_deep(value: object, limit: int = MAX_INPUT_DEPTH) -> bool:
+    """Whether parsed JSON nests objects/arrays more than ``limit`` levels (the outermost
+    container is level 1). Walked level by level without recursion, so any depth is
+    measured; about a fifth of json.loads' own time on a 5 MB webhook body."""
+    level = [value] if type(value) in (dict, list) else []
+    depth = 0
+    while level:
+        depth += 1
+        if depth > limit:
+            return True
+        below: list[object] = []
+        for item in level:
+            for child in item.values() if type(item) is dict else item:  # type: ignore[attr-defined]
+                if type(child) is dict or type(child) is list:
+                    below.append(child)
+        level = below
+    return False

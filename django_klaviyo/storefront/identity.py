@@ -72,7 +72,7 @@ def kla_cookie_ids(raw: str | None) -> dict[str, str]:
     try:
         padded = raw + "=" * (-len(raw) % 4)
         data = json.loads(base64.b64decode(padded.replace("-", "+").replace("_", "/")))
-    except (binascii.Error, ValueError, UnicodeDecodeError):
+    except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError):
         return {}
     if not isinstance(data, dict):
         return {}

@@ -3,33 +3,44 @@ to the outbox from the server, where an ad blocker cannot drop them.
 
 POST JSON (see ``serializers.BrowseEventSerializer``) with the CSRF token; the event's
 profile is the logged-in user and/or the visitor's anonymous id (``identity``). 202 with
-the outbox row's id; 400 naming the field, with nothing stored; 429 over the per-visitor
-rate ``STOREFRONT_THROTTLE_RATE`` (and per client address
-over ``STOREFRONT_ADDRESS_THROTTLE_RATE``). ``{"event": "identify", "email": ...}`` is the
-identify step: the guest becomes that profile and the visit's open Started Checkout is
-sent again on it (docs/storefront.md).
+the outbox row's id; 400 naming the field, with nothing stored (JSON nested deeper than
+``limits.MAX_INPUT_DEPTH``: 400 too); 413 for a body over ``limits.MAX_PUBLIC_BODY_BYTES``
+or an event that would store more than ``limits.MAX_PUBLIC_EVENT_BYTES`` (naming the
+largest field); 429 over the per-visitor rate ``STOREFRONT_THROTTLE_RATE``, the per-address
+rate ``STOREFRONT_ADDRESS_THROTTLE_RATE`` or byte budget
+``STOREFRONT_ADDRESS_BYTES_PER_MINUTE`` (``throttles``). A refused request leaves no
+session row. ``{"event": "identify", "email": ...}`` is the identify step: the guest
+becomes that profile and the visit's open Started Checkout is sent again on it
+(docs/storefront.md).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any
 
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 from rest_framework import status
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
 from django_klaviyo import accounts, api
-from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.models import OutboxEvent
+from django_klaviyo.rules import limits
 from django_klaviyo.storefront import cartlinks, identity
+from django_klaviyo.storefront.parsers import PublicJSONParser
 from django_klaviyo.storefront.serializers import BrowseEventSerializer
+from django_klaviyo.storefront.throttles import (
+    AddressRateThrottle,
+    ByteBudget,
+    VisitorRateThrottle,
+)
 
 SALT = "django_klaviyo.storefront.checkout-id"
 
@@ -46,59 +57,108 @@ class VisitorSessionAuthentication(SessionAuthentication):
         return (user, None)
 
 
-class VisitorRateThrottle(SimpleRateThrottle):
-    """Per visitor: the user, else the visitor's anonymous id (made on the first event,
-    so that event counts too)."""
+class ForgetsRefusedSessions:
+    """A refused request (any 4xx/5xx) leaves no new session row: the anonymous id made
+    for it is dropped with the unsaved session. A session the visitor already had is kept."""
 
-    scope = "klaviyo_storefront"
-
-    def get_rate(self) -> str | None:
-        return klaviyo_settings.STOREFRONT_THROTTLE_RATE
-
-    def get_cache_key(self, request: Request, view: Any) -> str | None:
-        if request.user and request.user.is_authenticated:
-            ident = f"user:{request.user.pk}"
-        else:
-            visitor = identity.remember_visitor(request._request, create=True)
-            ident = f"visitor:{visitor.get('anonymous_id') or self.get_ident(request)}"
-        return self.cache_format % {"scope": self.scope, "ident": ident}
+    def finalize_response(
+        self, request: Request, response: Response, *args: Any, **kwargs: Any
+    ) -> Response:
+        response = super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
+        session = getattr(request._request, "session", None)
+        if response.status_code >= 400 and session is not None and not session.session_key:
+            session.clear()  # empty and never saved: SessionMiddleware writes nothing
+            session.modified = False
+        return response
 
 
-class AddressRateThrottle(SimpleRateThrottle):
-    """Per client address, looser: a script that drops its session cookie to look like
-    a new visitor on every request is still held back."""
-
-    scope = "klaviyo_storefront_address"
-
-    def get_rate(self) -> str | None:
-        return klaviyo_settings.STOREFRONT_ADDRESS_THROTTLE_RATE
-
-    def get_cache_key(self, request: Request, view: Any) -> str | None:
-        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
-
-
-class BrowseEventView(APIView):
+class BrowseEventView(ForgetsRefusedSessions, APIView):
     authentication_classes = [VisitorSessionAuthentication]
     permission_classes = [AllowAny]
+    parser_classes = [PublicJSONParser]
     throttle_classes = [VisitorRateThrottle, AddressRateThrottle]
 
     def post(self, request: Request) -> Response:
         serializer = BrowseEventSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
+        budget = ByteBudget(request)
+        if budget.exhausted():
+            return over_budget(budget)
         try:
             with transaction.atomic():
                 if data["event"] == "identify":
                     row = identify(request, data)
                 else:
                     row = record(request, data, identity.visitor_profile(request._request))
+                size = stored_size(row)
+                if size > limits.MAX_PUBLIC_EVENT_BYTES:
+                    raise EventTooLarge(largest_field(data), size)
+                if not budget.allows(size):
+                    raise OverBudget
         except KlaviyoValidationError as exc:
             field = exc.field or "non_field_errors"
             return Response({field: [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
+        except EventTooLarge as exc:
+            return Response(
+                {exc.field: [str(exc)]}, status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+            )
+        except OverBudget:
+            return over_budget(budget)
+        budget.spend(size)
+        self.charge_new_visitor(request)
         return Response(
             {"event": data["event"], "outbox_id": row.pk if row else None},
             status=status.HTTP_202_ACCEPTED,
         )
+
+    @staticmethod
+    def charge_new_visitor(request: Request) -> None:
+        """A visitor's first event made their session: store it now, so the event counts
+        against the visitor's own limit like every later one."""
+        session = getattr(request._request, "session", None)
+        if session is None or session.session_key or request.user.is_authenticated:
+            return
+        session.save()
+        VisitorRateThrottle().charge(request)
+
+
+class EventTooLarge(Exception):
+    def __init__(self, field: str, size: int) -> None:
+        super().__init__(
+            f"This event would store {size} bytes; the storefront accepts at most "
+            f"{limits.MAX_PUBLIC_EVENT_BYTES} bytes per event. Send fewer or shorter values."
+        )
+        self.field = field
+
+
+class OverBudget(Exception):
+    pass
+
+
+def over_budget(budget: ByteBudget) -> Response:
+    return Response(
+        {"detail": "This address has stored too much in the last minute; try again later."},
+        status=status.HTTP_429_TOO_MANY_REQUESTS,
+        headers={"Retry-After": str(budget.retry_after())},
+    )
+
+
+def stored_size(row: Any) -> int:
+    """The bytes of the outbox payload as JSON text (0 when nothing was written)."""
+    if row is None:
+        return 0
+    return len(json.dumps(row.payload, cls=DjangoJSONEncoder).encode())
+
+
+def largest_field(data: dict[str, Any]) -> str:
+    """The input field holding the most data: the one the 413 names."""
+    sizes = {
+        name: len(json.dumps(value, cls=DjangoJSONEncoder))
+        for name, value in data.items()
+        if name != "event"
+    }
+    return max(sizes, key=sizes.__getitem__) if sizes else "non_field_errors"
 
 
 def checkout_id(request: Request, claimed: str) -> str:

@@ -17,6 +17,8 @@ from typing import Any
 
 from django.utils.dateparse import parse_datetime
 
+from django_klaviyo.rules import limits
+
 SIGNATURE_HEADER = "Klaviyo-Signature"
 TIMESTAMP_HEADER = "Klaviyo-Timestamp"
 WEBHOOK_ID_HEADER = "Klaviyo-Webhook-Id"
@@ -92,15 +94,24 @@ def _reject_constant(name: str) -> None:
 
 
 def parse_json(body: bytes) -> Any:
-    """Strict JSON (no NaN/Infinity, valid UTF-8), or a 400."""
+    """Strict JSON (no NaN/Infinity, valid UTF-8, at most ``limits.MAX_INPUT_DEPTH``
+    levels deep), or a 400."""
     if not body:
         raise WebhookRejected(400, "The request body is empty; a JSON object is expected.")
     try:
-        return json.loads(body, parse_constant=_reject_constant)
+        document = json.loads(body, parse_constant=_reject_constant)
     except RecursionError:
-        raise WebhookRejected(400, "The JSON body is nested too deeply.") from None
+        document = None
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise WebhookRejected(400, f"The body is not valid JSON: {exc}") from None
+    else:
+        # _storable() and the handlers walk it recursively: a few hundred levels would
+        # raise RecursionError there (a 500), so refuse depth before anything walks it.
+        if not limits.too_deep(document):
+            return document
+    raise WebhookRejected(
+        400, f"The JSON body is nested more than {limits.MAX_INPUT_DEPTH} levels deep."
+    )
 
 
 def _storable(value: Any) -> Any:
