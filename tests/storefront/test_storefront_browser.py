@@ -192,7 +192,10 @@ def test_a_cart_link_restores_the_cart_and_a_tampered_one_does_not(browser, shop
     element(browser, By.CSS_SELECTOR, "tr.cart-line")
     lines = browser.find_elements(By.CSS_SELECTOR, "tr.cart-line")
     assert [line.get_attribute("data-sku") for line in lines] == ["TEE-BLK"]
-    assert Cart.objects.count() == 1  # the shopper's own cart, not a new one
+    # A copy of the linked cart, never the original: whoever else holds the link cannot
+    # change what this shopper now has (issue 19, case 10).
+    original, copy = Cart.objects.order_by("pk")
+    assert copy.items == original.items and copy.token != original.token
 
 
 def test_the_browser_path_hands_the_events_to_klaviyo_js(browser, shop, settings):
