@@ -45,10 +45,11 @@ Order events (``default_order_events(order, previous_status, created) -> list[di
     Every mapper's output, this one's included, is cleaned once by the event rules
     (``django_klaviyo.rules``) when its rows are written.
 
-    An order's first ``post_save`` fires before its lines exist. So checkouts create the
-    order in a pending status, save the lines, then set the placed status and save again,
-    in one ``transaction.atomic()``; or they name a signal sent after the lines exist
-    (``ORDER_PLACED_SIGNAL``); or they call ``django_klaviyo.order_placed(order)``.
+    An order's first ``post_save`` fires before its lines exist. An order created in the
+    placed status gets its Placed Order row then, completed by the saves of its lines in
+    the same transaction (``django_klaviyo.orders.pending``); checkouts may also create it
+    pending and move it to placed after the lines, name a signal sent after the lines
+    exist (``ORDER_PLACED_SIGNAL``), or call ``django_klaviyo.order_placed(order)``.
 
     Properties (Klaviyo's names): ``OrderId``, ``ItemNames``, ``Categories``, ``Brands``,
     ``ItemCount``, ``DiscountCode``, ``DiscountValue``, ``Items`` (each ``ProductID``,
@@ -432,17 +433,8 @@ def default_order_events(
     if not created and status == previous_status:
         return []
     if status in mapping.status_values("placed"):
-        if created:
-            if not klaviyo_settings.get("ORDER_PLACED_SIGNAL"):
-                logger.warning(
-                    "django-klaviyo: order %s was created directly in status %r, before its "
-                    "lines exist; no Placed Order is sent. Create it pending and move it to "
-                    "placed after saving the lines, set KLAVIYO['ORDER_PLACED_SIGNAL'], or "
-                    "call django_klaviyo.order_placed(order).",
-                    order.pk,
-                    status,
-                )
-            return []
+        # Created in the placed status, its lines usually come later in the transaction:
+        # the row written now awaits them (django_klaviyo.orders.pending).
         return placed_order_events(order)
     if status in mapping.status_values("fulfilled"):
         return [status_event(order, "fulfilled_order", "fulfilled", "fulfilled_at")]
@@ -463,7 +455,8 @@ def empty_placed_order(spec: Mapping[str, Any]) -> str | None:
     properties = spec.get("properties") or {}
     if not properties.get("Items") and not spec.get("expand") and not spec.get("item_events"):
         return (
-            "the Placed Order has no items: check ORDER_FIELDS['lines'], and save the "
-            "lines before the order is placed."
+            "the Placed Order has no items: check ORDER_FIELDS['lines']. Lines saved one "
+            "by one in the order's transaction complete it; lines written by bulk_create "
+            "or raw SQL do not: call django_klaviyo.order_placed(order) after them."
         )
     return None
