@@ -11,8 +11,6 @@ from decimal import Decimal
 
 import pytest
 from django.db import transaction
-from django.db.models.signals import post_init, post_save
-from django.dispatch import Signal
 
 import django_klaviyo
 from django_klaviyo.flush import flush_outbox
@@ -20,40 +18,11 @@ from django_klaviyo.models import OutboxEvent
 from django_klaviyo.orders import placement, receivers
 from django_klaviyo.rules.events import expansion_count
 from tests.projects.directshop.models import Order, OrderItem
+from tests.projects.directshop.signals import order_done
 
 pytestmark = pytest.mark.django_db
 
-# The store's own "order placed" signal, for the all-paths test.
-order_done = Signal()
-
-DIRECTSHOP = {
-    "ORDER_MODEL": "directshop.Order",
-    "ORDER_STATUS_PLACED": "PROCESSING",
-    "ORDER_STATUS_FULFILLED": "SHIPPED",
-    "ORDER_STATUS_CANCELLED": "CANCELLED",
-    "ORDER_STATUS_REFUNDED": "REFUNDED",
-    "ORDER_FIELDS": {
-        "total": "order_total",
-        "lines": "order_items",
-        "customer_id": None,
-        "placed_at": "created",
-    },
-    "ORDER_LINE_FIELDS": {"name": "product_name", "unit_price": "price"},
-}
-
 ITEMS = [("Lamp", "L1", 1, "25.00"), ("Bulb", "B2", 2, "5.00"), ("Cord", "C3", 1, "4.50")]
-
-
-@pytest.fixture
-def directshop(settings):
-    """The test settings with the directshop mapping, its receivers connected as at startup."""
-    settings.KLAVIYO = {**settings.KLAVIYO, **DIRECTSHOP}
-    receivers.connect()
-    yield settings
-    post_init.disconnect(sender=Order, dispatch_uid="django_klaviyo_order_init")
-    post_save.disconnect(sender=Order, dispatch_uid="django_klaviyo_order_save")
-    post_save.disconnect(sender=OrderItem, dispatch_uid=receivers.LINE_SAVE_UID)
-    order_done.disconnect(dispatch_uid="django_klaviyo_order_placed")
 
 
 def checkout(*, items=ITEMS, bulk: bool = False, total: str = "44.50") -> Order:
@@ -105,7 +74,7 @@ def test_it_reaches_the_sandbox_with_its_ordered_products(directshop, klaviyo_sa
 def test_every_path_together_still_enqueues_one_placed_order(directshop, settings):
     settings.KLAVIYO = {
         **settings.KLAVIYO,
-        "ORDER_PLACED_SIGNAL": "tests.orders.test_created_placed.order_done",
+        "ORDER_PLACED_SIGNAL": "tests.projects.directshop.signals.order_done",
     }
     receivers.connect()
     with transaction.atomic():

@@ -14,8 +14,8 @@ import django_klaviyo
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.models import OutboxEvent
 from django_klaviyo.orders import receivers
-from tests.orders.test_created_placed import DIRECTSHOP, directshop, order_done  # noqa: F401
 from tests.projects.directshop.models import Order, OrderItem
+from tests.projects.directshop.signals import order_done
 
 pytestmark = pytest.mark.django_db
 
@@ -37,7 +37,7 @@ def signal_shop(directshop):
     """directshop with its own "order placed" signal, orders created NEW then items."""
     directshop.KLAVIYO = {
         **directshop.KLAVIYO,
-        "ORDER_PLACED_SIGNAL": "tests.orders.test_created_placed.order_done",
+        "ORDER_PLACED_SIGNAL": "tests.projects.directshop.signals.order_done",
     }
     receivers.connect()
     return directshop
