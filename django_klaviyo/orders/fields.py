@@ -40,6 +40,11 @@ ORDER_FIELDS: dict[str, Any] = {
     "email": "email",
     "customer_email": "customer.email",
     "customer_id": "customer_id",
+    # The profile's phone_number (SMS-only customers have no email), by default the
+    # billing address's phone (a dict key or an attribute; most stores keep it there):
+    # cleaned to E.164 ("+1 (415) 555-0100" -> "+14155550100"); one that is not E.164 is
+    # left out, the event kept on the other identifiers, and the row's outcome_note says so.
+    "phone": "billing_address.phone",
     # The storefront visitor's anonymous id (docs/storefront.md), so the order's events
     # land on the profile of the visitor's earlier browse events; None: not mapped.
     "anonymous_id": None,

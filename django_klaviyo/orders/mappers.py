@@ -196,7 +196,8 @@ def order_status(order: Any) -> Any:
 
 
 def order_profile(order: Any, fields: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Customer profile: the order's email (else the customer's) and the customer's id."""
+    """Customer profile: the order's email (else the customer's), its phone number and
+    the customer's id."""
     fields = fields or order_fields()
     profile: dict[str, Any] = {}
     customer_id = mapping.resolve(order, fields["customer_id"])
@@ -207,6 +208,10 @@ def order_profile(order: Any, fields: dict[str, Any] | None = None) -> dict[str,
             email = mapping.resolve(order, fields["customer_email"]) or ""
     if email:
         profile["email"] = str(email)
+    phone = mapping.resolve(order, fields["phone"])
+    if phone:
+        # Cleaned by the rules (E.164); placement drops a bad one when other ids remain.
+        profile["phone_number"] = str(phone)
     anonymous_id = mapping.resolve(order, fields["anonymous_id"])
     if anonymous_id:
         profile["anonymous_id"] = str(anonymous_id)

@@ -34,6 +34,7 @@ from django_klaviyo.orders import mappers as ecommerce
 from django_klaviyo.orders import pending
 from django_klaviyo.outbox import account_dedupe_key, build_events, enqueue_many, enqueue_rows
 from django_klaviyo.outbox.refused import record_refused, source_label
+from django_klaviyo.rules.identifiers import normalize_phone_number
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +88,18 @@ def enqueue_order_events(
     stored = accounts.account_for(order, account=account)
     if backfill:
         specs = [{**spec, "backfill": True} for spec in specs]
+    notes: dict[int, str] = {}
+    for index, spec in enumerate(specs):
+        profile = spec.get("profile") if isinstance(spec, Mapping) else None
+        if isinstance(profile, Mapping) and profile.get("phone_number"):
+            note = _bad_phone(profile)
+            if note:
+                notes[index] = note
+                kept = {k: v for k, v in profile.items() if k != "phone_number"}
+                specs = [*specs[:index], {**spec, "profile": kept}, *specs[index + 1 :]]
+    start = timezone.now() if notes else None
+    if notes:
+        objects = True  # the rows are needed to write their note
     build = build_events
     empty = [(spec, ecommerce.empty_placed_order(spec)) for spec in specs]
     good = [spec for spec, reason in empty if reason is None]
@@ -100,7 +113,41 @@ def enqueue_order_events(
     for spec, reason in empty:
         if reason is not None:
             written += _enqueue_dead(build([spec]), order, reason, using=using, account=stored)
+    if notes:
+        _note_rows(written, [(specs[i], note) for i, note in notes.items()], using, start)
     return written
+
+
+def _bad_phone(profile: Mapping[str, Any]) -> str | None:
+    """Why the profile's phone_number cannot be sent, when other identifiers can carry
+    the event (None: it is E.164, or it is the only identifier, so the rules refuse it)."""
+    others = any(profile.get(key) for key in ("email", "external_id", "anonymous_id", "id"))
+    if not others:
+        return None
+    try:
+        normalize_phone_number(profile["phone_number"])
+    except KlaviyoValidationError as exc:
+        return f"phone_number left out: {exc} The event was sent on the other identifiers."
+    return None
+
+
+def _note_rows(
+    written: list[OutboxEvent],
+    noted: list[tuple[dict[str, Any], str]],
+    using: str | None,
+    start: Any,
+) -> None:
+    """Write each note on the row its spec became (only rows this call inserted: an
+    older row holding the dedupe key is left alone)."""
+    for spec, note in noted:
+        rows = [
+            row
+            for row in written
+            if row.metric == spec.get("metric") and row.unique_id == str(spec.get("unique_id"))
+        ]
+        OutboxEvent.objects.using(using or DEFAULT_DB_ALIAS).filter(
+            pk__in=[row.pk for row in rows], created_at__gte=start, outcome_note=""
+        ).update(outcome_note=note[:255])
 
 
 def _enqueue_dead(
