@@ -14,6 +14,7 @@ from tests.orders.test_mapping import problems
 
 pytestmark = pytest.mark.django_db
 
+
 def reported(warning: str) -> set[str]:
     return set(re.findall(r"(\w+): no field", warning))
 
