@@ -141,3 +141,25 @@ def test_items_saved_later_in_their_own_transaction_do_not_rewrite_the_row(
     OrderItem.objects.create(order=order, product_name="Extra", sku="X", price=1)
     (after,) = placed_rows()
     assert after.pk == before.pk and expansion_count(after.payload) == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_in_autocommit_mode_the_dead_row_stays_until_order_placed(directshop):
+    order = Order.objects.create(status="PROCESSING", email="g@example.com", order_total=25)
+    OrderItem.objects.create(order=order, product_name="Lamp", sku="L1", price=25)
+    (row,) = placed_rows()
+    assert (row.status, row.last_error_code) == ("dead", placement.EMPTY_ORDER_CODE)
+    django_klaviyo.order_placed(order)
+    (row,) = placed_rows()
+    assert row.status == OutboxEvent.Status.PENDING and expansion_count(row.payload) == 1
+
+
+def test_lines_reached_by_a_longer_path_leave_the_dead_row_until_order_placed(directshop):
+    fields = {**directshop.KLAVIYO["ORDER_FIELDS"], "lines": "order_items.all"}
+    directshop.KLAVIYO = {**directshop.KLAVIYO, "ORDER_FIELDS": fields}
+    order = checkout()
+    (row,) = placed_rows()
+    assert (row.status, row.last_error_code) == ("dead", placement.EMPTY_ORDER_CODE)
+    django_klaviyo.order_placed(order)
+    (row,) = placed_rows()
+    assert row.status == OutboxEvent.Status.PENDING and expansion_count(row.payload) == 3
