@@ -93,15 +93,14 @@ def _order_post_save(
     instance.__dict__[STATUS_SNAPSHOT] = current
     if raw or not klaviyo_settings.ENABLED:
         return
-    if not created:
-        if update_fields is not None and field not in update_fields:
-            return
-        if previous == current:
-            entry = pending.awaiting(instance._meta.label_lower, instance.pk, using)
-            if entry is not None:
-                # Its total or fields changed before the transaction ends.
-                _complete(pending.Awaiting(instance, entry.row_id), using)
-            return
+    if not created and (
+        previous == current or (update_fields is not None and field not in update_fields)
+    ):
+        entry = pending.awaiting(instance._meta.label_lower, instance.pk, using)
+        if entry is not None:
+            # An order awaiting its lines got its total (or more) before the commit.
+            _complete(pending.Awaiting(instance, entry.row_id), using)
+        return
     # One mapper and one enqueue path with order_placed() and ORDER_PLACED_SIGNAL.
     try:
         mapper, _own = placement.order_mapper()
