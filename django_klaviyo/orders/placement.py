@@ -227,7 +227,7 @@ def _replace_empty(specs: list[dict[str, Any]], order: Any, alias: str, account:
         pending.forget(order, alias)
 
 
-def order_placed(
+def enqueue_placed_order(
     order: Any,
     *,
     using: str | None = None,
@@ -300,9 +300,9 @@ def _on_order_placed(sender: Any, order: Any = None, **kwargs: Any) -> None:
     if order is None or not klaviyo_settings.ENABLED:
         return
     try:
-        order_placed(order)
+        enqueue_placed_order(order)
     except KlaviyoValidationError:
-        return  # order_placed() kept it as a dead row
+        return  # enqueue_placed_order() kept it as a dead row
     except DatabaseError:
         raise
     except Exception as exc:
