@@ -203,7 +203,7 @@ def order_placed(
     ``order`` (call it after its lines are saved). It uses ORDER_EVENTS_MAPPER and the
     dedupe key of the save signal: together they still send each event once.
     ``backfill=True`` for past orders (no flows). Returns the rows written."""
-    return orders.order_placed(order, using=using, backfill=backfill, account=account)
+    return orders.enqueue_placed_order(order, using=using, backfill=backfill, account=account)
 
 
 def order_refunded(

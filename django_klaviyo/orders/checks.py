@@ -1,5 +1,8 @@
 """System checks of the order integration: the declarative mapping, the status values,
-the mapper's Placed Order, the placed signal and the metric names (ids E030-E036, W030).
+the mapper's Placed Order, the placed signal and the metric names (ids E030-E036, W030),
+the default paths the store did not set that are not on its models (W033: every path the
+default mapper reads is reported, with what is sent instead), and a configuration that
+can place an order before its lines exist (W034).
 
 Registered by ``django_klaviyo.checks``; each function returns check messages and never
 raises for a bad setting.
@@ -89,6 +92,7 @@ def check_mapping_paths() -> list[CheckMessage]:
     fields, line_fields = mapping.mapping("ORDER_FIELDS"), mapping.mapping("ORDER_LINE_FIELDS")
     given = _get("ORDER_FIELDS") if isinstance(_get("ORDER_FIELDS"), Mapping) else {}
     messages = _paths(model, "ORDER_FIELDS", fields, given, mapping.REQUIRED_ORDER_FIELDS)
+    messages += _default_paths(model, "ORDER_FIELDS", fields, given)
     line_model = mapping.related_model(model, fields.get("lines"))
     if line_model is not None:
         given = _get("ORDER_LINE_FIELDS")
@@ -96,6 +100,7 @@ def check_mapping_paths() -> list[CheckMessage]:
         messages += _paths(
             line_model, "ORDER_LINE_FIELDS", line_fields, given, mapping.REQUIRED_LINE_FIELDS
         )
+        messages += _default_paths(line_model, "ORDER_LINE_FIELDS", line_fields, given)
         if line_fields.get("unit_price") is None and line_fields.get("row_total") is None:
             messages.append(
                 Error(
@@ -140,6 +145,78 @@ def _paths(
                 )
             )
     return messages
+
+
+# What the default mapper sends when an optional path is not on the model.
+INSTEAD = {
+    "ORDER_FIELDS": {
+        "number": "OrderId and the unique_id will be the primary key",
+        "currency": "events will carry no currency (Klaviyo assumes the account's)",
+        "email": "profiles will have no email of the order's own (only the customer's)",
+        "customer_email": "orders without an email of their own will have none",
+        "customer_id": "profiles will have no external_id",
+        "phone": "profiles will have no phone_number of the order's own (only an address's Phone)",
+        "billing_address": "events will have no BillingAddress",
+        "shipping_address": "events will have no ShippingAddress",
+        "discount_code": "events will have no DiscountCode",
+        "discount_value": "events will have no DiscountValue",
+        "tracking_number": "Fulfilled Order will have no TrackingNumber",
+        "tracking_url": "Fulfilled Order will have no TrackingURL",
+        "carrier": "Fulfilled Order will have no Carrier",
+        "cancel_reason": "Cancelled and Refunded Orders will have an empty Reason",
+    },
+    "ORDER_LINE_FIELDS": {
+        "product_id": "ProductID will be the SKU",
+        "sku": "SKU will be empty",
+        "unit_price": "ItemPrice will be row_total / quantity",
+        "row_total": "RowTotal will be unit_price x quantity",
+        "product_url": "items will have no ProductURL",
+        "image_url": "items will have no ImageURL",
+        "categories": "Categories will be empty",
+        "brand": "Brand and Brands will be empty",
+    },
+}
+TIME_KEYS = ("placed_at", "fulfilled_at", "cancelled_at", "refunded_at", "updated_at")
+
+
+def _default_paths(
+    model: Any, setting: str, resolved: dict[str, Any], given: Mapping[str, Any]
+) -> list[CheckMessage]:
+    """One Warning naming each default path the store did not set that is not on
+    ``model``, with what the default mapper sends instead (W033)."""
+    missing: list[str] = []
+    for key, path in resolved.items():
+        if key in given or path is None or not isinstance(path, str):
+            continue
+        if mapping.path_problem(model, path) is None or _dated_by_fallback(model, key, resolved):
+            continue
+        missing.append(f"{key}: no field `{path}`; {_instead(setting, key)}")
+    if not missing:
+        return []
+    return [
+        Warning(
+            f"KLAVIYO['{setting}'] reads default paths that are not on "
+            f"{model._meta.label}: " + ". ".join(missing) + ".",
+            hint="Map each to a field, a dotted path or a callable of your model, or set it "
+            "to None to send without it (docs/mapping.md).",
+            id="django_klaviyo.W033",
+        )
+    ]
+
+
+def _dated_by_fallback(model: Any, key: str, resolved: dict[str, Any]) -> bool:
+    """An event time whose own field is missing but ``updated_at`` is on the model: the
+    documented fallback (the time of the save that changed the status), not reported."""
+    if key not in TIME_KEYS or key == "updated_at":
+        return False
+    fallback = resolved.get("updated_at")
+    return fallback is not None and mapping.path_problem(model, fallback) is None
+
+
+def _instead(setting: str, key: str) -> str:
+    if setting == "ORDER_FIELDS" and key in TIME_KEYS:
+        return "events will be dated at save time"
+    return INSTEAD.get(setting, {}).get(key, "it will be left out")
 
 
 def _field_hint(model: Any, path: Any) -> str:
@@ -262,10 +339,55 @@ def check_placed_signal() -> list[CheckMessage]:
     return []
 
 
+def check_placement_without_lines() -> list[CheckMessage]:
+    """W034: what happens to an order placed before its lines exist: created in the
+    placed status (the status field's default), or with lines no save can be traced to."""
+    model = _order_model()
+    if model is None or _get("ORDER_PLACED_SIGNAL"):
+        return []
+    lines = mapping.mapping("ORDER_FIELDS").get("lines")
+    link = mapping.line_link(model)
+    if link is None:
+        return [
+            Warning(
+                f"KLAVIYO['ORDER_FIELDS']['lines'] = {lines!r} is not a reverse foreign key "
+                f"of {model._meta.label}: an order created in its placed status gets a dead "
+                "Placed Order (empty_placed_order) that the saves of its lines cannot "
+                "complete.",
+                hint="Move the order to the placed status after saving its lines, set "
+                "ORDER_PLACED_SIGNAL, or call django_klaviyo.order_placed(order) after "
+                "them (docs/mapping.md, Orders created in their final status).",
+                id="django_klaviyo.W034",
+            )
+        ]
+    try:
+        field = model._meta.get_field(_get("ORDER_STATUS_FIELD"))
+    except (FieldDoesNotExist, TypeError):
+        return []  # E032
+    default = field.get_default() if field.has_default() else None
+    if default is None or default not in mapping.status_values("placed"):
+        return []
+    default = str(default)  # a TextChoices member reads as its value
+    return [
+        Warning(
+            f"{model._meta.label}.{field.name} defaults to the placed status "
+            f"{default!r}: every order is placed when created, before its lines. "
+            f"Its Placed Order is completed by the saves of its lines "
+            f"({link[0]._meta.label}) in the same transaction; lines written by bulk_create "
+            "or raw SQL leave it dead (empty_placed_order).",
+            hint="Save the lines one by one inside the order's transaction.atomic(), or "
+            "call django_klaviyo.order_placed(order) after writing them (docs/mapping.md, "
+            "Orders created in their final status).",
+            id="django_klaviyo.W034",
+        )
+    ]
+
+
 ORDER_CHECKS = (
     check_mapping_settings,
     check_mapping_paths,
     check_status_field,
     check_placed_order_mapper,
     check_placed_signal,
+    check_placement_without_lines,
 )

@@ -40,6 +40,11 @@ ORDER_FIELDS: dict[str, Any] = {
     "email": "email",
     "customer_email": "customer.email",
     "customer_id": "customer_id",
+    # The profile's phone_number (SMS-only customers have no email), by default the
+    # billing address's phone (a dict key or an attribute; most stores keep it there):
+    # cleaned to E.164 ("+1 (415) 555-0100" -> "+14155550100"); one that is not E.164 is
+    # left out, the event kept on the other identifiers, and the row's outcome_note says so.
+    "phone": "billing_address.phone",
     # The storefront visitor's anonymous id (docs/storefront.md), so the order's events
     # land on the profile of the visitor's earlier browse events; None: not mapped.
     "anonymous_id": None,
@@ -259,3 +264,24 @@ def related_model(model: type[models.Model], path: Any) -> type[models.Model] | 
             return None
         current = field.related_model
     return current
+
+
+def line_link(model: type[models.Model]) -> tuple[type[models.Model], str] | None:
+    """The line model of ``model`` and the attribute of a line holding its order's
+    primary key, when ORDER_FIELDS["lines"] is one reverse foreign key (``"lines"``,
+    ``"items"``); None otherwise (a longer path, a many-to-many, a property): saves of
+    such lines cannot be told apart, so they do not complete an order created placed."""
+
+    def link() -> tuple[type[models.Model], str] | None:
+        path = _merged("ORDER_FIELDS").get("lines")
+        if not isinstance(path, str) or not path or "." in path:
+            return None
+        try:
+            field = model._meta.get_field(path)
+        except FieldDoesNotExist:
+            return None
+        if not field.one_to_many or field.concrete:
+            return None
+        return field.related_model, field.field.attname
+
+    return klaviyo_settings.memo(("line_link", model._meta.label_lower), link)

@@ -5,9 +5,9 @@ platform without a pre-built Klaviyo integration").
 The mapper is replaceable: point ``KLAVIYO["ORDER_EVENTS_MAPPER"]`` at your own function
 (or a dotted path to it) with the same signature. Most stores need no code: the default
 order mapper reads the order through the declarative mapping of
-``django_klaviyo.orders.fields`` (``ORDER_FIELDS``, ``ORDER_LINE_FIELDS``). A mapper
-raising ``KlaviyoValidationError`` skips that save's Klaviyo update with a logged warning;
-it never breaks the store's save.
+``django_klaviyo.orders.fields`` (``ORDER_FIELDS``, ``ORDER_LINE_FIELDS``). What a mapper
+refuses (``KlaviyoValidationError``) or fails on becomes a dead outbox row with the
+reason; it never breaks the store's save (``django_klaviyo.orders.receivers``).
 
 Order events (``default_order_events(order, previous_status, created) -> list[dict]``)
     Events fire on status TRANSITIONS of ``order.<ORDER_STATUS_FIELD>``. Each returned
@@ -47,20 +47,14 @@ Order events (``default_order_events(order, previous_status, created) -> list[di
     Every mapper's output, this one's included, is cleaned once by the event rules
     (``django_klaviyo.rules``) when its rows are written.
 
-    An order's first ``post_save`` fires before its lines exist. So checkouts create the
-    order in a pending status, save the lines, then set the placed status and save again,
-    in one ``transaction.atomic()``; or they name a signal sent after the lines exist
-    (``ORDER_PLACED_SIGNAL``); or they call ``django_klaviyo.order_placed(order)``.
+    An order's first ``post_save`` fires before its lines exist. An order created in the
+    placed status gets its Placed Order row then, completed by the saves of its lines in
+    the same transaction (``django_klaviyo.orders.pending``); checkouts may also create it
+    pending and move it to placed after the lines, name a signal sent after the lines
+    exist (``ORDER_PLACED_SIGNAL``), or call ``django_klaviyo.order_placed(order)``.
 
-    Properties (Klaviyo's names): ``OrderId``, ``ItemNames``, ``Categories``, ``Brands``,
-    ``ItemCount``, ``DiscountCode``, ``DiscountValue``, ``Items`` (each ``ProductID``,
-    ``SKU``, ``ProductName``, ``Quantity``, ``ItemPrice``, ``RowTotal``, ``ProductURL``,
-    ``ImageURL``, ``Categories``, ``Brand``), ``BillingAddress`` / ``ShippingAddress``
-    (``FirstName``, ``LastName``, ``Company``, ``Address1``, ``Address2``, ``City``,
-    ``Region``, ``RegionCode``, ``Country``, ``CountryCode``, ``Zip``, ``Phone``). Ordered
-    Product: ``OrderId``, ``ProductID``, ``SKU``, ``ProductName``, ``Quantity``,
-    ``ItemPrice``, ``RowTotal``, ``ProductURL``, ``ImageURL``, ``Categories``,
-    ``ProductBrand``. Money is a float rounded to 2 decimals.
+    Properties use the names of Klaviyo's guide (docs/mapping.md lists them; addresses:
+    ``django_klaviyo.orders.addresses``). Money is a float rounded to 2 decimals.
 
 Browse and cart events (``django_klaviyo.viewed_product`` etc.): see
 ``django_klaviyo.orders.browse``.
@@ -68,20 +62,18 @@ Browse and cart events (``django_klaviyo.viewed_product`` etc.): see
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from collections.abc import Iterable, Mapping
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
-from django.utils import timezone
-
 from django_klaviyo.conf import klaviyo_settings
-from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.orders import fields as mapping
 from django_klaviyo.orders import ledger
+from django_klaviyo.orders.addresses import address
+from django_klaviyo.orders.convert import as_decimal, categories_list, iso_utc, money
 from django_klaviyo.rules.events import item_event_properties
-from django_klaviyo.rules.values import to_json, utc_iso
+from django_klaviyo.rules.values import to_json
 
 __all__ = [
     "default_order_events",
@@ -96,91 +88,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-CENT = Decimal("0.01")
-ADDRESS_KEYS = {
-    "first_name": "FirstName",
-    "last_name": "LastName",
-    "company": "Company",
-    "address1": "Address1",
-    "address2": "Address2",
-    "city": "City",
-    "region": "Region",
-    "region_code": "RegionCode",
-    "country": "Country",
-    "country_code": "CountryCode",
-    "zip": "Zip",
-    "phone": "Phone",
-}
-# Address attributes of an address OBJECT, by Klaviyo key: our snake_case names first,
-# then django-oscar's (line1, line4, state, postcode, country.iso_3166_1_a2).
-ADDRESS_ATTRIBUTES = {
-    "FirstName": ("first_name",),
-    "LastName": ("last_name",),
-    "Company": ("company",),
-    "Address1": ("address1", "line1"),
-    "Address2": ("address2", "line2"),
-    "City": ("city", "line4"),
-    "Region": ("region", "state"),
-    "RegionCode": ("region_code",),
-    "Country": ("country.printable_name", "country"),
-    "CountryCode": ("country_code", "country.iso_3166_1_a2"),
-    "Zip": ("zip", "postcode"),
-    "Phone": ("phone", "phone_number"),
-}
-# --- small converters -----------------------------------------------------------------
-
-
-def money(amount: Any) -> float | None:
-    """A Decimal/number as a float rounded half-up to 2 decimals (None stays None)."""
-    if amount is None or amount == "":
-        return None
-    try:
-        value = _decimal(amount).quantize(CENT, rounding=ROUND_HALF_UP)
-    except (InvalidOperation, ValueError) as exc:
-        raise KlaviyoValidationError(f"{amount!r} is not an amount.", field="value") from exc
-    return float(value)
-
-
-def _decimal(value: Any) -> Decimal:
-    """``Decimal(str(value))``, without the round trip through text for a Decimal or an
-    int (the same number either way)."""
-    kind = type(value)
-    if kind is Decimal or kind is int:
-        return Decimal(value)
-    return Decimal(str(value))
-
-
-def iso_utc(value: dt.datetime | None) -> str:
-    """``value`` (None: now) as Klaviyo gets every time (``rules.values.utc_iso``)."""
-    return utc_iso(timezone.now() if value is None else value)
-
-
-def categories_list(value: Any) -> list[str]:
-    if not value:
-        return []
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
-    return [str(item) for item in value]
-
-
-def address(value: Any) -> dict[str, Any] | str | None:
-    """A dict (snake_case keys) or an address object → Klaviyo's address properties."""
-    if not value:
-        return None
-    if isinstance(value, Mapping):
-        return {ADDRESS_KEYS.get(k, k): v for k, v in value.items() if v not in (None, "")}
-    if isinstance(value, str):
-        return value
-    result: dict[str, Any] = {}
-    for key, paths in ADDRESS_ATTRIBUTES.items():
-        for path in paths:
-            found = mapping.resolve(value, path)
-            if found not in (None, "") and not hasattr(found, "_meta"):
-                result[key] = str(found)
-                break
-    return result or None
-
 
 # --- orders ---------------------------------------------------------------------------
 
@@ -198,7 +105,8 @@ def order_status(order: Any) -> Any:
 
 
 def order_profile(order: Any, fields: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Customer profile: the order's email (else the customer's) and the customer's id."""
+    """Customer profile: the order's email (else the customer's), its phone number and
+    the customer's id."""
     fields = fields or order_fields()
     profile: dict[str, Any] = {}
     customer_id = mapping.resolve(order, fields["customer_id"])
@@ -209,6 +117,10 @@ def order_profile(order: Any, fields: dict[str, Any] | None = None) -> dict[str,
             email = mapping.resolve(order, fields["customer_email"]) or ""
     if email:
         profile["email"] = str(email)
+    phone = mapping.resolve(order, fields["phone"])
+    if phone:
+        # Cleaned by the rules (E.164); placement drops a bad one when other ids remain.
+        profile["phone_number"] = str(phone)
     anonymous_id = mapping.resolve(order, fields["anonymous_id"])
     if anonymous_id:
         profile["anonymous_id"] = str(anonymous_id)
@@ -245,9 +157,9 @@ def line_item(line: Any, fields: dict[str, Any] | None = None) -> dict[str, Any]
     unit_price = mapping.resolve(line, fields["unit_price"])
     row_total = mapping.resolve(line, fields["row_total"])
     if row_total in (None, "") and unit_price not in (None, ""):
-        row_total = _decimal(unit_price) * _decimal(quantity)
+        row_total = as_decimal(unit_price) * as_decimal(quantity)
     if unit_price in (None, "") and row_total not in (None, "") and quantity:
-        unit_price = _decimal(row_total) / _decimal(quantity)
+        unit_price = as_decimal(row_total) / as_decimal(quantity)
     sku = mapping.resolve(line, fields["sku"]) or ""
     product_id = mapping.resolve(line, fields["product_id"])
     return {
@@ -437,17 +349,8 @@ def default_order_events(
     if not created and status == previous_status:
         return []
     if status in mapping.status_values("placed"):
-        if created:
-            if not klaviyo_settings.get("ORDER_PLACED_SIGNAL"):
-                logger.warning(
-                    "django-klaviyo: order %s was created directly in status %r, before its "
-                    "lines exist; no Placed Order is sent. Create it pending and move it to "
-                    "placed after saving the lines, set KLAVIYO['ORDER_PLACED_SIGNAL'], or "
-                    "call django_klaviyo.order_placed(order).",
-                    order.pk,
-                    status,
-                )
-            return []
+        # Created in the placed status, its lines usually come later in the transaction:
+        # the row written now awaits them (django_klaviyo.orders.pending).
         return placed_order_events(order)
     if status in mapping.status_values("fulfilled"):
         return [status_event(order, "fulfilled_order", "fulfilled", "fulfilled_at")]
@@ -468,7 +371,8 @@ def empty_placed_order(spec: Mapping[str, Any]) -> str | None:
     properties = spec.get("properties") or {}
     if not properties.get("Items") and not spec.get("expand") and not spec.get("item_events"):
         return (
-            "the Placed Order has no items: check ORDER_FIELDS['lines'], and save the "
-            "lines before the order is placed."
+            "the Placed Order has no items: check ORDER_FIELDS['lines']. Lines saved one "
+            "by one in the order's transaction complete it; lines written by bulk_create "
+            "or raw SQL do not: call django_klaviyo.order_placed(order) after them."
         )
     return None

@@ -4,7 +4,14 @@
 
 A Placed Order mapped with no value or no items is not sent as an empty event: its row is
 stored dead, with the reason in ``last_error_detail`` (visible in the admin), so a wrong
-mapping shows on the first order instead of silently feeding Klaviyo empty events.
+mapping shows on the first order instead of silently feeding Klaviyo empty events. Inside
+a transaction, that row awaits the order's lines (``django_klaviyo.orders.pending``):
+:func:`complete_awaiting` replaces it when a line is saved; ``order_placed()`` replaces
+such a dead row whenever it is called.
+
+Every refusal leaves a row: the ``ORDER_PLACED_SIGNAL`` receiver and ``order_placed()``
+keep what the mapper or the rules refuse as a dead row naming the field
+(``django_klaviyo.outbox.refused``); ``order_placed()`` raises to its caller as well.
 """
 
 from __future__ import annotations
@@ -24,7 +31,10 @@ from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.models import OutboxEvent
 from django_klaviyo.orders import fields as mapping
 from django_klaviyo.orders import mappers as ecommerce
-from django_klaviyo.outbox import build_events, enqueue_many, enqueue_rows
+from django_klaviyo.orders import pending
+from django_klaviyo.outbox import account_dedupe_key, build_events, enqueue_many, enqueue_rows
+from django_klaviyo.outbox.refused import record_refused, source_label
+from django_klaviyo.rules.identifiers import normalize_phone_number
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +88,18 @@ def enqueue_order_events(
     stored = accounts.account_for(order, account=account)
     if backfill:
         specs = [{**spec, "backfill": True} for spec in specs]
+    notes: dict[int, str] = {}
+    for index, spec in enumerate(specs):
+        profile = spec.get("profile") if isinstance(spec, Mapping) else None
+        if isinstance(profile, Mapping) and profile.get("phone_number"):
+            note = _bad_phone(profile)
+            if note:
+                notes[index] = note
+                kept = {k: v for k, v in profile.items() if k != "phone_number"}
+                specs = [*specs[:index], {**spec, "profile": kept}, *specs[index + 1 :]]
+    start = timezone.now() if notes else None
+    if notes:
+        objects = True  # the rows are needed to write their note
     build = build_events
     empty = [(spec, ecommerce.empty_placed_order(spec)) for spec in specs]
     good = [spec for spec, reason in empty if reason is None]
@@ -91,47 +113,165 @@ def enqueue_order_events(
     for spec, reason in empty:
         if reason is not None:
             written += _enqueue_dead(build([spec]), order, reason, using=using, account=stored)
+    if notes:
+        _note_rows(written, [(specs[i], note) for i, note in notes.items()], using, start)
     return written
+
+
+def _bad_phone(profile: Mapping[str, Any]) -> str | None:
+    """Why the profile's phone_number cannot be sent, when other identifiers can carry
+    the event (None: it is E.164, or it is the only identifier, so the rules refuse it)."""
+    others = any(profile.get(key) for key in ("email", "external_id", "anonymous_id", "id"))
+    if not others:
+        return None
+    try:
+        normalize_phone_number(profile["phone_number"])
+    except KlaviyoValidationError as exc:
+        return f"phone_number left out: {exc} The event was sent on the other identifiers."
+    return None
+
+
+def _note_rows(
+    written: list[OutboxEvent],
+    noted: list[tuple[dict[str, Any], str]],
+    using: str | None,
+    start: Any,
+) -> None:
+    """Write each note on the row its spec became (only rows this call inserted: an
+    older row holding the dedupe key is left alone)."""
+    for spec, note in noted:
+        rows = [
+            row
+            for row in written
+            if row.metric == spec.get("metric") and row.unique_id == str(spec.get("unique_id"))
+        ]
+        OutboxEvent.objects.using(using or DEFAULT_DB_ALIAS).filter(
+            pk__in=[row.pk for row in rows], created_at__gte=start, outcome_note=""
+        ).update(outcome_note=note[:255])
 
 
 def _enqueue_dead(
     rows: list[Any], order: Any, reason: str, *, using: str | None, account: str
 ) -> list[Any]:
-    logger.error(
-        "django-klaviyo: %s %s: %s The row is stored dead instead of sent.",
-        order._meta.label,
-        order.pk,
-        reason,
-    )
     start = timezone.now()
     written = enqueue_many(rows, using=using, account=account)
     # Only rows this call inserted: a row already holding the dedupe key (an earlier,
     # complete Placed Order) is returned too, and must stay as it is.
-    OutboxEvent.objects.using(using or DEFAULT_DB_ALIAS).filter(
-        pk__in=[row.pk for row in written], created_at__gte=start
-    ).update(
+    stored = OutboxEvent.objects.using(using or DEFAULT_DB_ALIAS)
+    ids = list(
+        stored.filter(pk__in=[row.pk for row in written], created_at__gte=start).values_list(
+            "pk", flat=True
+        )
+    )
+    stored.filter(pk__in=ids).update(
         status=OutboxEvent.Status.DEAD,
         last_error_code=EMPTY_ORDER_CODE,
         last_error_detail=f"{order._meta.label} {order.pk}: {reason}",
     )
+    if len(ids) == 1 and pending.expect_lines(order, ids[0], using):
+        logger.info(
+            "django-klaviyo: %s %s: %s The row awaits the order's lines in this transaction.",
+            order._meta.label,
+            order.pk,
+            reason,
+        )
+    elif ids:
+        logger.error(
+            "django-klaviyo: %s %s: %s The row is stored dead instead of sent.",
+            order._meta.label,
+            order.pk,
+            reason,
+        )
     return written
 
 
-def order_placed(
+def complete_awaiting(entry: pending.Awaiting, *, using: str | None) -> None:
+    """Rebuild the Placed Order of an order awaiting its lines and replace its row (the
+    dead empty one, or the one an earlier line save wrote in this transaction). Raises
+    what the mapper or the rules raise; the caller keeps it as a dead row."""
+    alias = using or DEFAULT_DB_ALIAS
+    order = entry.order
+    pending.forget(order, alias)
+    deleted, _ = (
+        OutboxEvent.objects.using(alias)
+        .filter(
+            pk=entry.row_id,
+            status__in=(OutboxEvent.Status.PENDING, OutboxEvent.Status.DEAD),
+            attempts=0,
+        )
+        .delete()
+    )
+    if not deleted:
+        return  # its transaction rolled back, or the row moved on: nothing to replace
+    written = enqueue_order_events(placed_order_specs(order), order, using=alias)
+    placed = mapping.metric("placed_order")
+    rows = [row for row in written if row.metric == placed]
+    if len(rows) == 1 and rows[0].status == OutboxEvent.Status.PENDING:
+        pending.expect_lines(order, rows[0].pk, alias)
+
+
+def _replace_empty(specs: list[dict[str, Any]], order: Any, alias: str, account: str) -> None:
+    """Delete the dead, never-sent empty Placed Order rows ``specs`` would dedupe against,
+    so a complete Placed Order takes their place."""
+    keys = [
+        account_dedupe_key(spec["dedupe_key"], account)
+        for spec in specs
+        if isinstance(spec, Mapping) and spec.get("dedupe_key")
+    ]
+    if keys:
+        OutboxEvent.objects.using(alias).filter(
+            dedupe_key__in=keys,
+            status=OutboxEvent.Status.DEAD,
+            last_error_code=EMPTY_ORDER_CODE,
+        ).delete()
+        pending.forget(order, alias)
+
+
+def enqueue_placed_order(
     order: Any,
     *,
     using: str | None = None,
     backfill: bool = False,
     account: str | None = None,
 ) -> list[Any]:
-    """Enqueue ``order``'s Placed Order (with its Ordered Products); see api.order_placed."""
-    return enqueue_order_events(
-        placed_order_specs(order),
-        order,
-        using=using or order._state.db or DEFAULT_DB_ALIAS,
-        backfill=backfill,
-        account=account,
-    )
+    """Enqueue ``order``'s Placed Order (with its Ordered Products); see api.order_placed.
+    What the mapper or the rules refuse is kept as a dead row naming the field, and
+    raised to the caller."""
+    alias = using or order._state.db or DEFAULT_DB_ALIAS
+    specs: list[dict[str, Any]] = []
+    try:
+        specs = placed_order_specs(order)
+        stored = accounts.account_for(order, account=account)
+        _replace_empty(specs, order, alias, stored)
+        return enqueue_order_events(specs, order, using=alias, backfill=backfill, account=stored)
+    except KlaviyoValidationError as exc:
+        keep_refused(order, exc, alias, account=account, specs=specs)
+        raise
+
+
+def keep_refused(
+    order: Any,
+    exc: BaseException,
+    using: str | None,
+    *,
+    account: str | None = None,
+    specs: list[dict[str, Any]] | None = None,
+) -> None:
+    """A dead row for an order whose Placed Order could not be built or was refused: the
+    Placed Order as mapped (or the mapping's name when there is none), the reason naming
+    the field in ``last_error_detail``."""
+    source = source_label(order)
+    placed = mapping.metric("placed_order")
+    found = [s for s in specs or () if isinstance(s, Mapping) and s.get("metric") == placed]
+    payload = found[0] if found else {"mapper": "ORDER_EVENTS_MAPPER", "order": source}
+    payload = {"metric": placed, **payload}
+    stored = ""
+    if getattr(exc, "field", None) != "account":
+        try:
+            stored = accounts.account_for(order, account=account)
+        except KlaviyoValidationError:
+            stored = ""
+    record_refused(OutboxEvent.Kind.EVENT, payload, exc, source=source, using=using, account=stored)
 
 
 # --- ORDER_PLACED_SIGNAL --------------------------------------------------------------
@@ -155,25 +295,18 @@ def connect_placed_signal() -> None:
 def _on_order_placed(sender: Any, order: Any = None, **kwargs: Any) -> None:
     """The store's "order placed" signal: enqueue the Placed Order in the sender's
     transaction. Like the save receiver, it never breaks the store's checkout for
-    marketing data (see django_klaviyo.orders.receivers)."""
+    marketing data (see django_klaviyo.orders.receivers): what is refused or fails is
+    kept as a dead row with the reason."""
     if order is None or not klaviyo_settings.ENABLED:
         return
     try:
-        order_placed(order)
-    except KlaviyoValidationError as exc:
-        if exc.field == "account":
-            # No Klaviyo account for this order: kept dead with the reason, checkout goes on.
-            from django_klaviyo.outbox.refused import record_refused, source_label
-
-            source = source_label(order)
-            record_refused(OutboxEvent.Kind.EVENT, {"order": source}, exc, source=source)
-            return
-        logger.warning(
-            "django-klaviyo: order %s was not sent: %s (field %s).", order.pk, exc, exc.field
-        )
+        enqueue_placed_order(order)
+    except KlaviyoValidationError:
+        return  # enqueue_placed_order() kept it as a dead row
     except DatabaseError:
         raise
-    except Exception:
+    except Exception as exc:
         if settings.DEBUG:
             raise
-        logger.exception("django-klaviyo: mapping order %s failed; not sent.", order.pk)
+        logger.exception("django-klaviyo: mapping order %s failed; kept dead.", order.pk)
+        keep_refused(order, exc, order._state.db)

@@ -6,6 +6,10 @@
   not installed, which the system checks report): ``post_init`` remembers the loaded
   status, ``post_save`` asks ORDER_EVENTS_MAPPER for events when the status changed
   (or the order was created) and enqueues them in one INSERT;
+* the ORDER_MODEL's lines (the model of ``ORDER_FIELDS["lines"]``, a reverse foreign
+  key): ``post_save`` completes the Placed Order of an order created in its placed status
+  earlier in the same transaction (``django_klaviyo.orders.pending``); a further save of
+  such an order does the same;
 * ``ORDER_PLACED_SIGNAL`` (a store's "order placed" signal, sent after the lines exist):
   enqueues the Placed Order through ``django_klaviyo.orders.placement``, as
   ``order_placed()`` does.
@@ -24,17 +28,23 @@ silently lose the event.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.db import DatabaseError
 from django.db.models.signals import post_init, post_save
 
 from django_klaviyo import accounts
 from django_klaviyo.conf import klaviyo_settings, resolve_model
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.models import OutboxEvent
-from django_klaviyo.orders import placement
+from django_klaviyo.orders import fields as mapping
+from django_klaviyo.orders import pending, placement
 from django_klaviyo.outbox.refused import record_refused, run_mapper, source_label
+
+logger = logging.getLogger(__name__)
 
 STATUS_SNAPSHOT = "_klaviyo_loaded_status"
 _UNKNOWN = object()
@@ -54,6 +64,12 @@ def connect() -> None:
         post_save.connect(
             _order_post_save, sender=order_model, dispatch_uid="django_klaviyo_order_save"
         )
+        link = mapping.line_link(order_model)
+        if link is not None:
+            post_save.connect(_line_post_save, sender=link[0], dispatch_uid=LINE_SAVE_UID)
+
+
+LINE_SAVE_UID = "django_klaviyo_order_line_save"
 
 
 def _order_post_init(sender: Any, instance: Any, **kwargs: Any) -> None:
@@ -77,11 +93,14 @@ def _order_post_save(
     instance.__dict__[STATUS_SNAPSHOT] = current
     if raw or not klaviyo_settings.ENABLED:
         return
-    if not created:
-        if update_fields is not None and field not in update_fields:
-            return
-        if previous == current:
-            return
+    if not created and (
+        previous == current or (update_fields is not None and field not in update_fields)
+    ):
+        entry = pending.awaiting(instance._meta.label_lower, instance.pk, using)
+        if entry is not None:
+            # An order awaiting its lines got its total (or more) before the commit.
+            _complete(pending.Awaiting(instance, entry.row_id), using)
+        return
     # One mapper and one enqueue path with order_placed() and ORDER_PLACED_SIGNAL.
     try:
         mapper, _own = placement.order_mapper()
@@ -136,3 +155,33 @@ def enqueue_or_keep_refused(specs: list[dict[str, Any]], order: Any, *, using: s
                 using=using,
                 account=account,
             )
+
+
+def _line_post_save(
+    sender: Any, instance: Any, raw: bool = False, using: str | None = None, **kwargs: Any
+) -> None:
+    """A line saved: when its order awaits its lines in this transaction, the order's
+    Placed Order row is rebuilt with every line saved so far."""
+    if raw or not pending.any_awaiting(using):
+        return
+    order_model = resolve_model(klaviyo_settings.get("ORDER_MODEL", None))
+    link = mapping.line_link(order_model) if order_model is not None else None
+    if link is None or link[0] is not sender:
+        return
+    entry = pending.awaiting(order_model._meta.label_lower, getattr(instance, link[1]), using)
+    if entry is not None and klaviyo_settings.ENABLED:
+        _complete(entry, using)
+
+
+def _complete(entry: pending.Awaiting, using: str | None) -> None:
+    """``placement.complete_awaiting`` under the save receivers' failure policy."""
+    try:
+        placement.complete_awaiting(entry, using=using)
+    except DatabaseError:
+        raise
+    except Exception as exc:
+        if not isinstance(exc, KlaviyoValidationError):
+            if settings.DEBUG:
+                raise
+            logger.exception("django-klaviyo: completing order %s failed.", entry.order.pk)
+        placement.keep_refused(entry.order, exc, using)

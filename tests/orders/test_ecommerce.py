@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from decimal import Decimal
 
 import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.db import transaction
 from django.test import override_settings
 from shop import services
 from shop.models import Order, OrderLine
@@ -213,15 +213,16 @@ def test_status_names_come_from_settings(customer):
     assert [e.metric for e in events()] == ["Fulfilled Order"]
 
 
-def test_order_created_directly_as_placed_waits_for_order_placed(customer, caplog):
-    with caplog.at_level(logging.WARNING, logger="django_klaviyo.orders.mappers"):
+def test_order_created_directly_as_placed_is_completed_by_its_line_saves(customer):
+    with transaction.atomic():
         order = Order.objects.create(number="A-3", customer=customer, status="placed")
-    assert not OutboxEvent.objects.exists()
-    assert "order_placed" in caplog.text
-    OrderLine.objects.create(order=order, sku="S", name="Sock", quantity=3, unit_price=2)
+        (row,) = OutboxEvent.objects.all()
+        assert (row.status, row.last_error_code) == ("dead", "empty_placed_order")
+        OrderLine.objects.create(order=order, sku="S", name="Sock", quantity=3, unit_price=2)
 
     django_klaviyo.order_placed(order)
     placed = OutboxEvent.objects.get(metric="Placed Order")
+    assert placed.status == "pending"
     assert placed.payload["properties"]["ItemNames"] == ["Sock"]
     assert placed.payload["value"] == 0.0  # the order's own total, never recomputed
     assert [p["ProductName"] for _, _, p, _ in expansions(placed.payload)] == ["Sock"]

@@ -88,7 +88,8 @@ def problems(**klaviyo: object) -> dict[str, str]:
 def test_a_differently_shaped_store_reaches_the_sandbox_with_full_placed_orders(
     altshop, klaviyo_sandbox
 ):
-    assert problems(**ALTSHOP, SANDBOX=False) == {}
+    # Only the warning listing what altshop does not have (addresses, tracking, ...).
+    assert set(problems(**ALTSHOP, SANDBOX=False)) == {"django_klaviyo.W033"}
     checkout("R-1")
     flush_outbox()
 

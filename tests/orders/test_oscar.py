@@ -49,6 +49,15 @@ OSCAR = {
         "updated_at": None,
         "discount_value": "total_discount_incl_tax",
         "discount_code": None,
+        "phone": "shipping_address.phone_number",
+        # Oscar keeps these in its event and note models: events are dated when sent.
+        "fulfilled_at": None,
+        "cancelled_at": None,
+        "refunded_at": None,
+        "tracking_number": None,
+        "tracking_url": None,
+        "carrier": None,
+        "cancel_reason": None,
     },
     "ORDER_LINE_FIELDS": {
         "sku": "partner_sku",
@@ -107,7 +116,12 @@ def test_an_oscar_order_reaches_the_sandbox_as_a_full_placed_order(oscar_shop, k
     assert placed["unique_id"] == "100042"
     assert placed["value"] == float(order.total_incl_tax) == 39.0
     assert placed["value_currency"] == order.currency
-    assert placed["profile"] == {"external_id": str(user.pk), "email": "ada@example.com"}
+    phone = str(order.shipping_address.phone_number)  # E.164, from the shipping address
+    assert placed["profile"] == {
+        "external_id": str(user.pk),
+        "email": "ada@example.com",
+        "phone_number": phone,
+    }
     items = placed["properties"]["Items"]
     assert [
         (i["ProductName"], i["SKU"], i["Quantity"], i["ItemPrice"], i["RowTotal"]) for i in items

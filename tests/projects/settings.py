@@ -39,6 +39,7 @@ INSTALLED_APPS = [
     "django_tasks_db",
     # A differently shaped store, mapped by settings only (tests/orders/test_mapping.py).
     "tests.projects.altshop",
+    "tests.projects.directshop",
 ]
 
 MIDDLEWARE = [

@@ -1,0 +1,49 @@
+"""Small converters of order values: money (a float rounded half-up to 2 decimals),
+times (ISO 8601 in UTC) and category lists, shared by the order, refund and browse
+mappers."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any
+
+from django.utils import timezone
+
+from django_klaviyo.exceptions import KlaviyoValidationError
+from django_klaviyo.rules.values import utc_iso
+
+CENT = Decimal("0.01")
+
+
+def money(amount: Any) -> float | None:
+    """A Decimal/number as a float rounded half-up to 2 decimals (None stays None)."""
+    if amount is None or amount == "":
+        return None
+    try:
+        value = as_decimal(amount).quantize(CENT, rounding=ROUND_HALF_UP)
+    except (InvalidOperation, ValueError) as exc:
+        raise KlaviyoValidationError(f"{amount!r} is not an amount.", field="value") from exc
+    return float(value)
+
+
+def as_decimal(value: Any) -> Decimal:
+    """``Decimal(str(value))``, without the round trip through text for a Decimal or an
+    int (the same number either way)."""
+    kind = type(value)
+    if kind is Decimal or kind is int:
+        return Decimal(value)
+    return Decimal(str(value))
+
+
+def iso_utc(value: dt.datetime | None) -> str:
+    """``value`` (None: now) as Klaviyo gets every time (``rules.values.utc_iso``)."""
+    return utc_iso(timezone.now() if value is None else value)
+
+
+def categories_list(value: Any) -> list[str]:
+    if not value:
+        return []
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return [str(item) for item in value]
