@@ -10,7 +10,11 @@ from django.db import connection, connections
 # The klaviyo_sandbox fixture (django_klaviyo/testing/sandbox/pytest_plugin.py); the flusher tests'
 # clock, klaviyo_client, mocked, fresh_rate_limits and isolated_rate_limits fixtures
 # (tests/klaviyo_fixtures.py, which also holds FakeClock and the flush helpers).
-pytest_plugins = ["django_klaviyo.testing.sandbox.pytest_plugin", "tests.klaviyo_fixtures"]
+pytest_plugins = [
+    "django_klaviyo.testing.sandbox.pytest_plugin",
+    "tests.klaviyo_fixtures",
+    "tests.storefront.visitors",
+]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -4,120 +4,32 @@ step for a guest who types an email at checkout, and when a checkout start count
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import json
 from decimal import Decimal
 
 import pytest
-from django.core.cache import cache
 from django.core.checks import run_checks
-from django.test import Client
 from django.urls import reverse
 from shop.models import Order, Product
 
 from django_klaviyo.models import OutboxEvent
+from tests.storefront.visitors import (
+    CHECKOUT,
+    MUG,
+    PRODUCT,
+    VIEW,
+    checkouts,
+    last_profile,
+    new_visitor,
+    post,
+)
 
-pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.projects.storefront_urls")]
-
-PRODUCT = {
-    "product_id": "TEE-BLK",
-    "sku": "TEE-BLK",
-    "name": "Black T-shirt",
-    "price": "19.99",
-    "quantity": 1,
-}
-MUG = {"product_id": "MUG", "sku": "MUG", "name": "Mug", "price": "9.50", "quantity": 1}
-VIEW = {"event": "viewed_product", "product": PRODUCT}
-CHECKOUT = {"event": "started_checkout", "items": [PRODUCT], "checkout_id": "cart-7"}
-
-
-@pytest.fixture(autouse=True)
-def fresh_throttle():
-    cache.clear()
-    yield
-    cache.clear()
-
-
-def new_visitor(**query):
-    client = Client(enforce_csrf_checks=True)
-    client.get(reverse("shop:products"), query)
-    return client
-
-
-@pytest.fixture
-def visitor():
-    return new_visitor()
-
-
-def post(client, body):
-    token = client.cookies["csrftoken"].value if "csrftoken" in client.cookies else ""
-    return client.post(
-        reverse("klaviyo-storefront-events"),
-        json.dumps(body),
-        content_type="application/json",
-        HTTP_X_CSRFTOKEN=token,
-    )
-
-
-def kla_cookie(data):
-    return base64.b64encode(json.dumps(data).encode()).decode()
-
-
-def last_profile(metric="Viewed Product"):
-    return (
-        OutboxEvent.objects.filter(metric=metric).order_by("created_at").last().payload["profile"]
-    )
-
-
-def checkouts():
-    return list(OutboxEvent.objects.filter(metric="Started Checkout").order_by("created_at"))
-
-
-# --- identity precedence (issue 19, case 6) ----------------------------------------------
-
-
-def test_a_kx_in_a_link_does_not_attach_to_a_logged_in_shopper(visitor, django_user_model):
-    user = django_user_model.objects.create_user("ada", email="ada@example.com")
-    visitor.force_login(user)
-    # Someone sends her a shop link carrying their own exchange id.
-    visitor.get(reverse("shop:products"), {"_kx": "attacker.KX"})
-
-    assert post(visitor, VIEW).status_code == 202
-
-    assert last_profile() == {"email": "ada@example.com", "external_id": str(user.pk)}
-    assert "klaviyo_kx" not in visitor.session
-
-
-def test_a_klaviyo_cookie_does_not_attach_to_a_logged_in_shopper(visitor, django_user_model):
-    user = django_user_model.objects.create_user("ada", email="ada@example.com")
-    visitor.force_login(user)
-    visitor.cookies["__kla_id"] = kla_cookie({"cid": "planted", "$exchange_id": "planted.KX"})
-
-    post(visitor, VIEW)
-
-    assert last_profile() == {"email": "ada@example.com", "external_id": str(user.pk)}
-
-
-def test_the_anonymous_id_is_dropped_once_the_shopper_logs_in(visitor, django_user_model):
-    visitor.get(reverse("shop:products"), {"_kx": "kx.Before"})
-    post(visitor, VIEW)
-    assert set(last_profile()) == {"anonymous_id", "_kx"}
-    user = django_user_model.objects.create_user("ada", email="ada@example.com")
-    visitor.force_login(user)  # login keeps the session's data
-
-    post(visitor, VIEW)
-
-    assert last_profile() == {"email": "ada@example.com", "external_id": str(user.pk)}
-    assert "klaviyo_anonymous_id" not in visitor.session
-    assert "klaviyo_kx" not in visitor.session
-
-
-def test_an_anonymous_visitor_still_gets_the_cookie_and_link_ids(django_user_model):
-    visitor = new_visitor(_kx="kx.Mine")
-    visitor.cookies["__kla_id"] = kla_cookie({"cid": "Y2lk"})
-    post(visitor, VIEW)
-    assert last_profile() == {"anonymous_id": "Y2lk", "_kx": "kx.Mine"}
+pytestmark = [
+    pytest.mark.django_db,
+    pytest.mark.urls("tests.projects.storefront_urls"),
+    pytest.mark.usefixtures("fresh_throttle"),
+]
 
 
 # --- the identify step (issue 20, case 6) ------------------------------------------------
