@@ -17,7 +17,13 @@ import json
 import time
 from typing import Any
 
-from bench.common import print_header, print_result, setup_django
+from bench.common import (
+    default_sizes,
+    parse_bench_args,
+    print_header,
+    print_result,
+    setup_django,
+)
 
 ADDRESS = "203.0.113.1"
 
@@ -87,8 +93,8 @@ def largest_accepted() -> tuple[str, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--db", choices=("sqlite", "postgres"), default="postgres")
-    parser.add_argument("--seconds", type=float, default=60.0)
-    args = parser.parse_args()
+    parser.add_argument("--seconds", type=float, default=None, help="default 60 (smoke: 1)")
+    args = default_sizes(parse_bench_args(parser), seconds=(60.0, 1.0))
     setup_django(args.db)
     from django.core.cache import cache
 
