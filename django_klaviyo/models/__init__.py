@@ -1,5 +1,6 @@
 from django_klaviyo.models.backfill import BackfillCheckpoint
 from django_klaviyo.models.coupons import KlaviyoCoupon, KlaviyoCouponCode
+from django_klaviyo.models.jobs import KlaviyoJob
 from django_klaviyo.models.outbox import OutboxEvent
 from django_klaviyo.models.profiles import Consent, KlaviyoList, KlaviyoProfileLink, ListMembership
 from django_klaviyo.models.remote import KlaviyoCampaign, KlaviyoFlow
@@ -12,6 +13,7 @@ __all__ = [
     "KlaviyoCoupon",
     "KlaviyoCouponCode",
     "KlaviyoFlow",
+    "KlaviyoJob",
     "KlaviyoList",
     "KlaviyoProfileLink",
     "ListMembership",
