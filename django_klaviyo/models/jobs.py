@@ -59,13 +59,13 @@ class KlaviyoJob(models.Model):
             ),
         ]
 
+    def __str__(self) -> str:
+        return f"{self.kind} {self.op} job {self.job_id} [{self.status}]"
+
     @property
     def marker(self) -> str:
         """``OutboxEvent.locked_by`` of the rows waiting for this job."""
         return job_marker(self.pk)
-
-    def __str__(self) -> str:
-        return f"{self.kind} {self.op} job {self.job_id} [{self.status}]"
 
 
 def job_marker(pk: uuid.UUID | str) -> str:
