@@ -39,7 +39,7 @@ from django_klaviyo.flush.outcomes import ErrorInfo, error_info, is_retryable
 from django_klaviyo.flush.record import waiting_note
 from django_klaviyo.flush.report import FlushReport
 from django_klaviyo.flush.senders import Sender
-from django_klaviyo.flush.senders.catalog import PARENT_JOB_NOTE, PARENTS, CatalogSender
+from django_klaviyo.flush.senders.catalog import PARENT_JOB_NOTE, PARENTS
 from django_klaviyo.models import KlaviyoJob, OutboxEvent
 
 logger = logging.getLogger("django_klaviyo.flush")
@@ -143,12 +143,12 @@ def _follow(
     report: FlushReport,
 ) -> int:
     what = f"Klaviyo {job.kind.replace('_', ' ')} {job.op} job {job.job_id}"
-    if not isinstance(sender, CatalogSender):
+    if not callable(getattr(sender, "poll", None)):
         end = _Settlement(JobStatus.FAILED, f"No sender follows {job.kind} jobs.")
         return _settle(job, end, sender, using, owner, clock, retry_delay, report, every_row=True)
     report.requests += 1
     try:
-        answer = sender.poll(client, job.op, job.job_id)
+        answer = sender.poll(client, job.op, job.job_id)  # type: ignore[union-attr]
     except KlaviyoAuthError:
         _release(job, using, owner)
         raise
@@ -177,7 +177,19 @@ def _follow(
             return _settle(job, end, sender, using, owner, clock, retry_delay, report)
         _later(job, using, owner, now, status)
         return 0
-    return _complete(job, answer, sender, client, using, owner, clock, retry_delay, report)
+    try:
+        return _complete(job, answer, sender, client, using, owner, clock, retry_delay, report)
+    except KlaviyoAuthError:
+        _release(job, using, owner)
+        raise
+    except KlaviyoError as err:
+        if is_retryable(err):  # its errors could not be read now: look again later
+            _later(job, using, owner, clock(), status)
+            return 0
+        info = error_info(err)
+        end = _Settlement(JobStatus.FAILED, f"{what}'s outcome could not be read: {info.detail}")
+        end.retry = dict.fromkeys(job_rows(job), ErrorInfo(info.status, info.code, end.outcome))
+        return _settle(job, end, sender, using, owner, clock, retry_delay, report)
 
 
 def job_rows(job: KlaviyoJob) -> list[uuid.UUID]:
@@ -199,7 +211,7 @@ def _waiting_rows(job: KlaviyoJob, using: str) -> list[ClaimedRow | None]:
 def _complete(
     job: KlaviyoJob,
     answer: Mapping[str, Any],
-    sender: CatalogSender,
+    sender: Any,
     client: Any,
     using: str,
     owner: str,
@@ -208,14 +220,19 @@ def _complete(
     report: FlushReport,
 ) -> int:
     rows = _waiting_rows(job, using)
-    outcome = sender.outcome(answer, rows, job.op, fallback=job.fallback)
-    end = _Settlement(JobStatus.COMPLETE, f"complete; {len(outcome.failed)} refused")
+    outcome = sender.finished(client, answer, rows, job)
+    refused = len(outcome.failed) + len(outcome.retry)
+    end = _Settlement(JobStatus.COMPLETE, f"complete; {refused} refused")
     end.dead = dict(outcome.failed)
+    end.retry = dict(outcome.retry)
     moving = {row.pk for row in outcome.fallback}
     end.sent = [
         row.pk
         for row in rows
-        if row is not None and row.pk not in end.dead and row.pk not in moving
+        if row is not None
+        and row.pk not in end.dead
+        and row.pk not in end.retry
+        and row.pk not in moving
     ]
     if outcome.fallback:
         for row in outcome.fallback:

@@ -284,3 +284,45 @@ def test_a_flush_report_counts_rows_handed_to_jobs() -> None:
     assert worker.report.counts(Kind.CATALOG_CATEGORY).awaiting == 1
     assert "handed to Klaviyo jobs 1" in "\n".join(worker.report.summary_lines())
     assert KlaviyoJob.objects.get().next_poll_at <= clock() + timedelta(seconds=0)
+
+
+def test_order_events_never_wait_for_a_profile_import_job() -> None:
+    from tests.flush.test_flush import BULK_IMPORT_URL, import_error, url
+    from tests.flush.test_flush import job as import_job
+
+    clock = FakeClock()
+    profiles = [
+        make_row(Kind.PROFILE_UPSERT, {"profile": {"email": f"c{i}@example.com"}})
+        for i in range(101)
+    ]
+    order = make_event(unique_id="order-1")
+    with responses.RequestsMock() as mocked:
+        mocked.add(responses.POST, BULK_IMPORT_URL, status=202, json=import_job("queued"))
+        events = mocked.add(responses.POST, EVENTS_URL, status=202)
+        worker = Flusher(client=fast_client(), clock=clock, sleep=clock.sleep, batch_size=200)
+        worker.flush_batch()  # the import is started; the order goes in the same pass
+        order.refresh_from_db()
+        assert order.status == Status.SENT and events.call_count == 1
+        assert {p.status for p in OutboxEvent.objects.filter(kind=Kind.PROFILE_UPSERT)} == {
+            Status.AWAITING_JOB
+        }
+        assert clock.slept == []  # nobody waited for the job
+
+        mocked.add(
+            responses.GET, url("/profile-bulk-import-jobs/JOB1"), json=import_job("complete")
+        )
+        mocked.add(
+            responses.GET,
+            url("/profile-bulk-import-jobs/JOB1/import-errors"),
+            json={
+                "data": [import_error(7, "400", "invalid", "The email is suppressed.")],
+                "links": {"next": None},
+            },
+        )
+        clock.advance(1.0)
+        worker.flush_batch()
+
+    refused = OutboxEvent.objects.get(pk=profiles[7].pk)
+    assert (refused.status, refused.last_error_code) == (Status.DEAD, "invalid")
+    assert "The email is suppressed." in refused.last_error_detail
+    assert OutboxEvent.objects.filter(kind=Kind.PROFILE_UPSERT, status=Status.SENT).count() == 100

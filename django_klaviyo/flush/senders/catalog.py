@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -43,7 +42,15 @@ from django_klaviyo.flush.outcomes import (
     locate_rows,
     per_row,
 )
-from django_klaviyo.flush.senders.base import Request, Sender
+from django_klaviyo.flush.senders.base import (
+    JobOutcome,
+    JobStarted,
+    MalformedAnswer,
+    Request,
+    Sender,
+    accepted_job_id,
+    shape_of,
+)
 from django_klaviyo.models import OutboxEvent
 from django_klaviyo.rules import limits
 
@@ -183,54 +190,6 @@ def hold_for_parents(
     return ready
 
 
-@dataclass
-class JobStarted:
-    """What ``CatalogSender.send`` returns when a job is still running: the rows it
-    already settled (``failed``: refusals by pk) and those waiting for ``job``."""
-
-    failed: dict[Any, ErrorInfo]
-    job: AcceptedJob
-
-
-@dataclass
-class JobOutcome:
-    """What a finished job did for its rows: refused ones (by pk), the rows to send again
-    as the other operation (``fallback``), and which operation that is."""
-
-    failed: dict[Any, ErrorInfo] = field(default_factory=dict)
-    fallback: list[ClaimedRow] = field(default_factory=list)
-    fallback_op: str = ""
-
-
-def shape_of(value: Any, depth: int = 0) -> str:
-    """A body's shape (keys and types, no values) for a note on a malformed answer."""
-    if isinstance(value, Mapping):
-        if depth >= 2:
-            return "{...}"
-        inner = ", ".join(f"{k!r}: {shape_of(v, depth + 1)}" for k, v in list(value.items())[:8])
-        return "{" + inner + "}"
-    if isinstance(value, list):
-        return f"[{len(value)} item(s)]"
-    return type(value).__name__
-
-
-class MalformedAnswer(KlaviyoError):
-    """A 2xx answer without what Klaviyo documents (a job without an id): an error at
-    once, retried like a failing request, with the body's shape in the row's note."""
-
-    retryable = True
-
-
-def accepted_job_id(job: Any, what: str) -> str:
-    """The id of a job answer, or ``MalformedAnswer`` naming the body's shape."""
-    job_id = job.get("id") if isinstance(job, Mapping) else None
-    if not isinstance(job_id, str) or not job_id.strip():
-        raise MalformedAnswer(
-            f"Klaviyo answered {what} with 2xx but no job id; body shape: {shape_of(job)}"[:1000]
-        )
-    return job_id
-
-
 class CatalogSender(Sender):
     def __init__(self, kind: str) -> None:
         self.kind = kind
@@ -337,6 +296,12 @@ class CatalogSender(Sender):
             op, rows, fallback = outcome.fallback_op, outcome.fallback, True
             body = self.body(op, rows)
         return failed
+
+    def finished(
+        self, client: Any, job: Mapping[str, Any], rows: list[ClaimedRow | None], accepted: Any
+    ) -> JobOutcome:
+        """What a job Klaviyo says is complete did for its ``rows`` (``flush.jobs``)."""
+        return self.outcome(job, rows, accepted.op, fallback=accepted.fallback)
 
     def outcome(
         self,

@@ -111,7 +111,7 @@ def import_profiles(
     if status == "cancelled":
         raise ImportNotFinished(f"Klaviyo cancelled profile import job {job_id}.")
     errors = read(ctx, ctx.client.get_bulk_import_errors, job_id)
-    return _per_profile(errors, profiles)
+    return per_profile(errors, profiles)
 
 
 def _status(job: Mapping[str, Any]) -> str:
@@ -119,7 +119,7 @@ def _status(job: Mapping[str, Any]) -> str:
     return str((attributes or {}).get("status") or "queued")
 
 
-def _per_profile(
+def per_profile(
     errors: list[dict[str, Any]], profiles: Sequence[Mapping[str, Any]]
 ) -> list[ErrorInfo | None]:
     outcome: list[ErrorInfo | None] = [None] * len(profiles)
