@@ -326,3 +326,56 @@ def test_order_events_never_wait_for_a_profile_import_job() -> None:
     assert (refused.status, refused.last_error_code) == (Status.DEAD, "invalid")
     assert "The email is suppressed." in refused.last_error_detail
     assert OutboxEvent.objects.filter(kind=Kind.PROFILE_UPSERT, status=Status.SENT).count() == 100
+
+
+def test_klaviyo_status_counts_rows_waiting_on_jobs_and_the_oldest_job() -> None:
+    from io import StringIO
+
+    from django.core.management import call_command
+    from django.utils import timezone
+
+    now = timezone.now()
+    for job_id, age, rows in (("J-old", 90, 3), ("J-new", 5, 2)):
+        started = now - timedelta(seconds=age)
+        KlaviyoJob.objects.create(
+            kind=Kind.CATALOG_ITEM,
+            op="create",
+            job_id=job_id,
+            rows=[str(n) for n in range(rows)],
+            started_at=started,
+            next_poll_at=started,
+            expires_at=started + timedelta(seconds=300),
+        )
+    KlaviyoJob.objects.create(
+        kind=Kind.CATALOG_ITEM,
+        op="create",
+        job_id="J-done",
+        rows=["x"],
+        status=KlaviyoJob.Status.COMPLETE,
+        started_at=now - timedelta(hours=1),
+        next_poll_at=now,
+        expires_at=now,
+    )
+    out = StringIO()
+    call_command("klaviyo_status", stdout=out)
+    text = out.getvalue()
+    assert "rows waiting on Klaviyo jobs: 5 in 2 job(s)" in text
+    assert "oldest Klaviyo job: J-old, started 9" in text  # 90s, or 91s on a slow run
+
+    out = StringIO()
+    call_command("klaviyo_status", "--json", stdout=out)
+    figures = json.loads(out.getvalue())
+    assert (figures["open_jobs"], figures["rows_awaiting_jobs"]) == (2, 5)
+    assert figures["oldest_job_id"] == "J-old"
+
+
+def test_the_outbox_admin_shows_which_job_a_row_waits_for_and_since_when(admin_client) -> None:
+    clock = FakeClock()
+    category()
+    with responses.RequestsMock() as mocked:
+        mocked.add(responses.POST, JOBS_URL, status=202, json=job("queued", "job-77"))
+        flusher(clock).flush_batch()
+
+    page = admin_client.get("/admin/django_klaviyo/outboxevent/").content.decode()
+    assert f"Waiting for Klaviyo job job-77 since {clock():%Y-%m-%d %H:%M:%S} UTC" in page
+    assert "Awaiting Klaviyo job" in page
