@@ -23,7 +23,7 @@ from django.utils import timezone
 from django_klaviyo.client import KlaviyoClient, account_client
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoAuthError, KlaviyoValidationError
-from django_klaviyo.flush.claim import claim_batch, make_owner, reclaim_expired_leases
+from django_klaviyo.flush.claim import claim_fair, make_owner, reclaim_expired_leases
 from django_klaviyo.flush.context import SendContext
 from django_klaviyo.flush.deliver import send_batch
 from django_klaviyo.flush.jobs import next_look_in, settle_due_jobs
@@ -326,7 +326,7 @@ class Flusher:
             if self.accounts.sweep_once() and self.kinds is None:
                 dead_letter_unknown(now=self.clock(), using=self.using)
             lease_owner = f"{self.owner}/{self.leased_batches + 1}"
-            rows = claim_batch(
+            rows = claim_fair(
                 owner=lease_owner,
                 batch_size=self.batch_size,
                 kinds=self.kinds,

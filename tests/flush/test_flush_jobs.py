@@ -379,3 +379,28 @@ def test_the_outbox_admin_shows_which_job_a_row_waits_for_and_since_when(admin_c
     page = admin_client.get("/admin/django_klaviyo/outboxevent/").content.decode()
     assert f"Waiting for Klaviyo job job-77 since {clock():%Y-%m-%d %H:%M:%S} UTC" in page
     assert "Awaiting Klaviyo job" in page
+
+
+def test_a_catalog_backlog_does_not_hold_an_order_event_back() -> None:
+    """30 catalog rows older than the order, batches of 10: the order goes in the first
+    batch (fair share across lanes), not after the whole catalog."""
+    from django.utils import timezone
+
+    clock = FakeClock()
+    long_ago = timezone.now() - timedelta(hours=1)
+    for n in range(30):
+        row = category(f"cat-{n}")
+        OutboxEvent.objects.filter(pk=row.pk).update(next_attempt_at=long_ago)
+    order = make_event(unique_id="order-1")
+    with responses.RequestsMock() as mocked:
+        mocked.add(responses.POST, JOBS_URL, status=202, json=job("queued"))
+        events = mocked.add(responses.POST, EVENTS_URL, status=202)
+        worker = Flusher(client=fast_client(), clock=clock, sleep=clock.sleep, batch_size=10)
+        worker.flush_batch()
+
+    order.refresh_from_db()
+    assert order.status == Status.SENT and events.call_count == 1
+    assert OutboxEvent.objects.filter(status=Status.AWAITING_JOB).count() == 10
+    assert (
+        OutboxEvent.objects.filter(kind=Kind.CATALOG_CATEGORY, status=Status.PENDING).count() == 20
+    )
