@@ -39,7 +39,7 @@ from django_klaviyo.flush.outcomes import ErrorInfo, error_info, is_retryable
 from django_klaviyo.flush.record import waiting_note
 from django_klaviyo.flush.report import FlushReport
 from django_klaviyo.flush.senders import Sender
-from django_klaviyo.flush.senders.catalog import PARENT_JOB_NOTE, PARENTS
+from django_klaviyo.flush.senders.catalog import NOUNS, PARENT_JOB_NOTE, PARENTS, record_objects
 from django_klaviyo.models import KlaviyoJob, OutboxEvent
 
 logger = logging.getLogger("django_klaviyo.flush")
@@ -47,6 +47,7 @@ logger = logging.getLogger("django_klaviyo.flush")
 Status = OutboxEvent.Status
 JobStatus = KlaviyoJob.Status
 
+CATALOG_KINDS = frozenset(NOUNS)
 # Jobs looked at per pass and account: a pass stays short whatever the number of jobs.
 JOBS_PER_PASS = 20
 # The first pause between looks at a running job, doubling up to CATALOG_JOB_POLL_SECONDS.
@@ -64,6 +65,8 @@ class _Settlement:
     retry: dict[Any, ErrorInfo] = field(default_factory=dict)
     # A fallback job its rows now wait for: (Klaviyo's job id, op, rows in body order).
     follow: tuple[str, str, list[Any]] | None = None
+    # Catalog objects the job wrote (their external ids), for ``record_objects``.
+    written: list[str] = field(default_factory=list)
 
 
 def poll_delay(polls: int) -> float:
@@ -234,6 +237,9 @@ def _complete(
         and row.pk not in end.retry
         and row.pk not in moving
     ]
+    if job.kind in CATALOG_KINDS:
+        sent = set(end.sent)
+        end.written = [r.payload["external_id"] for r in rows if r is not None and r.pk in sent]
     if outcome.fallback:
         for row in outcome.fallback:
             row.flush_item = sender.prepare(row)
@@ -371,6 +377,8 @@ def _settle(
                 **cleared,
             )
             counts["retrying"] += len(pks)
+        if end.written and job.kind in CATALOG_KINDS:
+            record_objects(using, job.account, job.kind, job.op, end.written, job.job_id)
         _wake_children(job, using, now)
         if end.follow is not None:
             job_id, op, pks = end.follow

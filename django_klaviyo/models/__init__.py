@@ -1,6 +1,6 @@
 from django_klaviyo.models.backfill import BackfillCheckpoint
 from django_klaviyo.models.coupons import KlaviyoCoupon, KlaviyoCouponCode
-from django_klaviyo.models.jobs import KlaviyoJob
+from django_klaviyo.models.jobs import KlaviyoCatalogObject, KlaviyoJob
 from django_klaviyo.models.outbox import OutboxEvent
 from django_klaviyo.models.profiles import Consent, KlaviyoList, KlaviyoProfileLink, ListMembership
 from django_klaviyo.models.remote import KlaviyoCampaign, KlaviyoFlow
@@ -10,6 +10,7 @@ __all__ = [
     "BackfillCheckpoint",
     "Consent",
     "KlaviyoCampaign",
+    "KlaviyoCatalogObject",
     "KlaviyoCoupon",
     "KlaviyoCouponCode",
     "KlaviyoFlow",

@@ -70,3 +70,29 @@ class KlaviyoJob(models.Model):
 
 def job_marker(pk: uuid.UUID | str) -> str:
     return f"job:{pk}"
+
+
+class KlaviyoCatalogObject(models.Model):
+    """A catalog resource Klaviyo is known to have, from the jobs that created or updated
+    it (removed when a delete job ends): the flusher sends an upsert of a known one as an
+    update and of an unknown one as the row says, so create vs update does not hang on
+    Klaviyo's error wording ("already exists" is only the last resort)."""
+
+    account = models.CharField(max_length=64, blank=True, default="")
+    # The outbox kind: catalog_category, catalog_item, catalog_variant.
+    kind = models.CharField(max_length=32)
+    external_id = models.CharField(max_length=255)
+    # The Klaviyo job that last wrote it.
+    job_id = models.CharField(max_length=255, blank=True)
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = "Klaviyo catalog object"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account", "kind", "external_id"], name="klaviyo_catalog_object_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.external_id}"

@@ -404,3 +404,56 @@ def test_a_catalog_backlog_does_not_hold_an_order_event_back() -> None:
     assert (
         OutboxEvent.objects.filter(kind=Kind.CATALOG_CATEGORY, status=Status.PENDING).count() == 20
     )
+
+
+def test_a_catalog_object_klaviyo_has_is_updated_whatever_the_row_says() -> None:
+    """Create vs update comes from what the jobs that ended wrote, not from Klaviyo's
+    error wording: a product re-created locally (the row says create) is an update."""
+    clock = FakeClock()
+    category()
+    updates_url = "https://a.klaviyo.com/api/catalog-category-bulk-update-jobs"
+    with responses.RequestsMock() as mocked:
+        mocked.add(responses.POST, JOBS_URL, status=202, json=job("queued"))
+        mocked.add(responses.GET, f"{JOBS_URL}/job-1", json=job("complete"))
+        worker = flusher(clock)
+        worker.flush_batch()
+        clock.advance(1.0)
+        worker.flush_batch()  # the create job ended: Klaviyo has "kitchen"
+
+        again = category()  # re-created locally: the row says create
+        # Only the update endpoint is registered: a create would fail the test.
+        mocked.add(responses.POST, updates_url, status=202, json=job("queued", "job-2"))
+        clock.advance(1.0)
+        worker.flush_batch()
+
+    again.refresh_from_db()
+    assert again.status == Status.AWAITING_JOB
+    assert KlaviyoJob.objects.get(job_id="job-2").op == "update"
+
+
+def test_a_dead_catalog_row_says_whether_it_was_a_create_or_an_update() -> None:
+    clock = FakeClock()
+    kitchen = category()
+    refused = job(
+        "complete",
+        failed_count=1,
+        errors=[
+            {
+                "code": "invalid",
+                "detail": "Name too long.",
+                "source": {"pointer": "/data/attributes/categories/data/0"},
+            }
+        ],
+    )
+    with responses.RequestsMock() as mocked:
+        mocked.add(responses.POST, JOBS_URL, status=202, json=job("queued"))
+        mocked.add(responses.GET, f"{JOBS_URL}/job-1", json=refused)
+        worker = flusher(clock)
+        worker.flush_batch()
+        clock.advance(1.0)
+        worker.flush_batch()
+
+    kitchen.refresh_from_db()
+    assert kitchen.status == Status.DEAD
+    assert "Name too long." in kitchen.last_error_detail
+    assert "[catalog category create]" in kitchen.last_error_detail

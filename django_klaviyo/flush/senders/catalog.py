@@ -23,6 +23,8 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.utils import timezone
+
 from django_klaviyo.client.bodies.back_in_stock import back_in_stock_body
 from django_klaviyo.client.bodies.catalog import catalog_resource, related
 from django_klaviyo.client.catalog import JOB_DONE, job_status
@@ -51,7 +53,7 @@ from django_klaviyo.flush.senders.base import (
     accepted_job_id,
     shape_of,
 )
-from django_klaviyo.models import OutboxEvent
+from django_klaviyo.models import KlaviyoCatalogObject, OutboxEvent
 from django_klaviyo.rules import limits
 
 Kind = OutboxEvent.Kind
@@ -190,6 +192,39 @@ def hold_for_parents(
     return ready
 
 
+def known_objects(using: str, account: str, kind: str, external_ids: list[str]) -> set[str]:
+    """Which of ``external_ids`` Klaviyo is known to have (``KlaviyoCatalogObject``)."""
+    known: set[str] = set()
+    objects = KlaviyoCatalogObject.objects.using(using).filter(account=account, kind=kind)
+    for chunk in chunks(sorted(set(external_ids)), IN_CHUNK):
+        known.update(objects.filter(external_id__in=chunk).values_list("external_id", flat=True))
+    return known
+
+
+def record_objects(
+    using: str, account: str, kind: str, op: str, external_ids: list[str], job_id: str
+) -> None:
+    """What a job that ended did to Klaviyo's catalog: created or updated ``external_ids``
+    (now known), or deleted them (no longer)."""
+    if not external_ids:
+        return
+    objects = KlaviyoCatalogObject.objects.using(using)
+    if op == "delete":
+        for chunk in chunks(sorted(set(external_ids)), IN_CHUNK):
+            objects.filter(account=account, kind=kind, external_id__in=chunk).delete()
+        return
+    now = timezone.now()
+    objects.bulk_create(
+        [
+            KlaviyoCatalogObject(
+                account=account, kind=kind, external_id=i, job_id=job_id[:255], updated_at=now
+            )
+            for i in sorted(set(external_ids))
+        ],
+        ignore_conflicts=True,
+    )
+
+
 class CatalogSender(Sender):
     def __init__(self, kind: str) -> None:
         self.kind = kind
@@ -215,6 +250,16 @@ class CatalogSender(Sender):
                 if earlier.flush_item["op"] == "create" and row.flush_item["op"] == "update":
                     row.flush_item["op"] = "create"
             latest[external_id] = row
+        # Create or update from what Klaviyo is known to have (the jobs that ended), not
+        # from its error wording: a known object is updated, an unknown one sent as the
+        # row says (an upsert of an object the app did not create locally is an update).
+        upserts = [r for r in latest.values() if r.flush_item["op"] != "delete"]
+        known = known_objects(
+            ctx.using, ctx.account, self.kind, [r.payload["external_id"] for r in upserts]
+        )
+        for row in upserts:
+            if row.payload["external_id"] in known:
+                row.flush_item["op"] = "update"
         ready = hold_for_parents(ctx, list(latest.values()), outcomes, self.kind)
         for row in ready:
             # Superseded by a later change that goes now; one that waits keeps them
@@ -289,6 +334,16 @@ class CatalogSender(Sender):
                 raise CatalogJobCancelled(f"Klaviyo cancelled catalog {self.noun} job {job_id}.")
             outcome = self.outcome(job, rows, op, fallback=fallback)
             failed.update(outcome.failed)
+            moving = {r.pk for r in outcome.fallback}
+            done = [r for r in rows if r.pk not in outcome.failed and r.pk not in moving]
+            record_objects(
+                ctx.using,
+                ctx.account,
+                self.kind,
+                op,
+                [r.payload["external_id"] for r in done],
+                job_id,
+            )
             if not outcome.fallback:
                 break
             ctx.request_made()
