@@ -257,7 +257,9 @@ def _claim_postgres(
         f"{table}.{col(c)}::text AS {col(c)}" if c == "payload" else f"{table}.{col(c)}"
         for c in CLAIMED_COLUMNS
     )
-    order = f"{due_at}, {col('created_at')}"
+    # Ties (rows written by one call share created_at; rows woken together share their
+    # due time) in write order: the primary key is time-ordered.
+    order = f"{due_at}, {col('created_at')}, {pk}"
     # Names come quoted from the model's meta; every value is a parameter.
     sql = (
         f"WITH locked AS (SELECT {pk} FROM {table} WHERE {status} IN ({due}) "  # noqa: S608
@@ -321,7 +323,7 @@ def _claim_sqlite(
         records = cursor.fetchall()
     # RETURNING has no order. Stored times are "YYYY-MM-DD HH:MM:SS[.ffffff]" in UTC,
     # so their text sorts as the times do.
-    records.sort(key=lambda r: (r[-2], r[-1]))
+    records.sort(key=lambda r: (r[-2], r[-1], r[0]))
     return claimed_rows(records, owner=owner, now=now)
 
 
@@ -360,7 +362,7 @@ def _claim_elsewhere(
     sql = (
         f"SELECT {', '.join(col(c) for c in CLAIMED_COLUMNS)} FROM {table} "  # noqa: S608
         f"WHERE {col('status')} = %s AND {col('locked_by')} = %s "
-        f"ORDER BY {col('next_attempt_at')}, {col('created_at')}"
+        f"ORDER BY {col('next_attempt_at')}, {col('created_at')}, {col('id')}"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, [Status.SENDING, owner])
