@@ -1,16 +1,20 @@
 """Following Klaviyo's bulk jobs without waiting for them in line.
 
-A catalog job Klaviyo accepted but has not finished is recorded (``KlaviyoJob``, written
-with the batch's outcomes by ``record``) and its rows wait in ``awaiting_job``; the
-flusher goes on with the other rows. Each pass (of any worker) first looks at the jobs
+A catalog job or profile bulk import Klaviyo accepted but has not finished is recorded
+(``KlaviyoJob``, written with the batch's outcomes by ``record``) and its rows wait in
+``awaiting_job``; the flusher goes on with the other rows. Each pass (of any worker) first looks at the jobs
 due for a look (``settle_due_jobs``): one GET per job, then either a later look (growing
 pauses up to ``CATALOG_JOB_POLL_SECONDS``) or the job's rows settled in one transaction:
 
 - complete: each row sent, or dead with Klaviyo's reason for it; a create Klaviyo says
   already exists (or an update of what it does not have) goes once as the other
   operation, in a new job the rows then wait for;
-- cancelled, or still running after ``CATALOG_JOB_TIMEOUT`` (expired), or unreadable:
-  the rows are retried (back-off, ``MAX_ATTEMPTS``) with the reason.
+- cancelled, or still running after its lifetime (``CATALOG_JOB_TIMEOUT``; imports
+  ``JOB_WAIT_SECONDS``), or unreadable: the rows are retried (back-off,
+  ``MAX_ATTEMPTS``) with the reason.
+
+Rows held for a parent in a job (``PARENT_JOB_NOTE``) are due again when it ends, and
+what a catalog job wrote is recorded (``record_objects``) for create vs update.
 
 One worker looks at a job at a time: it leases the job with a conditional UPDATE (free,
 or its lease older than ``LEASE_SECONDS``: a killed worker's job is taken over), and

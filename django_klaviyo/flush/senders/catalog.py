@@ -2,11 +2,14 @@
 
 Rows of one batch are coalesced per external id (the latest row wins; earlier ones
 are superseded and marked sent), grouped by job (create, update, delete; at most 100
-resources a job) and each job is polled to completion. The job's per-resource errors
-dead-letter only their rows, with Klaviyo's code and detail. Two answers are not
-failures but a sign the row guessed the wrong job: "already exists" on create is
-retried once as an update, "does not exist" on update once as a create; and deleting
-what Klaviyo does not have is done already.
+resources a job). Create or update comes from what Klaviyo is known to have
+(``KlaviyoCatalogObject``, written when a job ends): a known object is updated, an
+unknown one sent as its row says. A job Klaviyo has not finished is not waited for: its
+rows wait for it (``awaiting_job``) and ``flush.jobs`` settles them on a later pass. The
+job's per-resource errors dead-letter only their rows, with Klaviyo's code, detail and
+the operation tried. Two answers remain, as the last resort, a sign the row guessed the
+wrong job: "already exists" on create is retried once as an update, "does not exist" on
+update once as a create; and deleting what Klaviyo does not have is done already.
 
 back_in_stock: one ``POST /api/back-in-stock-subscriptions`` per row (there is no bulk
 endpoint); Klaviyo's refusal (unknown variant, bad identifier) dead-letters the row.
