@@ -27,6 +27,7 @@ SCRIPTS: dict[str, tuple[tuple[str | None, ...], bool]] = {
     "enqueue_overhead": (("sqlite", "postgres"), True),
     "flush_cpu": (("sqlite", "postgres"), True),
     "flush_throughput": (("sqlite", "postgres"), True),
+    "job_latency": (("sqlite", "postgres"), True),
     "outbox_indexes": (("sqlite", "postgres"), True),
     "public_bytes": (("sqlite", "postgres"), True),
     "receiver_cpu": (("sqlite", "postgres"), True),

@@ -257,7 +257,9 @@ def _claim_postgres(
         f"{table}.{col(c)}::text AS {col(c)}" if c == "payload" else f"{table}.{col(c)}"
         for c in CLAIMED_COLUMNS
     )
-    order = f"{due_at}, {col('created_at')}"
+    # Ties (rows written by one call share created_at; rows woken together share their
+    # due time) in write order: the primary key is time-ordered.
+    order = f"{due_at}, {col('created_at')}, {pk}"
     # Names come quoted from the model's meta; every value is a parameter.
     sql = (
         f"WITH locked AS (SELECT {pk} FROM {table} WHERE {status} IN ({due}) "  # noqa: S608
@@ -321,7 +323,7 @@ def _claim_sqlite(
         records = cursor.fetchall()
     # RETURNING has no order. Stored times are "YYYY-MM-DD HH:MM:SS[.ffffff]" in UTC,
     # so their text sorts as the times do.
-    records.sort(key=lambda r: (r[-2], r[-1]))
+    records.sort(key=lambda r: (r[-2], r[-1], r[0]))
     return claimed_rows(records, owner=owner, now=now)
 
 
@@ -360,7 +362,7 @@ def _claim_elsewhere(
     sql = (
         f"SELECT {', '.join(col(c) for c in CLAIMED_COLUMNS)} FROM {table} "  # noqa: S608
         f"WHERE {col('status')} = %s AND {col('locked_by')} = %s "
-        f"ORDER BY {col('next_attempt_at')}, {col('created_at')}"
+        f"ORDER BY {col('next_attempt_at')}, {col('created_at')}, {col('id')}"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, [Status.SENDING, owner])
@@ -398,6 +400,57 @@ def claim_batch(
     return claim(
         owner=owner, limit=limit, kinds=kinds, now=now, connection=connection, account=account
     )
+
+
+# Kinds that come in large backlogs of their own (a catalog sync, coupon codes): a batch
+# that is all of one lane is topped up with rows of the others (``claim_fair``).
+_LANES = {
+    OutboxEvent.Kind.CATALOG_CATEGORY: "catalog",
+    OutboxEvent.Kind.CATALOG_ITEM: "catalog",
+    OutboxEvent.Kind.CATALOG_VARIANT: "catalog",
+    OutboxEvent.Kind.BACK_IN_STOCK: "catalog",
+    OutboxEvent.Kind.COUPON: "coupons",
+    OutboxEvent.Kind.COUPON_CODE: "coupons",
+    OutboxEvent.Kind.EVENT: "events",
+}
+
+
+def lane(kind: str) -> str:
+    """The share a kind's rows compete in: catalog, coupons, events, or profiles (the rest)."""
+    return _LANES.get(kind, "profiles")
+
+
+def claim_fair(
+    *,
+    owner: str,
+    batch_size: int | None = None,
+    kinds: Sequence[str] | None = None,
+    now: datetime | None = None,
+    using: str | None = None,
+    account: str | None = None,
+) -> list[ClaimedRow]:
+    """``claim_batch``, oldest first, with a fair share across lanes: when the batch is
+    full and all of one lane (a 100,000-row catalog sync, a backfill of events), up to
+    half a batch more of the other lanes' due rows is claimed with it, so no backlog of
+    one kind holds the others back. One query unless a backlog fills the batch."""
+    now = now or timezone.now()
+    limit = batch_size or klaviyo_settings.BATCH_SIZE
+    rows = claim_batch(
+        owner=owner, batch_size=limit, kinds=kinds, now=now, using=using, account=account
+    )
+    if len(rows) < limit or limit < 2:
+        return rows
+    lanes = {lane(row.kind) for row in rows}
+    if len(lanes) != 1:
+        return rows
+    (full,) = lanes
+    others = [k for k in (kinds or OutboxEvent.Kind.values) if lane(k) != full]
+    if not others:
+        return rows
+    more = claim_batch(
+        owner=owner, batch_size=limit // 2, kinds=others, now=now, using=using, account=account
+    )
+    return rows + more
 
 
 def _sqlite_returns_rows(connection: Any) -> bool:

@@ -23,9 +23,10 @@ from django.utils import timezone
 from django_klaviyo.client import KlaviyoClient, account_client
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoAuthError, KlaviyoValidationError
-from django_klaviyo.flush.claim import claim_batch, make_owner, reclaim_expired_leases
+from django_klaviyo.flush.claim import claim_fair, make_owner, reclaim_expired_leases
 from django_klaviyo.flush.context import SendContext
 from django_klaviyo.flush.deliver import send_batch
+from django_klaviyo.flush.jobs import next_look_in, settle_due_jobs
 from django_klaviyo.flush.lease import Lease
 from django_klaviyo.flush.outages import Outage, Unreachable
 from django_klaviyo.flush.outcomes import Outcomes
@@ -221,10 +222,21 @@ class Flusher:
                 progress(self.report)
             if claimed:
                 continue
+            # Jobs still running: a drain waits for them (their rows are due to end);
+            # a loop looks again when the first is due, if that is sooner than idling.
+            wait = self._next_job_look()
             if not loop:
-                self.report.ended = "drained"
-                break
-            self._idle(idle_sleep, stop, max_seconds, started)
+                if wait is None:
+                    self.report.ended = "drained"
+                    break
+                self._idle(max(wait, 0.05), stop, max_seconds, started)
+                continue
+            self._idle(
+                idle_sleep if wait is None else min(idle_sleep, max(wait, 0.05)),
+                stop,
+                max_seconds,
+                started,
+            )
         self.accounts.raise_stopped(self.report)  # a rejected key ends the run non-zero
         return self.report
 
@@ -275,13 +287,46 @@ class Flusher:
                 self.accounts.stop(state, exc)
         return claimed
 
+    def _next_job_look(self) -> float | None:
+        """Seconds until one of this flusher's open Klaviyo jobs is due for a look."""
+        accounts = None if self.accounts.every_account else [self.accounts.current.stored]
+        try:
+            return next_look_in(
+                using=self.using, accounts=accounts, kinds=self.kinds, now=self.clock()
+            )
+        except (OperationalError, InterfaceError):
+            return None  # the next pass meets the outage and rides it out
+
+    def _settle_jobs(self, account: str) -> int:
+        """Look at this account's Klaviyo jobs due for a look; returns how many ended."""
+        try:
+            return settle_due_jobs(
+                using=self.using,
+                account=account,
+                owner=self.owner,
+                client=self.client,
+                senders=self.senders,
+                clock=self.clock,
+                retry_delay=self.retry_delay,
+                report=self.report,
+                kinds=self.kinds,
+            )
+        except KlaviyoAuthError as err:
+            raise FlushAborted(
+                f"Klaviyo rejected the API key (HTTP {err.status}"
+                + (f", {err.code}" if err.code else "")
+                + f"). Check {auth_hint(self.accounts.current.name)}; flushing stopped.",
+                reason="auth",
+            ) from err
+
     def _flush_account_batch(self, account: str) -> int:
         try:
+            settled = self._settle_jobs(account)
             self.report.reclaimed += reclaim_expired_leases(now=self.clock(), using=self.using)
             if self.accounts.sweep_once() and self.kinds is None:
                 dead_letter_unknown(now=self.clock(), using=self.using)
             lease_owner = f"{self.owner}/{self.leased_batches + 1}"
-            rows = claim_batch(
+            rows = claim_fair(
                 owner=lease_owner,
                 batch_size=self.batch_size,
                 kinds=self.kinds,
@@ -295,7 +340,7 @@ class Flusher:
                 reason="database",
             ) from exc
         if not rows:
-            return 0
+            return settled
         self.leased_batches += 1
         self.report.batches += 1
         self.report.claimed += len(rows)
@@ -329,7 +374,7 @@ class Flusher:
         if len(outcomes.decided) < len(rows):
             outcomes.mark_release(rows)
         self._persist(ctx, outcomes, claimed=len(rows))
-        return len(rows)
+        return len(rows) + settled
 
     # -- marking -------------------------------------------------------------------------
 

@@ -94,7 +94,22 @@ def transient(status: int | None) -> bool:
     return status is not None and (status == 429 or status >= 500)
 
 
-SENT, RETRY, DEAD = "sent", "retry", "dead"
+SENT, RETRY, DEAD, AWAIT = "sent", "retry", "dead", "await"
+
+
+@dataclass(frozen=True)
+class AcceptedJob:
+    """A request Klaviyo accepted as a bulk job still running: its rows wait for it
+    (``awaiting_job``) and a later pass settles them (``flush.jobs``)."""
+
+    kind: str
+    op: str
+    job_id: str
+    # The rows' pks in the job body's order (Klaviyo's errors point at an index).
+    rows: tuple[Any, ...]
+    # Seconds after which the job is given up on and its rows are retried.
+    lifetime: float
+    fallback: bool = False
 
 
 @dataclass(frozen=True)
@@ -105,6 +120,8 @@ class RowOutcome:
     row: ClaimedRow
     fate: str = SENT
     info: ErrorInfo | None = None
+    # fate AWAIT: the job the row waits for.
+    job: AcceptedJob | None = None
 
 
 def refused(row: ClaimedRow, info: ErrorInfo) -> RowOutcome:
@@ -140,6 +157,8 @@ class Outcomes:
     # (row, next_attempt_at, why): back to the previous state, uncounted, with the reason
     # recorded (e.g. the API key lacks a scope its endpoint needs).
     hold: list[tuple[ClaimedRow, datetime, ErrorInfo]] = field(default_factory=list)
+    # (row, job): accepted as part of a Klaviyo job still running; settled by a later pass.
+    awaiting: list[tuple[ClaimedRow, AcceptedJob]] = field(default_factory=list)
     decided: set[Any] = field(default_factory=set)
     # Rows of an older rules version cleaned for this batch: saved back with the
     # outcomes when they go back to the queue, so a retry takes them as they are.
@@ -172,11 +191,16 @@ class Outcomes:
     def mark_hold(self, rows: Iterable[ClaimedRow], until: datetime, info: ErrorInfo) -> None:
         self.hold.extend((r, until, info) for r in self._take(rows))
 
+    def mark_awaiting(self, rows: Iterable[ClaimedRow], job: AcceptedJob) -> None:
+        self.awaiting.extend((r, job) for r in self._take(rows))
+
     def settle(self, settled: Iterable[RowOutcome]) -> None:
         """Record what an accepted request did for each of its rows."""
         sent = []
         for outcome in settled:
-            if outcome.fate == SENT or outcome.info is None:
+            if outcome.fate == AWAIT and outcome.job is not None:
+                self.mark_awaiting([outcome.row], outcome.job)
+            elif outcome.fate == SENT or outcome.info is None:
                 sent.append(outcome.row)
             elif outcome.fate == RETRY:
                 self.mark_retry([outcome.row], outcome.info)
@@ -193,6 +217,7 @@ class Outcomes:
         self.retry = [r for r in self.retry if r.rows]
         self.release = [(r, u) for r, u in self.release if r.pk in held]
         self.hold = [(r, u, i) for r, u, i in self.hold if r.pk in held]
+        self.awaiting = [(r, j) for r, j in self.awaiting if r.pk in held]
         self.recleaned = [r for r in self.recleaned if r.pk in held]
 
 

@@ -22,10 +22,10 @@ from django.db.models import F
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.flush.claim import IN_CHUNK, ClaimedRow, chunks
 from django_klaviyo.flush.context import SendContext
-from django_klaviyo.flush.outcomes import ErrorInfo, Outcomes
+from django_klaviyo.flush.outcomes import AcceptedJob, ErrorInfo, Outcomes
 from django_klaviyo.flush.report import FlushAborted
 from django_klaviyo.flush.senders import Sender
-from django_klaviyo.models import OutboxEvent
+from django_klaviyo.models import KlaviyoJob, OutboxEvent
 from django_klaviyo.rules.identifiers import profile_key
 
 logger = logging.getLogger("django_klaviyo.flush")
@@ -73,7 +73,15 @@ def _write(
     # When every claimed row has an outcome, the sent ones are whatever is still
     # leased once the other groups are written: one UPDATE without a long IN list.
     sent_are_the_rest = claimed is not None and len(outcomes.decided) == claimed
-    _update(ctx, mine, outcomes.sent, groups, now, sent_are_the_rest=sent_are_the_rest)
+    _update(
+        ctx,
+        mine,
+        outcomes.sent,
+        groups,
+        now,
+        sent_are_the_rest=sent_are_the_rest,
+        awaiting=outcomes.awaiting,
+    )
     _tell_mirrors(ctx, senders, groups.dead, now)
     _count(ctx, outcomes, groups)
 
@@ -91,6 +99,7 @@ def _confirm_lease(ctx: SendContext, outcomes: Outcomes) -> int:
         + sum(len(r.rows) for r in outcomes.retry)
         + len(outcomes.release)
         + len(outcomes.hold)
+        + len(outcomes.awaiting)
     )
     ctx.report.lost_leases += lost
     return lost
@@ -166,6 +175,7 @@ def _update(
     now: datetime,
     *,
     sent_are_the_rest: bool,
+    awaiting: Sequence[tuple[ClaimedRow, AcceptedJob]] = (),
 ) -> None:
     """One UPDATE per group of rows (per chunk of a long one), each only of rows this
     batch still holds; the sent ones last, all at once, when they are the rest."""
@@ -215,8 +225,47 @@ def _update(
             last_error_detail=info.detail,
             **lease_cleared,
         )
+    _await_jobs(ctx, mine, awaiting, now)
     if sent and sent_are_the_rest:
         mine.update(status=Status.SENT, sent_at=now, **lease_cleared)
+
+
+def waiting_note(job_id: str, since: datetime) -> str:
+    """The row's note while it waits for a Klaviyo job (shown in the admin)."""
+    return f"Waiting for Klaviyo job {job_id} since {since:%Y-%m-%d %H:%M:%S %Z}"[:255]
+
+
+def _await_jobs(
+    ctx: SendContext,
+    mine: Any,
+    awaiting: Sequence[tuple[ClaimedRow, AcceptedJob]],
+    now: datetime,
+) -> None:
+    """Record each Klaviyo job still running (``KlaviyoJob``) and hand its rows to it:
+    ``awaiting_job``, ``locked_by`` naming the job, out of every lease and claim."""
+    by_job: dict[AcceptedJob, list[ClaimedRow]] = defaultdict(list)
+    for row, job in awaiting:
+        by_job[job].append(row)
+    for accepted, rows in by_job.items():
+        job = KlaviyoJob.objects.using(ctx.using).create(
+            account=ctx.account,
+            kind=accepted.kind,
+            op=accepted.op,
+            job_id=accepted.job_id[:255],
+            fallback=accepted.fallback,
+            rows=[str(pk) for pk in accepted.rows],
+            started_at=now,
+            next_poll_at=now,  # Klaviyo often finishes small jobs at once: look next pass
+            expires_at=now + timedelta(seconds=accepted.lifetime),
+        )
+        for chunk in chunks([r.pk for r in rows], IN_CHUNK):
+            mine.filter(pk__in=chunk).update(
+                status=Status.AWAITING_JOB,
+                locked_by=job.marker,
+                locked_at=now,
+                outcome_note=waiting_note(accepted.job_id, now),
+                updated_at=now,
+            )
 
 
 def _tell_mirrors(
@@ -258,5 +307,7 @@ def _count(ctx: SendContext, outcomes: Outcomes, groups: _Groups) -> None:
         report.counts(kind).released += n
     for kind, n in Counter(row.kind for row, _until, _info in outcomes.hold).items():
         report.counts(kind).held += n
+    for kind, n in Counter(row.kind for row, _job in outcomes.awaiting).items():
+        report.counts(kind).awaiting += n
     if groups.dead:
         logger.warning("Dead-lettered %d outbox row(s).", sum(len(r) for r in groups.dead.values()))

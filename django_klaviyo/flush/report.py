@@ -35,6 +35,8 @@ class KindCounts:
     released: int = 0
     # Waiting, uncounted, because the API key lacks a scope their endpoint needs.
     held: int = 0
+    # Accepted by Klaviyo as part of a bulk job still running (settled by a later pass).
+    awaiting: int = 0
 
 
 @dataclass
@@ -92,5 +94,7 @@ class FlushReport:
                 line += f", released {c.released}"
             if c.held:
                 line += f", waiting for a scope {c.held}"
+            if c.awaiting:
+                line += f", handed to Klaviyo jobs {c.awaiting}"
             lines.append(line)
         return lines

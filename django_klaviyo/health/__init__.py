@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from django_klaviyo import accounts
 from django_klaviyo.conf import klaviyo_settings
-from django_klaviyo.models import OutboxEvent
+from django_klaviyo.models import KlaviyoJob, OutboxEvent
 
 Status = OutboxEvent.Status
 
@@ -64,6 +64,11 @@ class Health:
     due_capped: bool = False
     # Due rows by Klaviyo account name ("default" for the single account), then by kind.
     due_by_account: dict[str, dict[str, int]] = field(default_factory=dict)
+    # Klaviyo bulk jobs still running (``KlaviyoJob``): how many, the rows waiting for
+    # them, and the oldest (Klaviyo's job id, started at).
+    open_jobs: int = 0
+    rows_awaiting_jobs: int = 0
+    oldest_job: tuple[str, dt.datetime] | None = None
     problems: list[str] = field(default_factory=list)
     code: int = HEALTHY
 
@@ -99,6 +104,10 @@ class Health:
             "dead": self.dead,
             "dead_by_error_code": self.dead_by_error_code,
             "last_sent_at": _iso(self.last_sent_at),
+            "open_jobs": self.open_jobs,
+            "rows_awaiting_jobs": self.rows_awaiting_jobs,
+            "oldest_job_id": None if self.oldest_job is None else self.oldest_job[0],
+            "oldest_job_since": None if self.oldest_job is None else _iso(self.oldest_job[1]),
         }
 
 
@@ -133,6 +142,14 @@ def check(
     }
     # status="sent" matches the partial index's predicate, so this reads one index entry.
     last_sent = rows.filter(status=Status.SENT).aggregate(last=Max("sent_at"))["last"]
+    # Open jobs are few (the partial index of jobs holds only them); the rows waiting are
+    # counted from the jobs, not by a scan of the outbox.
+    jobs = list(
+        KlaviyoJob.objects.using(using)
+        .filter(status=KlaviyoJob.Status.OPEN)
+        .order_by("started_at")
+        .values_list("job_id", "started_at", "rows")
+    )
     health = Health(
         now=now,
         due_by_kind=due_by_kind,
@@ -141,6 +158,9 @@ def check(
         last_sent_at=last_sent,
         due_capped=len(kinds) > cap,
         due_by_account={name: dict(sorted(c.items())) for name, c in sorted(by_account.items())},
+        open_jobs=len(jobs),
+        rows_awaiting_jobs=sum(len(r or ()) for _, _, r in jobs),
+        oldest_job=(jobs[0][0], jobs[0][1]) if jobs else None,
     )
     _judge(health, thresholds)
     return health

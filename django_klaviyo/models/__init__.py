@@ -1,5 +1,6 @@
 from django_klaviyo.models.backfill import BackfillCheckpoint
 from django_klaviyo.models.coupons import KlaviyoCoupon, KlaviyoCouponCode
+from django_klaviyo.models.jobs import KlaviyoCatalogObject, KlaviyoJob
 from django_klaviyo.models.outbox import OutboxEvent
 from django_klaviyo.models.profiles import Consent, KlaviyoList, KlaviyoProfileLink, ListMembership
 from django_klaviyo.models.remote import KlaviyoCampaign, KlaviyoFlow
@@ -9,9 +10,11 @@ __all__ = [
     "BackfillCheckpoint",
     "Consent",
     "KlaviyoCampaign",
+    "KlaviyoCatalogObject",
     "KlaviyoCoupon",
     "KlaviyoCouponCode",
     "KlaviyoFlow",
+    "KlaviyoJob",
     "KlaviyoList",
     "KlaviyoProfileLink",
     "ListMembership",

@@ -60,6 +60,8 @@ class OutboxEvent(models.Model):
         RETRYING = "retrying", "Retrying"
         SENT = "sent", "Sent"
         DEAD = "dead", "Dead"
+        # Klaviyo accepted its request as a bulk job that a later pass settles (KlaviyoJob).
+        AWAITING_JOB = "awaiting_job", "Awaiting Klaviyo job"
 
     DUE_STATUSES = (Status.PENDING, Status.RETRYING)
     TERMINAL_STATUSES = (Status.SENT, Status.DEAD)

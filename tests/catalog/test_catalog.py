@@ -9,6 +9,7 @@ OpenAPI spec and runs each job when it is polled.
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from decimal import Decimal
 from io import StringIO
 from typing import Any
@@ -17,9 +18,9 @@ import pytest
 import responses
 from django.core.management import CommandError, call_command
 from django.db import transaction
+from django.utils import timezone
 from shop.models import Product
 
-from django_klaviyo.client import KlaviyoClient, UnlimitedRateLimiter
 from django_klaviyo.flush import flush_outbox
 from django_klaviyo.models import OutboxEvent
 from django_klaviyo.testing.sandbox.catalog_routes import catalog_store
@@ -352,7 +353,7 @@ def test_a_variant_waits_uncounted_while_its_item_is_not_in_klaviyo_yet():
     assert variant.attempts == 0
 
 
-def test_a_job_still_running_when_the_wait_ends_is_retried_later(settings):
+def test_a_job_still_running_when_its_lifetime_ends_is_retried_later(settings):
     settings.KLAVIYO = {**settings.KLAVIYO, "CATALOG_JOB_TIMEOUT": 10.0}
     product()
     OutboxEvent.objects.exclude(kind=Kind.CATALOG_CATEGORY).delete()
@@ -366,14 +367,11 @@ def test_a_job_still_running_when_the_wait_ends_is_retried_later(settings):
         },
         "links": {"self": "https://a.klaviyo.com/api/catalog-category-bulk-create-jobs/job-3/"},
     }
-    now = [0.0]
+    now = [timezone.now()]
 
     def sleep(seconds: float) -> None:
-        now[0] += seconds
+        now[0] += timedelta(seconds=seconds)
 
-    patient = KlaviyoClient(
-        rate_limiter=UnlimitedRateLimiter(), clock=lambda: now[0], sleep=sleep, max_attempts=1
-    )
     with responses.RequestsMock() as mock:
         mock.post(
             "https://a.klaviyo.com/api/catalog-category-bulk-create-jobs",
@@ -385,12 +383,14 @@ def test_a_job_still_running_when_the_wait_ends_is_retried_later(settings):
             json={"data": job},
         )
 
-        flush_outbox(client=patient, sleep=lambda seconds: None)
+        flush_outbox(client=fast_client(), clock=lambda: now[0], sleep=sleep)
 
     row = OutboxEvent.objects.get()
     assert row.status == Status.RETRYING
-    assert "still 'processing' after 10.0s" in row.last_error_detail
-    assert polls.call_count == 5  # every 2 s (CATALOG_JOB_POLL_SECONDS) for 10 s
+    assert "still 'processing' after 10s" in row.last_error_detail
+    # Looked at at once, then after 0.25, 0.5, 1 and 2 s pauses (CATALOG_JOB_POLL_SECONDS
+    # caps them) until the job's 10 s lifetime had passed.
+    assert polls.call_count == 9
 
 
 def test_a_job_error_without_a_pointer_fails_the_rows_it_leaves_unknown():

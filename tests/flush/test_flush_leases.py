@@ -18,6 +18,7 @@ import pytest
 import responses
 from django.db import connection
 
+from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.flush import flush_outbox
 from django_klaviyo.models import OutboxEvent
 from django_klaviyo.testing.sandbox import SandboxServer
@@ -132,28 +133,32 @@ def test_two_flushers_with_a_short_lease_never_resend_what_the_other_still_holds
 
 
 @pytest.mark.django_db
-def test_a_catalog_job_being_polled_keeps_its_rows_lease(monkeypatch) -> None:
-    """A catalog job may be polled for minutes (CATALOG_JOB_TIMEOUT): the lease of its
-    rows is renewed between polls, as between any two requests, so another flusher does
-    not reclaim (and re-send) them meanwhile."""
+def test_a_catalog_job_running_longer_than_the_lease_keeps_its_rows_out_of_reclaim(
+    settings: Any,
+) -> None:
+    """A catalog job may run for minutes (CATALOG_JOB_TIMEOUT): its rows wait for the job
+    (``awaiting_job``), out of every lease, so no flusher reclaims (and re-sends) them
+    however long it runs; the job settles them."""
     from django_klaviyo.client import KlaviyoClient, UnlimitedRateLimiter
-    from django_klaviyo.flush import lease
+    from django_klaviyo.flush.claim import reclaim_expired_leases
 
-    monkeypatch.setattr(lease, "RENEW_AFTER", 0.0)  # renew at every chance
+    settings.KLAVIYO = {**settings.KLAVIYO, "CATALOG_JOB_TIMEOUT": 3600.0}
     clock = FakeClock()
     row = make_row(
         Kind.CATALOG_CATEGORY,
         {"op": "upsert", "external_id": "kitchen", "create": True, "attributes": {"name": "K"}},
     )
     url = "https://a.klaviyo.com/api/catalog-category-bulk-create-jobs"
-    leased_at: list[Any] = []
+    seen: list[tuple[str, int]] = []
 
     def job(status: str) -> dict[str, Any]:
         return {"data": {"type": "x", "id": "job-1", "attributes": {"status": status}}}
 
     def poll(request: Any) -> tuple[int, dict, str]:
-        leased_at.append(OutboxEvent.objects.get(pk=row.pk).locked_at)
-        return 200, {}, json.dumps(job("processing" if len(leased_at) < 3 else "complete"))
+        clock.sleep(float(klaviyo_settings.LEASE_SECONDS) + 1)  # each poll outlives a lease
+        reclaimed = reclaim_expired_leases(now=clock())
+        seen.append((OutboxEvent.objects.get(pk=row.pk).status, reclaimed))
+        return 200, {}, json.dumps(job("processing" if len(seen) < 3 else "complete"))
 
     with responses.RequestsMock() as mocked:
         mocked.add(responses.POST, url, status=202, json=job("queued"))
@@ -166,10 +171,10 @@ def test_a_catalog_job_being_polled_keeps_its_rows_lease(monkeypatch) -> None:
             sleep=clock.sleep,
         )
 
-    assert len(leased_at) == 3
-    assert leased_at == sorted(set(leased_at))  # renewed before every poll
+    assert seen == [(Status.AWAITING_JOB, 0)] * 3
     row.refresh_from_db()
     assert row.status == Status.SENT
+    assert row.attempts == 1
 
 
 @pytest.mark.django_db

@@ -12,7 +12,7 @@ from typing import Any
 from django_klaviyo.exceptions import KlaviyoError
 from django_klaviyo.flush.claim import ClaimedRow
 from django_klaviyo.flush.context import SendContext
-from django_klaviyo.flush.outcomes import ErrorInfo, Located, Outcomes, RowOutcome
+from django_klaviyo.flush.outcomes import AcceptedJob, ErrorInfo, Located, Outcomes, RowOutcome
 from django_klaviyo.rules import limits
 
 # Request sizes come from the one list of Klaviyo limits.
@@ -64,6 +64,56 @@ def optional_str(payload: Mapping[str, Any], key: str) -> str | None:
 
 def encoded_size(value: Any) -> int:
     return len(json.dumps(value, default=str).encode())
+
+
+@dataclass
+class JobStarted:
+    """What ``CatalogSender.send`` returns when a job is still running: the rows it
+    already settled (``failed``: refusals by pk) and those waiting for ``job``."""
+
+    failed: dict[Any, ErrorInfo]
+    job: AcceptedJob
+
+
+@dataclass
+class JobOutcome:
+    """What a finished job did for its rows: refused ones (by pk), the rows to send again
+    as the other operation (``fallback``), and which operation that is."""
+
+    failed: dict[Any, ErrorInfo] = field(default_factory=dict)
+    # Refused for now (Klaviyo's status for them is transient): retried.
+    retry: dict[Any, ErrorInfo] = field(default_factory=dict)
+    fallback: list[ClaimedRow] = field(default_factory=list)
+    fallback_op: str = ""
+
+
+def shape_of(value: Any, depth: int = 0) -> str:
+    """A body's shape (keys and types, no values) for a note on a malformed answer."""
+    if isinstance(value, Mapping):
+        if depth >= 2:
+            return "{...}"
+        inner = ", ".join(f"{k!r}: {shape_of(v, depth + 1)}" for k, v in list(value.items())[:8])
+        return "{" + inner + "}"
+    if isinstance(value, list):
+        return f"[{len(value)} item(s)]"
+    return type(value).__name__
+
+
+class MalformedAnswer(KlaviyoError):
+    """A 2xx answer without what Klaviyo documents (a job without an id): an error at
+    once, retried like a failing request, with the body's shape in the row's note."""
+
+    retryable = True
+
+
+def accepted_job_id(job: Any, what: str) -> str:
+    """The id of a job answer, or ``MalformedAnswer`` naming the body's shape."""
+    job_id = job.get("id") if isinstance(job, Mapping) else None
+    if not isinstance(job_id, str) or not job_id.strip():
+        raise MalformedAnswer(
+            f"Klaviyo answered {what} with 2xx but no job id; body shape: {shape_of(job)}"[:1000]
+        )
+    return job_id
 
 
 class Sender:

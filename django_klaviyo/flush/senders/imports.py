@@ -1,11 +1,12 @@
-"""Profiles in bulk: import jobs followed to their end, lookups of 100 identifiers, and
-409 duplicate_profile resolved by updating the profile Klaviyo names.
+"""Profiles in bulk: import jobs, lookups of 100 identifiers, and 409 duplicate_profile
+resolved by updating the profile Klaviyo names.
 
 "Accepted is not imported": a profile bulk import answers 202 with a job; whether each
 profile was imported is known only once the job is ``complete`` (``GET`` the job) and its
-``import-errors`` are read. The flusher polls between other work (renewing its lease,
-giving way to a stop request) and gives up after ``JOB_WAIT_SECONDS``; the rows are
-then retried, which re-imports the same profiles (an upsert).
+``import-errors`` are read (``per_profile``). A profile upsert row's import is followed by
+later passes (``flush.jobs``); a list add's own import (``import_profiles``, for profiles
+it needs ids of) is polled between other work and given up after ``JOB_WAIT_SECONDS``,
+the rows then retried, which re-imports the same profiles (an upsert).
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ def import_profiles(
     if status == "cancelled":
         raise ImportNotFinished(f"Klaviyo cancelled profile import job {job_id}.")
     errors = read(ctx, ctx.client.get_bulk_import_errors, job_id)
-    return _per_profile(errors, profiles)
+    return per_profile(errors, profiles)
 
 
 def _status(job: Mapping[str, Any]) -> str:
@@ -119,7 +120,7 @@ def _status(job: Mapping[str, Any]) -> str:
     return str((attributes or {}).get("status") or "queued")
 
 
-def _per_profile(
+def per_profile(
     errors: list[dict[str, Any]], profiles: Sequence[Mapping[str, Any]]
 ) -> list[ErrorInfo | None]:
     outcome: list[ErrorInfo | None] = [None] * len(profiles)

@@ -10,21 +10,35 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from django_klaviyo.client.bodies.profiles import build_bulk_import, build_profile
 from django_klaviyo.exceptions import KlaviyoError
 from django_klaviyo.flush.claim import ClaimedRow
 from django_klaviyo.flush.context import SendContext
-from django_klaviyo.flush.outcomes import Located, RowOutcome, locate_rows, refused
+from django_klaviyo.flush.outcomes import (
+    AWAIT,
+    DEAD,
+    AcceptedJob,
+    Located,
+    RowOutcome,
+    locate_rows,
+    refused,
+)
 from django_klaviyo.flush.senders.base import (
     ITEM_OVERHEAD_BYTES,
     PROFILES_FIELD,
     PROFILES_PER_IMPORT_JOB,
     PROFILES_POINTER,
     REQUEST_BYTES_BUDGET,
+    JobOutcome,
+    JobStarted,
+    MalformedAnswer,
     Request,
     Sender,
+    accepted_job_id,
     encoded_size,
+    shape_of,
 )
-from django_klaviyo.flush.senders.imports import import_profiles, upsert_profile
+from django_klaviyo.flush.senders.imports import JOB_WAIT_SECONDS, per_profile, upsert_profile
 from django_klaviyo.models import KlaviyoProfileLink, OutboxEvent
 
 Kind = OutboxEvent.Kind
@@ -105,13 +119,52 @@ class ProfileUpsertSender(Sender):
 
     def send(self, ctx: SendContext, request: Request) -> Any:
         if request.key == "bulk":
-            # Followed to its end: each profile's own outcome (see settle()).
-            return import_profiles(ctx, request.body)
+            # Started, not waited for: a later pass settles it (flush.jobs, finished()).
+            job = ctx.client.send_bulk_import(
+                build_bulk_import([build_profile(p) for p in request.body])
+            )
+            job_id = accepted_job_id(job, "the profile bulk import")
+            rows = request.rows
+            return JobStarted(
+                {},
+                AcceptedJob(
+                    self.kind, "import", job_id, tuple(r.pk for r in rows), JOB_WAIT_SECONDS
+                ),
+            )
         return upsert_profile(ctx, request.body)
+
+    def poll(self, client: Any, op: str, job_id: str) -> dict[str, Any]:
+        """The import job as Klaviyo sees it now (one GET)."""
+        job = client.get_bulk_import_job(job_id)
+        status = (job.get("attributes") or {}).get("status") if isinstance(job, Mapping) else None
+        if not status:
+            raise MalformedAnswer(
+                f"Klaviyo's profile import job {job_id} answer has no status; "
+                f"body shape: {shape_of(job)}"[:1000]
+            )
+        return job
+
+    def finished(
+        self, client: Any, job: Mapping[str, Any], rows: list[ClaimedRow | None], accepted: Any
+    ) -> JobOutcome:
+        """Each imported profile's outcome, from the job's ``import-errors``."""
+        errors = client.get_bulk_import_errors(accepted.job_id)
+        profiles = [dict(row.payload["profile"]) if row is not None else {} for row in rows]
+        outcome = JobOutcome()
+        for row, info in zip(rows, per_profile(errors, profiles), strict=True):
+            if row is None or info is None:
+                continue
+            if refused(row, info).fate == DEAD:
+                outcome.failed[row.pk] = info
+            else:
+                outcome.retry[row.pk] = info
+        return outcome
 
     def settle(self, request: Request, result: Any) -> list[RowOutcome] | None:
         if request.key != "bulk":
             return super().settle(request, result)
+        if isinstance(result, JobStarted):
+            return [RowOutcome(row, AWAIT, job=result.job) for row in request.rows]
         # One outcome per imported profile (``import_profiles``), in the body's order.
         return [
             RowOutcome(row) if info is None else refused(row, info)

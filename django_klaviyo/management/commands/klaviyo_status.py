@@ -99,5 +99,11 @@ class Command(BaseCommand):
         write(f"dead rows: {result.dead}")
         for code, n in result.dead_by_error_code.items():
             write(f"  {code}: {n}")
+        waiting, jobs = result.rows_awaiting_jobs, result.open_jobs
+        write(f"rows waiting on Klaviyo jobs: {waiting} in {jobs} job(s)")
+        if result.oldest_job is not None:
+            job_id, since = result.oldest_job
+            waited = int((result.now - since).total_seconds())
+            write(f"oldest Klaviyo job: {job_id}, started {waited}s ago")
         last = result.last_sent_at
         write(f"last successful send: {'never' if last is None else last.isoformat()}")
