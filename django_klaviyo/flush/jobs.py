@@ -2,9 +2,10 @@
 
 A catalog job or profile bulk import Klaviyo accepted but has not finished is recorded
 (``KlaviyoJob``, written with the batch's outcomes by ``record``) and its rows wait in
-``awaiting_job``; the flusher goes on with the other rows. Each pass (of any worker) first looks at the jobs
-due for a look (``settle_due_jobs``): one GET per job, then either a later look (growing
-pauses up to ``CATALOG_JOB_POLL_SECONDS``) or the job's rows settled in one transaction:
+``awaiting_job``; the flusher goes on with the other rows. Each pass (of any worker) first
+looks at the jobs due for a look (``settle_due_jobs``): one GET per job, then either a
+later look (growing pauses up to ``CATALOG_JOB_POLL_SECONDS``) or the job's rows settled in
+one transaction:
 
 - complete: each row sent, or dead with Klaviyo's reason for it; a create Klaviyo says
   already exists (or an update of what it does not have) goes once as the other
