@@ -34,7 +34,8 @@ Klaviyo accepts the job: the link's consent for a global one (a suppression is k
 list's membership consent for a list-scoped one. A list-scoped unsubscribe is sent only for
 profiles Klaviyo confirms are on the list (see ``senders/unsubscribe.py``).
 
-The package, one concern per module: ``claim`` leases due rows; ``lease`` keeps them;
+The package, one concern per module: ``claim`` leases due rows (``fairness``: with a fair
+share across kinds); ``lease`` keeps them;
 ``senders/`` holds one module per outbox kind that turns claimed rows into Klaviyo
 requests and settles each row of an accepted one (``senders/imports`` handles profiles
 in bulk); ``outcomes`` decides what a failure means for a row; ``loop`` is the

@@ -23,9 +23,10 @@ from django.utils import timezone
 from django_klaviyo.client import KlaviyoClient, account_client
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoAuthError, KlaviyoValidationError
-from django_klaviyo.flush.claim import claim_fair, make_owner, reclaim_expired_leases
+from django_klaviyo.flush.claim import make_owner, reclaim_expired_leases
 from django_klaviyo.flush.context import SendContext
 from django_klaviyo.flush.deliver import send_batch
+from django_klaviyo.flush.fairness import claim_fair
 from django_klaviyo.flush.jobs import next_look_in, settle_due_jobs
 from django_klaviyo.flush.lease import Lease
 from django_klaviyo.flush.outages import Outage, Unreachable
