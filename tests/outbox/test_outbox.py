@@ -170,6 +170,19 @@ def test_to_json_limits_nesting_depth():
         outbox.to_json(deep, "properties")
 
 
+@pytest.mark.parametrize("leaf", [[], [1], {}])
+def test_to_json_limits_nesting_depth_down_to_an_empty_list(leaf):
+    # The walk passes an empty list without a call of its own: the depth still counts.
+    node = deep = {}
+    for _ in range(10):
+        node["x"] = {}
+        node = node["x"]
+    node["x"] = leaf
+    with pytest.raises(KlaviyoValidationError, match="nested"):
+        outbox.to_json(deep, "properties")
+    assert outbox.to_json({"a": {"b": []}}, "properties") == {"a": {"b": []}}
+
+
 def test_expand_events_are_cleaned_like_the_row_itself():
     row = outbox.build_event(
         metric="Placed Order",
