@@ -348,15 +348,16 @@ def default_order_events(
     status = order_status(order)
     if not created and status == previous_status:
         return []
-    if status in mapping.status_values("placed"):
+    placed, fulfilled, cancelled, refunded = mapping.status_table()
+    if status in placed:
         # Created in the placed status, its lines usually come later in the transaction:
         # the row written now awaits them (django_klaviyo.orders.pending).
         return placed_order_events(order)
-    if status in mapping.status_values("fulfilled"):
+    if status in fulfilled:
         return [status_event(order, "fulfilled_order", "fulfilled", "fulfilled_at")]
-    if status in mapping.status_values("cancelled"):
+    if status in cancelled:
         return [status_event(order, "cancelled_order", "cancelled", "cancelled_at")]
-    if status in mapping.status_values("refunded"):
+    if status in refunded:
         return status_refund_events(order)
     return []
 
