@@ -35,6 +35,7 @@ def test_a_top_level_setting_is_seen_once_set_and_forgotten_once_removed():
 def test_values_derived_from_settings_follow_a_change(settings):
     assert mapping.metric("placed_order") == "Placed Order"
     assert mapping.status_values("placed") == ("placed",)
+    assert mapping.status_table()[0] == ("placed",)
     settings.KLAVIYO = {
         **settings.KLAVIYO,
         "METRIC_NAMES": {"placed_order": "Order Placed"},
@@ -43,6 +44,7 @@ def test_values_derived_from_settings_follow_a_change(settings):
     }
     assert mapping.metric("placed_order") == "Order Placed"
     assert mapping.status_values("placed") == ("paid", "placed")
+    assert mapping.status_table()[0] == ("paid", "placed")
     assert klaviyo_settings.callable("ORDER_EVENTS_MAPPER") is _custom_mapper
 
 

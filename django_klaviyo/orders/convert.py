@@ -14,11 +14,19 @@ from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.rules.values import utc_iso
 
 CENT = Decimal("0.01")
+# Numbers are never None or "": comparing a Decimal with a str or None takes Decimal's
+# slow path (an ABC check per comparison), and the save path asks this of every amount.
+_NUMBERS = frozenset({Decimal, int, float})
+
+
+def blank(value: Any) -> bool:
+    """``value in (None, "")``, without comparing a number to a str."""
+    return value is None or (type(value) not in _NUMBERS and value in (None, ""))
 
 
 def money(amount: Any) -> float | None:
     """A Decimal/number as a float rounded half-up to 2 decimals (None stays None)."""
-    if amount is None or amount == "":
+    if blank(amount):
         return None
     try:
         value = as_decimal(amount).quantize(CENT, rounding=ROUND_HALF_UP)

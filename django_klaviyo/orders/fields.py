@@ -163,6 +163,17 @@ def status_values(key: str) -> tuple[Any, ...]:
     return klaviyo_settings.memo(("status_values", key), values)
 
 
+def status_table() -> tuple[tuple[Any, ...], ...]:
+    """``status_values`` of placed, fulfilled, cancelled and refunded, in that order: one
+    look-up for the save receiver, which asks on every save of an order."""
+    return klaviyo_settings.memo(
+        "status_table",
+        lambda: tuple(
+            status_values(key) for key in ("placed", "fulfilled", "cancelled", "refunded")
+        ),
+    )
+
+
 def resolve(obj: Any, path: Any) -> Any:
     """The value at ``path`` (dotted attributes, a callable, or None) on ``obj``."""
     if path is None or obj is None:

@@ -71,7 +71,7 @@ from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.orders import fields as mapping
 from django_klaviyo.orders import ledger
 from django_klaviyo.orders.addresses import address
-from django_klaviyo.orders.convert import as_decimal, categories_list, iso_utc, money
+from django_klaviyo.orders.convert import as_decimal, blank, categories_list, iso_utc, money
 from django_klaviyo.rules.events import item_event_properties
 from django_klaviyo.rules.values import to_json
 
@@ -134,7 +134,7 @@ def order_lines(order: Any, fields: dict[str, Any] | None = None) -> list[Any]:
 def order_id(order: Any, fields: dict[str, Any] | None = None) -> str:
     """The order's id in Klaviyo: OrderId, and the unique_id of its order-level events."""
     number = mapping.resolve(order, (fields or order_fields())["number"])
-    return str(number if number not in (None, "") else order.pk)
+    return str(order.pk if blank(number) else number)
 
 
 def order_dedupe_key(order: Any, suffix: str) -> str:
@@ -144,7 +144,7 @@ def order_dedupe_key(order: Any, suffix: str) -> str:
 def line_id(line: Any, fields: dict[str, Any] | None = None) -> str:
     fields = fields or line_fields()
     value = mapping.resolve(line, fields["id"])
-    if value in (None, ""):
+    if blank(value):
         value = mapping.resolve(line, fields["sku"]) or getattr(line, "pk", "")
     return str(value)
 
@@ -156,14 +156,14 @@ def line_item(line: Any, fields: dict[str, Any] | None = None) -> dict[str, Any]
     quantity = 1 if quantity is None else quantity
     unit_price = mapping.resolve(line, fields["unit_price"])
     row_total = mapping.resolve(line, fields["row_total"])
-    if row_total in (None, "") and unit_price not in (None, ""):
+    if blank(row_total) and not blank(unit_price):
         row_total = as_decimal(unit_price) * as_decimal(quantity)
-    if unit_price in (None, "") and row_total not in (None, "") and quantity:
+    if blank(unit_price) and not blank(row_total) and quantity:
         unit_price = as_decimal(row_total) / as_decimal(quantity)
     sku = mapping.resolve(line, fields["sku"]) or ""
     product_id = mapping.resolve(line, fields["product_id"])
     return {
-        "ProductID": str(product_id if product_id not in (None, "") else sku or line_id(line)),
+        "ProductID": str(sku or line_id(line) if blank(product_id) else product_id),
         "SKU": str(sku),
         "ProductName": str(mapping.resolve(line, fields["name"]) or ""),
         "Quantity": quantity,
@@ -207,7 +207,7 @@ def order_properties(
     if discount_code:
         properties["DiscountCode"] = str(discount_code)
     discount_value = mapping.resolve(order, fields["discount_value"])
-    if discount_value not in (None, ""):
+    if not blank(discount_value):
         properties["DiscountValue"] = money(abs(Decimal(str(discount_value))))
     for key, name in (
         ("billing_address", "BillingAddress"),
@@ -348,15 +348,16 @@ def default_order_events(
     status = order_status(order)
     if not created and status == previous_status:
         return []
-    if status in mapping.status_values("placed"):
+    placed, fulfilled, cancelled, refunded = mapping.status_table()
+    if status in placed:
         # Created in the placed status, its lines usually come later in the transaction:
         # the row written now awaits them (django_klaviyo.orders.pending).
         return placed_order_events(order)
-    if status in mapping.status_values("fulfilled"):
+    if status in fulfilled:
         return [status_event(order, "fulfilled_order", "fulfilled", "fulfilled_at")]
-    if status in mapping.status_values("cancelled"):
+    if status in cancelled:
         return [status_event(order, "cancelled_order", "cancelled", "cancelled_at")]
-    if status in mapping.status_values("refunded"):
+    if status in refunded:
         return status_refund_events(order)
     return []
 

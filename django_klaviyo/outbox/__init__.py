@@ -261,7 +261,13 @@ def _columns(row: OutboxRow) -> dict[str, Any]:
 def _encode(payload: Mapping[str, Any]) -> str:
     # Compact, and ASCII-only: its length is its size in bytes, an upper bound of what the
     # client sends for it.
-    return json.dumps(payload, allow_nan=False, separators=(",", ":"))
+    return _ENCODER.encode(payload)
+
+
+# Built once (json.dumps builds an encoder per call with these options). No circular
+# check: payloads come from the rules' walk, which copies every container and refuses
+# nesting past limits.MAX_DEPTH, so they hold no cycle.
+_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"), check_circular=False)
 
 
 def enqueue_many(

@@ -106,19 +106,43 @@ def insert_rows(
     max_params = connection.features.max_query_params or 65535
     per_statement = max(1, min(MAX_ROWS_PER_INSERT, max_params // width))
     inserted: set[uuid.UUID] = set()
+    if len(values) <= per_statement and connection.in_atomic_block:
+        # One statement in the caller's transaction (the save path): atomic() would group
+        # nothing, so only its effect on a failure is kept, marking that transaction for
+        # rollback (as atomic(savepoint=False) does in Atomic.__exit__).
+        try:
+            _execute(connection, params, len(values), ignore_conflicts, returning, inserted)
+        except BaseException:
+            if not connection.closed_in_transaction:
+                connection.needs_rollback = True
+            raise
+        return inserted if returning else None
     with transaction.atomic(using=connection.alias, savepoint=False):
         for start in range(0, len(values), per_statement):
             count = min(per_statement, len(values) - start)
-            sql = _insert_sql(connection, count, ignore_conflicts)
-            if returning:
-                sql += f" RETURNING {connection.ops.quote_name('id')}"
             chunk = params[start * width : (start + count) * width]
-            with connection.cursor() as cursor:
-                cursor.execute(sql, chunk)
-                if returning:
-                    # SQLite keeps a UUID as 32 hex digits.
-                    inserted.update(uuid.UUID(str(pk)) for (pk,) in cursor.fetchall())
+            _execute(connection, chunk, count, ignore_conflicts, returning, inserted)
     return inserted if returning else None
+
+
+def _execute(
+    connection: Any,
+    params: list[Any],
+    count: int,
+    ignore_conflicts: bool,
+    returning: bool,
+    inserted: set[uuid.UUID],
+) -> None:
+    """One INSERT of ``count`` rows; the ids it inserted go in ``inserted`` when
+    ``returning``."""
+    sql = _insert_sql(connection, count, ignore_conflicts)
+    if returning:
+        sql += f" RETURNING {connection.ops.quote_name('id')}"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        if returning:
+            # SQLite keeps a UUID as 32 hex digits.
+            inserted.update(uuid.UUID(str(pk)) for (pk,) in cursor.fetchall())
 
 
 def supports_returning(connection: Any) -> bool:

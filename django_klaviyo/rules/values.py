@@ -158,6 +158,8 @@ def _container(value: Any, path: str, _depth: int) -> Any:
                 or (leaf is float and math.isfinite(item))
             ):
                 result[key] = item
+            elif leaf is list and not item and depth <= limits.MAX_DEPTH:
+                result[key] = []  # an empty list (Categories, Brands): nothing to walk
             else:
                 result[key] = to_json(item, f"{path}.{key}", _depth=depth)
         return result

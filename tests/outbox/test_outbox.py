@@ -8,7 +8,8 @@ from decimal import Decimal
 
 import pytest
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
+from django.db.transaction import TransactionManagementError
 from django.test import override_settings
 
 from django_klaviyo import outbox
@@ -169,6 +170,19 @@ def test_to_json_limits_nesting_depth():
         outbox.to_json(deep, "properties")
 
 
+@pytest.mark.parametrize("leaf", [[], [1], {}])
+def test_to_json_limits_nesting_depth_down_to_an_empty_list(leaf):
+    # The walk passes an empty list without a call of its own: the depth still counts.
+    node = deep = {}
+    for _ in range(10):
+        node["x"] = {}
+        node = node["x"]
+    node["x"] = leaf
+    with pytest.raises(KlaviyoValidationError, match="nested"):
+        outbox.to_json(deep, "properties")
+    assert outbox.to_json({"a": {"b": []}}, "properties") == {"a": {"b": []}}
+
+
 def test_expand_events_are_cleaned_like_the_row_itself():
     row = outbox.build_event(
         metric="Placed Order",
@@ -230,3 +244,43 @@ def test_an_expanded_row_is_stored_and_read_back_as_one_row():
     assert stored.payload["expand"] == [
         {"metric": "Ordered Product", "unique_id": "l-1", "properties": {}, "value": None}
     ]
+
+
+@pytest.fixture
+def failing_inserts(transactional_db):
+    """A real database error on every outbox INSERT (a trigger)."""
+    from django.db import connection
+
+    table = OutboxEvent._meta.db_table
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                "CREATE FUNCTION klaviyo_test_fail_insert() RETURNS trigger AS $$ BEGIN "
+                "RAISE EXCEPTION 'disk full'; END $$ LANGUAGE plpgsql"
+            )
+            cursor.execute(
+                f'CREATE TRIGGER klaviyo_test_fail_insert BEFORE INSERT ON "{table}" '
+                "FOR EACH ROW EXECUTE FUNCTION klaviyo_test_fail_insert()"
+            )
+        else:
+            cursor.execute(
+                f'CREATE TRIGGER klaviyo_test_fail_insert BEFORE INSERT ON "{table}" '
+                "BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+            )
+    yield
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(f'DROP TRIGGER klaviyo_test_fail_insert ON "{table}"')
+            cursor.execute("DROP FUNCTION klaviyo_test_fail_insert()")
+        else:
+            cursor.execute("DROP TRIGGER klaviyo_test_fail_insert")
+
+
+def test_a_failed_insert_marks_the_callers_transaction_for_rollback(failing_inserts):
+    # The caller's block must not commit what it did before a lost outbox row.
+    with pytest.raises(TransactionManagementError), transaction.atomic():
+        with pytest.raises(DatabaseError, match="disk full"):
+            outbox.enqueue("event", event_payload(), unique_id="u-1")
+        assert transaction.get_connection().needs_rollback
+        OutboxEvent.objects.count()
+    assert not OutboxEvent.objects.exists()
