@@ -38,7 +38,14 @@ from django_klaviyo.rules.coupons import clean_code, clean_coupon
 Status = KlaviyoCouponCode.Status
 Kind = OutboxEvent.Kind
 COUPON_KINDS = (Kind.COUPON, Kind.COUPON_CODE)
-_OPEN = (OutboxEvent.Status.PENDING, OutboxEvent.Status.RETRYING, OutboxEvent.Status.SENDING)
+# Not sent or dead yet: a code row waiting for its Klaviyo job (``awaiting_job``) is not
+# in Klaviyo until the job's settlement says so.
+_OPEN = (
+    OutboxEvent.Status.PENDING,
+    OutboxEvent.Status.RETRYING,
+    OutboxEvent.Status.SENDING,
+    OutboxEvent.Status.AWAITING_JOB,
+)
 
 # Codes without look-alike characters (0/O, 1/I/L), easy to type from an email.
 CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
