@@ -6,10 +6,11 @@ The store's codes (or codes generated here) are saved as ``pending`` mirror rows
 coupon yet, and one ``coupon_code`` row per code, in one transaction, the codes turning
 ``queued``. The flusher (``klaviyo_flush``, or ``flush_coupons`` here) sends them like
 every other kind: claimed with SKIP LOCKED, within Klaviyo's rate limits, 429 and 5xx
-retried, codes packed into bulk jobs of at most 1,000 and polled to completion. A sent
-code takes Klaviyo's status (``UNASSIGNED`` once imported); a refused one is a dead
-outbox row with Klaviyo's reason and a ``failed`` mirror code with the same reason
-(requeue the row from the outbox admin to try it again).
+retried, codes packed into bulk jobs of at most 1,000 that later passes follow while
+other rows go on (their rows wait in ``awaiting_job``). A sent code takes Klaviyo's
+status (``UNASSIGNED`` once imported); a refused one is a dead outbox row with Klaviyo's
+reason and a ``failed`` mirror code with the same reason (requeue the row from the
+outbox admin to try it again).
 
 Used from ``manage.py klaviyo_coupons`` and the coupon admin's action.
 """
