@@ -236,6 +236,21 @@ class CatalogMethods:
             job["included"] = list(document.get("included") or [])
         return job  # type: ignore[no-any-return]
 
+    def _start_coupon_code_job(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """``POST /api/coupon-code-bulk-create-jobs`` only (one request, no polling);
+        returns the job resource as Klaviyo answered (the flusher follows it later)."""
+        return self._data(  # type: ignore[attr-defined, no-any-return]
+            self._send(  # type: ignore[attr-defined]
+                "bulk_create_coupon_codes",
+                "POST",
+                "/api/coupon-code-bulk-create-jobs",
+                body=body,
+                idempotent=False,
+                max_bytes=limits.MAX_REQUEST_BYTES,
+                what="The coupon code job",
+            )
+        )
+
     def run_coupon_code_job(
         self,
         coupon_id: str,
@@ -270,17 +285,7 @@ class CatalogMethods:
     ) -> dict[str, Any]:
         """``run_coupon_code_job`` for a body ``coupon_codes_body`` built from what the
         rules already cleaned (outbox rows: the flusher); checks only the request's size."""
-        job = self._data(  # type: ignore[attr-defined]
-            self._send(  # type: ignore[attr-defined]
-                "bulk_create_coupon_codes",
-                "POST",
-                "/api/coupon-code-bulk-create-jobs",
-                body=body,
-                idempotent=False,
-                max_bytes=limits.MAX_REQUEST_BYTES,
-                what="The coupon code job",
-            )
-        )
+        job = self._start_coupon_code_job(body)
         job = self._wait(self.get_coupon_code_job, job, timeout, poll_interval, between_polls)
         if "included" not in job:  # done at once: fetch it for the codes' ids and status
             job = self.get_coupon_code_job(str(job.get("id")))

@@ -6,10 +6,11 @@ The store's codes (or codes generated here) are saved as ``pending`` mirror rows
 coupon yet, and one ``coupon_code`` row per code, in one transaction, the codes turning
 ``queued``. The flusher (``klaviyo_flush``, or ``flush_coupons`` here) sends them like
 every other kind: claimed with SKIP LOCKED, within Klaviyo's rate limits, 429 and 5xx
-retried, codes packed into bulk jobs of at most 1,000 and polled to completion. A sent
-code takes Klaviyo's status (``UNASSIGNED`` once imported); a refused one is a dead
-outbox row with Klaviyo's reason and a ``failed`` mirror code with the same reason
-(requeue the row from the outbox admin to try it again).
+retried, codes packed into bulk jobs of at most 1,000 that later passes follow while
+other rows go on (their rows wait in ``awaiting_job``). A sent code takes Klaviyo's
+status (``UNASSIGNED`` once imported); a refused one is a dead outbox row with Klaviyo's
+reason and a ``failed`` mirror code with the same reason (requeue the row from the
+outbox admin to try it again).
 
 Used from ``manage.py klaviyo_coupons`` and the coupon admin's action.
 """
@@ -38,7 +39,14 @@ from django_klaviyo.rules.coupons import clean_code, clean_coupon
 Status = KlaviyoCouponCode.Status
 Kind = OutboxEvent.Kind
 COUPON_KINDS = (Kind.COUPON, Kind.COUPON_CODE)
-_OPEN = (OutboxEvent.Status.PENDING, OutboxEvent.Status.RETRYING, OutboxEvent.Status.SENDING)
+# Not sent or dead yet: a code row waiting for its Klaviyo job (``awaiting_job``) is not
+# in Klaviyo until the job's settlement says so.
+_OPEN = (
+    OutboxEvent.Status.PENDING,
+    OutboxEvent.Status.RETRYING,
+    OutboxEvent.Status.SENDING,
+    OutboxEvent.Status.AWAITING_JOB,
+)
 
 # Codes without look-alike characters (0/O, 1/I/L), easy to type from an email.
 CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"

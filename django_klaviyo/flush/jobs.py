@@ -1,15 +1,17 @@
 """Following Klaviyo's bulk jobs without waiting for them in line.
 
-A catalog job or profile bulk import Klaviyo accepted but has not finished is recorded
-(``KlaviyoJob``, written with the batch's outcomes by ``record``) and its rows wait in
-``awaiting_job``; the flusher goes on with the other rows. Each pass (of any worker) first
-looks at the jobs due for a look (``settle_due_jobs``): one GET per job, then either a
-later look (growing pauses up to ``CATALOG_JOB_POLL_SECONDS``) or the job's rows settled in
-one transaction:
+A catalog job, coupon-code job or profile bulk import Klaviyo accepted but has not
+finished is recorded (``KlaviyoJob``, written with the batch's outcomes by ``record``) and
+its rows wait in ``awaiting_job``; the flusher goes on with the other rows. Each pass (of
+any worker) first looks at the jobs due for a look (``settle_due_jobs``): one GET per job,
+then either a later look (growing pauses up to ``CATALOG_JOB_POLL_SECONDS``) or the job's
+rows settled in one transaction:
 
 - complete: each row sent, or dead with Klaviyo's reason for it; a create Klaviyo says
   already exists (or an update of what it does not have) goes once as the other
-  operation, in a new job the rows then wait for;
+  operation, in a new job the rows then wait for; a sender with a local mirror
+  (``job_settled``: coupon codes take Klaviyo's status, or ``failed`` with the reason)
+  follows in the same transaction;
 - cancelled, or still running after its lifetime (``CATALOG_JOB_TIMEOUT``; imports
   ``JOB_WAIT_SECONDS``), or unreadable: the rows are retried (back-off,
   ``MAX_ATTEMPTS``) with the reason.
@@ -33,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import Min, Q
 
 from django_klaviyo.client.catalog import job_status
@@ -72,6 +74,8 @@ class _Settlement:
     follow: tuple[str, str, list[Any]] | None = None
     # Catalog objects the job wrote (their external ids), for ``record_objects``.
     written: list[str] = field(default_factory=list)
+    # Klaviyo's answer for a complete job (a mirror's ``job_settled`` reads it).
+    answer: Mapping[str, Any] | None = None
 
 
 def poll_delay(polls: int) -> float:
@@ -230,7 +234,7 @@ def _complete(
     rows = _waiting_rows(job, using)
     outcome = sender.finished(client, answer, rows, job)
     refused = len(outcome.failed) + len(outcome.retry)
-    end = _Settlement(JobStatus.COMPLETE, f"complete; {refused} refused")
+    end = _Settlement(JobStatus.COMPLETE, f"complete; {refused} refused", answer=answer)
     end.dead = dict(outcome.failed)
     end.retry = dict(outcome.retry)
     moving = {row.pk for row in outcome.fallback}
@@ -297,6 +301,38 @@ def _wake_children(job: KlaviyoJob, using: str, now: datetime) -> None:
     ).update(next_attempt_at=now, outcome_note="", updated_at=now)
 
 
+def _tell_mirror(
+    job: KlaviyoJob,
+    end: _Settlement,
+    dead: Mapping[ErrorInfo, Sequence[Any]],
+    sender: Sender | None,
+    using: str,
+    now: datetime,
+) -> str:
+    """A sender with a local mirror (coupon codes: ``job_settled``) hears of the job's
+    rows sent and dead, in the settling transaction and before their outcomes are
+    written (it may read what their earlier attempts left). Returns the rows' note when
+    the mirror could not follow: the rows are settled all the same."""
+    hook = getattr(sender, "job_settled", None)
+    if not callable(hook) or not getattr(sender, "mirrored", False):
+        return ""
+    rows = _waiting_rows(job, using)
+    waiting = {row.pk for row in rows if row is not None}
+    sent = waiting.intersection(end.sent)
+    died = {pk: info for info, pks in dead.items() for pk in pks if pk in waiting}
+    if not sent and not died:
+        return ""
+    try:
+        with transaction.atomic(using=using):  # a failed mirror update undone alone
+            hook(rows, end.answer, sent, died, now)
+    except (OperationalError, InterfaceError):
+        raise
+    except Exception as exc:
+        logger.exception("Updating the local mirror after %s failed.", job)
+        return f"Settled; the local mirror was not updated: {exc!r}"[:255]
+    return ""
+
+
 def _settle(
     job: KlaviyoJob,
     end: _Settlement,
@@ -341,8 +377,6 @@ def _settle(
             for chunk in chunks(list(pks), IN_CHUNK):
                 waiting.filter(pk__in=chunk).update(**values)
 
-        update(end.sent, status=Status.SENT, sent_at=now, **cleared)
-        counts["sent"] += len(end.sent)
         by_info: dict[ErrorInfo, list[Any]] = defaultdict(list)
         for pk, info in end.dead.items():
             by_info[info].append(pk)
@@ -361,6 +395,11 @@ def _settle(
                 by_info[gave_up].append(pk)
             else:
                 retrying[(tries, info)].append(pk)
+        note = _tell_mirror(job, end, by_info, sender, using, now)
+        if note:
+            cleared["outcome_note"] = note
+        update(end.sent, status=Status.SENT, sent_at=now, **cleared)
+        counts["sent"] += len(end.sent)
         for info, pks in by_info.items():
             update(
                 pks,

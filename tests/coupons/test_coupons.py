@@ -3,7 +3,7 @@
 ``klaviyo_coupons`` (or the admin action) saves the codes in the local mirror and queues
 a ``coupon`` row and one ``coupon_code`` row per code; ``klaviyo_flush`` creates the
 coupon (the sandbox checks each body against the spec) and packs the codes into bulk
-jobs of at most 1,000, polled to completion. A code Klaviyo refuses is a dead outbox row
+jobs of at most 1,000, settled by a later pass. A code Klaviyo refuses is a dead outbox row
 with Klaviyo's reason and a ``failed`` mirror code with the same reason; requeued from
 the outbox admin and sent, the mirror follows."""
 
