@@ -78,6 +78,11 @@ class Sandbox:
         self.faults.configure(new)
         return new
 
+    def set_api_key(self, api_key: str | None) -> None:
+        """Accept only ``api_key`` from now on (None: any key): a key revoked, then
+        restored, as an account owner may do in Klaviyo's settings."""
+        self._api_key = api_key
+
     def deny_scopes(self, *scopes: str) -> None:
         """Act as a key without these scopes (e.g. ``"subscriptions:write"``): every
         endpoint needing one answers 403 as Klaviyo does; no argument grants them all."""
