@@ -3,20 +3,24 @@ backend, and a real worker (django-tasks-db's ``db_worker``) drains the outbox."
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.conf import settings
 from django.core.cache import caches
 from django.db import connection, transaction
 from django.test import override_settings
+from django.utils import timezone
 
 from django_klaviyo import api
+from django_klaviyo.models import OutboxEvent
 from django_klaviyo.outbox import task_queue
 from django_klaviyo.outbox.tasks import flush_outbox_task
 from django_klaviyo.testing.sandbox import SandboxServer
@@ -80,9 +84,70 @@ def test_a_broken_task_backend_never_breaks_the_stores_save(dummy_backend, caplo
     with klaviyo(FLUSH_TASK_BACKEND="no-such-backend"):
         write_row("a@example.com")
     assert "could not enqueue the flush task" in caplog.text
-    from django_klaviyo.models import OutboxEvent
-
     assert OutboxEvent.objects.count() == 1  # the row is there for the periodic flush
+
+
+# --- recovery after a worker killed mid-task ------------------------------------------------
+
+
+@pytest.fixture
+def no_pending_recovery() -> Iterator[None]:
+    caches["default"].delete(task_queue.RECOVERY_KEY)
+    yield
+    caches["default"].delete(task_queue.RECOVERY_KEY)
+
+
+def recoveries(backend: Any) -> list[Any]:
+    return [r for r in backend.results if r.kwargs.get("recovery")]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_flush_task_schedules_its_own_recovery_for_when_its_lease_would_end(
+    dummy_backend, no_pending_recovery
+):
+    """Killed while it holds rows, a task leaves them leased for LEASE_SECONDS: a recovery
+    flush is already waiting for that moment, and one is enough for many tasks."""
+    with klaviyo(FLUSH_TASK_BACKEND="default", LEASE_SECONDS=300):
+        before = timezone.now()
+        flush_outbox_task.call()
+        flush_outbox_task.call()  # a second task of the same window adds none
+        (recovery,) = recoveries(dummy_backend)
+        assert recovery.task.func is flush_outbox_task.func
+        lease = dt.timedelta(seconds=300)
+        assert (
+            before + lease
+            < recovery.task.run_after
+            <= timezone.now() + lease + dt.timedelta(seconds=task_queue.RECOVERY_MARGIN_SECONDS)
+        )
+        # The recovery run itself schedules nothing when no row is leased: an idle shop
+        # runs no task.
+        flush_outbox_task.call(**recovery.kwargs)
+    assert len(recoveries(dummy_backend)) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rows_a_killed_task_left_leased_are_flushed_when_the_lease_expires(
+    dummy_backend, no_pending_recovery, klaviyo_sandbox
+):
+    """A worker killed mid-task leaves its rows ``sending`` (and its task RUNNING): the
+    next flush sees them and schedules a recovery for the minute their lease ends, which
+    reclaims and sends them, as a second ``klaviyo_flush --loop`` would."""
+    write_row("left@example.com")
+    taken = timezone.now() - dt.timedelta(seconds=100)
+    OutboxEvent.objects.update(
+        status=OutboxEvent.Status.SENDING, locked_at=taken, locked_by="killed-worker/1"
+    )
+    with klaviyo(FLUSH_TASK_BACKEND="default", LEASE_SECONDS=300):
+        flush_outbox_task.call()  # another task: the row is still leased
+        assert OutboxEvent.objects.get().status == OutboxEvent.Status.SENDING
+        expiry = taken + dt.timedelta(seconds=300 + task_queue.RECOVERY_MARGIN_SECONDS)
+        (recovery,) = [r for r in recoveries(dummy_backend) if r.task.run_after == expiry]
+
+        # The recovery runs when the lease has expired.
+        OutboxEvent.objects.update(locked_at=taken - dt.timedelta(seconds=200))
+        flush_outbox_task.call(**recovery.kwargs)
+    assert OutboxEvent.objects.get().status == OutboxEvent.Status.SENT
+    assert len(klaviyo_sandbox.state.events("Viewed Product")) == 1
 
 
 # --- end to end: a real worker process ------------------------------------------------------
