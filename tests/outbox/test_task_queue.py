@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from django_klaviyo import api
 from django_klaviyo.models import OutboxEvent
-from django_klaviyo.outbox import task_queue
+from django_klaviyo.outbox import task_queue, tasks
 from django_klaviyo.outbox.tasks import flush_outbox_task
 from django_klaviyo.testing.sandbox import SandboxServer
 from tests.flush.test_reliability_processes import EXAMPLE_PROJECT, flusher_env
@@ -92,9 +92,9 @@ def test_a_broken_task_backend_never_breaks_the_stores_save(dummy_backend, caplo
 
 @pytest.fixture
 def no_pending_recovery() -> Iterator[None]:
-    caches["default"].delete(task_queue.RECOVERY_KEY)
+    caches["default"].delete(tasks.RECOVERY_KEY)
     yield
-    caches["default"].delete(task_queue.RECOVERY_KEY)
+    caches["default"].delete(tasks.RECOVERY_KEY)
 
 
 def recoveries(backend: Any) -> list[Any]:
@@ -117,7 +117,7 @@ def test_a_flush_task_schedules_its_own_recovery_for_when_its_lease_would_end(
         assert (
             before + lease
             < recovery.task.run_after
-            <= timezone.now() + lease + dt.timedelta(seconds=task_queue.RECOVERY_MARGIN_SECONDS)
+            <= timezone.now() + lease + dt.timedelta(seconds=tasks.RECOVERY_MARGIN_SECONDS)
         )
         # The recovery run itself schedules nothing when no row is leased: an idle shop
         # runs no task.
@@ -140,7 +140,7 @@ def test_rows_a_killed_task_left_leased_are_flushed_when_the_lease_expires(
     with klaviyo(FLUSH_TASK_BACKEND="default", LEASE_SECONDS=300):
         flush_outbox_task.call()  # another task: the row is still leased
         assert OutboxEvent.objects.get().status == OutboxEvent.Status.SENDING
-        expiry = taken + dt.timedelta(seconds=300 + task_queue.RECOVERY_MARGIN_SECONDS)
+        expiry = taken + dt.timedelta(seconds=300 + tasks.RECOVERY_MARGIN_SECONDS)
         (recovery,) = [r for r in recoveries(dummy_backend) if r.task.run_after == expiry]
 
         # The recovery runs when the lease has expired.
