@@ -161,6 +161,9 @@ for i in range({count}):
 """
 
 
+DB_WORKER = [sys.executable, "manage.py", "db_worker", "--interval", "0.2", "--no-startup-delay"]
+
+
 def task_env(database_url: str, api_url: str) -> dict[str, str]:
     env = flusher_env(database_url, api_url)
     env["DJANGO_SETTINGS_MODULE"] = "tests.projects.task_settings"
@@ -195,7 +198,9 @@ def test_a_db_worker_drains_the_outbox_into_the_sandbox(database_url):
         if database_url.startswith("sqlite"):
             manage(env, "migrate", "--no-input", "-v", "0")
         worker = subprocess.Popen(
-            [sys.executable, "manage.py", "db_worker", "--interval", "0.2", "--no-startup-delay"],
+            # --no-reload: under DEBUG the autoreloader would run the worker in a child
+            # process that outlives the one the test stops.
+            [*DB_WORKER, "--no-reload"],
             cwd=EXAMPLE_PROJECT,
             env=env,
             stdout=subprocess.DEVNULL,
@@ -220,5 +225,71 @@ def test_a_db_worker_drains_the_outbox_into_the_sandbox(database_url):
         placed = sandbox.state.events("Placed Order")
         assert len({e["profile_id"] for e in placed}) == 5
         assert sandbox.state.duplicate_events == 0
+        state = manage(env, "klaviyo_status", "--json", "--max-dead", "0")
+        assert '"due": 0' in state.stdout and '"dead": 0' in state.stdout
+
+
+# One transaction: one outbox_ready, so one flush task, the one the test kills.
+PLACE_ORDERS_AT_ONCE = "from django.db import transaction\nwith transaction.atomic():\n" + "".join(
+    f"    {line}\n" for line in PLACE_ORDERS.strip().splitlines()
+)
+
+COUNT_SENDING = (
+    "from django_klaviyo.models import OutboxEvent; "
+    "print(OutboxEvent.objects.filter(status='sending').count())"
+)
+
+
+def count(env: dict[str, str], code: str) -> int:
+    """A number the example shop's shell prints (its last line)."""
+    return int(manage(env, "shell", "-c", code).stdout.strip().splitlines()[-1])
+
+
+COUNT_UNSENT = (
+    "from django_klaviyo.models import OutboxEvent; "
+    "print(OutboxEvent.objects.exclude(status='sent').count())"
+)
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_db_worker_killed_mid_task_is_recovered_from_by_another(database_url):
+    """SIGKILL while the flush task waits on Klaviyo: its task stays RUNNING and its rows
+    ``sending``; a second worker, with no new row written, sends them once the lease ends
+    (1 s here), as a second ``klaviyo_flush --loop`` would."""
+    with SandboxServer(time_scale=0.05, latency=60.0) as sandbox:
+        env = task_env(database_url, sandbox.url)
+        if database_url.startswith("sqlite"):
+            manage(env, "migrate", "--no-input", "-v", "0")
+        command = [*DB_WORKER, "--no-reload"]  # the worker itself, not an autoreloader
+        first = subprocess.Popen(command, cwd=EXAMPLE_PROJECT, env=env, stderr=subprocess.PIPE)
+        second = None
+        try:
+            manage(env, "shell", "-c", PLACE_ORDERS_AT_ONCE.format(count=3))
+            deadline = time.monotonic() + 60
+            while count(env, COUNT_SENDING) == 0:
+                assert first.poll() is None, first.stderr.read() if first.stderr else ""
+                assert time.monotonic() < deadline, "the first worker never claimed the rows"
+                time.sleep(0.2)
+            first.kill()  # mid-request: Klaviyo is slow to answer
+            first.wait(timeout=30)
+            sandbox.latency = 0.0
+            second = subprocess.Popen(
+                command, cwd=EXAMPLE_PROJECT, env=env, stderr=subprocess.PIPE, text=True
+            )
+            deadline = time.monotonic() + 90
+            while count(env, COUNT_UNSENT):
+                assert second.poll() is None, second.stderr.read() if second.stderr else ""
+                assert time.monotonic() < deadline, "nothing recovered the killed task's rows"
+                time.sleep(0.2)
+        finally:
+            for worker in (first, second):
+                if worker is not None and worker.poll() is None:
+                    worker.terminate()
+                    try:
+                        worker.wait(timeout=30)
+                    except subprocess.TimeoutExpired:
+                        worker.kill()
+                        worker.wait(timeout=30)
         state = manage(env, "klaviyo_status", "--json", "--max-dead", "0")
         assert '"due": 0' in state.stdout and '"dead": 0' in state.stdout
