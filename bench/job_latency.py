@@ -1,8 +1,8 @@
 """First order event latency while catalog jobs are processing (issue 23).
 
 Klaviyo keeps bulk jobs "processing" for a while under load. The sandbox (its own process)
-is told to keep every catalog job processing for ``--job-seconds`` (30 by default,
-``KLAVIYO_SANDBOX_JOB_SECONDS``). The outbox holds a category, an item in it and a variant
+is told to keep every bulk job processing for ``--job-seconds`` (30 by default; the
+sandbox's ``job_seconds``). The outbox holds a category, an item in it and a variant
 of the item (three catalog jobs, each needing the one before) and one Placed Order. The
 figure: seconds from the flusher's first request to Klaviyo accepting the order event.
 Target: within 5 s (90 s when the flusher waited for each job in line). The run then goes
@@ -11,7 +11,6 @@ on until the catalog is settled, and reports that time too.
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
@@ -125,8 +124,7 @@ def main() -> None:
 
     print_header(f"first order event with catalog jobs of {job_seconds:g} s ({args.db})")
     seed()
-    os.environ["KLAVIYO_SANDBOX_JOB_SECONDS"] = str(job_seconds)  # the sandbox's process
-    with sandbox_process() as url:
+    with sandbox_process(job_seconds=job_seconds) as url:
         session = TimedSession()
         client = KlaviyoClient(
             api_url=url, rate_limiter=UnlimitedRateLimiter(), session=session, max_attempts=1

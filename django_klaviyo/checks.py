@@ -534,11 +534,15 @@ def check_rate_limit_cache() -> list[CheckMessage]:
 @_setting_check
 def check_lease_covers_a_request() -> list[CheckMessage]:
     """A flusher renews its rows' lease between requests, once a quarter of it has
-    passed; during one request it cannot. The longest request is the client's wait for
-    the local rate limit plus the connect and read timeouts; the lease must outlast a
-    quarter of itself plus that request, with room for clocks of other hosts running
-    ahead: at least twice the longest request."""
+    passed; during one request it cannot, nor while it sleeps before polling a Klaviyo
+    job (a profile import, a catalog job). The longest stretch without a chance to renew
+    is one request (the client's wait for the local rate limit plus the connect and read
+    timeouts) plus one poll interval. A lease under 4/3 of that can run out mid-request
+    even with every clock alike (W041: rows sent twice; a warning, not an error, so that
+    tests may force reclaims with a one-second lease); under twice that, clocks of
+    other hosts running ahead leave too little room (W007)."""
     from django_klaviyo.flush.loop import CLIENT_MAX_WAIT
+    from django_klaviyo.flush.senders.imports import POLL_CAP_SECONDS
 
     lease, timeout = _get("LEASE_SECONDS"), _get("TIMEOUT")
     if isinstance(lease, bool) or not isinstance(lease, int) or lease < 1:
@@ -549,18 +553,41 @@ def check_lease_covers_a_request() -> list[CheckMessage]:
         connect, read = (float(t) for t in timeout)
     except (TypeError, ValueError):
         return []  # E012
-    longest = CLIENT_MAX_WAIT + connect + read
-    if lease >= 2 * longest:
+    catalog_poll = _get("CATALOG_JOB_POLL_SECONDS")
+    if isinstance(catalog_poll, bool) or not isinstance(catalog_poll, (int, float)):
+        catalog_poll = 0.0
+    poll = max(float(catalog_poll), POLL_CAP_SECONDS)
+    request = CLIENT_MAX_WAIT + connect + read
+    gap = request + poll
+    described = (
+        f"one request and one job poll ({gap:g} s: up to {CLIENT_MAX_WAIT:g} s waiting for "
+        f"the rate limit, TIMEOUT's {connect:g} s to connect and {read:g} s to read, then "
+        f"up to {poll:g} s before the next poll of a Klaviyo job)"
+    )
+    hint = (
+        f"Set LEASE_SECONDS to at least {int(2 * gap + 0.999)}, or lower TIMEOUT; see "
+        "docs/workers.md#leases."
+    )
+    if lease * 3 < 4 * gap:
+        return [
+            Warning(
+                f"KLAVIYO['LEASE_SECONDS'] = {lease} does not outlast {described} by a quarter "
+                "of itself. The lease is renewed only between requests, once a quarter of it "
+                "has passed, so it can run out while a request is in flight: another "
+                "flusher then reclaims the rows and sends them a second time.",
+                hint=hint,
+                id="django_klaviyo.W041",
+            )
+        ]
+    if lease >= 2 * gap:
         return []
     return [
         Warning(
-            f"KLAVIYO['LEASE_SECONDS'] = {lease} is less than twice the longest request a "
-            f"flusher makes ({longest:g} s: up to {CLIENT_MAX_WAIT:g} s waiting for the rate "
-            f"limit, then TIMEOUT's {connect:g} s to connect and {read:g} s to read). The "
-            "lease is renewed only between requests, so a slow request can outlive it: "
-            "another flusher then reclaims the rows and sends them a second time.",
-            hint=f"Set LEASE_SECONDS to at least {int(2 * longest + 0.999)}, or lower "
-            "TIMEOUT; see docs/workers.md.",
+            f"KLAVIYO['LEASE_SECONDS'] = {lease} is less than twice {described}. The "
+            "lease is renewed only between requests, so a slow request (or a clock of "
+            "another host running ahead) can outlive it: another flusher then reclaims "
+            "the rows and sends them a second time.",
+            hint=hint,
             id="django_klaviyo.W007",
         )
     ]

@@ -9,7 +9,8 @@
 #   demo admin user, and print the URLs of the admin dashboard and the sandbox page.
 # The demo only ever talks to a sandbox it started: a port already in use is an error.
 # Usage: bash example_project/demo.sh [--serve]
-#   (env: CUSTOMERS, ORDERS, SANDBOX_PORT, SHOP_PORT, PYTHON, VENV)
+#   (env: CUSTOMERS, ORDERS, SANDBOX_PORT, SHOP_PORT, PYTHON, VENV, SANDBOX_JOB_SECONDS:
+#   how long the sandbox keeps each bulk job "processing", as Klaviyo's jobs take time)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -18,6 +19,7 @@ VENV=${VENV:-$ROOT/.venv}
 CUSTOMERS=${CUSTOMERS:-25}
 ORDERS=${ORDERS:-60}
 SANDBOX_PORT=${SANDBOX_PORT:-8765}
+SANDBOX_JOB_SECONDS=${SANDBOX_JOB_SECONDS:-2}
 SHOP_PORT=${SHOP_PORT:-8000}
 SERVE=0
 for arg in "$@"; do
@@ -84,7 +86,8 @@ trap 'exit 143' TERM
 if [ -z "${KLAVIYO_PRIVATE_API_KEY:-}" ]; then
   export KLAVIYO_API_URL="http://127.0.0.1:$SANDBOX_PORT"
   echo "== start the Klaviyo sandbox on $KLAVIYO_API_URL (no Klaviyo account needed)"
-  "$PY" manage.py klaviyo_sandbox --port "$SANDBOX_PORT" --record var/sandbox.jsonl --quiet &
+  "$PY" manage.py klaviyo_sandbox --port "$SANDBOX_PORT" \
+    --job-seconds "$SANDBOX_JOB_SECONDS" --record var/sandbox.jsonl --quiet &
   sandbox_pid=$!
   for _ in $(seq 1 50); do
     # Our process first: an answer from the port means nothing if our sandbox has died.

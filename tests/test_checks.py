@@ -308,12 +308,29 @@ def test_an_unknown_top_level_setting_is_a_warning_with_a_suggestion():
     assert "Did you mean 'PRIVATE_API_KEY'?" in message.hint
 
 
-def test_a_lease_shorter_than_twice_the_longest_request_warns():
-    """The lease is renewed only between requests: a request of up to 5 s (rate-limit
-    wait) + 5 s (connect) + 30 s (read) needs a lease of at least 80 s."""
-    assert ids(LEASE_SECONDS=80, TIMEOUT=(5, 30)) == []
-    assert ids(LEASE_SECONDS=79, TIMEOUT=(5, 30)) == ["django_klaviyo.W007"]
+def test_a_lease_shorter_than_twice_a_request_and_a_job_poll_warns():
+    """The lease is renewed only between requests and before each job poll: a request of
+    up to 5 s (rate-limit wait) + 5 s (connect) + 30 s (read), then up to 5 s before the
+    next poll of a profile import job, needs a lease of at least 90 s."""
+    assert ids(LEASE_SECONDS=90, TIMEOUT=(5, 30)) == []
+    assert ids(LEASE_SECONDS=89, TIMEOUT=(5, 30)) == ["django_klaviyo.W007"]
     with override_settings(KLAVIYO={**GOOD, "LEASE_SECONDS": 200, "TIMEOUT": 60}):
         (warning,) = check_klaviyo_settings()
     assert isinstance(warning, Warning) and warning.id == "django_klaviyo.W007"
-    assert "125 s" in warning.msg and "at least 250" in warning.hint
+    assert "130 s" in warning.msg and "at least 260" in warning.hint
+
+
+def test_a_lease_that_can_run_out_during_a_request_and_a_poll_warns_apart():
+    """Renewed once a quarter of it has passed, a lease must outlast a quarter of itself
+    plus one request and one job poll (45 s with these timeouts): under 60 s it can run
+    out mid-request even with every clock alike."""
+    assert ids(LEASE_SECONDS=60, TIMEOUT=(5, 30)) == ["django_klaviyo.W007"]
+    assert ids(LEASE_SECONDS=59, TIMEOUT=(5, 30)) == ["django_klaviyo.W041"]
+    # A slow catalog poll interval counts too: 40 s of request + 30 s before the poll.
+    assert ids(LEASE_SECONDS=90, TIMEOUT=(5, 30), CATALOG_JOB_POLL_SECONDS=30) == [
+        "django_klaviyo.W041"
+    ]
+    with override_settings(KLAVIYO={**GOOD, "LEASE_SECONDS": 45, "TIMEOUT": (5, 30)}):
+        (warning,) = check_klaviyo_settings()
+    assert isinstance(warning, Warning) and warning.id == "django_klaviyo.W041"
+    assert "45 s" in warning.msg and "at least 90" in warning.hint

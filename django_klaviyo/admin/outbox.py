@@ -160,6 +160,8 @@ class OutboxEventAdmin(AccountColumnMixin, ReadOnlyDetailAdmin):
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
         stats = outbox_dashboard()
+        for line in health.stopped_accounts(stats.now):  # a refused key: say so on the page
+            self.message_user(request, f"Klaviyo account {line}", messages.ERROR)
         unfinished = [OutboxEvent.Status(status) for status in UNFINISHED]
         context = {
             "dashboard": stats,

@@ -264,3 +264,12 @@ def _hour(value: dt.datetime) -> dt.datetime:
     if value.tzinfo is None:
         return value.replace(tzinfo=dt.timezone.utc)
     return value.astimezone(dt.timezone.utc)
+
+
+def stopped_accounts(now: dt.datetime | None = None) -> list[str]:
+    """One line per Klaviyo account whose key was refused and that every worker leaves
+    alone for now: "eu: stopped until T: reason" (see ``flush.rotation``)."""
+    from django_klaviyo.flush.rotation import stops
+
+    now = now or timezone.now()
+    return [f"{name}: {stop.line()}" for name, stop in stops().items() if stop.until > now]

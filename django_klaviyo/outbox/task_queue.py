@@ -8,6 +8,7 @@ window is held in the rate-limit cache (``RATE_LIMIT_CACHE``), shared by all web
 processes when that cache is. Rows written during the window were committed before the
 task runs, so it drains them. A periodic flush (docs/deployment.md) covers rows whose
 retry time comes later and any enqueue that failed.
+Recovery after a killed worker: ``django_klaviyo.outbox.tasks``.
 """
 
 from __future__ import annotations

@@ -224,6 +224,7 @@ def to_json_schema(node: Any) -> Any:
             del converted[flag]
             if node[flag] and bound in node:
                 converted[flag] = converted.pop(bound)
+    _refuse_unknown_attributes(node, converted)
     if node.get("nullable") is not True:
         return converted
     if "$ref" in converted or "oneOf" in converted or "anyOf" in converted:
@@ -233,6 +234,28 @@ def to_json_schema(node: Any) -> Any:
     if "enum" in converted:
         converted["enum"] = [*converted["enum"], None]
     return converted
+
+
+def _refuse_unknown_attributes(node: dict[str, Any], converted: dict[str, Any]) -> None:
+    """A JSON:API resource object (``type`` and ``attributes``) takes only the attributes
+    its schema names, as Klaviyo answers: 400 "'x' is not a valid field for the resource
+    'profile'". The spec leaves ``additionalProperties`` unset; free-form values
+    (``properties``) stay open, being one attribute."""
+    properties = node.get("properties")
+    if not isinstance(properties, dict) or not {"type", "attributes"} <= properties.keys():
+        return
+    attributes = converted["properties"]["attributes"]
+    if not isinstance(attributes, dict) or "properties" not in attributes:
+        return
+    if "additionalProperties" in attributes:
+        return
+    kind = properties["type"]
+    if isinstance(kind, dict) and "$ref" in kind:
+        kind = load_spec()["components"]["schemas"].get(kind["$ref"].rsplit("/", 1)[-1], {})
+    names = kind.get("enum") if isinstance(kind, dict) else None
+    attributes["additionalProperties"] = False
+    if names:
+        attributes["x-resource"] = str(names[0])
 
 
 @functools.lru_cache(maxsize=1)
@@ -331,6 +354,16 @@ def _translate(error: jsonschema.ValidationError) -> list[SchemaViolation]:
         ]
     if error.validator == "additionalProperties" and isinstance(instance, dict):
         known = error.schema.get("properties", {})
+        resource = error.schema.get("x-resource")
+        if resource:  # Klaviyo's words for an unknown attribute
+            return [
+                SchemaViolation(
+                    f"{where}{_pointer([key])}",
+                    f"'{key}' is not a valid field for the resource '{resource}'.",
+                )
+                for key in instance
+                if key not in known
+            ]
         return [
             SchemaViolation(f"{where}{_pointer([key])}", f"unexpected property {key!r}")
             for key in instance

@@ -138,9 +138,15 @@ class Command(LongRunningCommand):
         except FlushAborted as exc:
             if exc.reason == "auth":
                 # Other accounts may have been sent before the run ended: say so.
-                if verbosity >= 1 and getattr(exc, "report", None) is not None:
-                    for line in exc.report.summary_lines():
+                ran = getattr(exc, "report", None)
+                if verbosity >= 1 and ran is not None:
+                    for line in ran.summary_lines():
                         self.stdout.write(line)
+                if ran is not None and ran.ended in ("stopped", "max_seconds"):
+                    # A requested end exits 0 (docs/workers.md); the refused account is
+                    # retried by the next run and shown by klaviyo_status meanwhile.
+                    self.stderr.write(str(exc))
+                    return
                 raise CommandError(str(exc), returncode=EXIT_CONFIGURATION) from exc
             # The database: a single run reports it (cron sees the failure); a --loop
             # worker gets here only after --max-outage.

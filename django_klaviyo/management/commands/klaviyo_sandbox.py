@@ -63,11 +63,21 @@ class Command(LongRunningCommand):
         parser.add_argument(
             "--api-key", default=None, help="Only accept this private key (default: accept any)."
         )
+        parser.add_argument(
+            "--job-seconds",
+            type=float,
+            default=0.0,
+            metavar="S",
+            help="How long each bulk job (profile import, catalog, coupon codes) stays "
+            "'processing' before it completes, as Klaviyo's jobs take time (default: 0).",
+        )
         parser.add_argument("--quiet", action="store_true", help="Do not log requests.")
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["time_scale"] <= 0:
             raise CommandError("--time-scale must be positive.")
+        if not options["job_seconds"] >= 0:
+            raise CommandError("--job-seconds must be 0 or more.")
         try:
             faults = FaultConfig(
                 rate_429=options["fault_429"],
@@ -92,6 +102,7 @@ class Command(LongRunningCommand):
             record_path=options["record"],
             seed=options["seed"],
             verbose=not options["quiet"],
+            job_seconds=options["job_seconds"],
         )
         try:
             server.start()

@@ -74,7 +74,8 @@ class Command(BaseCommand):
             using=options["database"],
         )
         if options["json"]:
-            self.stdout.write(json.dumps(result.as_dict(), sort_keys=True))
+            figures = {**result.as_dict(), "stopped_accounts": health.stopped_accounts(result.now)}
+            self.stdout.write(json.dumps(figures, sort_keys=True))
         else:
             self._print(result)
         if result.code != health.HEALTHY:
@@ -107,3 +108,5 @@ class Command(BaseCommand):
             write(f"oldest Klaviyo job: {job_id}, started {waited}s ago")
         last = result.last_sent_at
         write(f"last successful send: {'never' if last is None else last.isoformat()}")
+        for line in health.stopped_accounts(result.now):
+            write(f"account {line}")

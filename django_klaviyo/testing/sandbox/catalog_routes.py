@@ -1,7 +1,8 @@
 """The sandbox's catalog, back-in-stock subscriptions and coupons.
 
 Catalog writes are bulk jobs, as in Klaviyo: the POST answers 202 with a ``processing``
-job, and the job runs when it is first read (``GET .../<job_id>``), which is when its
+job, and the job runs when it is first read (``GET .../<job_id>``) once the sandbox's
+``job_seconds`` have passed (until then it stays ``processing``), which is when its
 per-resource errors appear in ``attributes.errors`` with a pointer to the resource
 (``/data/attributes/items/data/3``). Errors: a create of an existing external id
 (``duplicate``), an update or delete of an unknown one, a variant of an unknown item,
@@ -14,9 +15,7 @@ Tests read the store with ``catalog_store(sandbox.state)``.
 from __future__ import annotations
 
 import copy
-import os
 import threading
-import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -145,6 +144,7 @@ def _new_job(state: SandboxState, request: Request, kind: str, op: str) -> dict[
         "op": op,
         "resources": resources,
         "status": "processing",
+        "started": state.job_started(),
         "created_at": now_iso(),
         "total_count": len(resources),
         "completed_count": 0,
@@ -219,24 +219,10 @@ def _problem(
     return None
 
 
-# How long a catalog job stays "processing" (seconds; 0: done at the first poll), from
-# KLAVIYO_SANDBOX_JOB_SECONDS: Klaviyo keeps jobs processing for a while under load
-# (bench/job_latency.py). The smallest knob until the sandbox grows a proper one.
-JOB_SECONDS = float(os.environ.get("KLAVIYO_SANDBOX_JOB_SECONDS") or 0)
-_job_started: dict[str, float] = {}
-
-
-def _still_processing(job: dict[str, Any]) -> bool:
-    started = _job_started.setdefault(job["id"], time.monotonic())
-    return time.monotonic() - started < JOB_SECONDS
-
-
 def _register_catalog(kind: str, op: str, operation: str, get_operation: str) -> None:
     def start(state: SandboxState, request: Request) -> Response:
         store = catalog_store(state)
         job = _new_job(state, request, kind, op)
-        if JOB_SECONDS:
-            _job_started[job["id"]] = time.monotonic()
         with store.lock:
             store.jobs[job["id"]] = job
             body = {"data": _job_resource(job, request.base_url)}
@@ -248,7 +234,7 @@ def _register_catalog(kind: str, op: str, operation: str, get_operation: str) ->
             job = store.jobs.get(request.path_params["job_id"])
             if job is None or (job["kind"], job["op"]) != (kind, op):
                 raise ApiError(404, "not_found", "Not found.", pointer=None, parameter="job_id")
-            if job["status"] == "processing" and not (JOB_SECONDS and _still_processing(job)):
+            if job["status"] == "processing" and state.job_due(job["started"]):
                 _apply(state, store, job)
             body = {"data": _job_resource(job, request.base_url)}
         return Response(200, body)
@@ -375,6 +361,7 @@ def bulk_create_coupon_codes(state: SandboxState, request: Request) -> Response:
     job = {
         "id": state.new_id(),
         "type": "coupon-code-bulk-create-job",
+        "started": state.job_started(),
         "path": "/api/coupon-code-bulk-create-jobs",
         "kind": "coupon-code",
         "op": "create",
@@ -445,7 +432,7 @@ def get_bulk_create_coupon_codes_job(state: SandboxState, request: Request) -> R
         job = store.jobs.get(request.path_params["job_id"])
         if job is None or job["kind"] != "coupon-code":
             raise ApiError(404, "not_found", "Not found.", pointer=None, parameter="job_id")
-        if job["status"] == "processing":
+        if job["status"] == "processing" and state.job_due(job["started"]):
             _run_code_job(state, store, job)
         resource = _job_resource(job, request.base_url)
         body: dict[str, Any] = {"data": resource}

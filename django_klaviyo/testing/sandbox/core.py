@@ -22,11 +22,13 @@ from django_klaviyo.testing.sandbox.state import SandboxState
 class Sandbox:
     """A stand-in for one Klaviyo account and its API's rules, without the HTTP server.
 
-    ``api_key=None`` accepts any ``Klaviyo-API-Key <x>``; ``time_scale`` shrinks rate-limit
-    windows (0.1: a 1 s window lasts 0.1 s). ``Retry-After`` stays an integer number of
-    seconds as in Klaviyo (``ceil`` of the scaled wait); the exact scaled wait is sent in
-    ``X-Sandbox-Retry-After`` and the scale in ``X-Sandbox-Time-Scale``, so a client
-    benchmarked with time_scale < 1 should be told to scale its own waits the same way.
+    ``job_seconds``: how long each bulk job stays ``processing`` (real seconds; 0: it
+    runs when first polled). ``api_key=None`` accepts any ``Klaviyo-API-Key <x>``;
+    ``time_scale`` shrinks rate-limit windows (0.1: a 1 s window lasts 0.1 s).
+    ``Retry-After`` stays an integer number of seconds as in Klaviyo (``ceil`` of the
+    scaled wait); the exact scaled wait is sent in ``X-Sandbox-Retry-After`` and the
+    scale in ``X-Sandbox-Time-Scale``, so a client benchmarked with time_scale < 1
+    should be told to scale its own waits the same way.
     """
 
     def __init__(
@@ -43,9 +45,12 @@ class Sandbox:
         seed: int | None = None,
         verbose: bool = False,
         clock: Callable[[], float] | None = None,
+        job_seconds: float = 0.0,
     ) -> None:
         if latency < 0:
             raise ValueError("latency must be >= 0 seconds")
+        if not job_seconds >= 0:
+            raise ValueError("job_seconds must be >= 0")
         self.host = host
         self.port = port
         self._api_key = api_key
@@ -55,6 +60,8 @@ class Sandbox:
         self.record_path = Path(record_path) if record_path else None
         self.verbose = verbose
         self.state = SandboxState(seed)
+        # How long a bulk job (profile import, catalog, coupon codes) stays "processing".
+        self.state.job_seconds = float(job_seconds)
         # ``clock`` (monotonic seconds) drives the rate-limit windows; tests inject one.
         self.limiter = FixedWindowLimiter(time_scale=time_scale, clock=clock)
         if isinstance(faults, dict):
@@ -77,6 +84,11 @@ class Sandbox:
         new = config if config is not None else self.faults.config.updated(**changes)
         self.faults.configure(new)
         return new
+
+    def set_api_key(self, api_key: str | None) -> None:
+        """Accept only ``api_key`` from now on (None: any key): a key revoked, then
+        restored, as an account owner may do in Klaviyo's settings."""
+        self._api_key = api_key
 
     def deny_scopes(self, *scopes: str) -> None:
         """Act as a key without these scopes (e.g. ``"subscriptions:write"``): every

@@ -391,6 +391,7 @@ def bulk_import_profiles(state: SandboxState, request: Request) -> Response:
         "id": state.new_id(),
         "created_at": created_at,
         "started_at": created_at,
+        "started": state.job_started(),
         "list_ids": list_ids,
         "errors": [],
         "profile_ids": [],
@@ -452,12 +453,14 @@ def _import_job(state: SandboxState, job_id: str) -> dict[str, Any]:
 
 
 def _polled(state: SandboxState, job: dict[str, Any]) -> dict[str, Any]:
-    """The job as one poll sees it: ``processing`` at the first poll, then its real status
-    (the import itself ran when it was posted), so clients must poll to the end."""
+    """The job as one poll sees it: ``processing`` at the first poll and until the
+    sandbox's ``job_seconds`` have passed, then its real status (the import itself ran
+    when it was posted), so clients must poll to the end."""
     polls = job.get("polls", 1)
     job["polls"] = polls + 1
     state.save_import_job(job)
-    return {**job, "status": "processing"} if polls == 0 else job
+    running = polls == 0 or not state.job_due(job.get("started", 0.0))
+    return {**job, "status": "processing", "completed_at": None} if running else job
 
 
 @handles("get_bulk_import_profiles_job")
@@ -508,6 +511,14 @@ def bulk_subscribe_profiles(state: SandboxState, request: Request) -> Response:
         raise invalid(f"At most {MAX_SUBSCRIBE} profiles per request ({len(items)} given).", base)
     historical = bool(attrs.get("historical_import"))
     list_id = _list_relationship(state, data)
+    # A double opt-in list asks the person first: email consent stays as it was, and the
+    # profile joins the list only once the confirmation is answered (``confirm_opt_in``).
+    # A historical import records consent already given, so it skips the confirmation.
+    double = (
+        list_id is not None
+        and not historical
+        and state.get_list(list_id).get("opt_in_process") == "double_opt_in"
+    )
     for i, item in enumerate(items):
         pointer = f"{base}/{i}/attributes"
         check_identifiers(item, f"{base}/{i}", allowed=("email", "phone_number"))
@@ -539,9 +550,13 @@ def bulk_subscribe_profiles(state: SandboxState, request: Request) -> Response:
         profile, _ = state.upsert_profile(identifiers, strict=False)
         channels = _channels(attributes["subscriptions"])
         consented_at = None
+        pending = double and "email" in channels
         for channel, kinds in channels.items():
             for kind, params in kinds.items():
                 consented_at = params.get("consented_at") or consented_at
+                if pending and channel == "email":
+                    state.add_pending_opt_in(profile["id"], list_id, kind)  # type: ignore[arg-type]
+                    continue
                 state.set_consent(
                     profile["id"],
                     channel,
@@ -551,7 +566,7 @@ def bulk_subscribe_profiles(state: SandboxState, request: Request) -> Response:
                     list_id=list_id,
                     custom_source=attrs.get("custom_source"),
                 )
-        if list_id:
+        if list_id and not pending:
             state.clear_list_consent(profile["id"], list_id)
             state.add_members(list_id, [profile["id"]])
         state.record_subscription(
@@ -565,6 +580,8 @@ def bulk_subscribe_profiles(state: SandboxState, request: Request) -> Response:
                 "historical_import": historical,
                 "consented_at": consented_at,
                 "received_at": now_iso(),
+                # "pending": a double opt-in list's confirmation is awaited (email).
+                "double_opt_in": "pending" if pending else None,
             }
         )
     return Response(202)

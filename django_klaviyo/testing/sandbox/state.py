@@ -10,6 +10,7 @@ import copy
 import hashlib
 import random
 import threading
+import time
 from collections import Counter
 from typing import Any
 
@@ -39,7 +40,17 @@ class SandboxState:
     def __init__(self, seed: int | None = None) -> None:
         self._lock = threading.RLock()
         self._seed = seed
+        # Seconds a bulk job stays "processing" after it was created (``job_due``).
+        self.job_seconds = 0.0
         self.reset()
+
+    def job_started(self) -> float:
+        """A bulk job's start, for ``job_due`` (monotonic seconds)."""
+        return time.monotonic()
+
+    def job_due(self, started: float) -> bool:
+        """Whether a job started at ``started`` has had its ``job_seconds`` to run."""
+        return time.monotonic() - started >= self.job_seconds
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -226,6 +237,29 @@ class SandboxState:
                 for kind in kinds:
                     self.set_consent(profile_id, channel, kind, "UNSUBSCRIBED", list_id=list_id)
             return "global"
+
+    def add_pending_opt_in(self, profile_id: str, list_id: str, kind: str = "marketing") -> None:
+        """An email subscription to a double opt-in list, awaiting its confirmation."""
+        with self._lock:
+            kinds = (
+                self._profiles[profile_id].setdefault("pending_opt_in", {}).setdefault(list_id, [])
+            )
+            if kind not in kinds:  # a list, so the state stays JSON
+                kinds.append(kind)
+
+    def pending_opt_ins(self, profile_id: str) -> list[str]:
+        """The double opt-in lists whose confirmation the profile has not answered yet."""
+        with self._lock:
+            return sorted(self._profiles[profile_id].get("pending_opt_in") or {})
+
+    def confirm_opt_in(self, profile_id: str, list_id: str) -> None:
+        """The person clicked the confirmation link: subscribed, and on the list."""
+        with self._lock:
+            kinds = (self._profiles[profile_id].get("pending_opt_in") or {}).pop(list_id, [])
+            for kind in sorted(kinds):
+                self.set_consent(profile_id, "email", kind, "SUBSCRIBED", list_id=list_id)
+            self.clear_list_consent(profile_id, list_id)
+            self.add_members(list_id, [profile_id])
 
     def list_consent(self, profile_id: str, list_id: str) -> dict[str, dict[str, Any]]:
         """What the profile withdrew for one list only: ``{"email": {"marketing": {...}}}``."""
