@@ -14,9 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.apps import apps
-from django.conf import global_settings, settings
-from django.core.cache.backends.dummy import DummyCache
-from django.core.cache.backends.locmem import LocMemCache
+from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.urls import NoReverseMatch, reverse
 from django.utils.module_loading import import_string
@@ -24,8 +22,10 @@ from django.utils.module_loading import import_string
 from django_klaviyo.accounts import PRIVATE_KEY_RE
 from django_klaviyo.accounts.checks import ACCOUNT_CHECKS, public_key_messages
 from django_klaviyo.conf import DEFAULTS, SANDBOX_API_URL, klaviyo_settings
+from django_klaviyo.conf import setting_as_written as _get
+from django_klaviyo.flush.checks import FLUSH_CHECKS
 from django_klaviyo.orders.checks import ORDER_CHECKS, did_you_mean
-from django_klaviyo.storefront import throttles
+from django_klaviyo.storefront.checks import STOREFRONT_CHECKS
 
 REVISION_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(\.[a-z0-9]+)?$")
 CALLABLE_SETTINGS = ("ORDER_EVENTS_MAPPER", "USER_PROFILE_MAPPER")
@@ -51,23 +51,12 @@ NEW_SECRET_HINT = (
     "secret to Klaviyo too (manage.py klaviyo_webhooks)."
 )
 
-SHARED_CACHE_HINT = (
-    "Point KLAVIYO['RATE_LIMIT_CACHE'] at a cache every process shares: Redis "
-    "(django.core.cache.backends.redis.RedisCache) or the database cache "
-    "(django.core.cache.backends.db.DatabaseCache, then manage.py createcachetable); "
-    "see docs/configuration.md."
-)
-
 _checks: list[Callable[[], list[CheckMessage]]] = []
 
 
 def _setting_check(func: Callable[[], list[CheckMessage]]) -> Callable[[], list[CheckMessage]]:
     _checks.append(func)
     return func
-
-
-def _get(key: str) -> Any:
-    return klaviyo_settings.get(key, DEFAULTS.get(key))
 
 
 @register(Tags.compatibility)
@@ -82,7 +71,7 @@ def check_klaviyo_settings(app_configs: Any = None, **kwargs: Any) -> list[Check
             )
         ]
     messages: list[CheckMessage] = []
-    for check in (*_checks, *ORDER_CHECKS, *ACCOUNT_CHECKS):
+    for check in (*_checks, *ORDER_CHECKS, *ACCOUNT_CHECKS, *FLUSH_CHECKS, *STOREFRONT_CHECKS):
         try:
             messages.extend(check())
         except Exception as exc:  # a check must report, never crash `manage.py check`
@@ -484,174 +473,3 @@ def check_numbers() -> list[CheckMessage]:
             )
         )
     return messages
-
-
-@_setting_check
-def check_rate_limit_cache() -> list[CheckMessage]:
-    alias = _get("RATE_LIMIT_CACHE")
-    # Without CACHES, Django's own default applies: one LocMemCache.
-    caches = getattr(settings, "CACHES", None) or global_settings.CACHES
-    if alias not in caches:
-        return [
-            Error(
-                f"KLAVIYO['RATE_LIMIT_CACHE'] = {alias!r} is not a configured cache alias.",
-                hint="Name an entry of settings.CACHES; use a shared cache (Redis, database) "
-                "when several processes flush.",
-                id="django_klaviyo.E013",
-            )
-        ]
-    backend = (caches.get(alias) or {}).get("BACKEND", "")
-    try:
-        backend_class = import_string(backend) if isinstance(backend, str) else None
-    except ImportError:
-        return []  # Django reports an unimportable cache backend when it is used
-    if not isinstance(backend_class, type):
-        return []
-    if issubclass(backend_class, DummyCache):
-        return [
-            Warning(
-                f"The rate-limit cache {alias!r} is a DummyCache: it keeps nothing, so "
-                "Klaviyo's rate limits are not enforced at all and bursts end in 429s.",
-                hint=SHARED_CACHE_HINT,
-                id="django_klaviyo.W006",
-            )
-        ]
-    if issubclass(backend_class, LocMemCache) and not settings.DEBUG:
-        return [
-            Warning(
-                f"The rate-limit cache {alias!r} is a LocMemCache, private to each process: "
-                "several flush workers (or web processes calling Klaviyo, or commands run "
-                "one after another) each assume the whole rate-limit budget.",
-                hint=SHARED_CACHE_HINT + " If exactly one long-running process ever talks "
-                "to Klaviyo, silence this with SILENCED_SYSTEM_CHECKS = "
-                "['django_klaviyo.W005'].",
-                id="django_klaviyo.W005",
-            )
-        ]
-    return []
-
-
-@_setting_check
-def check_lease_covers_a_request() -> list[CheckMessage]:
-    """A flusher renews its rows' lease between requests, once a quarter of it has
-    passed; during one request it cannot, nor while it sleeps before polling a Klaviyo
-    job (a profile import, a catalog job). The longest stretch without a chance to renew
-    is one request (the client's wait for the local rate limit plus the connect and read
-    timeouts) plus one poll interval. A lease under 4/3 of that can run out mid-request
-    even with every clock alike (W041: rows sent twice; a warning, not an error, so that
-    tests may force reclaims with a one-second lease); under twice that, clocks of
-    other hosts running ahead leave too little room (W007)."""
-    from django_klaviyo.flush.loop import CLIENT_MAX_WAIT
-    from django_klaviyo.flush.senders.imports import POLL_CAP_SECONDS
-
-    lease, timeout = _get("LEASE_SECONDS"), _get("TIMEOUT")
-    if isinstance(lease, bool) or not isinstance(lease, int) or lease < 1:
-        return []  # E011
-    if isinstance(timeout, (int, float)) and not isinstance(timeout, bool):
-        timeout = (timeout, timeout)
-    try:
-        connect, read = (float(t) for t in timeout)
-    except (TypeError, ValueError):
-        return []  # E012
-    catalog_poll = _get("CATALOG_JOB_POLL_SECONDS")
-    if isinstance(catalog_poll, bool) or not isinstance(catalog_poll, (int, float)):
-        catalog_poll = 0.0
-    poll = max(float(catalog_poll), POLL_CAP_SECONDS)
-    request = CLIENT_MAX_WAIT + connect + read
-    gap = request + poll
-    described = (
-        f"one request and one job poll ({gap:g} s: up to {CLIENT_MAX_WAIT:g} s waiting for "
-        f"the rate limit, TIMEOUT's {connect:g} s to connect and {read:g} s to read, then "
-        f"up to {poll:g} s before the next poll of a Klaviyo job)"
-    )
-    hint = (
-        f"Set LEASE_SECONDS to at least {int(2 * gap + 0.999)}, or lower TIMEOUT; see "
-        "docs/workers.md#leases."
-    )
-    if lease * 3 < 4 * gap:
-        return [
-            Warning(
-                f"KLAVIYO['LEASE_SECONDS'] = {lease} does not outlast {described} by a quarter "
-                "of itself. The lease is renewed only between requests, once a quarter of it "
-                "has passed, so it can run out while a request is in flight: another "
-                "flusher then reclaims the rows and sends them a second time.",
-                hint=hint,
-                id="django_klaviyo.W041",
-            )
-        ]
-    if lease >= 2 * gap:
-        return []
-    return [
-        Warning(
-            f"KLAVIYO['LEASE_SECONDS'] = {lease} is less than twice {described}. The "
-            "lease is renewed only between requests, so a slow request (or a clock of "
-            "another host running ahead) can outlive it: another flusher then reclaims "
-            "the rows and sends them a second time.",
-            hint=hint,
-            id="django_klaviyo.W007",
-        )
-    ]
-
-
-PROXY_HINT = (
-    "Name the reverse proxies in front of the app: KLAVIYO['TRUSTED_PROXIES'] = "
-    "['10.0.0.0/8'] (their addresses or networks), or DRF's NUM_PROXIES; see "
-    'docs/deployment.md, "Behind a proxy".'
-)
-
-
-@_setting_check
-def check_trusted_proxies() -> list[CheckMessage]:
-    value = _get("TRUSTED_PROXIES")
-    if isinstance(value, str) or not isinstance(value, (list, tuple)):
-        return [
-            Error(
-                f"KLAVIYO['TRUSTED_PROXIES'] must be a list of addresses or networks, "
-                f"not {type(value).__name__}.",
-                hint="For example ['10.0.0.0/8', '192.0.2.1']; [] trusts no proxy.",
-                id="django_klaviyo.E042",
-            )
-        ]
-    bad = throttles.parse_networks(value)[1]
-    if bad:
-        return [
-            Error(
-                f"KLAVIYO['TRUSTED_PROXIES'] has entries that are not an IP address or "
-                f"network: {', '.join(repr(b) for b in bad[:3])}.",
-                hint="Write addresses ('192.0.2.1') or networks ('10.0.0.0/8').",
-                id="django_klaviyo.E042",
-            )
-        ]
-    if value or _drf_num_proxies() is not None:
-        return []
-    proxied = [
-        name
-        for name in ("SECURE_PROXY_SSL_HEADER", "USE_X_FORWARDED_HOST", "USE_X_FORWARDED_PORT")
-        if getattr(settings, name, None)
-    ]
-    try:
-        seen = throttles.forwarding_seen_untrusted()
-    except Exception:  # an unreachable cache: the settings alone decide
-        seen = None
-    if not proxied and not seen:
-        return []
-    why = (
-        f"settings.{proxied[0]} says the app runs behind a proxy"
-        if proxied
-        else f"a request came with X-Forwarded-For (last seen {seen})"
-    )
-    return [
-        Warning(
-            f"{why}, but django-klaviyo trusts no proxy: its per-address limits (storefront "
-            "events, back in stock) see the proxy's address, so every visitor shares one "
-            "limit.",
-            hint=PROXY_HINT,
-            id="django_klaviyo.W040",
-        )
-    ]
-
-
-def _drf_num_proxies() -> Any:
-    from rest_framework.settings import api_settings
-
-    return api_settings.NUM_PROXIES

@@ -296,3 +296,9 @@ def resolve_model(label: Any) -> Any:
     except (LookupError, ValueError):
         # Reported by the django_klaviyo.E009 system check; startup must not crash.
         return None
+
+
+def setting_as_written(key: str) -> Any:
+    """A KLAVIYO setting's value as the project wrote it (else its default), unvalidated:
+    what the system checks inspect and report on."""
+    return klaviyo_settings.get(key, DEFAULTS.get(key))

@@ -18,11 +18,8 @@ from django_klaviyo.accounts import (
     holds_private_key,
     usable_public_key,
 )
-from django_klaviyo.conf import DEFAULTS, klaviyo_settings, normalize_key
-
-
-def _get(key: str) -> Any:
-    return klaviyo_settings.get(key, DEFAULTS.get(key))
+from django_klaviyo.conf import klaviyo_settings, normalize_key
+from django_klaviyo.conf import setting_as_written as _get
 
 
 def public_key_messages(value: Any, where: str) -> list[CheckMessage]:

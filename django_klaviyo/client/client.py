@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import time as time_module
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 import requests
 
-from django_klaviyo.client.bodies.consent import build_subscribe, build_unsubscribe
 from django_klaviyo.client.bodies.encoding import encode, ensure_size
 from django_klaviyo.client.bodies.events import assemble_bulk_events, build_event
-from django_klaviyo.client.bodies.privacy import build_deletion
 from django_klaviyo.client.bodies.profiles import (
     build_bulk_import,
     build_profile,
@@ -31,6 +29,7 @@ from django_klaviyo.client.bodies.profiles import (
     build_profile_update,
 )
 from django_klaviyo.client.catalog import CatalogMethods
+from django_klaviyo.client.consent import ConsentMethods, empty_batch
 from django_klaviyo.client.filters import any_, equals
 from django_klaviyo.client.pagination import collection_params, iterate
 from django_klaviyo.client.ratelimit import RateLimiter, account_scope
@@ -39,17 +38,13 @@ from django_klaviyo.client.transport import DEFAULT_MAX_WAIT, RandomSource, Tran
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoError, KlaviyoValidationError
 from django_klaviyo.rules import limits
-from django_klaviyo.rules.consent import clean_consent_request, clean_custom_source
 from django_klaviyo.rules.event_requests import clean_event_entries, clean_request_event
 from django_klaviyo.rules.identifiers import normalize_email, normalize_phone_number
-from django_klaviyo.rules.lists import clean_list_id
 from django_klaviyo.rules.profiles import (
-    clean_deletion,
     clean_event_profile,
     clean_import_request,
     clean_update_request,
     clean_upsert_request,
-    deletion_payload,
 )
 
 BULK_IMPORT_DONE = ("complete", "cancelled")
@@ -63,12 +58,7 @@ class BulkImportTimeout(KlaviyoError, TimeoutError):
         self.job = dict(job or {})
 
 
-def _empty_batch(items: Any) -> bool:
-    """An empty list or tuple: nothing to send (other bad input is validated later)."""
-    return isinstance(items, (list, tuple)) and not items
-
-
-class KlaviyoClient(AccountMethods, CatalogMethods):
+class KlaviyoClient(AccountMethods, CatalogMethods, ConsentMethods):
     """Klaviyo's server API for django-klaviyo. Every ``None`` argument falls back to the
     settings (``klaviyo_settings``); ``clock``/``sleep``/``random`` are injectable so that
     tests run without real waiting. The client never imports models."""
@@ -212,7 +202,7 @@ class KlaviyoClient(AccountMethods, CatalogMethods):
         At most 1000 events and 5 MB; no (profile, metric, unique_id) twice. Idempotent
         only when every event has a ``unique_id``. An empty ``entries`` sends nothing.
         """
-        if _empty_batch(entries):
+        if empty_batch(entries):
             return
         body = assemble_bulk_events(clean_event_entries(entries))
         idempotent = all(
@@ -226,7 +216,7 @@ class KlaviyoClient(AccountMethods, CatalogMethods):
         """``bulk_create_events`` for entries the rules already cleaned: outbox rows, which
         were cleaned when written (the flusher). Only assembles the request; the
         request-level limits (1000 events, 5 MB, no repeated unique_id) still hold."""
-        if _empty_batch(entries):
+        if empty_batch(entries):
             return
         body = assemble_bulk_events(entries)
         idempotent = all(e.get("unique_id") for entry in entries for e in entry["events"])
@@ -413,94 +403,3 @@ class KlaviyoClient(AccountMethods, CatalogMethods):
         path = f"/api/profile-bulk-import-jobs/{path_segment(job_id, 'job_id')}/import-errors"
         params = collection_params(page_size=100, max_page_size=100)
         return list(self._collection("get_errors_for_bulk_import_profiles_job", path, params))
-
-    # -- consent ----------------------------------------------------------------------
-
-    def subscribe_profiles(
-        self,
-        profiles: Sequence[Mapping[str, Any]],
-        *,
-        list_id: str | None = None,
-        custom_source: str | None = None,
-        historical_import: bool = False,
-    ) -> None:
-        """``POST /api/profile-subscription-bulk-create-jobs`` (at most 1000 profiles):
-        ``[{"email"?, "phone_number"?, "channels": ["email", "sms"], "consented_at"?}]``.
-        Idempotent: subscribing a subscribed profile changes nothing. Empty sends nothing."""
-        if _empty_batch(profiles):
-            return
-        now = datetime.fromtimestamp(self.clock(), tz=timezone.utc)
-        cleaned = clean_consent_request(
-            profiles, subscribe=True, historical_import=historical_import, now=now
-        )
-        body = build_subscribe(
-            cleaned,
-            list_id=None if list_id is None else clean_list_id(list_id),
-            custom_source=clean_custom_source(custom_source),
-            historical_import=historical_import,
-        )
-        self.send_subscribe_job(body)
-
-    def send_subscribe_job(self, body: Mapping[str, Any]) -> None:
-        """``subscribe_profiles`` for a body built from clean values
-        (``bodies.consent.build_subscribe``; the flusher's outbox rows)."""
-        self._send(
-            "bulk_subscribe_profiles",
-            "POST",
-            "/api/profile-subscription-bulk-create-jobs",
-            body=body,
-            idempotent=True,
-        )
-
-    def unsubscribe_profiles(
-        self, profiles: Sequence[Mapping[str, Any]], *, list_id: str | None = None
-    ) -> None:
-        """``POST /api/profile-subscription-bulk-delete-jobs`` (at most 100 profiles).
-        Without ``list_id`` the unsubscribe is global; with one, Klaviyo globally
-        unsubscribes every profile NOT on that list, so confirm membership first (the
-        flusher does, see flush/senders/unsubscribe.py). Idempotent. Empty sends nothing."""
-        if _empty_batch(profiles):
-            return
-        cleaned = clean_consent_request(profiles, subscribe=False)
-        list_id = None if list_id is None else clean_list_id(list_id)
-        self.send_unsubscribe_job(build_unsubscribe(cleaned, list_id=list_id))
-
-    def send_unsubscribe_job(self, body: Mapping[str, Any]) -> None:
-        """``unsubscribe_profiles`` for a body built from clean values
-        (``bodies.consent.build_unsubscribe``; the flusher's outbox rows)."""
-        self._send(
-            "bulk_unsubscribe_profiles",
-            "POST",
-            "/api/profile-subscription-bulk-delete-jobs",
-            body=body,
-            idempotent=True,
-        )
-
-    # -- data privacy -----------------------------------------------------------------
-
-    def request_profile_deletion(
-        self,
-        *,
-        email: str | None = None,
-        phone_number: str | None = None,
-        profile_id: str | None = None,
-    ) -> None:
-        """``POST /api/data-privacy-deletion-jobs`` with exactly one identifier.
-
-        Treated as idempotent: the end state (the profile erased) is the same after a
-        second job, and failing to resend an erasure request is the worse outcome.
-        """
-        payload = deletion_payload(email=email, phone_number=phone_number, profile_id=profile_id)
-        ((identifier, value),) = clean_deletion(payload)["profile"].items()
-        self.send_deletion_job(build_deletion(identifier, value))
-
-    def send_deletion_job(self, body: Mapping[str, Any]) -> None:
-        """``request_profile_deletion`` for a body built from a clean identifier
-        (``bodies.privacy.build_deletion``; the flusher's outbox rows)."""
-        self._send(
-            "request_profile_deletion",
-            "POST",
-            "/api/data-privacy-deletion-jobs",
-            body=body,
-            idempotent=True,
-        )

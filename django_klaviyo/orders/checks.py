@@ -19,13 +19,9 @@ from django.core.checks import CheckMessage, Error, Warning
 from django.core.exceptions import FieldDoesNotExist
 from django.utils.module_loading import import_string
 
-from django_klaviyo.conf import DEFAULTS, klaviyo_settings
+from django_klaviyo.conf import setting_as_written as _get
 from django_klaviyo.orders import fields as mapping
 from django_klaviyo.rules.limits import METRIC_MAX_LENGTH
-
-
-def _get(key: str) -> Any:
-    return klaviyo_settings.get(key, DEFAULTS.get(key))
 
 
 def did_you_mean(key: str, known: Any) -> str:

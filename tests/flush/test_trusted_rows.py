@@ -17,6 +17,7 @@ import responses
 import django_klaviyo
 from django_klaviyo import rules
 from django_klaviyo.client import client as client_methods
+from django_klaviyo.client import consent as consent_methods
 from django_klaviyo.client import resources
 from django_klaviyo.flush import flush_outbox
 from django_klaviyo.models import OutboxEvent
@@ -35,11 +36,11 @@ REQUEST_CLEANERS = (
     (client_methods, "clean_upsert_request"),
     (client_methods, "clean_update_request"),
     (client_methods, "clean_import_request"),
-    (client_methods, "clean_consent_request"),
-    (client_methods, "clean_custom_source"),
-    (client_methods, "clean_list_id"),
+    (consent_methods, "clean_consent_request"),
+    (consent_methods, "clean_custom_source"),
+    (consent_methods, "clean_list_id"),
     (resources, "clean_profile_ids"),
-    (client_methods, "clean_deletion"),
+    (consent_methods, "clean_deletion"),
 )
 
 
