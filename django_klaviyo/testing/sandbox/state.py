@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from typing import Any
 
+from django_klaviyo.testing.sandbox.account_objects import AccountObjects
 from django_klaviyo.testing.sandbox.records import (
     IDENTIFIER_FIELDS,
     PROFILE_ATTRIBUTES,
@@ -34,7 +35,7 @@ def key_digest(api_key: str) -> str:
 _ULID_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
-class SandboxState:
+class SandboxState(AccountObjects):
     """One Klaviyo account, in memory."""
 
     def __init__(self, seed: int | None = None) -> None:
@@ -399,88 +400,6 @@ class SandboxState:
             if job_id not in self._import_jobs:
                 raise NotFound(f"Bulk import job {job_id!r} does not exist.")
             return copy.deepcopy(self._import_jobs[job_id])
-
-    # --- webhooks, campaigns, flows --------------------------------------------------
-
-    def create_webhook(self, attributes: dict[str, Any], topics: list[str]) -> dict[str, Any]:
-        with self._lock:
-            webhook_id = self.new_id()
-            stamp = now_iso()
-            # The signing secret is kept apart so no listing, summary or page can show it.
-            self._webhook_secrets[webhook_id] = attributes["secret_key"]
-            self._webhooks[webhook_id] = {
-                "id": webhook_id,
-                "name": attributes["name"],
-                "description": attributes.get("description"),
-                "endpoint_url": attributes["endpoint_url"],
-                "enabled": True,
-                "topics": list(topics),
-                "created_at": stamp,
-                "updated_at": stamp,
-            }
-            return copy.deepcopy(self._webhooks[webhook_id])
-
-    def webhooks(self) -> dict[str, dict[str, Any]]:
-        with self._lock:
-            return copy.deepcopy(self._webhooks)
-
-    def webhook(self, webhook_id: str) -> dict[str, Any]:
-        with self._lock:
-            if webhook_id not in self._webhooks:
-                raise NotFound(f"Webhook {webhook_id!r} does not exist.")
-            return copy.deepcopy(self._webhooks[webhook_id])
-
-    def webhook_secret(self, webhook_id: str) -> str:
-        """The secret a test needs to sign a simulated delivery for this webhook."""
-        with self._lock:
-            self.webhook(webhook_id)
-            return self._webhook_secrets[webhook_id]
-
-    def delete_webhook(self, webhook_id: str) -> None:
-        with self._lock:
-            self.webhook(webhook_id)
-            del self._webhooks[webhook_id]
-            del self._webhook_secrets[webhook_id]
-
-    def add_campaign(
-        self, name: str, *, channel: str = "email", status: str = "Draft"
-    ) -> dict[str, Any]:
-        with self._lock:
-            stamp = now_iso()
-            campaign = {
-                "id": self.new_id(),
-                "name": name,
-                "channel": channel,
-                "status": status,
-                "archived": False,
-                "created_at": stamp,
-                "updated_at": stamp,
-            }
-            self._campaigns.append(campaign)
-            return dict(campaign)
-
-    def campaigns(self, channel: str | None = None) -> list[dict[str, Any]]:
-        with self._lock:
-            return [dict(c) for c in self._campaigns if channel is None or c["channel"] == channel]
-
-    def add_flow(self, name: str, *, status: str = "live", trigger_type: str = "Metric"):
-        with self._lock:
-            stamp = now_iso()
-            flow = {
-                "id": self.new_id(6),
-                "name": name,
-                "status": status,
-                "archived": False,
-                "trigger_type": trigger_type,
-                "created": stamp,
-                "updated": stamp,
-            }
-            self._flows.append(flow)
-            return dict(flow)
-
-    def flows(self) -> list[dict[str, Any]]:
-        with self._lock:
-            return [dict(f) for f in self._flows]
 
     # --- overview --------------------------------------------------------------------
 
