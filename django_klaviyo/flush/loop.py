@@ -26,7 +26,7 @@ from django_klaviyo.exceptions import KlaviyoAuthError, KlaviyoValidationError
 from django_klaviyo.flush.claim import make_owner, reclaim_expired_leases
 from django_klaviyo.flush.context import SendContext
 from django_klaviyo.flush.deliver import send_batch
-from django_klaviyo.flush.fairness import claim_fair
+from django_klaviyo.flush.fairness import FairClaim
 from django_klaviyo.flush.jobs import next_look_in, settle_due_jobs
 from django_klaviyo.flush.lease import Lease
 from django_klaviyo.flush.outages import Outage, Unreachable
@@ -111,6 +111,7 @@ class Flusher:
         # and the batch's number): rows an aborted batch left leased (until their lease
         # expires) are never taken for the current batch's when it records its outcomes.
         self.leased_batches = 0
+        self.claim = FairClaim()
         self.report = FlushReport()
         self._stop: Any = None
         self.lease: Lease | None = None
@@ -327,7 +328,7 @@ class Flusher:
             if self.accounts.sweep_once() and self.kinds is None:
                 dead_letter_unknown(now=self.clock(), using=self.using)
             lease_owner = f"{self.owner}/{self.leased_batches + 1}"
-            rows = claim_fair(
+            rows = self.claim(
                 owner=lease_owner,
                 batch_size=self.batch_size,
                 kinds=self.kinds,
