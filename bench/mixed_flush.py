@@ -291,6 +291,8 @@ def run_real(args: Any) -> None:
     in_window = sum(n for s, _e, n in accepted if s < first + window)
     share = in_window / ceiling
     catalog = [c for c in session.catalog() if c[0] < first + window]
+    sync_end = max((e for _s, e, *_ in session.catalog()), default=first)
+    during = sum(n for s, _e, n in accepted if s < sync_end)
     left = unsent()
     print_result(
         f"mixed_flush_real_{args.db}",
@@ -303,6 +305,10 @@ def run_real(args: Any) -> None:
         target=f">= {REAL_TARGET:.0%} of the ceiling with a catalog sync running",
         met=share >= REAL_TARGET,
         catalog_requests_in_window=len(catalog),
+        # How much of the window the sync covered (its last request, from the first event's)
+        # and the event rate while it ran.
+        catalog_sync_end_s=sync_end - first,
+        events_per_s_during_sync=during / max(sync_end - first, 1e-9),
         catalog_rows_not_sent=sum(n for k, n in left.items() if k.startswith("catalog")),
         profile_rows_not_sent=sum(n for k, n in left.items() if k.startswith("profile")),
         throttled_429=sum(
@@ -393,7 +399,7 @@ def main() -> None:
         events=(20_000, 1_000),
         profiles=(1_000, 200),
         local_products=(1_000, 100),
-        real_products=(2_000, 100),
+        real_products=(10_000, 100),
         real_events=(EVENTS_PER_REQUEST * STEADY_REQUESTS + 20_000, 3_000),
         products=(10_000, 200),
         orders=(1_000, 50),
