@@ -28,6 +28,7 @@ SCRIPTS: dict[str, tuple[tuple[str | None, ...], bool]] = {
     "flush_cpu": (("sqlite", "postgres"), True),
     "flush_throughput": (("sqlite", "postgres"), True),
     "job_latency": (("sqlite", "postgres"), True),
+    "mixed_flush": (("sqlite", "postgres"), True),
     "outbox_indexes": (("sqlite", "postgres"), True),
     "public_bytes": (("sqlite", "postgres"), True),
     "receiver_cpu": (("sqlite", "postgres"), True),
