@@ -21,6 +21,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -278,3 +279,49 @@ def timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[float, Any]:
     start = time.perf_counter()
     result = fn(*args, **kwargs)
     return time.perf_counter() - start, result
+
+
+def count_events(document: Any) -> int:
+    """Events in a bulk-event request body: its ``{"type": "event"}`` resources."""
+    if isinstance(document, dict):
+        own = 1 if document.get("type") == "event" else 0
+        return own + sum(count_events(v) for v in document.values())
+    if isinstance(document, list):
+        return sum(count_events(v) for v in document)
+    return 0
+
+
+def seed_placed_orders(count: int, prefix: str, *, spread: float = 0.0) -> None:
+    """Placed Order rows as the outbox writer stores them, due from now over ``spread`` s."""
+    from django.utils import timezone
+
+    from django_klaviyo.models import OutboxEvent
+
+    now = timezone.now()
+    batch = []
+    for i in range(count):
+        email = f"customer{i % 5000}@example.com"
+        due = now + timedelta(seconds=spread * i / max(count - 1, 1))
+        batch.append(
+            OutboxEvent(
+                kind="event",
+                payload={
+                    "metric": "Placed Order",
+                    "profile": {"email": email},
+                    "properties": {"OrderId": f"{prefix}-{i}"},
+                    "time": due.isoformat(),
+                    "value": 10.0,
+                    "value_currency": "USD",
+                },
+                metric="Placed Order",
+                unique_id=f"{prefix}-{i}",
+                profile_key=f"email:{email}",
+                next_attempt_at=due,
+                created_at=due,
+            )
+        )
+        if len(batch) == 5000:
+            OutboxEvent.objects.bulk_create(batch)
+            batch = []
+    if batch:
+        OutboxEvent.objects.bulk_create(batch)

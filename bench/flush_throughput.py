@@ -22,11 +22,13 @@ from typing import Any
 import requests
 
 from bench.common import (
+    count_events,
     parse_bench_args,
     print_header,
     print_result,
     sandbox_process,
     sandbox_state,
+    seed_placed_orders,
     setup_django,
     sized,
 )
@@ -40,47 +42,7 @@ TARGET = 0.95
 def seed_backlog(count: int) -> None:
     """Rows as the outbox writer stores them, inserted in bulk (the writer's validation is
     not what this benchmark measures)."""
-    from django.utils import timezone
-
-    from django_klaviyo.models import OutboxEvent
-
-    now = timezone.now()
-    batch = []
-    for i in range(count):
-        email = f"customer{i % 5000}@example.com"
-        batch.append(
-            OutboxEvent(
-                kind="event",
-                payload={
-                    "metric": "Placed Order",
-                    "profile": {"email": email},
-                    "properties": {"OrderId": f"tp-{i}"},
-                    "time": now.isoformat(),
-                    "value": 10.0,
-                    "value_currency": "USD",
-                },
-                metric="Placed Order",
-                unique_id=f"tp-{i}",
-                profile_key=f"email:{email}",
-                next_attempt_at=now,
-                created_at=now,
-            )
-        )
-        if len(batch) == 5000:
-            OutboxEvent.objects.bulk_create(batch)
-            batch = []
-    if batch:
-        OutboxEvent.objects.bulk_create(batch)
-
-
-def count_events(document: Any) -> int:
-    """Events in a bulk-event request body: its ``{"type": "event"}`` resources."""
-    if isinstance(document, dict):
-        own = 1 if document.get("type") == "event" else 0
-        return own + sum(count_events(v) for v in document.values())
-    if isinstance(document, list):
-        return sum(count_events(v) for v in document)
-    return 0
+    seed_placed_orders(count, "tp")
 
 
 class TimedSession(requests.Session):

@@ -33,18 +33,19 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import timedelta
 from typing import Any
 
 import requests
 
 from bench.common import (
+    count_events,
     default_sizes,
     parse_bench_args,
     print_header,
     print_result,
     sandbox_process,
     sandbox_state,
+    seed_placed_orders,
     setup_django,
     sized,
     truncate,
@@ -55,16 +56,6 @@ STEADY_REQUESTS = 150
 REAL_CEILING_PER_S = EVENTS_PER_REQUEST * STEADY_REQUESTS / 60.0  # 2,500 events/s
 LOCAL_TARGET = 1.5
 REAL_TARGET = 0.95
-
-
-def count_events(document: Any) -> int:
-    """Events in a bulk-event request body: its ``{"type": "event"}`` resources."""
-    if isinstance(document, dict):
-        own = 1 if document.get("type") == "event" else 0
-        return own + sum(count_events(v) for v in document.values())
-    if isinstance(document, list):
-        return sum(count_events(v) for v in document)
-    return 0
 
 
 class TimedSession(requests.Session):
@@ -102,42 +93,6 @@ def _rows(kind: str, payloads: list[dict[str, Any]], due: Any, **fields: Any) ->
         OutboxEvent(kind=kind, payload=p, next_attempt_at=due, created_at=due, **fields)
         for p in payloads
     ]
-
-
-def seed_events(count: int, prefix: str, *, spread: float = 0.0) -> None:
-    """Placed Order rows as the outbox writer stores them, due from now over ``spread`` s."""
-    from django.utils import timezone
-
-    from django_klaviyo.models import OutboxEvent
-
-    now = timezone.now()
-    batch = []
-    for i in range(count):
-        email = f"customer{i % 5000}@example.com"
-        due = now + timedelta(seconds=spread * i / max(count - 1, 1))
-        batch.append(
-            OutboxEvent(
-                kind="event",
-                payload={
-                    "metric": "Placed Order",
-                    "profile": {"email": email},
-                    "properties": {"OrderId": f"{prefix}-{i}"},
-                    "time": due.isoformat(),
-                    "value": 10.0,
-                    "value_currency": "USD",
-                },
-                metric="Placed Order",
-                unique_id=f"{prefix}-{i}",
-                profile_key=f"email:{email}",
-                next_attempt_at=due,
-                created_at=due,
-            )
-        )
-        if len(batch) == 5000:
-            OutboxEvent.objects.bulk_create(batch)
-            batch = []
-    if batch:
-        OutboxEvent.objects.bulk_create(batch)
 
 
 def seed_profiles(count: int) -> None:
@@ -237,7 +192,7 @@ def run_local(args: Any) -> None:
     truncate()
     seed_profiles(args.profiles)
     seed_catalog(args.local_products)
-    seed_events(args.events, "local")
+    seed_placed_orders(args.events, "local")
     with sandbox_process(time_scale=time_scale) as url:
         session = TimedSession()
         client = scaled_client(url, time_scale, session, "bench-mixed-local")
@@ -277,7 +232,7 @@ def run_real(args: Any) -> None:
     truncate()
     seed_profiles(args.profiles)
     seed_catalog(args.real_products)
-    seed_events(args.real_events, "real")
+    seed_placed_orders(args.real_events, "real")
     with sandbox_process(time_scale=time_scale) as url:
         session = TimedSession()
         client = scaled_client(url, time_scale, session, "bench-mixed-real")
@@ -328,7 +283,7 @@ def run_sync(args: Any) -> None:
         session = TimedSession()
         client = scaled_client(url, time_scale, session, "bench-mixed-sync")
         placed_from = time.monotonic()  # the orders' placement times count from here
-        seed_events(args.orders, "sync", spread=args.spread)
+        seed_placed_orders(args.orders, "sync", spread=args.spread)
         start = time.monotonic()
         report = flush_outbox(client=client, max_seconds=900)
         # Orders placed after the sync drained everything else are not due yet when the
