@@ -38,7 +38,8 @@ class FairClaim:
     """A flusher's claim: ``claim_batch``, oldest first, with a fair share across lanes.
 
     When a batch is full and all of one lane (a 100,000-row catalog sync, a backfill of
-    events), up to half a batch more of the other lanes' due rows is claimed with it, so
+    events), up to a batch more of the other lanes' due rows is claimed with it (an equal
+    share: each lane's requests go to its own endpoints, within their own limits), so
     no backlog of one kind holds the others back. Looking for the other lanes walks the
     due rows past the backlog, so while such a look finds none the next one waits
     ``RECHECK_SECONDS``: a row of another lane that arrives during a backlog waits at most
@@ -76,7 +77,7 @@ class FairClaim:
         if not others:
             return rows
         more = claim_batch(
-            owner=owner, batch_size=limit // 2, kinds=others, now=now, using=using, account=account
+            owner=owner, batch_size=limit, kinds=others, now=now, using=using, account=account
         )
         if not more:
             self._others_quiet_until = self._monotonic() + self.RECHECK_SECONDS
