@@ -41,8 +41,12 @@ def klaviyo_admins() -> list[tuple[type, admin.ModelAdmin]]:
 
 
 def every_action(model_admin: admin.ModelAdmin) -> list[tuple[object, str]]:
-    """Each action the admin could offer anyone: the site-wide ones and its own."""
-    return [(func, name) for func, name, _ in model_admin._get_base_actions()]
+    """Each action the admin could offer anyone: the site-wide ones and its own (Django 6.1
+    gives ``Action`` objects, older versions tuples)."""
+    return [
+        (action.func, action.name) if hasattr(action, "func") else (action[0], action[1])
+        for action in model_admin._get_base_actions()
+    ]
 
 
 def snapshot() -> dict[str, list[dict]]:
