@@ -48,17 +48,13 @@ def _count_bulk_events(total: int, more: int) -> int:
     return total
 
 
-def _remember_unique(
-    seen: set[tuple[str, str, str]], key: tuple[str, str, str], where: str
-) -> None:
+def _repeated(where: str, unique_id: str) -> KlaviyoValidationError:
     """Klaviyo rejects a whole bulk request that repeats (profile, metric, unique_id)."""
-    if key in seen:
-        raise KlaviyoValidationError(
-            f"{where}.unique_id {key[2]!r} repeats an event of the same profile and metric "
-            "in this request; Klaviyo would reject the whole request.",
-            field=f"{where}.unique_id",
-        )
-    seen.add(key)
+    return KlaviyoValidationError(
+        f"{where}.unique_id {unique_id!r} repeats an event of the same profile and metric "
+        "in this request; Klaviyo would reject the whole request.",
+        field=f"{where}.unique_id",
+    )
 
 
 def _bulk_events_job(entries: list[dict[str, Any]]) -> dict[str, Any]:
@@ -126,7 +122,10 @@ def assemble_bulk_events(entries: Sequence[Mapping[str, Any]]) -> dict[str, Any]
             unique = event.get("unique_id")
             if unique:
                 attributes["unique_id"] = unique
-                _remember_unique(seen, (identity, metric, unique), f"entries[{i}].events[{j}]")
+                key = (identity, metric, unique)
+                if key in seen:  # the field path is only spelled out for the error
+                    raise _repeated(f"entries[{i}].events[{j}]", unique)
+                seen.add(key)
             if event.get("backfill") is True:
                 attributes["backfill"] = True
             built_events.append({"type": "event", "attributes": attributes})
