@@ -77,6 +77,9 @@ DEFAULTS: dict[str, Any] = {
     "TRACK_USERS": True,
     # Catalog sync (docs/catalog.md): ITEMS / VARIANTS / CATEGORIES mappings.
     "CATALOG": {},
+    # A variant's inventory_policy when its mapping gives none: 1 keeps out-of-stock
+    # variants out of Klaviyo's recommendation feeds and blocks; 0/2 show them; None: unsent.
+    "CATALOG_INVENTORY_POLICY": 1,
     # How long the flusher polls one catalog bulk job, and how often.
     "CATALOG_JOB_TIMEOUT": 300.0,
     "CATALOG_JOB_POLL_SECONDS": 2.0,
