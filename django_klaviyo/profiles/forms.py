@@ -199,9 +199,15 @@ class MarketingConsentFormMixin:
         """Write the ``subscribe`` row of the ticked boxes in the caller's transaction
         (call it in the ``transaction.atomic()`` that saves ``about``, the order or user);
         None when no box is ticked. ``about`` picks the account (``ACCOUNT_RESOLVER``) and
-        names the row's origin. What Klaviyo would refuse was already a form error; if
+        names the row's origin. On an invalid form it raises ValueError, as Django's
+        ``ModelForm.save()`` does. What Klaviyo would refuse was already a form error; if
         it is refused all the same (an account that fails), a dead row names why and the
         caller's save goes on."""
+        if self.errors:
+            raise ValueError(
+                f"{type(self).__name__}.subscribe_consent() needs a valid form: call it after "
+                "is_valid() returned True."
+            )
         if self._consent is None:
             return None
         list_id = self.consent_list_id or klaviyo_settings.CONSENT_LIST_ID

@@ -158,7 +158,8 @@ def test_a_ticked_sms_box_without_a_valid_phone_is_an_error_on_the_phone_field(p
     assert bound.errors["phone_number"] == [
         "To get text messages, give a mobile number with its country code."
     ]
-    assert bound.subscribe_consent() is None
+    with pytest.raises(ValueError, match="needs a valid form"):
+        bound.subscribe_consent()
     assert not OutboxEvent.objects.exists()
 
 
