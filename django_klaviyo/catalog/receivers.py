@@ -54,7 +54,11 @@ def _guarded(build: Any, instance: Any, section: str, using: str) -> list[Outbox
         # logs a warning), in the save's transaction: Klaviyo's copy is not updated.
         record_refused(
             mapping.SECTIONS[section],
-            {"section": section, "object": source_label(instance)},
+            {
+                "section": section,
+                "object": source_label(instance),
+                **_external_id(instance, section),
+            },
             exc,
             source=source_label(instance),
             using=using,
@@ -67,6 +71,13 @@ def _guarded(build: Any, instance: Any, section: str, using: str) -> list[Outbox
             raise
         logger.exception("django-klaviyo: catalog mapping of %r failed.", instance)
     return []
+
+
+def _external_id(instance: Any, section: str) -> dict[str, str]:
+    try:
+        return {"external_id": mapping.external_id_of(instance, section)}
+    except Exception:  # the id itself may be what the mapping gets wrong
+        return {}
 
 
 def _account_name(instance: Any) -> str:

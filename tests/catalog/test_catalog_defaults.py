@@ -130,6 +130,12 @@ def test_bad_prices_leave_a_dead_row_naming_the_field(settings, prices, field):
     assert refused.status == Status.DEAD
     assert refused.last_error_code == "invalid_on_save"
     assert refused.last_error_detail.endswith(f"(field {field})")
+    assert refused.payload == {
+        "section": "ITEMS",
+        "object": refused.payload["object"],
+        "external_id": "MUG-1",
+    }
+    assert refused.payload["object"].startswith("shop.product:")
 
 
 def test_custom_metadata_over_klaviyos_size_is_a_dead_row_not_a_request(settings, klaviyo_sandbox):
