@@ -211,8 +211,7 @@ def _mapper(where: str, value: Any) -> list[CheckMessage]:
     return [
         Error(
             f"{where} {problem}.",
-            hint="A function (instance, previous_status, created) -> list of event specs. "
-            + HINT,
+            hint="A function (instance, previous_status, created) -> list of event specs. " + HINT,
             id="django_klaviyo.E086",
         )
     ]

@@ -35,8 +35,6 @@ from django.utils.module_loading import import_string
 
 from django_klaviyo.conf import klaviyo_settings
 
-__all__ = ["Tracked", "tracked", "tracked_models"]
-
 SETTING = "TRACKED_MODELS"
 # Every key of one model's entry; status_field and metrics are required.
 KEYS = (

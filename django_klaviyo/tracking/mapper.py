@@ -35,7 +35,7 @@ from django_klaviyo.rules.values import utc_iso
 from django_klaviyo.tracking import config
 from django_klaviyo.tracking.config import Tracked
 
-__all__ = ["default_tracked_events", "mirrored_profile", "tracked_event"]
+__all__ = ["default_tracked_events"]
 
 
 def default_tracked_events(

@@ -43,7 +43,9 @@ def events(metric=None) -> list[OutboxEvent]:
 
 def mirrors() -> list[OutboxEvent]:
     rows = OutboxEvent.objects.filter(kind=OutboxEvent.Kind.PROFILE_UPSERT, status="pending")
-    return list(rows.exclude(dedupe_key__startswith="profile_upsert:auth.user").order_by("created_at"))
+    return list(
+        rows.exclude(dedupe_key__startswith="profile_upsert:auth.user").order_by("created_at")
+    )
 
 
 def test_created_in_a_tracked_status_sends_its_event_and_mirrors_the_profile(
@@ -99,9 +101,7 @@ def test_a_transition_is_written_once_however_often_it_is_seen(tracked, customer
     assert cancelled.dedupe_key == f"tracked:subshop.subscription:{sub.pk}:cancelled"
 
 
-def test_with_a_time_path_an_object_entering_a_status_again_sends_again(
-    tracked, customer, plan
-):
+def test_with_a_time_path_an_object_entering_a_status_again_sends_again(tracked, customer, plan):
     sub = subscribe(customer, plan)
     for status in (Status.PAUSED, Status.ACTIVE):
         sub.status = status

@@ -54,9 +54,9 @@ def _duration(seconds: float) -> str:
 
 class Command(LongRunningCommand):
     help = (
-        "Enqueue historical orders, customers, consent or tracked models as outbox rows (events marked "
-        "backfill: recorded without firing flows), in primary-key order, resuming after "
-        "a crash or Ctrl-C."
+        "Enqueue historical orders, customers, consent or tracked models as outbox rows "
+        "(events marked backfill: recorded without firing flows), in primary-key order, "
+        "resuming after a crash or Ctrl-C."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
