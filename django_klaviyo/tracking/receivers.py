@@ -15,21 +15,13 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
-from django.db import transaction
 from django.db.models.signals import post_init, post_save
 
-from django_klaviyo import accounts
 from django_klaviyo.conf import klaviyo_settings
-from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.models import OutboxEvent
-from django_klaviyo.outbox import build_events, build_profile_upsert, enqueue_rows, transitions
-from django_klaviyo.outbox.refused import (
-    keep_refused_specs,
-    record_refused,
-    run_mapper,
-    source_label,
-)
-from django_klaviyo.profiles.receivers import enqueue_profile_upsert
+from django_klaviyo.outbox import build_events, enqueue_rows, transitions
+from django_klaviyo.outbox.refused import keep_refused_specs, run_mapper
+from django_klaviyo.profiles.receivers import upsert_or_keep_refused
 from django_klaviyo.tracking import config
 from django_klaviyo.tracking.config import Tracked
 from django_klaviyo.tracking.mapper import mirrored_profile
@@ -108,8 +100,8 @@ def _post_save(
 
 def mirror(instance: Any, tracked: Tracked, *, created: bool, using: str | None) -> None:
     """The profile upsert of the entry's ``profile_properties``, unless the latest one
-    queued for the profile says the same (``profiles.receivers.enqueue_profile_upsert``);
-    a refused one is a dead row."""
+    queued for the profile says the same (``profiles.receivers.upsert_or_keep_refused``,
+    the user receiver's writer); a refused one is a dead row."""
     profile = run_mapper(
         tracked.where("profile_properties"),
         instance,
@@ -117,20 +109,5 @@ def mirror(instance: Any, tracked: Tracked, *, created: bool, using: str | None)
         kind=OutboxEvent.Kind.PROFILE_UPSERT,
         using=using,
     )
-    if not profile:
-        return
-    with transaction.atomic(using=using, savepoint=False):
-        try:
-            # Refused before any write; caught inside the block so the store's
-            # transaction is not marked for rollback.
-            row = build_profile_upsert(profile)
-            account = accounts.account_for(instance)
-            enqueue_profile_upsert(row, instance, created=created, using=using, account=account)
-        except KlaviyoValidationError as exc:
-            record_refused(
-                OutboxEvent.Kind.PROFILE_UPSERT,
-                {"profile": profile},
-                exc,
-                source=source_label(instance),
-                using=using,
-            )
+    if profile:
+        upsert_or_keep_refused(profile, instance, created=created, using=using)
