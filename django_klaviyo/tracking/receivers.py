@@ -19,7 +19,8 @@ from django.db.models.signals import post_init, post_save
 
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.models import OutboxEvent
-from django_klaviyo.outbox import build_events, enqueue_rows, transitions
+from django_klaviyo.orders.placement import bad_phone, enqueue_order_events
+from django_klaviyo.outbox import transitions
 from django_klaviyo.outbox.refused import keep_refused_specs, run_mapper
 from django_klaviyo.profiles.receivers import upsert_or_keep_refused
 from django_klaviyo.tracking import config
@@ -92,7 +93,11 @@ def _post_save(
         keep_refused_specs(
             specs,
             instance,
-            lambda some, account: enqueue_rows(build_events(some), using=using, account=account),
+            # The order events' writer: the event rules, and a phone number that is not
+            # E.164 left out (with a note on the row) when other identifiers remain.
+            lambda some, account: enqueue_order_events(
+                some, instance, using=using, objects=False, account=account
+            ),
             using=using,
         )
     mirror(instance, tracked, created=created, using=using)
@@ -109,5 +114,8 @@ def mirror(instance: Any, tracked: Tracked, *, created: bool, using: str | None)
         kind=OutboxEvent.Kind.PROFILE_UPSERT,
         using=using,
     )
+    if profile and profile.get("phone_number") and bad_phone(profile):
+        # Left out as from the events (whose row notes it), so the mirror still lands.
+        profile = {k: v for k, v in profile.items() if k != "phone_number"}
     if profile:
         upsert_or_keep_refused(profile, instance, created=created, using=using)

@@ -197,3 +197,15 @@ def test_the_events_and_the_mirror_reach_the_sandbox_on_spec(
     )
     assert profile["properties"]["subscription_status"] == "cancelled"
     assert profile["properties"]["plan"] == "Pro"
+
+
+def test_a_phone_number_that_is_not_e164_is_left_out_when_the_email_remains(
+    tracked, customer, plan
+):
+    tracked(profile={"email": "customer.email", "phone_number": lambda sub: "555-0100"})
+    subscribe(customer, plan)
+    (row,) = events()
+    assert row.status == "pending" and "phone_number" not in row.payload["profile"]
+    assert "phone_number left out" in row.outcome_note
+    (mirror,) = mirrors()
+    assert "phone_number" not in mirror.payload["profile"]
