@@ -19,15 +19,21 @@ def remember(instance: Any, attname: str, slot: str) -> None:
 
 
 def transition(
-    instance: Any, attname: str, slot: str, *, created: bool, update_fields: Any = None
+    instance: Any,
+    attname: str,
+    slot: str,
+    *,
+    created: bool,
+    update_fields: Any = None,
+    name: str | None = None,
 ) -> tuple[bool, Any]:
     """``post_save``: whether this save moved ``attname`` (a creation always does), and the
     value it had before (None when unknown). The saved value becomes the remembered one,
-    so the next save of the same instance compares against it."""
+    so the next save of the same instance compares against it. ``name``: the field's name
+    when it differs from ``attname`` (a foreign key), as ``update_fields`` may give it."""
     previous = instance.__dict__.get(slot, UNKNOWN)
     current = instance.__dict__.get(attname, UNKNOWN)
     instance.__dict__[slot] = current
-    moved = created or not (
-        previous == current or (update_fields is not None and attname not in update_fields)
-    )
+    left_out = update_fields is not None and not ({attname, name or attname} & update_fields)
+    moved = created or not (previous == current or left_out)
     return moved, None if previous is UNKNOWN else previous

@@ -77,6 +77,7 @@ def _post_save(
         STATUS_SNAPSHOT,
         created=created,
         update_fields=update_fields,
+        name=tracked.status_field,
     )
     if raw or not moved or not klaviyo_settings.ENABLED:
         return
