@@ -13,7 +13,7 @@ from django.core.exceptions import FieldDoesNotExist
 from django.utils.module_loading import import_string
 
 from django_klaviyo.conf import setting_as_written as _get
-from django_klaviyo.orders.checks import did_you_mean
+from django_klaviyo.orders.checks import did_you_mean, is_metric_name
 from django_klaviyo.orders.fields import path_problem
 from django_klaviyo.rules.limits import METRIC_MAX_LENGTH
 from django_klaviyo.tracking.config import KEYS, PROFILE_KEYS, REQUIRED_KEYS, SETTING
@@ -122,7 +122,7 @@ def _status(where: str, model: Any, entry: Mapping[str, Any]) -> list[CheckMessa
     messages: list[CheckMessage] = []
     choices = {str(value) for value, _label in field.flatchoices} if field.choices else None
     for status, metric in metrics.items():
-        if not isinstance(metric, str) or not metric.strip() or len(metric) > METRIC_MAX_LENGTH:
+        if not is_metric_name(metric):
             messages.append(
                 Error(
                     f"{where}['metrics'][{status!r}] must be a metric name "
