@@ -27,6 +27,7 @@ from django_klaviyo.flush.checks import FLUSH_CHECKS
 from django_klaviyo.orders.checks import ORDER_CHECKS, did_you_mean
 from django_klaviyo.profiles.checks import CONSENT_CHECKS
 from django_klaviyo.storefront.checks import STOREFRONT_CHECKS
+from django_klaviyo.tracking.checks import TRACKING_CHECKS
 
 REVISION_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(\.[a-z0-9]+)?$")
 CALLABLE_SETTINGS = ("ORDER_EVENTS_MAPPER", "USER_PROFILE_MAPPER")
@@ -79,6 +80,7 @@ def check_klaviyo_settings(app_configs: Any = None, **kwargs: Any) -> list[Check
         *FLUSH_CHECKS,
         *STOREFRONT_CHECKS,
         *CONSENT_CHECKS,
+        *TRACKING_CHECKS,
     ):
         try:
             messages.extend(check())

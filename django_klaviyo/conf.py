@@ -75,6 +75,9 @@ DEFAULTS: dict[str, Any] = {
     # Klaviyo metric names by event; only the keys you give replace the defaults.
     "METRIC_NAMES": {},
     "TRACK_USERS": True,
+    # Any model's status transitions as events (docs/mapping.md, Tracked models):
+    # "app_label.Model" -> {"status_field", "metrics", "profile", ...}.
+    "TRACKED_MODELS": {},
     # Catalog sync (docs/catalog.md): ITEMS / VARIANTS / CATEGORIES mappings.
     "CATALOG": {},
     # A variant's inventory_policy when its mapping gives none: 1 keeps out-of-stock

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The django-klaviyo demo, end to end, on the embedded default (SQLite + local sandbox):
 #   makes .venv and installs the package, migrates a fresh example shop, starts the Klaviyo
-#   sandbox, creates products, customers and orders through ordinary model saves, browses
+#   sandbox, creates products, customers, orders and subscriptions through ordinary model
+#   saves (a subscription's status changes are events by KLAVIYO["TRACKED_MODELS"]), browses
 #   the storefront as an anonymous shopper (browse events), flushes the outbox,
 #   prints what reached the sandbox, receives a signed webhook, and stops the sandbox.
 # With KLAVIYO_PRIVATE_API_KEY set, the same flow targets real Klaviyo (no sandbox).
@@ -103,6 +104,9 @@ fi
 echo "== create $CUSTOMERS customers and $ORDERS orders through ordinary model saves"
 manage seed_shop --customers "$CUSTOMERS" --orders "$ORDERS" --seed 7
 
+echo "== customers subscribe to a plan; one pauses, one cancels (tracked model events)"
+manage demo_subscriptions
+
 echo "== an anonymous shopper browses the storefront and checks out (browse events)"
 manage demo_browse
 
@@ -120,7 +124,7 @@ import json, sys, urllib.request
 state = json.load(urllib.request.urlopen(sys.argv[1] + "/__sandbox__/state", timeout=5))
 print(f"events accepted: {state['events']} (duplicates ignored: {state['duplicate_events']})")
 for metric, count in state["metrics"].items():
-    print(f"  {metric:<18} {count}")
+    print(f"  {metric:<22} {count}")
 print(f"profiles: {state['profiles']}")
 requests = {op: sum(by_status.values()) for op, by_status in state["requests"].items()}
 print("requests per operation: " + ", ".join(f"{op}={n}" for op, n in sorted(requests.items())))
@@ -133,6 +137,9 @@ if not catalog.get("items"):
 if not state["events"] or "Placed Order" not in state["metrics"]:
     sys.exit("demo failed: no Placed Order reached the sandbox")
 for metric in ("Viewed Product", "Added to Cart", "Started Checkout"):
+    if metric not in state["metrics"]:
+        sys.exit(f"demo failed: no {metric} reached the sandbox")
+for metric in ("Subscription Started", "Subscription Cancelled"):
     if metric not in state["metrics"]:
         sys.exit(f"demo failed: no {metric} reached the sandbox")
 PYEOF
