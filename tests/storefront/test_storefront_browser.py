@@ -77,6 +77,14 @@ def outbox_row(metric):
     return OutboxEvent.objects.filter(metric=metric).order_by("created_at").last()
 
 
+def wait_for_recorded(browser, metric):
+    """The event's row, and the session its answer made: the row is committed before the
+    answer (with the new session's cookie) reaches the browser, and a request sent in
+    between would start another session, another anonymous visitor."""
+    wait_for(browser, lambda: outbox_row(metric), f"no {metric} was recorded")
+    wait_for(browser, lambda: browser.get_cookie("sessionid"), "the visit has no session")
+
+
 def test_klaviyo_js_is_loaded_with_the_public_key_only(browser, shop):
     browser.get(f"{shop.url}/store/p/TEE-BLK/")
     wait_for(browser, lambda: stub_calls(browser, "trackViewedItem"), "klaviyo.js never ran")
@@ -127,7 +135,7 @@ def test_a_logged_in_user_is_identified(browser, shop, django_user_model):
 
 def test_anonymous_browsing_and_the_later_order_land_on_one_profile(browser, shop, klaviyo_sandbox):
     browser.get(f"{shop.url}/store/p/TEE-BLK/")
-    wait_for(browser, lambda: outbox_row("Viewed Product"), "no Viewed Product was recorded")
+    wait_for_recorded(browser, "Viewed Product")
     element(browser, By.ID, "add-to-cart", clickable=True).click()
     wait_for(browser, lambda: outbox_row("Added to Cart"), "no Added to Cart was recorded")
     element(browser, By.ID, "checkout", clickable=True).click()
@@ -263,7 +271,7 @@ def test_a_category_visit_and_a_search_reach_the_sandbox_on_the_visitor_s_profil
 ):
     browser.get(f"{shop.url}/store/")
     element(browser, By.LINK_TEXT, "Apparel", clickable=True).click()
-    wait_for(browser, lambda: outbox_row("Viewed Category"), "no Viewed Category was recorded")
+    wait_for_recorded(browser, "Viewed Category")
     assert element(browser, By.ID, "category-name").text == "Apparel"
 
     search = element(browser, By.ID, "search", clickable=True)
