@@ -17,6 +17,7 @@ __all__ = [
     "order_placed",
     "order_refunded",
     "remove_from_list",
+    "searched_site",
     "started_checkout",
     "subscribe",
     "subscribe_back_in_stock",
@@ -24,6 +25,7 @@ __all__ = [
     "track",
     "unsubscribe",
     "upsert_profile",
+    "viewed_category",
     "viewed_product",
 ]
 

@@ -103,6 +103,9 @@ DEFAULTS: dict[str, Any] = {
     "STOREFRONT_ADDRESS_THROTTLE_RATE": "1200/min",
     # Seconds after which the same cart's checkout start, in the same visit, counts again.
     "STARTED_CHECKOUT_REPEAT_AFTER": 30 * 60,
+    # Seconds within which the same profile's Viewed Category of one category, or Searched
+    # Site of one term, is a repeat (nothing new is sent); 0: every view and search counts.
+    "BROWSE_REPEAT_AFTER": 10 * 60,
     # Bytes of events one client address may store through the storefront endpoint in any
     # 60 seconds (None: no budget).
     "STOREFRONT_ADDRESS_BYTES_PER_MINUTE": 2_000_000,

@@ -136,7 +136,8 @@ if not catalog.get("items"):
     sys.exit("demo failed: no catalog item reached the sandbox")
 if not state["events"] or "Placed Order" not in state["metrics"]:
     sys.exit("demo failed: no Placed Order reached the sandbox")
-for metric in ("Viewed Product", "Added to Cart", "Started Checkout"):
+for metric in ("Viewed Category", "Searched Site", "Viewed Product", "Added to Cart",
+               "Started Checkout"):
     if metric not in state["metrics"]:
         sys.exit(f"demo failed: no {metric} reached the sandbox")
 for metric in ("Subscription Started", "Subscription Cancelled"):
