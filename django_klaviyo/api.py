@@ -23,6 +23,7 @@ from django_klaviyo import accounts, outbox
 from django_klaviyo.catalog import subscribe_back_in_stock  # noqa: F401  (public API)
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoValidationError
+from django_klaviyo.insights.segments import in_segment, segment_synced_at  # noqa: F401
 from django_klaviyo.models import Consent, KlaviyoProfileLink, ListMembership, OutboxEvent
 from django_klaviyo.models.profiles import effective_list_consent
 from django_klaviyo.orders import browse as cart
