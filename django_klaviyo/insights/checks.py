@@ -9,11 +9,23 @@ the sync can tell, and it fails with the same message.
 from __future__ import annotations
 
 from django.core.checks import CheckMessage, Error
+from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError
 
 from django_klaviyo import accounts
 from django_klaviyo.insights.chosen import chosen_segments, named_accounts, setting_problem
 from django_klaviyo.models import KlaviyoSegment
+
+
+def _stored_names() -> dict[str, str]:
+    """Account name -> ``OutboxEvent.account`` value, without building the accounts (whose
+    own settings may be broken: E060-E063 say so)."""
+    try:
+        others = [str(name) for name in accounts.configured()]
+    except ImproperlyConfigured:
+        others = []
+    return {accounts.DEFAULT: "", **{name: name for name in others}}
+
 
 HINT = (
     "KLAVIYO['SEGMENTS'] = ['VIP', 'Y6nRLr'] (names or ids, for every account) or "
@@ -29,13 +41,14 @@ def check_segments_setting() -> list[CheckMessage]:
                 f"KLAVIYO['SEGMENTS'] is malformed: {problem}.", hint=HINT, id="django_klaviyo.E070"
             )
         ]
-    unknown = [name for name in named_accounts() if name not in accounts.names()]
+    known = _stored_names()
+    unknown = [name for name in named_accounts() if name not in known]
     if unknown:
         return [
             Error(
                 f"KLAVIYO['SEGMENTS'] names accounts that are not configured: "
                 f"{', '.join(repr(n) for n in unknown)}.",
-                hint=f"Configured accounts: {', '.join(accounts.names())} (KLAVIYO['ACCOUNTS']).",
+                hint=f"Configured accounts: {', '.join(known)} (KLAVIYO['ACCOUNTS']).",
                 id="django_klaviyo.E071",
             )
         ]
@@ -44,8 +57,7 @@ def check_segments_setting() -> list[CheckMessage]:
 
 def _resolution_messages() -> list[CheckMessage]:
     messages: list[CheckMessage] = []
-    for name in accounts.names():
-        stored = accounts.get_account(name).stored
+    for name, stored in _stored_names().items():
         refs = chosen_segments(stored)
         segments = KlaviyoSegment.objects.filter(account=stored)
         if not refs or not segments.exists():
@@ -75,9 +87,7 @@ def _resolution_messages() -> list[CheckMessage]:
 
 
 def check_segments_resolve() -> list[CheckMessage]:
-    if setting_problem() is not None or not any(
-        chosen_segments(accounts.get_account(n).stored) for n in accounts.names()
-    ):
+    if setting_problem() is not None or not any(map(chosen_segments, _stored_names().values())):
         return []
     try:
         return _resolution_messages()

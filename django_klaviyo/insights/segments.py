@@ -24,8 +24,6 @@ from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.models import KlaviyoProfileLink, KlaviyoSegment, KlaviyoSegmentMembership
 from django_klaviyo.models.segments import member_condition
 
-__all__ = ["in_segment", "segment_synced_at"]
-
 _NOBODY = Q(pk__in=[])
 
 
