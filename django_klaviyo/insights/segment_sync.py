@@ -78,10 +78,9 @@ def sync_segment_names(client: Any, account: str, now: dt.datetime) -> tuple[int
             },
         )
         seen.add(klaviyo_id)
-    removed, _ = (
-        KlaviyoSegment.objects.filter(account=account).exclude(klaviyo_id__in=seen).delete()
-    )
-    return len(seen), removed
+    gone = KlaviyoSegment.objects.filter(account=account).exclude(klaviyo_id__in=seen)
+    _, deleted = gone.delete()  # with their members and sizes
+    return len(seen), deleted.get(KlaviyoSegment._meta.label, 0)
 
 
 def resolve_chosen(account: str) -> tuple[list[KlaviyoSegment], list[str]]:
@@ -189,7 +188,14 @@ def _store_page(
     segment.members_cursor = cursor
 
 
-def sync_members(client: Any, segment: KlaviyoSegment, now: dt.datetime, progress: Progress) -> int:
+def sync_members(
+    client: Any,
+    segment: KlaviyoSegment,
+    now: dt.datetime,
+    progress: Progress,
+    *,
+    page_size: int = 100,
+) -> int:
     """List ``segment``'s members to the end, from its stored cursor if a pass was
     interrupted; returns the member count once complete."""
     if not segment.members_cursor or segment.members_pass_started_at is None:
@@ -202,7 +208,7 @@ def sync_members(client: Any, segment: KlaviyoSegment, now: dt.datetime, progres
     pages = seen = 0
     while True:
         try:
-            page = client.get_segment_members_page(segment.klaviyo_id, cursor)
+            page = client.get_segment_members_page(segment.klaviyo_id, cursor, page_size=page_size)
         except KlaviyoAPIError as exc:
             if cursor is None or exc.status != 400:
                 raise
@@ -237,6 +243,7 @@ def sync_segments(
     *,
     now: dt.datetime | None = None,
     progress: Progress = lambda line: None,
+    page_size: int = 100,
 ) -> SegmentSyncResult:
     """The whole segments sync of one account (``account``: its ``OutboxEvent.account``
     value). Klaviyo's errors propagate with the progress kept; the names of
@@ -247,7 +254,7 @@ def sync_segments(
     progress(f"  {result.segments} segments listed, {result.removed} gone from Klaviyo removed")
     chosen, result.problems = resolve_chosen(account)
     for segment in chosen:
-        count = sync_members(client, segment, now, progress)
+        count = sync_members(client, segment, now, progress, page_size=page_size)
         result.members[segment.name] = count
     result.counted = sync_counts(client, account, now, progress)
     return result
