@@ -126,6 +126,7 @@ OPERATION_LIMITS: dict[str, tuple[Window, ...]] = {
     # Segments (klaviyo_sync segments).
     "get_segments": _windows("75/s", "750/m"),
     "get_profiles_for_segment": _windows("75/s", "750/m"),
+    "query_segment_series": _windows("1/s", "2/m", "225/d"),
 }
 
 # Requests whose limits the spec states in an operation's description rather than in its

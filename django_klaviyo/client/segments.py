@@ -5,13 +5,15 @@ and the cursor of the next before asking for it (``klaviyo_sync segments`` resum
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
+from django_klaviyo.client.bodies.segments import build_segment_series
 from django_klaviyo.client.pagination import collection_params
 from django_klaviyo.client.resources import path_segment
+from django_klaviyo.exceptions import KlaviyoValidationError
 
 if TYPE_CHECKING:
     from django_klaviyo.client.transport import Transport
@@ -20,6 +22,9 @@ if TYPE_CHECKING:
 # the spec documents 1/s and 15/m for it, below get_segment's own 75/s, 750/m.
 SEGMENT_PROFILE_COUNT = "get_segment:profile_count"
 MEMBER_FIELDS = ("email", "external_id")
+# Klaviyo: "Max of 100 messages per ANY filter"; a daily series spans at most 60 days.
+MAX_SERIES_SEGMENTS = 100
+SERIES_TIMEFRAMES = ("last_7_days", "last_30_days")
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,8 @@ class SegmentMethods:
 
         def _data(self, document: Any) -> dict[str, Any]: ...
 
+        def _send(self, operation: str, method: str, path: str, **kwargs: Any) -> Any: ...
+
     def get_segments(self) -> Iterator[dict[str, Any]]:
         """``GET /api/segments``, all pages (10 segments a page, Klaviyo's maximum)."""
         params = collection_params(page_size=10, max_page_size=10)
@@ -87,3 +94,29 @@ class SegmentMethods:
         data = document.get("data") if isinstance(document, Mapping) else None
         profiles = [p for p in data if isinstance(p, dict)] if isinstance(data, list) else []
         return MembersPage(profiles, next_cursor(document))
+
+    def query_segment_series(
+        self, segment_ids: Sequence[str], *, timeframe: str = "last_30_days"
+    ) -> dict[str, Any]:
+        """``POST /api/segment-series-reports`` (1/s, 2/m, 225/d): daily ``total_members``
+        of up to 100 segments; returns the report's attributes (``date_times`` and
+        ``results``, one per segment). Idempotent (a read)."""
+        ids = [str(i) for i in segment_ids if isinstance(i, str) and i.strip()]
+        if not ids or len(ids) != len(segment_ids) or len(ids) > MAX_SERIES_SEGMENTS:
+            raise KlaviyoValidationError(
+                f"segment_ids must be 1 to {MAX_SERIES_SEGMENTS} non-empty ids.",
+                field="segment_ids",
+            )
+        if timeframe not in SERIES_TIMEFRAMES:
+            raise KlaviyoValidationError(
+                f"timeframe must be one of {', '.join(SERIES_TIMEFRAMES)}.", field="timeframe"
+            )
+        body = build_segment_series(ids, timeframe=timeframe)
+        document = self._send(
+            "query_segment_series",
+            "POST",
+            "/api/segment-series-reports",
+            body=body,
+            idempotent=True,
+        )
+        return self._data(document).get("attributes") or {}

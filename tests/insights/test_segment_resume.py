@@ -46,6 +46,23 @@ def klaviyo(settings):
             f"{API}/segments/S1",
             json={"data": {"type": "segment", "id": "S1", "attributes": {"profile_count": 5}}},
         )
+        mock.post(
+            f"{API}/segment-series-reports",
+            json={
+                "data": {
+                    "type": "segment-series-report",
+                    "attributes": {
+                        "date_times": ["2026-11-01T00:00:00+00:00"],
+                        "results": [
+                            {
+                                "groupings": {"segment_id": "S1"},
+                                "statistics": {"total_members": [4]},
+                            }
+                        ],
+                    },
+                }
+            },
+        )
         yield mock
 
 

@@ -22,6 +22,7 @@ from django_klaviyo.models import (
     KlaviyoSegmentSize,
 )
 from django_klaviyo.testing.sandbox.segment_routes import segment_store
+from tests.fakes import FakeClock
 
 pytestmark = pytest.mark.django_db
 
@@ -65,13 +66,22 @@ def test_sync_mirrors_names_counts_sizes_and_chosen_members(shop, klaviyo_sandbo
     assert "  Customers: page 2, 2 members read" in lines
     member = KlaviyoSegmentMembership.objects.get(segment__name="VIP")
     assert (member.email, member.profile) == ("ann@example.com", link)
+    # 30 days of sizes per segment from segment-series-reports; today's is the count.
     today = timezone.localdate()
-    assert KlaviyoSegmentSize.objects.get(segment__name="VIP").date == today
-    assert KlaviyoSegmentSize.objects.count() == 3
+    vip = KlaviyoSegmentSize.objects.filter(segment__name="VIP").order_by("date")
+    assert vip.count() == 30 and vip.last().date == today
+    assert [s.profile_count for s in vip][-2:] == [0, 1]  # Ann became a profile today
+    assert result.history == 90
     # Every segment request the sandbox received was on spec (it answers 400 otherwise).
     counts = klaviyo_sandbox.state.request_counts()
     segment_ops = {op: n for op, n in counts.items() if "segment" in op}
-    assert set(segment_ops) == {"get_segments", "get_segment", "get_profiles_for_segment"}
+    assert set(segment_ops) == {
+        "get_segments",
+        "get_segment",
+        "get_profiles_for_segment",
+        "query_segment_series",
+    }
+    assert segment_ops["query_segment_series"] == {200: 1}  # 3 segments: one report
     assert all(set(statuses) == {200} for statuses in segment_ops.values())
 
 
@@ -152,9 +162,16 @@ def test_a_malformed_segments_setting_is_a_check_error(settings, value, error):
     assert error in [m.id for m in check_klaviyo_settings()]
 
 
+# The sandbox's rate-limit windows run on this clock: the test moves it a minute on, as a
+# real client's limiter would wait for segment-series-reports' 2/m.
+CLOCK = FakeClock()
+
+
+@pytest.mark.klaviyo_sandbox(clock=CLOCK)
 def test_segments_gone_from_klaviyo_leave_the_mirror(shop, klaviyo_sandbox):
     sync_segments(shop)
     segment_store(klaviyo_sandbox.state).remove("SbxAll")
+    CLOCK.sleep(60)
     result = sync_segments(shop)
     assert result.removed == 1
     assert not KlaviyoSegment.objects.filter(name="Everyone").exists()

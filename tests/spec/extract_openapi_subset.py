@@ -81,6 +81,7 @@ OPERATION_IDS: tuple[str, ...] = (
     "get_segments",
     "get_segment",
     "get_profiles_for_segment",
+    "query_segment_series",
 )
 
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")

@@ -1,5 +1,7 @@
 """The sandbox's segments: ``GET /api/segments``, ``GET /api/segments/{id}`` (with
-``additional-fields[segment]=profile_count``) and ``GET /api/segments/{id}/profiles``.
+``additional-fields[segment]=profile_count``), ``GET /api/segments/{id}/profiles`` and
+``POST /api/segment-series-reports`` (daily ``total_members`` over ``last_7_days`` or
+``last_30_days``, ending today: on each day, the members created by then).
 
 Every sandbox account starts with three segments whose members are derived from what it
 received, so a demo's flush fills them with no setup (docs/sandbox.md):
@@ -22,6 +24,7 @@ from __future__ import annotations
 import threading
 from collections import defaultdict
 from collections.abc import Callable
+from datetime import datetime, time, timedelta, timezone
 from typing import Any
 
 from django_klaviyo.testing.sandbox.jsonapi import (
@@ -30,8 +33,10 @@ from django_klaviyo.testing.sandbox.jsonapi import (
     Request,
     Response,
     filters,
+    invalid,
     matches,
     paginate,
+    parse_filter,
     registrar,
     rel_links,
 )
@@ -195,3 +200,42 @@ def get_profiles_for_segment(state: SandboxState, request: Request) -> Response:
         for p in page
     ]
     return Response(200, {"data": data, "links": links})
+
+
+SERIES_DAYS = {"last_7_days": 7, "last_30_days": 30}
+
+
+@handles("query_segment_series")
+def query_segment_series(state: SandboxState, request: Request) -> Response:
+    attributes = request.body["data"]["attributes"]
+    days = SERIES_DAYS.get((attributes.get("timeframe") or {}).get("key", ""))
+    if days is None or attributes["interval"] != "daily":
+        raise invalid(
+            "The sandbox answers daily series over last_7_days or last_30_days.",
+            "/data/attributes/timeframe",
+        )
+    store = segment_store(state)
+    ids: list[str] = []
+    for op, name, value in parse_filter(attributes.get("filter") or ""):
+        if name != "segment_id" or op not in ("any", "equals"):
+            raise invalid(f"Unsupported filter on {name!r}.", "/data/attributes/filter")
+        ids += value if isinstance(value, list) else [value]
+    if len(ids) > 100:
+        raise invalid("Max of 100 segments per ANY filter.", "/data/attributes/filter")
+    today = datetime.now(timezone.utc).date()
+    dates = [today - timedelta(days=days - 1 - i) for i in range(days)]
+    created = {pid: str(p.get("created") or "")[:10] for pid, p in state.profiles().items()}
+    results = []
+    for segment_id in ids:
+        _get(store, segment_id)
+        joined = sorted(created.get(pid, "") for pid in store.members(segment_id))
+        totals = [sum(1 for c in joined if c <= d.isoformat()) for d in dates]
+        results.append(
+            {"groupings": {"segment_id": segment_id}, "statistics": {"total_members": totals}}
+        )
+    stamps = [datetime.combine(d, time(), timezone.utc).isoformat() for d in dates]
+    data = {
+        "type": "segment-series-report",
+        "attributes": {"results": results, "date_times": stamps},
+    }
+    return Response(200, {"data": data, "links": {"self": f"{request.base_url}{request.path}"}})
