@@ -10,9 +10,11 @@ import pytest
 import responses
 
 from django_klaviyo import in_segment
+from django_klaviyo.client import KlaviyoClient
 from django_klaviyo.exceptions import KlaviyoRateLimitError, KlaviyoSegmentNotMirrored
 from django_klaviyo.insights.segment_sync import sync_segments
 from django_klaviyo.models import KlaviyoSegment, KlaviyoSegmentMembership
+from tests.fakes import FakeClock
 from tests.klaviyo_fixtures import fast_client
 
 API = "https://a.klaviyo.com/api"
@@ -127,3 +129,28 @@ def test_an_expired_cursor_starts_the_pass_again(klaviyo):
     result = sync_segments(fast_client(), page_size=2)
     assert cursors(klaviyo) == ["old", None, "c2", "c3"]
     assert result.members == {"VIP": 5}
+
+
+@pytest.mark.usefixtures("isolated_rate_limits")
+def test_segment_series_reports_keep_to_two_a_minute_across_processes():
+    """Two clients of one account (two workers) share the report's windows through the
+    cache: the third report of a minute waits for the window instead of a 429."""
+    clock = FakeClock()
+    starts: list[float] = []
+    clients = [
+        KlaviyoClient("pk_series_test_key_0123456789", clock=clock, sleep=clock.sleep)
+        for _ in range(2)
+    ]
+    with responses.RequestsMock() as mock:
+        mock.add_callback(
+            responses.POST,
+            f"{API}/segment-series-reports",
+            callback=lambda request: (
+                starts.append(clock())
+                or (200, {}, json.dumps({"data": {"type": "segment-series-report"}}))
+            ),
+        )
+        for client in (*clients, clients[0], clients[1]):
+            client.query_segment_series(["S1"])
+    assert len(starts) == 4
+    assert starts[2] - starts[0] >= 60 and starts[3] - starts[1] >= 60
