@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
 from django.utils.html import format_html
 
 from django_klaviyo.admin.accounts import AccountColumnMixin
@@ -57,9 +61,13 @@ class KlaviyoSegmentMembershipAdmin(ReadOnlyDetailAdmin):
         "synced_at",
     )
 
-    def get_search_results(self, request, queryset, search_term):  # type: ignore[no-untyped-def]
-        # Emails are stored lower-cased: search the same way, on the index.
-        return super().get_search_results(request, queryset, search_term.strip().lower())
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
+    ) -> tuple[QuerySet[Any], bool]:
+        # Emails are stored lower-cased: an email is searched the same way, on the index
+        # (external ids and Klaviyo ids keep their case).
+        term = search_term.strip()
+        return super().get_search_results(request, queryset, term.lower() if "@" in term else term)
 
 
 @admin.register(KlaviyoSegmentSize)

@@ -70,7 +70,10 @@ class SegmentMethods:
         """``GET /api/segments/{id}?additional-fields[segment]=profile_count`` (1/s, 15/m):
         the segment's member count as Klaviyo last computed it, or None if it gave none."""
         path = f"/api/segments/{path_segment(segment_id, 'segment_id')}"
-        params = {"additional-fields[segment]": "profile_count", "fields[segment]": "name"}
+        params = {
+            "additional-fields[segment]": "profile_count",
+            "fields[segment]": "name,profile_count",
+        }
         document = self._transport.request(
             SEGMENT_PROFILE_COUNT, "GET", path, params=params, idempotent=True
         )

@@ -154,3 +154,12 @@ def test_segment_series_reports_keep_to_two_a_minute_across_processes():
             client.query_segment_series(["S1"])
     assert len(starts) == 4
     assert starts[2] - starts[0] >= 60 and starts[3] - starts[1] >= 60
+
+
+def test_the_count_request_asks_for_profile_count_in_the_sparse_fieldset(klaviyo):
+    assert fast_client().get_segment_profile_count("S1") == 5
+    sent = klaviyo.calls[-1].request
+    assert sent.params == {
+        "additional-fields[segment]": "profile_count",
+        "fields[segment]": "name,profile_count",
+    }
