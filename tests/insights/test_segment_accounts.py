@@ -90,3 +90,22 @@ def test_consent_handlers_look_lists_up_within_the_account():
     created = mirrored_list("L-us", account="eu")
     assert (created.account, created.name) == ("eu", "L-us")
     assert KlaviyoList.objects.filter(klaviyo_id="L-us").count() == 2
+
+
+def test_admin_shows_and_filters_the_mirrors_account(admin_client, settings):
+    settings.KLAVIYO = {
+        **settings.KLAVIYO,
+        "ACCOUNTS": {"eu": {"PRIVATE_API_KEY": "pk_" + "e" * 30}},
+    }
+    KlaviyoList.objects.create(account="", klaviyo_id="L-us", name="News US")
+    KlaviyoList.objects.create(account="eu", klaviyo_id="L-eu", name="News EU")
+    KlaviyoSegment.objects.create(account="eu", klaviyo_id="S-eu", name="VIP EU")
+    page = admin_client.get("/admin/django_klaviyo/klaviyolist/", {"account": "eu"})
+    assert page.status_code == 200
+    assert b"News EU" in page.content and b"News US" not in page.content
+    assert b"column-account_name" in page.content
+    for model in ("klaviyocampaign", "klaviyoflow", "klaviyosegment"):
+        assert (
+            admin_client.get(f"/admin/django_klaviyo/{model}/", {"account": "eu"}).status_code
+            == 200
+        )
