@@ -449,7 +449,13 @@ def _list_status(link: KlaviyoProfileLink, list_id: Any) -> dict[str, Any]:
     if not isinstance(klaviyo_id, str) or not klaviyo_id:
         raise KlaviyoValidationError("list_id must be a non-empty string.", field="list_id")
     membership = (
-        ListMembership.objects.filter(profile=link, klaviyo_list__klaviyo_id=klaviyo_id)
+        # A list id alone names the default account's list (whose memberships the mirror
+        # keeps); a KlaviyoList row names its own account's.
+        ListMembership.objects.filter(
+            profile=link,
+            klaviyo_list__account=getattr(list_id, "account", ""),
+            klaviyo_list__klaviyo_id=klaviyo_id,
+        )
         .select_related("profile")
         .first()
     )
