@@ -22,6 +22,7 @@ from django_klaviyo import accounts, outbox
 from django_klaviyo.catalog import subscribe_back_in_stock  # noqa: F401  (public API)
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoValidationError
+from django_klaviyo.insights.segments import in_segment, segment_synced_at  # noqa: F401
 from django_klaviyo.models import Consent, KlaviyoProfileLink, ListMembership, OutboxEvent
 from django_klaviyo.models.profiles import effective_list_consent
 from django_klaviyo.orders import browse as cart
@@ -415,7 +416,13 @@ def _list_status(link: KlaviyoProfileLink, list_id: Any) -> dict[str, Any]:
     if not isinstance(klaviyo_id, str) or not klaviyo_id:
         raise KlaviyoValidationError("list_id must be a non-empty string.", field="list_id")
     membership = (
-        ListMembership.objects.filter(profile=link, klaviyo_list__klaviyo_id=klaviyo_id)
+        # A list id alone names the default account's list (whose memberships the mirror
+        # keeps); a KlaviyoList row names its own account's.
+        ListMembership.objects.filter(
+            profile=link,
+            klaviyo_list__account=getattr(list_id, "account", ""),
+            klaviyo_list__klaviyo_id=klaviyo_id,
+        )
         .select_related("profile")
         .first()
     )

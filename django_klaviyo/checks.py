@@ -24,6 +24,7 @@ from django_klaviyo.accounts.checks import ACCOUNT_CHECKS, public_key_messages
 from django_klaviyo.conf import DEFAULTS, SANDBOX_API_URL, klaviyo_settings
 from django_klaviyo.conf import setting_as_written as _get
 from django_klaviyo.flush.checks import FLUSH_CHECKS
+from django_klaviyo.insights.checks import SEGMENT_CHECKS
 from django_klaviyo.orders.checks import ORDER_CHECKS, did_you_mean
 from django_klaviyo.profiles.checks import CONSENT_CHECKS
 from django_klaviyo.storefront.checks import STOREFRONT_CHECKS
@@ -81,6 +82,7 @@ def check_klaviyo_settings(app_configs: Any = None, **kwargs: Any) -> list[Check
         *STOREFRONT_CHECKS,
         *CONSENT_CHECKS,
         *TRACKING_CHECKS,
+        *SEGMENT_CHECKS,
     ):
         try:
             messages.extend(check())

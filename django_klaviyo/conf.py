@@ -145,6 +145,10 @@ DEFAULTS: dict[str, Any] = {
     "ACCOUNTS": {},
     # (obj=None, *, request=None) -> account name or None (default); callable or dotted path.
     "ACCOUNT_RESOLVER": None,
+    # Klaviyo segments whose members are mirrored (docs/insights.md): names or ids, for
+    # every account, or {account name: [names or ids]}. Every segment's name and count is
+    # mirrored by `klaviyo_sync segments`; members only of these.
+    "SEGMENTS": [],
 }
 
 REQUIRED: set[str] = {"PRIVATE_API_KEY"}

@@ -34,6 +34,7 @@ from django_klaviyo.client.filters import any_, equals
 from django_klaviyo.client.pagination import collection_params, iterate
 from django_klaviyo.client.ratelimit import RateLimiter, account_scope
 from django_klaviyo.client.resources import AccountMethods, path_segment
+from django_klaviyo.client.segments import SegmentMethods
 from django_klaviyo.client.transport import DEFAULT_MAX_WAIT, RandomSource, Transport
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoError, KlaviyoValidationError
@@ -58,7 +59,7 @@ class BulkImportTimeout(KlaviyoError, TimeoutError):
         self.job = dict(job or {})
 
 
-class KlaviyoClient(AccountMethods, CatalogMethods, ConsentMethods):
+class KlaviyoClient(AccountMethods, CatalogMethods, ConsentMethods, SegmentMethods):
     """Klaviyo's server API for django-klaviyo. Every ``None`` argument falls back to the
     settings (``klaviyo_settings``); ``clock``/``sleep``/``random`` are injectable so that
     tests run without real waiting. The client never imports models."""

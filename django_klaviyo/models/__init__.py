@@ -4,6 +4,11 @@ from django_klaviyo.models.jobs import KlaviyoCatalogObject, KlaviyoJob
 from django_klaviyo.models.outbox import OutboxEvent
 from django_klaviyo.models.profiles import Consent, KlaviyoList, KlaviyoProfileLink, ListMembership
 from django_klaviyo.models.remote import KlaviyoCampaign, KlaviyoFlow
+from django_klaviyo.models.segments import (
+    KlaviyoSegment,
+    KlaviyoSegmentMembership,
+    KlaviyoSegmentSize,
+)
 from django_klaviyo.models.webhooks import WebhookDelivery, WebhookItem
 
 __all__ = [
@@ -17,6 +22,9 @@ __all__ = [
     "KlaviyoJob",
     "KlaviyoList",
     "KlaviyoProfileLink",
+    "KlaviyoSegment",
+    "KlaviyoSegmentMembership",
+    "KlaviyoSegmentSize",
     "ListMembership",
     "OutboxEvent",
     "WebhookDelivery",

@@ -243,6 +243,7 @@ def test_sync_pulls_lists_campaigns_and_flows(klaviyo):
             ]
         ),
     )
+    klaviyo.get(f"{API}/segments", json=page([]))  # segments: tests/insights/
     KlaviyoList.objects.create(klaviyo_id="L1", name="Old name")
     out, _ = run("klaviyo_sync")
     assert "lists: 1 created, 1 updated." in out

@@ -77,6 +77,11 @@ OPERATION_IDS: tuple[str, ...] = (
     "create_coupon",
     "bulk_create_coupon_codes",
     "get_bulk_create_coupon_codes_job",
+    # Segments mirror (klaviyo_sync segments).
+    "get_segments",
+    "get_segment",
+    "get_profiles_for_segment",
+    "query_segment_series",
 )
 
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")

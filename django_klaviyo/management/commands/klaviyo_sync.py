@@ -1,9 +1,13 @@
-"""Pull Klaviyo lists, campaigns and flows into the local read-only mirror.
+"""Pull Klaviyo lists, campaigns, flows and segments into the local read-only mirror.
 
-    manage.py klaviyo_sync                 # all three
+    manage.py klaviyo_sync                      # everything, for every configured account
     manage.py klaviyo_sync lists flows
+    manage.py klaviyo_sync segments --account eu
 
-Rows are matched on ``klaviyo_id`` (update_or_create); rows gone from Klaviyo are kept.
+Rows are matched on (account, ``klaviyo_id``) (update_or_create); lists, campaigns and
+flows gone from Klaviyo are kept. Segments: ``django_klaviyo.insights.segment_sync``
+(resumable, with progress). A failure of one account or resource does not stop the
+others; the command then exits non-zero naming each.
 """
 
 from __future__ import annotations
@@ -13,16 +17,19 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.db import models
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from django_klaviyo import accounts
 from django_klaviyo.client import get_client
 from django_klaviyo.exceptions import KlaviyoError
+from django_klaviyo.insights.segment_sync import sync_segments
+from django_klaviyo.management.base import LongRunningCommand
 from django_klaviyo.models import KlaviyoCampaign, KlaviyoFlow, KlaviyoList
 
-RESOURCES = ("lists", "campaigns", "flows")
+RESOURCES = ("lists", "campaigns", "flows", "segments")
 CAMPAIGN_CHANNELS = ("email", "sms")
 
 
@@ -56,6 +63,7 @@ def _store(
     resources: Iterable[Mapping[str, Any]],
     to_fields: Any,
     now: dt.datetime,
+    account: str = "",
 ) -> SyncCount:
     count = SyncCount()
     for resource in resources:
@@ -64,12 +72,14 @@ def _store(
             continue
         attributes = resource.get("attributes") or {}
         fields = {**to_fields(attributes), "synced_at": now}
-        _, created = model.objects.update_or_create(klaviyo_id=str(klaviyo_id), defaults=fields)
+        _, created = model.objects.update_or_create(
+            account=account, klaviyo_id=str(klaviyo_id), defaults=fields
+        )
         count.add(created)
     return count
 
 
-def sync_lists(client: Any, *, now: dt.datetime | None = None) -> SyncCount:
+def sync_lists(client: Any, *, now: dt.datetime | None = None, account: str = "") -> SyncCount:
     return _store(
         KlaviyoList,
         client.get_lists(),
@@ -80,11 +90,16 @@ def sync_lists(client: Any, *, now: dt.datetime | None = None) -> SyncCount:
             "remote_updated": _datetime(a.get("updated")),
         },
         now or timezone.now(),
+        account,
     )
 
 
 def sync_campaigns(
-    client: Any, *, channels: Iterable[str] = CAMPAIGN_CHANNELS, now: dt.datetime | None = None
+    client: Any,
+    *,
+    channels: Iterable[str] = CAMPAIGN_CHANNELS,
+    now: dt.datetime | None = None,
+    account: str = "",
 ) -> SyncCount:
     """Klaviyo requires a channel filter on campaigns, so each channel is its own query."""
     total = SyncCount()
@@ -103,13 +118,14 @@ def sync_campaigns(
                 "raw": dict(a),
             },
             now or timezone.now(),
+            account,
         )
         total.created += count.created
         total.updated += count.updated
     return total
 
 
-def sync_flows(client: Any, *, now: dt.datetime | None = None) -> SyncCount:
+def sync_flows(client: Any, *, now: dt.datetime | None = None, account: str = "") -> SyncCount:
     return _store(
         KlaviyoFlow,
         client.get_flows(),
@@ -123,21 +139,32 @@ def sync_flows(client: Any, *, now: dt.datetime | None = None) -> SyncCount:
             "raw": dict(a),
         },
         now or timezone.now(),
+        account,
     )
 
 
 SYNCS = {"lists": sync_lists, "campaigns": sync_campaigns, "flows": sync_flows}
 
 
-class Command(BaseCommand):
-    help = "Pull Klaviyo lists, campaigns and flows into the local mirror tables."
+class Command(LongRunningCommand):
+    help = (
+        "Pull Klaviyo lists, campaigns, flows and segments into the local mirror tables, "
+        "for every configured account (--account for one)."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "resources",
             nargs="*",
             metavar="RESOURCE",
-            help="Any of: lists, campaigns, flows (default: all).",
+            help="Any of: lists, campaigns, flows, segments (default: all).",
+        )
+        parser.add_argument(
+            "--account",
+            action="append",
+            metavar="NAME",
+            help="Only this account of KLAVIYO['ACCOUNTS'] ('default': the top-level one); "
+            "repeat for several. Default: every configured account.",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -147,11 +174,39 @@ class Command(BaseCommand):
             raise CommandError(
                 f"Unknown resource(s) {', '.join(unknown)}; choose from {', '.join(RESOURCES)}."
             )
-        client = get_client()
+        try:
+            chosen = [accounts.get_account(name) for name in options["account"] or accounts.names()]
+        except KlaviyoError as exc:
+            raise CommandError(str(exc)) from exc
         now = timezone.now()
-        for name in dict.fromkeys(options["resources"] or RESOURCES):
-            try:
-                count = SYNCS[name](client, now=now)
-            except KlaviyoError as exc:
-                raise CommandError(f"Syncing {name} failed: {exc}") from exc
-            self.stdout.write(f"{name}: {count.created} created, {count.updated} updated.")
+        failures: list[str] = []
+        for account in chosen:
+            prefix = f"[{account.name}] " if accounts.several() else ""
+            client = get_client() if account.is_default else get_client(account.name)
+            for name in dict.fromkeys(options["resources"] or RESOURCES):
+                try:
+                    failures += self._sync(client, name, account.stored, now, prefix)
+                except KlaviyoError as exc:
+                    failures.append(f"{prefix}syncing {name} failed: {exc}")
+                    self.stderr.write(failures[-1])
+        if failures:
+            raise CommandError("\n".join(failures))
+
+    def _sync(
+        self, client: Any, name: str, account: str, now: dt.datetime, prefix: str
+    ) -> list[str]:
+        """Sync one resource of one account; returns the problems to fail the run with."""
+        if name != "segments":
+            count = SYNCS[name](client, now=now, account=account)
+            self.stdout.write(f"{prefix}{name}: {count.created} created, {count.updated} updated.")
+            return []
+        self.stdout.write(f"{prefix}segments:")
+        result = sync_segments(client, account, now=now, progress=self.stdout.write)
+        members = ", ".join(f"{n}: {c}" for n, c in result.members.items()) or "none chosen"
+        self.stdout.write(
+            f"{prefix}segments: {result.segments} listed, {result.counted} counted; "
+            f"members mirrored ({members})."
+        )
+        for problem in result.problems:
+            self.stderr.write(f"{prefix}{problem}")
+        return [f"{prefix}{problem}" for problem in result.problems]
