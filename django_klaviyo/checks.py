@@ -25,6 +25,7 @@ from django_klaviyo.conf import DEFAULTS, SANDBOX_API_URL, klaviyo_settings
 from django_klaviyo.conf import setting_as_written as _get
 from django_klaviyo.flush.checks import FLUSH_CHECKS
 from django_klaviyo.orders.checks import ORDER_CHECKS, did_you_mean
+from django_klaviyo.orders.stats_checks import STATS_CHECKS
 from django_klaviyo.storefront.checks import STOREFRONT_CHECKS
 
 REVISION_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(\.[a-z0-9]+)?$")
@@ -71,7 +72,14 @@ def check_klaviyo_settings(app_configs: Any = None, **kwargs: Any) -> list[Check
             )
         ]
     messages: list[CheckMessage] = []
-    for check in (*_checks, *ORDER_CHECKS, *ACCOUNT_CHECKS, *FLUSH_CHECKS, *STOREFRONT_CHECKS):
+    for check in (
+        *_checks,
+        *ORDER_CHECKS,
+        *STATS_CHECKS,
+        *ACCOUNT_CHECKS,
+        *FLUSH_CHECKS,
+        *STOREFRONT_CHECKS,
+    ):
         try:
             messages.extend(check())
         except Exception as exc:  # a check must report, never crash `manage.py check`

@@ -75,6 +75,9 @@ DEFAULTS: dict[str, Any] = {
     # Klaviyo metric names by event; only the keys you give replace the defaults.
     "METRIC_NAMES": {},
     "TRACK_USERS": True,
+    # Order stats on the profile (docs/mapping.md): False, True, or a dict naming the
+    # properties (and where the order's refund records are).
+    "PROFILE_ORDER_STATS": False,
     # Catalog sync (docs/catalog.md): ITEMS / VARIANTS / CATEGORIES mappings.
     "CATALOG": {},
     # How long the flusher polls one catalog bulk job, and how often.

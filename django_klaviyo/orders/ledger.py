@@ -40,6 +40,7 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.models import Q
 
 from django_klaviyo.orders import fields as mapping
 
@@ -133,3 +134,25 @@ def lock(order: Any, alias: str) -> None:
     # wait for, deadlocking two such transactions.
     no_key = connection.features.has_select_for_no_key_update
     list(rows.select_for_update(no_key=no_key).values_list("pk", flat=True))
+
+
+def refunded_amounts(model: Any, pks: list[Any], *, using: str) -> dict[str, Decimal]:
+    """What the Refunded Order rows of each order of ``model`` in ``pks`` say was refunded,
+    by primary key as text (one query per 200 orders; no lock: the order stats read it)."""
+    from django_klaviyo.models import OutboxEvent
+
+    label = model._meta.label_lower
+    found: dict[str, Decimal] = {}
+    for start in range(0, len(pks), 200):
+        where = Q()
+        for pk in pks[start : start + 200]:
+            where |= Q(dedupe_key__startswith=f"event:{label}:{pk}:")
+        rows = (
+            OutboxEvent.objects.using(using)
+            .filter(where, kind=OutboxEvent.Kind.EVENT, metric=mapping.metric("refunded_order"))
+            .values_list("dedupe_key", "payload__value")
+        )
+        for key, value in rows:
+            pk = key.split(":", 3)[2]
+            found[pk] = found.get(pk, ZERO) + abs(cents(value) or ZERO)
+    return found

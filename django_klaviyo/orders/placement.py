@@ -31,7 +31,7 @@ from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.models import OutboxEvent
 from django_klaviyo.orders import fields as mapping
 from django_klaviyo.orders import mappers as ecommerce
-from django_klaviyo.orders import pending
+from django_klaviyo.orders import pending, stats
 from django_klaviyo.outbox import account_dedupe_key, build_events, enqueue_many, enqueue_rows
 from django_klaviyo.outbox.refused import record_refused, source_label
 from django_klaviyo.rules.identifiers import normalize_phone_number
@@ -115,6 +115,7 @@ def enqueue_order_events(
             written += _enqueue_dead(build([spec]), order, reason, using=using, account=stored)
     if notes:
         _note_rows(written, [(specs[i], note) for i, note in notes.items()], using, start)
+    stats.refresh_after(specs, order, using=using, account=stored)
     return written
 
 
