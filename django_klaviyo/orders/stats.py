@@ -122,7 +122,7 @@ def refresh_after(
     """Refresh ``order``'s customer stats when ``specs`` hold a Placed, Cancelled or
     Refunded Order and PROFILE_ORDER_STATS is on (one memoised look-up when it is off)."""
     config = stats_settings()
-    if config is None:
+    if config is None or not klaviyo_settings.ENABLED:
         return
     metrics = trigger_metrics()
     if any(isinstance(s, Mapping) and s.get("metric") in metrics for s in specs):

@@ -20,6 +20,7 @@ from shop.models import Order
 import django_klaviyo
 from django_klaviyo.flush import flush_outbox
 from django_klaviyo.flush.claim import claim_batch
+from django_klaviyo.flush.senders.profiles import LARGE_PROFILE_BATCH
 from django_klaviyo.models import OutboxEvent
 from django_klaviyo.orders import stats
 
@@ -302,3 +303,20 @@ def test_two_transactions_of_one_customer_take_turns(settings):
     (row,) = stats_rows()
     properties = row.payload["profile"]["properties"]
     assert (properties["total_orders"], properties["lifetime_value"]) == (2, 50.0)
+
+
+def test_stats_in_a_bulk_profile_import_reach_klaviyo(stats_on):
+    """More stats rows than one claim sends one by one go out as a bulk profile import
+    (on spec: the sandbox validates every request), and each profile gets its stats."""
+    for i in range(LARGE_PROFILE_BATCH + 1):
+        place(email=f"buyer{i}@example.com", total="10.00")
+    assert stats_rows().count() == LARGE_PROFILE_BATCH + 1
+    for _ in range(100):  # bounded: a few passes settle the import job
+        flush_outbox()
+        if not OutboxEvent.objects.exclude(status="sent").exists():
+            break
+    flushed(stats_on)
+    assert sum(stats_on.state.request_counts()["bulk_import_profiles"].values()) == 1
+    for i in (0, LARGE_PROFILE_BATCH):
+        properties = klaviyo_properties(stats_on, f"buyer{i}@example.com")
+        assert (properties["total_orders"], properties["lifetime_value"]) == (1, 10.0)
