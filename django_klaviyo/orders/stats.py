@@ -24,8 +24,9 @@ due once the held row's lease could have ended, so it cannot overtake it.
 Concurrency: on PostgreSQL the stats are computed under a transaction-scoped advisory
 lock on the profile, so two transactions placing orders for one customer take turns,
 and the second reads the first's committed order (READ COMMITTED). SQLite runs one
-writer at a time. The stats query runs in a savepoint: a failure there leaves a dead row
-with the reason, never a failed save.
+writer at a time. A save in autocommit gets a short transaction of its own for this. The
+stats query runs in a savepoint: a failure there leaves a dead row with the reason, never
+a failed save.
 """
 
 from __future__ import annotations
@@ -131,8 +132,18 @@ def refresh_after(
 
 def refresh(order: Any, config: StatsSettings, *, using: str | None, account: str = "") -> None:
     """Write ``order``'s customer stats, under the save receivers' failure policy: what
-    fails is kept as a dead row with the reason, database errors of the writes raise."""
+    fails is kept as a dead row with the reason, database errors of the writes raise.
+    Outside a transaction (a save in autocommit) it opens one, so the profile's lock is
+    held until its row is written."""
     alias = using or order._state.db or DEFAULT_DB_ALIAS
+    if connections[alias].in_atomic_block:
+        _refresh(order, config, alias, account)
+    else:
+        with transaction.atomic(using=alias):
+            _refresh(order, config, alias, account)
+
+
+def _refresh(order: Any, config: StatsSettings, alias: str, account: str) -> None:
     identifiers = stats_profile(order)
     if not identifiers:
         return  # no profile: the order's own events are refused with the reason
@@ -181,7 +192,7 @@ def stats_profile(order: Any) -> dict[str, Any]:
 def lock_profile(key: str, account: str, alias: str) -> None:
     """PostgreSQL: hold an advisory lock on the profile until the transaction ends."""
     connection = connections[alias]
-    if connection.vendor != "postgresql" or not connection.in_atomic_block:
+    if connection.vendor != "postgresql":
         return
     digest = zlib.crc32(f"{account}\x00{key}".encode())
     objid = digest - (1 << 32) if digest >= (1 << 31) else digest
@@ -194,8 +205,6 @@ def _locked_stats(
 ) -> dict[str, Any]:
     """The stats, read under the profile's lock, in a savepoint: a database error there
     (a mapping path the database refuses) leaves the store's transaction usable."""
-    if not connections[alias].in_atomic_block:
-        return order_stats(order, config, using=alias)
     with transaction.atomic(using=alias):
         lock_profile(key, account, alias)
         return order_stats(order, config, using=alias)
