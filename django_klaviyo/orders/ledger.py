@@ -40,7 +40,6 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connections
-from django.db.models import Q
 
 from django_klaviyo.orders import fields as mapping
 
@@ -136,23 +135,27 @@ def lock(order: Any, alias: str) -> None:
     list(rows.select_for_update(no_key=no_key).values_list("pk", flat=True))
 
 
-def refunded_amounts(model: Any, pks: list[Any], *, using: str) -> dict[str, Decimal]:
+def refunded_amounts(
+    model: Any, pks: list[Any], profile_keys: list[str], *, using: str
+) -> dict[str, Decimal]:
     """What the Refunded Order rows of each order of ``model`` in ``pks`` say was refunded,
-    by primary key as text (one query per 200 orders; no lock: the order stats read it)."""
+    by primary key as text. Rows are found through their profile keys (an indexed
+    column; the customer's external id and email), then matched to the orders by dedupe
+    key. No lock: the order stats read it."""
     from django_klaviyo.models import OutboxEvent
 
-    label = model._meta.label_lower
+    wanted = {str(pk) for pk in pks}
+    prefix = f"event:{model._meta.label_lower}:"
+    rows = OutboxEvent.objects.using(using).filter(
+        profile_key__in=profile_keys,
+        kind=OutboxEvent.Kind.EVENT,
+        metric=mapping.metric("refunded_order"),
+    )
     found: dict[str, Decimal] = {}
-    for start in range(0, len(pks), 200):
-        where = Q()
-        for pk in pks[start : start + 200]:
-            where |= Q(dedupe_key__startswith=f"event:{label}:{pk}:")
-        rows = (
-            OutboxEvent.objects.using(using)
-            .filter(where, kind=OutboxEvent.Kind.EVENT, metric=mapping.metric("refunded_order"))
-            .values_list("dedupe_key", "payload__value")
-        )
-        for key, value in rows:
-            pk = key.split(":", 3)[2]
+    for key, value in rows.values_list("dedupe_key", "payload__value"):
+        if not key or not key.startswith(prefix):
+            continue
+        pk = key[len(prefix) :].split(":", 1)[0]
+        if pk in wanted:
             found[pk] = found.get(pk, ZERO) + abs(cents(value) or ZERO)
     return found

@@ -236,49 +236,33 @@ def customer_filter(order: Any, fields: Mapping[str, Any]) -> Q:
 
 def order_stats(order: Any, config: StatsSettings, *, using: str) -> dict[str, Any]:
     """The profile properties of ``order``'s customer, read from the store's orders."""
+    model = type(order)
     fields = mapping.mapping("ORDER_FIELDS")
     status_field = klaviyo_settings.ORDER_STATUS_FIELD
     placed, fulfilled, _cancelled, refunded = mapping.status_table()
     counted = list(dict.fromkeys((*placed, *fulfilled, *refunded)))
     rows = (
-        type(order)
-        ._base_manager.using(using)
+        model._base_manager.using(using)
         .filter(customer_filter(order, fields))
         .filter(**{f"{status_field}__in": counted})
     )
-    relation = _prefetchable(type(order), config.refunds)
-    if relation:
-        rows = rows.prefetch_related(relation)
-    orders = list(rows)
-    by_ledger = (
-        ledger.refunded_amounts(type(order), [o.pk for o in orders], using=using)
-        if config.refunds is None
-        else {}
-    )
-    amount_path = mapping.mapping("REFUND_FIELDS")["amount"]
+    # (pk, status, total, when) of each order that counts.
+    records, orders = _records(model, rows, fields, status_field)
+    pks = [pk for pk, *_ in records]
+    if config.refunds is None:
+        back = ledger.refunded_amounts(model, pks, profile_keys(order, fields), using=using)
+    else:
+        back = _refund_records(model, pks, orders, config.refunds, using)
     value = Decimal("0.00")
     dates = []
-    for each in orders:
-        when = mapping.resolve(each, fields["placed_at"]) or mapping.resolve(
-            each, fields["updated_at"]
-        )
+    for pk, status, total, when in records:
         if when is not None:
             dates.append(when)
-        total = ledger.cents(mapping.resolve(each, fields["total"]))
-        if total is None or getattr(each, status_field, None) in refunded:
+        total = ledger.cents(total)
+        if total is None or status in refunded:
             continue  # not mapped, or refunded whole by its status: worth 0
-        if config.refunds is None:
-            back = by_ledger.get(str(each.pk), ledger.ZERO)
-        else:
-            back = sum(
-                (
-                    abs(ledger.cents(mapping.resolve(r, amount_path)) or ledger.ZERO)
-                    for r in mapping.resolve_many(each, config.refunds)
-                ),
-                ledger.ZERO,
-            )
-        value += max(abs(total) - back, ledger.ZERO)
-    count = len(orders)
+        value += max(abs(total) - back.get(str(pk), ledger.ZERO), ledger.ZERO)
+    count = len(records)
     stats: dict[str, Any] = {
         "total_orders": count,
         "lifetime_value": money(value),
@@ -291,14 +275,88 @@ def order_stats(order: Any, config: StatsSettings, *, using: str) -> dict[str, A
     return {config.names[k]: v for k, v in stats.items() if k in config.names}
 
 
-def _prefetchable(model: Any, path: Any) -> str | None:
-    """``path`` when it is one relation of ``model`` (its refund records), to prefetch."""
+def _records(
+    model: Any, rows: Any, fields: Mapping[str, Any], status_field: str
+) -> tuple[list[tuple[Any, Any, Any, Any]], list[Any] | None]:
+    """(pk, status, total, placed_at or updated_at) of each order of ``rows``: read as
+    values when every path is a field path (no model instances built), else from the
+    instances, which are returned too."""
+    paths = (fields["total"], fields["placed_at"], fields["updated_at"])
+    if all(p is None or mapping.field_path(model, p) for p in paths):
+        columns = [lookup(p) for p in paths if p is not None]
+        found = []
+        for pk, status, *values in rows.values_list("pk", status_field, *columns):
+            read = iter(values)
+            total, placed_at, updated_at = (None if p is None else next(read) for p in paths)
+            found.append((pk, status, total, placed_at or updated_at))
+        return found, None
+    orders = list(rows)
+    return [
+        (
+            o.pk,
+            getattr(o, status_field, None),
+            mapping.resolve(o, fields["total"]),
+            mapping.resolve(o, fields["placed_at"]) or mapping.resolve(o, fields["updated_at"]),
+        )
+        for o in orders
+    ], orders
+
+
+def profile_keys(order: Any, fields: Mapping[str, Any]) -> list[str]:
+    """The profile keys the customer's order events are stored under (external id, email)."""
+    keys = []
+    customer_id = mapping.resolve(order, fields["customer_id"])
+    if customer_id not in (None, ""):
+        keys.append(f"external_id:{customer_id}")
+    email = mapping.resolve(order, fields["email"]) or mapping.resolve(
+        order, fields["customer_email"]
+    )
+    if email:
+        keys.append(f"email:{str(email).strip().lower()}")
+    return keys
+
+
+def _refund_records(
+    model: Any, pks: list[Any], orders: list[Any] | None, path: Any, using: str
+) -> dict[str, Decimal]:
+    """What the store's refund records at ``path`` say was refunded of each order: one
+    query when ``path`` is a reverse foreign key and the amount a field of its model,
+    else read through the order instances."""
+    amount_path = mapping.mapping("REFUND_FIELDS")["amount"]
+    found: dict[str, Decimal] = {}
+    link = _reverse_link(model, path)
+    if link is not None and mapping.field_path(link[0], amount_path):
+        refunds = link[0]._base_manager.using(using).filter(**{f"{link[1]}__in": pks})
+        for pk, amount in refunds.values_list(link[1], lookup(amount_path)):
+            found[str(pk)] = found.get(str(pk), ledger.ZERO) + abs(
+                ledger.cents(amount) or ledger.ZERO
+            )
+        return found
+    if orders is None:
+        orders = list(model._base_manager.using(using).filter(pk__in=pks))
+    for each in orders:
+        found[str(each.pk)] = sum(
+            (
+                abs(ledger.cents(mapping.resolve(r, amount_path)) or ledger.ZERO)
+                for r in mapping.resolve_many(each, path)
+            ),
+            ledger.ZERO,
+        )
+    return found
+
+
+def _reverse_link(model: Any, path: Any) -> tuple[Any, str] | None:
+    """(the refund model, its foreign key's attname) when ``path`` is one reverse foreign
+    key of ``model``."""
     if not isinstance(path, str) or not path or "." in path:
         return None
     try:
-        return path if model._meta.get_field(path).is_relation else None
-    except Exception:  # FieldDoesNotExist: a property (E091 names a path that is neither)
+        field = model._meta.get_field(path)
+    except Exception:  # FieldDoesNotExist: a property or a method
         return None
+    if not field.one_to_many or field.concrete:
+        return None
+    return field.related_model, field.field.attname
 
 
 # --- the row --------------------------------------------------------------------------

@@ -10,7 +10,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from django.core.checks import CheckMessage, Error
-from django.core.exceptions import FieldDoesNotExist
 
 from django_klaviyo.conf import setting_as_written as _get
 from django_klaviyo.orders import fields as mapping
@@ -77,7 +76,7 @@ def _stats_paths(given: Mapping[str, Any]) -> list[CheckMessage]:
         return []
     fields = mapping.mapping("ORDER_FIELDS")
     messages = []
-    if not any(_field_path(model, fields.get(key)) for key in ("customer_id", "email")):
+    if not any(mapping.field_path(model, fields.get(key)) for key in ("customer_id", "email")):
         messages.append(
             Error(
                 "PROFILE_ORDER_STATS cannot find a customer's orders: neither "
@@ -99,22 +98,6 @@ def _stats_paths(given: Mapping[str, Any]) -> list[CheckMessage]:
             )
         )
     return messages
-
-
-def _field_path(model: Any, path: Any) -> bool:
-    """Whether ``path`` is a chain of fields of ``model`` (what a filter can use)."""
-    if not isinstance(path, str) or not path:
-        return False
-    current = model
-    for part in path.split("."):
-        if current is None:
-            return False
-        try:
-            field = current._meta.get_field(part)
-        except FieldDoesNotExist:
-            return False
-        current = field.related_model if field.is_relation else None
-    return True
 
 
 STATS_CHECKS = (check_profile_order_stats,)

@@ -320,3 +320,26 @@ def test_stats_in_a_bulk_profile_import_reach_klaviyo(stats_on):
     for i in (0, LARGE_PROFILE_BATCH):
         properties = klaviyo_properties(stats_on, f"buyer{i}@example.com")
         assert (properties["total_orders"], properties["lifetime_value"]) == (1, 10.0)
+
+
+def order_total(order):
+    return order.total
+
+
+def refund_records(order):
+    return order.refunds.all()
+
+
+def test_paths_that_are_not_fields_are_read_from_the_orders(klaviyo_sandbox, settings, customer):
+    """A callable (or property) total or refunds path cannot be read in the query: the
+    orders are loaded and read through the mapping, with the same result."""
+    settings.KLAVIYO = {
+        **settings.KLAVIYO,
+        "ORDER_FIELDS": {"total": order_total},
+        "PROFILE_ORDER_STATS": {"refunds": refund_records},
+    }
+    part, _kept = place(customer, "40.00"), place(customer, "60.00")
+    services.refund(part, [(part.lines.get(), 0)], shipping=Decimal("15.00"))
+    flushed(klaviyo_sandbox)
+    properties = klaviyo_properties(klaviyo_sandbox, "ada@example.com")
+    assert (properties["total_orders"], properties["lifetime_value"]) == (2, 85.0)
