@@ -343,3 +343,28 @@ def test_paths_that_are_not_fields_are_read_from_the_orders(klaviyo_sandbox, set
     flushed(klaviyo_sandbox)
     properties = klaviyo_properties(klaviyo_sandbox, "ada@example.com")
     assert (properties["total_orders"], properties["lifetime_value"]) == (2, 85.0)
+
+
+# --- a store that creates its orders placed, then their items (tests/projects/directshop)
+
+
+def test_an_order_created_placed_counts_its_total_once_its_items_are_saved(directshop, settings):
+    from django.test.utils import CaptureQueriesContext
+
+    from tests.projects.directshop.models import Order as DirectOrder
+    from tests.projects.directshop.models import OrderItem
+
+    settings.KLAVIYO = {**settings.KLAVIYO, "PROFILE_ORDER_STATS": True}
+    with transaction.atomic():
+        order = DirectOrder.objects.create(status="PROCESSING", email="d@example.com")
+        with CaptureQueriesContext(connection) as item_saves:
+            for name, price in (("Lamp", "25.00"), ("Bulb", "5.00")):
+                OrderItem.objects.create(order=order, product_name=name, sku=name, price=price)
+        # An item changes no total: no stats are computed for it.
+        assert not [q for q in item_saves if "order-stats" in q["sql"]]
+        order.order_total = Decimal("30.00")
+        order.save()  # the total, saved after the items, is what counts
+    (row,) = stats_rows()
+    properties = row.payload["profile"]["properties"]
+    assert (properties["total_orders"], properties["lifetime_value"]) == (1, 30.0)
+    assert properties["last_order_date"].startswith(order.created.strftime("%Y-%m-%dT%H:%M"))
