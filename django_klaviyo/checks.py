@@ -26,6 +26,7 @@ from django_klaviyo.conf import setting_as_written as _get
 from django_klaviyo.flush.checks import FLUSH_CHECKS
 from django_klaviyo.insights.checks import SEGMENT_CHECKS
 from django_klaviyo.orders.checks import ORDER_CHECKS, did_you_mean
+from django_klaviyo.orders.stats_checks import STATS_CHECKS
 from django_klaviyo.profiles.checks import CONSENT_CHECKS
 from django_klaviyo.storefront.checks import STOREFRONT_CHECKS
 from django_klaviyo.tracking.checks import TRACKING_CHECKS
@@ -83,6 +84,7 @@ def check_klaviyo_settings(app_configs: Any = None, **kwargs: Any) -> list[Check
         *CONSENT_CHECKS,
         *TRACKING_CHECKS,
         *SEGMENT_CHECKS,
+        *STATS_CHECKS,
     ):
         try:
             messages.extend(check())

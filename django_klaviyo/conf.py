@@ -78,6 +78,9 @@ DEFAULTS: dict[str, Any] = {
     # Any model's status transitions as events (docs/mapping.md, Tracked models):
     # "app_label.Model" -> {"status_field", "metrics", "profile", ...}.
     "TRACKED_MODELS": {},
+    # Order stats on the profile (docs/mapping.md): False, True, or a dict naming the
+    # properties (and where the order's refund records are).
+    "PROFILE_ORDER_STATS": False,
     # Catalog sync (docs/catalog.md): ITEMS / VARIANTS / CATEGORIES mappings.
     "CATALOG": {},
     # A variant's inventory_policy when its mapping gives none: 1 keeps out-of-stock

@@ -2,7 +2,8 @@
 the mapper's Placed Order, the placed signal and the metric names (ids E030-E036, W030),
 the default paths the store did not set that are not on its models (W033: every path the
 default mapper reads is reported, with what is sent instead), and a configuration that
-can place an order before its lines exist (W034).
+can place an order before its lines exist (W034). ``PROFILE_ORDER_STATS`` has its own
+(``django_klaviyo.orders.stats_checks``).
 
 Registered by ``django_klaviyo.checks``; each function returns check messages and never
 raises for a bad setting.

@@ -263,6 +263,23 @@ def path_problem(model: type[models.Model], path: Any) -> str | None:
     return None
 
 
+def field_path(model: type[models.Model], path: Any) -> bool:
+    """Whether ``path`` is a chain of fields of ``model``: what a query can filter on or
+    read as a value (a callable, a property or a method is not)."""
+    if not isinstance(path, str) or not path:
+        return False
+    current: Any = model
+    for part in path.split("."):
+        if current is None:
+            return False
+        try:
+            field = current._meta.get_field(part)
+        except FieldDoesNotExist:
+            return False
+        current = field.related_model if field.is_relation else None
+    return True
+
+
 def related_model(model: type[models.Model], path: Any) -> type[models.Model] | None:
     """The model reached by a relation path (the lines of an order), when known."""
     if not isinstance(path, str) or not path:

@@ -133,3 +133,29 @@ def lock(order: Any, alias: str) -> None:
     # wait for, deadlocking two such transactions.
     no_key = connection.features.has_select_for_no_key_update
     list(rows.select_for_update(no_key=no_key).values_list("pk", flat=True))
+
+
+def refunded_amounts(
+    model: Any, pks: list[Any], profile_keys: list[str], *, using: str
+) -> dict[str, Decimal]:
+    """What the Refunded Order rows of each order of ``model`` in ``pks`` say was refunded,
+    by primary key as text. Rows are found through their profile keys (an indexed
+    column; the customer's external id and email), then matched to the orders by dedupe
+    key. No lock: the order stats read it."""
+    from django_klaviyo.models import OutboxEvent
+
+    wanted = {str(pk) for pk in pks}
+    prefix = f"event:{model._meta.label_lower}:"
+    rows = OutboxEvent.objects.using(using).filter(
+        profile_key__in=profile_keys,
+        kind=OutboxEvent.Kind.EVENT,
+        metric=mapping.metric("refunded_order"),
+    )
+    found: dict[str, Decimal] = {}
+    for key, value in rows.values_list("dedupe_key", "payload__value"):
+        if not key or not key.startswith(prefix):
+            continue
+        pk = key[len(prefix) :].split(":", 1)[0]
+        if pk in wanted:
+            found[pk] = found.get(pk, ZERO) + abs(cents(value) or ZERO)
+    return found

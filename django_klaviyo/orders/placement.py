@@ -32,6 +32,7 @@ from django_klaviyo.models import OutboxEvent
 from django_klaviyo.orders import fields as mapping
 from django_klaviyo.orders import mappers as ecommerce
 from django_klaviyo.orders import pending
+from django_klaviyo.orders import stats as order_stats
 from django_klaviyo.outbox import account_dedupe_key, build_events, enqueue_many, enqueue_rows
 from django_klaviyo.outbox.refused import record_refused, source_label
 from django_klaviyo.rules.identifiers import normalize_phone_number
@@ -80,11 +81,13 @@ def enqueue_order_events(
     backfill: bool = False,
     objects: bool = True,
     account: str | None = None,
+    stats: bool = True,
 ) -> list[OutboxEvent]:
     """Clean ``specs`` with the event rules and enqueue them; an empty Placed Order
     becomes a dead row naming what is missing. ``objects``: return the rows written (the
     save receiver's hot path needs none). ``account``: the Klaviyo account (None: what
-    ACCOUNT_RESOLVER says of ``order``)."""
+    ACCOUNT_RESOLVER says of ``order``). ``stats``: refresh the customer's order stats
+    (``django_klaviyo.orders.stats``; off for a line save, which changes no total)."""
     stored = accounts.account_for(order, account=account)
     if backfill:
         specs = [{**spec, "backfill": True} for spec in specs]
@@ -115,6 +118,8 @@ def enqueue_order_events(
             written += _enqueue_dead(build([spec]), order, reason, using=using, account=stored)
     if notes:
         _note_rows(written, [(specs[i], note) for i, note in notes.items()], using, start)
+    if stats:
+        order_stats.refresh_after(specs, order, using=using, account=stored)
     return written
 
 
@@ -185,7 +190,7 @@ def _enqueue_dead(
     return written
 
 
-def complete_awaiting(entry: pending.Awaiting, *, using: str | None) -> None:
+def complete_awaiting(entry: pending.Awaiting, *, using: str | None, stats: bool = True) -> None:
     """Rebuild the Placed Order of an order awaiting its lines and replace its row (the
     dead empty one, or the one an earlier line save wrote in this transaction). Raises
     what the mapper or the rules raise; the caller keeps it as a dead row."""
@@ -203,7 +208,7 @@ def complete_awaiting(entry: pending.Awaiting, *, using: str | None) -> None:
     )
     if not deleted:
         return  # its transaction rolled back, or the row moved on: nothing to replace
-    written = enqueue_order_events(placed_order_specs(order), order, using=alias)
+    written = enqueue_order_events(placed_order_specs(order), order, using=alias, stats=stats)
     placed = mapping.metric("placed_order")
     rows = [row for row in written if row.metric == placed]
     if len(rows) == 1 and rows[0].status == OutboxEvent.Status.PENDING:

@@ -145,13 +145,14 @@ def _line_post_save(
         return
     entry = pending.awaiting(order_model._meta.label_lower, getattr(instance, link[1]), using)
     if entry is not None and klaviyo_settings.ENABLED:
-        _complete(entry, using)
+        # A line changes no order total: the stats written with the order stand.
+        _complete(entry, using, stats=False)
 
 
-def _complete(entry: pending.Awaiting, using: str | None) -> None:
+def _complete(entry: pending.Awaiting, using: str | None, *, stats: bool = True) -> None:
     """``placement.complete_awaiting`` under the save receivers' failure policy."""
     try:
-        placement.complete_awaiting(entry, using=using)
+        placement.complete_awaiting(entry, using=using, stats=stats)
     except DatabaseError:
         raise
     except Exception as exc:

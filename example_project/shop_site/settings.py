@@ -115,6 +115,9 @@ KLAVIYO = {
     # The storefront (docs/storefront.md): the visitor's anonymous id on the order's events,
     # and the cart hooks behind the signed CheckoutURL of cart and checkout events.
     "ORDER_FIELDS": {"anonymous_id": "klaviyo_anonymous_id"},
+    # Each customer's order count, lifetime value (net of the shop's Refund records) and
+    # order dates on their Klaviyo profile (docs/mapping.md, "Order stats on the profile").
+    "PROFILE_ORDER_STATS": {"refunds": "refunds", "first_order_date": "first_order_date"},
     "CART_TOKEN": "shop.cart.cart_token",
     "RESTORE_CART": "shop.cart.restore_cart",
     # Products in Klaviyo's catalog: each product is an item and its one variant.
