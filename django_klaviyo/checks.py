@@ -24,6 +24,7 @@ from django_klaviyo.accounts.checks import ACCOUNT_CHECKS, public_key_messages
 from django_klaviyo.conf import DEFAULTS, SANDBOX_API_URL, klaviyo_settings
 from django_klaviyo.conf import setting_as_written as _get
 from django_klaviyo.flush.checks import FLUSH_CHECKS
+from django_klaviyo.insights.checks import INSIGHTS_CHECKS
 from django_klaviyo.orders.checks import ORDER_CHECKS, did_you_mean
 from django_klaviyo.storefront.checks import STOREFRONT_CHECKS
 
@@ -71,7 +72,14 @@ def check_klaviyo_settings(app_configs: Any = None, **kwargs: Any) -> list[Check
             )
         ]
     messages: list[CheckMessage] = []
-    for check in (*_checks, *ORDER_CHECKS, *ACCOUNT_CHECKS, *FLUSH_CHECKS, *STOREFRONT_CHECKS):
+    for check in (
+        *_checks,
+        *ORDER_CHECKS,
+        *ACCOUNT_CHECKS,
+        *FLUSH_CHECKS,
+        *STOREFRONT_CHECKS,
+        *INSIGHTS_CHECKS,
+    ):
         try:
             messages.extend(check())
         except Exception as exc:  # a check must report, never crash `manage.py check`

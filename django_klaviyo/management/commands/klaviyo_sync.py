@@ -1,7 +1,9 @@
-"""Pull Klaviyo lists, campaigns and flows into the local read-only mirror.
+"""Pull Klaviyo lists, campaigns and flows into the local read-only mirror, and the
+campaign, flow and revenue reports into the report tables (docs/insights.md).
 
-    manage.py klaviyo_sync                 # all three
+    manage.py klaviyo_sync                 # everything: run it from cron or the task queue
     manage.py klaviyo_sync lists flows
+    manage.py klaviyo_sync reports [--since 2026-01-01] [--account eu] [--force]
 
 Rows are matched on ``klaviyo_id`` (update_or_create); rows gone from Klaviyo are kept.
 """
@@ -18,11 +20,13 @@ from django.db import models
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from django_klaviyo import accounts
 from django_klaviyo.client import get_client
 from django_klaviyo.exceptions import KlaviyoError
+from django_klaviyo.insights.reports import sync_reports
 from django_klaviyo.models import KlaviyoCampaign, KlaviyoFlow, KlaviyoList
 
-RESOURCES = ("lists", "campaigns", "flows")
+RESOURCES = ("lists", "campaigns", "flows", "reports")
 CAMPAIGN_CHANNELS = ("email", "sms")
 
 
@@ -130,14 +134,28 @@ SYNCS = {"lists": sync_lists, "campaigns": sync_campaigns, "flows": sync_flows}
 
 
 class Command(BaseCommand):
-    help = "Pull Klaviyo lists, campaigns and flows into the local mirror tables."
+    help = "Pull Klaviyo lists, campaigns, flows and reports into the local tables."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "resources",
             nargs="*",
             metavar="RESOURCE",
-            help="Any of: lists, campaigns, flows (default: all).",
+            help="Any of: lists, campaigns, flows, reports (default: all).",
+        )
+        parser.add_argument(
+            "--since",
+            type=dt.date.fromisoformat,
+            metavar="YYYY-MM-DD",
+            help="reports: the first day to report on (default: KLAVIYO['REPORTS_DAYS'] ago).",
+        )
+        parser.add_argument(
+            "--account",
+            metavar="NAME",
+            help="reports: this account only (default: every configured account).",
+        )
+        parser.add_argument(
+            "--force", action="store_true", help="reports: fetch even those not due yet."
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -149,9 +167,39 @@ class Command(BaseCommand):
             )
         client = get_client()
         now = timezone.now()
+        failed: list[str] = []
         for name in dict.fromkeys(options["resources"] or RESOURCES):
+            if name == "reports":
+                failed += self.sync_reports(options, now)
+                continue
             try:
                 count = SYNCS[name](client, now=now)
             except KlaviyoError as exc:
                 raise CommandError(f"Syncing {name} failed: {exc}") from exc
             self.stdout.write(f"{name}: {count.created} created, {count.updated} updated.")
+
+    def sync_reports(self, options: dict[str, Any], now: dt.datetime) -> list[str]:
+        """Every account's reports (or ``--account``'s); returns the failed ones' lines. A
+        report that is rate limited is not a failure: it resumes on the next run."""
+        chosen = [options["account"]] if options.get("account") else None
+        try:
+            stored = accounts.stored_names(chosen)
+        except KlaviyoError as exc:
+            raise CommandError(str(exc)) from exc
+        failed = []
+        for account in stored:
+            client = get_client(account or None)
+            outcomes = sync_reports(
+                client,
+                account=account,
+                since=options.get("since"),
+                now=now,
+                force=options.get("force", False),
+            )
+            for outcome in outcomes:
+                self.stdout.write(f"reports: {outcome}")
+                if outcome.state in ("forbidden", "error"):
+                    failed.append(str(outcome))
+        if failed:
+            raise CommandError("Some reports failed:\n" + "\n".join(failed))
+        return failed

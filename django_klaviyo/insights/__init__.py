@@ -1,0 +1,1 @@
+"""What Klaviyo knows about the store, brought back into it: reports and their figures."""
