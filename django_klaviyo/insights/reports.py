@@ -368,6 +368,7 @@ def _fetch_one(run: _Run, fetch: KlaviyoReportFetch, refresh: dt.timedelta) -> N
         fetch.timeframe_end = run.end
         fetch.fetched_at = now
         fetch.refresh_at = now + refresh
+        fetch.metric_id = run.metric_id()
         fetch.save()
 
 

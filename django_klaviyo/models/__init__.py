@@ -10,6 +10,7 @@ from django_klaviyo.models.reports import (
     KlaviyoFlowSeries,
     KlaviyoReportFetch,
     KlaviyoRevenueDay,
+    Marketing,
 )
 from django_klaviyo.models.webhooks import WebhookDelivery, WebhookItem
 
@@ -30,6 +31,7 @@ __all__ = [
     "KlaviyoReportFetch",
     "KlaviyoRevenueDay",
     "ListMembership",
+    "Marketing",
     "OutboxEvent",
     "WebhookDelivery",
     "WebhookItem",

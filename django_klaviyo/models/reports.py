@@ -36,6 +36,8 @@ class KlaviyoReportFetch(models.Model):
     # Klaviyo's error code and detail (or our own words), never a secret.
     error_code = models.CharField(max_length=64, blank=True)
     detail = models.TextField(blank=True)
+    # The conversion metric (Placed Order) the report was computed with.
+    metric_id = models.CharField(max_length=64, blank=True)
     # The timeframe asked for: [timeframe_start, timeframe_end).
     timeframe_start = models.DateTimeField(null=True, blank=True)
     timeframe_end = models.DateTimeField(null=True, blank=True)
@@ -56,6 +58,16 @@ class KlaviyoReportFetch(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} ({self.account or 'default'}): {self.state}"
+
+
+class Marketing(KlaviyoReportFetch):
+    """The admin's Marketing page (``/admin/django_klaviyo/marketing/``): no table of its
+    own, a proxy so the page sits in the app's admin index."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "Marketing"
+        verbose_name_plural = "Marketing"
 
 
 class _MessageFigures(models.Model):

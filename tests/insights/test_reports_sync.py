@@ -170,8 +170,10 @@ def test_the_limit_is_shared_across_two_workers_and_the_third_request_is_not_sen
         assert body["data"]["attributes"]["conversion_metric_id"] == "PLACED"
 
 
-def test_a_missing_scope_is_recorded_as_forbidden_and_the_command_fails(settings):
-    settings.KLAVIYO = {**settings.KLAVIYO}
+def test_a_missing_scope_is_recorded_as_forbidden_shown_on_the_page_and_fails_the_command(
+    settings, admin_client
+):
+    settings.KLAVIYO = {**settings.KLAVIYO, "TRACK_USERS": False}
     forbidden = {
         "errors": [
             {
@@ -217,6 +219,11 @@ def test_a_missing_scope_is_recorded_as_forbidden_and_the_command_fails(settings
     assert "campaigns:read" in str(failed.value)
     assert KlaviyoReportFetch.objects.get(kind=Kind.FLOW_VALUES).state == State.FRESH
     assert "Flow performance (default): fresh" in out.getvalue()
+    # The Marketing page says so, where the campaigns would be; the flows show their figures.
+    html = admin_client.get("/admin/django_klaviyo/marketing/").content.decode()
+    assert 'data-report="campaign_values" data-state="forbidden"' in html
+    assert "campaigns:read" in html
+    assert 'href="https://www.klaviyo.com/flow/X1/edit"' in html
 
 
 def test_sandbox_metric_ids_are_stable():
