@@ -113,6 +113,8 @@ class MarketingPage:
     revenue_days: list[Bar] = field(default_factory=list)
     top_campaigns: list[Ranked] = field(default_factory=list)
     top_flows: list[Ranked] = field(default_factory=list)
+    # Days the report covered without an order: left out of the chart, counted here.
+    quiet_days: int = 0
 
     @property
     def revenue_total(self) -> Decimal:
@@ -217,7 +219,9 @@ def marketing_page(account: str = "") -> MarketingPage:
         page.revenue_days = [
             Bar(f"{d['day']:%Y-%m-%d}", _cents(d["value"]), link, f"{d['orders']} orders")
             for d in days
+            if d["value"] or d["orders"]
         ]
+        page.quiet_days = len(days) - len(page.revenue_days)
     if statuses[Kind.CAMPAIGN_VALUES].has_figures:
         names = dict(KlaviyoCampaign.objects.values_list("klaviyo_id", "name"))
         page.top_campaigns = _ranked(

@@ -51,6 +51,7 @@ class KlaviyoReportFetch(models.Model):
 
     class Meta:
         verbose_name = "Klaviyo report fetch"
+        verbose_name_plural = "Klaviyo report fetches"
         ordering = ["account", "kind"]
         constraints = [
             models.UniqueConstraint(fields=["account", "kind"], name="klaviyo_report_fetch_uniq")

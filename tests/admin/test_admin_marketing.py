@@ -101,7 +101,7 @@ def test_a_view_only_staff_user_sees_the_figures_each_linking_to_klaviyo(viewer)
     assert 'href="https://www.klaviyo.com/flow/F1/edit"' in html
     assert 'href="https://www.klaviyo.com/metric/PLACED/placed-order"' in html
     assert html.count("<meter") == 4  # two days, one campaign, one flow
-    assert "Total 35.50 over 2 days" in html
+    assert "Total 35.50 over 2 days with orders" in html
     assert "style=" not in html.split('id="klaviyo-marketing"')[1]  # CSP: no inline style
     # The app's admin index and the outbox dashboard link to the page.
     assert URL in viewer.get("/admin/django_klaviyo/").content.decode()

@@ -66,7 +66,7 @@ def test_reports_from_the_sandbox_are_stored_with_their_attribution(klaviyo_sand
         Decimal("15.00"),
         Decimal("20.00"),
     ]
-    assert all(0 < r.open_rate <= 1 and r.recipients == 6 for r in campaigns.values())
+    assert all(0 < r.open_rate <= 1 and r.recipients == 60 for r in campaigns.values())
     flows = {r.flow_id: r.conversion_value for r in KlaviyoFlowReport.objects.all()}
     assert sorted(flows.values()) == [Decimal("30.00"), Decimal("40.00")]
     series = KlaviyoFlowSeries.objects.all()

@@ -12,7 +12,7 @@ The figures are deterministic (docs/sandbox.md, "Reports"):
   campaign, the 2nd to the second, the 3rd and 4th to the two flows, the 5th to nothing,
   and so on;
 * a report's conversions and conversion value are those orders (count, sum of ``value``)
-  inside its timeframe; recipients are the account's profiles, opens and clicks follow
+  inside its timeframe; recipients are ten a profile of the account, opens and clicks follow
   from the conversions (3 opens and 2 clicks a conversion, plus one of each), so each rate
   is a number a chart can show.
 
@@ -135,6 +135,11 @@ def _statistics(names: Iterable[str], orders: list[dict[str, Any]], recipients: 
     return {name: known.get(name, 0) for name in names}
 
 
+def _recipients(state: SandboxState) -> int:
+    """Each campaign and flow reached ten recipients a profile of the account."""
+    return max(1, 10 * len(state.profiles()))
+
+
 def _check_metric(state: SandboxState, metric: str, pointer: str) -> None:
     if metric != metric_id(PLACED_ORDER) or not state.events(PLACED_ORDER):
         raise invalid(f"Metric {metric!r} does not exist or is not a conversion metric.", pointer)
@@ -170,7 +175,7 @@ def _values_report(state: SandboxState, request: Request, kind: str) -> Response
     start, end = _timeframe(attributes, now)
     campaigns, flows = _fixtures(state)
     orders = [o for o in _orders(state) if start <= o["time"] < end]
-    recipients = max(1, len(state.profiles()))
+    recipients = _recipients(state)
     results = []
     owners = campaigns if kind == "campaign" else flows
     for owner in owners:
@@ -242,7 +247,7 @@ def query_flow_series(state: SandboxState, request: Request) -> Response:
         raise invalid("A daily series covers at most 60 days.", "/data/attributes/timeframe")
     buckets = _buckets(start, end, step)
     _, flows = _fixtures(state)
-    recipients = max(1, len(state.profiles()))
+    recipients = _recipients(state)
     orders = [o for o in _orders(state) if start <= o["time"] < end]
     results = []
     for flow in flows:
