@@ -387,17 +387,18 @@ def sync_reports(
     since: dt.date | None = None,
     now: dt.datetime | None = None,
     force: bool = False,
-    kinds: Iterable[str] = KINDS,
+    kinds: Iterable[str] | None = None,
 ) -> list[ReportOutcome]:
     """Fetch every due report of ``account`` (its ``OutboxEvent.account`` value: ``""`` is
-    the default account) through ``client``; return what became of each kind. Errors are
-    recorded on the ``KlaviyoReportFetch`` rows, never raised: the page shows them."""
+    the default account) through ``client``; return what became of each kind (``kinds``:
+    some of ``KlaviyoReportFetch.Kind``, default all). Errors are recorded on the
+    ``KlaviyoReportFetch`` rows, never raised: the page shows them."""
     now = now or timezone.now()
     start, end = timeframe_for(since, now)
     refresh = dt.timedelta(seconds=float(klaviyo_settings.REPORTS_REFRESH_SECONDS))
     run = _Run(client, account, start, end, now, float(klaviyo_settings.REPORTS_MAX_WAIT_SECONDS))
     outcomes = []
-    for kind in kinds:
+    for kind in KINDS if kinds is None else kinds:
         fetch, _ = KlaviyoReportFetch.objects.get_or_create(account=account, kind=kind)
         due = _due(fetch, start, now, force)
         if due:

@@ -228,3 +228,20 @@ def test_a_missing_scope_is_recorded_as_forbidden_shown_on_the_page_and_fails_th
 
 def test_sandbox_metric_ids_are_stable():
     assert metric_id("Placed Order") == metric_id("Placed Order") != metric_id("Viewed Product")
+
+
+def test_klaviyo_sync_without_arguments_runs_the_mirrors_and_the_reports(klaviyo_sandbox):
+    client = fast_client()
+    place_orders(client, [(25.0, 1)])
+    from django_klaviyo.management.commands import klaviyo_sync
+
+    original = klaviyo_sync.get_client
+    klaviyo_sync.get_client = lambda account=None: fast_client()
+    try:
+        out = StringIO()
+        call_command("klaviyo_sync", stdout=out)
+    finally:
+        klaviyo_sync.get_client = original
+    text = out.getvalue()
+    assert "flows: " in text and "reports: Campaign performance (default): fresh" in text
+    assert sum(r.value for r in KlaviyoRevenueDay.objects.filter(group="")) == Decimal("25.00")
