@@ -18,12 +18,15 @@ Retry-After the same way. The next run resumes; no run loops on 429s.
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from django.core.cache import caches
 from django.db import transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -58,6 +61,8 @@ SCOPES = {
 # Klaviyo's longest daily flow series; metric aggregates are fetched in the same pieces.
 PIECE = dt.timedelta(days=60)
 LONGEST = dt.timedelta(days=365)
+# How long a worker's claim on one report outlives it if it dies mid-fetch.
+CLAIM_SECONDS = 600
 # Metric aggregates: the whole account, then split by what the order is attributed to.
 REVENUE_SPLITS = (
     (KlaviyoRevenueDay.Group.TOTAL, ()),
@@ -319,8 +324,11 @@ def _progress(fetch: KlaviyoReportFetch, stop: dt.datetime) -> None:
 
 
 def _due(fetch: KlaviyoReportFetch, start: dt.datetime, now: dt.datetime, force: bool) -> bool:
-    if fetch.state == State.RATE_LIMITED and fetch.refresh_at and fetch.refresh_at > now:
+    waiting = fetch.refresh_at is not None and fetch.refresh_at > now
+    if fetch.state == State.RATE_LIMITED and waiting:
         return False  # Klaviyo said when; asking earlier only costs a 429
+    if fetch.state == State.FORBIDDEN and waiting and not force:
+        return False  # a scope is not granted by asking again; --force after granting it
     if force or fetch.state != State.FRESH or fetch.timeframe_start != start:
         return True
     return fetch.refresh_at is None or fetch.refresh_at <= now
@@ -337,7 +345,7 @@ def _fetch_one(run: _Run, fetch: KlaviyoReportFetch, refresh: dt.timedelta) -> N
     try:
         run.fetcher(fetch.kind)(fetch)
     except _NotComputed as exc:
-        _settle(fetch, State.PENDING, str(exc), "no_metric", now + refresh)
+        _settle(fetch, State.PENDING, str(exc), "no_metric", None)
     except KlaviyoRateLimitError as exc:
         wait = exc.retry_after if exc.retry_after is not None else 60.0
         source = "this app's shared limiter" if exc.code == "client_rate_limited" else "Klaviyo"
@@ -401,16 +409,41 @@ def sync_reports(
     for kind in KINDS if kinds is None else kinds:
         fetch, _ = KlaviyoReportFetch.objects.get_or_create(account=account, kind=kind)
         due = _due(fetch, start, now, force)
+        busy = False
         if due:
-            _fetch_one(run, fetch, refresh)
+            with _claimed(account, kind) as mine:
+                busy = not mine
+                if mine:
+                    fetch.refresh_from_db()
+                    _fetch_one(run, fetch, refresh)
         outcomes.append(
             ReportOutcome(
                 account=account,
                 kind=fetch.kind,
                 state=fetch.state,
-                detail=fetch.detail,
+                detail="another worker is fetching it" if busy else fetch.detail,
                 refresh_at=fetch.refresh_at,
-                skipped=not due,
+                skipped=busy or not due,
             )
         )
     return outcomes
+
+
+def claim_key(account: str, kind: str) -> str:
+    return f"django_klaviyo:reports:{account or 'default'}:{kind}"
+
+
+@contextmanager
+def _claimed(account: str, kind: str) -> Iterator[bool]:
+    """One worker at a time fetches one report of one account: a lock in the shared
+    rate-limit cache (every process already shares it), let go at the end or after
+    ``CLAIM_SECONDS`` if its holder died."""
+    cache = caches[klaviyo_settings.RATE_LIMIT_CACHE]
+    key = claim_key(account, kind)
+    token = uuid.uuid4().hex
+    mine = cache.add(key, token, timeout=CLAIM_SECONDS)
+    try:
+        yield mine
+    finally:
+        if mine and cache.get(key) == token:
+            cache.delete(key)

@@ -84,7 +84,7 @@ def test_no_placed_order_yet_is_not_computed_rather_than_zero(klaviyo_sandbox):
     outcomes = sync_reports(fast_client())
     assert {o.state for o in outcomes} == {State.PENDING}
     fetch = KlaviyoReportFetch.objects.get(kind=Kind.CAMPAIGN_VALUES)
-    assert "no 'Placed Order' metric yet" in fetch.detail and fetch.refresh_at
+    assert "no 'Placed Order' metric yet" in fetch.detail and fetch.refresh_at is None
     assert not KlaviyoRevenueDay.objects.exists()
 
 
@@ -245,3 +245,22 @@ def test_klaviyo_sync_without_arguments_runs_the_mirrors_and_the_reports(klaviyo
     text = out.getvalue()
     assert "flows: " in text and "reports: Campaign performance (default): fresh" in text
     assert sum(r.value for r in KlaviyoRevenueDay.objects.filter(group="")) == Decimal("25.00")
+
+
+def test_a_report_another_worker_is_fetching_is_left_to_it(klaviyo_sandbox):
+    from django.core.cache import caches
+
+    from django_klaviyo.insights.reports import claim_key
+
+    client = fast_client()
+    place_orders(client, [(25.0, 1)])
+    cache = caches["default"]
+    assert cache.add(claim_key("", Kind.FLOW_VALUES), "other-worker", timeout=60)
+    try:
+        outcomes = {o.kind: o for o in sync_reports(client)}
+    finally:
+        cache.delete(claim_key("", Kind.FLOW_VALUES))
+    assert outcomes[Kind.FLOW_VALUES].skipped
+    assert "another worker" in outcomes[Kind.FLOW_VALUES].detail
+    assert "query_flow_values" not in klaviyo_sandbox.state.request_counts()
+    assert outcomes[Kind.CAMPAIGN_VALUES].state == State.FRESH
