@@ -125,6 +125,11 @@ def test_forbidden_rate_limited_and_not_computed_reports_say_so_instead_of_zeros
     assert "<meter" not in html and "0.00" not in html
 
 
+def test_the_outbox_dashboard_links_to_the_page(admin_client):
+    html = admin_client.get("/admin/django_klaviyo/outboxevent/").content.decode()
+    assert f'href="{URL}"' in html
+
+
 def test_staff_without_the_view_permission_is_refused(client):
     user = get_user_model().objects.create_user("nobody", "n@example.com", "pw-123456789")
     user.is_staff = True
