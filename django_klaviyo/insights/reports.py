@@ -128,8 +128,9 @@ def timeframe_for(since: dt.date | None, now: dt.datetime) -> tuple[dt.datetime,
     never more than the year a Klaviyo report covers."""
     if since is None:
         since = now.date() - dt.timedelta(days=int(klaviyo_settings.REPORTS_DAYS))
-    start = max(_midnight(since), now - LONGEST + dt.timedelta(minutes=1))
-    return start.replace(second=0, microsecond=0), now.replace(microsecond=0)
+    # Midnights only, so that the runs of one day ask for the same timeframe (and resume).
+    earliest = (now - LONGEST).date() + dt.timedelta(days=1)
+    return _midnight(max(since, earliest)), now.replace(microsecond=0)
 
 
 # --- storing what Klaviyo answered ------------------------------------------------------------
