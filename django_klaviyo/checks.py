@@ -26,6 +26,7 @@ from django_klaviyo.conf import setting_as_written as _get
 from django_klaviyo.flush.checks import FLUSH_CHECKS
 from django_klaviyo.insights.checks import INSIGHTS_CHECKS
 from django_klaviyo.orders.checks import ORDER_CHECKS, did_you_mean
+from django_klaviyo.profiles.checks import CONSENT_CHECKS
 from django_klaviyo.storefront.checks import STOREFRONT_CHECKS
 
 REVISION_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(\.[a-z0-9]+)?$")
@@ -78,6 +79,7 @@ def check_klaviyo_settings(app_configs: Any = None, **kwargs: Any) -> list[Check
         *ACCOUNT_CHECKS,
         *FLUSH_CHECKS,
         *STOREFRONT_CHECKS,
+        *CONSENT_CHECKS,
         *INSIGHTS_CHECKS,
     ):
         try:

@@ -77,6 +77,9 @@ DEFAULTS: dict[str, Any] = {
     "TRACK_USERS": True,
     # Catalog sync (docs/catalog.md): ITEMS / VARIANTS / CATEGORIES mappings.
     "CATALOG": {},
+    # A variant's inventory_policy when its mapping gives none: 1 keeps out-of-stock
+    # variants out of Klaviyo's recommendation feeds and blocks; 0/2 show them; None: unsent.
+    "CATALOG_INVENTORY_POLICY": 1,
     # How long the flusher polls one catalog bulk job, and how often.
     "CATALOG_JOB_TIMEOUT": 300.0,
     "CATALOG_JOB_POLL_SECONDS": 2.0,
@@ -116,6 +119,19 @@ DEFAULTS: dict[str, Any] = {
     # Task-queue mode: outbox_ready enqueues a flush task on this Django task backend.
     "FLUSH_TASK_BACKEND": None,
     "FLUSH_TASK_DEBOUNCE_SECONDS": 5.0,
+    # Consent collected by the store's forms (docs/storefront.md, "Marketing consent at
+    # checkout and signup"): the store's name (None: the Site's), the consent's
+    # custom_source (None: the store's name, else "django-klaviyo"), the list it joins, and
+    # the text under the SMS box ({store}: the store's name).
+    "STORE_NAME": None,
+    "CONSENT_SOURCE": None,
+    "CONSENT_LIST_ID": None,
+    "SMS_CONSENT_DISCLOSURE": (
+        "By checking this box, you agree to receive recurring automated marketing text "
+        "messages (such as cart reminders and offers) from {store} at the number provided. "
+        "Consent is not a condition of purchase. Message frequency varies. Message and data "
+        "rates may apply. Reply HELP for help and STOP to cancel."
+    ),
     # klaviyo_backfill consent: user -> [{"profile", "channels", "list_id", "consented_at"}].
     "BACKFILL_CONSENT_MAPPER": None,
     # Several Klaviyo accounts (docs/accounts.md): name -> {"PRIVATE_API_KEY": ..., ...};

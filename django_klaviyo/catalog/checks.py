@@ -10,7 +10,9 @@ from django.core.checks import CheckMessage, Error, Tags, register
 from django.core.exceptions import ImproperlyConfigured
 
 from django_klaviyo.catalog import mapping
+from django_klaviyo.conf import setting_as_written
 from django_klaviyo.orders.fields import path_problem
+from django_klaviyo.rules.limits import CATALOG_INVENTORY_POLICIES
 
 
 @register(Tags.compatibility)
@@ -61,3 +63,22 @@ def check_catalog_mapping(app_configs: Any = None, **kwargs: Any) -> list[CheckM
             )
         )
     return messages
+
+
+@register(Tags.compatibility)
+def check_catalog_inventory_policy(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    try:
+        policy = setting_as_written("CATALOG_INVENTORY_POLICY")
+    except ImproperlyConfigured:
+        return []  # KLAVIYO is not a dict: E010 says so
+    if policy is None or (policy in CATALOG_INVENTORY_POLICIES and not isinstance(policy, bool)):
+        return []
+    return [
+        Error(
+            f"KLAVIYO['CATALOG_INVENTORY_POLICY'] = {policy!r} is not one of Klaviyo's "
+            "inventory policies.",
+            hint="1: out-of-stock variants leave recommendation blocks; 0 or 2: they stay; "
+            "None: send no policy.",
+            id="django_klaviyo.E046",
+        )
+    ]

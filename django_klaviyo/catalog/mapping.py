@@ -17,6 +17,11 @@ method is called), a callable taking the object, or the dotted import path of su
 callable. A variant's ``item`` is its item's external id. An item's ``categories`` may
 be category objects (mapped by CATEGORIES) or names: a name's external id is its slug,
 and a row creating the category travels with the item.
+
+ITEMS and VARIANTS also take ``prices``: a path to ``{currency: amount}`` for a store
+selling in several currencies, sent in ``custom_metadata`` as ``price_<CODE>`` entries
+(``currency_prices``). A variant not mapping ``inventory_policy`` gets
+``KLAVIYO["CATALOG_INVENTORY_POLICY"]`` (1: out of stock, out of recommendations).
 """
 
 from __future__ import annotations
@@ -36,7 +41,9 @@ from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.models import OutboxEvent
 from django_klaviyo.orders import fields as order_mapping
+from django_klaviyo.orders.convert import money
 from django_klaviyo.outbox import OutboxRow
+from django_klaviyo.rules.events import clean_currency
 
 Kind = OutboxEvent.Kind
 
@@ -75,8 +82,8 @@ FIELDS = {
     "CATEGORIES": {"name": "name"},
 }
 _SPECIAL = {
-    "ITEMS": ("model", "external_id", "categories"),
-    "VARIANTS": ("model", "external_id", "item"),
+    "ITEMS": ("model", "external_id", "categories", "prices"),
+    "VARIANTS": ("model", "external_id", "item", "prices"),
     "CATEGORIES": ("model", "external_id"),
 }
 
@@ -190,6 +197,16 @@ def upsert_rows(obj: Any, section: str, *, create: bool) -> list[OutboxRow]:
         for key, path in spec.items()
         if key in FIELDS[section]
     }
+    if "prices" in spec:
+        prices = currency_prices(resolve(obj, spec["prices"]))
+        metadata = attributes.get("custom_metadata")
+        if prices and (metadata is None or isinstance(metadata, Mapping)):
+            # Beside the mapped metadata; a price_<CODE> key of both takes the price.
+            attributes["custom_metadata"] = {**(metadata or {}), **prices}
+    if section == "VARIANTS" and "inventory_policy" not in spec:
+        policy = klaviyo_settings.CATALOG_INVENTORY_POLICY
+        if policy is not None:
+            attributes["inventory_policy"] = policy
     payload: dict[str, Any] = {
         "op": "upsert",
         "external_id": external_id_of(obj, section),
@@ -205,6 +222,42 @@ def upsert_rows(obj: Any, section: str, *, create: bool) -> list[OutboxRow]:
         payload["item"] = _id(resolve(obj, spec.get("item", spec["external_id"])), "item")
     rows.append(_cleaned(SECTIONS[section], payload))
     return rows
+
+
+def currency_prices(prices: Any) -> dict[str, float]:
+    """A mapped ``prices`` value, ``{currency: amount}``, as the ``custom_metadata``
+    entries Klaviyo's templates read: ``{"price_EUR": 12.5, "price_GBP": 10.9}``
+    (3-letter ISO 4217 codes, upper-cased; amounts rounded to the cent). None or ``{}``
+    adds nothing; anything else is refused naming ``prices``."""
+    if prices is None:
+        return {}
+    if not isinstance(prices, Mapping):
+        raise KlaviyoValidationError(
+            f"the mapped prices must be a dict of currency to amount, not {type(prices).__name__}.",
+            field="prices",
+        )
+    entries: dict[str, float] = {}
+    for currency, amount in prices.items():
+        try:
+            code = clean_currency(currency)
+        except KlaviyoValidationError:
+            code = None
+        if code is None:
+            raise KlaviyoValidationError(
+                f"prices: {currency!r} is not a 3-letter ISO 4217 currency code.",
+                field="prices",
+            )
+        try:
+            value = money(amount)
+        except KlaviyoValidationError:
+            value = None
+        if value is None or value < 0:
+            raise KlaviyoValidationError(
+                f"prices.{code}: {amount!r} is not an amount of zero or more.",
+                field=f"prices.{code}",
+            )
+        entries[f"price_{code}"] = value
+    return entries
 
 
 def delete_row(obj: Any, section: str) -> OutboxRow:

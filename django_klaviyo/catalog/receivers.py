@@ -4,8 +4,9 @@ Connected once at startup for the configured models; the mapping itself is read 
 save time. A save writes the object's catalog rows in the save's transaction (create
 job first for a new object, update otherwise); a delete writes delete rows. The
 failure policy is the order receivers' (``django_klaviyo.orders.receivers``): bad mapped data
-skips the Klaviyo update with a warning and never breaks the store's save; ``manage.py
-klaviyo_catalog sync`` reports the same objects with the reason and fails.
+skips the Klaviyo update, leaves a dead row naming the field (``outbox.refused``) and never
+breaks the store's save; ``manage.py klaviyo_catalog sync`` reports the same objects with
+the reason and fails.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from django.db.models.signals import post_delete, post_save
 
 from django_klaviyo import accounts
 from django_klaviyo.catalog import mapping
+from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.outbox import OutboxRow, enqueue_rows
 from django_klaviyo.outbox.refused import record_refused, source_label
@@ -44,16 +46,23 @@ def connect_catalog_receivers() -> None:
         post_delete.connect(_deleted, sender=model, dispatch_uid=f"{uid}_delete")
 
 
-def _guarded(build: Any, instance: Any) -> list[OutboxRow]:
+def _guarded(build: Any, instance: Any, section: str, using: str) -> list[OutboxRow]:
     try:
         return build()  # type: ignore[no-any-return]
     except KlaviyoValidationError as exc:
-        logger.warning(
-            "django-klaviyo: catalog mapping of %r is invalid: %s (field %s); "
-            "Klaviyo's catalog is not updated.",
-            instance,
+        # Kept as a dead row naming the field (the admin and the dashboard count it; it
+        # logs a warning), in the save's transaction: Klaviyo's copy is not updated.
+        record_refused(
+            mapping.SECTIONS[section],
+            {
+                "section": section,
+                "object": source_label(instance),
+                **_external_id(instance, section),
+            },
             exc,
-            exc.field,
+            source=source_label(instance),
+            using=using,
+            account=_account_name(instance),
         )
     except DatabaseError:
         raise
@@ -62,6 +71,20 @@ def _guarded(build: Any, instance: Any) -> list[OutboxRow]:
             raise
         logger.exception("django-klaviyo: catalog mapping of %r failed.", instance)
     return []
+
+
+def _external_id(instance: Any, section: str) -> dict[str, str]:
+    try:
+        return {"external_id": mapping.external_id_of(instance, section)}
+    except Exception:  # the id itself may be what the mapping gets wrong
+        return {}
+
+
+def _account_name(instance: Any) -> str:
+    try:
+        return accounts.account_for(instance) or ""
+    except KlaviyoValidationError:
+        return ""
 
 
 def _write(rows: list[OutboxRow], instance: Any, using: str) -> None:
@@ -85,21 +108,30 @@ def _write(rows: list[OutboxRow], instance: Any, using: str) -> None:
 
 
 def _saved(sender: Any, instance: Any, created: bool, raw: bool = False, **kw: Any) -> None:
-    if raw:  # loaddata: fixtures are not store changes
+    if raw or not klaviyo_settings.ENABLED:  # loaddata: fixtures are not store changes
         return
+    using = kw.get("using") or "default"
     rows: list[OutboxRow] = []
     for section in mapping.sections_for(sender):
         rows += _guarded(
-            lambda s=section: mapping.upsert_rows(instance, s, create=created), instance
+            lambda s=section: mapping.upsert_rows(instance, s, create=created),
+            instance,
+            section,
+            using,
         )
-    _write(rows, instance, kw.get("using") or "default")
+    _write(rows, instance, using)
 
 
 def _deleted(sender: Any, instance: Any, **kw: Any) -> None:
+    if not klaviyo_settings.ENABLED:
+        return
     # Variants before their item, so Klaviyo is asked about each only once.
     order = {"VARIANTS": 0, "ITEMS": 1, "CATEGORIES": 2}
     sections = sorted(mapping.sections_for(sender), key=order.__getitem__)
+    using = kw.get("using") or "default"
     rows: list[OutboxRow] = []
     for section in sections:
-        rows += _guarded(lambda s=section: [mapping.delete_row(instance, s)], instance)
-    _write(rows, instance, kw.get("using") or "default")
+        rows += _guarded(
+            lambda s=section: [mapping.delete_row(instance, s)], instance, section, using
+        )
+    _write(rows, instance, using)

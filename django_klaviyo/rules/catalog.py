@@ -15,6 +15,7 @@ arguments: ``clean_catalog_resources`` (the resources of ``start_catalog_job`` a
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -96,7 +97,7 @@ def _attribute(kind: str, name: str, value: Any) -> Any:
             raise KlaviyoValidationError(f"{path} must not be negative.", field=path)
         return result
     if name == "inventory_policy":
-        if value not in (0, 1, 2) or isinstance(value, bool):
+        if value not in limits.CATALOG_INVENTORY_POLICIES or isinstance(value, bool):
             raise KlaviyoValidationError(f"{path} must be 0, 1 or 2.", field=path)
         return value
     if name == "published":
@@ -108,10 +109,30 @@ def _attribute(kind: str, name: str, value: Any) -> Any:
             raise KlaviyoValidationError(f"{path} must be a list of URLs.", field=path)
         return [check_text(v, path) for v in value]
     if name == "custom_metadata":
-        if not isinstance(value, Mapping):
-            raise KlaviyoValidationError(f"{path} must be a dict.", field=path)
-        return to_json(dict(value), path)
+        return _custom_metadata(value, path)
     raise KlaviyoValidationError(f"a catalog {kind} has no attribute {name!r}.", field=path)
+
+
+def _custom_metadata(value: Any, path: str) -> dict[str, Any]:
+    """Klaviyo's "flat JSON blob" of at most 100kb: a dict whose values are not dicts."""
+    if not isinstance(value, Mapping):
+        raise KlaviyoValidationError(f"{path} must be a dict.", field=path)
+    cleaned = to_json(dict(value), path)
+    for key, item in cleaned.items():
+        if isinstance(item, dict):
+            where = f"{path}.{key}"
+            raise KlaviyoValidationError(
+                f"{where} is a dict; Klaviyo takes custom_metadata flat (one level of keys).",
+                field=where,
+            )
+    size = len(json.dumps(cleaned, separators=(",", ":"), ensure_ascii=False).encode())
+    if size > limits.CATALOG_CUSTOM_METADATA_MAX_BYTES:
+        raise KlaviyoValidationError(
+            f"{path} is {size:,} bytes of JSON; Klaviyo takes at most "
+            f"{limits.CATALOG_CUSTOM_METADATA_MAX_BYTES:,}.",
+            field=path,
+        )
+    return cleaned
 
 
 def _clean_attributes(kind: str, attributes: Any, *, complete: bool = True) -> dict[str, Any]:

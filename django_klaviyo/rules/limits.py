@@ -25,6 +25,12 @@ PROFILES_PER_SUBSCRIBE_JOB = 1000
 PROFILES_PER_UNSUBSCRIBE_JOB = 100
 # Catalog item/variant/category bulk jobs: "Accepts up to 100 ... per request".
 CATALOG_RESOURCES_PER_JOB = 100
+# A catalog item's or variant's custom_metadata: "Flat JSON blob ... May not exceed 100kb"
+# (read as 100,000 bytes of compact UTF-8 JSON, the smaller reading).
+CATALOG_CUSTOM_METADATA_MAX_BYTES = 100_000
+# A variant's inventory_policy: 1 keeps an out-of-stock variant out of recommendation
+# feeds and blocks; 0 and 2 show it whatever its stock (Klaviyo's default is 0).
+CATALOG_INVENTORY_POLICIES = (0, 1, 2)
 # "Max number of coupon codes per job we allow for is 1000."
 COUPON_CODES_PER_JOB = 1000
 # Profile lookups (GET /api/profiles, a list's profiles) by any(field, [...]): at most 100

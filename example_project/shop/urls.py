@@ -13,4 +13,5 @@ urlpatterns = [
     path("cart/add/<str:sku>/", views.cart_add, name="cart-add"),
     path("checkout/", views.checkout, name="checkout"),
     path("orders/<str:number>/", views.order_done, name="order-done"),
+    path("signup/", views.signup, name="signup"),
 ]

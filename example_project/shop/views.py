@@ -1,11 +1,16 @@
 """The example storefront's pages. Browse events are sent by the page's tags
 ({% klaviyo_viewed_product %} etc.) through django-klaviyo's endpoint; the order's events
-by the order's save (shop.services.place_order)."""
+by the order's save (shop.services.place_order); marketing consent by the checkout and
+signup forms (shop.forms), in the order's or the new user's transaction."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import messages
+from django.contrib.auth import login
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
@@ -13,6 +18,7 @@ from django.views.decorators.http import require_POST
 from django_klaviyo.storefront.identity import visitor_anonymous_id
 from shop import cart as carts
 from shop import services
+from shop.forms import CheckoutForm, SignupForm
 from shop.models import Order, Product
 
 
@@ -53,28 +59,17 @@ def checkout(request: HttpRequest) -> HttpResponse:
     if not items:
         return redirect("shop:cart")
     error = None
-    if request.method == "POST":
-        email = request.POST.get("email", "").strip()
+    form = CheckoutForm(
+        request.POST or None,
+        initial={"email": request.user.email or ""} if request.user.is_authenticated else None,
+    )
+    if request.method == "POST" and form.is_valid():
         try:
-            order = services.place_order(
-                customer=request.user if request.user.is_authenticated else None,
-                email=email,
-                lines=[
-                    {
-                        "product_id": item["product_id"],
-                        "sku": item["sku"],
-                        "name": item["name"],
-                        "quantity": item["quantity"],
-                        "unit_price": item["price"],
-                        "image_url": item["image_url"],
-                        "product_url": item["product_url"],
-                        "categories": item["categories"],
-                        "brand": item["brand"],
-                    }
-                    for item in items
-                ],
-                anonymous_id=visitor_anonymous_id(request) or "",
-            )
+            # The order and the consent its boxes gave: one transaction, so a checkout
+            # that fails subscribes nobody.
+            with transaction.atomic():
+                order = _place(request, form.cleaned_data["email"], items)
+                form.subscribe_consent(about=order)
         except ValidationError as exc:
             error = " ".join(exc.messages)
         else:
@@ -83,7 +78,41 @@ def checkout(request: HttpRequest) -> HttpResponse:
             request.session["shop_last_order"] = order.number
             return redirect("shop:order-done", number=order.number)
     context = {"cart": cart, "items": items, "total": carts.total(items), "error": error}
-    return render(request, "shop/checkout.html", context)
+    return render(request, "shop/checkout.html", {**context, "form": form})
+
+
+def _place(request: HttpRequest, email: str, items: list[dict[str, Any]]) -> Order:
+    return services.place_order(
+        customer=request.user if request.user.is_authenticated else None,
+        email=email,
+        lines=[
+            {
+                "product_id": item["product_id"],
+                "sku": item["sku"],
+                "name": item["name"],
+                "quantity": item["quantity"],
+                "unit_price": item["price"],
+                "image_url": item["image_url"],
+                "product_url": item["product_url"],
+                "categories": item["categories"],
+                "brand": item["brand"],
+            }
+            for item in items
+        ],
+        anonymous_id=visitor_anonymous_id(request) or "",
+    )
+
+
+def signup(request: HttpRequest) -> HttpResponse:
+    form = SignupForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        # The new customer and the consent they gave, in one transaction.
+        with transaction.atomic():
+            user = form.save()
+            form.subscribe_consent(about=user)
+        login(request, user)
+        return redirect("shop:products")
+    return render(request, "shop/signup.html", {"form": form})
 
 
 def order_done(request: HttpRequest, number: str) -> HttpResponse:

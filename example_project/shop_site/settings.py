@@ -11,6 +11,8 @@ defaults that run the demo on SQLite against the local Klaviyo sandbox:
     KLAVIYO_API_URL           default http://127.0.0.1:8765 (the sandbox) when no real
                               key is given, else https://a.klaviyo.com
     KLAVIYO_LEASE_SECONDS     default 300 (how long a flusher owns its claimed rows)
+    KLAVIYO_CONSENT_LIST_ID   default unset: the list the checkout's and signup's
+                              marketing consent joins
 
 The defaults of DJANGO_SECRET_KEY, KLAVIYO_WEBHOOK_SECRET and KLAVIYO_FLOW_WEBHOOK_TOKEN are
 published in this repository: they serve the local demo only. With DJANGO_DEBUG off or a
@@ -104,6 +106,12 @@ KLAVIYO = {
         "KLAVIYO_API_URL", default="https://a.klaviyo.com" if _private_key else SANDBOX_URL
     ),
     "ORDER_MODEL": "shop.Order",
+    # Marketing consent at checkout and signup (shop.forms): the store's name is the
+    # consent's custom_source and is named in the SMS disclosure. With a real Klaviyo
+    # account, set the list the consent joins (Klaviyo only creates a new profile from a
+    # subscription with a list).
+    "STORE_NAME": "Example Shop",
+    "CONSENT_LIST_ID": env("KLAVIYO_CONSENT_LIST_ID", default=None),
     # The storefront (docs/storefront.md): the visitor's anonymous id on the order's events,
     # and the cart hooks behind the signed CheckoutURL of cart and checkout events.
     "ORDER_FIELDS": {"anonymous_id": "klaviyo_anonymous_id"},

@@ -199,9 +199,21 @@ def test_a_product_without_a_url_is_not_sent_and_the_save_still_succeeds(klaviyo
     product("NOURL", url="")
 
     assert Product.objects.filter(sku="NOURL").exists()
-    # Klaviyo requires a url: the item and variant were refused before any row was written.
-    assert not OutboxEvent.objects.exists()
+    # Klaviyo requires a url: the item and variant were refused when written, each kept
+    # as a dead row naming the field, and nothing is sent.
+    refused = OutboxEvent.objects.exclude(kind=Kind.CATALOG_CATEGORY)
+    assert sorted(refused.values_list("kind", flat=True)) == [
+        Kind.CATALOG_ITEM,
+        Kind.CATALOG_VARIANT,
+    ]
+    for row in refused:
+        assert row.status == OutboxEvent.Status.DEAD
+        assert row.last_error_code == "invalid_on_save"
+        assert "attributes.url" in row.last_error_detail
+        assert "shop.product" in row.outcome_note
     assert "attributes.url" in caplog.text
+    flush_now()
+    assert catalog_store(klaviyo_sandbox.state).items() == {}
 
 
 def test_a_cancelled_job_is_retried_not_lost():
@@ -546,5 +558,8 @@ def test_a_variant_whose_item_id_maps_to_nothing_is_refused_naming_item(settings
 
     product(brand="", categories=[])
 
-    assert set(OutboxEvent.objects.values_list("kind", flat=True)) == {Kind.CATALOG_ITEM}
+    assert OutboxEvent.objects.get(kind=Kind.CATALOG_ITEM).status == OutboxEvent.Status.PENDING
+    refused = OutboxEvent.objects.get(kind=Kind.CATALOG_VARIANT)
+    assert refused.status == OutboxEvent.Status.DEAD
+    assert refused.last_error_detail.endswith("(field item)")
     assert "field item" in caplog.text

@@ -80,6 +80,8 @@ KLAVIYO = {
     "FLOW_WEBHOOK_TOKEN": "flow-token-0123456789abcdef",
     "API_URL": "https://a.klaviyo.com",
     "ORDER_MODEL": "shop.Order",
+    # Named in the SMS consent disclosure and the consent's custom_source (shop.forms).
+    "STORE_NAME": "Test Shop",
     # Products in Klaviyo's catalog: each product is an item and its one variant.
     "CATALOG": {
         "ITEMS": {
