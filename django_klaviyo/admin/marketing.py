@@ -6,8 +6,9 @@ that is not computed yet, forbidden (a missing scope), rate limited or failed is
 such, with Klaviyo's words and when it refreshes: never as zeros (docs/insights.md).
 
 Open to staff with the view permission on the report tables (``KlaviyoReportFetch``), not
-only superusers. Charts are ``<meter>`` bars in tables: no script, no inline style, so the
-page works under a strict Content-Security-Policy.
+only superusers. Charts are ``admin/charts.py``'s server-rendered SVG, each with its figures
+as a table: no script, no inline style, so the page works under a strict
+Content-Security-Policy.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Sum
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
+from django.utils.safestring import SafeString
 
 from django_klaviyo import accounts
+from django_klaviyo.admin.charts import Point, Series, line_chart, ranking_chart
 from django_klaviyo.models import (
     KlaviyoCampaign,
     KlaviyoCampaignReport,
@@ -113,24 +116,15 @@ class MarketingPage:
     revenue_days: list[Bar] = field(default_factory=list)
     top_campaigns: list[Ranked] = field(default_factory=list)
     top_flows: list[Ranked] = field(default_factory=list)
-    # Days the report covered without an order: left out of the chart, counted here.
+    # Days the report covered without an order: in the chart, left out of the day table.
     quiet_days: int = 0
+    revenue_chart: SafeString | None = None
+    campaign_chart: SafeString | None = None
+    flow_chart: SafeString | None = None
 
     @property
     def revenue_total(self) -> Decimal:
         return sum((bar.value for bar in self.revenue_days), Decimal(0))
-
-    @property
-    def revenue_max(self) -> Decimal:
-        return max((bar.value for bar in self.revenue_days), default=Decimal(0))
-
-    @property
-    def campaign_max(self) -> Decimal:
-        return max((r.conversion_value for r in self.top_campaigns), default=Decimal(0))
-
-    @property
-    def flow_max(self) -> Decimal:
-        return max((r.conversion_value for r in self.top_flows), default=Decimal(0))
 
 
 def _cents(value: Any) -> Decimal:
@@ -202,34 +196,74 @@ def _ranked(model: Any, owner: str, account: str, names: dict[str, str], url: An
     return ranked[:TOP]
 
 
+def _ranking(rows: list[Ranked], title: str) -> SafeString:
+    return ranking_chart(
+        [Point(r.name, float(r.conversion_value), r.url) for r in rows], title=title
+    )
+
+
+def _revenue(page: MarketingPage, account: str) -> None:
+    """Placed Order revenue per day: the total, and what flows and campaigns brought."""
+    fetch = KlaviyoReportFetch.objects.filter(account=account, kind=Kind.REVENUE_BY_DAY)
+    link = metric_url(fetch.values_list("metric_id", flat=True).first() or "")
+    rows = (
+        KlaviyoRevenueDay.objects.filter(account=account)
+        .values("day", "group")
+        .annotate(value=Sum("value"), orders=Sum("orders"), n=Count("id"))
+        .order_by("day")
+    )
+    by_group: dict[str, dict[dt.date, tuple[Decimal, int]]] = defaultdict(dict)
+    for row in rows:
+        by_group[row["group"]][row["day"]] = (_cents(row["value"]), int(row["orders"] or 0))
+    days = sorted(by_group.get("", {}))
+    page.revenue_days = [
+        Bar(f"{day:%Y-%m-%d}", value, link, f"{orders} orders")
+        for day in days
+        for value, orders in [by_group[""][day]]
+        if value or orders
+    ]
+    page.quiet_days = len(days) - len(page.revenue_days)
+    names = (
+        ("", "All orders"),
+        (KlaviyoRevenueDay.Group.FLOW, "Attributed to flows"),
+        (KlaviyoRevenueDay.Group.CAMPAIGN, "Attributed to campaigns"),
+    )
+    page.revenue_chart = line_chart(
+        [
+            Series(
+                name,
+                [
+                    Point(
+                        f"{day:%m-%d}",
+                        float(by_group[group].get(day, (Decimal(0), 0))[0]),
+                        link if group == "" else None,
+                    )
+                    for day in days
+                ],
+            )
+            for group, name in names
+        ],
+        title="Placed Order revenue per day",
+    )
+
+
 def marketing_page(account: str = "") -> MarketingPage:
     """What the Marketing page shows for ``account`` (``""``: the default one)."""
     stored = sorted(set(KlaviyoReportFetch.objects.values_list("account", flat=True)) | {account})
     statuses = _statuses(account)
     page = MarketingPage(account=account, accounts=stored, statuses=statuses)
     if statuses[Kind.REVENUE_BY_DAY].has_figures:
-        fetch = KlaviyoReportFetch.objects.filter(account=account, kind=Kind.REVENUE_BY_DAY)
-        link = metric_url(fetch.values_list("metric_id", flat=True).first() or "")
-        days = (
-            KlaviyoRevenueDay.objects.filter(account=account, group="")
-            .values("day")
-            .annotate(value=Sum("value"), orders=Sum("orders"), n=Count("id"))
-            .order_by("day")
-        )
-        page.revenue_days = [
-            Bar(f"{d['day']:%Y-%m-%d}", _cents(d["value"]), link, f"{d['orders']} orders")
-            for d in days
-            if d["value"] or d["orders"]
-        ]
-        page.quiet_days = len(days) - len(page.revenue_days)
+        _revenue(page, account)
     if statuses[Kind.CAMPAIGN_VALUES].has_figures:
         names = dict(KlaviyoCampaign.objects.values_list("klaviyo_id", "name"))
         page.top_campaigns = _ranked(
             KlaviyoCampaignReport, "campaign_id", account, names, campaign_url
         )
+        page.campaign_chart = _ranking(page.top_campaigns, "Top campaigns by attributed revenue")
     if statuses[Kind.FLOW_VALUES].has_figures:
         names = dict(KlaviyoFlow.objects.values_list("klaviyo_id", "name"))
         page.top_flows = _ranked(KlaviyoFlowReport, "flow_id", account, names, flow_url)
+        page.flow_chart = _ranking(page.top_flows, "Top flows by attributed revenue")
     return page
 
 

@@ -100,8 +100,11 @@ def test_a_view_only_staff_user_sees_the_figures_each_linking_to_klaviyo(viewer)
     assert 'href="https://www.klaviyo.com/campaign/C1/reports"' in html
     assert 'href="https://www.klaviyo.com/flow/F1/edit"' in html
     assert 'href="https://www.klaviyo.com/metric/PLACED/placed-order"' in html
-    assert html.count("<meter") == 4  # two days, one campaign, one flow
+    # Three charts: revenue per day (a line), top campaigns and top flows (rankings).
+    assert html.count('<figure class="dk-chart') == 3
+    assert "dk-chart-line" in html and html.count("dk-chart-ranking") == 2
     assert "Total 35.50 over 2 days with orders" in html
+    assert "charts.css" in html
     assert "style=" not in html.split('id="klaviyo-marketing"')[1]  # CSP: no inline style
     # The app's admin index and the outbox dashboard link to the page.
     assert URL in viewer.get("/admin/django_klaviyo/").content.decode()
@@ -122,7 +125,7 @@ def test_forbidden_rate_limited_and_not_computed_reports_say_so_instead_of_zeros
     # Never fetched: not computed yet, and no figure at all (not a 0).
     assert 'data-report="revenue_by_day" data-state="pending"' in html
     assert "Not computed yet" in html
-    assert "<meter" not in html and "0.00" not in html
+    assert "dk-chart" not in html and "0.00" not in html
 
 
 def test_the_outbox_dashboard_links_to_the_page(admin_client):

@@ -50,13 +50,17 @@ def test_the_marketing_page_after_a_flush_and_a_sync_shows_its_charts(
     wait_for(browser, By.NAME, "password").send_keys("secret-pw-123")
     wait_for(browser, By.CSS_SELECTOR, "input[type=submit]", clickable=True).click()
 
-    revenue = wait_for(browser, By.ID, "klaviyo-revenue-chart")
-    bars = revenue.find_elements(By.TAG_NAME, "meter")
-    assert bars and any(float(bar.get_attribute("value")) > 0 for bar in bars)
+    revenue = wait_for(browser, By.CSS_SELECTOR, "#klaviyo-revenue-chart svg")
+    assert revenue.size["width"] > 300 and revenue.size["height"] > 100
+    # The line's dots carry their values; one day at least had orders.
+    dots = browser.find_elements(By.CSS_SELECTOR, "#klaviyo-revenue-chart svg [data-value]")
+    assert any(float(dot.get_attribute("data-value")) > 0 for dot in dots)
     for section in ("klaviyo-top-campaigns", "klaviyo-top-flows"):
-        ranking = wait_for(browser, By.CSS_SELECTOR, f"#{section} table.klaviyo-ranking")
-        assert ranking.find_elements(By.TAG_NAME, "meter")
-        link = ranking.find_element(By.CSS_SELECTOR, "th a").get_attribute("href")
+        chart = wait_for(browser, By.CSS_SELECTOR, f"#{section} svg")
+        bars = chart.find_elements(By.CSS_SELECTOR, "rect.dk-bar")
+        assert bars and any(float(bar.get_attribute("data-value")) > 0 for bar in bars)
+        table = wait_for(browser, By.CSS_SELECTOR, f"#{section} table.klaviyo-ranking")
+        link = table.find_element(By.CSS_SELECTOR, "th a").get_attribute("href")
         assert link.startswith("https://www.klaviyo.com/")
     assert "Spring sale" in browser.page_source and "Welcome series" in browser.page_source
 
