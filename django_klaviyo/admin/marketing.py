@@ -33,6 +33,7 @@ from django_klaviyo.models import (
     KlaviyoCampaignReport,
     KlaviyoFlow,
     KlaviyoFlowReport,
+    KlaviyoFlowSeries,
     KlaviyoReportFetch,
     KlaviyoRevenueDay,
     Marketing,
@@ -119,6 +120,7 @@ class MarketingPage:
     # Days the report covered without an order: in the chart, left out of the day table.
     quiet_days: int = 0
     revenue_chart: SafeString | None = None
+    flow_series_chart: SafeString | None = None
     campaign_chart: SafeString | None = None
     flow_chart: SafeString | None = None
 
@@ -247,6 +249,31 @@ def _revenue(page: MarketingPage, account: str) -> None:
     )
 
 
+def _flow_series(account: str, names: dict[str, str], flows: int = 5) -> SafeString:
+    """The flows' conversion value per day (the flow series report), the top ``flows``."""
+    rows = KlaviyoFlowSeries.objects.filter(account=account).values_list(
+        "flow_id", "day", "conversion_value"
+    )
+    values: dict[str, dict[dt.date, Decimal]] = defaultdict(dict)
+    for flow_id, day, value in rows:
+        values[flow_id][day] = _cents(value)
+    days = sorted({day for per_day in values.values() for day in per_day})
+    top = sorted(values, key=lambda f: (-sum(values[f].values()), f))[:flows]
+    return line_chart(
+        [
+            Series(
+                names.get(flow_id, flow_id),
+                [
+                    Point(f"{day:%m-%d}", float(values[flow_id].get(day, 0)), flow_url(flow_id))
+                    for day in days
+                ],
+            )
+            for flow_id in top
+        ],
+        title="Flow revenue per day",
+    )
+
+
 def marketing_page(account: str = "") -> MarketingPage:
     """What the Marketing page shows for ``account`` (``""``: the default one)."""
     stored = sorted(set(KlaviyoReportFetch.objects.values_list("account", flat=True)) | {account})
@@ -264,6 +291,9 @@ def marketing_page(account: str = "") -> MarketingPage:
         names = dict(KlaviyoFlow.objects.values_list("klaviyo_id", "name"))
         page.top_flows = _ranked(KlaviyoFlowReport, "flow_id", account, names, flow_url)
         page.flow_chart = _ranking(page.top_flows, "Top flows by attributed revenue")
+    if statuses[Kind.FLOW_SERIES].has_figures:
+        names = dict(KlaviyoFlow.objects.values_list("klaviyo_id", "name"))
+        page.flow_series_chart = _flow_series(account, names)
     return page
 
 

@@ -124,13 +124,15 @@ def _midnight(day: dt.date) -> dt.datetime:
 
 
 def timeframe_for(since: dt.date | None, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
-    """``[since's midnight (UTC), now)``; ``REPORTS_DAYS`` back when no date is given, and
+    """``[since's midnight (UTC), the next minute)``; ``REPORTS_DAYS`` back when no date is given, and
     never more than the year a Klaviyo report covers."""
     if since is None:
         since = now.date() - dt.timedelta(days=int(klaviyo_settings.REPORTS_DAYS))
     # Midnights only, so that the runs of one day ask for the same timeframe (and resume).
     earliest = (now - LONGEST).date() + dt.timedelta(days=1)
-    return _midnight(max(since, earliest)), now.replace(microsecond=0)
+    # The end is the next whole minute: an order of this very second is inside.
+    end = now.replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
+    return _midnight(max(since, earliest)), end
 
 
 # --- storing what Klaviyo answered ------------------------------------------------------------

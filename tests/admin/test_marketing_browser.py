@@ -58,10 +58,15 @@ def test_the_marketing_page_after_a_flush_and_a_sync_shows_its_charts(
     for section in ("klaviyo-top-campaigns", "klaviyo-top-flows"):
         chart = wait_for(browser, By.CSS_SELECTOR, f"#{section} svg")
         bars = chart.find_elements(By.CSS_SELECTOR, "rect.dk-bar")
-        assert bars and any(float(bar.get_attribute("data-value")) > 0 for bar in bars)
+        assert bars and any(float(bar.get_attribute("data-value")) > 0 for bar in bars), (
+            section,
+            chart.get_attribute("outerHTML")[:3000],
+        )
         table = wait_for(browser, By.CSS_SELECTOR, f"#{section} table.klaviyo-ranking")
         link = table.find_element(By.CSS_SELECTOR, "th a").get_attribute("href")
         assert link.startswith("https://www.klaviyo.com/")
+    series = wait_for(browser, By.CSS_SELECTOR, "#klaviyo-flow-series svg")
+    assert series.find_elements(By.CSS_SELECTOR, "[data-value]")
     assert "Spring sale" in browser.page_source and "Welcome series" in browser.page_source
 
     screenshot = tmp_path / "marketing.png"
