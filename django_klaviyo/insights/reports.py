@@ -124,8 +124,8 @@ def _midnight(day: dt.date) -> dt.datetime:
 
 
 def timeframe_for(since: dt.date | None, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
-    """``[since's midnight (UTC), the next minute)``; ``REPORTS_DAYS`` back when no date is given, and
-    never more than the year a Klaviyo report covers."""
+    """``[since's midnight (UTC), the next minute)``; ``REPORTS_DAYS`` back when no date
+    is given, and never more than the year a Klaviyo report covers."""
     if since is None:
         since = now.date() - dt.timedelta(days=int(klaviyo_settings.REPORTS_DAYS))
     # Midnights only, so that the runs of one day ask for the same timeframe (and resume).
