@@ -44,7 +44,7 @@ def test_the_marketing_page_after_a_flush_and_a_sync_shows_its_charts(
     user.save()
     user.user_permissions.add(Permission.objects.get(codename="view_klaviyoreportfetch"))
 
-    browser.set_window_size(1280, 1400)
+    browser.set_window_size(1280, 2300)
     browser.get(f"{live_server.url}/admin/login/?next=/admin/django_klaviyo/marketing/")
     wait_for(browser, By.NAME, "username").send_keys("marketer")
     wait_for(browser, By.NAME, "password").send_keys("secret-pw-123")
