@@ -14,9 +14,12 @@ __all__ = [
     "add_to_list",
     "added_to_cart",
     "forget_profile",
+    "in_segment",
     "order_placed",
     "order_refunded",
     "remove_from_list",
+    "searched_site",
+    "segment_synced_at",
     "started_checkout",
     "subscribe",
     "subscribe_back_in_stock",
@@ -24,6 +27,7 @@ __all__ = [
     "track",
     "unsubscribe",
     "upsert_profile",
+    "viewed_category",
     "viewed_product",
 ]
 

@@ -16,19 +16,20 @@ import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from django.db import DEFAULT_DB_ALIAS
 from django.utils import timezone
 
 from django_klaviyo import accounts, outbox
 from django_klaviyo.catalog import subscribe_back_in_stock  # noqa: F401  (public API)
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoValidationError
+from django_klaviyo.insights.segments import in_segment, segment_synced_at  # noqa: F401
 from django_klaviyo.models import Consent, KlaviyoProfileLink, ListMembership, OutboxEvent
 from django_klaviyo.models.profiles import effective_list_consent
 from django_klaviyo.orders import browse as cart
 from django_klaviyo.orders import fields as mapping
 from django_klaviyo.orders import placement as orders
-from django_klaviyo.orders import refunds
+from django_klaviyo.orders import refunds, repeats
+from django_klaviyo.orders.discovery import searched_site, viewed_category  # noqa: F401
 from django_klaviyo.profiles import erasure
 from django_klaviyo.profiles.argument import as_profile
 from django_klaviyo.rules import values
@@ -37,14 +38,7 @@ from django_klaviyo.rules.identifiers import normalize_email, normalize_phone_nu
 Kind = OutboxEvent.Kind
 
 
-def _write(
-    row: outbox.OutboxRow, using: str | None, account: str | None, about: Any = None
-) -> OutboxEvent | None:
-    """Insert ``row`` for ``account`` (a name of KLAVIYO["ACCOUNTS"]; None: what
-    ACCOUNT_RESOLVER says of ``about``, a user or an order, else the default account)."""
-    resolved = accounts.account_for(None if isinstance(about, Mapping) else about, account=account)
-    written = outbox.enqueue_many([row], using=using, account=resolved)
-    return written[0] if written else None
+_write = repeats.write
 
 
 def track(
@@ -337,37 +331,11 @@ def started_checkout(
         dedupe_key=f"{prefix}{unix}" + ("" if time is not None else f":{uuid.uuid4().hex[:8]}"),
         backfill=backfill,
     )
-    if time is None and klaviyo_settings.ENABLED:
-        earlier = _recent_start(row, prefix, using, account, profile)
-        if earlier is not None:
-            return earlier
-    return _write(row, using, account, profile)
+    seconds = klaviyo_settings.STARTED_CHECKOUT_REPEAT_AFTER
+    return repeats.write_once_per_window(row, prefix, seconds, time, using, account, profile)
 
 
 CHECKOUT_KEY = "event:started-checkout"
-
-
-def _recent_start(
-    row: outbox.OutboxRow, prefix: str, using: str | None, account: str | None, about: Any
-) -> OutboxEvent | None:
-    """This profile's latest Started Checkout of the same checkout, cart and visit, if it
-    was written less than STARTED_CHECKOUT_REPEAT_AFTER seconds ago (read through the
-    profile_key index)."""
-    resolved = accounts.account_for(None if isinstance(about, Mapping) else about, account=account)
-    since = timezone.now() - dt.timedelta(seconds=klaviyo_settings.STARTED_CHECKOUT_REPEAT_AFTER)
-    return (
-        OutboxEvent.objects.using(using or DEFAULT_DB_ALIAS)
-        .filter(
-            profile_key=profile_key(row.payload["profile"])[:320],
-            kind=Kind.EVENT,
-            metric=row.payload["metric"],
-            account=resolved,
-            created_at__gt=since,
-            dedupe_key__startswith=outbox.account_dedupe_key(prefix, resolved),
-        )
-        .order_by("-created_at")
-        .first()
-    )
 
 
 def restate_started_checkout(
@@ -448,7 +416,13 @@ def _list_status(link: KlaviyoProfileLink, list_id: Any) -> dict[str, Any]:
     if not isinstance(klaviyo_id, str) or not klaviyo_id:
         raise KlaviyoValidationError("list_id must be a non-empty string.", field="list_id")
     membership = (
-        ListMembership.objects.filter(profile=link, klaviyo_list__klaviyo_id=klaviyo_id)
+        # A list id alone names the default account's list (whose memberships the mirror
+        # keeps); a KlaviyoList row names its own account's.
+        ListMembership.objects.filter(
+            profile=link,
+            klaviyo_list__account=getattr(list_id, "account", ""),
+            klaviyo_list__klaviyo_id=klaviyo_id,
+        )
         .select_related("profile")
         .first()
     )

@@ -18,8 +18,10 @@ class DjangoKlaviyoConfig(AppConfig):
         from django_klaviyo.orders import receivers as order_receivers
         from django_klaviyo.outbox import task_queue
         from django_klaviyo.profiles import receivers as user_receivers
+        from django_klaviyo.tracking import receivers as tracked_receivers
 
         order_receivers.connect()
         user_receivers.connect()
         task_queue.connect()
         connect_catalog_receivers()
+        tracked_receivers.connect()

@@ -24,10 +24,12 @@ from django_klaviyo.accounts.checks import ACCOUNT_CHECKS, public_key_messages
 from django_klaviyo.conf import DEFAULTS, SANDBOX_API_URL, klaviyo_settings
 from django_klaviyo.conf import setting_as_written as _get
 from django_klaviyo.flush.checks import FLUSH_CHECKS
-from django_klaviyo.insights.checks import INSIGHTS_CHECKS
+from django_klaviyo.insights.checks import SEGMENT_CHECKS
+from django_klaviyo.insights.report_checks import REPORT_CHECKS
 from django_klaviyo.orders.checks import ORDER_CHECKS, did_you_mean
 from django_klaviyo.profiles.checks import CONSENT_CHECKS
 from django_klaviyo.storefront.checks import STOREFRONT_CHECKS
+from django_klaviyo.tracking.checks import TRACKING_CHECKS
 
 REVISION_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(\.[a-z0-9]+)?$")
 CALLABLE_SETTINGS = ("ORDER_EVENTS_MAPPER", "USER_PROFILE_MAPPER")
@@ -80,7 +82,9 @@ def check_klaviyo_settings(app_configs: Any = None, **kwargs: Any) -> list[Check
         *FLUSH_CHECKS,
         *STOREFRONT_CHECKS,
         *CONSENT_CHECKS,
-        *INSIGHTS_CHECKS,
+        *TRACKING_CHECKS,
+        *SEGMENT_CHECKS,
+        *REPORT_CHECKS,
     ):
         try:
             messages.extend(check())

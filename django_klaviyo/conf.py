@@ -75,6 +75,9 @@ DEFAULTS: dict[str, Any] = {
     # Klaviyo metric names by event; only the keys you give replace the defaults.
     "METRIC_NAMES": {},
     "TRACK_USERS": True,
+    # Any model's status transitions as events (docs/mapping.md, Tracked models):
+    # "app_label.Model" -> {"status_field", "metrics", "profile", ...}.
+    "TRACKED_MODELS": {},
     # Catalog sync (docs/catalog.md): ITEMS / VARIANTS / CATEGORIES mappings.
     "CATALOG": {},
     # A variant's inventory_policy when its mapping gives none: 1 keeps out-of-stock
@@ -100,6 +103,9 @@ DEFAULTS: dict[str, Any] = {
     "STOREFRONT_ADDRESS_THROTTLE_RATE": "1200/min",
     # Seconds after which the same cart's checkout start, in the same visit, counts again.
     "STARTED_CHECKOUT_REPEAT_AFTER": 30 * 60,
+    # Seconds within which the same profile's Viewed Category of one category, or Searched
+    # Site of one term, is a repeat (nothing new is sent); 0: every view and search counts.
+    "BROWSE_REPEAT_AFTER": 10 * 60,
     # Bytes of events one client address may store through the storefront endpoint in any
     # 60 seconds (None: no budget).
     "STOREFRONT_ADDRESS_BYTES_PER_MINUTE": 2_000_000,
@@ -139,6 +145,10 @@ DEFAULTS: dict[str, Any] = {
     "ACCOUNTS": {},
     # (obj=None, *, request=None) -> account name or None (default); callable or dotted path.
     "ACCOUNT_RESOLVER": None,
+    # Klaviyo segments whose members are mirrored (docs/insights.md): names or ids, for
+    # every account, or {account name: [names or ids]}. Every segment's name and count is
+    # mirrored by `klaviyo_sync segments`; members only of these.
+    "SEGMENTS": [],
     # Insights (docs/insights.md): days of reports `klaviyo_sync reports` fetches (1-365),
     # how long a fresh report is kept before the next run fetches it again, and how long one
     # request may wait for the reporting rate limits before the run stops (resumed next run).

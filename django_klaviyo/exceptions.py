@@ -16,6 +16,7 @@ __all__ = [
     "KlaviyoError",
     "KlaviyoPermissionError",
     "KlaviyoRateLimitError",
+    "KlaviyoSegmentNotMirrored",
     "KlaviyoServerError",
     "KlaviyoTransportError",
     "KlaviyoValidationError",
@@ -32,6 +33,12 @@ class KlaviyoValidationError(KlaviyoError, ValueError):
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
+
+
+class KlaviyoSegmentNotMirrored(KlaviyoError, LookupError):
+    """A segment asked about is not in the local mirror: not chosen in
+    ``KLAVIYO["SEGMENTS"]``, unknown, ambiguous, or never synced in full. Raised instead
+    of answering "not a member" for a segment whose members were never read."""
 
 
 class KlaviyoConfigurationError(KlaviyoError):

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The django-klaviyo demo, end to end, on the embedded default (SQLite + local sandbox):
 #   makes .venv and installs the package, migrates a fresh example shop, starts the Klaviyo
-#   sandbox, creates products, customers and orders through ordinary model saves, browses
+#   sandbox, creates products, customers, orders and subscriptions through ordinary model
+#   saves (a subscription's status changes are events by KLAVIYO["TRACKED_MODELS"]), browses
 #   the storefront as an anonymous shopper (browse events), flushes the outbox, fetches
 #   Klaviyo's reports for the admin's Marketing page (klaviyo_sync),
 #   prints what reached the sandbox, receives a signed webhook, and stops the sandbox.
@@ -104,6 +105,9 @@ fi
 echo "== create $CUSTOMERS customers and $ORDERS orders through ordinary model saves"
 manage seed_shop --customers "$CUSTOMERS" --orders "$ORDERS" --seed 7
 
+echo "== customers subscribe to a plan; one pauses, one cancels (tracked model events)"
+manage demo_subscriptions
+
 echo "== an anonymous shopper browses the storefront and checks out (browse events)"
 manage demo_browse
 
@@ -126,7 +130,7 @@ import json, sys, urllib.request
 state = json.load(urllib.request.urlopen(sys.argv[1] + "/__sandbox__/state", timeout=5))
 print(f"events accepted: {state['events']} (duplicates ignored: {state['duplicate_events']})")
 for metric, count in state["metrics"].items():
-    print(f"  {metric:<18} {count}")
+    print(f"  {metric:<22} {count}")
 print(f"profiles: {state['profiles']}")
 requests = {op: sum(by_status.values()) for op, by_status in state["requests"].items()}
 print("requests per operation: " + ", ".join(f"{op}={n}" for op, n in sorted(requests.items())))
@@ -138,7 +142,11 @@ if not catalog.get("items"):
     sys.exit("demo failed: no catalog item reached the sandbox")
 if not state["events"] or "Placed Order" not in state["metrics"]:
     sys.exit("demo failed: no Placed Order reached the sandbox")
-for metric in ("Viewed Product", "Added to Cart", "Started Checkout"):
+for metric in ("Viewed Category", "Searched Site", "Viewed Product", "Added to Cart",
+               "Started Checkout"):
+    if metric not in state["metrics"]:
+        sys.exit(f"demo failed: no {metric} reached the sandbox")
+for metric in ("Subscription Started", "Subscription Cancelled"):
     if metric not in state["metrics"]:
         sys.exit(f"demo failed: no {metric} reached the sandbox")
 PYEOF

@@ -11,6 +11,7 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
+from django_klaviyo.admin.accounts import AccountColumnMixin
 from django_klaviyo.admin.base import ReadOnlyDetailAdmin
 from django_klaviyo.models import KlaviyoList, KlaviyoProfileLink, ListMembership
 
@@ -71,10 +72,11 @@ class KlaviyoProfileLinkAdmin(ReadOnlyDetailAdmin):
 
 
 @admin.register(KlaviyoList)
-class KlaviyoListAdmin(ReadOnlyDetailAdmin):
+class KlaviyoListAdmin(AccountColumnMixin, ReadOnlyDetailAdmin):
     list_display = ("name", "klaviyo_id", "opt_in_process", "remote_updated", "synced_at")
     search_fields = ("name", "=klaviyo_id")
     readonly_fields = (
+        "account",
         "klaviyo_id",
         "name",
         "opt_in_process",

@@ -35,6 +35,7 @@ from django_klaviyo.client.pagination import collection_params, iterate
 from django_klaviyo.client.ratelimit import RateLimiter, account_scope
 from django_klaviyo.client.reports import ReportMethods
 from django_klaviyo.client.resources import AccountMethods, path_segment
+from django_klaviyo.client.segments import SegmentMethods
 from django_klaviyo.client.transport import DEFAULT_MAX_WAIT, RandomSource, Transport
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoError, KlaviyoValidationError
@@ -59,7 +60,7 @@ class BulkImportTimeout(KlaviyoError, TimeoutError):
         self.job = dict(job or {})
 
 
-class KlaviyoClient(AccountMethods, CatalogMethods, ConsentMethods, ReportMethods):
+class KlaviyoClient(AccountMethods, CatalogMethods, ConsentMethods, ReportMethods, SegmentMethods):
     """Klaviyo's server API for django-klaviyo. Every ``None`` argument falls back to the
     settings (``klaviyo_settings``); ``clock``/``sleep``/``random`` are injectable so that
     tests run without real waiting. The client never imports models."""

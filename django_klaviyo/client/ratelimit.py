@@ -129,6 +129,18 @@ OPERATION_LIMITS: dict[str, tuple[Window, ...]] = {
     "query_flow_values": _windows("1/s", "2/m", "225/d"),
     "query_flow_series": _windows("1/s", "2/m", "225/d"),
     "query_metric_aggregates": _windows("3/s", "60/m"),
+    # Segments (klaviyo_sync segments).
+    "get_segments": _windows("75/s", "750/m"),
+    "get_profiles_for_segment": _windows("75/s", "750/m"),
+    "query_segment_series": _windows("1/s", "2/m", "225/d"),
+}
+
+# Requests whose limits the spec states in an operation's description rather than in its
+# x-klaviyo-ratelimit: an additional field that costs more than the plain read. Keyed
+# "operation:variant"; each has its own windows.
+VARIANT_LIMITS: dict[str, tuple[Window, ...]] = {
+    # "Rate limits when using the additional-fields[segment]=profile_count parameter".
+    "get_segment:profile_count": _windows("1/s", "15/m"),
 }
 
 # One in-process lock per cache alias: threads of one process queue here instead of
@@ -176,7 +188,7 @@ class RateLimiter:
     ) -> None:
         self.cache_alias = cache_alias or klaviyo_settings.RATE_LIMIT_CACHE
         self.scope = scope
-        self.limits = dict(OPERATION_LIMITS if limits is None else limits)
+        self.limits = dict({**OPERATION_LIMITS, **VARIANT_LIMITS} if limits is None else limits)
         self.clock = clock or time.time
         self.sleep = sleep or time.sleep
         self.lock_timeout = lock_timeout

@@ -1,1 +1,2 @@
-"""What Klaviyo knows about the store, brought back into it: reports and their figures."""
+"""What Klaviyo knows, read back into the store: segments (``segments.py``,
+``segment_sync.py``) and reports (``reports.py``)."""

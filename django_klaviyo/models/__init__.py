@@ -12,6 +12,11 @@ from django_klaviyo.models.reports import (
     KlaviyoRevenueDay,
     Marketing,
 )
+from django_klaviyo.models.segments import (
+    KlaviyoSegment,
+    KlaviyoSegmentMembership,
+    KlaviyoSegmentSize,
+)
 from django_klaviyo.models.webhooks import WebhookDelivery, WebhookItem
 
 __all__ = [
@@ -30,6 +35,9 @@ __all__ = [
     "KlaviyoProfileLink",
     "KlaviyoReportFetch",
     "KlaviyoRevenueDay",
+    "KlaviyoSegment",
+    "KlaviyoSegmentMembership",
+    "KlaviyoSegmentSize",
     "ListMembership",
     "Marketing",
     "OutboxEvent",

@@ -7,7 +7,10 @@ from typing import Any
 
 from django.conf import settings
 from django.db import models
-from django.db.models import F, Q
+from django.db.models import Exists, F, OuterRef, Q
+from django.db.models.functions import Lower
+
+from django_klaviyo.accounts import get_account
 
 # Identifier key (as in payloads) -> lookup on the link; the strongest first.
 _LOOKUPS = (
@@ -83,6 +86,25 @@ class ProfileLinkQuerySet(models.QuerySet):
             found[value.lower() if key == "email" else value] = klaviyo_id
         return found
 
+    def in_segment(self, segment: str, *, account: str | None = None) -> ProfileLinkQuerySet:
+        """Links that are members of the Klaviyo segment ``segment`` (a name or an id
+        chosen in ``KLAVIYO["SEGMENTS"]``; ``account``: its account's name, default the
+        default account), answered from the mirror as of the last segments sync.
+
+        Raises ``KlaviyoSegmentNotMirrored`` for a segment whose members are not mirrored."""
+        stored = get_account(account).stored if account else ""
+        membership = self.model._meta.get_field("segment_memberships").related_model
+        mirrored = membership._meta.get_field("segment").related_model.objects.mirrored
+        members = membership.objects.filter(segment=mirrored(segment, stored))
+        same = (
+            Q(profile_id=OuterRef("pk"))
+            | Q(external_id=OuterRef("external_id"), external_id__gt="")
+            | Q(email=Lower(OuterRef("email")), email__gt="")
+        )
+        if not stored:  # Klaviyo profile ids on links are the default account's
+            same |= Q(klaviyo_profile_id=OuterRef("klaviyo_id"))
+        return self.filter(Exists(members.filter(same)))
+
 
 class KlaviyoProfileLink(models.Model):
     """Which local user (or guest email) is which Klaviyo profile."""
@@ -139,9 +161,11 @@ class KlaviyoProfileLink(models.Model):
 
 
 class KlaviyoList(models.Model):
-    """A Klaviyo list, keyed by its remote id."""
+    """A Klaviyo list, keyed by its account and remote id."""
 
-    klaviyo_id = models.CharField(max_length=64, unique=True)
+    # The Klaviyo account (``OutboxEvent.account``: "" is the default account).
+    account = models.CharField(max_length=64, blank=True, default="")
+    klaviyo_id = models.CharField(max_length=64)
     name = models.CharField(max_length=255)
     opt_in_process = models.CharField(max_length=32, blank=True)
     remote_created = models.DateTimeField(null=True, blank=True)
@@ -151,6 +175,11 @@ class KlaviyoList(models.Model):
     class Meta:
         verbose_name = "Klaviyo list"
         ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account", "klaviyo_id"], name="klaviyo_list_account_id"
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.klaviyo_id})"

@@ -29,6 +29,11 @@ def did_you_mean(key: str, known: Any) -> str:
     return f"Did you mean {close[0]!r}? " if close else ""
 
 
+def is_metric_name(name: Any) -> bool:
+    """A name Klaviyo takes as a metric: text of 1 to METRIC_MAX_LENGTH characters."""
+    return isinstance(name, str) and bool(name.strip()) and len(name) <= METRIC_MAX_LENGTH
+
+
 def _order_model() -> Any:
     label = _get("ORDER_MODEL")
     if not label or not isinstance(label, str):
@@ -66,7 +71,7 @@ def check_mapping_settings() -> list[CheckMessage]:
                 )
         if setting == "METRIC_NAMES":
             for key, name in given.items():
-                if not isinstance(name, str) or not name.strip() or len(name) > METRIC_MAX_LENGTH:
+                if not is_metric_name(name):
                     messages.append(
                         Error(
                             f"KLAVIYO['METRIC_NAMES'][{key!r}] must be a metric name "

@@ -113,6 +113,8 @@ METRIC_NAMES: dict[str, str] = {
     "viewed_product": "Viewed Product",
     "added_to_cart": "Added to Cart",
     "started_checkout": "Started Checkout",
+    "viewed_category": "Viewed Category",
+    "searched_site": "Searched Site",
 }
 
 # Which setting holds which defaults.

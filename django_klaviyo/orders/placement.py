@@ -92,7 +92,7 @@ def enqueue_order_events(
     for index, spec in enumerate(specs):
         profile = spec.get("profile") if isinstance(spec, Mapping) else None
         if isinstance(profile, Mapping) and profile.get("phone_number"):
-            note = _bad_phone(profile)
+            note = bad_phone(profile)
             if note:
                 notes[index] = note
                 kept = {k: v for k, v in profile.items() if k != "phone_number"}
@@ -118,7 +118,7 @@ def enqueue_order_events(
     return written
 
 
-def _bad_phone(profile: Mapping[str, Any]) -> str | None:
+def bad_phone(profile: Mapping[str, Any]) -> str | None:
     """Why the profile's phone_number cannot be sent, when other identifiers can carry
     the event (None: it is E.164, or it is the only identifier, so the rules refuse it)."""
     others = any(profile.get(key) for key in ("email", "external_id", "anonymous_id", "id"))

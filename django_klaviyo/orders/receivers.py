@@ -36,18 +36,17 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError
 from django.db.models.signals import post_init, post_save
 
-from django_klaviyo import accounts
 from django_klaviyo.conf import klaviyo_settings, resolve_model
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.models import OutboxEvent
 from django_klaviyo.orders import fields as mapping
 from django_klaviyo.orders import pending, placement
-from django_klaviyo.outbox.refused import record_refused, run_mapper, source_label
+from django_klaviyo.outbox import transitions
+from django_klaviyo.outbox.refused import keep_refused_specs, run_mapper
 
 logger = logging.getLogger(__name__)
 
 STATUS_SNAPSHOT = "_klaviyo_loaded_status"
-_UNKNOWN = object()
 
 
 def connect() -> None:
@@ -74,8 +73,7 @@ LINE_SAVE_UID = "django_klaviyo_order_line_save"
 
 def _order_post_init(sender: Any, instance: Any, **kwargs: Any) -> None:
     # Deferred status: unknown; the fixed dedupe keys keep a re-sent event out.
-    field = klaviyo_settings.ORDER_STATUS_FIELD
-    instance.__dict__[STATUS_SNAPSHOT] = instance.__dict__.get(field, _UNKNOWN)
+    transitions.remember(instance, klaviyo_settings.ORDER_STATUS_FIELD, STATUS_SNAPSHOT)
 
 
 def _order_post_save(
@@ -87,15 +85,16 @@ def _order_post_save(
     update_fields: Any = None,
     **kwargs: Any,
 ) -> None:
-    field = klaviyo_settings.ORDER_STATUS_FIELD
-    previous = instance.__dict__.get(STATUS_SNAPSHOT, _UNKNOWN)
-    current = instance.__dict__.get(field, _UNKNOWN)
-    instance.__dict__[STATUS_SNAPSHOT] = current
+    moved, previous = transitions.transition(
+        instance,
+        klaviyo_settings.ORDER_STATUS_FIELD,
+        STATUS_SNAPSHOT,
+        created=created,
+        update_fields=update_fields,
+    )
     if raw or not klaviyo_settings.ENABLED:
         return
-    if not created and (
-        previous == current or (update_fields is not None and field not in update_fields)
-    ):
+    if not moved:
         entry = pending.awaiting(instance._meta.label_lower, instance.pk, using)
         if entry is not None:
             # An order awaiting its lines got its total (or more) before the commit.
@@ -109,7 +108,7 @@ def _order_post_save(
     specs = run_mapper(
         "ORDER_EVENTS_MAPPER",
         instance,
-        None if previous is _UNKNOWN else previous,
+        previous,
         created,
         mapper=mapper,
         kind=OutboxEvent.Kind.EVENT,
@@ -122,39 +121,15 @@ def _order_post_save(
 def enqueue_or_keep_refused(specs: list[dict[str, Any]], order: Any, *, using: str | None) -> None:
     """Enqueue ``specs`` (``placement.enqueue_order_events``) for the order's Klaviyo account;
     if any is refused (or no account can be named), each valid one is enqueued and each
-    refused one kept as a dead row."""
-    every = specs if isinstance(specs, (list, tuple)) else [specs]
-    try:
-        account = accounts.account_for(order)
-    except KlaviyoValidationError as exc:
-        # An unknown account or a failing ACCOUNT_RESOLVER: the save goes on, and the
-        # events are kept dead with the reason (docs/accounts.md).
-        for spec in every:
-            record_refused(
-                OutboxEvent.Kind.EVENT, spec, exc, source=source_label(order), using=using
-            )
-        return
-    try:
-        # Rows are checked before their INSERT runs, so a refusal leaves nothing behind.
-        placement.enqueue_order_events(specs, order, using=using, objects=False, account=account)
-        return
-    except KlaviyoValidationError:
-        pass
-    for spec in every:
-        try:
-            # Dedupe keys keep a row the first attempt already wrote from doubling.
-            placement.enqueue_order_events(
-                [spec], order, using=using, objects=False, account=account
-            )
-        except KlaviyoValidationError as exc:
-            record_refused(
-                OutboxEvent.Kind.EVENT,
-                spec,
-                exc,
-                source=source_label(order),
-                using=using,
-                account=account,
-            )
+    refused one kept as a dead row (``django_klaviyo.outbox.refused.keep_refused_specs``)."""
+    keep_refused_specs(
+        specs,
+        order,
+        lambda some, account: placement.enqueue_order_events(
+            some, order, using=using, objects=False, account=account
+        ),
+        using=using,
+    )
 
 
 def _line_post_save(

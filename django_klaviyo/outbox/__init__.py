@@ -16,6 +16,7 @@ constraint, so saving the same state again adds nothing.
 
 The rest of the outbox package: ``insert`` (the hand-written INSERT), ``refused`` (dead
 rows for what the save path could not enqueue, and the save receivers' failure policy),
+``transitions`` (a saved object's status change, for the save receivers),
 ``actions`` (operator actions shared by the admin and the commands), ``purge`` (deleting
 old finished rows), ``backfill`` (history into the outbox), ``tasks`` and ``task_queue``
 (the flush as a task of Django's Tasks framework).

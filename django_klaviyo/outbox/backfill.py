@@ -5,6 +5,10 @@ pagination: memory stays flat however long the history), and writes each batch's
 rows and its checkpoint in ONE transaction, so a crash or Ctrl-C loses at most the batch
 in flight and a rerun continues after the last committed one.
 
+Tracked models (``tracked:<app_label.Model>``, ``KLAVIYO["TRACKED_MODELS"]``) backfill
+each object's current status's event, as its mapper builds it for an object created in
+that status, with the live path's dedupe key, and its profile mirror.
+
 Order rows carry the live path's unique_ids and dedupe keys
 (``django_klaviyo.orders.placement``), so an order that is backfilled and also saved live
 is enqueued once, and Klaviyo records an event once even if both rows were sent. Events
@@ -34,8 +38,12 @@ from django_klaviyo.orders import mappers as ecommerce
 from django_klaviyo.orders import placement as orders
 from django_klaviyo.rules import limits
 from django_klaviyo.rules.events import expansion_count
+from django_klaviyo.tracking import config as tracking
+from django_klaviyo.tracking.mapper import mirrored_profile
 
 SOURCES = ("orders", "customers", "consent")
+# A tracked model's source: "tracked:shop.Subscription".
+TRACKED_PREFIX = "tracked:"
 ORDER_STATES = ("placed", "fulfilled", "cancelled", "refunded")
 
 
@@ -123,8 +131,41 @@ def _consent_rows(user: Any) -> list[outbox.OutboxRow]:
     return rows
 
 
+def _tracked_rows(obj: Any, entry: tracking.Tracked) -> list[outbox.OutboxRow]:
+    """The event of ``obj``'s current status (its mapper asked as for an object created
+    in it) and its profile mirror."""
+    rows = outbox.build_events(_mark_backfill(entry.mapper_function()(obj, None, True) or []))
+    profile = mirrored_profile(obj, entry)
+    if profile:
+        row = outbox.build_profile_upsert(profile)
+        key = f"profile_upsert:{obj._meta.label_lower}:{obj.pk}:backfill:"
+        rows.append(replace(row, dedupe_key=key + outbox.payload_digest(row.payload)))
+    return rows
+
+
+def _tracked_source(name: str) -> Source:
+    label = name[len(TRACKED_PREFIX) :]
+    entries = tracking.tracked_models().values()
+    entry = next((e for e in entries if e.label.lower() == label.lower()), None)
+    if entry is None:
+        known = ", ".join(TRACKED_PREFIX + e.label for e in entries) or "none"
+        raise ValueError(
+            f"{label!r} is not a tracked model in KLAVIYO['TRACKED_MODELS'] (or its entry "
+            f"fails manage.py check); tracked sources: {known}."
+        )
+    times = (entry.time,) if isinstance(entry.time, str) else ()
+    return Source(
+        name,
+        entry.model,
+        _first_field(entry.model, (*times, "created_at", "created")),
+        lambda obj: _tracked_rows(obj, entry),
+    )
+
+
 def source(name: str) -> Source:
     """The configured source called ``name``; ValueError says what is missing."""
+    if name.startswith(TRACKED_PREFIX):
+        return _tracked_source(name)
     if name == "orders":
         label = klaviyo_settings.get("ORDER_MODEL", None)
         if not label:
@@ -172,7 +213,10 @@ def source(name: str) -> Source:
             operation="bulk_subscribe_profiles",
             items_per_request=limits.PROFILES_PER_SUBSCRIBE_JOB,
         )
-    raise ValueError(f"unknown backfill {name!r}; choose one of {', '.join(SOURCES)}.")
+    raise ValueError(
+        f"unknown backfill {name!r}; choose one of {', '.join(SOURCES)} or "
+        f"{TRACKED_PREFIX}<app_label.Model>."
+    )
 
 
 def klaviyo_seconds(src: Source, items: int) -> float:

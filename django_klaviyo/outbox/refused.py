@@ -21,7 +21,7 @@ import datetime as dt
 import logging
 import math
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -29,6 +29,7 @@ from django.conf import settings
 from django.db import DatabaseError
 from django.utils import timezone
 
+from django_klaviyo import accounts
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.models import OutboxEvent
@@ -206,3 +207,40 @@ def run_mapper(
         else:
             logger.warning("django-klaviyo: %s failed: %s", setting, exc)
     return None
+
+
+def keep_refused_specs(
+    specs: Any,
+    instance: Any,
+    enqueue: Callable[[list[Any], str], Any],
+    *,
+    using: str | None,
+) -> None:
+    """Enqueue a save's event ``specs`` with ``enqueue(specs, account)`` for ``instance``'s
+    Klaviyo account (``accounts.account_for``), all in one INSERT; if any is refused (or no
+    account can be named), each valid one is enqueued alone and each refused one kept as a
+    dead row (:func:`record_refused`). ``enqueue`` checks its rows before any INSERT, so a
+    refusal leaves nothing behind; dedupe keys keep a row the first attempt wrote from
+    doubling."""
+    every = specs if isinstance(specs, (list, tuple)) else [specs]
+    source = source_label(instance)
+    try:
+        account = accounts.account_for(instance)
+    except KlaviyoValidationError as exc:
+        # An unknown account or a failing ACCOUNT_RESOLVER: the save goes on, and the
+        # events are kept dead with the reason (docs/accounts.md).
+        for spec in every:
+            record_refused(OutboxEvent.Kind.EVENT, spec, exc, source=source, using=using)
+        return
+    try:
+        enqueue(list(every), account)
+        return
+    except KlaviyoValidationError:
+        pass
+    for spec in every:
+        try:
+            enqueue([spec], account)
+        except KlaviyoValidationError as exc:
+            record_refused(
+                OutboxEvent.Kind.EVENT, spec, exc, source=source, using=using, account=account
+            )

@@ -46,16 +46,17 @@ def set_global_consent(
     return rows.update(**{consent_field: consent, stamp_field: at, "updated_at": timezone.now()})
 
 
-def mirrored_list(list_id: str, using: str = "default") -> KlaviyoList:
-    """The local row for a Klaviyo list, created (named by its id) if never synced;
+def mirrored_list(list_id: str, using: str = "default", account: str = "") -> KlaviyoList:
+    """The local row for a Klaviyo list of ``account`` (its ``OutboxEvent.account`` value:
+    lists, like their ids, are per account), created (named by its id) if never synced;
     ``klaviyo_sync lists`` fills in the real name later."""
-    lists = KlaviyoList.objects.using(using)
+    lists = KlaviyoList.objects.using(using).filter(account=account)
     found = lists.filter(klaviyo_id=list_id).first()
     if found is not None:
         return found
     try:
         with transaction.atomic(using=using):
-            return lists.create(klaviyo_id=list_id, name=list_id)
+            return lists.create(account=account, klaviyo_id=list_id, name=list_id)
     except IntegrityError:  # created concurrently
         return lists.get(klaviyo_id=list_id)
 
@@ -89,8 +90,9 @@ def set_list_consent(
     at: dt.datetime,
     *,
     confirmed_member: bool = False,
+    account: str = "",
 ) -> int:
-    """Record consent for one list only on ``links``; rows changed.
+    """Record consent for one list (of ``account``) only on ``links``; rows changed.
 
     Membership rows are created where missing (``confirmed_member``: Klaviyo has just
     said the profile is on the list). The links' global consent is not touched."""
@@ -98,7 +100,7 @@ def set_list_consent(
     link_ids = list(links.values_list("pk", flat=True))
     if not link_ids:
         return 0
-    klaviyo_list = mirrored_list(list_id, using)
+    klaviyo_list = mirrored_list(list_id, using, account)
     _ensure_memberships(
         klaviyo_list, link_ids, synced_member=True if confirmed_member else None, using=using
     )
@@ -120,13 +122,17 @@ def set_list_consent(
 
 
 def lift_list_unsubscribe(
-    links: QuerySet[KlaviyoProfileLink], list_id: str, channels: Iterable[str], at: dt.datetime
+    links: QuerySet[KlaviyoProfileLink],
+    list_id: str,
+    channels: Iterable[str],
+    at: dt.datetime,
+    account: str = "",
 ) -> int:
     """Subscribing through a list lifts that list's own unsubscribe (Klaviyo's subscribe
     job removes UNSUBSCRIBE suppressions): the list falls back to the global consent,
     which webhooks confirm (double opt-in may still be pending). Rows changed."""
     memberships = ListMembership.objects.using(links.db).filter(
-        klaviyo_list__klaviyo_id=list_id, profile__in=links
+        klaviyo_list__account=account, klaviyo_list__klaviyo_id=list_id, profile__in=links
     )
     changed = 0
     for channel in channels:

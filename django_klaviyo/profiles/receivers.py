@@ -25,7 +25,7 @@ from django_klaviyo import accounts
 from django_klaviyo.conf import klaviyo_settings, resolve_model
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.models import KlaviyoProfileLink, OutboxEvent
-from django_klaviyo.outbox import build_profile_upsert, enqueue_rows, payload_digest
+from django_klaviyo.outbox import OutboxRow, build_profile_upsert, enqueue_rows, payload_digest
 from django_klaviyo.outbox.refused import record_refused, run_mapper, source_label
 from django_klaviyo.rules.identifiers import PROFILE_IDENTIFIERS, profile_key
 
@@ -97,20 +97,35 @@ def _user_post_save(
         if old == new:
             return
     with transaction.atomic(using=using, savepoint=False):
+        row = upsert_or_keep_refused(new, instance, created=created, using=using)
+        if row is not None and _identifiers(new) != _identifiers(old):
+            _update_profile_link(instance, row.payload["profile"], using=using)
+
+
+def upsert_or_keep_refused(
+    profile: dict[str, Any], instance: Any, *, created: bool, using: str | None
+) -> OutboxRow | None:
+    """Enqueue a profile upsert of ``profile`` made on a save of ``instance`` (a user, or a
+    tracked model's mirror) with :func:`enqueue_profile_upsert`; returns its row, or None
+    when it was refused and kept as a dead row with the reason."""
+    with transaction.atomic(using=using, savepoint=False):
         try:
             # Refused before any write (the size check runs before the INSERT); caught
             # inside the block so the store's transaction is not marked for rollback.
-            row = build_profile_upsert(new)
+            row = build_profile_upsert(profile)
             account = accounts.account_for(instance)
             enqueue_profile_upsert(row, instance, created=created, using=using, account=account)
         except KlaviyoValidationError as exc:
             source = source_label(instance)
             record_refused(
-                OutboxEvent.Kind.PROFILE_UPSERT, {"profile": new}, exc, source=source, using=using
+                OutboxEvent.Kind.PROFILE_UPSERT,
+                {"profile": profile},
+                exc,
+                source=source,
+                using=using,
             )
-            return
-        if _identifiers(new) != _identifiers(old):
-            _update_profile_link(instance, row.payload["profile"], using=using)
+            return None
+    return row
 
 
 def _identifiers(profile: dict[str, Any] | None) -> dict[str, Any]:

@@ -100,6 +100,9 @@ MAX_PUBLIC_BODY_BYTES = 64 * 1024
 # One stored event (its outbox payload as JSON): an ordinary cart item stores about 310
 # bytes, so a full cart (100 items, MAX_CART_ITEMS) of ordinary items fits.
 MAX_PUBLIC_EVENT_BYTES = 32 * 1024
+# A Searched Site's term: what a visitor typed, kept to its first characters (the helpers
+# and tags cut it; the storefront endpoint refuses a longer one).
+MAX_SEARCH_TERM_CHARS = 100
 # Nesting of any JSON the app parses from outside (public endpoints and webhooks): deeper
 # input is refused with a 400 before anything walks it. Klaviyo's own payloads nest at most
 # MAX_DEPTH levels of properties inside a few levels of wrapping.

@@ -1,5 +1,6 @@
 """System checks of the storefront's settings: which proxies are trusted for client
-addresses (E042, W040). Run by ``django_klaviyo.checks`` with the others."""
+addresses (E042, W040), the browse events' repeat window (E064). Run by
+``django_klaviyo.checks`` with the others."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
 
+from django_klaviyo.conf import DEFAULTS
 from django_klaviyo.conf import setting_as_written as _get
 from django_klaviyo.storefront import throttles
 
@@ -74,4 +76,19 @@ def _drf_num_proxies() -> Any:
     return api_settings.NUM_PROXIES
 
 
-STOREFRONT_CHECKS = (check_trusted_proxies,)
+def check_browse_repeat_after() -> list[CheckMessage]:
+    value = _get("BROWSE_REPEAT_AFTER")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        return [
+            Error(
+                f"KLAVIYO['BROWSE_REPEAT_AFTER'] must be a number of seconds (0 or more), "
+                f"not {value!r}.",
+                hint=f"The default is {DEFAULTS['BROWSE_REPEAT_AFTER']!r}; 0 sends every "
+                "Viewed Category and Searched Site, repeats included.",
+                id="django_klaviyo.E064",
+            )
+        ]
+    return []
+
+
+STOREFRONT_CHECKS = (check_trusted_proxies, check_browse_repeat_after)

@@ -9,9 +9,18 @@ from urllib.parse import urlsplit
 from rest_framework import serializers
 
 from django_klaviyo.exceptions import KlaviyoValidationError
+from django_klaviyo.orders import discovery
+from django_klaviyo.rules import limits
 from django_klaviyo.rules.identifiers import normalize_email, normalize_phone_number
 
-EVENTS = ("viewed_product", "added_to_cart", "started_checkout", "identify")
+EVENTS = (
+    "viewed_product",
+    "added_to_cart",
+    "started_checkout",
+    "viewed_category",
+    "searched_site",
+    "identify",
+)
 MAX_CART_ITEMS = 100
 
 
@@ -47,10 +56,22 @@ class ProductSerializer(serializers.Serializer):
     brand = serializers.CharField(max_length=255, required=False, allow_blank=True)
 
 
+class CategorySerializer(serializers.Serializer):
+    category_id = serializers.CharField(max_length=discovery.MAX_CATEGORY_FIELD["category_id"])
+    name = serializers.CharField(
+        max_length=discovery.MAX_CATEGORY_FIELD["name"], required=False, allow_blank=True
+    )
+    url = WebUrlField(
+        max_length=discovery.MAX_CATEGORY_FIELD["url"], required=False, allow_blank=True
+    )
+
+
 class BrowseEventSerializer(serializers.Serializer):
     """``{"event": "viewed_product", "product": {...}}``,
     ``{"event": "added_to_cart", "item": {...}, "items": [...the whole cart]}``,
     ``{"event": "started_checkout", "items": [...], "checkout_id": "..."}``;
+    ``{"event": "viewed_category", "category": {"category_id": ..., "name", "url"}}``,
+    ``{"event": "searched_site", "term": "...", "result_count": 3}``;
     ``{"event": "identify", "email": "..."}`` (or ``phone_number``, E.164 once cleaned):
     a guest typed it into a field marked ``data-klaviyo-identify``;
     ``currency`` (ISO 4217) is optional for the cart events."""
@@ -61,6 +82,11 @@ class BrowseEventSerializer(serializers.Serializer):
     items = ProductSerializer(many=True, required=False, max_length=MAX_CART_ITEMS)
     checkout_id = serializers.RegexField(r"^[A-Za-z0-9_.:-]{1,100}$", required=False)
     currency = serializers.RegexField(r"^[A-Z]{3}$", required=False)
+    category = CategorySerializer(required=False)
+    term = serializers.CharField(max_length=limits.MAX_SEARCH_TERM_CHARS, required=False)
+    result_count = serializers.IntegerField(
+        min_value=0, max_value=discovery.MAX_RESULT_COUNT, required=False
+    )
     email = serializers.CharField(max_length=254, required=False, allow_blank=True)
     phone_number = serializers.CharField(max_length=32, required=False, allow_blank=True)
 
@@ -68,6 +94,8 @@ class BrowseEventSerializer(serializers.Serializer):
         "viewed_product": ("product",),
         "added_to_cart": ("item",),
         "started_checkout": ("items", "checkout_id"),
+        "viewed_category": ("category",),
+        "searched_site": ("term", "result_count"),
         "identify": (),
     }
 
@@ -75,7 +103,7 @@ class BrowseEventSerializer(serializers.Serializer):
         missing = {
             name: [f"{name} is required for {attrs['event']}."]
             for name in self.REQUIRED[attrs["event"]]
-            if not attrs.get(name)
+            if attrs.get(name) in (None, "", [], {})  # a result_count of 0 is given
         }
         if missing:
             raise serializers.ValidationError(missing)

@@ -1,5 +1,6 @@
-"""The browse-events endpoint: Viewed Product, Added to Cart and Started Checkout written
-to the outbox from the server, where an ad blocker cannot drop them.
+"""The browse-events endpoint: Viewed Product, Added to Cart, Started Checkout, Viewed
+Category and Searched Site written to the outbox from the server, where an ad blocker
+cannot drop them.
 
 POST JSON (see ``serializers.BrowseEventSerializer``) with the CSRF token; the event's
 profile is the logged-in user and/or the visitor's anonymous id (``identity``). 202 with
@@ -177,6 +178,10 @@ def record(request: Request, data: dict[str, Any], profile: dict[str, Any]) -> A
     account = accounts.account_for(request=request._request)
     if event == "viewed_product":
         return api.viewed_product(profile, dict(data["product"]), account=account)
+    if event == "viewed_category":
+        return api.viewed_category(profile, dict(data["category"]), account=account)
+    if event == "searched_site":
+        return api.searched_site(profile, data["term"], data["result_count"], account=account)
     link = cartlinks.checkout_url(request._request)
     if event == "added_to_cart":
         items = [dict(item) for item in data.get("items") or []] or None

@@ -8,8 +8,11 @@ which sends the browse events that the tags below describe.
 
 ``{% klaviyo_viewed_product product %}``, ``{% klaviyo_added_to_cart item items %}`` and
 ``{% klaviyo_started_checkout items checkout_id %}`` take the product dicts of
-``django_klaviyo.api`` (snake_case keys). They embed the event as JSON (``json_script``,
-so no product name can break out of the page) for storefront.js, which posts it to the
+``django_klaviyo.api`` (snake_case keys); ``{% klaviyo_viewed_category category %}`` a
+category dict (``category_id``, ``name``, ``url``) and ``{% klaviyo_searched_site term
+result_count %}`` what the visitor searched and how many results the page shows. They
+embed the event as JSON (``json_script``, so no product name or search term can break out
+of the page) for storefront.js, which posts it to the
 browse-events endpoint (``BROWSE_EVENTS_VIA = "server"``, the default: ad blockers cannot
 drop it) or hands it to ``klaviyo.track`` ("browser"). Viewed Product also calls
 ``klaviyo.trackViewedItem`` for Klaviyo's "recently viewed" block.
@@ -18,7 +21,8 @@ Browser mode sends what the server would: the metric names of ``METRIC_NAMES``, 
 (the cart total) on Added to Cart and Started Checkout, and Started Checkout's
 ``$event_id`` (Klaviyo's unique id) by the server's rule: the checkout id plus the Unix
 time of the start, kept for reloads of the same visit with the same cart until
-``STARTED_CHECKOUT_REPEAT_AFTER`` has passed.
+``STARTED_CHECKOUT_REPEAT_AFTER`` has passed. Viewed Category and Searched Site get theirs
+the same way (the category or term's digest, kept for ``BROWSE_REPEAT_AFTER``).
 
 ``<input type="email" {% klaviyo_identify "email" %}>`` (or ``"phone_number"``) marks
 the field of a checkout where a guest types their email or phone: storefront.js sends
@@ -55,6 +59,7 @@ from django_klaviyo.catalog import mapping
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.orders import browse as cart
+from django_klaviyo.orders import discovery
 from django_klaviyo.orders import fields as order_fields
 from django_klaviyo.storefront import cartlinks, identity
 
@@ -241,6 +246,45 @@ def klaviyo_started_checkout(
     )
 
 
+@register.simple_tag(takes_context=True)
+def klaviyo_viewed_category(context: template.Context, category: Mapping[str, Any]) -> SafeString:
+    properties = discovery.category_properties(category)
+    return _discovery_json(context, "viewed_category", {"category": dict(category)}, properties)
+
+
+@register.simple_tag(takes_context=True)
+def klaviyo_searched_site(context: template.Context, term: Any, result_count: Any) -> SafeString:
+    """Nothing for an empty term (no search was made); a long one is cut, never refused:
+    a visitor's long query must not break the results page."""
+    if not isinstance(term, str) or not " ".join(term.split()):
+        return mark_safe("")
+    properties = discovery.search_properties(term, result_count)
+    body = {"term": properties[discovery.SEARCH_TERM], "result_count": result_count}
+    return _discovery_json(context, "searched_site", body, properties)
+
+
+def _discovery_json(
+    context: template.Context, event: str, body: dict[str, Any], properties: dict[str, Any]
+) -> SafeString:
+    request = context.get("request")
+    if request is not None and klaviyo_settings.BROWSE_EVENTS_VIA == "browser":
+        # The server's unique_id rule; a repeat within BROWSE_REPEAT_AFTER keeps its time.
+        subject = discovery.subject(event, properties)
+        window = klaviyo_settings.BROWSE_REPEAT_AFTER
+        properties["$event_id"] = (
+            f"{subject}-{_first_seen(request, f'klaviyo_{event}_start', subject, window)}"
+        )
+    return _event_json(
+        f"klaviyo-{event.replace('_', '-')}",
+        {
+            "event": event,
+            "body": {"event": event, **body},
+            "metric": order_fields.metric(event),
+            "properties": properties,
+        },
+    )
+
+
 SESSION_CHECKOUT_START = "klaviyo_checkout_start"
 
 
@@ -255,21 +299,28 @@ def _checkout_start(request: Any, checkout_id: Any, basket: list[dict[str, Any]]
     """The Unix time naming this checkout start: the session's earlier start when this is
     a reload of the same cart within STARTED_CHECKOUT_REPEAT_AFTER (Klaviyo then keeps one
     event for both), else now. The session is the visit, as on the server."""
-    now = int(time.time())
     cart_json = json.dumps([str(checkout_id), basket], sort_keys=True, default=str)
     key = hashlib.sha256(cart_json.encode()).hexdigest()[:24]
+    window = klaviyo_settings.STARTED_CHECKOUT_REPEAT_AFTER
+    return _first_seen(request, SESSION_CHECKOUT_START, key, window)
+
+
+def _first_seen(request: Any, slot: str, key: str, window: float) -> int:
+    """The Unix time ``key`` was first seen in this session within ``window`` seconds
+    (the session's ``slot`` keeps the latest), else now, remembered."""
+    now = int(time.time())
     session = getattr(request, "session", None)
     if session is None:
         return now
-    last = session.get(SESSION_CHECKOUT_START)
+    last = session.get(slot)
     if (
         isinstance(last, dict)
         and last.get("key") == key
         and isinstance(last.get("at"), int)
-        and now - last["at"] < klaviyo_settings.STARTED_CHECKOUT_REPEAT_AFTER
+        and now - last["at"] < window
     ):
         return last["at"]
-    session[SESSION_CHECKOUT_START] = {"key": key, "at": now}
+    session[slot] = {"key": key, "at": now}
     return now
 
 

@@ -143,8 +143,9 @@ def _is_soft_bounce(payload: dict[str, Any]) -> bool:
     return isinstance(kind, str) and kind.strip().lower() in ("soft", "soft bounce")
 
 
-def named_list(payload: dict[str, Any]) -> str | None:
-    """The Klaviyo id of the list an event is about, if its properties name one."""
+def named_list(payload: dict[str, Any], account: str = "") -> str | None:
+    """The Klaviyo id of the list an event is about, if its properties name one; a name
+    is looked up among ``account``'s lists (the delivery's ``OutboxEvent.account`` value)."""
     properties = _attributes(payload).get("event_properties")
     if not isinstance(properties, dict):
         return None
@@ -154,14 +155,16 @@ def named_list(payload: dict[str, Any]) -> str | None:
     named = _first_string(properties, LIST_NAME_PROPERTY_KEYS)
     if not named:
         return None
-    if KlaviyoList.objects.filter(klaviyo_id=named).exists():
+    lists = KlaviyoList.objects.filter(account=account)
+    if lists.filter(klaviyo_id=named).exists():
         return named
-    ids = list(KlaviyoList.objects.filter(name=named).values_list("klaviyo_id", flat=True)[:2])
+    ids = list(lists.filter(name=named).values_list("klaviyo_id", flat=True)[:2])
     return ids[0] if len(ids) == 1 else None  # an ambiguous name names no list
 
 
-def apply_consent_event(topic: str, payload: dict[str, Any]) -> int:
-    """Update the links (or list memberships) an event concerns; returns rows changed."""
+def apply_consent_event(topic: str, payload: dict[str, Any], account: str = "") -> int:
+    """Update the links (or list memberships) an event concerns; returns rows changed.
+    A list is looked up within ``account`` (the delivery's ``OutboxEvent.account``)."""
     if not topic.startswith(TOPIC_PREFIX):
         return 0
     change = CONSENT_TOPICS.get(topic[len(TOPIC_PREFIX) :])
@@ -177,9 +180,11 @@ def apply_consent_event(topic: str, payload: dict[str, Any]) -> int:
         return 0
     changed = 0
     # Only a subscribe is noted on a list its properties name; the decision stays global.
-    list_id = named_list(payload) if change.consent == Consent.SUBSCRIBED else None
+    list_id = named_list(payload, account) if change.consent == Consent.SUBSCRIBED else None
     if list_id is not None:
-        changed += set_list_consent(links, list_id, [change.channel], change.consent, happened_at)
+        changed += set_list_consent(
+            links, list_id, [change.channel], change.consent, happened_at, account=account
+        )
     # One conditional UPDATE: order-safe under concurrent deliveries, no read-modify-write.
     return changed + set_global_consent(
         links, change.channel, change.consent, happened_at, only_from=change.only_from

@@ -5,7 +5,7 @@ from typing import Any
 from django.contrib import admin
 from django.utils import timezone
 
-from shop.models import Order, OrderLine, Product
+from shop.models import Order, OrderLine, Product, Subscription
 
 _PLACE_AFTER_LINES = "_shop_place_after_lines"
 
@@ -49,3 +49,14 @@ class ProductAdmin(admin.ModelAdmin):
     list_display = ("name", "sku", "price", "inventory", "brand")
     list_editable = ("price", "inventory")
     search_fields = ("name", "sku")
+
+
+@admin.register(Subscription)
+class SubscriptionAdmin(admin.ModelAdmin):
+    # Changing the status here sends Subscription Started / Paused / Cancelled
+    # (KLAVIYO["TRACKED_MODELS"]) and mirrors it on the customer's Klaviyo profile.
+    list_display = ("customer", "plan", "interval", "status", "mrr", "currency", "updated_at")
+    list_filter = ("status", "plan")
+    search_fields = ("customer__email", "plan")
+    raw_id_fields = ("customer",)
+    readonly_fields = ("created_at", "updated_at")

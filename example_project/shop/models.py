@@ -157,3 +157,31 @@ class Cart(models.Model):
 
     def __str__(self) -> str:
         return f"Cart {self.token[:8]}"
+
+
+class Subscription(models.Model):
+    """A customer's subscription to a plan: its lifecycle reaches Klaviyo by settings only
+    (KLAVIYO["TRACKED_MODELS"] in shop_site/settings.py; docs/mapping.md, Tracked models):
+    Subscription Started / Paused / Cancelled, with the MRR as value, and the status and
+    plan mirrored on the customer's profile."""
+
+    class Status(models.TextChoices):
+        TRIAL = "trial", "Trial"
+        ACTIVE = "active", "Active"
+        PAUSED = "paused", "Paused"
+        CANCELLED = "cancelled", "Cancelled"
+
+    customer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="shop_subscriptions"
+    )
+    plan = models.CharField(max_length=64)
+    interval = models.CharField(max_length=16, default="month")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.TRIAL)
+    # Monthly recurring revenue: the events' value.
+    mrr = models.DecimalField(max_digits=10, decimal_places=2, default=Decimal("0.00"))
+    currency = models.CharField(max_length=3, default="USD")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.plan} ({self.status})"

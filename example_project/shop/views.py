@@ -1,7 +1,8 @@
 """The example storefront's pages. Browse events are sent by the page's tags
-({% klaviyo_viewed_product %} etc.) through django-klaviyo's endpoint; the order's events
-by the order's save (shop.services.place_order); marketing consent by the checkout and
-signup forms (shop.forms), in the order's or the new user's transaction."""
+({% klaviyo_viewed_product %}, {% klaviyo_viewed_category %}, {% klaviyo_searched_site %}
+etc.) through django-klaviyo's endpoint; the order's events by the order's save
+(shop.services.place_order); marketing consent by the checkout and signup forms
+(shop.forms), in the order's or the new user's transaction."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.text import slugify
 from django.views.decorators.http import require_POST
 
 from django_klaviyo.storefront.identity import visitor_anonymous_id
@@ -23,7 +26,34 @@ from shop.models import Order, Product
 
 
 def product_list(request: HttpRequest) -> HttpResponse:
-    return render(request, "shop/product_list.html", {"products": Product.objects.all()})
+    products = Product.objects.all()
+    names = sorted({name for product in products for name in product.categories})
+    categories = [{"slug": slugify(name), "name": name} for name in names if slugify(name)]
+    context = {"products": products, "categories": categories}
+    return render(request, "shop/product_list.html", context)
+
+
+def category(request: HttpRequest, slug: str) -> HttpResponse:
+    """The products of one category. Its id is the slug of its name, the external id the
+    catalog sync gives the category (KLAVIYO["CATALOG"]), so the two match in Klaviyo."""
+    products = [p for p in Product.objects.all() if slug in map(slugify, p.categories)]
+    if not products:
+        raise Http404("No such category.")
+    name = next(c for c in products[0].categories if slugify(c) == slug)
+    url = request.build_absolute_uri(reverse("shop:category", args=[slug]))
+    context = {
+        "name": name,
+        "products": products,
+        "klaviyo_category": {"category_id": slug, "name": name, "url": url},
+    }
+    return render(request, "shop/category.html", context)
+
+
+def search(request: HttpRequest) -> HttpResponse:
+    """A simple name search; the term is the visitor's, shown escaped."""
+    term = request.GET.get("q", "").strip()[:100]
+    products = list(Product.objects.filter(name__icontains=term)) if term else []
+    return render(request, "shop/search.html", {"term": term, "products": products})
 
 
 def product_detail(request: HttpRequest, sku: str) -> HttpResponse:

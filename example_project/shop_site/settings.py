@@ -141,6 +141,23 @@ KLAVIYO = {
             "inventory_quantity": "inventory",
         },
     },
+    # A subscription's lifecycle as events, by settings (docs/mapping.md, Tracked models).
+    "TRACKED_MODELS": {
+        "shop.Subscription": {
+            "status_field": "status",
+            "metrics": {
+                "active": "Subscription Started",
+                "paused": "Subscription Paused",
+                "cancelled": "Subscription Cancelled",
+            },
+            "profile": {"email": "customer.email", "external_id": "customer_id"},
+            "value": "mrr",
+            "value_currency": "currency",
+            "properties": {"Plan": "plan", "Interval": "interval"},
+            "profile_properties": {"subscription_status": "status", "plan": "plan"},
+            "time": "updated_at",
+        },
+    },
     # Seconds before a crashed flusher's claimed rows may be reclaimed.
     "LEASE_SECONDS": env.int("KLAVIYO_LEASE_SECONDS", default=300),
 }

@@ -243,6 +243,7 @@ def test_sync_pulls_lists_campaigns_and_flows(klaviyo):
             ]
         ),
     )
+    klaviyo.get(f"{API}/segments", json=page([]))  # segments: tests/insights/
     KlaviyoList.objects.create(klaviyo_id="L1", name="Old name")
     # The mirrors only: with no argument the command also fetches the reports (tested in
     # tests/insights/).

@@ -40,6 +40,8 @@ INSTALLED_APPS = [
     # A differently shaped store, mapped by settings only (tests/orders/test_mapping.py).
     "tests.projects.altshop",
     "tests.projects.directshop",
+    # A subscription business, its model's lifecycle tracked by settings (tests/tracking/).
+    "tests.projects.subshop",
 ]
 
 MIDDLEWARE = [

@@ -83,6 +83,11 @@ OPERATION_IDS: tuple[str, ...] = (
     "query_flow_values",
     "query_flow_series",
     "query_metric_aggregates",
+    # Segments mirror (klaviyo_sync segments).
+    "get_segments",
+    "get_segment",
+    "get_profiles_for_segment",
+    "query_segment_series",
 )
 
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")

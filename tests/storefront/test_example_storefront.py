@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from decimal import Decimal
 from io import StringIO
 
@@ -47,6 +49,51 @@ def test_the_product_pages_use_the_tags(tee):
     page = Client().get(tee.get_absolute_url()).content.decode()
     assert 'id="klaviyo-viewed-product"' in page
     assert "company_id=AbC123" in page
+
+
+def embedded_event(html, element_id):
+    match = re.search(rf'<script id="{element_id}" type="application/json">(.*?)</script>', html)
+    return json.loads(match.group(1)) if match else None
+
+
+def test_the_category_page_lists_its_products_and_reports_viewed_category():
+    Product.objects.create(
+        sku="TEE-BLK", name="Black T-shirt", price=Decimal("9"), categories=["Apparel", "Tops"]
+    )
+    Product.objects.create(sku="MUG", name="Mug", price=Decimal("4"), categories=["Kitchen"])
+
+    listing = Client().get(reverse("shop:products")).content.decode()
+    assert 'href="/store/c/apparel/"' in listing and 'href="/store/c/kitchen/"' in listing
+    page = Client().get(reverse("shop:category", args=["apparel"])).content.decode()
+
+    assert "Black T-shirt" in page and "Mug" not in page
+    event = embedded_event(page, "klaviyo-viewed-category")
+    # The id is the slug the catalog sync gives the category, so the two match in Klaviyo.
+    assert event["body"]["category"] == {
+        "category_id": "apparel",
+        "name": "Apparel",
+        "url": "http://testserver/store/c/apparel/",
+    }
+    assert Client().get(reverse("shop:category", args=["nothing-here"])).status_code == 404
+
+
+def test_the_search_page_reports_the_term_and_count_and_escapes_the_term():
+    Product.objects.create(sku="MUG", name="White mug", price=Decimal("4"))
+    Product.objects.create(sku="MUG-2", name="Blue Mug", price=Decimal("5"))
+
+    page = Client().get(reverse("shop:search"), {"q": "  mug "}).content.decode()
+    assert "2 results for" in page
+    event = embedded_event(page, "klaviyo-searched-site")
+    assert event["body"] == {"event": "searched_site", "term": "mug", "result_count": 2}
+
+    hostile = Client().get(reverse("shop:search"), {"q": "<script>alert(1)</script>"})
+    html = hostile.content.decode()
+    assert "<script>alert(1)" not in html
+    assert "0 results for" in html
+    assert embedded_event(html, "klaviyo-searched-site")["body"]["result_count"] == 0
+
+    empty = Client().get(reverse("shop:search")).content.decode()
+    assert embedded_event(empty, "klaviyo-searched-site") is None  # no search, no event
 
 
 def test_adding_to_the_cart_reports_added_to_cart_once(tee):
@@ -118,17 +165,28 @@ def test_demo_browse_puts_browsing_and_the_order_on_one_profile(klaviyo_sandbox,
         name="Black T-shirt",
         price=Decimal("19.99"),
         url="https://shop.example.com/p/TEE-BLK",
+        categories=["Apparel"],
         inventory=2,
     )
     out = StringIO()
     call_command("demo_browse", email="grace@example.com", stdout=out)
-    assert "Viewed Product: recorded" in out.getvalue()
+    for metric in ("Viewed Category", "Searched Site", "Viewed Product"):
+        assert f"{metric}: recorded" in out.getvalue()
 
     flush_outbox()
 
     events = klaviyo_sandbox.state.events()
     metrics = {e["metric"] for e in events}
-    assert {"Viewed Product", "Added to Cart", "Started Checkout", "Placed Order"} <= metrics
+    assert {
+        "Viewed Category",
+        "Searched Site",
+        "Viewed Product",
+        "Added to Cart",
+        "Started Checkout",
+        "Placed Order",
+    } <= metrics
+    searched = next(e for e in events if e["metric"] == "Searched Site")
+    assert searched["properties"] == {"Search Term": "t-shirt", "Search Results Count": 1}
     assert len({e["profile_id"] for e in events}) == 1
     (profile,) = klaviyo_sandbox.state.profiles().values()
     assert profile["email"] == "grace@example.com"

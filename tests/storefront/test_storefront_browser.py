@@ -77,6 +77,14 @@ def outbox_row(metric):
     return OutboxEvent.objects.filter(metric=metric).order_by("created_at").last()
 
 
+def wait_for_recorded(browser, metric):
+    """The event's row, and the session its answer made: the row is committed before the
+    answer (with the new session's cookie) reaches the browser, and a request sent in
+    between would start another session, another anonymous visitor."""
+    wait_for(browser, lambda: outbox_row(metric), f"no {metric} was recorded")
+    wait_for(browser, lambda: browser.get_cookie("sessionid"), "the visit has no session")
+
+
 def test_klaviyo_js_is_loaded_with_the_public_key_only(browser, shop):
     browser.get(f"{shop.url}/store/p/TEE-BLK/")
     wait_for(browser, lambda: stub_calls(browser, "trackViewedItem"), "klaviyo.js never ran")
@@ -127,7 +135,7 @@ def test_a_logged_in_user_is_identified(browser, shop, django_user_model):
 
 def test_anonymous_browsing_and_the_later_order_land_on_one_profile(browser, shop, klaviyo_sandbox):
     browser.get(f"{shop.url}/store/p/TEE-BLK/")
-    wait_for(browser, lambda: outbox_row("Viewed Product"), "no Viewed Product was recorded")
+    wait_for_recorded(browser, "Viewed Product")
     element(browser, By.ID, "add-to-cart", clickable=True).click()
     wait_for(browser, lambda: outbox_row("Added to Cart"), "no Added to Cart was recorded")
     element(browser, By.ID, "checkout", clickable=True).click()
@@ -256,3 +264,58 @@ def test_a_guest_who_types_an_email_and_leaves_gets_the_checkout_on_that_email(
     # The anonymous browsing is on that profile too: one profile for the whole visit.
     viewed = klaviyo_sandbox.state.events("Viewed Product")
     assert klaviyo_sandbox.state.profile(viewed[0]["profile_id"])["email"] == "grace@example.com"
+
+
+def test_a_category_visit_and_a_search_reach_the_sandbox_on_the_visitor_s_profile(
+    browser, shop, klaviyo_sandbox
+):
+    browser.get(f"{shop.url}/store/")
+    element(browser, By.LINK_TEXT, "Apparel", clickable=True).click()
+    wait_for_recorded(browser, "Viewed Category")
+    assert element(browser, By.ID, "category-name").text == "Apparel"
+
+    search = element(browser, By.ID, "search", clickable=True)
+    search.send_keys("  T-SHIRT <b>")
+    element(browser, By.ID, "search-submit", clickable=True).click()
+    wait_for(browser, lambda: outbox_row("Searched Site"), "no Searched Site was recorded")
+    # The term is the visitor's: shown as text, never as markup.
+    assert element(browser, By.ID, "search-term").text == "T-SHIRT <b>"
+    assert not browser.find_elements(By.CSS_SELECTOR, "#search-summary b")
+
+    viewed = outbox_row("Viewed Category").payload
+    searched = outbox_row("Searched Site").payload
+    assert viewed["profile"] == searched["profile"]
+    assert set(viewed["profile"]) == {"anonymous_id"}
+
+    flush_outbox()
+
+    events = {e["metric"]: e for e in klaviyo_sandbox.state.events()}
+    assert events["Viewed Category"]["properties"] == {
+        "Viewed Category": "apparel",
+        "CategoryID": "apparel",
+        "CategoryName": "Apparel",
+        "URL": f"{shop.url}/store/c/apparel/",
+    }
+    assert events["Searched Site"]["properties"] == {
+        "Search Term": "T-SHIRT <b>",
+        "Search Results Count": 0,
+    }
+    assert events["Viewed Category"]["profile_id"] == events["Searched Site"]["profile_id"]
+
+
+def test_the_browser_path_tracks_a_category_and_a_search_with_klaviyo_js(browser, shop, settings):
+    settings.KLAVIYO = {**settings.KLAVIYO, "BROWSE_EVENTS_VIA": "browser"}
+    browser.get(f"{shop.url}/store/c/tops/")
+    wait_for(browser, lambda: stub_calls(browser, "track"), "klaviyo.track was never called")
+    ((metric, properties),) = stub_calls(browser, "track")
+    assert (metric, properties["CategoryName"]) == ("Viewed Category", "Tops")
+    assert "$event_id" in properties
+    browser.get(f"{shop.url}/store/search/?q=black")
+    wait_for(browser, lambda: stub_calls(browser, "track"), "klaviyo.track was never called")
+
+    ((metric, properties),) = stub_calls(browser, "track")
+    assert metric == "Searched Site"
+    assert properties["Search Term"] == "black"
+    assert properties["Search Results Count"] == 1
+    assert properties["$event_id"].rsplit("-", 1)[1].isdigit()
+    assert not OutboxEvent.objects.filter(metric__in=["Viewed Category", "Searched Site"]).exists()

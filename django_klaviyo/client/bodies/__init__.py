@@ -20,6 +20,7 @@ module                        bodies
 ``back_in_stock``             ``/api/back-in-stock-subscriptions``
 ``coupons``                   ``/api/coupons``, ``/api/coupon-code-bulk-create-jobs``
 ``webhooks``                  ``/api/webhooks``
+``segments``                  ``/api/segment-series-reports``
 ``encoding``                  the bytes sent for a body, and the request size check
 ============================  ======================================================
 

@@ -91,4 +91,6 @@ class SubscribeSender(Sender):
         for profile in request.body:
             link = link_for(profile, self.using)
             if link is not None:
-                lift_list_unsubscribe(self._only(link), list_id, profile["channels"], now)
+                lift_list_unsubscribe(
+                    self._only(link), list_id, profile["channels"], now, self.account
+                )

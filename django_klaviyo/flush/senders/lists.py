@@ -189,5 +189,7 @@ class ListSender(Sender):
 
     def succeeded(self, request: Request, result: Any, now: datetime) -> None:
         ListMembership.objects.using(self.using).filter(
-            klaviyo_list__klaviyo_id=request.key, profile__klaviyo_id__in=request.body
+            klaviyo_list__account=self.account,
+            klaviyo_list__klaviyo_id=request.key,
+            profile__klaviyo_id__in=request.body,
         ).update(synced_member=self.kind == Kind.LIST_ADD, synced_at=now, updated_at=now)

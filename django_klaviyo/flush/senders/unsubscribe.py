@@ -178,6 +178,7 @@ class UnsubscribeSender(SubscribeSender):
                     Consent.UNSUBSCRIBED,
                     now,
                     confirmed_member=True,
+                    account=self.account,
                 )
                 continue
             for channel in profile["channels"]:

@@ -1,4 +1,5 @@
-"""``manage.py klaviyo_backfill orders|customers|consent``: enqueue history.
+"""``manage.py klaviyo_backfill orders|customers|consent|tracked:<app_label.Model>``:
+enqueue history.
 
 Resumable: each batch commits with its checkpoint, so after a crash or Ctrl-C the same
 command continues where it stopped (``--restart`` starts the range over). Exits 1 when
@@ -53,13 +54,17 @@ def _duration(seconds: float) -> str:
 
 class Command(LongRunningCommand):
     help = (
-        "Enqueue historical orders, customers or consent as outbox rows (events marked "
-        "backfill: recorded without firing flows), in primary-key order, resuming after "
-        "a crash or Ctrl-C."
+        "Enqueue historical orders, customers, consent or tracked models as outbox rows "
+        "(events marked backfill: recorded without firing flows), in primary-key order, "
+        "resuming after a crash or Ctrl-C."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("source", choices=backfill.SOURCES)
+        parser.add_argument(
+            "source",
+            help=f"{', '.join(backfill.SOURCES)}, or {backfill.TRACKED_PREFIX}<app_label.Model> "
+            "for a model of KLAVIYO['TRACKED_MODELS'].",
+        )
         parser.add_argument("--since", type=_moment, metavar="DATE", help="From (inclusive).")
         parser.add_argument("--until", type=_moment, metavar="DATE", help="To (exclusive).")
         parser.add_argument("--batch-size", type=_positive_int, default=1000, metavar="N")

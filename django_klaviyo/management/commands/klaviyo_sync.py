@@ -1,11 +1,15 @@
-"""Pull Klaviyo lists, campaigns and flows into the local read-only mirror, and the
-campaign, flow and revenue reports into the report tables (docs/insights.md).
+"""Pull Klaviyo lists, campaigns, flows and segments into the local read-only mirror, and
+the campaign, flow and revenue reports into the report tables (docs/insights.md).
 
-    manage.py klaviyo_sync                 # everything: run it from cron or the task queue
+    manage.py klaviyo_sync                      # everything, for every configured account
     manage.py klaviyo_sync lists flows
-    manage.py klaviyo_sync reports [--since 2026-01-01] [--account eu] [--force]
+    manage.py klaviyo_sync segments --account eu
+    manage.py klaviyo_sync reports [--since 2026-01-01] [--force]
 
-Rows are matched on ``klaviyo_id`` (update_or_create); rows gone from Klaviyo are kept.
+Rows are matched on (account, ``klaviyo_id``) (update_or_create); lists, campaigns and
+flows gone from Klaviyo are kept. Segments: ``django_klaviyo.insights.segment_sync``
+(resumable, with progress). A failure of one account or resource does not stop the
+others; the command then exits non-zero naming each.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.db import models
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -24,9 +28,11 @@ from django_klaviyo import accounts
 from django_klaviyo.client import get_client
 from django_klaviyo.exceptions import KlaviyoError
 from django_klaviyo.insights.reports import sync_reports
+from django_klaviyo.insights.segment_sync import sync_segments
+from django_klaviyo.management.base import LongRunningCommand
 from django_klaviyo.models import KlaviyoCampaign, KlaviyoFlow, KlaviyoList
 
-RESOURCES = ("lists", "campaigns", "flows", "reports")
+RESOURCES = ("lists", "campaigns", "flows", "segments", "reports")
 CAMPAIGN_CHANNELS = ("email", "sms")
 
 
@@ -60,6 +66,7 @@ def _store(
     resources: Iterable[Mapping[str, Any]],
     to_fields: Any,
     now: dt.datetime,
+    account: str = "",
 ) -> SyncCount:
     count = SyncCount()
     for resource in resources:
@@ -68,12 +75,14 @@ def _store(
             continue
         attributes = resource.get("attributes") or {}
         fields = {**to_fields(attributes), "synced_at": now}
-        _, created = model.objects.update_or_create(klaviyo_id=str(klaviyo_id), defaults=fields)
+        _, created = model.objects.update_or_create(
+            account=account, klaviyo_id=str(klaviyo_id), defaults=fields
+        )
         count.add(created)
     return count
 
 
-def sync_lists(client: Any, *, now: dt.datetime | None = None) -> SyncCount:
+def sync_lists(client: Any, *, now: dt.datetime | None = None, account: str = "") -> SyncCount:
     return _store(
         KlaviyoList,
         client.get_lists(),
@@ -84,11 +93,16 @@ def sync_lists(client: Any, *, now: dt.datetime | None = None) -> SyncCount:
             "remote_updated": _datetime(a.get("updated")),
         },
         now or timezone.now(),
+        account,
     )
 
 
 def sync_campaigns(
-    client: Any, *, channels: Iterable[str] = CAMPAIGN_CHANNELS, now: dt.datetime | None = None
+    client: Any,
+    *,
+    channels: Iterable[str] = CAMPAIGN_CHANNELS,
+    now: dt.datetime | None = None,
+    account: str = "",
 ) -> SyncCount:
     """Klaviyo requires a channel filter on campaigns, so each channel is its own query."""
     total = SyncCount()
@@ -107,13 +121,14 @@ def sync_campaigns(
                 "raw": dict(a),
             },
             now or timezone.now(),
+            account,
         )
         total.created += count.created
         total.updated += count.updated
     return total
 
 
-def sync_flows(client: Any, *, now: dt.datetime | None = None) -> SyncCount:
+def sync_flows(client: Any, *, now: dt.datetime | None = None, account: str = "") -> SyncCount:
     return _store(
         KlaviyoFlow,
         client.get_flows(),
@@ -127,21 +142,25 @@ def sync_flows(client: Any, *, now: dt.datetime | None = None) -> SyncCount:
             "raw": dict(a),
         },
         now or timezone.now(),
+        account,
     )
 
 
 SYNCS = {"lists": sync_lists, "campaigns": sync_campaigns, "flows": sync_flows}
 
 
-class Command(BaseCommand):
-    help = "Pull Klaviyo lists, campaigns, flows and reports into the local tables."
+class Command(LongRunningCommand):
+    help = (
+        "Pull Klaviyo lists, campaigns, flows and segments into the local mirror tables, "
+        "and Klaviyo's reports, for every configured account (--account for one)."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "resources",
             nargs="*",
             metavar="RESOURCE",
-            help="Any of: lists, campaigns, flows, reports (default: all).",
+            help="Any of: lists, campaigns, flows, segments, reports (default: all).",
         )
         parser.add_argument(
             "--since",
@@ -150,12 +169,14 @@ class Command(BaseCommand):
             help="reports: the first day to report on (default: KLAVIYO['REPORTS_DAYS'] ago).",
         )
         parser.add_argument(
-            "--account",
-            metavar="NAME",
-            help="reports: this account only (default: every configured account).",
+            "--force", action="store_true", help="reports: fetch even those not due yet."
         )
         parser.add_argument(
-            "--force", action="store_true", help="reports: fetch even those not due yet."
+            "--account",
+            action="append",
+            metavar="NAME",
+            help="Only this account of KLAVIYO['ACCOUNTS'] ('default': the top-level one); "
+            "repeat for several. Default: every configured account.",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -165,41 +186,60 @@ class Command(BaseCommand):
             raise CommandError(
                 f"Unknown resource(s) {', '.join(unknown)}; choose from {', '.join(RESOURCES)}."
             )
-        client = get_client()
-        now = timezone.now()
-        failed: list[str] = []
-        for name in dict.fromkeys(options["resources"] or RESOURCES):
-            if name == "reports":
-                failed += self.sync_reports(options, now)
-                continue
-            try:
-                count = SYNCS[name](client, now=now)
-            except KlaviyoError as exc:
-                raise CommandError(f"Syncing {name} failed: {exc}") from exc
-            self.stdout.write(f"{name}: {count.created} created, {count.updated} updated.")
-
-    def sync_reports(self, options: dict[str, Any], now: dt.datetime) -> list[str]:
-        """Every account's reports (or ``--account``'s); returns the failed ones' lines. A
-        report that is rate limited is not a failure: it resumes on the next run."""
-        chosen = [options["account"]] if options.get("account") else None
         try:
-            stored = accounts.stored_names(chosen)
+            chosen = [accounts.get_account(name) for name in options["account"] or accounts.names()]
         except KlaviyoError as exc:
             raise CommandError(str(exc)) from exc
-        failed = []
-        for account in stored:
-            client = get_client(account or None)
-            outcomes = sync_reports(
-                client,
-                account=account,
-                since=options.get("since"),
-                now=now,
-                force=options.get("force", False),
-            )
-            for outcome in outcomes:
-                self.stdout.write(f"reports: {outcome}")
-                if outcome.state in ("forbidden", "error"):
-                    failed.append(str(outcome))
-        if failed:
-            raise CommandError("Some reports failed:\n" + "\n".join(failed))
-        return failed
+        now = timezone.now()
+        self.report_options = {"since": options.get("since"), "force": options.get("force")}
+        failures: list[str] = []
+        for account in chosen:
+            prefix = f"[{account.name}] " if accounts.several() else ""
+            client = get_client() if account.is_default else get_client(account.name)
+            for name in dict.fromkeys(options["resources"] or RESOURCES):
+                try:
+                    failures += self._sync(client, name, account.stored, now, prefix)
+                except KlaviyoError as exc:
+                    failures.append(f"{prefix}syncing {name} failed: {exc}")
+                    self.stderr.write(failures[-1])
+        if failures:
+            raise CommandError("\n".join(failures))
+
+    def _sync(
+        self, client: Any, name: str, account: str, now: dt.datetime, prefix: str
+    ) -> list[str]:
+        """Sync one resource of one account; returns the problems to fail the run with."""
+        if name == "reports":
+            return self._reports(client, account, now, prefix)
+        if name != "segments":
+            count = SYNCS[name](client, now=now, account=account)
+            self.stdout.write(f"{prefix}{name}: {count.created} created, {count.updated} updated.")
+            return []
+        self.stdout.write(f"{prefix}segments:")
+        result = sync_segments(client, account, now=now, progress=self.stdout.write)
+        members = ", ".join(f"{n}: {c}" for n, c in result.members.items()) or "none chosen"
+        self.stdout.write(
+            f"{prefix}segments: {result.segments} listed, {result.counted} counted; "
+            f"members mirrored ({members})."
+        )
+        for problem in result.problems:
+            self.stderr.write(f"{prefix}{problem}")
+        return [f"{prefix}{problem}" for problem in result.problems]
+
+    def _reports(self, client: Any, account: str, now: dt.datetime, prefix: str) -> list[str]:
+        """The account's reports; a forbidden or failed one fails the run, a rate-limited one
+        does not (it resumes on the next run)."""
+        options = getattr(self, "report_options", {})
+        outcomes = sync_reports(
+            client,
+            account=account,
+            since=options.get("since"),
+            now=now,
+            force=bool(options.get("force")),
+        )
+        problems = []
+        for outcome in outcomes:
+            self.stdout.write(f"{prefix}reports: {outcome}")
+            if outcome.state in ("forbidden", "error"):
+                problems.append(f"{prefix}report failed: {outcome}")
+        return problems

@@ -1,6 +1,7 @@
 /* django-klaviyo storefront: identify the logged-in user and send the browse events that
- * {% klaviyo_viewed_product %}, {% klaviyo_added_to_cart %} and {% klaviyo_started_checkout %}
- * embed in the page. Loaded by {% klaviyo_js %}; no inline script, so a strict CSP works.
+ * {% klaviyo_viewed_product %}, {% klaviyo_added_to_cart %}, {% klaviyo_started_checkout %},
+ * {% klaviyo_viewed_category %} and {% klaviyo_searched_site %} embed in the page.
+ * Loaded by {% klaviyo_js %}; no inline script, so a strict CSP works.
  *
  * window.djangoKlaviyo.send(body) posts one event to the browse-events endpoint, for
  * stores whose carts live in JavaScript: body is {"event": "added_to_cart", "item": {...}}
@@ -125,7 +126,12 @@
     window.klaviyo.trackViewedItem(viewed.viewedItem);
     report(viewed);
   }
-  ["klaviyo-added-to-cart", "klaviyo-started-checkout"].forEach(function (id) {
+  [
+    "klaviyo-added-to-cart",
+    "klaviyo-started-checkout",
+    "klaviyo-viewed-category",
+    "klaviyo-searched-site"
+  ].forEach(function (id) {
     var embedded = readJSON(id);
     if (embedded) report(embedded);
   });

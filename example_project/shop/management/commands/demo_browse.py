@@ -1,6 +1,7 @@
 """One anonymous shopper in the example storefront, as a browser would go through it.
 
-Through Django's test client: open a product page, send its Viewed Product to the
+Through Django's test client: open a category page (Viewed Category), search the shop
+for the product (Searched Site), open a product page, send its Viewed Product to the
 browse-events endpoint (as storefront.js does), add the product to the cart (Added to
 Cart, with a signed CheckoutURL), open the checkout (Started Checkout) and place the
 order with an email. Every event carries the shopper's anonymous id, so after
@@ -12,10 +13,12 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
+from urllib.parse import quote
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.test import Client
 from django.urls import reverse
+from django.utils.text import slugify
 
 from shop.models import Order, Product
 
@@ -33,6 +36,11 @@ class Command(BaseCommand):
         if product is None:
             raise CommandError("No product in stock: run seed_shop first.")
         shopper = Client(enforce_csrf_checks=True, SERVER_NAME="localhost")
+        slugs = [slugify(name) for name in product.categories if slugify(name)]
+        if slugs:
+            self._send_embedded(shopper, reverse("shop:category", args=[slugs[0]]))
+        term = product.name.split()[-1].lower()
+        self._send_embedded(shopper, f"{reverse('shop:search')}?q={quote(term)}")
         self._send_embedded(shopper, product.get_absolute_url())
         token = shopper.cookies["csrftoken"].value
         shopper.post(reverse("shop:cart-add", args=[product.sku]), HTTP_X_CSRFTOKEN=token)
