@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('django_klaviyo', '0011_klaviyo_jobs'),
+        ('django_klaviyo', '0012_segments_accounts'),
     ]
 
     operations = [
