@@ -114,10 +114,10 @@ manage demo_browse
 echo "== flush the outbox to Klaviyo"
 manage klaviyo_flush
 
-echo "== fetch Klaviyo's reports and names for the Marketing page (klaviyo_sync)"
+echo "== fetch Klaviyo's reports, names and segments for the Marketing page (klaviyo_sync)"
 # Reports first: the sandbox adds its fixture campaigns and flows on the first report.
 manage klaviyo_sync reports
-manage klaviyo_sync lists campaigns flows
+manage klaviyo_sync lists campaigns flows segments
 
 echo "== receive a signed Klaviyo webhook (an unsubscribe) and update the consent mirror"
 manage demo_webhook

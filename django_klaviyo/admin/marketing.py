@@ -36,6 +36,8 @@ from django_klaviyo.models import (
     KlaviyoFlowSeries,
     KlaviyoReportFetch,
     KlaviyoRevenueDay,
+    KlaviyoSegment,
+    KlaviyoSegmentSize,
     Marketing,
 )
 
@@ -121,6 +123,8 @@ class MarketingPage:
     quiet_days: int = 0
     revenue_chart: SafeString | None = None
     flow_series_chart: SafeString | None = None
+    # Segment sizes over time (klaviyo_sync segments), None before any was counted.
+    segment_chart: SafeString | None = None
     campaign_chart: SafeString | None = None
     flow_chart: SafeString | None = None
 
@@ -274,6 +278,38 @@ def _flow_series(account: str, names: dict[str, str], flows: int = 5) -> SafeStr
     )
 
 
+def _segment_sizes(account: str, segments: int = 6) -> SafeString | None:
+    """The profile count of the account's largest segments, one line each, per day."""
+    rows = (
+        KlaviyoSegmentSize.objects.filter(segment__account=account)
+        .order_by("date")
+        .values_list("segment_id", "date", "profile_count")
+    )
+    sizes: dict[int, dict[dt.date, int]] = defaultdict(dict)
+    for segment_id, day, count in rows:
+        sizes[segment_id][day] = count
+    if not sizes:
+        return None
+    found = KlaviyoSegment.objects.in_bulk(list(sizes))
+    days = sorted({day for per_day in sizes.values() for day in per_day})
+    top = sorted(sizes, key=lambda k: (-max(sizes[k].values()), found[k].name))[:segments]
+    return line_chart(
+        [
+            Series(
+                found[segment_id].name,
+                [
+                    Point(f"{day:%m-%d}", float(count), found[segment_id].klaviyo_url)
+                    for day in days
+                    for count in [sizes[segment_id].get(day)]
+                    if count is not None
+                ],
+            )
+            for segment_id in top
+        ],
+        title="Segment sizes (profiles)",
+    )
+
+
 def marketing_page(account: str = "") -> MarketingPage:
     """What the Marketing page shows for ``account`` (``""``: the default one)."""
     stored = sorted(set(KlaviyoReportFetch.objects.values_list("account", flat=True)) | {account})
@@ -282,18 +318,21 @@ def marketing_page(account: str = "") -> MarketingPage:
     if statuses[Kind.REVENUE_BY_DAY].has_figures:
         _revenue(page, account)
     if statuses[Kind.CAMPAIGN_VALUES].has_figures:
-        names = dict(KlaviyoCampaign.objects.values_list("klaviyo_id", "name"))
+        names = dict(
+            KlaviyoCampaign.objects.filter(account=account).values_list("klaviyo_id", "name")
+        )
         page.top_campaigns = _ranked(
             KlaviyoCampaignReport, "campaign_id", account, names, campaign_url
         )
         page.campaign_chart = _ranking(page.top_campaigns, "Top campaigns by attributed revenue")
     if statuses[Kind.FLOW_VALUES].has_figures:
-        names = dict(KlaviyoFlow.objects.values_list("klaviyo_id", "name"))
+        names = dict(KlaviyoFlow.objects.filter(account=account).values_list("klaviyo_id", "name"))
         page.top_flows = _ranked(KlaviyoFlowReport, "flow_id", account, names, flow_url)
         page.flow_chart = _ranking(page.top_flows, "Top flows by attributed revenue")
     if statuses[Kind.FLOW_SERIES].has_figures:
-        names = dict(KlaviyoFlow.objects.values_list("klaviyo_id", "name"))
+        names = dict(KlaviyoFlow.objects.filter(account=account).values_list("klaviyo_id", "name"))
         page.flow_series_chart = _flow_series(account, names)
+    page.segment_chart = _segment_sizes(account)
     return page
 
 

@@ -153,3 +153,25 @@ def test_several_accounts_get_a_selector_and_each_its_own_figures(viewer):
     html = viewer.get(URL).content.decode()
     assert 'id="klaviyo-account"' in html and "77.00" not in html
     assert "77.00" in viewer.get(URL + "?account=eu").content.decode()
+
+
+def test_segment_sizes_over_time_link_to_each_segment(viewer):
+    from django_klaviyo.models import KlaviyoSegment, KlaviyoSegmentSize
+
+    today = timezone.now().date()
+    vip = KlaviyoSegment.objects.create(klaviyo_id="SegVIP", name="VIP", profile_count=12)
+    KlaviyoSegment.objects.create(account="eu", klaviyo_id="SegEU", name="EU only")
+    for days, count in ((2, 9), (1, 11), (0, 12)):
+        KlaviyoSegmentSize.objects.create(
+            segment=vip, date=today - dt.timedelta(days=days), profile_count=count
+        )
+    html = viewer.get(URL).content.decode()
+    section = html.split('id="klaviyo-segment-sizes"')[1]
+    assert "Segment sizes (profiles)" in section and "dk-chart-line" in section
+    assert 'href="https://www.klaviyo.com/lists/SegVIP"' in section
+    assert "EU only" not in section
+
+
+def test_no_segment_size_yet_says_so(viewer):
+    html = viewer.get(URL).content.decode()
+    assert 'data-report="segment_sizes" data-state="pending"' in html

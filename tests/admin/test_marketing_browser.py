@@ -35,7 +35,7 @@ def test_the_marketing_page_after_a_flush_and_a_sync_shows_its_charts(
     call_command("seed_shop", customers=6, orders=15, seed=7, stdout=StringIO())
     flush_now()
     call_command("klaviyo_sync", "reports", stdout=StringIO())
-    call_command("klaviyo_sync", "campaigns", "flows", stdout=StringIO())
+    call_command("klaviyo_sync", "campaigns", "flows", "segments", stdout=StringIO())
     assert set(KlaviyoReportFetch.objects.values_list("state", flat=True)) == {"fresh"}
 
     # A staff user with the view permission on the reports only, not a superuser.
@@ -44,7 +44,7 @@ def test_the_marketing_page_after_a_flush_and_a_sync_shows_its_charts(
     user.save()
     user.user_permissions.add(Permission.objects.get(codename="view_klaviyoreportfetch"))
 
-    browser.set_window_size(1280, 2300)
+    browser.set_window_size(1280, 2700)
     browser.get(f"{live_server.url}/admin/login/?next=/admin/django_klaviyo/marketing/")
     wait_for(browser, By.NAME, "username").send_keys("marketer")
     wait_for(browser, By.NAME, "password").send_keys("secret-pw-123")
@@ -67,6 +67,11 @@ def test_the_marketing_page_after_a_flush_and_a_sync_shows_its_charts(
         assert link.startswith("https://www.klaviyo.com/")
     series = wait_for(browser, By.CSS_SELECTOR, "#klaviyo-flow-series svg")
     assert series.find_elements(By.CSS_SELECTOR, "[data-value]")
+    sizes = wait_for(browser, By.CSS_SELECTOR, "#klaviyo-segment-sizes svg")
+    assert any(
+        float(d.get_attribute("data-value")) > 0
+        for d in sizes.find_elements(By.CSS_SELECTOR, "[data-value]")
+    )
     assert "Spring sale" in browser.page_source and "Welcome series" in browser.page_source
 
     screenshot = tmp_path / "marketing.png"
