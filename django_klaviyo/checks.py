@@ -25,6 +25,7 @@ from django_klaviyo.conf import DEFAULTS, SANDBOX_API_URL, klaviyo_settings
 from django_klaviyo.conf import setting_as_written as _get
 from django_klaviyo.flush.checks import FLUSH_CHECKS
 from django_klaviyo.insights.checks import SEGMENT_CHECKS
+from django_klaviyo.insights.report_checks import REPORT_CHECKS
 from django_klaviyo.orders.checks import ORDER_CHECKS, did_you_mean
 from django_klaviyo.orders.stats_checks import STATS_CHECKS
 from django_klaviyo.profiles.checks import CONSENT_CHECKS
@@ -85,6 +86,7 @@ def check_klaviyo_settings(app_configs: Any = None, **kwargs: Any) -> list[Check
         *TRACKING_CHECKS,
         *SEGMENT_CHECKS,
         *STATS_CHECKS,
+        *REPORT_CHECKS,
     ):
         try:
             messages.extend(check())

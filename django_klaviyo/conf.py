@@ -152,6 +152,12 @@ DEFAULTS: dict[str, Any] = {
     # every account, or {account name: [names or ids]}. Every segment's name and count is
     # mirrored by `klaviyo_sync segments`; members only of these.
     "SEGMENTS": [],
+    # Insights (docs/insights.md): days of reports `klaviyo_sync reports` fetches (1-365),
+    # how long a fresh report is kept before the next run fetches it again, and how long one
+    # request may wait for the reporting rate limits before the run stops (resumed next run).
+    "REPORTS_DAYS": 30,
+    "REPORTS_REFRESH_SECONDS": 3600,
+    "REPORTS_MAX_WAIT_SECONDS": 2.0,
 }
 
 REQUIRED: set[str] = {"PRIVATE_API_KEY"}

@@ -3,7 +3,8 @@
 #   makes .venv and installs the package, migrates a fresh example shop, starts the Klaviyo
 #   sandbox, creates products, customers, orders and subscriptions through ordinary model
 #   saves (a subscription's status changes are events by KLAVIYO["TRACKED_MODELS"]), browses
-#   the storefront as an anonymous shopper (browse events), flushes the outbox,
+#   the storefront as an anonymous shopper (browse events), flushes the outbox, fetches
+#   Klaviyo's reports for the admin's Marketing page (klaviyo_sync),
 #   prints what reached the sandbox, receives a signed webhook, and stops the sandbox.
 # With KLAVIYO_PRIVATE_API_KEY set, the same flow targets real Klaviyo (no sandbox).
 # --serve: then keep the sandbox and the example shop running (Ctrl-C stops both), with a
@@ -113,6 +114,11 @@ manage demo_browse
 echo "== flush the outbox to Klaviyo"
 manage klaviyo_flush
 
+echo "== fetch Klaviyo's reports, names and segments for the Marketing page (klaviyo_sync)"
+# Reports first: the sandbox adds its fixture campaigns and flows on the first report.
+manage klaviyo_sync reports
+manage klaviyo_sync lists campaigns flows segments
+
 echo "== receive a signed Klaviyo webhook (an unsubscribe) and update the consent mirror"
 manage demo_webhook
 
@@ -181,6 +187,7 @@ for _ in $(seq 1 100); do
 done
 echo "== serving (Ctrl-C stops the shop and the sandbox)"
 echo "admin dashboard: http://127.0.0.1:$SHOP_PORT/admin/django_klaviyo/outboxevent/"
+echo "marketing page: http://127.0.0.1:$SHOP_PORT/admin/django_klaviyo/marketing/"
 echo "admin user: $DEMO_USER / password: $DEMO_PASSWORD"
 if [ -n "$sandbox_pid" ]; then
   echo "sandbox page: $KLAVIYO_API_URL/__sandbox__/"

@@ -115,6 +115,13 @@ def test_serve_keeps_the_shop_and_the_sandbox_running_with_a_demo_admin():
         )
         assert answer.status_code == 200
         assert 'id="klaviyo-dashboard"' in answer.text
+        # The demo ran klaviyo_sync after its flush: the Marketing page has its figures.
+        marketing = session.get(
+            f"http://127.0.0.1:{shop_port}/admin/django_klaviyo/marketing/", timeout=30
+        )
+        assert marketing.status_code == 200
+        assert 'data-report="revenue_by_day" data-state="fresh"' in marketing.text
+        assert 'class="dk-chart' in marketing.text
         assert demo.poll() is None  # still serving
     finally:
         os.killpg(demo.pid, signal.SIGINT)

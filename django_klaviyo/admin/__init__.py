@@ -7,6 +7,6 @@ big tables: select_related, raw id widgets, no full result count, aggregate dash
 queries on indexed columns.
 """
 
-from django_klaviyo.admin import coupons, outbox, profiles, remote, segments, webhooks
+from django_klaviyo.admin import coupons, marketing, outbox, profiles, remote, segments, webhooks
 
-__all__ = ["coupons", "outbox", "profiles", "remote", "segments", "webhooks"]
+__all__ = ["coupons", "marketing", "outbox", "profiles", "remote", "segments", "webhooks"]

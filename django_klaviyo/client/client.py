@@ -33,6 +33,7 @@ from django_klaviyo.client.consent import ConsentMethods, empty_batch
 from django_klaviyo.client.filters import any_, equals
 from django_klaviyo.client.pagination import collection_params, iterate
 from django_klaviyo.client.ratelimit import RateLimiter, account_scope
+from django_klaviyo.client.reports import ReportMethods
 from django_klaviyo.client.resources import AccountMethods, path_segment
 from django_klaviyo.client.segments import SegmentMethods
 from django_klaviyo.client.transport import DEFAULT_MAX_WAIT, RandomSource, Transport
@@ -59,7 +60,7 @@ class BulkImportTimeout(KlaviyoError, TimeoutError):
         self.job = dict(job or {})
 
 
-class KlaviyoClient(AccountMethods, CatalogMethods, ConsentMethods, SegmentMethods):
+class KlaviyoClient(AccountMethods, CatalogMethods, ConsentMethods, ReportMethods, SegmentMethods):
     """Klaviyo's server API for django-klaviyo. Every ``None`` argument falls back to the
     settings (``klaviyo_settings``); ``clock``/``sleep``/``random`` are injectable so that
     tests run without real waiting. The client never imports models."""
@@ -133,6 +134,7 @@ class KlaviyoClient(AccountMethods, CatalogMethods, ConsentMethods, SegmentMetho
         idempotent: bool,
         max_bytes: int | None = None,
         what: str = "The request",
+        max_wait: float | None = None,
     ) -> Any:
         encoded = None
         if body is not None:
@@ -140,7 +142,13 @@ class KlaviyoClient(AccountMethods, CatalogMethods, ConsentMethods, SegmentMetho
             if max_bytes is not None:
                 ensure_size(encoded, max_bytes, what)
         return self._transport.request(
-            operation, method, path, params=params, body=encoded, idempotent=idempotent
+            operation,
+            method,
+            path,
+            params=params,
+            body=encoded,
+            idempotent=idempotent,
+            max_wait=max_wait,
         )
 
     def _data(self, document: Any) -> dict[str, Any]:

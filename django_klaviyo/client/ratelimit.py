@@ -123,6 +123,12 @@ OPERATION_LIMITS: dict[str, tuple[Window, ...]] = {
         )
     },
     "create_coupon": _windows("3/s", "60/m"),
+    # Insights (insights/reports.py): the reporting API is the tightest Klaviyo has.
+    "get_metrics": _windows("10/s", "150/m"),
+    "query_campaign_values": _windows("1/s", "2/m", "225/d"),
+    "query_flow_values": _windows("1/s", "2/m", "225/d"),
+    "query_flow_series": _windows("1/s", "2/m", "225/d"),
+    "query_metric_aggregates": _windows("3/s", "60/m"),
     # Segments (klaviyo_sync segments).
     "get_segments": _windows("75/s", "750/m"),
     "get_profiles_for_segment": _windows("75/s", "750/m"),

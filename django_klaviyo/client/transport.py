@@ -185,13 +185,17 @@ class Transport:
         params: Mapping[str, str] | None = None,
         body: bytes | None = None,
         idempotent: bool,
+        max_wait: float | None = None,
     ) -> Any:
-        """Send one logical request; return the decoded JSON body, or None when empty."""
+        """Send one logical request; return the decoded JSON body, or None when empty.
+        ``max_wait`` overrides the transport's for this request (a caller that would rather
+        stop and resume later than wait, e.g. the reports' sync)."""
+        max_wait = self.max_wait if max_wait is None else max_wait
         url = self.url(path_or_url)
         path = urlsplit(url).path  # logged without the query: filters carry emails
         last_error: Exception | None = None
         for attempt in range(self.max_attempts):
-            self.rate_limiter.acquire(operation, max_wait=self.max_wait)
+            self.rate_limiter.acquire(operation, max_wait=max_wait)
             retry_after: float | None = None
             try:
                 response = self.session.request(
@@ -226,7 +230,7 @@ class Transport:
             if not safe or attempt + 1 >= self.max_attempts:
                 raise error
             delay = self.backoff(attempt, retry_after)
-            if delay > self.max_wait:
+            if delay > max_wait:
                 raise error
             logger.warning(
                 "Klaviyo %s %s failed (%s); retry %d of %d in %.2fs.",

@@ -1,2 +1,2 @@
 """What Klaviyo knows, read back into the store: segments (``segments.py``,
-``segment_sync.py``) and reports."""
+``segment_sync.py``) and reports (``reports.py``)."""

@@ -4,6 +4,14 @@ from django_klaviyo.models.jobs import KlaviyoCatalogObject, KlaviyoJob
 from django_klaviyo.models.outbox import OutboxEvent
 from django_klaviyo.models.profiles import Consent, KlaviyoList, KlaviyoProfileLink, ListMembership
 from django_klaviyo.models.remote import KlaviyoCampaign, KlaviyoFlow
+from django_klaviyo.models.reports import (
+    KlaviyoCampaignReport,
+    KlaviyoFlowReport,
+    KlaviyoFlowSeries,
+    KlaviyoReportFetch,
+    KlaviyoRevenueDay,
+    Marketing,
+)
 from django_klaviyo.models.segments import (
     KlaviyoSegment,
     KlaviyoSegmentMembership,
@@ -15,17 +23,23 @@ __all__ = [
     "BackfillCheckpoint",
     "Consent",
     "KlaviyoCampaign",
+    "KlaviyoCampaignReport",
     "KlaviyoCatalogObject",
     "KlaviyoCoupon",
     "KlaviyoCouponCode",
     "KlaviyoFlow",
+    "KlaviyoFlowReport",
+    "KlaviyoFlowSeries",
     "KlaviyoJob",
     "KlaviyoList",
     "KlaviyoProfileLink",
+    "KlaviyoReportFetch",
+    "KlaviyoRevenueDay",
     "KlaviyoSegment",
     "KlaviyoSegmentMembership",
     "KlaviyoSegmentSize",
     "ListMembership",
+    "Marketing",
     "OutboxEvent",
     "WebhookDelivery",
     "WebhookItem",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import datetime as dt
 import json
 import re
 
@@ -126,6 +127,13 @@ def _catalog_calls() -> dict:
 CATALOG_CALLS = _catalog_calls()
 
 
+REPORT_FRAME = {
+    "start": dt.datetime(2026, 5, 1, tzinfo=dt.timezone.utc),
+    "end": dt.datetime(2026, 6, 1, tzinfo=dt.timezone.utc),
+    "conversion_metric_id": "PLACED",
+}
+
+
 def _any_response(request):
     return 200, {}, json.dumps({"data": {"type": "x", "id": "1", "attributes": {}}})
 
@@ -226,6 +234,17 @@ CALLS = {
     "get_profiles_for_segment": lambda c: c.get_segment_members_page("S1", "cursor-2"),
     "query_segment_series": lambda c: c.query_segment_series(["S1", 'odd"id']),
     **CATALOG_CALLS,
+    # Insights: reports (docs/insights.md).
+    "get_metrics": lambda c: c.find_metric_id("Placed Order"),
+    "query_campaign_values": lambda c: c.query_values_report("campaign", **REPORT_FRAME),
+    "query_flow_values": lambda c: c.query_values_report("flow", **REPORT_FRAME),
+    "query_flow_series": lambda c: c.query_flow_series(**REPORT_FRAME),
+    "query_metric_aggregates": lambda c: c.query_metric_aggregates(
+        metric_id="PLACED",
+        start=REPORT_FRAME["start"],
+        end=REPORT_FRAME["end"],
+        by=["$attributed_flow"],
+    ),
 }
 
 

@@ -10,7 +10,16 @@ BEFORE = [("django_klaviyo", "0011_klaviyo_jobs")]
 AFTER = [("django_klaviyo", "0012_segments_accounts")]
 
 
+@pytest.fixture
+def whole_schema_afterwards():
+    """Leave every migration applied for the tests after this one (0013 and later)."""
+    yield
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())
+
+
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("whole_schema_afterwards")
 def test_existing_mirror_rows_stay_on_the_default_account():
     executor = MigrationExecutor(connection)
     executor.migrate(BEFORE)

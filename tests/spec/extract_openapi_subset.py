@@ -77,6 +77,12 @@ OPERATION_IDS: tuple[str, ...] = (
     "create_coupon",
     "bulk_create_coupon_codes",
     "get_bulk_create_coupon_codes_job",
+    # Insights: the Placed Order metric's id, campaign and flow reports, revenue by day.
+    "get_metrics",
+    "query_campaign_values",
+    "query_flow_values",
+    "query_flow_series",
+    "query_metric_aggregates",
     # Segments mirror (klaviyo_sync segments).
     "get_segments",
     "get_segment",

@@ -1,8 +1,10 @@
-"""Pull Klaviyo lists, campaigns, flows and segments into the local read-only mirror.
+"""Pull Klaviyo lists, campaigns, flows and segments into the local read-only mirror, and
+the campaign, flow and revenue reports into the report tables (docs/insights.md).
 
     manage.py klaviyo_sync                      # everything, for every configured account
     manage.py klaviyo_sync lists flows
     manage.py klaviyo_sync segments --account eu
+    manage.py klaviyo_sync reports [--since 2026-01-01] [--force]
 
 Rows are matched on (account, ``klaviyo_id``) (update_or_create); lists, campaigns and
 flows gone from Klaviyo are kept. Segments: ``django_klaviyo.insights.segment_sync``
@@ -25,11 +27,12 @@ from django.utils.dateparse import parse_datetime
 from django_klaviyo import accounts
 from django_klaviyo.client import get_client
 from django_klaviyo.exceptions import KlaviyoError
+from django_klaviyo.insights.reports import sync_reports
 from django_klaviyo.insights.segment_sync import sync_segments
 from django_klaviyo.management.base import LongRunningCommand
 from django_klaviyo.models import KlaviyoCampaign, KlaviyoFlow, KlaviyoList
 
-RESOURCES = ("lists", "campaigns", "flows", "segments")
+RESOURCES = ("lists", "campaigns", "flows", "segments", "reports")
 CAMPAIGN_CHANNELS = ("email", "sms")
 
 
@@ -149,7 +152,7 @@ SYNCS = {"lists": sync_lists, "campaigns": sync_campaigns, "flows": sync_flows}
 class Command(LongRunningCommand):
     help = (
         "Pull Klaviyo lists, campaigns, flows and segments into the local mirror tables, "
-        "for every configured account (--account for one)."
+        "and Klaviyo's reports, for every configured account (--account for one)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -157,7 +160,16 @@ class Command(LongRunningCommand):
             "resources",
             nargs="*",
             metavar="RESOURCE",
-            help="Any of: lists, campaigns, flows, segments (default: all).",
+            help="Any of: lists, campaigns, flows, segments, reports (default: all).",
+        )
+        parser.add_argument(
+            "--since",
+            type=dt.date.fromisoformat,
+            metavar="YYYY-MM-DD",
+            help="reports: the first day to report on (default: KLAVIYO['REPORTS_DAYS'] ago).",
+        )
+        parser.add_argument(
+            "--force", action="store_true", help="reports: fetch even those not due yet."
         )
         parser.add_argument(
             "--account",
@@ -179,6 +191,7 @@ class Command(LongRunningCommand):
         except KlaviyoError as exc:
             raise CommandError(str(exc)) from exc
         now = timezone.now()
+        self.report_options = {"since": options.get("since"), "force": options.get("force")}
         failures: list[str] = []
         for account in chosen:
             prefix = f"[{account.name}] " if accounts.several() else ""
@@ -196,6 +209,8 @@ class Command(LongRunningCommand):
         self, client: Any, name: str, account: str, now: dt.datetime, prefix: str
     ) -> list[str]:
         """Sync one resource of one account; returns the problems to fail the run with."""
+        if name == "reports":
+            return self._reports(client, account, now, prefix)
         if name != "segments":
             count = SYNCS[name](client, now=now, account=account)
             self.stdout.write(f"{prefix}{name}: {count.created} created, {count.updated} updated.")
@@ -210,3 +225,21 @@ class Command(LongRunningCommand):
         for problem in result.problems:
             self.stderr.write(f"{prefix}{problem}")
         return [f"{prefix}{problem}" for problem in result.problems]
+
+    def _reports(self, client: Any, account: str, now: dt.datetime, prefix: str) -> list[str]:
+        """The account's reports; a forbidden or failed one fails the run, a rate-limited one
+        does not (it resumes on the next run)."""
+        options = getattr(self, "report_options", {})
+        outcomes = sync_reports(
+            client,
+            account=account,
+            since=options.get("since"),
+            now=now,
+            force=bool(options.get("force")),
+        )
+        problems = []
+        for outcome in outcomes:
+            self.stdout.write(f"{prefix}reports: {outcome}")
+            if outcome.state in ("forbidden", "error"):
+                problems.append(f"{prefix}report failed: {outcome}")
+        return problems

@@ -27,7 +27,13 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from django_klaviyo.testing import openapi
-from django_klaviyo.testing.sandbox import catalog_routes, control, routes, segment_routes
+from django_klaviyo.testing.sandbox import (
+    catalog_routes,
+    control,
+    report_routes,
+    routes,
+    segment_routes,
+)
 from django_klaviyo.testing.sandbox.core import Sandbox
 from django_klaviyo.testing.sandbox.jsonapi import ApiError, Request, Response
 from django_klaviyo.testing.sandbox.ratelimit import RateDecision
@@ -36,10 +42,15 @@ MAX_BODY_BYTES = 10 * 1024 * 1024  # twice Klaviyo's largest documented payload 
 REVISION = re.compile(r"^\d{4}-\d{2}-\d{2}(\.[A-Za-z0-9]+)?$")
 JSON_API = "application/vnd.api+json"
 # Every operation the sandbox answers: the route modules' tables, joined here.
-HANDLERS = {**routes.ROUTES, **catalog_routes.ROUTES, **segment_routes.ROUTES}
+HANDLERS = {
+    **routes.ROUTES,
+    **catalog_routes.ROUTES,
+    **report_routes.ROUTES,
+    **segment_routes.ROUTES,
+}
 assert len(HANDLERS) == len(routes.ROUTES) + len(catalog_routes.ROUTES) + len(
-    segment_routes.ROUTES
-), "an operation routed twice"
+    report_routes.ROUTES
+) + len(segment_routes.ROUTES), "an operation routed twice"
 
 
 def _reject_non_json_constant(name: str) -> Any:
