@@ -267,7 +267,8 @@ def main() -> None:
 
     print_header(f"admin at {args.rows:,} outbox rows (postgres)")
     start = time.perf_counter()
-    if args.reuse and table_size() == args.rows:
+    # The key comparison below adds a few thousand one-row inserts to the table it keeps.
+    if args.reuse and args.rows <= table_size() <= args.rows * 1.01:
         print("table kept from an earlier run")
     else:
         build_table(args.rows)
