@@ -9,6 +9,7 @@ time-ordered primary key.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 from typing import Any
 
 from django.contrib import admin, messages
@@ -16,6 +17,7 @@ from django.contrib.admin import helpers
 from django.contrib.admin.views.main import ChangeList
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.translation import gettext, ngettext
 
@@ -40,6 +42,11 @@ TIMELINE_ROWS = 20_000
 # Columns the list never shows, left in the database: a page of 100 rows would otherwise
 # fetch and decode 100 JSON payloads (about 150 KB). The detail page reads them.
 LIST_DEFERRED = ("payload", "last_error_detail")
+
+
+def list_time(value: dt.datetime | None) -> str:
+    """A time in the list: "2026-12-06 18:21:05" in the site's time zone, "-" for none."""
+    return "-" if value is None else timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S")
 
 
 class OutboxChangeList(ChangeList):
@@ -83,16 +90,18 @@ class FailingErrorCodeFilter(admin.SimpleListFilter):
 @admin.register(OutboxEvent)
 class OutboxEventAdmin(AccountColumnMixin, ReadOnlyDetailAdmin):
     change_list_template = "admin/django_klaviyo/outboxevent/change_list.html"
+    # The times through list_time (to the second, in the site's time zone), not Django's
+    # localized date format: 300 of those cost about 10 ms of a 60 ms page.
     list_display = (
-        "created_at",
+        "created",
         "kind",
         "metric",
         "profile_key",
         "status",
         "attempts",
-        "next_attempt_at",
+        "next_attempt",
         "last_error_code",
-        "sent_at",
+        "sent",
         "outcome_note",
     )
     # status and kind have fixed choices (no query); created_at's are relative dates.
@@ -140,6 +149,18 @@ class OutboxEventAdmin(AccountColumnMixin, ReadOnlyDetailAdmin):
             str(obj.pk),
             format_html(gettext("Select this object for an action - {}"), str(obj)),
         )
+
+    @admin.display(description="created at", ordering="created_at")
+    def created(self, obj: OutboxEvent) -> str:
+        return list_time(obj.created_at)
+
+    @admin.display(description="next attempt at", ordering="next_attempt_at")
+    def next_attempt(self, obj: OutboxEvent) -> str:
+        return list_time(obj.next_attempt_at)
+
+    @admin.display(description="sent at", ordering="sent_at")
+    def sent(self, obj: OutboxEvent) -> str:
+        return list_time(obj.sent_at)
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return OutboxChangeList

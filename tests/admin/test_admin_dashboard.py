@@ -292,3 +292,18 @@ def test_a_page_leaves_the_payload_and_error_detail_unread(staff, per_page, monk
     for sql in _outbox_selects(queries):
         assert sql.startswith("EXPLAIN") or f".{payload}" not in sql, sql
     assert "Placed Order" in response.content.decode()
+
+
+def test_the_list_shows_times_to_the_second_and_sorts_by_them(staff, settings):
+    settings.TIME_ZONE = "Europe/Paris"
+    sent_at = dt.datetime(2026, 5, 4, 12, 30, 15, tzinfo=dt.timezone.utc)
+    row(S.SENT, sent_at=sent_at)
+    row(S.PENDING)
+    page = staff.get(reverse(CHANGELIST)).content.decode()
+    assert '<td class="field-sent">2026-05-04 14:30:15</td>' in page  # Paris, summer time
+    assert '<td class="field-sent">-</td>' in page  # not sent yet
+    # The columns still sort by their field (the header links to ?o=<column>).
+    sorted_page = staff.get(reverse(CHANGELIST), {"o": "9"})
+    assert sorted_page.status_code == 200
+    ordering = sorted_page.context["cl"].queryset.query.order_by
+    assert any("sent_at" in str(field) for field in ordering), ordering
