@@ -48,12 +48,20 @@ TICKS = 4
 class Point:
     """One value at one label (an hour, a day, a campaign). ``url``: where the value came
     from (a link on the bar or dot and in the table). ``display``: shown in place of the
-    formatted value in the table and tooltip, e.g. "1,000+" for a lower bound."""
+    formatted value in the table and tooltip, e.g. "1,000+" for a lower bound. ``value``
+    may be an int or a Decimal (stored as a float); NaN and infinity are refused."""
 
     label: str
     value: float
     url: str | None = None
     display: str | None = None
+
+    def __post_init__(self) -> None:
+        # Money comes as Decimal, counts as int: drawn and written as floats.
+        value = float(self.value)
+        if not math.isfinite(value):
+            raise ValueError(f"chart value of {self.label!r} is not a number: {self.value!r}")
+        object.__setattr__(self, "value", value)
 
 
 @dataclass(frozen=True)

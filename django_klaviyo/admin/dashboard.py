@@ -4,7 +4,8 @@ Nothing here scans the outbox: unfinished rows (due, being sent, dead) are read 
 their partial indexes, at most ``COUNT_CAP`` of each; a count that reaches the cap, the
 sent rows and the table's total are the database's estimates (PostgreSQL: the planner's
 row estimate, ``pg_class.reltuples``; SQLite: the rowid range), shown with "≈" or "+".
-bench/admin_scale.py times the changelist at 1M rows.
+bench/admin_scale.py times the changelist at 1M rows. ``timeline_chart`` draws the last
+hours' sent and dead rows (``health.hourly_timeline``) with ``admin.charts``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ from django.db import connections
 from django.db.models import Min, QuerySet
 from django.utils import timezone
 from django.utils.functional import cached_property
+from django.utils.safestring import SafeString
 
+from django_klaviyo.admin.charts import Point, Series, bar_chart
+from django_klaviyo.health import HourBucket
 from django_klaviyo.models import OutboxEvent
 
 Status = OutboxEvent.Status
@@ -193,3 +197,24 @@ class OutboxPaginator(Paginator):
         bottom = (number - 1) * self.per_page
         ids = list(self.object_list.values_list("pk", flat=True)[bottom : bottom + self.per_page])
         return self._get_page(self.object_list.filter(pk__in=ids), number, self)
+
+
+def timeline_chart(buckets: list[HourBucket]) -> SafeString:
+    """Sent and dead rows per hour as grouped bars, every hour of ``buckets`` (oldest
+    first) labelled in the current time zone; the chart's table holds the same figures.
+    An hour read only in part shows "n+", an hour not counted "not counted" and no bar."""
+    labels = [timezone.localtime(bucket.hour).strftime("%H:%M") for bucket in buckets]
+
+    def point(label: str, value: int | None, partial: bool) -> Point:
+        if value is None:
+            return Point(label, 0, display="not counted")
+        return Point(label, value, display=f"{value:,}+" if partial else None)
+
+    sent = [point(lb, b.sent, b.sent_partial) for lb, b in zip(labels, buckets, strict=True)]
+    dead = [point(lb, b.dead, b.dead_partial) for lb, b in zip(labels, buckets, strict=True)]
+    if not any(p.value for p in sent + dead) and all(p.display is None for p in sent + dead):
+        sent, dead = [], []  # nothing sent or dead in the window: the chart says "No data."
+    return bar_chart(
+        [Series("Sent", sent), Series("Dead", dead)],
+        title=f"Sent and dead rows per hour, last {len(buckets)} hours",
+    )

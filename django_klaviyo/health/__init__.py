@@ -16,6 +16,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.db import connections
 from django.db.models import Count, Max, Min, QuerySet
 from django.db.models.functions import TruncHour
 from django.utils import timezone
@@ -204,9 +205,10 @@ def hourly_timeline(
 
     Sent rows are read through the partial "sent" index; dead rows through the partial
     "failing" index, bucketed by their last change (when they died). With ``limit`` (the
-    admin's dashboard), only the newest ``limit`` timestamps of each are read, newest
-    first along the index: an hour reached only in part is marked partial, and hours
-    beyond it are not counted (None), so a page never reads more than ``2 * limit`` rows.
+    admin's dashboard), only the newest ``limit`` rows of each are counted, newest first
+    along the index (one query per series, returning one count per hour): an hour reached
+    only in part is marked partial, and hours beyond it are not counted (None), so a page
+    never reads more than ``2 * limit`` index entries.
     """
     now = now or timezone.now()
     end = now.replace(minute=0, second=0, microsecond=0) + dt.timedelta(hours=1)
@@ -239,15 +241,9 @@ def _per_hour(
             .annotate(n=Count("pk"))
         }
         return lambda hour: (counts.get(hour, 0), False)
-    times = list(window.order_by(f"-{column}").values_list(column, flat=True)[:limit])
-    counts: dict[dt.datetime, int] = {}
-    for value in times:
-        hour = _hour(value).replace(minute=0, second=0, microsecond=0)
-        counts[hour] = counts.get(hour, 0) + 1
+    counts = _newest_per_hour(window, column, limit)
     # Read up to the limit: the oldest hour read is partial, older ones unknown.
-    cutoff = None
-    if times and len(times) == limit:
-        cutoff = _hour(times[-1]).replace(minute=0, second=0, microsecond=0)
+    cutoff = min(counts) if counts and sum(counts.values()) == limit else None
 
     def count(hour: dt.datetime) -> tuple[int | None, bool]:
         if cutoff is None or hour > cutoff:
@@ -257,6 +253,33 @@ def _per_hour(
         return None, False
 
     return count
+
+
+def _newest_per_hour(window: QuerySet[OutboxEvent], column: str, limit: int) -> dict:
+    """UTC hour -> rows, over the newest ``limit`` rows of ``window`` by ``column``.
+
+    One query: the newest rows are read along the column's index (a LIMITed subquery, the
+    index alone on PostgreSQL) and grouped by hour in the database, so 24 counts come
+    back instead of ``limit`` timestamps to convert and bin in Python (about 40 ms a page
+    at 1M rows, bench/admin_scale.py). The hour is truncated by the backend's own SQL,
+    the one ``TruncHour`` uses.
+    """
+    connection = connections[window.db]
+    newest = window.order_by(f"-{column}").values_list(column, flat=True)[:limit]
+    inner, params = newest.query.sql_with_params()
+    name = connection.ops.quote_name(OutboxEvent._meta.get_field(column).column)
+    hour, hour_params = connection.ops.datetime_trunc_sql("hour", f"newest.{name}", (), "UTC")
+    sql = f"SELECT {hour}, COUNT(*) FROM ({inner}) newest GROUP BY 1"  # noqa: S608
+    with connection.cursor() as cursor:
+        cursor.execute(sql, (*hour_params, *params))
+        return {_utc_hour(value): n for value, n in cursor.fetchall()}
+
+
+def _utc_hour(value: dt.datetime | str) -> dt.datetime:
+    # PostgreSQL truncates to a naive UTC timestamp, SQLite to text.
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    return _hour(value)
 
 
 def _hour(value: dt.datetime) -> dt.datetime:

@@ -97,3 +97,57 @@ def test_retry_now_on_a_dead_row_from_the_dashboard(browser, live_server, settin
     if os.environ.get("DOCS_SCREENSHOT") == "1":
         # README's picture: DOCS_SCREENSHOT=1 pytest -m browser refreshes docs/.
         shutil.copyfile(screenshot, DOCS_SCREENSHOT)
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_view_only_staff_see_the_hourly_chart_in_both_themes(browser, live_server, settings):
+    from django.contrib.auth.models import Permission
+    from selenium.webdriver.common.by import By
+
+    settings.KLAVIYO = {**settings.KLAVIYO, "TRACK_USERS": False}
+    viewer = get_user_model().objects.create_user(
+        "viewer", "viewer@example.com", "secret-pw-123", is_staff=True
+    )
+    viewer.user_permissions.add(Permission.objects.get(codename="view_outboxevent"))
+    hour = timezone.now().replace(minute=0, second=0, microsecond=0)
+    for i in range(4):
+        OutboxEvent.objects.create(
+            kind=OutboxEvent.Kind.EVENT,
+            metric="Placed Order",
+            payload={"metric": "Placed Order", "profile": {"email": f"c{i}@example.com"}},
+            profile_key=f"email:c{i}@example.com",
+            status=OutboxEvent.Status.SENT,
+            sent_at=hour + timezone.timedelta(minutes=i),
+        )
+
+    browser.get(f"{live_server.url}/admin/login/?next=/admin/django_klaviyo/outboxevent/")
+    wait_for(browser, By.NAME, "username").send_keys("viewer")
+    wait_for(browser, By.NAME, "password").send_keys("secret-pw-123")
+    wait_for(browser, By.CSS_SELECTOR, "input[type=submit]", clickable=True).click()
+
+    chart = wait_for(browser, By.CSS_SELECTOR, "#klaviyo-timeline svg.dk-chart-svg")
+    assert chart.size["width"] > 300 and chart.size["height"] > 100  # drawn, not collapsed
+    bars = browser.find_elements(By.CSS_SELECTOR, "#klaviyo-timeline rect.dk-series-0")
+    assert len(bars) == 24
+    [drawn] = [bar for bar in bars if float(bar.get_attribute("height")) > 0]
+    assert drawn.get_attribute("data-value") == "4"
+    # charts.css was served and applies: the admin's blue, not SVG's default black.
+    assert drawn.value_of_css_property("fill") == "rgb(65, 118, 144)"
+
+    # The figures behind the picture, one click away.
+    wait_for(browser, By.CSS_SELECTOR, "#klaviyo-timeline summary", clickable=True).click()
+    label = timezone.localtime(hour).strftime("%H:%M")
+    row = wait_for(
+        browser, By.XPATH, f"//div[@id='klaviyo-timeline']//tr[th[normalize-space()='{label}']]"
+    )
+    assert row.text.split() == [label, "4", "0"]
+
+    # The admin's dark theme (its toggle stores the choice): lighter series colours.
+    browser.execute_script("localStorage.setItem('theme', 'dark')")
+    browser.refresh()
+    wait_for(browser, By.CSS_SELECTOR, "html[data-theme=dark] #klaviyo-timeline svg")
+    bar = browser.find_element(
+        By.CSS_SELECTOR, "#klaviyo-timeline rect.dk-series-0[data-value='4']"
+    )
+    assert bar.value_of_css_property("fill") == "rgb(129, 212, 250)"

@@ -282,3 +282,20 @@ def test_many_labels_thin_the_axis_labels_but_keep_every_bar():
     assert 4 <= len(shown) < 24
     assert shown[0] == "00:00"
     assert len(table(chart)) == 25
+
+
+def test_decimal_and_int_values_are_drawn_and_nan_is_refused():
+    from decimal import Decimal
+
+    chart = parse(
+        bar_chart(
+            [Series("Revenue", [Point("Mon", Decimal("12.50")), Point("Tue", 25)])],
+            title="t",
+            unit="$",
+        )
+    )
+    assert table(chart)[1:] == [["Mon", "$12.5"], ["Tue", "$25"]]
+    heights = [float(r.get("height")) for r in bars(chart)]
+    assert heights[1] == pytest.approx(2 * heights[0])
+    with pytest.raises(ValueError, match="'Mon'"):
+        Point("Mon", float("nan"))
