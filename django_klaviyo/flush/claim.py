@@ -167,13 +167,17 @@ def _uuid_of_hex(text: str) -> uuid.UUID:
     return value
 
 
+# json.loads's own decoder's scanner (the C one where available).
+_scan_json = json.JSONDecoder().scan_once
+
+
 def claimed_rows(
     records: Iterable[Sequence[Any]], *, owner: str, now: datetime | None
 ) -> list[ClaimedRow]:
     """``ClaimedRow``s of ``records`` (``CLAIMED_COLUMNS``, any further column ignored)."""
     rows: list[ClaimedRow] = []
     append = rows.append
-    loads = json.loads
+    loads, scan = json.loads, _scan_json
     for record in records:
         pk, kind, payload, metric, unique_id, key, attempts, version = record[:8]
         size = None
@@ -181,7 +185,15 @@ def claimed_rows(
         if isinstance(payload, str):
             size = _escaped_size(payload) + len(unique_id)
             try:
-                payload = loads(payload)
+                # The decoder's scanner on the whole text, as json.loads ends up doing
+                # without its two Python frames per row; anything else (surrounding
+                # whitespace, extra data, no value) goes through json.loads, whose
+                # answer or error is the one kept.
+                try:
+                    value, end = scan(payload, 0)
+                except (StopIteration, ValueError, RecursionError):
+                    end = -1
+                payload = value if end == len(payload) else loads(payload)
             except (ValueError, RecursionError) as exc:
                 # A payload written around the rules (by SQL) may be any text: this row
                 # is dead-lettered with the reason, the rest of the batch goes on.
