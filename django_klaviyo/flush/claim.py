@@ -335,23 +335,21 @@ def _claim_sqlite(
         f"(SELECT rowid FROM {table} WHERE {status} IN ({due}) AND {due_at} <= %s{kind_filter} "
         f"ORDER BY {due_at} LIMIT %s)"
     )
+    # Ties (rows written by one call share created_at; rows woken together share their
+    # due time) in write order: the primary key is time-ordered.
     read = (
-        f"SELECT {', '.join(col(c) for c in CLAIMED_COLUMNS)}, "  # noqa: S608
-        # The times as text (an expression has no declared type): not parsed into
-        # datetimes only to be sorted.
-        f"CAST({due_at} AS TEXT), CAST({created_at} AS TEXT) FROM {table} "
-        f"WHERE {status} = %s AND {col('locked_by')} = %s{kind_filter}"
+        f"SELECT {', '.join(col(c) for c in CLAIMED_COLUMNS)} FROM {table} "  # noqa: S608
+        f"WHERE {status} = %s AND {col('locked_by')} = %s{kind_filter} "
+        f"ORDER BY {due_at}, {created_at}, {col('id')}"
     )
     with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
         cursor.execute(update, [Status.SENDING, when, owner, when, when, *kind_params, limit])
         if cursor.rowcount == 0:
             return []
         cursor.execute(read, [Status.SENDING, owner, *kind_params])
-        records = cursor.fetchall()
-    # Stored times are "YYYY-MM-DD HH:MM:SS[.ffffff]" in UTC, so their text sorts as
-    # the times do.
-    records.sort(key=lambda r: (r[-2], r[-1], r[0]))
-    return claimed_rows(records, owner=owner, now=now)
+        # Row by row, sorted by SQLite: no list of every record kept for a sort (each
+        # tuple is freed once its ClaimedRow is made).
+        return claimed_rows(cursor, owner=owner, now=now)
 
 
 def _claim_elsewhere(
