@@ -285,8 +285,8 @@ def _claim_postgres(
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        records = cursor.fetchall()
-    return claimed_rows(records, owner=owner, now=now)
+        # Row by row: no list of every record kept while the ClaimedRows are made.
+        return claimed_rows(cursor, owner=owner, now=now)
 
 
 def _claim_sqlite(
