@@ -167,13 +167,17 @@ def _uuid_of_hex(text: str) -> uuid.UUID:
     return value
 
 
+# json.loads's own decoder's scanner (the C one where available).
+_scan_json = json.JSONDecoder().scan_once
+
+
 def claimed_rows(
     records: Iterable[Sequence[Any]], *, owner: str, now: datetime | None
 ) -> list[ClaimedRow]:
     """``ClaimedRow``s of ``records`` (``CLAIMED_COLUMNS``, any further column ignored)."""
     rows: list[ClaimedRow] = []
     append = rows.append
-    loads = json.loads
+    loads, scan = json.loads, _scan_json
     for record in records:
         pk, kind, payload, metric, unique_id, key, attempts, version = record[:8]
         size = None
@@ -181,7 +185,15 @@ def claimed_rows(
         if isinstance(payload, str):
             size = _escaped_size(payload) + len(unique_id)
             try:
-                payload = loads(payload)
+                # The decoder's scanner on the whole text, as json.loads ends up doing
+                # without its two Python frames per row; anything else (surrounding
+                # whitespace, extra data, no value) goes through json.loads, whose
+                # answer or error is the one kept.
+                try:
+                    value, end = scan(payload, 0)
+                except (StopIteration, ValueError, RecursionError):
+                    end = -1
+                payload = value if end == len(payload) else loads(payload)
             except (ValueError, RecursionError) as exc:
                 # A payload written around the rules (by SQL) may be any text: this row
                 # is dead-lettered with the reason, the rest of the batch goes on.
@@ -273,8 +285,8 @@ def _claim_postgres(
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        records = cursor.fetchall()
-    return claimed_rows(records, owner=owner, now=now)
+        # Row by row: no list of every record kept while the ClaimedRows are made.
+        return claimed_rows(cursor, owner=owner, now=now)
 
 
 def _claim_sqlite(
@@ -286,45 +298,58 @@ def _claim_sqlite(
     connection: Any,
     account: str | None = None,
 ) -> list[ClaimedRow]:
-    """SQLite 3.35+: one ``UPDATE ... RETURNING``. SQLite runs one writer at a time, so
-    no other claimer can take the candidates between the subquery and the update.
+    """SQLite: one ``UPDATE`` leases the due rows, then one ``SELECT`` reads back the
+    rows leased to ``owner`` (of ``kinds`` and ``account``), in one transaction. The
+    UPDATE comes first, so the transaction holds SQLite's write lock (one writer at a
+    time) before it reads: no other claimer can take the candidates in between, and no
+    read lock is ever upgraded (which SQLite refuses to a waiting writer at once).
 
-    The unary ``+`` keeps SQLite from scanning the status index for the outer condition
-    (every due row) instead of looking the subquery's ids up by key: half the cost."""
+    Not ``UPDATE ... RETURNING``: SQLite runs RETURNING as a trigger per row, which cost
+    more than the UPDATE itself (5.0 vs 4.0 µs per row with the read-back, 1,000-row
+    batches). The subquery picks ``rowid``s, so the UPDATE finds each row by its key
+    without the primary-key index. The unary ``+`` keeps SQLite from scanning the status
+    index for the outer condition (every due row) instead of looking the subquery's rows
+    up by key.
+
+    The read-back takes every row leased to ``owner`` of these kinds: a batch's owner
+    claims each kind once (``FairClaim`` tops a batch up with other kinds only)."""
     col = _quoted_columns(connection)
     table = connection.ops.quote_name(OutboxEvent._meta.db_table)
-    pk, status, due_at = col("id"), col("status"), col("next_attempt_at")
+    status, due_at = col("status"), col("next_attempt_at")
     created_at = col("created_at")
     due = ", ".join(f"'{s}'" for s in OutboxEvent.DUE_STATUSES)
     when = connection.ops.adapt_datetimefield_value(now)
-    params: list[Any] = [Status.SENDING, when, owner, when, when]
     kind_filter = ""
+    kind_params: list[Any] = []
     if kinds:
         kind_filter = f" AND {col('kind')} IN ({', '.join(['%s'] * len(kinds))})"
-        params += list(kinds)
+        kind_params = list(kinds)
     account_filter, account_params = _account_filter(col, account)
     kind_filter += account_filter
-    params += account_params
-    params.append(limit)
+    kind_params += account_params
     # Names come quoted from the model's meta; every value is a parameter.
-    sql = (
+    update = (
         f"UPDATE {table} SET {status} = %s, {col('locked_at')} = %s, "  # noqa: S608
         f"{col('locked_by')} = %s, {col('attempts')} = {col('attempts')} + 1, "
-        f"{col('updated_at')} = %s WHERE +{status} IN ({due}) AND {pk} IN "
-        f"(SELECT {pk} FROM {table} WHERE {status} IN ({due}) AND {due_at} <= %s{kind_filter} "
-        f"ORDER BY {due_at} LIMIT %s) "
-        # The times as text (an expression has no declared type): not parsed into
-        # datetimes only to be sorted.
-        f"RETURNING {', '.join(col(c) for c in CLAIMED_COLUMNS)}, "
-        f"CAST({due_at} AS TEXT), CAST({created_at} AS TEXT)"
+        f"{col('updated_at')} = %s WHERE +{status} IN ({due}) AND rowid IN "
+        f"(SELECT rowid FROM {table} WHERE {status} IN ({due}) AND {due_at} <= %s{kind_filter} "
+        f"ORDER BY {due_at} LIMIT %s)"
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        records = cursor.fetchall()
-    # RETURNING has no order. Stored times are "YYYY-MM-DD HH:MM:SS[.ffffff]" in UTC,
-    # so their text sorts as the times do.
-    records.sort(key=lambda r: (r[-2], r[-1], r[0]))
-    return claimed_rows(records, owner=owner, now=now)
+    # Ties (rows written by one call share created_at; rows woken together share their
+    # due time) in write order: the primary key is time-ordered.
+    read = (
+        f"SELECT {', '.join(col(c) for c in CLAIMED_COLUMNS)} FROM {table} "  # noqa: S608
+        f"WHERE {status} = %s AND {col('locked_by')} = %s{kind_filter} "
+        f"ORDER BY {due_at}, {created_at}, {col('id')}"
+    )
+    with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+        cursor.execute(update, [Status.SENDING, when, owner, when, when, *kind_params, limit])
+        if cursor.rowcount == 0:
+            return []
+        cursor.execute(read, [Status.SENDING, owner, *kind_params])
+        # Row by row, sorted by SQLite: no list of every record kept for a sort (each
+        # tuple is freed once its ClaimedRow is made).
+        return claimed_rows(cursor, owner=owner, now=now)
 
 
 def _claim_elsewhere(
@@ -383,10 +408,12 @@ def claim_batch(
     oldest first. Each carries ``previous_status`` so an aborted run can put it back.
 
     PostgreSQL claims in one statement and skips rows another flusher has locked; SQLite
-    (3.35+) in one ``UPDATE ... RETURNING``; elsewhere a conditional UPDATE keeps two
-    claimers from taking the same row. An idle poll costs one indexed query. ``using``:
-    the database alias the rows were written to (default: ``default``). ``account``: only
-    rows of this ``OutboxEvent.account`` value (``""``: the default account; None: any).
+    with an UPDATE and a read-back in one transaction; elsewhere a conditional UPDATE
+    keeps two claimers from taking the same row. An idle poll costs one indexed query.
+    ``owner`` names one batch: the rows come back by it, so claim each kind at most once
+    under one owner. ``using``: the database alias the rows were written to (default:
+    ``default``). ``account``: only rows of this ``OutboxEvent.account`` value (``""``:
+    the default account; None: any).
     """
     now = now or timezone.now()
     limit = batch_size or klaviyo_settings.BATCH_SIZE
@@ -395,16 +422,17 @@ def claim_batch(
     claim = _claim_elsewhere
     if connection.vendor == "postgresql":
         claim = _claim_postgres
-    elif connection.vendor == "sqlite" and _sqlite_returns_rows(connection):
+    elif connection.vendor == "sqlite" and _sqlite_claim(connection):
         claim = _claim_sqlite
     return claim(
         owner=owner, limit=limit, kinds=kinds, now=now, connection=connection, account=account
     )
 
 
-def _sqlite_returns_rows(connection: Any) -> bool:
-    # UPDATE ... RETURNING came with SQLite 3.35; Django 4.2 supports older ones.
-    return connection.Database.sqlite_version_info >= (3, 35, 0)
+def _sqlite_claim(connection: Any) -> bool:
+    """Whether SQLite claims with ``_claim_sqlite`` (always; the tests turn it off to run
+    the portable claim on SQLite too)."""
+    return True
 
 
 def reclaim_expired_leases(

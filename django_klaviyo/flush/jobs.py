@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import InterfaceError, OperationalError, transaction
+from django.db import InterfaceError, OperationalError, connections, transaction
 from django.db.models import Min, Q
 
 from django_klaviyo.client.catalog import job_status
@@ -118,6 +118,8 @@ def settle_due_jobs(
     """Look at the jobs of ``account`` due for a look (at most ``limit``); returns how
     many were settled. Raises ``KlaviyoAuthError`` (the job is left for later)."""
     now = clock()
+    if not _any_due(using, now):
+        return 0
     lease = float(klaviyo_settings.LEASE_SECONDS)
     free = Q(locked_by="") | Q(locked_at__lt=now - timedelta(seconds=lease))
     due = (
@@ -142,6 +144,26 @@ def settle_due_jobs(
         sender = senders.get(job.kind)
         settled += _follow(job, sender, client, using, owner, clock, retry_delay, report)
     return settled
+
+
+def _any_due(using: str, now: datetime) -> bool:
+    """Whether any open job (of any account or kind) is due for a look: asked before
+    every batch, and nearly always no. One small statement on the due index (through
+    the ORM, building the full query cost more than running it: about 1 µs per event
+    of a 1,000-row batch)."""
+    connection = connections[using]
+    table = connection.ops.quote_name(KlaviyoJob._meta.db_table)
+    status = connection.ops.quote_name(KlaviyoJob._meta.get_field("status").column)
+    due_at = connection.ops.quote_name(KlaviyoJob._meta.get_field("next_poll_at").column)
+    # Names come quoted from the model's meta; the status is a literal so the partial
+    # index's predicate matches; the time is a parameter.
+    sql = (
+        f"SELECT 1 FROM {table} WHERE {status} = '{JobStatus.OPEN}' "  # noqa: S608
+        f"AND {due_at} <= %s {connection.ops.limit_offset_sql(0, 1)}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [connection.ops.adapt_datetimefield_value(now)])
+        return cursor.fetchone() is not None
 
 
 def _follow(

@@ -166,6 +166,13 @@ class Outcomes:
 
     def _take(self, rows: Iterable[ClaimedRow]) -> list[ClaimedRow]:
         decided = self.decided
+        rows = list(rows)
+        # The common case, rows none of which is decided yet: each pk hashed once (a
+        # UUID's hash is a Python call), as set-to-set operations reuse stored hashes.
+        fresh = {r.pk for r in rows}
+        if len(fresh) == len(rows) and fresh.isdisjoint(decided):
+            decided |= fresh
+            return rows
         taken = [r for r in rows if r.pk not in decided]
         decided.update([r.pk for r in taken])
         return taken

@@ -542,13 +542,13 @@ def test_malformed_event_payloads_are_dead_lettered_not_crashing(
 # Claiming and leases
 
 
-@pytest.fixture(params=["one statement", "conditional update"])
+@pytest.fixture(params=["update and read-back", "conditional update"])
 def claim_path(request: Any, monkeypatch: Any) -> str:
-    """SQLite claims with UPDATE ... RETURNING from 3.35 on, and otherwise (and on other
-    backends without row locks) with a conditional UPDATE: both must behave the same.
+    """SQLite claims with an UPDATE and a read-back of the owner's rows, other backends
+    without row locks with a conditional UPDATE: both must behave the same.
     PostgreSQL always claims in its one statement."""
     if request.param == "conditional update":
-        monkeypatch.setattr("django_klaviyo.flush.claim._sqlite_returns_rows", lambda c: False)
+        monkeypatch.setattr("django_klaviyo.flush.claim._sqlite_claim", lambda c: False)
     return request.param
 
 

@@ -143,7 +143,8 @@ class EventSender(Sender):
         requests: list[Request] = []
         pending = []
         for row in rows:
-            if _too_big(row):
+            # A row with one event (no expansion) always fits: only others are measured.
+            if row.flush_item.expanded is not None and _too_big(row):
                 requests.extend(self._split(row))
             else:
                 pending.append(row)
@@ -156,6 +157,22 @@ class EventSender(Sender):
             events = 0
             for row in pending:
                 item: _EventItem = row.flush_item
+                if not item.expanded:
+                    # One event, the common case: its key alone, no list per row.
+                    event = item.event
+                    unique_id = event["unique_id"]
+                    key = (item.identity, event["metric"], unique_id) if unique_id else None
+                    if key is not None and key in seen:
+                        deferred.append(row)
+                        continue
+                    if events >= EVENTS_PER_REQUEST:
+                        requests.extend(self._sized(current))
+                        current, seen, events = [], set(), 0
+                    current.append(row)
+                    events += 1
+                    if key is not None:
+                        seen.add(key)
+                    continue
                 keys = item.repeat_keys()
                 if keys and not seen.isdisjoint(keys):
                     deferred.append(row)
