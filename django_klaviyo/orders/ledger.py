@@ -22,7 +22,7 @@ Where it is read from: the outbox rows of the order (dedupe keys
 ``event:<app>.<model>:<pk>:...``) whose metric is Cancelled or Refunded Order, in any
 status. Pending and retrying rows will be sent; a dead row is shown in the admin and can be
 requeued, so its amount counts rather than being reported a second time by a later event.
-Rows ``klaviyo_purge`` deleted are forgotten.
+``klaviyo_purge`` keeps these rows (``ledger_rows``), however old: they are the ledger.
 
 Concurrency: ``read()`` first locks the order's row in the caller's transaction
 (``SELECT ... FOR NO KEY UPDATE`` on PostgreSQL, which a store's insert of a refund row
@@ -40,6 +40,7 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.models import Q
 
 from django_klaviyo.orders import fields as mapping
 
@@ -84,6 +85,19 @@ class Ledger:
         if amount is None or left is None:
             return amount
         return min(amount, left)
+
+
+def ledger_rows() -> Q:
+    """The outbox rows the ledger reads, for every order: order events (dedupe keys
+    ``event:...``) whose metric is Cancelled or Refunded Order. ``klaviyo_purge`` keeps
+    them, so an old reversal still counts (one small row per refund or cancellation)."""
+    from django_klaviyo.models import OutboxEvent
+
+    return Q(
+        kind=OutboxEvent.Kind.EVENT,
+        dedupe_key__startswith="event:",
+        metric__in=(mapping.metric("refunded_order"), mapping.metric("cancelled_order")),
+    )
 
 
 def read(order: Any, *, using: str | None = None) -> Ledger:

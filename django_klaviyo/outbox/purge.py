@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.models import OutboxEvent, WebhookDelivery
+from django_klaviyo.orders.ledger import ledger_rows
 from django_klaviyo.webhooks.verify import MAX_FUTURE_SKEW_SECONDS
 
 # Beyond the replay window: for a slow clock and deliveries stored late in a request.
@@ -62,7 +63,9 @@ def _finished_outbox_rows(cutoff: datetime) -> QuerySet:
         Q(sent_at__lt=cutoff) | Q(sent_at__isnull=True, created_at__lt=cutoff)
     )
     dead = Q(status=Status.DEAD, created_at__lt=cutoff, updated_at__lt=cutoff)
-    return OutboxEvent.objects.filter(sent | dead)
+    # An order's Cancelled and Refunded Order rows are its refund ledger: deleting them
+    # would let a later "refund the rest" report the whole total again.
+    return OutboxEvent.objects.filter(sent | dead).exclude(ledger_rows())
 
 
 def _finished_webhook_deliveries(cutoff: datetime) -> QuerySet:

@@ -221,19 +221,23 @@ def test_a_dead_refund_row_still_counts(customer):
     assert (remainder.unique_id, remainder.payload["value"]) == ("L-1-refund-remainder", 30.0)
 
 
-def test_purged_rows_are_forgotten(klaviyo_sandbox, customer):
-    """The ledger is the outbox: once klaviyo_purge removed an order's sent refund, a later
-    move to refunded reports the whole total again, under the order id, and Klaviyo drops
-    it as a repeat of the first refund (docs/mapping.md: keep rows longer than refunds
-    can come)."""
+def test_purge_keeps_the_ledger_so_an_old_partial_refund_still_counts(klaviyo_sandbox, customer):
+    """The ledger is the outbox, and klaviyo_purge keeps it: months after a partial refund
+    was sent (and every other row of the order purged), "refund the rest" still reports
+    only the remainder, under its own unique_id, and Klaviyo sees the whole total refunded."""
     order = place(customer)
     refund(order, "r1", "20.00")
     assert received(klaviyo_sandbox) == [("Refunded Order", "L-1", 20.0)]
-    purge(older_than=timedelta(days=2), now=timezone.now() + timedelta(days=3))
+    counts = purge(older_than=timedelta(days=2), now=timezone.now() + timedelta(days=90))
+    assert counts["outbox"] >= 1  # the Placed Order went; the refund row stayed
+    assert not OutboxEvent.objects.filter(metric="Placed Order").exists()
+    assert OutboxEvent.objects.filter(metric="Refunded Order").count() == 1
     move(order, "refunded")
-    assert OutboxEvent.objects.get(metric="Refunded Order").payload["value"] == 50.0
-    assert received(klaviyo_sandbox) == [("Refunded Order", "L-1", 20.0)]
-    assert klaviyo_sandbox.state.duplicate_events == 1
+    assert received(klaviyo_sandbox) == [
+        ("Refunded Order", "L-1", 20.0),
+        ("Refunded Order", "L-1-refund-remainder", 30.0),
+    ]
+    assert klaviyo_sandbox.state.duplicate_events == 0
 
 
 def refund_b(order: Order) -> None:
