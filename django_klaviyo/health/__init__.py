@@ -289,6 +289,12 @@ def _hour(value: dt.datetime) -> dt.datetime:
     return value.astimezone(dt.timezone.utc)
 
 
+def figures(result: Health) -> dict[str, Any]:
+    """What ``klaviyo_status --json`` prints and the status endpoint answers: the health's
+    figures and the accounts stopped for a refused key (``stopped_accounts``)."""
+    return {**result.as_dict(), "stopped_accounts": stopped_accounts(result.now)}
+
+
 def stopped_accounts(now: dt.datetime | None = None) -> list[str]:
     """One line per Klaviyo account whose key was refused and that every worker leaves
     alone for now: "eu: stopped until T: reason" (see ``flush.rotation``)."""

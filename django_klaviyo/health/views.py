@@ -44,7 +44,9 @@ class StatusView(APIView):
 
     def get(self, request: Request) -> Response:
         result = health.check()
-        return Response(result.as_dict(), status=200 if result.code == health.HEALTHY else 503)
+        return Response(
+            health.figures(result), status=200 if result.code == health.HEALTHY else 503
+        )
 
 
 status_view = StatusView.as_view()

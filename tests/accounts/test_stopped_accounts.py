@@ -144,6 +144,12 @@ def test_status_and_admin_say_stopped_until_when_and_why(settings, sandboxes, cl
     page = client.get(reverse("admin:django_klaviyo_outboxevent_changelist"))
     assert f"Klaviyo account eu: stopped until {until}: " in page.content.decode()
 
+    # The status endpoint a monitor polls says it too, as klaviyo_status --json does.
+    answer = client.get(reverse("klaviyo-status"))
+    [line] = answer.json()["stopped_accounts"]
+    assert line.startswith(f"eu: stopped until {until}: ")
+    assert REVOKED not in answer.content.decode() and EU_KEY not in answer.content.decode()
+
 
 class _TermOnRefusal(logging.Handler):
     """SIGTERM to this process the moment the worker logs the refused key, as a

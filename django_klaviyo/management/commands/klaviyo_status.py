@@ -74,8 +74,7 @@ class Command(BaseCommand):
             using=options["database"],
         )
         if options["json"]:
-            figures = {**result.as_dict(), "stopped_accounts": health.stopped_accounts(result.now)}
-            self.stdout.write(json.dumps(figures, sort_keys=True))
+            self.stdout.write(json.dumps(health.figures(result), sort_keys=True))
         else:
             self._print(result)
         if result.code != health.HEALTHY:
