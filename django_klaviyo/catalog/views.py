@@ -24,7 +24,7 @@ from rest_framework.views import APIView
 from django_klaviyo import accounts
 from django_klaviyo.catalog import mapping, subscribe_back_in_stock
 from django_klaviyo.exceptions import KlaviyoValidationError
-from django_klaviyo.rules.identifiers import normalize_phone_number
+from django_klaviyo.rules.identifiers import email_key, normalize_phone_number
 from django_klaviyo.storefront.parsers import PublicJSONParser
 from django_klaviyo.storefront.throttles import BackInStockThrottle, ContactLimit
 
@@ -90,7 +90,7 @@ def contacts(data: dict[str, Any]) -> dict[str, str]:
     them (case and separators do not make a new contact)."""
     found = {}
     if data.get("email"):
-        found["email"] = str(data["email"]).strip().lower()
+        found["email"] = email_key(data["email"])
     if data.get("phone_number"):
         # A malformed number: subscribe_back_in_stock refuses it, naming the field.
         with contextlib.suppress(KlaviyoValidationError):

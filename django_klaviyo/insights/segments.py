@@ -23,6 +23,7 @@ from django_klaviyo.accounts import get_account
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.models import KlaviyoProfileLink, KlaviyoSegment, KlaviyoSegmentMembership
 from django_klaviyo.models.segments import member_condition
+from django_klaviyo.rules.identifiers import email_key
 
 _NOBODY = Q(pk__in=[])
 
@@ -35,7 +36,7 @@ def _identifiers(identifiers: Mapping[str, Any], account: str) -> Q:
     condition = _NOBODY
     email = identifiers.get("email")
     if isinstance(email, str) and email.strip():
-        condition |= Q(email=email.strip().lower())
+        condition |= Q(email=email_key(email))
     external_id = identifiers.get("external_id")
     if external_id:
         condition |= Q(external_id=str(external_id))

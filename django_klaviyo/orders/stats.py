@@ -55,7 +55,7 @@ from django_klaviyo.orders.convert import iso_utc, money
 from django_klaviyo.orders.mappers import order_profile
 from django_klaviyo.outbox import build_profile_upsert, enqueue_many
 from django_klaviyo.outbox.refused import record_refused, source_label
-from django_klaviyo.rules.identifiers import profile_key
+from django_klaviyo.rules.identifiers import email_key, profile_key
 from django_klaviyo.signals import outbox_ready
 
 logger = logging.getLogger(__name__)
@@ -312,7 +312,7 @@ def profile_keys(order: Any, fields: Mapping[str, Any]) -> list[str]:
         order, fields["customer_email"]
     )
     if email:
-        keys.append(f"email:{str(email).strip().lower()}")
+        keys.append(f"email:{email_key(email)}")
     return keys
 
 

@@ -88,6 +88,12 @@ def clean_profile(profile: Mapping[str, Any] | None, *, for_event: bool = False)
     return cleaned
 
 
+def email_key(value: Any) -> str:
+    """An email as profiles are matched by it: whatever its case and surrounding spaces
+    (Klaviyo's lookups ignore case too)."""
+    return str(value).strip().lower()
+
+
 def profile_key(profile: Mapping[str, Any]) -> str:
     """A stable key that groups outbox rows of one profile ("email:a@x.com").
 
@@ -97,5 +103,5 @@ def profile_key(profile: Mapping[str, Any]) -> str:
         value = profile.get(key)
         if value:
             value = str(value)
-            return f"{key}:{value.lower() if key == 'email' else value}"
+            return f"{key}:{email_key(value) if key == 'email' else value}"
     return ""

@@ -25,6 +25,7 @@ from django_klaviyo.exceptions import KlaviyoAuthError, KlaviyoDuplicateProfileE
 from django_klaviyo.flush.claim import chunks
 from django_klaviyo.flush.context import SendContext
 from django_klaviyo.flush.outcomes import ErrorInfo, is_retryable
+from django_klaviyo.rules.identifiers import email_key
 
 # How long a batch waits for one import job, and between polls (growing to the cap).
 JOB_WAIT_SECONDS = 120.0
@@ -147,11 +148,6 @@ def per_profile(
             + str(attributes.get("detail") or attributes.get("title") or "no detail"),
         )
     return outcome
-
-
-def email_key(value: Any) -> str:
-    """Emails match whatever their case (Klaviyo's lookups do too)."""
-    return str(value).strip().lower()
 
 
 def identity(profile: Mapping[str, Any]) -> tuple[str, str, str]:
