@@ -161,16 +161,7 @@ def viewed_category(
     (the id required). A view of the same category by the same profile within
     ``BROWSE_REPEAT_AFTER`` seconds enqueues nothing and returns the earlier row."""
     properties = category_properties(category)
-    row, prefix = build_row(
-        "viewed_category",
-        as_profile(profile),
-        properties,
-        time=time,
-        given_unique_id=unique_id,
-        backfill=backfill,
-    )
-    seconds = klaviyo_settings.BROWSE_REPEAT_AFTER
-    return repeats.write_once_per_window(row, prefix, seconds, time, using, account, profile)
+    return _write("viewed_category", profile, properties, time, unique_id, backfill, using, account)
 
 
 def searched_site(
@@ -189,12 +180,27 @@ def searched_site(
     the same profile within ``BROWSE_REPEAT_AFTER`` seconds (a reload, the next page of
     results) enqueues nothing and returns the earlier row."""
     properties = search_properties(term, result_count)
+    return _write("searched_site", profile, properties, time, unique_id, backfill, using, account)
+
+
+def _write(
+    event: str,
+    profile: Any,
+    properties: dict[str, Any],
+    time: Any,
+    given_unique_id: str | None,
+    backfill: bool,
+    using: str | None,
+    account: str | None,
+) -> OutboxEvent | None:
+    """The event's row, unless the same subject from the same profile is already in the
+    outbox within ``BROWSE_REPEAT_AFTER`` seconds."""
     row, prefix = build_row(
-        "searched_site",
+        event,
         as_profile(profile),
         properties,
         time=time,
-        given_unique_id=unique_id,
+        given_unique_id=given_unique_id,
         backfill=backfill,
     )
     seconds = klaviyo_settings.BROWSE_REPEAT_AFTER
