@@ -15,7 +15,6 @@ import logging
 from typing import Any
 
 from django.apps import apps
-from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError
 from django.db.models.signals import post_delete, post_save
@@ -25,7 +24,7 @@ from django_klaviyo.catalog import mapping
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.outbox import OutboxRow, enqueue_rows
-from django_klaviyo.outbox.refused import record_refused, source_label
+from django_klaviyo.outbox.refused import raise_or_log, record_refused, source_label
 
 logger = logging.getLogger("django_klaviyo.catalog")
 
@@ -66,10 +65,8 @@ def _guarded(build: Any, instance: Any, section: str, using: str) -> list[Outbox
         )
     except DatabaseError:
         raise
-    except Exception:
-        if settings.DEBUG:
-            raise
-        logger.exception("django-klaviyo: catalog mapping of %r failed.", instance)
+    except Exception as exc:
+        raise_or_log(exc, logger, "django-klaviyo: catalog mapping of %r failed.", instance)
     return []
 
 

@@ -20,7 +20,6 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, DatabaseError
 from django.utils import timezone
 from django.utils.module_loading import import_string
@@ -34,7 +33,7 @@ from django_klaviyo.orders import mappers as ecommerce
 from django_klaviyo.orders import pending
 from django_klaviyo.orders import stats as order_stats
 from django_klaviyo.outbox import account_dedupe_key, build_events, enqueue_many, enqueue_rows
-from django_klaviyo.outbox.refused import record_refused, source_label
+from django_klaviyo.outbox.refused import raise_or_log, record_refused, source_label
 from django_klaviyo.rules.identifiers import normalize_phone_number
 
 logger = logging.getLogger(__name__)
@@ -311,7 +310,5 @@ def _on_order_placed(sender: Any, order: Any = None, **kwargs: Any) -> None:
     except DatabaseError:
         raise
     except Exception as exc:
-        if settings.DEBUG:
-            raise
-        logger.exception("django-klaviyo: mapping order %s failed; kept dead.", order.pk)
+        raise_or_log(exc, logger, "django-klaviyo: mapping order %s failed; kept dead.", order.pk)
         keep_refused(order, exc, order._state.db)

@@ -31,7 +31,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError
 from django.db.models.signals import post_init, post_save
@@ -42,7 +41,7 @@ from django_klaviyo.models import OutboxEvent
 from django_klaviyo.orders import fields as mapping
 from django_klaviyo.orders import pending, placement
 from django_klaviyo.outbox import transitions
-from django_klaviyo.outbox.refused import keep_refused_specs, run_mapper
+from django_klaviyo.outbox.refused import keep_refused_specs, raise_or_log, run_mapper
 
 logger = logging.getLogger(__name__)
 
@@ -157,7 +156,5 @@ def _complete(entry: pending.Awaiting, using: str | None, *, stats: bool = True)
         raise
     except Exception as exc:
         if not isinstance(exc, KlaviyoValidationError):
-            if settings.DEBUG:
-                raise
-            logger.exception("django-klaviyo: completing order %s failed.", entry.order.pk)
+            raise_or_log(exc, logger, "django-klaviyo: completing order %s failed.", entry.order.pk)
         placement.keep_refused(entry.order, exc, using)

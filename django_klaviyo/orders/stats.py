@@ -40,7 +40,6 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -54,7 +53,7 @@ from django_klaviyo.orders import ledger
 from django_klaviyo.orders.convert import iso_utc, money
 from django_klaviyo.orders.mappers import order_profile
 from django_klaviyo.outbox import build_profile_upsert, enqueue_many
-from django_klaviyo.outbox.refused import record_refused, source_label
+from django_klaviyo.outbox.refused import raise_or_log, record_refused, source_label
 from django_klaviyo.rules.identifiers import email_key, profile_key
 from django_klaviyo.signals import outbox_ready
 
@@ -160,9 +159,8 @@ def _refresh(order: Any, config: StatsSettings, alias: str, account: str) -> Non
         return
     except Exception as exc:
         if not isinstance(exc, KlaviyoValidationError):
-            if settings.DEBUG:
-                raise
-            logger.exception("django-klaviyo: order stats of %s failed.", source_label(order))
+            what = source_label(order)
+            raise_or_log(exc, logger, "django-klaviyo: order stats of %s failed.", what)
         _keep_refused(order, payload, exc, alias, account)
         return
     write(row, key, account=account, using=alias)

@@ -184,6 +184,16 @@ def record_refused(
     return row
 
 
+def raise_or_log(exc: Exception, log: logging.Logger, message: str, *args: Any) -> None:
+    """The save receivers' answer to an error that is not a refusal by the rules (a bug in
+    a mapper or a mapping): re-raised when DEBUG is on, so a developer sees it at once,
+    else logged with its traceback, and the caller keeps a dead row. Call it in the
+    ``except`` block that caught ``exc``."""
+    if settings.DEBUG:
+        raise exc
+    log.exception(message, *args)
+
+
 def run_mapper(
     setting: str, *args: Any, mapper: Any = None, kind: str | None = None, using: Any = None
 ) -> Any:
@@ -197,9 +207,8 @@ def run_mapper(
         raise
     except Exception as exc:
         if not isinstance(exc, KlaviyoValidationError):
-            if settings.DEBUG:
-                raise
-            logger.exception("django-klaviyo: %s failed for %s.", setting, type(args[0]).__name__)
+            name = type(args[0]).__name__
+            raise_or_log(exc, logger, "django-klaviyo: %s failed for %s.", setting, name)
         if kind is not None:
             source = source_label(args[0])
             refused = {"mapper": setting, "source": source}
