@@ -176,6 +176,13 @@ def status_table() -> tuple[tuple[Any, ...], ...]:
     )
 
 
+def maps_status(status: Any) -> bool:
+    """Whether ``status`` is one of the ORDER_STATUS_* values (placed, fulfilled,
+    cancelled or refunded): the default mapper sends nothing for any other."""
+    placed, fulfilled, cancelled, refunded = status_table()
+    return status in placed or status in fulfilled or status in cancelled or status in refunded
+
+
 def resolve(obj: Any, path: Any) -> Any:
     """The value at ``path`` (dotted attributes, a callable, or None) on ``obj``."""
     if path is None or obj is None:

@@ -42,7 +42,12 @@ EMPTY_ORDER_CODE = "empty_placed_order"
 
 
 def order_mapper() -> tuple[Callable[..., Any], bool]:
-    """The configured ORDER_EVENTS_MAPPER, and whether it is the package's own."""
+    """The configured ORDER_EVENTS_MAPPER, and whether it is the package's own (resolved
+    once until a setting changes: every save of an order asks)."""
+    return klaviyo_settings.memo("order_mapper", _order_mapper)
+
+
+def _order_mapper() -> tuple[Callable[..., Any], bool]:
     configured = klaviyo_settings.get("ORDER_EVENTS_MAPPER")
     default = ecommerce.default_order_events
     if configured == DEFAULTS["ORDER_EVENTS_MAPPER"] or configured is default:

@@ -101,9 +101,13 @@ def _order_post_save(
         return
     # One mapper and one enqueue path with order_placed() and ORDER_PLACED_SIGNAL.
     try:
-        mapper, _own = placement.order_mapper()
+        mapper, own = placement.order_mapper()
     except ImproperlyConfigured:
-        mapper = None  # run_mapper applies the failure policy
+        mapper, own = None, False  # run_mapper applies the failure policy
+    if own and not mapping.maps_status(
+        getattr(instance, klaviyo_settings.ORDER_STATUS_FIELD, None)
+    ):
+        return  # a status the default mapper sends nothing for (a new, pending order)
     specs = run_mapper(
         "ORDER_EVENTS_MAPPER",
         instance,

@@ -232,12 +232,12 @@ def keep_refused_specs(
     refusal leaves nothing behind; dedupe keys keep a row the first attempt wrote from
     doubling."""
     every = specs if isinstance(specs, (list, tuple)) else [specs]
-    source = source_label(instance)
     try:
         account = accounts.account_for(instance)
     except KlaviyoValidationError as exc:
         # An unknown account or a failing ACCOUNT_RESOLVER: the save goes on, and the
         # events are kept dead with the reason (docs/accounts.md).
+        source = source_label(instance)
         for spec in every:
             record_refused(OutboxEvent.Kind.EVENT, spec, exc, source=source, using=using)
         return
@@ -246,6 +246,7 @@ def keep_refused_specs(
         return
     except KlaviyoValidationError:
         pass
+    source = source_label(instance)
     for spec in every:
         try:
             enqueue([spec], account)
