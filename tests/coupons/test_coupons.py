@@ -98,7 +98,12 @@ def test_coupons_are_created_at_the_pace_klaviyo_allows(klaviyo_sandbox):
 
     call_command("klaviyo_flush", stdout=StringIO())
 
-    assert klaviyo_sandbox.state.request_counts()["create_coupon"] == {201: 7}
+    answers = klaviyo_sandbox.state.request_counts()["create_coupon"]
+    assert answers[201] == 7
+    # Sent all at once, 4 of the 7 would be refused (429). Paced, none is; on a loaded
+    # machine a delayed request can still land in the next one's second, and its 429 is
+    # retried after Retry-After like any other.
+    assert answers.get(429, 0) <= 1
     assert set(KlaviyoCoupon.objects.values_list("klaviyo_id", flat=True)) == {
         f"PACE-{i}" for i in range(7)
     }
