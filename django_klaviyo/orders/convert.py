@@ -26,10 +26,13 @@ def blank(value: Any) -> bool:
 
 def money(amount: Any) -> float | None:
     """A Decimal/number as a float rounded half-up to 2 decimals (None stays None)."""
-    if blank(amount):
-        return None
     try:
-        value = as_decimal(amount).quantize(CENT, rounding=ROUND_HALF_UP)
+        if type(amount) is Decimal:  # most amounts: nothing to convert
+            value = amount.quantize(CENT, ROUND_HALF_UP)
+        elif blank(amount):
+            return None
+        else:
+            value = as_decimal(amount).quantize(CENT, ROUND_HALF_UP)
     except (InvalidOperation, ValueError) as exc:
         raise KlaviyoValidationError(f"{amount!r} is not an amount.", field="value") from exc
     return float(value)

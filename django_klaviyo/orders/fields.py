@@ -18,12 +18,15 @@ that does not resolve at run time gives None (the value is left out); the system
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from operator import itemgetter
 from types import MethodType
 from typing import Any
 
 from django.core.exceptions import FieldDoesNotExist, ObjectDoesNotExist
 from django.db import models
+from django.db.models.fields.related_descriptors import ForeignKeyDeferredAttribute
+from django.db.models.query_utils import DeferredAttribute
 
 from django_klaviyo.conf import klaviyo_settings
 
@@ -237,6 +240,126 @@ def resolve_many(obj: Any, path: Any) -> list[Any]:
 
 def read(obj: Any, setting: str, key: str, resolved: dict[str, Any] | None = None) -> Any:
     return resolve(obj, (resolved or mapping(setting)).get(key))
+
+
+# --- reading one object's values ------------------------------------------------------
+
+
+class Values(dict):
+    """``resolve(obj, paths[key])`` by key (``values["sku"]``), each resolved once, when
+    first asked: what a mapper reads of one order or line (made by a ``Reader``, which
+    fills in up front what needs no resolving). Every value is the one ``resolve``
+    gives, and a relation is fetched only when its value is asked for."""
+
+    __slots__ = ("obj", "paths")
+
+    def __missing__(self, key: str) -> Any:
+        value = self[key] = resolve(self.obj, self.paths[key])
+        return value
+
+
+class Reader:
+    """Makes the ``Values`` of objects under one mapping (``paths``). ``plain``: fill in
+    up front, from the instance's ``__dict__`` where Django keeps a loaded field, the
+    keys whose path is a plain field of the object's model (``_plain_fields``); and
+    always the keys mapped to None."""
+
+    __slots__ = ("_nones", "_plans", "paths")
+
+    def __init__(self, paths: Mapping[str, Any], *, plain: bool = True) -> None:
+        self.paths = paths
+        self._nones = {key: None for key, path in paths.items() if path is None}
+        # {model: its plain fields}: a handful of models per process.
+        self._plans: dict[type, Any] | None = {} if plain else None
+
+    def __call__(self, obj: Any) -> Values:
+        plans, kind = self._plans, type(obj)
+        plan = None if plans is None else plans.get(kind, _UNSET)
+        if plan is _UNSET:
+            plan = plans[kind] = _plain_fields(kind, self.paths)
+        try:
+            found = Values(zip(plan[0], plan[1](obj.__dict__), strict=True)) if plan else Values()
+        except KeyError:  # a deferred field: resolve() loads what is asked for
+            found = Values()
+        if self._nones:
+            found.update(self._nones)
+        found.obj = obj
+        found.paths = self.paths
+        return found
+
+
+_UNSET: Any = object()
+
+
+def reader(setting: str, paths: Mapping[str, Any] | None = None) -> Reader:
+    """The ``Reader`` of the mapping ``setting`` (kept until a setting changes), or of
+    ``paths``, a caller's own mapping."""
+    if paths is not None:
+        merged = _merged(setting)
+        if paths is not merged and paths != merged:
+            return Reader(paths, plain=False)
+    return klaviyo_settings.memo(("reader", setting), lambda: Reader(_merged(setting)))
+
+
+def values(obj: Any, setting: str, paths: Mapping[str, Any] | None = None) -> Values:
+    """The values on ``obj`` of the mapping ``setting`` (or of ``paths``)."""
+    return reader(setting, paths)(obj)
+
+
+def _plain_fields(
+    model: type, paths: Mapping[str, Any]
+) -> tuple[tuple[str, ...], Callable[[dict[str, Any]], tuple[Any, ...]]] | None:
+    """The keys of ``paths`` naming a plain field of ``model`` and a getter of their
+    values from an instance's ``__dict__`` (None when there are none). A plain field is
+    a concrete field (or ``pk``) read through Django's own descriptor, which returns
+    ``instance.__dict__[attname]`` when loaded: what ``resolve`` gets by ``getattr``. A
+    property, a custom descriptor (a file field's), a relation or a model overriding
+    ``__getattribute__`` is not plain."""
+    if (
+        not isinstance(model, type)
+        or not issubclass(model, models.Model)
+        or issubclass(model, Mapping)
+        or model.__getattribute__ is not object.__getattribute__
+    ):
+        return None
+    keys, names = [], []
+    for key, path in paths.items():
+        name = _plain_attname(model, path)
+        if name is not None:
+            keys.append(key)
+            names.append(name)
+    if not names:
+        return None
+    getter = itemgetter(*names)
+    if len(names) == 1:
+        one = getter
+        getter = lambda data: (one(data),)  # noqa: E731 (itemgetter of one key: no tuple)
+    return tuple(keys), getter
+
+
+def _plain_attname(model: type[models.Model], path: Any) -> str | None:
+    if type(path) is not str:
+        return None
+    if path == "pk":
+        if _class_attribute(model, "pk") is not models.Model.__dict__["pk"]:
+            return None
+        path = model._meta.pk.attname
+    field = next((f for f in model._meta.concrete_fields if f.attname == path), None)
+    descriptor = _class_attribute(model, path)
+    if field is None or type(descriptor) not in _PLAIN_DESCRIPTORS or descriptor.field is not field:
+        return None
+    return path
+
+
+# Django's descriptors of a concrete field: a loaded value is ``instance.__dict__[attname]``.
+_PLAIN_DESCRIPTORS = (DeferredAttribute, ForeignKeyDeferredAttribute)
+
+
+def _class_attribute(model: type, name: str) -> Any:
+    for klass in model.__mro__:
+        if name in klass.__dict__:
+            return klass.__dict__[name]
+    return None
 
 
 # --- checking paths against models ----------------------------------------------------
