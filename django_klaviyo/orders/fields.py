@@ -18,8 +18,7 @@ that does not resolve at run time gives None (the value is left out); the system
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from operator import itemgetter
+from collections.abc import Mapping
 from types import MethodType
 from typing import Any
 
@@ -259,10 +258,10 @@ class Values(dict):
 
 
 class Reader:
-    """Makes the ``Values`` of objects under one mapping (``paths``). ``plain``: fill in
-    up front, from the instance's ``__dict__`` where Django keeps a loaded field, the
-    keys whose path is a plain field of the object's model (``_plain_fields``); and
-    always the keys mapped to None."""
+    """Makes the ``Values`` of objects under one mapping (``paths``). ``plain``: take the
+    keys whose path is a plain field of the object's model (``_plain_fields``) from the
+    instance's ``__dict__``, where Django keeps a loaded field; the keys mapped to None
+    are always filled in."""
 
     __slots__ = ("_nones", "_plans", "paths")
 
@@ -277,10 +276,21 @@ class Reader:
         plan = None if plans is None else plans.get(kind, _UNSET)
         if plan is _UNSET:
             plan = plans[kind] = _plain_fields(kind, self.paths)
-        try:
-            found = Values(zip(plan[0], plan[1](obj.__dict__), strict=True)) if plan else Values()
-        except KeyError:  # a deferred field: resolve() loads what is asked for
+        if plan is None:
             found = Values()
+        else:
+            # Copying the whole __dict__ is the cheapest way to take its fields (a deferred
+            # field is not there: resolved when asked). Keys that are not a field of the
+            # same name are taken out, or read under their field's name.
+            data = obj.__dict__
+            found = Values(data)
+            unplain, renamed = plan
+            for key in unplain:
+                if key in found:
+                    del found[key]
+            for key, name in renamed:
+                if name in data:
+                    found[key] = data[name]
         if self._nones:
             found.update(self._nones)
         found.obj = obj
@@ -308,13 +318,14 @@ def values(obj: Any, setting: str, paths: Mapping[str, Any] | None = None) -> Va
 
 def _plain_fields(
     model: type, paths: Mapping[str, Any]
-) -> tuple[tuple[str, ...], Callable[[dict[str, Any]], tuple[Any, ...]]] | None:
-    """The keys of ``paths`` naming a plain field of ``model`` and a getter of their
-    values from an instance's ``__dict__`` (None when there are none). A plain field is
-    a concrete field (or ``pk``) read through Django's own descriptor, which returns
-    ``instance.__dict__[attname]`` when loaded: what ``resolve`` gets by ``getattr``. A
-    property, a custom descriptor (a file field's), a relation or a model overriding
-    ``__getattribute__`` is not plain."""
+) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]] | None:
+    """How to take the values of ``paths`` from an instance's ``__dict__`` (None: no
+    model, resolve every key): the keys whose path is not a plain field of the same name
+    (resolved when asked unless the path is a plain field under another name), and
+    those (key, field name) pairs. A plain field is a concrete field (or ``pk``) read
+    through Django's own descriptor, which returns ``instance.__dict__[attname]`` when
+    loaded: what ``resolve`` gets by ``getattr``. A property, a custom descriptor (a
+    file field's), a relation or a model overriding ``__getattribute__`` is not plain."""
     if (
         not isinstance(model, type)
         or not issubclass(model, models.Model)
@@ -322,19 +333,14 @@ def _plain_fields(
         or model.__getattribute__ is not object.__getattribute__
     ):
         return None
-    keys, names = [], []
+    unplain, renamed = [], []
     for key, path in paths.items():
         name = _plain_attname(model, path)
-        if name is not None:
-            keys.append(key)
-            names.append(name)
-    if not names:
-        return None
-    getter = itemgetter(*names)
-    if len(names) == 1:
-        one = getter
-        getter = lambda data: (one(data),)  # noqa: E731 (itemgetter of one key: no tuple)
-    return tuple(keys), getter
+        if name != key and path is not None:  # (None: the Reader fills it in)
+            unplain.append(key)
+            if name is not None:
+                renamed.append((key, name))
+    return tuple(unplain), tuple(renamed)
 
 
 def _plain_attname(model: type[models.Model], path: Any) -> str | None:

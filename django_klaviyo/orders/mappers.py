@@ -199,14 +199,29 @@ def unique_in_order(values: Iterable[Any]) -> list[Any]:
 
 
 def items_properties(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """ItemNames, Categories, Brands, ItemCount and Items of an order's (or refund's) items."""
+    """ItemNames, Categories, Brands, ItemCount and Items of an order's (or refund's) items:
+    Categories and Brands are the non-empty ones, each once, in order; ItemCount adds the
+    numeric quantities. (One pass: the save path asks this of every placed order.)"""
+    names: list[Any] = []
+    categories: list[Any] = []
+    brands: list[Any] = []
+    count = 0
+    for item in items:
+        names.append(item["ProductName"])
+        for category in item["Categories"]:
+            if category and category not in categories:
+                categories.append(category)
+        brand = item["Brand"]
+        if brand and brand not in brands:
+            brands.append(brand)
+        quantity = item["Quantity"]
+        if isinstance(quantity, (int, float)):
+            count += quantity
     return {
-        "ItemNames": [item["ProductName"] for item in items],
-        "Categories": unique_in_order(c for item in items for c in item["Categories"]),
-        "Brands": unique_in_order(item["Brand"] for item in items),
-        "ItemCount": sum(
-            item["Quantity"] for item in items if isinstance(item["Quantity"], (int, float))
-        ),
+        "ItemNames": names,
+        "Categories": categories,
+        "Brands": brands,
+        "ItemCount": count,
         "Items": items,
     }
 

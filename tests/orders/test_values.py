@@ -5,6 +5,8 @@ relation, a dict, a deferred field), and a relation is fetched only when asked f
 
 from __future__ import annotations
 
+import datetime as dt
+import zoneinfo
 from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from typing import Any
@@ -17,7 +19,8 @@ from shop import services
 from shop.models import Order, OrderLine
 
 from django_klaviyo.orders import fields, mappers
-from django_klaviyo.orders.convert import as_decimal, blank, money
+from django_klaviyo.orders.convert import as_decimal, blank, iso_utc, money
+from django_klaviyo.rules.values import utc_iso
 
 pytestmark = pytest.mark.django_db
 
@@ -235,3 +238,57 @@ def test_money_of_a_decimal_is_the_general_rule(amount):
 def test_money_of_nothing_is_none(amount):
     assert blank(amount)
     assert money(amount) is None
+
+
+def test_items_properties_is_the_rule_of_unique_in_order():
+    items = [
+        {"ProductName": "A", "Categories": ["x", "", "y"], "Brand": "B", "Quantity": 2},
+        {"ProductName": "B", "Categories": ["y", "z"], "Brand": "", "Quantity": 1.5},
+        {"ProductName": "C", "Categories": [], "Brand": "B", "Quantity": "3"},
+        {"ProductName": "D", "Categories": ["x"], "Brand": "C", "Quantity": True},
+    ]
+    assert mappers.items_properties(items) == {
+        "ItemNames": ["A", "B", "C", "D"],
+        "Categories": mappers.unique_in_order(c for item in items for c in item["Categories"]),
+        "Brands": mappers.unique_in_order(item["Brand"] for item in items),
+        "ItemCount": 2 + 1.5 + True,
+        "Items": items,
+    }
+    assert list(mappers.items_properties(items)) == [
+        "ItemNames",
+        "Categories",
+        "Brands",
+        "ItemCount",
+        "Items",
+    ]
+
+
+def test_a_key_shadowed_on_the_instance_is_still_resolved(order):
+    """A mapping key that is a field's name but mapped elsewhere, or an attribute set on
+    the instance under a key that is resolved: the path decides, never the name."""
+    fresh = Order.objects.get(pk=order.pk)
+    fresh.phone = "not the mapped phone"  # a plain attribute named like the key
+    paths = {"email": "number", "phone": "billing_address.phone", "number": "email"}
+    assert read(fresh, paths) == resolved(fresh, paths)
+    assert read(fresh, paths) == {
+        "email": "N-1",
+        "phone": "+44 20 7946 0958",
+        "number": "ada@example.com",
+    }
+    deferred = Order.objects.defer("number").get(pk=order.pk)
+    assert read(deferred, paths) == resolved(fresh, paths)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        dt.datetime(2026, 3, 1, 12, 30, 5, 123456, tzinfo=dt.timezone.utc),
+        dt.datetime(2026, 3, 1, 12, 30, tzinfo=dt.timezone.utc),
+        dt.datetime(2026, 3, 1, 12, 30, tzinfo=dt.timezone(dt.timedelta(hours=-5))),
+        dt.datetime(2026, 3, 1, 12, 30, tzinfo=zoneinfo.ZoneInfo("UTC")),
+        dt.datetime(2026, 3, 1, 12, 30),
+    ],
+    ids=["utc", "utc-no-micro", "offset", "zoneinfo-utc", "naive"],
+)
+def test_iso_utc_of_a_utc_datetime_is_the_general_rule(value):
+    assert iso_utc(value) == utc_iso(value)
