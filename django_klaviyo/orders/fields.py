@@ -24,6 +24,7 @@ from typing import Any
 
 from django.core.exceptions import FieldDoesNotExist, ObjectDoesNotExist
 from django.db import models
+from django.db.models import QuerySet
 from django.db.models.fields.related_descriptors import ForeignKeyDeferredAttribute
 from django.db.models.query_utils import DeferredAttribute
 
@@ -220,7 +221,16 @@ def resolve_many(obj: Any, path: Any) -> list[Any]:
     if cached and type(path) is str and path in cached:
         # Prefetched (or handed over by the store, as the example shop's checkout does):
         # what the related manager's all() would return, without building the manager.
-        return list(cached[path])
+        found = cached[path]
+        rows = getattr(found, "_result_cache", None)
+        if (
+            type(rows) is list
+            and getattr(found, "_prefetch_done", False)
+            and type(found).__iter__ is QuerySet.__iter__
+        ):
+            # What iterating the filled queryset gives, without its fetch machinery.
+            return list(rows)
+        return list(found)
     try:
         value = resolve(obj, path)
     except ValueError:

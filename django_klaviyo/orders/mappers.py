@@ -145,7 +145,15 @@ def _order_id(order: mapping.Values) -> str:
 
 
 def order_dedupe_key(order: Any, suffix: str) -> str:
-    return f"event:{order._meta.label_lower}:{order.pk}:{suffix}"
+    prefix = _KEY_PREFIXES.get(type(order))
+    if prefix is None:
+        prefix = _KEY_PREFIXES[type(order)] = f"event:{order._meta.label_lower}:"
+    return f"{prefix}{order.pk}:{suffix}"
+
+
+# "event:<app_label.model_name>:" of each order model (Options.label_lower formats it anew
+# at every call).
+_KEY_PREFIXES: dict[type, str] = {}
 
 
 def line_id(line: Any, fields: dict[str, Any] | None = None) -> str:
@@ -266,7 +274,7 @@ def order_event(
     """One order-level event spec (``name``: a key of METRIC_NAMES)."""
     return _order_event(
         mapping.values(order, "ORDER_FIELDS", fields or None),
-        name,
+        mapping.metric(name),
         suffix,
         properties,
         value,
@@ -277,7 +285,7 @@ def order_event(
 
 def _order_event(
     order: mapping.Values,
-    name: str,
+    metric: str,
     suffix: str,
     properties: dict[str, Any],
     value: float | None,
@@ -285,7 +293,7 @@ def _order_event(
     unique_id: str,
 ) -> dict[str, Any]:
     return {
-        "metric": mapping.metric(name),
+        "metric": metric,
         "profile": _profile(order),
         "properties": properties,
         "value": value,
@@ -302,15 +310,15 @@ def placed_order_events(order: Any) -> list[dict[str, Any]]:
     (``item_events``: their metric and one unique_id per entry of ``Items``); each is
     made from its line's entry of ``Items`` when the row is sent, so the row holds every
     line once."""
-    values = mapping.reader("ORDER_FIELDS")(order)
-    read_line = mapping.reader("ORDER_LINE_FIELDS")
+    read_order, read_line, placed, ordered = _placed_setup()
+    values = read_order(order)
     lines = [read_line(line) for line in mapping.resolve_many(order, values.paths["lines"])]
     items = [_line_item(line) for line in lines]
     properties = _order_properties(values, items)
     oid = properties["OrderId"]
     event = _order_event(
         values,
-        "placed_order",
+        placed,
         "placed",
         properties,
         money(values["total"]),
@@ -319,10 +327,25 @@ def placed_order_events(order: Any) -> list[dict[str, Any]]:
     )
     if items:
         event["item_events"] = {
-            "metric": mapping.metric("ordered_product"),
+            "metric": ordered,
             "unique_ids": [f"{oid}-{_line_id(line)}" for line in lines],
         }
     return [event]
+
+
+def _placed_setup() -> tuple[mapping.Reader, mapping.Reader, str, str]:
+    """What placed_order_events takes from settings (the readers of ORDER_FIELDS and
+    ORDER_LINE_FIELDS, the names of Placed Order and Ordered Product), looked up once
+    until a setting changes: one look-up per order instead of four."""
+    return klaviyo_settings.memo(
+        "placed_order_setup",
+        lambda: (
+            mapping.reader("ORDER_FIELDS"),
+            mapping.reader("ORDER_LINE_FIELDS"),
+            mapping.metric("placed_order"),
+            mapping.metric("ordered_product"),
+        ),
+    )
 
 
 def ordered_product_properties(oid: str, item: dict[str, Any]) -> dict[str, Any]:
@@ -357,7 +380,7 @@ def status_event(order: Any, name: str, suffix: str, time_key: str) -> dict[str,
         properties["ReversedBefore"] = money(book.reversed)
     return _order_event(
         values,
-        name,
+        mapping.metric(name),
         suffix,
         properties,
         value,

@@ -292,3 +292,15 @@ def test_a_key_shadowed_on_the_instance_is_still_resolved(order):
 )
 def test_iso_utc_of_a_utc_datetime_is_the_general_rule(value):
     assert iso_utc(value) == utc_iso(value)
+
+
+def test_lines_handed_over_or_prefetched_are_read_without_a_query(order, django_assert_num_queries):
+    expected = list(OrderLine.objects.filter(order=order).order_by("pk"))
+    with django_assert_num_queries(0):
+        assert fields.resolve_many(order, "lines") == expected  # the shop hands them over
+    prefetched = Order.objects.prefetch_related("lines").get(pk=order.pk)
+    with django_assert_num_queries(0):
+        assert fields.resolve_many(prefetched, "lines") == expected
+    fresh = Order.objects.get(pk=order.pk)
+    with django_assert_num_queries(1):
+        assert fields.resolve_many(fresh, "lines") == expected
