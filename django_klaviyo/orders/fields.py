@@ -258,7 +258,8 @@ class Values(dict):
     """``resolve(obj, paths[key])`` by key (``values["sku"]``), each resolved once, when
     first asked: what a mapper reads of one order or line (made by a ``Reader``, which
     fills in up front what needs no resolving). Every value is the one ``resolve``
-    gives, and a relation is fetched only when its value is asked for."""
+    gives, and a relation is fetched only when its value is asked for. Read it by the
+    mapping's keys only: it may hold the instance's other attributes too."""
 
     __slots__ = ("obj", "paths")
 
