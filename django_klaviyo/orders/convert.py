@@ -26,10 +26,13 @@ def blank(value: Any) -> bool:
 
 def money(amount: Any) -> float | None:
     """A Decimal/number as a float rounded half-up to 2 decimals (None stays None)."""
-    if blank(amount):
-        return None
     try:
-        value = as_decimal(amount).quantize(CENT, rounding=ROUND_HALF_UP)
+        if type(amount) is Decimal:  # most amounts: nothing to convert
+            value = amount.quantize(CENT, ROUND_HALF_UP)
+        elif blank(amount):
+            return None
+        else:
+            value = as_decimal(amount).quantize(CENT, ROUND_HALF_UP)
     except (InvalidOperation, ValueError) as exc:
         raise KlaviyoValidationError(f"{amount!r} is not an amount.", field="value") from exc
     return float(value)
@@ -39,14 +42,22 @@ def as_decimal(value: Any) -> Decimal:
     """``Decimal(str(value))``, without the round trip through text for a Decimal or an
     int (the same number either way)."""
     kind = type(value)
-    if kind is Decimal or kind is int:
+    if kind is Decimal:
+        return value  # immutable: the same number
+    if kind is int:
         return Decimal(value)
     return Decimal(str(value))
 
 
 def iso_utc(value: dt.datetime | None) -> str:
     """``value`` (None: now) as Klaviyo gets every time (``rules.values.utc_iso``)."""
-    return utc_iso(timezone.now() if value is None else value)
+    if value is None:
+        value = timezone.now()
+    if type(value) is dt.datetime and value.tzinfo is dt.timezone.utc:
+        # What Django gives (now, and times read back) with USE_TZ: already in UTC, so
+        # utc_iso would give its isoformat() unchanged; this skips the conversion's calls.
+        return value.isoformat()
+    return utc_iso(value)
 
 
 def categories_list(value: Any) -> list[str]:

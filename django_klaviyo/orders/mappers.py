@@ -107,21 +107,24 @@ def order_status(order: Any) -> Any:
 def order_profile(order: Any, fields: dict[str, Any] | None = None) -> dict[str, Any]:
     """Customer profile: the order's email (else the customer's), its phone number and
     the customer's id."""
-    fields = fields or order_fields()
+    return _profile(mapping.values(order, "ORDER_FIELDS", fields or None))
+
+
+def _profile(order: mapping.Values) -> dict[str, Any]:
     profile: dict[str, Any] = {}
-    customer_id = mapping.resolve(order, fields["customer_id"])
-    email = mapping.resolve(order, fields["email"]) or ""
+    customer_id = order["customer_id"]
+    email = order["email"] or ""
     if customer_id is not None:
         profile["external_id"] = str(customer_id)
         if not email:
-            email = mapping.resolve(order, fields["customer_email"]) or ""
+            email = order["customer_email"] or ""
     if email:
         profile["email"] = str(email)
-    phone = mapping.resolve(order, fields["phone"])
+    phone = order["phone"]
     if phone:
         # Cleaned by the rules (E.164); placement drops a bad one when other ids remain.
         profile["phone_number"] = str(phone)
-    anonymous_id = mapping.resolve(order, fields["anonymous_id"])
+    anonymous_id = order["anonymous_id"]
     if anonymous_id:
         profile["anonymous_id"] = str(anonymous_id)
     return profile
@@ -133,46 +136,65 @@ def order_lines(order: Any, fields: dict[str, Any] | None = None) -> list[Any]:
 
 def order_id(order: Any, fields: dict[str, Any] | None = None) -> str:
     """The order's id in Klaviyo: OrderId, and the unique_id of its order-level events."""
-    number = mapping.resolve(order, (fields or order_fields())["number"])
-    return str(order.pk if blank(number) else number)
+    return _order_id(mapping.values(order, "ORDER_FIELDS", fields or None))
+
+
+def _order_id(order: mapping.Values) -> str:
+    number = order["number"]
+    return str(order.obj.pk if blank(number) else number)
 
 
 def order_dedupe_key(order: Any, suffix: str) -> str:
-    return f"event:{order._meta.label_lower}:{order.pk}:{suffix}"
+    prefix = _KEY_PREFIXES.get(type(order))
+    if prefix is None:
+        prefix = _KEY_PREFIXES[type(order)] = f"event:{order._meta.label_lower}:"
+    return f"{prefix}{order.pk}:{suffix}"
+
+
+# "event:<app_label.model_name>:" of each order model (Options.label_lower formats it anew
+# at every call).
+_KEY_PREFIXES: dict[type, str] = {}
 
 
 def line_id(line: Any, fields: dict[str, Any] | None = None) -> str:
-    fields = fields or line_fields()
-    value = mapping.resolve(line, fields["id"])
+    return _line_id(mapping.values(line, "ORDER_LINE_FIELDS", fields or None))
+
+
+def _line_id(line: mapping.Values) -> str:
+    value = line["id"]
     if blank(value):
-        value = mapping.resolve(line, fields["sku"]) or getattr(line, "pk", "")
+        value = line["sku"] or getattr(line.obj, "pk", "")
     return str(value)
 
 
 def line_item(line: Any, fields: dict[str, Any] | None = None) -> dict[str, Any]:
     """One order line as Klaviyo's Items[] entry."""
-    fields = fields or line_fields()
-    quantity = mapping.resolve(line, fields["quantity"])
+    return _line_item(mapping.values(line, "ORDER_LINE_FIELDS", fields or None))
+
+
+def _line_item(line: mapping.Values) -> dict[str, Any]:
+    quantity = line["quantity"]
     quantity = 1 if quantity is None else quantity
-    unit_price = mapping.resolve(line, fields["unit_price"])
-    row_total = mapping.resolve(line, fields["row_total"])
-    if blank(row_total) and not blank(unit_price):
-        row_total = as_decimal(unit_price) * as_decimal(quantity)
-    if blank(unit_price) and not blank(row_total) and quantity:
+    unit_price = line["unit_price"]
+    row_total = line["row_total"]
+    if blank(row_total):
+        if not blank(unit_price):
+            row_total = as_decimal(unit_price) * as_decimal(quantity)
+    elif blank(unit_price) and quantity:
         unit_price = as_decimal(row_total) / as_decimal(quantity)
-    sku = mapping.resolve(line, fields["sku"]) or ""
-    product_id = mapping.resolve(line, fields["product_id"])
+    sku = line["sku"] or ""
+    product_id = line["product_id"]
     return {
-        "ProductID": str(sku or line_id(line) if blank(product_id) else product_id),
+        "ProductID": str(sku or _line_id(line) if blank(product_id) else product_id),
         "SKU": str(sku),
-        "ProductName": str(mapping.resolve(line, fields["name"]) or ""),
+        "ProductName": str(line["name"] or ""),
         "Quantity": quantity,
         "ItemPrice": money(unit_price),
         "RowTotal": money(row_total),
-        "ProductURL": str(mapping.resolve(line, fields["product_url"]) or ""),
-        "ImageURL": str(mapping.resolve(line, fields["image_url"]) or ""),
-        "Categories": categories_list(mapping.resolve(line, fields["categories"])),
-        "Brand": str(mapping.resolve(line, fields["brand"]) or ""),
+        "ProductURL": str(line["product_url"] or ""),
+        "ImageURL": str(line["image_url"] or ""),
+        "Categories": categories_list(line["categories"]),
+        "Brand": str(line["brand"] or ""),
     }
 
 
@@ -185,14 +207,29 @@ def unique_in_order(values: Iterable[Any]) -> list[Any]:
 
 
 def items_properties(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """ItemNames, Categories, Brands, ItemCount and Items of an order's (or refund's) items."""
+    """ItemNames, Categories, Brands, ItemCount and Items of an order's (or refund's) items:
+    Categories and Brands are the non-empty ones, each once, in order; ItemCount adds the
+    numeric quantities. (One pass: the save path asks this of every placed order.)"""
+    names: list[Any] = []
+    categories: list[Any] = []
+    brands: list[Any] = []
+    count = 0
+    for item in items:
+        names.append(item["ProductName"])
+        for category in item["Categories"]:
+            if category and category not in categories:
+                categories.append(category)
+        brand = item["Brand"]
+        if brand and brand not in brands:
+            brands.append(brand)
+        quantity = item["Quantity"]
+        if isinstance(quantity, (int, float)):
+            count += quantity
     return {
-        "ItemNames": [item["ProductName"] for item in items],
-        "Categories": unique_in_order(c for item in items for c in item["Categories"]),
-        "Brands": unique_in_order(item["Brand"] for item in items),
-        "ItemCount": sum(
-            item["Quantity"] for item in items if isinstance(item["Quantity"], (int, float))
-        ),
+        "ItemNames": names,
+        "Categories": categories,
+        "Brands": brands,
+        "ItemCount": count,
         "Items": items,
     }
 
@@ -201,19 +238,22 @@ def order_properties(
     order: Any, items: list[dict[str, Any]], fields: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """The Placed Order's properties, which every later event of the order repeats."""
-    fields = fields or order_fields()
-    properties: dict[str, Any] = {"OrderId": order_id(order, fields), **items_properties(items)}
-    discount_code = mapping.resolve(order, fields["discount_code"])
+    return _order_properties(mapping.values(order, "ORDER_FIELDS", fields or None), items)
+
+
+def _order_properties(order: mapping.Values, items: list[dict[str, Any]]) -> dict[str, Any]:
+    properties: dict[str, Any] = {"OrderId": _order_id(order), **items_properties(items)}
+    discount_code = order["discount_code"]
     if discount_code:
         properties["DiscountCode"] = str(discount_code)
-    discount_value = mapping.resolve(order, fields["discount_value"])
+    discount_value = order["discount_value"]
     if not blank(discount_value):
         properties["DiscountValue"] = money(abs(Decimal(str(discount_value))))
     for key, name in (
         ("billing_address", "BillingAddress"),
         ("shipping_address", "ShippingAddress"),
     ):
-        value = address(mapping.resolve(order, fields[key]))
+        value = address(order[key])
         if value:
             # Free-form store data, made plain JSON here (the event rules check it again).
             properties[name] = to_json(value, f"properties.{name}", _depth=1)
@@ -232,21 +272,36 @@ def order_event(
     fields: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One order-level event spec (``name``: a key of METRIC_NAMES)."""
-    fields = fields or order_fields()
+    return _order_event(
+        mapping.values(order, "ORDER_FIELDS", fields or None),
+        mapping.metric(name),
+        suffix,
+        properties,
+        value,
+        time,
+        unique_id,
+    )
+
+
+def _order_event(
+    order: mapping.Values,
+    metric: str,
+    suffix: str,
+    properties: dict[str, Any],
+    value: float | None,
+    time: Any,
+    unique_id: str,
+) -> dict[str, Any]:
     return {
-        "metric": mapping.metric(name),
-        "profile": order_profile(order, fields),
+        "metric": metric,
+        "profile": _profile(order),
         "properties": properties,
         "value": value,
-        "value_currency": mapping.resolve(order, fields["currency"]) or None,
+        "value_currency": order["currency"] or None,
         "time": iso_utc(time),
         "unique_id": unique_id,
-        "dedupe_key": order_dedupe_key(order, suffix),
+        "dedupe_key": order_dedupe_key(order.obj, suffix),
     }
-
-
-def event_time(order: Any, key: str, fields: dict[str, Any]) -> Any:
-    return mapping.resolve(order, fields[key]) or mapping.resolve(order, fields["updated_at"])
 
 
 def placed_order_events(order: Any) -> list[dict[str, Any]]:
@@ -255,27 +310,42 @@ def placed_order_events(order: Any) -> list[dict[str, Any]]:
     (``item_events``: their metric and one unique_id per entry of ``Items``); each is
     made from its line's entry of ``Items`` when the row is sent, so the row holds every
     line once."""
-    fields, lfields = order_fields(), line_fields()
-    lines = order_lines(order, fields)
-    items = [line_item(line, lfields) for line in lines]
-    properties = order_properties(order, items, fields)
+    read_order, read_line, placed, ordered = _placed_setup()
+    values = read_order(order)
+    lines = [read_line(line) for line in mapping.resolve_many(order, values.paths["lines"])]
+    items = [_line_item(line) for line in lines]
+    properties = _order_properties(values, items)
     oid = properties["OrderId"]
-    event = order_event(
-        order,
-        name="placed_order",
-        suffix="placed",
-        properties=properties,
-        value=money(mapping.resolve(order, fields["total"])),
-        time=event_time(order, "placed_at", fields),
-        unique_id=oid,
-        fields=fields,
+    event = _order_event(
+        values,
+        placed,
+        "placed",
+        properties,
+        money(values["total"]),
+        values["placed_at"] or values["updated_at"],
+        oid,
     )
     if items:
         event["item_events"] = {
-            "metric": mapping.metric("ordered_product"),
-            "unique_ids": [f"{oid}-{line_id(line, lfields)}" for line in lines],
+            "metric": ordered,
+            "unique_ids": [f"{oid}-{_line_id(line)}" for line in lines],
         }
     return [event]
+
+
+def _placed_setup() -> tuple[mapping.Reader, mapping.Reader, str, str]:
+    """What placed_order_events takes from settings (the readers of ORDER_FIELDS and
+    ORDER_LINE_FIELDS, the names of Placed Order and Ordered Product), looked up once
+    until a setting changes: one look-up per order instead of four."""
+    return klaviyo_settings.memo(
+        "placed_order_setup",
+        lambda: (
+            mapping.reader("ORDER_FIELDS"),
+            mapping.reader("ORDER_LINE_FIELDS"),
+            mapping.metric("placed_order"),
+            mapping.metric("ordered_product"),
+        ),
+    )
 
 
 def ordered_product_properties(oid: str, item: dict[str, Any]) -> dict[str, Any]:
@@ -288,32 +358,34 @@ def status_event(order: Any, name: str, suffix: str, time_key: str) -> dict[str,
     """Fulfilled / Cancelled / Refunded Order: the Placed Order's unique_id, properties and
     (positive) value, so Klaviyo ties it to the order it follows. A Cancelled Order is
     worth what earlier refunds left (``django_klaviyo.orders.ledger``)."""
-    fields, lfields = order_fields(), line_fields()
-    items = [line_item(line, lfields) for line in order_lines(order, fields)]
-    properties = order_properties(order, items, fields)
-    value = money(mapping.resolve(order, fields["total"]))
+    values = mapping.reader("ORDER_FIELDS")(order)
+    read_line = mapping.reader("ORDER_LINE_FIELDS")
+    items = [
+        _line_item(read_line(line)) for line in mapping.resolve_many(order, values.paths["lines"])
+    ]
+    properties = _order_properties(values, items)
+    value = money(values["total"])
     if suffix == "fulfilled":
         properties.update(
-            TrackingNumber=str(mapping.resolve(order, fields["tracking_number"]) or ""),
-            TrackingURL=str(mapping.resolve(order, fields["tracking_url"]) or ""),
-            Carrier=str(mapping.resolve(order, fields["carrier"]) or ""),
+            TrackingNumber=str(values["tracking_number"] or ""),
+            TrackingURL=str(values["tracking_url"] or ""),
+            Carrier=str(values["carrier"] or ""),
         )
     else:
-        properties["Reason"] = str(mapping.resolve(order, fields["cancel_reason"]) or "")
+        properties["Reason"] = str(values["cancel_reason"] or "")
     if suffix == "cancelled":
         book = ledger.read(order)
         if book.total is not None:
             value = money(book.left)
         properties["ReversedBefore"] = money(book.reversed)
-    return order_event(
-        order,
-        name=name,
-        suffix=suffix,
-        properties=properties,
-        value=value,
-        time=event_time(order, time_key, fields),
-        unique_id=properties["OrderId"],
-        fields=fields,
+    return _order_event(
+        values,
+        mapping.metric(name),
+        suffix,
+        properties,
+        value,
+        values[time_key] or values["updated_at"],
+        properties["OrderId"],
     )
 
 
