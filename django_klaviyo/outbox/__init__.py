@@ -24,14 +24,17 @@ old finished rows), ``backfill`` (history into the outbox), ``tasks`` and ``task
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
+from operator import itemgetter
 from typing import Any
 
-from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, connections
 from django.utils import timezone
 
 from django_klaviyo import rules
@@ -324,29 +327,42 @@ def _write(
     if not values:
         return []
     now = timezone.now()
-    fields, defaulted = layout()
-    for columns in values:
-        columns.update(NEW_ROW)
-        for name in TIMESTAMPS:
-            columns[name] = now
-        for f in defaulted:
-            columns[f.attname] = f.get_default()
     connection = connections[alias]
     fast = supports_fast_insert(connection)
     objs: list[Any] = values
     if build_objects or not fast:
-        objs = [OutboxEvent(*(columns[f.attname] for f in fields)) for columns in values]
+        objs = _instances(values, now)
     # Which deduplicated rows went in: needed only to hand the caller the stored rows.
     returning = build_objects and bool(seen) and supports_returning(connection)
     inserted: set[uuid.UUID] | None = None
     if fast:
-        inserted = insert_rows(connection, values, ignore_conflicts=bool(seen), returning=returning)
+        inserted = insert_rows(
+            connection, values, now, ignore_conflicts=bool(seen), returning=returning
+        )
     else:
         OutboxEvent.objects.using(alias).bulk_create(objs, ignore_conflicts=bool(seen))
-    kinds = frozenset(columns["kind"] for columns in values)
-    transaction.on_commit(lambda: _send_ready(len(values), kinds), using=alias)
+    # transaction.on_commit(..., using=alias), on the connection already at hand.
+    connection.on_commit(partial(_send_ready, len(values), frozenset(map(_kind, values))))
     if build_objects:
         objs = _saved(objs, alias, inserted)
+    return objs
+
+
+_kind = itemgetter("kind")
+
+
+def _instances(values: list[dict[str, Any]], now: datetime.datetime) -> list[OutboxEvent]:
+    """Model instances of the rows about to be inserted (``values``: their columns, which
+    take every other column's value too, so the INSERT sends what the instances hold)."""
+    fields, defaulted, *_ = layout()
+    shared = dict.fromkeys(TIMESTAMPS, now)
+    shared.update(NEW_ROW)
+    objs = []
+    for columns in values:
+        columns.update(shared)
+        for f in defaulted:
+            columns[f.attname] = f.get_default()
+        objs.append(OutboxEvent(*(columns[f.attname] for f in fields)))
     return objs
 
 
