@@ -12,8 +12,12 @@ from django.db.models import Q
 from django.utils import timezone
 
 _RANDOM_BITS = 74  # rand_a (12) + rand_b (62) of RFC 9562
-_last = (0, 0)  # (milliseconds, random part) of the last id made in this process
+# The last id made in this process as one number, its milliseconds above its random part:
+# counting on from it carries into the next millisecond by itself.
+_last = 0
 _id_lock = threading.Lock()
+_VERSION_AND_VARIANT = 0x7 << 76 | 0b10 << 62
+_RAND_B = (1 << 62) - 1
 
 
 def new_outbox_id() -> uuid.UUID:
@@ -24,18 +28,23 @@ def new_outbox_id() -> uuid.UUID:
     walks the primary key (no created_at index is written per row). Strictly increasing
     within a process (RFC 9562's "monotonic random"), so rows of one INSERT keep their order.
     """
+    return uuid.UUID(int=new_outbox_id_int())
+
+
+def new_outbox_id_int() -> int:
+    """The next :func:`new_outbox_id` as its 128-bit number: the outbox writer sends SQLite
+    its 32 hex digits without building the UUID."""
     global _last
     millis = time.time_ns() // 1_000_000
     rand = int.from_bytes(os.urandom(10), "big") >> (80 - _RANDOM_BITS)
+    drawn = millis << _RANDOM_BITS | rand
     with _id_lock:
-        if (millis, rand) <= _last:
+        if drawn <= _last:
             # Same millisecond with a smaller draw, or the clock stepped back: count on.
-            millis, rand = _last[0], _last[1] + 1
-            if rand >> _RANDOM_BITS:
-                millis, rand = millis + 1, 0
-        _last = (millis, rand)
-    rand_a, rand_b = rand >> 62, rand & ((1 << 62) - 1)
-    return uuid.UUID(int=millis << 80 | 0x7 << 76 | rand_a << 64 | 0b10 << 62 | rand_b)
+            drawn = _last + 1
+        _last = drawn
+    millis, rand_a, rand_b = drawn >> _RANDOM_BITS, drawn >> 62 & 0xFFF, drawn & _RAND_B
+    return millis << 80 | rand_a << 64 | rand_b | _VERSION_AND_VARIANT
 
 
 class OutboxEvent(models.Model):

@@ -41,7 +41,7 @@ from django_klaviyo import rules
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.models import OutboxEvent
-from django_klaviyo.models.outbox import new_outbox_id
+from django_klaviyo.models.outbox import new_outbox_id_int
 from django_klaviyo.outbox.insert import (
     ENCODED,
     NEW_ROW,
@@ -249,7 +249,8 @@ def _columns(row: OutboxRow) -> dict[str, Any]:
     encoded = _encode(payload)
     rules.check_size(row.kind, payload, encoded)
     return {
-        "id": new_outbox_id(),
+        # The id's number: the INSERT makes of it what the id field would send.
+        "id": new_outbox_id_int(),
         "kind": row.kind,
         "payload": payload,
         "metric": payload["metric"] if row.kind == Kind.EVENT else "",
@@ -362,7 +363,9 @@ def _instances(values: list[dict[str, Any]], now: datetime.datetime) -> list[Out
         columns.update(shared)
         for f in defaulted:
             columns[f.attname] = f.get_default()
-        objs.append(OutboxEvent(*(columns[f.attname] for f in fields)))
+        obj = OutboxEvent(*(columns[f.attname] for f in fields))
+        obj.id = uuid.UUID(int=columns["id"])
+        objs.append(obj)
     return objs
 
 

@@ -20,7 +20,8 @@ from django.db import transaction
 
 from django_klaviyo.models import OutboxEvent
 
-# The columns ``outbox._columns`` sets.
+# The columns ``outbox._columns`` sets: a str, an int or None each, which their fields
+# send unchanged, but the id, its UUID's 128-bit number (see insert_rows).
 COLUMN_NAMES = (
     "id",
     "kind",
@@ -139,14 +140,14 @@ def insert_rows(
         TIMESTAMPS, fields_by_name()[TIMESTAMPS[0]].get_db_prep_value(now, connection, True)
     )
     prepared.update(shared)
-    # UUIDField.get_db_prep_value for a UUID: itself where the database has a uuid type
-    # (PostgreSQL), else its 32 hex digits (SQLite).
+    # The id (its 128-bit number) as UUIDField.get_db_prep_value sends a UUID: the UUID
+    # where the database has a uuid type (PostgreSQL), else its 32 hex digits (SQLite).
     hex_ids = not connection.features.has_native_uuid_field
     params: list[Any] = []
     for columns in values:
         row = {**columns, **prepared}
-        if hex_ids:
-            row["id"] = row["id"].hex
+        number = columns["id"]
+        row["id"] = f"{number:032x}" if hex_ids else uuid.UUID(int=number)
         for f in made_per_row:
             name = f.attname
             value = row[name] if name in row else f.get_default()
