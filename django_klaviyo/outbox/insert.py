@@ -113,6 +113,18 @@ def fields_by_name() -> dict[str, Any]:
 _FIELDS_BY_NAME: dict[str, Any] = {}
 
 
+def prepared_timestamp(now: datetime.datetime, connection: Any) -> Any:
+    """What DateTimeField.get_db_prep_save sends for ``now`` (timezone.now()), the same
+    for every DateTimeField of the model."""
+    if connection.vendor == "sqlite" and now.tzinfo is connection.timezone is not None:
+        # SQLite's adapt_datetimefield_value: the time, naive in the connection's zone, as
+        # text. ``now`` is already in that zone (UTC), so converting it changes nothing.
+        # Half the in-situ cost of the general path, which is 7 us of the save's Python.
+        return str(now.replace(tzinfo=None))
+    # A datetime is already what get_prep_value returns for it: only the backend adapts.
+    return fields_by_name()[TIMESTAMPS[0]].get_db_prep_value(now, connection, prepared=True)
+
+
 def insert_rows(
     connection: Any,
     values: list[dict[str, Any]],
@@ -134,11 +146,8 @@ def insert_rows(
     are what the model fields' ``get_db_prep_save`` returns, as the ORM would pass them.
     """
     fields, _, shared, made_per_row, parameters = layout()
-    # The timestamps of one call share one value, prepared once. ``now`` is
-    # timezone.now(): a datetime is already what get_prep_value returns for it.
-    prepared = dict.fromkeys(
-        TIMESTAMPS, fields_by_name()[TIMESTAMPS[0]].get_db_prep_value(now, connection, True)
-    )
+    # The timestamps of one call share one value, prepared once.
+    prepared = dict.fromkeys(TIMESTAMPS, prepared_timestamp(now, connection))
     prepared.update(shared)
     # The id (its 128-bit number) as UUIDField.get_db_prep_value sends a UUID: the UUID
     # where the database has a uuid type (PostgreSQL), else its 32 hex digits (SQLite).
