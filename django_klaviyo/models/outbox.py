@@ -18,6 +18,21 @@ _last = 0
 _id_lock = threading.Lock()
 _VERSION_AND_VARIANT = 0x7 << 76 | 0b10 << 62
 _RAND_B = (1 << 62) - 1
+# Random parts drawn from os.urandom 64 at a time: one system call per 64 ids instead of
+# one per id (4 us of an order's save, in situ). A forked child starts with none of its
+# parent's, so no two processes share a draw.
+_draws: list[int] = []
+_DRAWS_PER_CALL = 64
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_draws.clear)
+
+
+def _draw() -> None:
+    block = os.urandom(10 * _DRAWS_PER_CALL)
+    _draws.extend(
+        int.from_bytes(block[i : i + 10], "big") >> (80 - _RANDOM_BITS)
+        for i in range(0, len(block), 10)
+    )
 
 
 def new_outbox_id() -> uuid.UUID:
@@ -36,9 +51,10 @@ def new_outbox_id_int() -> int:
     its 32 hex digits without building the UUID."""
     global _last
     millis = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big") >> (80 - _RANDOM_BITS)
-    drawn = millis << _RANDOM_BITS | rand
     with _id_lock:
+        if not _draws:
+            _draw()
+        drawn = millis << _RANDOM_BITS | _draws.pop()
         if drawn <= _last:
             # Same millisecond with a smaller draw, or the clock stepped back: count on.
             drawn = _last + 1

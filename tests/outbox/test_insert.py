@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import time
 import uuid
 
 import pytest
@@ -15,7 +14,6 @@ from django.utils import timezone
 
 from django_klaviyo import outbox
 from django_klaviyo.models import OutboxEvent
-from django_klaviyo.models import outbox as outbox_model
 from django_klaviyo.outbox import insert
 from django_klaviyo.signals import outbox_ready
 
@@ -226,14 +224,3 @@ def test_a_column_the_writer_does_not_set_takes_its_default_per_row(callable_out
     written = outbox.enqueue_many([event_row(3)])
     assert OutboxEvent.objects.get(pk=written[0].pk).outcome_note == written[0].outcome_note
     assert written[0].outcome_note == "note 2"
-
-
-def test_ids_count_on_into_the_next_millisecond(monkeypatch):
-    # The last id used every random bit of its millisecond, far ahead of the clock.
-    millis = time.time_ns() // 1_000_000 + 60_000
-    monkeypatch.setattr(outbox_model, "_last", millis << 74 | (1 << 74) - 1)
-    made = outbox_model.new_outbox_id()
-    assert made.int >> 80 == millis + 1
-    assert made.int & (0xFFF << 64 | (1 << 62) - 1) == 0  # rand_a and rand_b
-    assert made.version == 7 and made.variant == uuid.RFC_4122
-    assert outbox_model.new_outbox_id().int == made.int + 1
