@@ -380,7 +380,7 @@ def _instances(values: list[dict[str, Any]], now: datetime.datetime) -> list[Out
         for f in defaulted:
             columns[f.attname] = f.get_default()
         obj = OutboxEvent(*(columns[f.attname] for f in fields))
-        obj.id = uuid.UUID(int=columns["id"])
+        obj.id = uuid.UUID(int=columns["id"])  # the columns hold the id's number
         objs.append(obj)
     return objs
 

@@ -66,7 +66,8 @@ class Layout(NamedTuple):
     # The defaulted fields whose default is made per row (a callable) or needs preparing.
     made_per_row: tuple[Any, ...]
     # One row's INSERT parameters, in column order, from its columns merged with
-    # ``shared`` (the payload's from its JSON text, under ENCODED): one C call per row.
+    # ``shared``: one C call per row. The payload's is its JSON text (under ENCODED),
+    # encoded once for the size check and cast to jsonb in the SQL on PostgreSQL.
     parameters: Callable[[Mapping[str, Any]], tuple[Any, ...]]
 
 
@@ -119,7 +120,7 @@ def prepared_timestamp(now: datetime.datetime, connection: Any) -> Any:
     if connection.vendor == "sqlite" and now.tzinfo is connection.timezone is not None:
         # SQLite's adapt_datetimefield_value: the time, naive in the connection's zone, as
         # text. ``now`` is already in that zone (UTC), so converting it changes nothing.
-        # Half the in-situ cost of the general path, which is 7 us of the save's Python.
+        # In situ, the general path costs the save ~7 us, this ~3.5.
         return str(now.replace(tzinfo=None))
     # A datetime is already what get_prep_value returns for it: only the backend adapts.
     return fields_by_name()[TIMESTAMPS[0]].get_db_prep_value(now, connection, prepared=True)
@@ -147,14 +148,14 @@ def insert_rows(
     """
     fields, _, shared, made_per_row, parameters = layout()
     # The timestamps of one call share one value, prepared once.
-    prepared = dict.fromkeys(TIMESTAMPS, prepared_timestamp(now, connection))
-    prepared.update(shared)
+    new_row = dict.fromkeys(TIMESTAMPS, prepared_timestamp(now, connection))
+    new_row.update(shared)
     # The id (its 128-bit number) as UUIDField.get_db_prep_value sends a UUID: the UUID
     # where the database has a uuid type (PostgreSQL), else its 32 hex digits (SQLite).
     hex_ids = not connection.features.has_native_uuid_field
     params: list[Any] = []
     for columns in values:
-        row = {**columns, **prepared}
+        row = {**columns, **new_row}
         number = columns["id"]
         row["id"] = f"{number:032x}" if hex_ids else uuid.UUID(int=number)
         for f in made_per_row:
