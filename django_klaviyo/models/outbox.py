@@ -12,8 +12,27 @@ from django.db.models import Q
 from django.utils import timezone
 
 _RANDOM_BITS = 74  # rand_a (12) + rand_b (62) of RFC 9562
-_last = (0, 0)  # (milliseconds, random part) of the last id made in this process
+# The last id made in this process as one number, its milliseconds above its random part:
+# counting on from it carries into the next millisecond by itself.
+_last = 0
 _id_lock = threading.Lock()
+_VERSION_AND_VARIANT = 0x7 << 76 | 0b10 << 62
+_RAND_B = (1 << 62) - 1
+# Random parts drawn from os.urandom 64 at a time: one system call per 64 ids instead of
+# one per id (4 us of an order's save, in situ). A forked child starts with none of its
+# parent's, so no two processes share a draw.
+_draws: list[int] = []
+_DRAWS_PER_CALL = 64
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_draws.clear)
+
+
+def _draw() -> None:
+    block = os.urandom(10 * _DRAWS_PER_CALL)
+    _draws.extend(
+        int.from_bytes(block[i : i + 10], "big") >> (80 - _RANDOM_BITS)
+        for i in range(0, len(block), 10)
+    )
 
 
 def new_outbox_id() -> uuid.UUID:
@@ -24,18 +43,24 @@ def new_outbox_id() -> uuid.UUID:
     walks the primary key (no created_at index is written per row). Strictly increasing
     within a process (RFC 9562's "monotonic random"), so rows of one INSERT keep their order.
     """
+    return uuid.UUID(int=new_outbox_id_int())
+
+
+def new_outbox_id_int() -> int:
+    """The next :func:`new_outbox_id` as its 128-bit number: the outbox writer sends SQLite
+    its 32 hex digits without building the UUID."""
     global _last
     millis = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big") >> (80 - _RANDOM_BITS)
     with _id_lock:
-        if (millis, rand) <= _last:
+        if not _draws:
+            _draw()
+        drawn = millis << _RANDOM_BITS | _draws.pop()
+        if drawn <= _last:
             # Same millisecond with a smaller draw, or the clock stepped back: count on.
-            millis, rand = _last[0], _last[1] + 1
-            if rand >> _RANDOM_BITS:
-                millis, rand = millis + 1, 0
-        _last = (millis, rand)
-    rand_a, rand_b = rand >> 62, rand & ((1 << 62) - 1)
-    return uuid.UUID(int=millis << 80 | 0x7 << 76 | rand_a << 64 | 0b10 << 62 | rand_b)
+            drawn = _last + 1
+        _last = drawn
+    millis, rand_a, rand_b = drawn >> _RANDOM_BITS, drawn >> 62 & 0xFFF, drawn & _RAND_B
+    return millis << 80 | rand_a << 64 | rand_b | _VERSION_AND_VARIANT
 
 
 class OutboxEvent(models.Model):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 
@@ -9,6 +10,7 @@ import pytest
 from django.db import connection
 
 from django_klaviyo.models import OutboxEvent
+from django_klaviyo.models import outbox as outbox_model
 from django_klaviyo.models.outbox import new_outbox_id
 
 
@@ -24,6 +26,32 @@ def test_ids_made_in_one_process_strictly_increase_even_within_a_millisecond():
     ids = [new_outbox_id() for _ in range(20_000)]  # many share a millisecond
     assert len({i.int >> 80 for i in ids}) < len(ids)
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
+
+
+def test_ids_count_on_into_the_next_millisecond(monkeypatch):
+    # The last id used every random bit of its millisecond, far ahead of the clock.
+    millis = time.time_ns() // 1_000_000 + 60_000
+    monkeypatch.setattr(outbox_model, "_last", millis << 74 | (1 << 74) - 1)
+    made = outbox_model.new_outbox_id()
+    assert made.int >> 80 == millis + 1
+    assert made.int & (0xFFF << 64 | (1 << 62) - 1) == 0  # rand_a and rand_b
+    assert made.version == 7 and made.variant == uuid.RFC_4122
+    assert outbox_model.new_outbox_id().int == made.int + 1
+
+
+def test_a_forked_child_draws_its_own_random_parts():
+    outbox_model._draws.clear()
+    new_outbox_id()
+    assert outbox_model._draws  # the parent holds draws for its next ids
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: reports whether it inherited any draw
+        os.write(write, b"none" if not outbox_model._draws else b"some")
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read, 4) == b"none"
+    os.close(read)
+    os.close(write)
 
 
 @pytest.mark.django_db
