@@ -13,7 +13,8 @@ from decimal import Decimal
 from typing import Any
 
 from django_klaviyo.exceptions import KlaviyoValidationError
-from django_klaviyo.orders.mappers import categories_list, money, unique_in_order
+from django_klaviyo.orders.convert import categories_list, money
+from django_klaviyo.orders.items import unique_in_order
 
 # Viewed Product's property names (Klaviyo's guide).
 PRODUCT_KEYS = {

@@ -63,16 +63,21 @@ Browse and cart events (``django_klaviyo.viewed_product`` etc.): see
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
 from django_klaviyo.conf import klaviyo_settings
 from django_klaviyo.orders import fields as mapping
-from django_klaviyo.orders import ledger
+from django_klaviyo.orders import ledger, reading
 from django_klaviyo.orders.addresses import address
-from django_klaviyo.orders.convert import as_decimal, blank, categories_list, iso_utc, money
-from django_klaviyo.rules.events import item_event_properties
+from django_klaviyo.orders.convert import blank, iso_utc, money
+from django_klaviyo.orders.items import (
+    items_properties,
+    line_id_of,
+    line_item,
+    line_item_of,
+)
 from django_klaviyo.rules.values import to_json
 
 __all__ = [
@@ -107,10 +112,10 @@ def order_status(order: Any) -> Any:
 def order_profile(order: Any, fields: dict[str, Any] | None = None) -> dict[str, Any]:
     """Customer profile: the order's email (else the customer's), its phone number and
     the customer's id."""
-    return _profile(mapping.values(order, "ORDER_FIELDS", fields or None))
+    return _profile(reading.values(order, "ORDER_FIELDS", fields or None))
 
 
-def _profile(order: mapping.Values) -> dict[str, Any]:
+def _profile(order: reading.Values) -> dict[str, Any]:
     profile: dict[str, Any] = {}
     customer_id = order["customer_id"]
     email = order["email"] or ""
@@ -136,10 +141,10 @@ def order_lines(order: Any, fields: dict[str, Any] | None = None) -> list[Any]:
 
 def order_id(order: Any, fields: dict[str, Any] | None = None) -> str:
     """The order's id in Klaviyo: OrderId, and the unique_id of its order-level events."""
-    return _order_id(mapping.values(order, "ORDER_FIELDS", fields or None))
+    return _order_id(reading.values(order, "ORDER_FIELDS", fields or None))
 
 
-def _order_id(order: mapping.Values) -> str:
+def _order_id(order: reading.Values) -> str:
     number = order["number"]
     return str(order.obj.pk if blank(number) else number)
 
@@ -156,92 +161,14 @@ def order_dedupe_key(order: Any, suffix: str) -> str:
 _KEY_PREFIXES: dict[type, str] = {}
 
 
-def line_id(line: Any, fields: dict[str, Any] | None = None) -> str:
-    return _line_id(mapping.values(line, "ORDER_LINE_FIELDS", fields or None))
-
-
-def _line_id(line: mapping.Values) -> str:
-    value = line["id"]
-    if blank(value):
-        value = line["sku"] or getattr(line.obj, "pk", "")
-    return str(value)
-
-
-def line_item(line: Any, fields: dict[str, Any] | None = None) -> dict[str, Any]:
-    """One order line as Klaviyo's Items[] entry."""
-    return _line_item(mapping.values(line, "ORDER_LINE_FIELDS", fields or None))
-
-
-def _line_item(line: mapping.Values) -> dict[str, Any]:
-    quantity = line["quantity"]
-    quantity = 1 if quantity is None else quantity
-    unit_price = line["unit_price"]
-    row_total = line["row_total"]
-    if blank(row_total):
-        if not blank(unit_price):
-            row_total = as_decimal(unit_price) * as_decimal(quantity)
-    elif blank(unit_price) and quantity:
-        unit_price = as_decimal(row_total) / as_decimal(quantity)
-    sku = line["sku"] or ""
-    product_id = line["product_id"]
-    return {
-        "ProductID": str(sku or _line_id(line) if blank(product_id) else product_id),
-        "SKU": str(sku),
-        "ProductName": str(line["name"] or ""),
-        "Quantity": quantity,
-        "ItemPrice": money(unit_price),
-        "RowTotal": money(row_total),
-        "ProductURL": str(line["product_url"] or ""),
-        "ImageURL": str(line["image_url"] or ""),
-        "Categories": categories_list(line["categories"]),
-        "Brand": str(line["brand"] or ""),
-    }
-
-
-def unique_in_order(values: Iterable[Any]) -> list[Any]:
-    seen: list[Any] = []
-    for value in values:
-        if value and value not in seen:
-            seen.append(value)
-    return seen
-
-
-def items_properties(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """ItemNames, Categories, Brands, ItemCount and Items of an order's (or refund's) items:
-    Categories and Brands are the non-empty ones, each once, in order; ItemCount adds the
-    numeric quantities. (One pass: the save path asks this of every placed order.)"""
-    names: list[Any] = []
-    categories: list[Any] = []
-    brands: list[Any] = []
-    count = 0
-    for item in items:
-        names.append(item["ProductName"])
-        for category in item["Categories"]:
-            if category and category not in categories:
-                categories.append(category)
-        brand = item["Brand"]
-        if brand and brand not in brands:
-            brands.append(brand)
-        quantity = item["Quantity"]
-        if isinstance(quantity, (int, float)):
-            count += quantity
-    return {
-        "ItemNames": names,
-        "Categories": categories,
-        "Brands": brands,
-        "ItemCount": count,
-        "Items": items,
-    }
-
-
 def order_properties(
     order: Any, items: list[dict[str, Any]], fields: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """The Placed Order's properties, which every later event of the order repeats."""
-    return _order_properties(mapping.values(order, "ORDER_FIELDS", fields or None), items)
+    return _order_properties(reading.values(order, "ORDER_FIELDS", fields or None), items)
 
 
-def _order_properties(order: mapping.Values, items: list[dict[str, Any]]) -> dict[str, Any]:
+def _order_properties(order: reading.Values, items: list[dict[str, Any]]) -> dict[str, Any]:
     properties: dict[str, Any] = {"OrderId": _order_id(order), **items_properties(items)}
     discount_code = order["discount_code"]
     if discount_code:
@@ -273,7 +200,7 @@ def order_event(
 ) -> dict[str, Any]:
     """One order-level event spec (``name``: a key of METRIC_NAMES)."""
     return _order_event(
-        mapping.values(order, "ORDER_FIELDS", fields or None),
+        reading.values(order, "ORDER_FIELDS", fields or None),
         mapping.metric(name),
         suffix,
         properties,
@@ -284,7 +211,7 @@ def order_event(
 
 
 def _order_event(
-    order: mapping.Values,
+    order: reading.Values,
     metric: str,
     suffix: str,
     properties: dict[str, Any],
@@ -313,7 +240,7 @@ def placed_order_events(order: Any) -> list[dict[str, Any]]:
     read_order, read_line, placed, ordered = _placed_setup()
     values = read_order(order)
     lines = [read_line(line) for line in mapping.resolve_many(order, values.paths["lines"])]
-    items = [_line_item(line) for line in lines]
+    items = [line_item_of(line) for line in lines]
     properties = _order_properties(values, items)
     oid = properties["OrderId"]
     event = _order_event(
@@ -328,40 +255,34 @@ def placed_order_events(order: Any) -> list[dict[str, Any]]:
     if items:
         event["item_events"] = {
             "metric": ordered,
-            "unique_ids": [f"{oid}-{_line_id(line)}" for line in lines],
+            "unique_ids": [f"{oid}-{line_id_of(line)}" for line in lines],
         }
     return [event]
 
 
-def _placed_setup() -> tuple[mapping.Reader, mapping.Reader, str, str]:
+def _placed_setup() -> tuple[reading.Reader, reading.Reader, str, str]:
     """What placed_order_events takes from settings (the readers of ORDER_FIELDS and
     ORDER_LINE_FIELDS, the names of Placed Order and Ordered Product), looked up once
     until a setting changes: one look-up per order instead of four."""
     return klaviyo_settings.memo(
         "placed_order_setup",
         lambda: (
-            mapping.reader("ORDER_FIELDS"),
-            mapping.reader("ORDER_LINE_FIELDS"),
+            reading.reader("ORDER_FIELDS"),
+            reading.reader("ORDER_LINE_FIELDS"),
             mapping.metric("placed_order"),
             mapping.metric("ordered_product"),
         ),
     )
 
 
-def ordered_product_properties(oid: str, item: dict[str, Any]) -> dict[str, Any]:
-    """An Ordered Product's properties (``django_klaviyo.rules.events``, which derives
-    them when a Placed Order's row is sent)."""
-    return item_event_properties(oid, item)
-
-
 def status_event(order: Any, name: str, suffix: str, time_key: str) -> dict[str, Any]:
     """Fulfilled / Cancelled / Refunded Order: the Placed Order's unique_id, properties and
     (positive) value, so Klaviyo ties it to the order it follows. A Cancelled Order is
     worth what earlier refunds left (``django_klaviyo.orders.ledger``)."""
-    values = mapping.reader("ORDER_FIELDS")(order)
-    read_line = mapping.reader("ORDER_LINE_FIELDS")
+    values = reading.reader("ORDER_FIELDS")(order)
+    read_line = reading.reader("ORDER_LINE_FIELDS")
     items = [
-        _line_item(read_line(line)) for line in mapping.resolve_many(order, values.paths["lines"])
+        line_item_of(read_line(line)) for line in mapping.resolve_many(order, values.paths["lines"])
     ]
     properties = _order_properties(values, items)
     value = money(values["total"])

@@ -15,6 +15,7 @@ from shop.models import Order, OrderLine
 import django_klaviyo
 from django_klaviyo.models import OutboxEvent
 from django_klaviyo.orders import mappers as ecommerce
+from django_klaviyo.orders.convert import categories_list
 from django_klaviyo.rules.events import expansions
 
 LINES = [
@@ -246,9 +247,9 @@ def test_money_rounds_half_up_to_cents(amount, expected):
 
 
 def test_categories_accept_lists_and_comma_strings():
-    assert ecommerce.categories_list("A, B,,C ") == ["A", "B", "C"]
-    assert ecommerce.categories_list(["A", 2]) == ["A", "2"]
-    assert ecommerce.categories_list(None) == []
+    assert categories_list("A, B,,C ") == ["A", "B", "C"]
+    assert categories_list(["A", 2]) == ["A", "2"]
+    assert categories_list(None) == []
 
 
 def test_a_refund_given_as_a_dict_is_sent_once(customer):

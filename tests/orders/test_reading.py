@@ -1,4 +1,4 @@
-"""The mappers read an order or line once per key through ``fields.Reader``: plain model
+"""The mappers read an order or line once per key through ``reading.Reader``: plain model
 fields straight from the instance, the rest resolved when first asked. Every value must be
 the one ``fields.resolve`` gives, whatever the path (a callable, a method, a property, a
 relation, a dict, a deferred field), and a relation is fetched only when asked for."""
@@ -18,7 +18,7 @@ from django.test import override_settings
 from shop import services
 from shop.models import Order, OrderLine
 
-from django_klaviyo.orders import fields, mappers
+from django_klaviyo.orders import fields, items, mappers, reading
 from django_klaviyo.orders.convert import as_decimal, blank, iso_utc, money
 from django_klaviyo.rules.values import utc_iso
 
@@ -77,7 +77,7 @@ def resolved(obj: Any, paths: Mapping[str, Any]) -> dict[str, Any]:
 
 def read(obj: Any, paths: Mapping[str, Any]) -> dict[str, Any]:
     """Every key read through a Reader that fills in plain fields, as the mappers' does."""
-    values = fields.Reader(paths)(obj)
+    values = reading.Reader(paths)(obj)
     return {key: values[key] for key in paths}
 
 
@@ -97,7 +97,7 @@ def test_plain_fields_are_filled_in_and_relations_wait_until_asked(
 ):
     fresh = Order.objects.get(pk=order.pk)
     with django_assert_num_queries(0):
-        values = fields.Reader(ORDER_PATHS)(fresh)
+        values = reading.Reader(ORDER_PATHS)(fresh)
         assert {"number", "total", "customer_id", "pk", "nothing"} <= values.keys()
         assert "customer_email" not in values
     with django_assert_num_queries(1):
@@ -109,7 +109,7 @@ def test_a_deferred_field_is_loaded_as_resolve_loads_it(order, django_assert_num
     total = Order.objects.get(pk=order.pk).total
     deferred = Order.objects.defer("total", "email").get(pk=order.pk)
     with django_assert_num_queries(0):
-        values = fields.Reader(ORDER_PATHS)(deferred)
+        values = reading.Reader(ORDER_PATHS)(deferred)
         assert values["number"] == "N-1"
     with django_assert_num_queries(1):
         assert values["total"] == total
@@ -176,8 +176,8 @@ def test_a_line_given_as_data_maps_as_before():
         "Categories": [],
         "Brand": "",
     }
-    assert mappers.line_id(line) == "3"
-    assert mappers.line_id({"sku": "S", "pk": None}) == "S"
+    assert items.line_id(line) == "3"
+    assert items.line_id({"sku": "S", "pk": None}) == "S"
 
 
 def test_a_deferred_order_maps_to_the_same_placed_order(order):
@@ -241,20 +241,20 @@ def test_money_of_nothing_is_none(amount):
 
 
 def test_items_properties_is_the_rule_of_unique_in_order():
-    items = [
+    lines = [
         {"ProductName": "A", "Categories": ["x", "", "y"], "Brand": "B", "Quantity": 2},
         {"ProductName": "B", "Categories": ["y", "z"], "Brand": "", "Quantity": 1.5},
         {"ProductName": "C", "Categories": [], "Brand": "B", "Quantity": "3"},
         {"ProductName": "D", "Categories": ["x"], "Brand": "C", "Quantity": True},
     ]
-    assert mappers.items_properties(items) == {
+    assert items.items_properties(lines) == {
         "ItemNames": ["A", "B", "C", "D"],
-        "Categories": mappers.unique_in_order(c for item in items for c in item["Categories"]),
-        "Brands": mappers.unique_in_order(item["Brand"] for item in items),
+        "Categories": items.unique_in_order(c for item in lines for c in item["Categories"]),
+        "Brands": items.unique_in_order(item["Brand"] for item in lines),
         "ItemCount": 2 + 1.5 + True,
-        "Items": items,
+        "Items": lines,
     }
-    assert list(mappers.items_properties(items)) == [
+    assert list(items.items_properties(lines)) == [
         "ItemNames",
         "Categories",
         "Brands",
