@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import uuid
 from decimal import Decimal
 
@@ -159,38 +158,6 @@ def test_committed_transaction_keeps_the_row_and_hints_after_commit(ready_calls)
     assert ready_calls == [
         {"signal": outbox_ready, "count": 2, "kinds": {"event", "profile_upsert"}}
     ]
-
-
-class Label(str):
-    pass
-
-
-class Properties(dict):
-    pass
-
-
-@pytest.mark.parametrize(
-    "payload",
-    [
-        {"metric": "Placed Order", "value": 56.0, "properties": {"Items": [{"Price": 4.5}]}},
-        {"name": "Crème brûlée ☕ 𝄞", "quote": 'say "hi"\n\t\\', "sep": "\u2028", "nul": "\x00"},
-        {"label": Label("a str subclass"), "nested": Properties(a=[1, [2, [3, {}]], []])},
-        {"big": 2**70, "neg": -1, "float": 1e-7, "huge": 1.5e300, "flags": [True, False, None]},
-        {1: "an int key", "": "", "lone": "\ud800"},
-    ],
-)
-def test_the_payload_text_is_json_dumps_compact_and_ascii(payload):
-    assert outbox._encode(payload) == json.dumps(payload, allow_nan=False, separators=(",", ":"))
-
-
-@pytest.mark.parametrize(
-    ("payload", "error"), [({"x": float("nan")}, ValueError), ({"x": object()}, TypeError)]
-)
-def test_the_payload_encoder_refuses_what_json_dumps_refuses(payload, error):
-    with pytest.raises(error):
-        json.dumps(payload, allow_nan=False)
-    with pytest.raises(error):
-        outbox._encode(payload)
 
 
 def test_to_json_limits_nesting_depth():
