@@ -13,9 +13,27 @@ from collections.abc import Mapping
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.core.validators import validate_email
+from django.core.validators import EmailValidator
 
 from django_klaviyo.exceptions import KlaviyoValidationError
+
+
+def _compiled(pattern: Any) -> re.Pattern[str]:
+    """A pattern Django compiles lazily, compiled now (the same pattern and flags)."""
+    return re.compile(pattern.pattern, pattern.flags)
+
+
+class _EmailValidator(EmailValidator):
+    """Django's email rule, its own code, with its patterns compiled once: each use of a
+    lazily compiled pattern goes through a proxy (about 1 µs), twice per email, and every
+    order's save checks its customer's email."""
+
+    user_regex = _compiled(EmailValidator.user_regex)
+    domain_regex = _compiled(EmailValidator.domain_regex)
+    literal_regex = _compiled(EmailValidator.literal_regex)
+
+
+validate_email = _EmailValidator()
 
 E164 = re.compile(r"^\+[1-9]\d{1,14}$")
 PROFILE_IDENTIFIERS = ("email", "phone_number", "external_id")
