@@ -246,6 +246,15 @@ def clean_event(
     if not EVENT_KEYS.issuperset(payload):
         unknown = sorted(str(k) for k in payload if k not in EVENT_KEYS)
         raise KlaviyoValidationError(f"an event has no field {unknown[0]!r}.", field=unknown[0])
+    return clean_event_fields(payload, unique_id, profiles)
+
+
+def clean_event_fields(
+    payload: Mapping[str, Any], unique_id: str, profiles: dict[Any, dict[str, Any]] | None
+) -> dict[str, Any]:
+    """``clean_event`` of a mapping whose keys the caller has checked: it reads the
+    event's fields and ignores any other key (an event spec's ``unique_id`` and
+    ``dedupe_key``, which ``outbox.build_events`` cleans itself)."""
     metric = clean_metric(payload.get("metric"))
     time = payload.get("time")
     cleaned = {

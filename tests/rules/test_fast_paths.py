@@ -7,10 +7,17 @@ the general rule it specialises on the inputs where they could diverge.
 
 from __future__ import annotations
 
+import datetime as dt
+import json
+from collections.abc import Iterator, Mapping
+from typing import Any
+
 import pytest
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email as django_validate_email
+from django.utils import timezone
 
+from django_klaviyo import outbox, rules
 from django_klaviyo.exceptions import KlaviyoValidationError
 from django_klaviyo.rules import identifiers
 
@@ -64,3 +71,101 @@ def test_the_email_rule_is_djangos(email):
         assert str(refused.value) == f"email {email!r} is not a valid email address."
     else:
         assert identifiers.normalize_email(email) == email.strip()
+
+
+class Spec(Mapping):
+    """A read-only mapping that is not a dict."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self._data = data
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+def placed_order(**changes: Any) -> dict[str, Any]:
+    """A Placed Order spec as the mapper makes it (3 lines)."""
+    items = [
+        {
+            "ProductID": sku,
+            "SKU": sku,
+            "ProductName": name,
+            "Quantity": quantity,
+            "ItemPrice": price,
+            "RowTotal": quantity * price,
+            "ProductURL": "",
+            "ImageURL": "",
+            "Categories": [],
+            "Brand": "",
+        }
+        for sku, name, quantity, price in [
+            ("TEA-1", "Green tea", 2, 4.5),
+            ("CUP-2", "Cup", 1, 12.0),
+            ("POT-3", "Teapot", 1, 35.0),
+        ]
+    ]
+    spec = {
+        "metric": "Placed Order",
+        "profile": {"email": "ada@example.com"},
+        "properties": {
+            "OrderId": "A-1",
+            "ItemNames": ["Green tea", "Cup", "Teapot"],
+            "Categories": [],
+            "Brands": [],
+            "ItemCount": 4,
+            "Items": items,
+        },
+        "time": (timezone.now() - dt.timedelta(days=1)).isoformat(),
+        "value": 56.0,
+        "value_currency": "USD",
+        "unique_id": "A-1",
+        "dedupe_key": "event:shop.order:1:placed",
+        "item_events": {"metric": "Ordered Product", "unique_ids": ["A-1-1", "A-1-2", "A-1-3"]},
+    }
+    return {**spec, **changes}
+
+
+SPECS = {
+    "placed order": placed_order(),
+    "backfill": placed_order(backfill=True),
+    "backfill False": placed_order(backfill=False),
+    "no item events": placed_order(item_events=None),
+    "empty item events": placed_order(item_events={}),
+    "expand": placed_order(
+        item_events=None,
+        expand=[{"metric": "Ordered Product", "unique_id": "A-1-1", "properties": {"a": 1}}],
+    ),
+    "no unique_id": placed_order(unique_id=None, dedupe_key=None),
+    "bad unique_id": placed_order(unique_id="u" * 256),
+    "bad dedupe_key": placed_order(dedupe_key=""),
+    "bad backfill": placed_order(backfill=1),
+    "blank metric": placed_order(metric=" "),
+    "bad email": placed_order(profile={"email": "ada@"}),
+}
+
+
+@pytest.mark.parametrize("name", SPECS)
+def test_build_events_takes_a_spec_as_build_event_takes_its_arguments(name):
+    """``build_events`` cleans each spec as it is; ``build_event(**spec)`` gives the same
+    row or the same refusal, a spec that is a Mapping but not a dict too."""
+    spec = SPECS[name]
+
+    def rows(build: Any) -> Any:
+        try:
+            (row,) = build()
+        except KlaviyoValidationError as refused:
+            return ("refused", str(refused), refused.field)
+        unique_id = "generated" if spec.get("unique_id") is None else row.unique_id
+        return (json.dumps(row.payload), unique_id, row.dedupe_key, row.metric, row.kind)
+
+    expected = rows(lambda: [outbox.build_event(**spec)])
+    assert rows(lambda: outbox.build_events([spec])) == expected
+    assert rows(lambda: outbox.build_events([Spec(spec)])) == expected
+    if expected[0] != "refused":
+        assert outbox.build_events([spec])[0].rules_version == rules.RULES_VERSION
