@@ -218,22 +218,37 @@ def parse_iso(text: str, path: str) -> dt.datetime:
 def iso_time(value: Any, path: str = "time", *, allow_future: bool = True) -> str:
     """An aware or naive datetime, or an ISO-8601 string (with or without offset) → an
     ISO-8601 UTC string inside Klaviyo's window (after 1990, at most a year ahead)."""
-    if isinstance(value, str):
+    if type(value) is str:
+        try:
+            # parse_iso's first step (parse_datetime tries fromisoformat first), without
+            # its two calls; fromisoformat takes no surrounding spaces, which parse_iso
+            # strips, so a string it parses parse_iso parses the same.
+            value = _fromisoformat(value)
+        except ValueError:
+            value = parse_iso(value, path)
+    elif isinstance(value, str):
         value = parse_iso(value, path)
     elif not isinstance(value, dt.datetime):
         raise KlaviyoValidationError(
             f"{path} must be a datetime or an ISO-8601 string, not {type(value).__name__}.",
             field=path,
         )
-    value = in_utc(value)
-    if value < limits.EARLIEST_EVENT_TIME:
+    if value.tzinfo is not _UTC:  # one in UTC (as the mappers give it) is as in_utc makes it
+        value = in_utc(value)
+    if value < _EARLIEST_EVENT_TIME:
         raise KlaviyoValidationError(f"{path} must be after 1990.", field=path)
     now = timezone.now()
-    latest = now + limits.LATEST_EVENT_TIME_AHEAD if allow_future else now
+    latest = now + _LATEST_EVENT_TIME_AHEAD if allow_future else now
     if value > latest:
         which = "more than a year in the future" if allow_future else "in the future"
         raise KlaviyoValidationError(f"{path} must not be {which}.", field=path)
     return value.isoformat()
+
+
+_fromisoformat = dt.datetime.fromisoformat
+_UTC = dt.timezone.utc
+_EARLIEST_EVENT_TIME = limits.EARLIEST_EVENT_TIME
+_LATEST_EVENT_TIME_AHEAD = limits.LATEST_EVENT_TIME_AHEAD
 
 
 def number(value: Any, path: str = "value") -> float | None:

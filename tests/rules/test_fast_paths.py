@@ -11,6 +11,7 @@ import datetime as dt
 import json
 from collections.abc import Iterator, Mapping
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -19,7 +20,7 @@ from django.utils import timezone
 
 from django_klaviyo import outbox, rules
 from django_klaviyo.exceptions import KlaviyoValidationError
-from django_klaviyo.rules import identifiers
+from django_klaviyo.rules import identifiers, limits, values
 
 EMAILS = [
     "ada@example.com",
@@ -169,3 +170,81 @@ def test_build_events_takes_a_spec_as_build_event_takes_its_arguments(name):
     assert rows(lambda: outbox.build_events([Spec(spec)])) == expected
     if expected[0] != "refused":
         assert outbox.build_events([spec])[0].rules_version == rules.RULES_VERSION
+
+
+class Text(str):
+    """A str subclass (as SafeString is)."""
+
+
+def _times() -> list[Any]:
+    now = timezone.now().replace(microsecond=349428)
+    text = now.isoformat()
+    paris = ZoneInfo("Europe/Paris")
+    return [
+        text,
+        text.replace("+00:00", "Z"),
+        text.replace("+00:00", ""),
+        text.replace("T", " "),
+        now.astimezone(paris).isoformat(),
+        f" {text} ",
+        f"{text}\n",
+        f"\u3000{text}",
+        text[:10],
+        text.replace(".349428", ".000000"),
+        text.replace(".349428", ",5"),
+        "20261206T201054Z",
+        "2026-W49-7T20:10:54+00:00",
+        "1989-12-31T23:59:59+00:00",
+        "2999-01-01T00:00:00+00:00",
+        "tomorrow",
+        "",
+        Text(text),
+        Text(f" {text}"),
+        now,
+        now.replace(tzinfo=None),
+        now.astimezone(paris),
+        now.replace(tzinfo=ZoneInfo("UTC")),
+        now.replace(tzinfo=dt.timezone(dt.timedelta(0), "Zulu")),
+        now + dt.timedelta(days=300),
+        dt.datetime(1980, 1, 1, tzinfo=dt.timezone.utc),
+        now.date(),
+        5,
+    ]
+
+
+def general_iso_time(value: Any, path: str, allow_future: bool) -> str:
+    """``iso_time`` as written before its fast paths: parse_iso, then in_utc, always."""
+    if isinstance(value, str):
+        value = values.parse_iso(value, path)
+    elif not isinstance(value, dt.datetime):
+        raise KlaviyoValidationError(
+            f"{path} must be a datetime or an ISO-8601 string, not {type(value).__name__}.",
+            field=path,
+        )
+    value = values.in_utc(value)
+    if value < limits.EARLIEST_EVENT_TIME:
+        raise KlaviyoValidationError(f"{path} must be after 1990.", field=path)
+    now = timezone.now()
+    latest = now + limits.LATEST_EVENT_TIME_AHEAD if allow_future else now
+    if value > latest:
+        which = "more than a year in the future" if allow_future else "in the future"
+        raise KlaviyoValidationError(f"{path} must not be {which}.", field=path)
+    return value.isoformat()
+
+
+def outcome(rule: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return ("ok", rule(*args, **kwargs))
+    except KlaviyoValidationError as refused:
+        return ("refused", str(refused), refused.field)
+
+
+@pytest.mark.parametrize("allow_future", [True, False])
+@pytest.mark.parametrize("index", range(len(_times())))
+def test_iso_time_takes_a_time_in_utc_and_an_iso_string_as_the_general_rule(index, allow_future):
+    """``iso_time`` parses a string with fromisoformat when it can (else parse_iso) and
+    converts only a time not already in UTC: the same text, or the same refusal."""
+    value = _times()[index]
+    assert outcome(values.iso_time, value, "time", allow_future=allow_future) == outcome(
+        general_iso_time, value, "time", allow_future
+    )
