@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import uuid
 from collections.abc import Iterator, Mapping
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -17,6 +19,8 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email as django_validate_email
 from django.utils import timezone
+from django.utils.safestring import mark_safe
+from django.utils.translation import gettext_lazy
 
 from django_klaviyo import outbox, rules
 from django_klaviyo.exceptions import KlaviyoValidationError
@@ -248,3 +252,112 @@ def test_iso_time_takes_a_time_in_utc_and_an_iso_string_as_the_general_rule(inde
     assert outcome(values.iso_time, value, "time", allow_future=allow_future) == outcome(
         general_iso_time, value, "time", allow_future
     )
+
+
+class Code(str):
+    """A str subclass (a SafeString is one)."""
+
+
+class Amount(float):
+    """A float subclass."""
+
+
+def _leaves() -> list[Any]:
+    return [
+        "plain",
+        "",
+        "café",
+        "a\x00b",
+        "x\ud800y",
+        "\ud83d\ude00",
+        "a" * limits.MAX_STRING_BYTES,
+        "a" * (limits.MAX_STRING_BYTES + 1),
+        "é" * (limits.MAX_STRING_BYTES // 2 + 1),
+        Code("sub"),
+        Code("sub\x00"),
+        mark_safe("safe"),
+        gettext_lazy("Lazy text"),
+        0,
+        2**70,
+        True,
+        None,
+        1.5,
+        -0.0,
+        float("nan"),
+        float("inf"),
+        Amount(2.5),
+        Amount("nan"),
+        Decimal("4.50"),
+        Decimal("NaN"),
+        dt.datetime(2026, 1, 2, 3, 4, 5),
+        dt.date(2026, 1, 2),
+        uuid.UUID(int=7),
+        dt.timedelta(seconds=90),
+        b"bytes",
+        {1, 2},
+        (1, "a"),
+        (),
+        [],
+        {},
+        [1, [2, [3]]],
+        Spec({"m": Decimal("1")}),
+        {1: "an int key"},
+        {"a\x00": 1},
+        {"k\ud800": 1},
+        {Code("key"): 1},
+        list(range(limits.MAX_ARRAY_ITEMS + 1)),
+        ("s",) * (limits.MAX_ARRAY_ITEMS + 1),
+    ]
+
+
+def nested(levels: int, leaf: Any, container: type = dict) -> Any:
+    for _ in range(levels):
+        leaf = {"a": leaf} if container is dict else [leaf]
+    return leaf
+
+
+@pytest.mark.parametrize("index", range(len(_leaves())))
+def test_a_containers_inline_checks_are_to_json_of_each_value(index):
+    """A dict, a Mapping, a list and a tuple check their plain values inline; each value
+    comes out as ``to_json`` of it alone at its path, or refused the same."""
+    leaf = _leaves()[index]
+    assert outcome(values.to_json, {"k": leaf}, "p") == outcome(
+        lambda: {"k": values.to_json(leaf, "p.k", _depth=1)}
+    )
+    assert outcome(values.to_json, Spec({"k": leaf}), "p") == outcome(
+        lambda: {"k": values.to_json(leaf, "p.k", _depth=1)}
+    )
+    for container in ([1, leaf], (1, leaf)):
+        assert outcome(values.to_json, container, "p") == outcome(
+            lambda: [1, values.to_json(leaf, "p[1]", _depth=1)]
+        )
+
+
+@pytest.mark.parametrize("container", [dict, list])
+@pytest.mark.parametrize("leaf", [1, "x", [], {}, (), Decimal(1)])
+def test_the_walk_counts_every_level_an_empty_container_too(container, leaf):
+    """Containers may nest 11 deep (the outermost is level 0); an empty one, which the
+    walk does not enter, is still refused past the limit, like any value that needs a
+    conversion; a plain leaf is not a level."""
+    assert outcome(values.to_json, nested(10, leaf, container), "p")[0] == "ok"
+    beyond = outcome(values.to_json, nested(11, leaf, container), "p")
+    if type(leaf) in (int, str):
+        assert beyond == ("ok", nested(11, leaf, container))
+    else:
+        path = "p" + (".a" if container is dict else "[0]") * 11
+        assert beyond == ("refused", f"{path} is nested more than 10 levels deep.", path)
+
+
+def test_the_walk_copies_every_container():
+    """What the walk returns shares no dict or list with its input: a caller changing
+    its data afterwards does not change a cleaned payload."""
+    data = {"a": [], "b": {}, "c": [{"d": []}], "e": ["x"]}
+    cleaned = values.to_json(data, "p")
+    assert cleaned == data
+    data["a"].append(1)
+    data["b"]["x"] = 1
+    data["c"][0]["d"].append(1)
+    data["e"].append("y")
+    assert cleaned == {"a": [], "b": {}, "c": [{"d": []}], "e": ["x"]}
+    assert type(values.to_json(Spec({"k": (1,)}), "p")) is dict
+    assert values.to_json(Spec({"k": (1,)}), "p") == {"k": [1]}
