@@ -43,6 +43,8 @@ ITEM_EVENTS_KEYS = frozenset({"metric", "unique_ids"})
 # ("metric", "properties", "OrderId", "ProductBrand", "value", ...) and a float's ".0".
 # Everything else it holds (the item, the metric, its unique_id, the time) is in the row.
 DERIVED_EVENT_EXTRA_BYTES = 256
+_MAX_PROPERTIES = limits.MAX_PROPERTIES
+_KEY_MAX_LENGTH = limits.KEY_MAX_LENGTH
 
 
 def clean_metric(metric: Any, path: str = "metric") -> str:
@@ -139,13 +141,19 @@ def clean_item_events(
     ``properties["OrderId"]`` a string. The items themselves were checked with the
     properties: the events derived from them (``item_event``) need no walk of their own."""
     path = "item_events"
-    if not isinstance(spec, Mapping) or set(spec) != ITEM_EVENTS_KEYS:
+    if type(spec) is dict:  # the usual case, without a set or an ABC check
+        exact = spec.keys() == ITEM_EVENTS_KEYS
+    else:
+        exact = isinstance(spec, Mapping) and set(spec) == ITEM_EVENTS_KEYS
+    if not exact:
         raise KlaviyoValidationError(
             f"{path} must be a dict with exactly the keys metric and unique_ids.", field=path
         )
-    metric = clean_metric(spec["metric"], f"{path}.metric")
+    metric = clean_metric(spec["metric"], "item_events.metric")
     unique_ids = spec["unique_ids"]
-    if isinstance(unique_ids, (str, bytes, Mapping)) or not isinstance(unique_ids, (list, tuple)):
+    if type(unique_ids) is not list and (
+        isinstance(unique_ids, (str, bytes, Mapping)) or not isinstance(unique_ids, (list, tuple))
+    ):
         raise KlaviyoValidationError(
             f"{path}.unique_ids must be a list of strings.", field=f"{path}.unique_ids"
         )
@@ -163,13 +171,14 @@ def clean_item_events(
             field="properties.OrderId",
         )
     cleaned = []
-    for i, (item, unique_id) in enumerate(zip(items, unique_ids, strict=True)):
+    for i, item in enumerate(items):  # as many as unique_ids (checked above)
+        unique_id = unique_ids[i]
         if type(item) is not dict:
             raise KlaviyoValidationError(
                 f"properties.Items[{i}] must be a dict: {path} makes an event of it.",
                 field=f"properties.Items[{i}]",
             )
-        if len(item) >= limits.MAX_PROPERTIES:  # plus OrderId
+        if len(item) >= _MAX_PROPERTIES:  # plus OrderId
             raise KlaviyoValidationError(
                 f"properties.Items[{i}] has {len(item)} keys; its event's properties "
                 f"(with OrderId) may have at most {limits.MAX_PROPERTIES}.",
@@ -182,7 +191,7 @@ def clean_item_events(
             number(total, f"properties.Items[{i}].RowTotal")
         if not (
             type(unique_id) is str
-            and 0 < len(unique_id) <= limits.KEY_MAX_LENGTH
+            and 0 < len(unique_id) <= _KEY_MAX_LENGTH
             and unique_id.isascii()
             and "\x00" not in unique_id
         ):
