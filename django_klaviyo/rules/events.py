@@ -294,7 +294,7 @@ def clean_event_fields(
 
 def _event_profile(profile: Any, memo: dict[Any, dict[str, Any]] | None) -> dict[str, Any]:
     memo_key: Any = None
-    if memo is not None and isinstance(profile, Mapping):
+    if memo is not None and (type(profile) is dict or isinstance(profile, Mapping)):
         try:
             memo_key = tuple(sorted(profile.items()))
             hash(memo_key)

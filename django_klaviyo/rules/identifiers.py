@@ -38,6 +38,7 @@ validate_email = _EmailValidator()
 E164 = re.compile(r"^\+[1-9]\d{1,14}$")
 PROFILE_IDENTIFIERS = ("email", "phone_number", "external_id")
 EVENT_IDENTIFIERS = (*PROFILE_IDENTIFIERS, "anonymous_id", "id")
+_EVENT_IDENTIFIERS = frozenset(EVENT_IDENTIFIERS)
 
 
 def normalize_phone_number(value: str) -> str:
@@ -74,7 +75,7 @@ def clean_profile(profile: Mapping[str, Any] | None, *, for_event: bool = False)
 
     Empty identifier values are dropped; at least one must remain.
     """
-    if profile is None or not isinstance(profile, Mapping):
+    if type(profile) is not dict and not isinstance(profile, Mapping):
         raise KlaviyoValidationError(
             "profile must be a mapping with at least one identifier "
             "(email, phone_number or external_id).",
@@ -82,7 +83,7 @@ def clean_profile(profile: Mapping[str, Any] | None, *, for_event: bool = False)
         )
     cleaned: dict[str, Any] = {}
     for key, value in profile.items():
-        if key in EVENT_IDENTIFIERS and (value is None or value == ""):
+        if key in _EVENT_IDENTIFIERS and (value is None or value == ""):
             continue
         cleaned[key] = value
     if "email" in cleaned:
@@ -98,7 +99,7 @@ def clean_profile(profile: Mapping[str, Any] | None, *, for_event: bool = False)
             "email, phone_number or external_id.",
             field="anonymous_id",
         )
-    if not any(key in cleaned for key in allowed):
+    if cleaned.keys().isdisjoint(allowed):
         names = ", ".join(allowed)
         raise KlaviyoValidationError(
             f"A Klaviyo profile needs at least one identifier: {names}.", field="profile"
