@@ -79,7 +79,7 @@ def clean_currency(currency: Any) -> str | None:
 def clean_properties(properties: Any, path: str = "properties") -> dict[str, Any]:
     if properties is None:
         return {}
-    if not isinstance(properties, Mapping):
+    if type(properties) is not dict and not isinstance(properties, Mapping):
         raise KlaviyoValidationError(
             f"{path} must be a dict, not {type(properties).__name__}.", field=path
         )

@@ -262,6 +262,8 @@ def number(value: Any, path: str = "value") -> float | None:
     """A finite number (Decimal and int become float), or None."""
     if value is None:
         return None
+    if type(value) is float and -_INF < value < _INF:  # the usual: as float() leaves it
+        return value
     # bool is an int subclass, but True is not an amount of money.
     if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
         raise KlaviyoValidationError(
