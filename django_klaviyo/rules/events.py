@@ -57,6 +57,8 @@ def clean_metric(metric: Any, path: str = "metric") -> str:
             f"(got {len(metric)}).",
             field=path,
         )
+    if metric.isascii() and "\x00" not in metric:  # check_text's usual case, without a call
+        return metric
     return check_text(metric, path)
 
 

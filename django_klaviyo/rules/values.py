@@ -134,7 +134,7 @@ def _container(value: Any, path: str, _depth: int) -> Any:
             f"{path} is nested more than {_MAX_DEPTH} levels deep.", field=path
         )
     depth = _depth + 1
-    if type(value) is dict or isinstance(value, Mapping):
+    if type(value) is dict or (type(value) is not list and isinstance(value, Mapping)):
         result = value.copy() if type(value) is dict else dict(value.items())
         for key, item in result.items():
             if key not in _PLAIN_KEYS:
@@ -225,7 +225,13 @@ def parse_iso(text: str, path: str) -> dt.datetime:
 def iso_time(value: Any, path: str = "time", *, allow_future: bool = True) -> str:
     """An aware or naive datetime, or an ISO-8601 string (with or without offset) → an
     ISO-8601 UTC string inside Klaviyo's window (after 1990, at most a year ahead)."""
+    written = None  # ``value`` itself when it is a string as utc_iso writes one
     if type(value) is str:
+        # As utc_iso writes a time with microseconds, "2026-12-06T20:10:54.349428+00:00"
+        # (separators at 4, 7, 10, 13, 16 and 19, UTC's offset): once fromisoformat has
+        # read it as a time in UTC with microseconds, isoformat() would write it again.
+        if len(value) == 32 and value[4:20:3] == "--T::." and value.endswith("+00:00"):
+            written = value
         try:
             # parse_iso's first step (parse_datetime tries fromisoformat first), without
             # its two calls; fromisoformat takes no surrounding spaces, which parse_iso
@@ -233,6 +239,7 @@ def iso_time(value: Any, path: str = "time", *, allow_future: bool = True) -> st
             value = _fromisoformat(value)
         except ValueError:
             value = parse_iso(value, path)
+            written = None
     elif isinstance(value, str):
         value = parse_iso(value, path)
     elif not isinstance(value, dt.datetime):
@@ -242,6 +249,7 @@ def iso_time(value: Any, path: str = "time", *, allow_future: bool = True) -> st
         )
     if value.tzinfo is not _UTC:  # one in UTC (as the mappers give it) is as in_utc makes it
         value = in_utc(value)
+        written = None
     if value < _EARLIEST_EVENT_TIME:
         raise KlaviyoValidationError(f"{path} must be after 1990.", field=path)
     now = timezone.now()
@@ -249,7 +257,7 @@ def iso_time(value: Any, path: str = "time", *, allow_future: bool = True) -> st
     if value > latest:
         which = "more than a year in the future" if allow_future else "in the future"
         raise KlaviyoValidationError(f"{path} must not be {which}.", field=path)
-    return value.isoformat()
+    return written if written is not None and value.microsecond else value.isoformat()
 
 
 _fromisoformat = dt.datetime.fromisoformat
@@ -283,4 +291,6 @@ def key(value: Any, path: str) -> str:
         raise KlaviyoValidationError(
             f"{path} must be at most {limits.KEY_MAX_LENGTH} characters.", field=path
         )
+    if value.isascii() and "\x00" not in value:  # check_text's usual case, without a call
+        return value
     return check_text(value, path)

@@ -25,7 +25,7 @@ from django.utils.translation import gettext_lazy
 
 from django_klaviyo import outbox, rules
 from django_klaviyo.exceptions import KlaviyoValidationError
-from django_klaviyo.rules import identifiers, limits, values
+from django_klaviyo.rules import events, identifiers, limits, values
 
 EMAILS = [
     "ada@example.com",
@@ -246,6 +246,16 @@ def _times() -> list[Any]:
         f"\u3000{text}",
         text[:10],
         text.replace(".349428", ".000000"),
+        text.replace(".349428", ".000001"),
+        text[:10] + "T24:00:00.000001+00:00",
+        text[:10] + "T23:59:60.000001+00:00",
+        text.replace("+00:00", "-00:00"),
+        text.replace("+00:00", "+00:01"),
+        text.replace("-", "\uff0d", 1),
+        "\uff12\uff10\uff12\uff16" + text[4:],  # fullwidth digits
+        "2026-W49-7T20:10:54.349428+00:00",
+        "2026-12-06T20:10:54.349428+00:00",
+        "1989-12-31T23:59:59.999999+00:00",
         text.replace(".349428", ",5"),
         "20261206T201054Z",
         "2026-W49-7T20:10:54+00:00",
@@ -412,3 +422,27 @@ def test_the_walk_copies_every_container():
     assert cleaned == {"a": [], "b": {}, "c": [{"d": []}], "e": ["x"]}
     assert type(values.to_json(Spec({"k": (1,)}), "p")) is dict
     assert values.to_json(Spec({"k": (1,)}), "p") == {"k": [1]}
+
+
+KEYS = ["A-1", " spaced ", "é", "a\x00", "x\ud800", "k" * 255, "k" * 256, "", Code("A-1"), 5, None]
+
+
+def general_key(value: Any, path: str) -> str:
+    """``values.key`` as written before its fast path: check_text, always."""
+    if not isinstance(value, str) or not value:
+        raise KlaviyoValidationError(f"{path} must be a non-empty string.", field=path)
+    if len(value) > limits.KEY_MAX_LENGTH:
+        raise KlaviyoValidationError(
+            f"{path} must be at most {limits.KEY_MAX_LENGTH} characters.", field=path
+        )
+    return values.check_text(value, path)
+
+
+@pytest.mark.parametrize("value", KEYS)
+def test_key_and_metric_take_plain_text_as_check_text_does(value):
+    assert outcome(values.key, value, "unique_id") == outcome(general_key, value, "unique_id")
+    metric = outcome(events.clean_metric, value, "metric")
+    if isinstance(value, str) and value.strip() and len(value.strip()) <= 127:
+        assert metric == outcome(values.check_text, value.strip(), "metric")
+    else:
+        assert metric[0] == "refused"
