@@ -299,11 +299,12 @@ def _event_profile(profile: Any, memo: dict[Any, dict[str, Any]] | None) -> dict
     if memo is not None and (type(profile) is dict or isinstance(profile, Mapping)):
         try:
             memo_key = tuple(sorted(profile.items()))
-            hash(memo_key)
+            cached = memo.get(memo_key)  # TypeError when a value is unhashable
         except TypeError:  # nested values (location, properties): not memoised
             memo_key = None
-    if memo_key is not None and memo_key in memo:  # type: ignore[operator]
-        return memo[memo_key]  # type: ignore[index]
+        else:
+            if cached is not None:
+                return cached
     cleaned = clean_profile_attributes(profile, for_event=True)
     if memo_key is not None:
         memo[memo_key] = cleaned  # type: ignore[index]
