@@ -52,6 +52,7 @@ from django_klaviyo.outbox.insert import (
     supports_returning,
 )
 from django_klaviyo.rules import values
+from django_klaviyo.rules.events import clean_event_fields
 from django_klaviyo.rules.identifiers import profile_key
 from django_klaviyo.rules.profiles import deletion_payload
 from django_klaviyo.rules.values import to_json  # noqa: F401  (re-exported for mappers)
@@ -122,23 +123,20 @@ def build_event(
     and ``expand`` (events in full) are further events sent with it, sharing its profile,
     time and currency (``django_klaviyo.rules.events``). ``backfill=True``: a historical
     event, recorded by Klaviyo without triggering flows (the row and its expansions)."""
-    # Generated once here and stored, so every retry sends the same idempotency key.
-    unique_id = uuid.uuid4().hex if unique_id is None else values.key(unique_id, "unique_id")
-    payload = {
+    spec = {
         "metric": metric,
         "profile": profile,
         "properties": properties,
         "time": time,
         "value": value,
         "value_currency": value_currency,
+        "unique_id": unique_id,
+        "dedupe_key": dedupe_key,
+        "item_events": item_events,
+        "expand": expand,
+        "backfill": backfill,
     }
-    if item_events:
-        payload["item_events"] = item_events
-    if expand:
-        payload["expand"] = expand
-    if backfill is not False:
-        payload["backfill"] = backfill
-    return _row(Kind.EVENT, payload, unique_id=unique_id, dedupe_key=dedupe_key, profiles=_profiles)
+    return _event_row(spec, _profiles)
 
 
 def build_events(specs: Iterable[Mapping[str, Any]]) -> list[OutboxRow]:
@@ -147,24 +145,36 @@ def build_events(specs: Iterable[Mapping[str, Any]]) -> list[OutboxRow]:
     profiles: dict[Any, dict[str, Any]] = {}
     rows = []
     for spec in specs:
-        if not isinstance(spec, Mapping):
+        if type(spec) is not dict and not isinstance(spec, Mapping):
             raise KlaviyoValidationError("an event spec must be a dict.", field="event")
         if not _SPEC_KEYS.issuperset(spec):
             unknown = sorted(str(k) for k in spec if k not in _SPEC_KEYS)
             raise KlaviyoValidationError(
                 f"an event spec has no field {unknown[0]!r}.", field=unknown[0]
             )
-        rows.append(
-            build_event(
-                metric=spec.get("metric"),
-                profile=spec.get("profile"),
-                _profiles=profiles,
-                **{k: v for k, v in spec.items() if k not in ("metric", "profile")},
-            )
-        )
+        rows.append(_event_row(spec, profiles))
     return rows
 
 
+def _event_row(spec: Mapping[str, Any], profiles: dict[Any, dict[str, Any]] | None) -> OutboxRow:
+    """The ``event`` row of a spec whose keys are ``_SPEC_KEYS`` (``build_event``'s
+    arguments): the spec is cleaned as it is, without a payload built from it."""
+    unique_id = spec.get("unique_id")
+    # Generated once here and stored, so every retry sends the same idempotency key.
+    unique_id = uuid.uuid4().hex if unique_id is None else values.key(unique_id, "unique_id")
+    cleaned = clean_event_fields(spec, unique_id, profiles)
+    dedupe_key = spec.get("dedupe_key")
+    return OutboxRow(
+        _EVENT,
+        cleaned,
+        unique_id,
+        None if dedupe_key is None else values.key(dedupe_key, "dedupe_key"),
+        cleaned["metric"],
+        rules.RULES_VERSION,
+    )
+
+
+_EVENT = Kind.EVENT
 _SPEC_KEYS = frozenset(
     {
         "metric",

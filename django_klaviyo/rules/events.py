@@ -43,6 +43,8 @@ ITEM_EVENTS_KEYS = frozenset({"metric", "unique_ids"})
 # ("metric", "properties", "OrderId", "ProductBrand", "value", ...) and a float's ".0".
 # Everything else it holds (the item, the metric, its unique_id, the time) is in the row.
 DERIVED_EVENT_EXTRA_BYTES = 256
+_MAX_PROPERTIES = limits.MAX_PROPERTIES
+_KEY_MAX_LENGTH = limits.KEY_MAX_LENGTH
 
 
 def clean_metric(metric: Any, path: str = "metric") -> str:
@@ -55,6 +57,8 @@ def clean_metric(metric: Any, path: str = "metric") -> str:
             f"(got {len(metric)}).",
             field=path,
         )
+    if metric.isascii() and "\x00" not in metric:  # check_text's usual case, without a call
+        return metric
     return check_text(metric, path)
 
 
@@ -77,7 +81,7 @@ def clean_currency(currency: Any) -> str | None:
 def clean_properties(properties: Any, path: str = "properties") -> dict[str, Any]:
     if properties is None:
         return {}
-    if not isinstance(properties, Mapping):
+    if type(properties) is not dict and not isinstance(properties, Mapping):
         raise KlaviyoValidationError(
             f"{path} must be a dict, not {type(properties).__name__}.", field=path
         )
@@ -139,13 +143,19 @@ def clean_item_events(
     ``properties["OrderId"]`` a string. The items themselves were checked with the
     properties: the events derived from them (``item_event``) need no walk of their own."""
     path = "item_events"
-    if not isinstance(spec, Mapping) or set(spec) != ITEM_EVENTS_KEYS:
+    if type(spec) is dict:  # the usual case, without a set or an ABC check
+        exact = spec.keys() == ITEM_EVENTS_KEYS
+    else:
+        exact = isinstance(spec, Mapping) and set(spec) == ITEM_EVENTS_KEYS
+    if not exact:
         raise KlaviyoValidationError(
             f"{path} must be a dict with exactly the keys metric and unique_ids.", field=path
         )
-    metric = clean_metric(spec["metric"], f"{path}.metric")
+    metric = clean_metric(spec["metric"], "item_events.metric")
     unique_ids = spec["unique_ids"]
-    if isinstance(unique_ids, (str, bytes, Mapping)) or not isinstance(unique_ids, (list, tuple)):
+    if type(unique_ids) is not list and (
+        isinstance(unique_ids, (str, bytes, Mapping)) or not isinstance(unique_ids, (list, tuple))
+    ):
         raise KlaviyoValidationError(
             f"{path}.unique_ids must be a list of strings.", field=f"{path}.unique_ids"
         )
@@ -163,13 +173,14 @@ def clean_item_events(
             field="properties.OrderId",
         )
     cleaned = []
-    for i, (item, unique_id) in enumerate(zip(items, unique_ids, strict=True)):
+    for i, item in enumerate(items):  # as many as unique_ids (checked above)
+        unique_id = unique_ids[i]
         if type(item) is not dict:
             raise KlaviyoValidationError(
                 f"properties.Items[{i}] must be a dict: {path} makes an event of it.",
                 field=f"properties.Items[{i}]",
             )
-        if len(item) >= limits.MAX_PROPERTIES:  # plus OrderId
+        if len(item) >= _MAX_PROPERTIES:  # plus OrderId
             raise KlaviyoValidationError(
                 f"properties.Items[{i}] has {len(item)} keys; its event's properties "
                 f"(with OrderId) may have at most {limits.MAX_PROPERTIES}.",
@@ -182,7 +193,7 @@ def clean_item_events(
             number(total, f"properties.Items[{i}].RowTotal")
         if not (
             type(unique_id) is str
-            and 0 < len(unique_id) <= limits.KEY_MAX_LENGTH
+            and 0 < len(unique_id) <= _KEY_MAX_LENGTH
             and unique_id.isascii()
             and "\x00" not in unique_id
         ):
@@ -246,6 +257,15 @@ def clean_event(
     if not EVENT_KEYS.issuperset(payload):
         unknown = sorted(str(k) for k in payload if k not in EVENT_KEYS)
         raise KlaviyoValidationError(f"an event has no field {unknown[0]!r}.", field=unknown[0])
+    return clean_event_fields(payload, unique_id, profiles)
+
+
+def clean_event_fields(
+    payload: Mapping[str, Any], unique_id: str, profiles: dict[Any, dict[str, Any]] | None
+) -> dict[str, Any]:
+    """``clean_event`` of a mapping whose keys the caller has checked: it reads the
+    event's fields and ignores any other key (an event spec's ``unique_id`` and
+    ``dedupe_key``, which ``outbox.build_events`` cleans itself)."""
     metric = clean_metric(payload.get("metric"))
     time = payload.get("time")
     cleaned = {
@@ -276,14 +296,15 @@ def clean_event(
 
 def _event_profile(profile: Any, memo: dict[Any, dict[str, Any]] | None) -> dict[str, Any]:
     memo_key: Any = None
-    if memo is not None and isinstance(profile, Mapping):
+    if memo is not None and (type(profile) is dict or isinstance(profile, Mapping)):
         try:
             memo_key = tuple(sorted(profile.items()))
-            hash(memo_key)
+            cached = memo.get(memo_key)  # TypeError when a value is unhashable
         except TypeError:  # nested values (location, properties): not memoised
             memo_key = None
-    if memo_key is not None and memo_key in memo:  # type: ignore[operator]
-        return memo[memo_key]  # type: ignore[index]
+        else:
+            if cached is not None:
+                return cached
     cleaned = clean_profile_attributes(profile, for_event=True)
     if memo_key is not None:
         memo[memo_key] = cleaned  # type: ignore[index]

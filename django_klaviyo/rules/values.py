@@ -56,6 +56,9 @@ def check_text(value: str, path: str) -> str:
 
 
 _MAX_STRING_BYTES = limits.MAX_STRING_BYTES
+_MAX_DEPTH = limits.MAX_DEPTH
+_MAX_ARRAY_ITEMS = limits.MAX_ARRAY_ITEMS
+_INF = math.inf
 # Short dict keys already found to be plain text (see ``_container``); bounded, so
 # payloads with ever-new keys cannot grow it without end.
 _PLAIN_KEYS: set[str] = set()
@@ -119,73 +122,77 @@ def to_json(value: Any, path: str, *, _depth: int = 0) -> Any:
 
 
 def _container(value: Any, path: str, _depth: int) -> Any:
-    """``to_json`` of a mapping, list or tuple."""
-    if _depth > limits.MAX_DEPTH:
+    """``to_json`` of a mapping, list or tuple: a copy (made in one call), in which the
+    values that are not plain leaves are replaced by their ``to_json``.
+
+    Plain leaves (an exact str that is ASCII without NUL and within the size limit, an
+    int, bool, None, a finite float) are checked inline and nested dicts and lists
+    walked directly, because this loop runs for every tracked save; anything else goes
+    through ``to_json``, and a child's path is only formatted when it needs a call."""
+    if _depth > _MAX_DEPTH:
         raise KlaviyoValidationError(
-            f"{path} is nested more than {limits.MAX_DEPTH} levels deep.", field=path
+            f"{path} is nested more than {_MAX_DEPTH} levels deep.", field=path
         )
-    if type(value) is dict or isinstance(value, Mapping):
-        result = {}
-        depth = _depth + 1
-        for key, item in value.items():
-            # Keys repeat from payload to payload (a store's property names): one passed
-            # is known plain text. Others are checked inline (ASCII, no NUL, within the
-            # size limit) or by check_text, because this loop runs for every tracked save.
+    depth = _depth + 1
+    if type(value) is dict or (type(value) is not list and isinstance(value, Mapping)):
+        result = value.copy() if type(value) is dict else dict(value.items())
+        for key, item in result.items():
             if key not in _PLAIN_KEYS:
-                if (
-                    type(key) is str
-                    and key.isascii()
-                    and len(key) <= _MAX_STRING_BYTES
-                    and "\x00" not in key
-                ):
-                    if len(_PLAIN_KEYS) < _PLAIN_KEYS_MAX and len(key) <= 64:
-                        _PLAIN_KEYS.add(key)
-                else:
-                    if not isinstance(key, str):
-                        raise KlaviyoValidationError(
-                            f"{path} has a key {key!r} that is not a string.", field=path
-                        )
-                    check_text(key, f"{path} key")
+                _check_key(key, path)
             leaf = type(item)
-            if (
-                leaf in _PLAIN_LEAVES
-                or (
-                    leaf is str
-                    and item.isascii()
-                    and len(item) <= _MAX_STRING_BYTES
-                    and "\x00" not in item
-                )
-                or (leaf is float and math.isfinite(item))
-            ):
-                result[key] = item
-            elif leaf is list and not item and depth <= limits.MAX_DEPTH:
-                result[key] = []  # an empty list (Categories, Brands): nothing to walk
-            else:
-                result[key] = to_json(item, f"{path}.{key}", _depth=depth)
+            if leaf is str:
+                if item.isascii() and len(item) <= _MAX_STRING_BYTES and "\x00" not in item:
+                    continue
+            elif leaf is int or leaf is bool or item is None:
+                continue
+            elif leaf is float:
+                if -_INF < item < _INF:  # finite: NaN compares false
+                    continue
+            elif leaf is dict or leaf is list:
+                if item or depth > _MAX_DEPTH:
+                    result[key] = _container(item, f"{path}.{key}", depth)
+                else:
+                    result[key] = leaf()  # empty (Categories, Brands): nothing to walk
+                continue
+            result[key] = to_json(item, f"{path}.{key}", _depth=depth)
         return result
-    if len(value) > limits.MAX_ARRAY_ITEMS:
+    if len(value) > _MAX_ARRAY_ITEMS:
         raise KlaviyoValidationError(
-            f"{path} has {len(value)} items; Klaviyo accepts at most {limits.MAX_ARRAY_ITEMS}.",
+            f"{path} has {len(value)} items; Klaviyo accepts at most {_MAX_ARRAY_ITEMS}.",
             field=path,
         )
-    items = []
-    depth = _depth + 1
-    for i, item in enumerate(value):
+    items = list(value)
+    for i, item in enumerate(items):
         leaf = type(item)
-        if (
-            leaf in _PLAIN_LEAVES
-            or (
-                leaf is str
-                and item.isascii()
-                and len(item) <= _MAX_STRING_BYTES
-                and "\x00" not in item
-            )
-            or (leaf is float and math.isfinite(item))
-        ):
-            items.append(item)
-        else:
-            items.append(to_json(item, f"{path}[{i}]", _depth=depth))
+        if leaf is str:
+            if item.isascii() and len(item) <= _MAX_STRING_BYTES and "\x00" not in item:
+                continue
+        elif leaf is int or leaf is bool or item is None:
+            continue
+        elif leaf is float:
+            if -_INF < item < _INF:
+                continue
+        elif leaf is dict or leaf is list:
+            if item or depth > _MAX_DEPTH:
+                items[i] = _container(item, f"{path}[{i}]", depth)
+            else:
+                items[i] = leaf()
+            continue
+        items[i] = to_json(item, f"{path}[{i}]", _depth=depth)
     return items
+
+
+def _check_key(key: Any, path: str) -> None:
+    """Refuse a dict key that is not text JSON and PostgreSQL can hold. Keys repeat from
+    payload to payload (a store's property names): a short one that passed is kept in
+    ``_PLAIN_KEYS`` and not checked again."""
+    if type(key) is str and key.isascii() and len(key) <= _MAX_STRING_BYTES and "\x00" not in key:
+        if len(_PLAIN_KEYS) < _PLAIN_KEYS_MAX and len(key) <= 64:
+            _PLAIN_KEYS.add(key)
+        return
+    if not isinstance(key, str):
+        raise KlaviyoValidationError(f"{path} has a key {key!r} that is not a string.", field=path)
+    check_text(key, f"{path} key")
 
 
 def aware(value: dt.datetime) -> dt.datetime:
@@ -218,28 +225,53 @@ def parse_iso(text: str, path: str) -> dt.datetime:
 def iso_time(value: Any, path: str = "time", *, allow_future: bool = True) -> str:
     """An aware or naive datetime, or an ISO-8601 string (with or without offset) → an
     ISO-8601 UTC string inside Klaviyo's window (after 1990, at most a year ahead)."""
-    if isinstance(value, str):
+    written = None  # ``value`` itself when it is a string as utc_iso writes one
+    if type(value) is str:
+        # As utc_iso writes a time with microseconds, "2026-12-06T20:10:54.349428+00:00"
+        # (separators at 4, 7, 10, 13, 16 and 19, UTC's offset): once fromisoformat has
+        # read it as a time in UTC with microseconds, isoformat() would write it again.
+        if len(value) == 32 and value[4:20:3] == "--T::." and value.endswith("+00:00"):
+            written = value
+        try:
+            # parse_iso's first step (parse_datetime tries fromisoformat first), without
+            # its two calls; fromisoformat takes no surrounding spaces, which parse_iso
+            # strips, so a string it parses parse_iso parses the same.
+            value = _fromisoformat(value)
+        except ValueError:
+            value = parse_iso(value, path)
+            written = None
+    elif isinstance(value, str):
         value = parse_iso(value, path)
     elif not isinstance(value, dt.datetime):
         raise KlaviyoValidationError(
             f"{path} must be a datetime or an ISO-8601 string, not {type(value).__name__}.",
             field=path,
         )
-    value = in_utc(value)
-    if value < limits.EARLIEST_EVENT_TIME:
+    if value.tzinfo is not _UTC:  # one in UTC (as the mappers give it) is as in_utc makes it
+        value = in_utc(value)
+        written = None
+    if value < _EARLIEST_EVENT_TIME:
         raise KlaviyoValidationError(f"{path} must be after 1990.", field=path)
     now = timezone.now()
-    latest = now + limits.LATEST_EVENT_TIME_AHEAD if allow_future else now
+    latest = now + _LATEST_EVENT_TIME_AHEAD if allow_future else now
     if value > latest:
         which = "more than a year in the future" if allow_future else "in the future"
         raise KlaviyoValidationError(f"{path} must not be {which}.", field=path)
-    return value.isoformat()
+    return written if written is not None and value.microsecond else value.isoformat()
+
+
+_fromisoformat = dt.datetime.fromisoformat
+_UTC = dt.timezone.utc
+_EARLIEST_EVENT_TIME = limits.EARLIEST_EVENT_TIME
+_LATEST_EVENT_TIME_AHEAD = limits.LATEST_EVENT_TIME_AHEAD
 
 
 def number(value: Any, path: str = "value") -> float | None:
     """A finite number (Decimal and int become float), or None."""
     if value is None:
         return None
+    if type(value) is float and -_INF < value < _INF:  # the usual: as float() leaves it
+        return value
     # bool is an int subclass, but True is not an amount of money.
     if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
         raise KlaviyoValidationError(
@@ -259,4 +291,6 @@ def key(value: Any, path: str) -> str:
         raise KlaviyoValidationError(
             f"{path} must be at most {limits.KEY_MAX_LENGTH} characters.", field=path
         )
+    if value.isascii() and "\x00" not in value:  # check_text's usual case, without a call
+        return value
     return check_text(value, path)
