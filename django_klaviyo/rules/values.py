@@ -252,7 +252,9 @@ def iso_time(value: Any, path: str = "time", *, allow_future: bool = True) -> st
         written = None
     if value < _EARLIEST_EVENT_TIME:
         raise KlaviyoValidationError(f"{path} must be after 1990.", field=path)
-    now = timezone.now()
+    # Aware, whatever USE_TZ says: ``value`` is in UTC by now (timezone.now() is naive
+    # with USE_TZ = False, and comparing the two would raise out of the store's save).
+    now = dt.datetime.now(_UTC)
     latest = now + _LATEST_EVENT_TIME_AHEAD if allow_future else now
     if value > latest:
         which = "more than a year in the future" if allow_future else "in the future"
