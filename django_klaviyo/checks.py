@@ -415,6 +415,22 @@ def check_callables() -> list[CheckMessage]:
 
 
 @_setting_check
+def check_time_zones() -> list[CheckMessage]:
+    if settings.USE_TZ:
+        return []
+    return [
+        Error(
+            "django-klaviyo needs USE_TZ = True: Klaviyo's times are UTC, and the outbox, "
+            "the webhook view, the admin dashboard and the insights compare aware datetimes "
+            "(with naive ones they fail).",
+            hint="Set USE_TZ = True (Django's default since 5.0). Existing naive datetimes "
+            "are then read in TIME_ZONE: see Django's time zone migration guide.",
+            id="django_klaviyo.E014",
+        )
+    ]
+
+
+@_setting_check
 def check_order_model() -> list[CheckMessage]:
     value = _get("ORDER_MODEL")
     if not value:

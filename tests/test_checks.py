@@ -167,6 +167,12 @@ def test_rate_limit_cache_alias_must_exist():
     assert ids(RATE_LIMIT_CACHE="memcached") == ["django_klaviyo.E013"]
 
 
+def test_naive_datetimes_are_named_at_startup():
+    assert ids() == []
+    with override_settings(USE_TZ=False):
+        assert ids() == ["django_klaviyo.E014"]
+
+
 @pytest.mark.parametrize("alias", ["default", "redis"])
 def test_a_shared_rate_limit_cache_passes(alias):
     assert ids(RATE_LIMIT_CACHE=alias) == []
