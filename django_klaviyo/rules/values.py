@@ -134,35 +134,21 @@ def _container(value: Any, path: str, _depth: int) -> Any:
             f"{path} is nested more than {_MAX_DEPTH} levels deep.", field=path
         )
     depth = _depth + 1
-    if type(value) is dict or (type(value) is not list and isinstance(value, Mapping)):
-        result = value.copy() if type(value) is dict else dict(value.items())
-        for key, item in result.items():
-            if key not in _PLAIN_KEYS:
-                _check_key(key, path)
-            leaf = type(item)
-            if leaf is str:
-                if item.isascii() and len(item) <= _MAX_STRING_BYTES and "\x00" not in item:
-                    continue
-            elif leaf is int or leaf is bool or item is None:
-                continue
-            elif leaf is float:
-                if -_INF < item < _INF:  # finite: NaN compares false
-                    continue
-            elif leaf is dict or leaf is list:
-                if item or depth > _MAX_DEPTH:
-                    result[key] = _container(item, f"{path}.{key}", depth)
-                else:
-                    result[key] = leaf()  # empty (Categories, Brands): nothing to walk
-                continue
-            result[key] = to_json(item, f"{path}.{key}", _depth=depth)
-        return result
-    if len(value) > _MAX_ARRAY_ITEMS:
-        raise KlaviyoValidationError(
-            f"{path} has {len(value)} items; Klaviyo accepts at most {_MAX_ARRAY_ITEMS}.",
-            field=path,
-        )
-    items = list(value)
-    for i, item in enumerate(items):
+    keyed = type(value) is dict or (type(value) is not list and isinstance(value, Mapping))
+    if keyed:
+        result: Any = value.copy() if type(value) is dict else dict(value.items())
+        entries: Any = result.items()  # values replaced in place: the keys do not change
+    else:
+        if len(value) > _MAX_ARRAY_ITEMS:
+            raise KlaviyoValidationError(
+                f"{path} has {len(value)} items; Klaviyo accepts at most {_MAX_ARRAY_ITEMS}.",
+                field=path,
+            )
+        result = list(value)
+        entries = enumerate(result)
+    for key, item in entries:
+        if keyed and key not in _PLAIN_KEYS:
+            _check_key(key, path)
         leaf = type(item)
         if leaf is str:
             if item.isascii() and len(item) <= _MAX_STRING_BYTES and "\x00" not in item:
@@ -170,16 +156,21 @@ def _container(value: Any, path: str, _depth: int) -> Any:
         elif leaf is int or leaf is bool or item is None:
             continue
         elif leaf is float:
-            if -_INF < item < _INF:
+            if -_INF < item < _INF:  # finite: NaN compares false
                 continue
         elif leaf is dict or leaf is list:
             if item or depth > _MAX_DEPTH:
-                items[i] = _container(item, f"{path}[{i}]", depth)
+                result[key] = _container(item, _child(path, key, keyed), depth)
             else:
-                items[i] = leaf()
+                result[key] = leaf()  # empty (Categories, Brands): nothing to walk
             continue
-        items[i] = to_json(item, f"{path}[{i}]", _depth=depth)
-    return items
+        result[key] = to_json(item, _child(path, key, keyed), _depth=depth)
+    return result
+
+
+def _child(path: str, key: Any, keyed: bool) -> str:
+    """The path of a container's entry: ``properties.Items`` or ``Items[2]``."""
+    return f"{path}.{key}" if keyed else f"{path}[{key}]"
 
 
 def _check_key(key: Any, path: str) -> None:
