@@ -186,7 +186,7 @@ class OutboxEventAdmin(AccountColumnMixin, ReadOnlyDetailAdmin):
             actions = super().get_actions(request)
         else:
             actions = super().get_actions(request, action_location=action_location)
-        # "discard" replaces it: it leaves rows being sent alone.
+        # "discard" replaces it: it leaves rows in flight alone.
         actions.pop("delete_selected", None)
         return actions
 
@@ -256,7 +256,7 @@ class OutboxEventAdmin(AccountColumnMixin, ReadOnlyDetailAdmin):
         )
         self._report(request, selected, changed, done)
 
-    @admin.action(description="Discard (delete, except rows being sent)", permissions=["delete"])
+    @admin.action(description="Discard (delete, except rows in flight)", permissions=["delete"])
     def discard(self, request: HttpRequest, queryset: QuerySet[OutboxEvent]) -> None:
         selected = queryset.count()
         changed = operations.discard(queryset)

@@ -89,6 +89,8 @@ class OutboxEvent(models.Model):
         AWAITING_JOB = "awaiting_job", "Awaiting Klaviyo job"
 
     DUE_STATUSES = (Status.PENDING, Status.RETRYING)
+    # Sent and not settled yet: a flusher holds the row, or Klaviyo's bulk job does.
+    IN_FLIGHT_STATUSES = (Status.SENDING, Status.AWAITING_JOB)
     TERMINAL_STATUSES = (Status.SENT, Status.DEAD)
 
     # Time-ordered (see new_outbox_id): the newest-first admin list and the insert both

@@ -76,7 +76,7 @@ KEY_PREFIX = "order-stats:"
 # The advisory locks' first key (PostgreSQL's two-int form): "Klvy", so a store's own
 # advisory locks on one bigint never meet ours.
 LOCK_CLASS = 0x4B6C7679
-IN_FLIGHT = (OutboxEvent.Status.SENDING, OutboxEvent.Status.AWAITING_JOB)
+IN_FLIGHT = OutboxEvent.IN_FLIGHT_STATUSES
 DUE = OutboxEvent.DUE_STATUSES
 
 

@@ -54,6 +54,8 @@ def requeue_dead(queryset: QuerySet[OutboxEvent] | None = None) -> int:
 
 
 def discard(queryset: QuerySet[OutboxEvent]) -> int:
-    """Delete rows for good; rows being sent right now are left alone."""
-    deleted, _ = queryset.exclude(status=Status.SENDING).delete()
+    """Delete rows for good; rows in flight are left alone: one being sent, or one whose
+    Klaviyo job has not settled yet (Klaviyo has it, and the job's outcome, a dead row
+    with Klaviyo's reason for each refused entry, is written on it)."""
+    deleted, _ = queryset.exclude(status__in=OutboxEvent.IN_FLIGHT_STATUSES).delete()
     return deleted
