@@ -134,10 +134,10 @@ REQUIRED_LINE_FIELDS = ("name", "quantity")
 
 def mapping(setting: str) -> dict[str, Any]:
     """The defaults of ``setting`` with the project's entries over them (a fresh dict)."""
-    return dict(_merged(setting))
+    return dict(merged_mapping(setting))
 
 
-def _merged(setting: str) -> dict[str, Any]:
+def merged_mapping(setting: str) -> dict[str, Any]:
     """``mapping(setting)``, merged once until a setting changes; read-only for callers."""
 
     def merge() -> dict[str, Any]:
@@ -151,7 +151,7 @@ def _merged(setting: str) -> dict[str, Any]:
 
 def metric(name: str) -> str:
     """The configured Klaviyo metric name of ``name`` (a key of METRIC_NAMES)."""
-    return _merged("METRIC_NAMES")[name]
+    return merged_mapping("METRIC_NAMES")[name]
 
 
 def status_values(key: str) -> tuple[Any, ...]:
@@ -320,7 +320,7 @@ def line_link(model: type[models.Model]) -> tuple[type[models.Model], str] | Non
     such lines cannot be told apart, so they do not complete an order created placed."""
 
     def link() -> tuple[type[models.Model], str] | None:
-        path = _merged("ORDER_FIELDS").get("lines")
+        path = merged_mapping("ORDER_FIELDS").get("lines")
         if not isinstance(path, str) or not path or "." in path:
             return None
         try:

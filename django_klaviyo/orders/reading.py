@@ -18,7 +18,7 @@ from django.db.models.fields.related_descriptors import ForeignKeyDeferredAttrib
 from django.db.models.query_utils import DeferredAttribute
 
 from django_klaviyo.conf import klaviyo_settings
-from django_klaviyo.orders.fields import _merged, resolve
+from django_klaviyo.orders.fields import merged_mapping, resolve
 
 
 class Values(dict):
@@ -83,10 +83,10 @@ def reader(setting: str, paths: Mapping[str, Any] | None = None) -> Reader:
     """The ``Reader`` of the mapping ``setting`` (kept until a setting changes), or of
     ``paths``, a caller's own mapping."""
     if paths is not None:
-        merged = _merged(setting)
+        merged = merged_mapping(setting)
         if paths is not merged and paths != merged:
             return Reader(paths, plain=False)
-    return klaviyo_settings.memo(("reader", setting), lambda: Reader(_merged(setting)))
+    return klaviyo_settings.memo(("reader", setting), lambda: Reader(merged_mapping(setting)))
 
 
 def values(obj: Any, setting: str, paths: Mapping[str, Any] | None = None) -> Values:
